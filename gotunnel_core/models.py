@@ -1,0 +1,456 @@
+"""Validated tunnel models: every value that reaches a template, a socket or a file passes here first.
+
+Each `parse_*` function and `from_raw` constructor takes untrusted input (CLI flags, TOML, JSON
+from the daemon socket) and either returns a normalised, immutable value or raises
+`ValidationError` naming the field, the bad value and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from .errors import ValidationError
+
+#: Suffixes under which every tunnel answers: `NAME.localhost` (this machine, RFC 6761) and
+#: `NAME.local` (the LAN, through mDNS).
+NAME_SUFFIXES: tuple[str, ...] = ("localhost", "local")
+
+_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Path characters: RFC 3986 unreserved, percent-escapes and a conservative set of sub-delims.
+# Quotes, backslashes, semicolons, braces, spaces and controls are refused so that a path can
+# never end the directive or string it is rendered into.
+_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9\-._~!&()*+,=:@/]|%[0-9A-Fa-f]{2})*$")
+_MAX_NAME = 253 - len(".localhost")
+_MAX_HEADER_VALUE = 4096
+
+
+def _encode_label(label: str, raw: str) -> str:
+    """Lower-case one label and turn a non-ASCII label into its punycode (IDNA 2008) form."""
+    if label.isascii():
+        return label.lower()
+    import idna
+
+    try:
+        return idna.encode(label, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValidationError("tunnel name", raw, f"label {label!r} is not a valid IDN ({exc})") from None
+
+
+def parse_tunnel_name(raw: object) -> str:
+    """Normalise a tunnel name (`myapp`, `api.myapp`, `*.myapp`, `Bücher`) or refuse it.
+
+    A trailing `.localhost`/`.local` is accepted and removed, so `-d myapp.local` and `-d myapp`
+    name the same tunnel. The result is lower-case ASCII RFC 1123 labels, optionally led by `*.`.
+    """
+    if not isinstance(raw, str):
+        raise ValidationError("tunnel name", raw, "must be a string")
+    if raw == "":
+        raise ValidationError("tunnel name", raw, "must not be empty")
+    if raw != raw.strip() or any(ch.isspace() for ch in raw):
+        raise ValidationError("tunnel name", raw, "must not contain whitespace")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        raise ValidationError("tunnel name", raw, "must not contain control characters")
+    name = raw[:-1] if raw.endswith(".") else raw
+    labels = name.split(".")
+    wildcard = labels[0] == "*"
+    if wildcard:
+        labels = labels[1:]
+        if not labels:
+            raise ValidationError("tunnel name", raw, "a wildcard needs a base name, as in '*.myapp'")
+    encoded: list[str] = []
+    for label in labels:
+        if label == "":
+            raise ValidationError("tunnel name", raw, "has an empty label (two dots, or a leading/trailing dot)")
+        if label == "*":
+            raise ValidationError("tunnel name", raw, "'*' is only allowed as the whole first label, as in '*.myapp'")
+        label = _encode_label(label, raw)
+        if len(label) > 63:
+            raise ValidationError("tunnel name", raw, f"label {label[:20]}... is {len(label)} characters; the limit is 63")
+        if not _LABEL_RE.match(label):
+            raise ValidationError(
+                "tunnel name",
+                raw,
+                f"label {label!r} may only hold letters, digits and inner hyphens (RFC 1123)",
+            )
+        encoded.append(label)
+    if encoded[-1] in NAME_SUFFIXES:
+        if len(encoded) == 1:
+            raise ValidationError("tunnel name", raw, f"'{encoded[0]}' alone is a suffix, not a name")
+        encoded.pop()
+    result = ".".join((["*"] if wildcard else []) + encoded)
+    if len(result) > _MAX_NAME:
+        raise ValidationError("tunnel name", raw, f"is {len(result)} characters; the limit is {_MAX_NAME}")
+    return result
+
+
+def parse_path(raw: object, field_name: str = "path") -> str:
+    """Validate an absolute URL path (path prefix or health-check path) with a safe character set."""
+    if not isinstance(raw, str) or not _PATH_RE.match(raw):
+        raise ValidationError(
+            field_name,
+            raw,
+            "must start with '/' and hold only letters, digits, %XX escapes and -._~!&()*+,=:@/",
+        )
+    if any(seg in (".", "..") for seg in raw.split("/")):
+        raise ValidationError(field_name, raw, "must not contain '.' or '..' segments")
+    if len(raw) > 1024:
+        raise ValidationError(field_name, raw, "is longer than 1024 characters")
+    return raw
+
+
+def parse_port(raw: object, field_name: str = "port") -> int:
+    """Accept an int (or a decimal string) in 1..65535."""
+    if isinstance(raw, bool):
+        raise ValidationError(field_name, raw, "must be a number from 1 to 65535")
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
+    if not isinstance(raw, int) or not 1 <= raw <= 65535:
+        raise ValidationError(field_name, raw, "must be a number from 1 to 65535")
+    return raw
+
+
+def _parse_host(host: str, raw: str) -> str:
+    """Validate a backend host: an IP literal or an RFC 1123 host name."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if not host or any(not _LABEL_RE.match(label) for label in labels):
+        raise ValidationError("backend", raw, f"host {host!r} is neither an IP address nor a valid host name")
+    return host.rstrip(".").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One upstream server of a tunnel: scheme, host, port, optional path prefix and weight."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = ""
+    weight: int = 1
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+    @property
+    def address(self) -> str:
+        """`host:port` as used by proxies in upstream definitions (IPv6 bracketed)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, raw: object, weight: object = 1) -> "Backend":
+        """Parse `http://host:port/prefix` (also `URL,weight=N`) or a `{url, weight}` mapping."""
+        if isinstance(raw, Mapping):
+            unknown = set(raw) - {"url", "weight"}
+            if unknown:
+                raise ValidationError("backend", dict(raw), f"unknown key(s) {', '.join(sorted(unknown))}")
+            if "url" not in raw:
+                raise ValidationError("backend", dict(raw), "needs a 'url'")
+            return cls.parse(raw["url"], raw.get("weight", 1))
+        if not isinstance(raw, str):
+            raise ValidationError("backend", raw, "must be a URL string such as http://127.0.0.1:3000")
+        url = raw
+        if "," in raw:
+            url, _, option = raw.partition(",")
+            key, sep, value = option.partition("=")
+            if key.strip() != "weight" or not sep:
+                raise ValidationError("backend", raw, "the only option is ',weight=N'")
+            weight = value.strip()
+        if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url) or any(ch in url for ch in "\"'\\{};<>`"):
+            raise ValidationError("backend", raw, "contains whitespace, control or quoting characters")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValidationError("backend", raw, "scheme must be http or https")
+        if parts.username is not None or parts.password is not None:
+            raise ValidationError("backend", raw, "credentials in the URL are not supported")
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            raise ValidationError("backend", raw, "must not have a query or fragment")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValidationError("backend", raw, "port must be a number from 1 to 65535") from None
+        if port is None:
+            if parts.netloc.endswith(":"):
+                raise ValidationError("backend", raw, "port must be a number from 1 to 65535")
+            port = 443 if parts.scheme == "https" else 80
+        if port == 0:
+            raise ValidationError("backend", raw, "port must be a number from 1 to 65535")
+        host = _parse_host(parts.hostname or "", raw)
+        path = parts.path.rstrip("/")
+        if path:
+            path = parse_path(path, "backend path")
+        return cls(parts.scheme, host, port, path, parse_weight(weight))
+
+
+def parse_weight(raw: object) -> int:
+    """A backend weight: an integer from 1 to 1000."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 1000:
+        raise ValidationError("weight", raw, "must be an integer from 1 to 1000")
+    return raw
+
+
+def _number(raw: object, field_name: str, low: float, high: float) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not low <= raw <= high:
+        raise ValidationError(field_name, raw, f"must be a number from {low:g} to {high:g}")
+    return float(raw)
+
+
+def _count(raw: object, field_name: str, low: int, high: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise ValidationError(field_name, raw, f"must be an integer from {low} to {high}")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health check: GET `path` every `interval` seconds; thresholds flip a backend's state."""
+
+    path: str = "/"
+    interval: float = 5.0
+    timeout: float = 2.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+
+    @classmethod
+    def parse(cls, raw: object) -> "HealthCheck":
+        """Accept a path string (`/health`) or a table `{path, interval, timeout, healthy_threshold, unhealthy_threshold}`."""
+        if isinstance(raw, str):
+            return cls(path=parse_path(raw, "health path"))
+        if not isinstance(raw, Mapping):
+            raise ValidationError("health", raw, "must be a path or a table")
+        allowed = {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold"}
+        unknown = set(raw) - allowed
+        if unknown:
+            raise ValidationError("health", dict(raw), f"unknown key(s) {', '.join(sorted(unknown))}")
+        check = cls(
+            path=parse_path(raw.get("path", "/"), "health path"),
+            interval=_number(raw.get("interval", 5.0), "health interval", 0.1, 3600),
+            timeout=_number(raw.get("timeout", 2.0), "health timeout", 0.05, 600),
+            healthy_threshold=_count(raw.get("healthy_threshold", 2), "health healthy_threshold", 1, 100),
+            unhealthy_threshold=_count(raw.get("unhealthy_threshold", 2), "health unhealthy_threshold", 1, 100),
+        )
+        return check
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "healthy_threshold": self.healthy_threshold,
+            "unhealthy_threshold": self.unhealthy_threshold,
+        }
+
+
+def parse_header_name(raw: object) -> str:
+    """An RFC 9110 token; returned as given (engines compare case-insensitively)."""
+    if not isinstance(raw, str) or not _HEADER_NAME_RE.match(raw) or len(raw) > 256:
+        raise ValidationError("header name", raw, "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)")
+    return raw
+
+
+def parse_header_value(raw: object) -> str:
+    """Printable ASCII and inner spaces only: no CR, LF, NUL, other controls or non-ASCII bytes."""
+    if not isinstance(raw, str):
+        raise ValidationError("header value", raw, "must be a string")
+    if len(raw) > _MAX_HEADER_VALUE:
+        raise ValidationError("header value", raw, f"is longer than {_MAX_HEADER_VALUE} characters")
+    if any(not (0x20 <= ord(ch) < 0x7F) for ch in raw):
+        raise ValidationError("header value", raw, "must hold printable ASCII only (no newlines or control characters)")
+    if raw != raw.strip(" "):
+        raise ValidationError("header value", raw, "must not start or end with a space")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    """Header rules for one direction: headers to set (replacing) and header names to remove."""
+
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: object, direction: str) -> "HeaderOps":
+        if not isinstance(raw, Mapping):
+            raise ValidationError(f"headers.{direction}", raw, "must be a table with 'add' and/or 'remove'")
+        unknown = set(raw) - {"add", "remove"}
+        if unknown:
+            raise ValidationError(f"headers.{direction}", dict(raw), f"unknown key(s) {', '.join(sorted(unknown))}")
+        add_raw = raw.get("add", {})
+        if not isinstance(add_raw, Mapping):
+            raise ValidationError(f"headers.{direction}.add", add_raw, "must be a table of name = value")
+        remove_raw = raw.get("remove", [])
+        if not isinstance(remove_raw, Sequence) or isinstance(remove_raw, str):
+            raise ValidationError(f"headers.{direction}.remove", remove_raw, "must be a list of header names")
+        add = tuple(sorted((parse_header_name(k), parse_header_value(v)) for k, v in add_raw.items()))
+        remove = tuple(sorted({parse_header_name(name) for name in remove_raw}))
+        return cls(add, remove)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"add": dict(self.add), "remove": list(self.remove)}
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """Per-tunnel header rules for the request sent upstream and the response sent back."""
+
+    request: HeaderOps = field(default_factory=HeaderOps)
+    response: HeaderOps = field(default_factory=HeaderOps)
+
+    @classmethod
+    def parse(cls, raw: object) -> "HeaderRules":
+        if not isinstance(raw, Mapping):
+            raise ValidationError("headers", raw, "must be a table with 'request' and/or 'response'")
+        unknown = set(raw) - {"request", "response"}
+        if unknown:
+            raise ValidationError("headers", dict(raw), f"unknown key(s) {', '.join(sorted(unknown))}")
+        return cls(
+            HeaderOps.parse(raw.get("request", {}), "request"),
+            HeaderOps.parse(raw.get("response", {}), "response"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request": self.request.to_dict(), "response": self.response.to_dict()}
+
+
+_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers"}
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """A named route: `NAME.localhost` and `NAME.local` proxied to one or more backends."""
+
+    name: str
+    backends: tuple[Backend, ...]
+    https: bool = True
+    redirect_https: bool = False
+    health: HealthCheck | None = None
+    headers: HeaderRules = field(default_factory=HeaderRules)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.name.startswith("*.")
+
+    @property
+    def hostnames(self) -> tuple[str, ...]:
+        """Every host name this tunnel answers on, e.g. `myapp.localhost`, `myapp.local`."""
+        return tuple(f"{self.name}.{suffix}" for suffix in NAME_SUFFIXES)
+
+    @classmethod
+    def from_raw(cls, raw: object) -> "Tunnel":
+        """Build from a config-file table or API payload; refuses unknown keys and bad values."""
+        if not isinstance(raw, Mapping):
+            raise ValidationError("tunnel", raw, "must be a table")
+        unknown = set(raw) - _TUNNEL_KEYS
+        if unknown:
+            raise ValidationError("tunnel", raw.get("name", "?"), f"unknown key(s) {', '.join(sorted(unknown))}")
+        if "name" not in raw:
+            raise ValidationError("tunnel", dict(raw), "needs a 'name'")
+        name = parse_tunnel_name(raw["name"])
+        backends_raw = raw.get("backends")
+        if isinstance(backends_raw, (str, Mapping)):
+            backends_raw = [backends_raw]
+        if not isinstance(backends_raw, Sequence) or not backends_raw:
+            raise ValidationError("backends", backends_raw, f"tunnel {name!r} needs at least one backend URL")
+        backends = tuple(Backend.parse(item) for item in backends_raw)
+        if len(backends) > 64:
+            raise ValidationError("backends", len(backends), "at most 64 backends per tunnel")
+        health_raw = raw.get("health")
+        return cls(
+            name=name,
+            backends=backends,
+            https=_bool(raw.get("https", True), "https"),
+            redirect_https=_bool(raw.get("redirect_https", False), "redirect_https"),
+            health=None if health_raw is None else HealthCheck.parse(health_raw),
+            headers=HeaderRules.parse(raw.get("headers", {})),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON form (what `from_raw` accepts and the state file stores)."""
+        return {
+            "name": self.name,
+            "backends": [{"url": b.url, "weight": b.weight} for b in self.backends],
+            "https": self.https,
+            "redirect_https": self.redirect_https,
+            "health": None if self.health is None else self.health.to_dict(),
+            "headers": self.headers.to_dict(),
+        }
+
+
+def _bool(raw: object, field_name: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ValidationError(field_name, raw, "must be true or false")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class CertFiles:
+    """PEM paths of a certificate and its key, as engines load them."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Where the engine listens: one HTTP and one HTTPS port on one address."""
+
+    bind: str = "0.0.0.0"
+    http_port: int = 8080
+    https_port: int = 8443
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """Everything an engine needs to serve: listeners, tunnels and each tunnel's certificate.
+
+    `certs` maps a tunnel name to its certificate files; `default_cert` is served for an SNI
+    name that matches no tunnel (so the 404 page works over HTTPS too).
+    """
+
+    listen: Listen
+    tunnels: tuple[Tunnel, ...] = ()
+    certs: Mapping[str, CertFiles] = field(default_factory=dict)
+    default_cert: CertFiles | None = None
+
+    def by_name(self) -> dict[str, Tunnel]:
+        return {t.name: t for t in self.tunnels}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
+            "tunnels": [t.to_dict() for t in self.tunnels],
+            "certs": {name: {"cert": c.cert, "key": c.key} for name, c in sorted(self.certs.items())},
+            "default_cert": None if self.default_cert is None else {"cert": self.default_cert.cert, "key": self.default_cert.key},
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "RouteTable":
+        """Inverse of `to_dict`; tunnels are re-validated."""
+        listen = raw["listen"]
+        default = raw.get("default_cert")
+        return cls(
+            listen=Listen(str(listen["bind"]), parse_port(listen["http_port"]), parse_port(listen["https_port"])),
+            tunnels=tuple(Tunnel.from_raw(t) for t in raw.get("tunnels", [])),
+            certs={name: CertFiles(c["cert"], c["key"]) for name, c in raw.get("certs", {}).items()},
+            default_cert=None if default is None else CertFiles(default["cert"], default["key"]),
+        )
+
+
+def parse_bind(raw: object) -> str:
+    """A listen address: an IPv4 or IPv6 literal."""
+    try:
+        return str(ipaddress.ip_address(str(raw)))
+    except ValueError:
+        raise ValidationError("bind address", raw, "must be an IP address such as 0.0.0.0 or 127.0.0.1") from None
