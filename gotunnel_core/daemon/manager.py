@@ -1,0 +1,238 @@
+"""The tunnel manager: owns the desired state, the engine, certificates and names, in the daemon.
+
+Every change goes through one asyncio lock: validate, build the new route table, let the
+engine apply it, persist it, then notify plugins. A change the engine refuses is never
+persisted and the running configuration stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+from ..certservice import CertService
+from ..engine import Engine, EngineContext, collect_engines, find_engine
+from ..errors import GotunnelError, RuntimeFailure
+from ..logs import get_logger
+from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
+from ..paths import StateLayout
+from ..plugins import GotunnelPluginManager
+from ..state import TunnelStore
+from ..urls import tunnel_urls
+
+log = get_logger("gotunnel.daemon")
+
+#: How often certificates are checked for renewal, and how far wall-clock time may run ahead
+#: of monotonic time between two ticks before we assume the machine slept.
+RENEW_CHECK_INTERVAL = 3600.0
+CLOCK_TICK = 15.0
+SLEEP_JUMP = 60.0
+
+
+class TunnelManager:
+    """Keeps the engine serving exactly the desired tunnels."""
+
+    def __init__(self, layout: StateLayout, settings: Mapping[str, Any], plugins: GotunnelPluginManager) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.plugins = plugins
+        self.listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])
+        self.store = TunnelStore(layout.tunnels_file, layout.tunnels_lock)
+        self.tunnels: dict[str, Tunnel] = {}
+        self.table: RouteTable | None = None
+        self.engine: Engine | None = None
+        self.certs: CertService | None = None
+        self.names: Any = None  # NameService (mDNS + hosts), set in startup
+        self.started_at = time.time()
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Create the engine, restore the persisted tunnels and start serving them."""
+        specs = collect_engines(self.plugins.pm)
+        spec = find_engine(specs, self.settings["engine"])
+        work_dir = self.layout.engine_dir(spec.name)
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        context = EngineContext(
+            work_dir=work_dir,
+            settings=dict(self.settings),
+            hook=self.plugins.hook,
+            log=get_logger(f"gotunnel.engine.{spec.name}"),
+        )
+        self.engine = spec.engine_class(context)
+        self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
+        from ..names import NameService
+
+        self.names = NameService(self.settings, self.layout)
+        await self.names.start()
+        restored = await asyncio.to_thread(self.store.load)
+        self.tunnels = {t.name: t for t in restored}
+        table = await self._build_table(self.tunnels.values())
+        await self.engine.start(table)
+        self.table = table
+        await self._publish_names(list(self.tunnels.values()))
+        for tunnel in self.tunnels.values():
+            self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
+        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
+        self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
+
+    async def shutdown(self, *, forget: bool = False) -> None:
+        """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
+        for task in self._tasks:
+            task.cancel()
+        async with self._lock:
+            tunnels = list(self.tunnels.values())
+            if self.engine is not None:
+                try:
+                    await self.engine.stop()
+                except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever the engine does
+                    log.error("engine stop failed", error=str(exc))
+            if self.names is not None:
+                await self.names.close()
+            for tunnel in tunnels:
+                self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
+            if forget:
+                await asyncio.to_thread(self.store.update, lambda _: [])
+                for tunnel in tunnels:
+                    self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
+                self.tunnels = {}
+
+    # ----- operations ----------------------------------------------------------------------
+
+    async def start_tunnels(self, raw_tunnels: list[Any]) -> list[dict[str, Any]]:
+        """Add or replace tunnels; returns each with its URLs once the engine serves it."""
+        new = [Tunnel.from_raw(raw) for raw in raw_tunnels]
+        async with self._lock:
+            desired = dict(self.tunnels)
+            for tunnel in new:
+                desired[tunnel.name] = tunnel
+            await self.names_check(new)
+            await self._apply(desired)
+            await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
+            previous, self.tunnels = self.tunnels, desired
+            for tunnel in new:
+                self._notify("gotunnel_tunnel_created", tunnel=tunnel)
+            await self._publish_names(new)
+            for tunnel in new:
+                self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
+            del previous
+            return [self.describe(t) for t in new]
+
+    async def stop_tunnels(self, raw_names: list[str]) -> list[str]:
+        """Stop and forget the named tunnels; unknown names are refused before anything changes."""
+        names = [parse_tunnel_name(n) for n in raw_names]
+        async with self._lock:
+            missing = [n for n in names if n not in self.tunnels]
+            if missing:
+                running = ", ".join(sorted(self.tunnels)) or "none"
+                raise RuntimeFailure(f"no tunnel named {missing[0]!r}; running: {running}")
+            desired = {n: t for n, t in self.tunnels.items() if n not in names}
+            gone = [self.tunnels[n] for n in names]
+            await self._apply(desired)
+            await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
+            self.tunnels = desired
+            await self._withdraw_names(gone)
+            for tunnel in gone:
+                self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
+                self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
+            return [t.name for t in gone]
+
+    async def renew_certificates(self, force: Iterable[str] = ()) -> list[str]:
+        """Renew due (or forced) certificates and hand the engine the new files without a restart."""
+        assert self.certs is not None
+        forced = set(force)
+        async with self._lock:
+            due = [n for n in self.tunnels if n in forced or self.certs.issuer.due(n)]
+            for name in forced:
+                await asyncio.to_thread(self.certs.issuer.renew, name)
+            if not due and not self.certs.issuer.due("localhost"):
+                return []
+            await self._apply(dict(self.tunnels))
+            log.info("certificates renewed", names=due)
+            return due
+
+    def urls(self, tunnel: Tunnel) -> list[str]:
+        return tunnel_urls(tunnel, self.listen, mdns=bool(self.settings["mdns"]))
+
+    def describe(self, tunnel: Tunnel) -> dict[str, Any]:
+        """A tunnel as `list --json` shows it: its canonical form plus URLs."""
+        return {**tunnel.to_dict(), "urls": self.urls(tunnel)}
+
+    def status(self) -> dict[str, Any]:
+        health = self.engine.health() if self.engine else None
+        names_status = self.names.status() if self.names is not None else {}
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "engine": {
+                "name": self.settings["engine"],
+                "running": bool(health and health.running),
+                "detail": health.detail if health else "",
+                **({"extra": dict(health.extra)} if health and health.extra else {}),
+            },
+            "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
+            "tunnels": [self.describe(t) for t in sorted(self.tunnels.values(), key=lambda t: t.name)],
+            "certificates": self.certs.expiry() if self.certs else [],
+            "names": names_status,
+        }
+
+    # ----- internals -----------------------------------------------------------------------
+
+    async def names_check(self, tunnels: list[Tunnel]) -> None:
+        """Refuse names another host already answers for on the LAN (mDNS conflict)."""
+        if self.names is not None:
+            await self.names.check(tunnels)
+
+    async def _publish_names(self, tunnels: list[Tunnel]) -> None:
+        if self.names is not None and tunnels:
+            await self.names.publish(tunnels, self.listen)
+
+    async def _withdraw_names(self, tunnels: list[Tunnel]) -> None:
+        if self.names is not None and tunnels:
+            await self.names.withdraw(tunnels)
+
+    async def _build_table(self, tunnels: Iterable[Tunnel]) -> RouteTable:
+        assert self.certs is not None
+        ordered = tuple(sorted(tunnels, key=lambda t: t.name))
+        certs = await asyncio.to_thread(self.certs.for_tunnels, [t.name for t in ordered])
+        default = await asyncio.to_thread(self.certs.default)
+        return RouteTable(self.listen, ordered, certs, default)
+
+    async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
+        assert self.engine is not None
+        table = await self._build_table(desired.values())
+        await self.engine.validate(table)
+        await self.engine.apply(table)
+        self.table = table
+
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook; a failing plugin is logged, never allowed to break the daemon."""
+        caller = getattr(self.plugins.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            try:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("plugin hook failed", hook=hook_name, plugin=impl.plugin_name, error=str(exc))
+
+    async def _renewal_loop(self) -> None:
+        """Renew certificates on a timer, and at once when a wall-clock jump shows the machine slept."""
+        last_check = time.monotonic()
+        last_wall, last_mono = time.time(), time.monotonic()
+        while True:
+            await asyncio.sleep(CLOCK_TICK)
+            wall, mono = time.time(), time.monotonic()
+            slept = (wall - last_wall) - (mono - last_mono) > SLEEP_JUMP
+            last_wall, last_mono = wall, mono
+            if slept or mono - last_check >= RENEW_CHECK_INTERVAL:
+                last_check = mono
+                try:
+                    await self.renew_certificates()
+                except GotunnelError as exc:
+                    log.error("certificate renewal failed", error=exc.message)
+
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]

@@ -1,0 +1,112 @@
+"""Where gotunnel keeps things: the per-user state directory and the files inside it.
+
+Under `sudo`, the invoking user's directories are used (SUDO_USER), not root's, so the daemon,
+CA and tunnels stay the user's own.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fsutil import ensure_private_dir
+
+
+def invoking_home() -> Path:
+    """The home of the user who ran gotunnel: SUDO_USER's under sudo, else ours."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+        try:
+            return Path(pwd.getpwnam(sudo_user).pw_dir)
+        except KeyError:
+            pass
+    return Path.home()
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    if os.environ.get("SUDO_USER") and os.geteuid() == 0:
+        return invoking_home() / fallback
+    value = os.environ.get(var)
+    return Path(value) if value and os.path.isabs(value) else invoking_home() / fallback
+
+
+def user_config_dir() -> Path:
+    """`<user config dir>/gotunnel` (XDG on Linux)."""
+    if os.name != "posix" or os.uname().sysname == "Darwin":
+        import platformdirs
+
+        return Path(platformdirs.user_config_dir("gotunnel"))
+    return _xdg("XDG_CONFIG_HOME", ".config") / "gotunnel"
+
+
+def default_state_dir() -> Path:
+    """`<user state dir>/gotunnel` (XDG on Linux)."""
+    if os.name != "posix" or os.uname().sysname == "Darwin":
+        import platformdirs
+
+        return Path(platformdirs.user_state_dir("gotunnel"))
+    return _xdg("XDG_STATE_HOME", ".local/state") / "gotunnel"
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Every path inside the state directory, in one place."""
+
+    root: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "daemon.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "daemon.pid"
+
+    @property
+    def daemon_lock(self) -> Path:
+        """Held (flock) by the live daemon for its whole life; free once it dies, even by SIGKILL."""
+        return self.root / "daemon.lock"
+
+    @property
+    def spawn_lock(self) -> Path:
+        """Serialises CLI processes deciding whether to spawn a daemon."""
+        return self.root / "spawn.lock"
+
+    @property
+    def tunnels_file(self) -> Path:
+        return self.root / "tunnels.json"
+
+    @property
+    def tunnels_lock(self) -> Path:
+        return self.root / "tunnels.json.lock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def daemon_output(self) -> Path:
+        """The daemon's raw stdout/stderr, for errors before logging is set up."""
+        return self.root / "daemon.out"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.root / "certs"
+
+    def engine_dir(self, engine: str) -> Path:
+        return self.root / "engines" / engine
+
+    def ensure(self) -> "StateLayout":
+        """Create the state directory (0700) or refuse one with unsafe ownership or mode."""
+        ensure_private_dir(self.root)
+        return self
+
+
+def state_layout(state_dir: str | None) -> StateLayout:
+    return StateLayout(Path(state_dir).absolute() if state_dir else default_state_dir())
