@@ -25,7 +25,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import UsageError, ValidationError
 from ..fsutil import atomic_write, ensure_private_dir
-from .authority import CLOCK_SKEW, LOCK_TIMEOUT, CertificateAuthority, check_private_file, key_to_pem, new_private_key
+from .authority import (
+    CLOCK_SKEW,
+    LOCK_TIMEOUT,
+    CAInfo,
+    CertificateAuthority,
+    check_private_file,
+    key_to_pem,
+    new_private_key,
+)
 from .names import DEFAULT_NAME, LEAF_SUFFIXES, leaf_sans, name_from_filename, safe_filename
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -284,6 +292,10 @@ class LeafIssuer:
             due_for_renewal=reason is not None,
             due_reason=reason,
         )
+
+    def ca_info(self) -> CAInfo:
+        """Inspection data of the CA these leaves are issued by (creates it if missing)."""
+        return self.ca.info()
 
     def leaf_info(self, name: str) -> LeafInfo:
         """Inspection data for one name; UsageError if no readable certificate is stored."""
