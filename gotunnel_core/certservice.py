@@ -37,9 +37,11 @@ class CertService:
         pair = self.issuer.ensure_default()
         return CertFiles(str(pair.cert_path), str(pair.key_path))
 
-    def any_due(self, names: Iterable[str]) -> bool:
-        """Whether any of these certificates (or the default one) needs renewal now."""
-        return any(self.issuer.due(name) for name in names)
+    def default_due(self) -> bool:
+        """Whether the default `localhost` certificate needs renewal now."""
+        from .certs import DEFAULT_NAME
+
+        return self.issuer.due(DEFAULT_NAME)
 
     def expiry(self) -> list[dict[str, Any]]:
         """Every leaf with its serial and expiry, for `gotunnel status`."""

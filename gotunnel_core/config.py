@@ -163,7 +163,7 @@ class Resolved:
         }
 
 
-def find_config_file(explicit: str | None, cwd: Path | None = None) -> Path | None:
+def find_config_file(explicit: str | None, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
     """`--config PATH` (must exist), else `./gotunnel.toml`, else `<user config dir>/gotunnel/config.toml`."""
     if explicit:
         path = Path(os.path.expanduser(explicit))
@@ -175,7 +175,7 @@ def find_config_file(explicit: str | None, cwd: Path | None = None) -> Path | No
         return local
     from .paths import user_config_dir
 
-    user = user_config_dir() / "config.toml"
+    user = user_config_dir(env) / "config.toml"
     return user if user.is_file() else None
 
 
@@ -198,7 +198,7 @@ def resolve(
     """Merge the layers. `cli_values` holds only flags given on the command line (None = not given)."""
     env = os.environ if env is None else env
     explicit_config = cli_values.get("config") or env.get("GOTUNNEL_CONFIG") or None
-    config_path = find_config_file(explicit_config, cwd)
+    config_path = find_config_file(explicit_config, cwd, env)
     file_data = load_config_file(config_path) if config_path else {}
 
     for key in file_data:

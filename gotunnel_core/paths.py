@@ -10,6 +10,7 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from .fsutil import ensure_private_dir
 
@@ -25,20 +26,21 @@ def invoking_home() -> Path:
     return Path.home()
 
 
-def _xdg(var: str, fallback: str) -> Path:
-    if os.environ.get("SUDO_USER") and os.geteuid() == 0:
+def _xdg(var: str, fallback: str, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("SUDO_USER") and os.geteuid() == 0:
         return invoking_home() / fallback
-    value = os.environ.get(var)
+    value = env.get(var)
     return Path(value) if value and os.path.isabs(value) else invoking_home() / fallback
 
 
-def user_config_dir() -> Path:
+def user_config_dir(env: Mapping[str, str] | None = None) -> Path:
     """`<user config dir>/gotunnel` (XDG on Linux)."""
     if os.name != "posix" or os.uname().sysname == "Darwin":
         import platformdirs
 
         return Path(platformdirs.user_config_dir("gotunnel"))
-    return _xdg("XDG_CONFIG_HOME", ".config") / "gotunnel"
+    return _xdg("XDG_CONFIG_HOME", ".config", env) / "gotunnel"
 
 
 def default_state_dir() -> Path:

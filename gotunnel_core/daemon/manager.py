@@ -149,7 +149,7 @@ class TunnelManager:
             due = [n for n in self.tunnels if n in forced or self.certs.issuer.due(n)]
             for name in forced:
                 await asyncio.to_thread(self.certs.issuer.renew, name)
-            if not due and not self.certs.issuer.due("localhost"):
+            if not due and not self.certs.default_due():
                 return []
             await self._apply(dict(self.tunnels))
             log.info("certificates renewed", names=due)

@@ -1,0 +1,170 @@
+"""The daemon process: holds the daemon lock, runs the tunnel manager and answers the unix-socket API.
+
+The socket (0600, in the 0700 state directory) only starts answering once the engine serves
+the restored tunnels, so a client that gets a `ping` answer can rely on the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import sys
+from typing import Any, Awaitable, Callable, Mapping
+
+from .. import __version__
+from ..errors import GotunnelError, RuntimeFailure, UsageError
+from ..fsutil import atomic_write
+from ..logs import get_logger
+from ..paths import StateLayout
+from ..plugins import GotunnelPluginManager
+from .manager import TunnelManager
+from .protocol import MAX_MESSAGE, encode, error_response
+
+log = get_logger("gotunnel.daemon")
+
+
+class DaemonLockHeld(RuntimeFailure):
+    """Another daemon already owns this state directory."""
+
+
+def acquire_daemon_lock(layout: StateLayout) -> int:
+    """Take the daemon lock for the life of this process; fail if another daemon holds it."""
+    fd = os.open(layout.daemon_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DaemonLockHeld(f"another gotunnel daemon already runs for {layout.root}") from None
+    return fd
+
+
+class DaemonServer:
+    """Dispatches API requests to the tunnel manager until asked to stop."""
+
+    def __init__(self, layout: StateLayout, settings: Mapping[str, Any], plugins: GotunnelPluginManager) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.manager = TunnelManager(layout, settings, plugins)
+        self.stopping = asyncio.Event()
+        self.forget_on_exit = False
+        self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
+            "ping": self._ping,
+            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", []))),
+            "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", []))),
+            "stop_all": self._stop_all,
+            "list": self._list,
+            "status": self._status,
+            "renew": lambda a: self.manager.renew_certificates(list(a.get("names", []))),
+        }
+
+    async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "engine": self.settings["engine"],
+            "bind": self.settings["bind"],
+            "http_port": self.settings["http_port"],
+            "https_port": self.settings["https_port"],
+            "mdns": self.settings["mdns"],
+            "state_dir": str(self.layout.root),
+        }
+
+    async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [self.manager.describe(t) for t in sorted(self.manager.tunnels.values(), key=lambda t: t.name)]
+
+    async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}
+
+    async def _stop_all(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        names = sorted(self.manager.tunnels)
+        self.forget_on_exit = True
+        self.stopping.set()
+        return {"stopped": names, "pid": os.getpid()}
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one request on one connection."""
+        try:
+            line = await reader.readline()
+            try:
+                request = json.loads(line)
+                op = request["op"]
+                args = request.get("args") or {}
+                if op not in self.ops or not isinstance(args, dict):
+                    raise UsageError(f"unknown daemon operation {op!r}")
+            except (ValueError, KeyError, TypeError):
+                raise UsageError("malformed request to the daemon") from None
+            response = {"ok": True, "result": await self.ops[op](args)}
+        except GotunnelError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            log.exception("request failed")
+            response = error_response(RuntimeFailure(f"internal daemon error: {type(exc).__name__}: {exc}",
+                                                     hint="see `gotunnel logs`"))
+        try:
+            writer.write(encode(response))
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def run(self, initial_tunnels: list[Any] | None = None) -> None:
+        """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.manager.startup()
+        if initial_tunnels:
+            await self.manager.start_tunnels(initial_tunnels)
+        try:
+            self.layout.socket.unlink()
+        except FileNotFoundError:
+            pass
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self.handle, path=str(self.layout.socket), limit=MAX_MESSAGE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.layout.socket, 0o600)
+        atomic_write(self.layout.pidfile, f"{os.getpid()}\n", mode=0o600)
+        log.info("daemon listening", socket=str(self.layout.socket), pid=os.getpid())
+        try:
+            await self.stopping.wait()
+        finally:
+            server.close()
+            await self.manager.shutdown(forget=self.forget_on_exit)
+            for path in (self.layout.socket, self.layout.pidfile):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            log.info("daemon stopped", forget=self.forget_on_exit)
+
+
+def run_daemon(
+    layout: StateLayout,
+    settings: Mapping[str, Any],
+    plugins: GotunnelPluginManager,
+    initial_tunnels: list[Any] | None = None,
+    forget_on_exit: bool = False,
+) -> None:
+    """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
+    lock_fd = acquire_daemon_lock(layout)
+    try:
+        import uvloop
+
+        server_holder: list[DaemonServer] = []
+
+        async def main() -> None:
+            server = DaemonServer(layout, settings, plugins)
+            server.forget_on_exit = forget_on_exit
+            server_holder.append(server)
+            await server.run(initial_tunnels)
+
+        uvloop.run(main())
+    finally:
+        os.close(lock_fd)
+    sys.stdout.flush()

@@ -1,0 +1,111 @@
+"""Model validation: every bad value is refused with a message naming it; good ones are normalised."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from gotunnel_core.errors import ValidationError
+from gotunnel_core.models import Backend, HeaderRules, HealthCheck, Tunnel, parse_tunnel_name
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("myapp", "myapp"),
+        ("MyApp", "myapp"),
+        ("api.myapp", "api.myapp"),
+        ("myapp.localhost", "myapp"),
+        ("myapp.local", "myapp"),
+        ("myapp.local.", "myapp"),
+        ("*.myapp", "*.myapp"),
+        ("bücher", "xn--bcher-kva"),
+        ("a" * 63, "a" * 63),
+        ("x1-2y", "x1-2y"),
+    ],
+)
+def test_good_names_are_normalised(raw: str, expected: str) -> None:
+    assert parse_tunnel_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["a;b", "../x", "a\nb", "a b", " a", "a..b", ".a", "a" * 64, "", "-a", "a-", "a_b", "*", "a.*.b", "**.a",
+     "localhost", "local", "a/b", "a\x00b", "a'b", 'a"b', "a{b}", "$x"],
+)
+def test_bad_names_are_refused_naming_the_value(raw: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_tunnel_name(raw)
+    assert repr(raw) in str(info.value)
+
+
+@given(st.text(max_size=80))
+def test_any_accepted_name_is_safe_ascii(raw: str) -> None:
+    try:
+        name = parse_tunnel_name(raw)
+    except ValidationError:
+        return
+    assert name.isascii()
+    assert all(ch.isalnum() or ch in ".-*" for ch in name)
+    assert ".." not in name and not name.startswith(".") and not name.endswith(".")
+
+
+@pytest.mark.parametrize(
+    "raw, url, weight",
+    [
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000", 1),
+        ("http://localhost:3000/api/", "http://localhost:3000/api", 1),
+        ("https://example.internal", "https://example.internal:443", 1),
+        ("http://[::1]:8000", "http://[::1]:8000", 1),
+        ("http://127.0.0.1:3000,weight=5", "http://127.0.0.1:3000", 5),
+    ],
+)
+def test_backends(raw: str, url: str, weight: int) -> None:
+    backend = Backend.parse(raw)
+    assert (backend.url, backend.weight) == (url, weight)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["ftp://x:1", "http://x:0", "http://x:65536", "http://x:abc", "http://user:pw@x:1", "http://x:1/?q", "http://x:1/#f",
+     "http://x:1/a b", "http://x:1/a;b", "http://x y:1", "http://:1", "http://x:1/../etc", "http://x:1,weight=0",
+     "http://x:1,weight=1001", "http://x:1,color=red", "http://x:1/a\"b", "http://x:1/{a}", 42],
+)
+def test_bad_backends_are_refused(raw: object) -> None:
+    with pytest.raises(ValidationError):
+        Backend.parse(raw)
+
+
+def test_tunnel_from_config_table_round_trips() -> None:
+    raw = {
+        "name": "Api",
+        "backends": ["http://127.0.0.1:3000", {"url": "http://127.0.0.1:3001", "weight": 3}],
+        "redirect_https": True,
+        "health": {"path": "/health", "interval": 1.5},
+        "headers": {"request": {"add": {"X-Env": "dev"}, "remove": ["Cookie"]}, "response": {"add": {"X-Frame-Options": "DENY"}}},
+    }
+    tunnel = Tunnel.from_raw(raw)
+    assert tunnel.name == "api"
+    assert [b.weight for b in tunnel.backends] == [1, 3]
+    assert tunnel.health == HealthCheck(path="/health", interval=1.5)
+    assert Tunnel.from_raw(tunnel.to_dict()) == tunnel
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"request": {"add": {"X-A": "a\r\nInjected: 1"}}},
+        {"request": {"add": {"Bad Name": "x"}}},
+        {"response": {"remove": ["a:b"]}},
+        {"request": {"add": {"X-A": "\x00"}}},
+        {"sideways": {}},
+    ],
+)
+def test_header_rules_refuse_injection(headers: dict) -> None:
+    with pytest.raises(ValidationError):
+        HeaderRules.parse(headers)
+
+
+def test_unknown_tunnel_key_is_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown key"):
+        Tunnel.from_raw({"name": "a", "backends": ["http://127.0.0.1:1"], "colour": "red"})
