@@ -1,0 +1,24 @@
+# One entry point for people and CI. `make demo` builds the environment and runs the demo;
+# `make test` runs the whole test suite in that environment.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PLUGINS := plugins/builtin_proxy
+
+.PHONY: setup demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+setup: $(PY)
+	$(PY) -m pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e ./$(p))
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
