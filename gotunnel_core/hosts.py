@@ -55,6 +55,7 @@ LOOPBACKS = (b"127.0.0.1", b"::1")
 DEFAULT_FIX_COMMAND = "sudo gotunnel hosts sync"
 DEFAULT_CLEAN_COMMAND = "sudo gotunnel hosts clean"
 LOCK_SUFFIX = ".gotunnel.lock"
+TEMP_SUFFIX = ".gotunnel.tmp"
 
 # A marker line is the marker alone on its line, give or take ASCII whitespace (which also
 # covers the \r of CRLF files). Same semantics as ``line.strip() == marker`` on b"\n"-split lines.
@@ -292,10 +293,26 @@ class HostsFile:
             new = _render(parsed, frozenset(change(parsed.names)), self.clean_command)
             if new == data:
                 return False
+            self._remove_stale_temps(target)
             self.last_write_method = self._write(target, new)
             return True
         finally:
             lock.release()
+
+    @staticmethod
+    def _temp_prefix(target: Path) -> str:
+        return f".{target.name}."
+
+    def _remove_stale_temps(self, target: Path) -> None:
+        """Delete temp files left by a writer killed mid-write; only lock holders create them, and we hold it."""
+        prefix = self._temp_prefix(target)
+        for stale in target.parent.iterdir():
+            if not (stale.name.startswith(prefix) and stale.name.endswith(TEMP_SUFFIX)):
+                continue
+            try:
+                stale.unlink()
+            except OSError as exc:
+                log.debug("could not remove stale temp file %s: %s", stale, exc)
 
     def _write(self, target: Path, data: bytes) -> WriteMethod:
         """Replace `target` atomically; fall back to an in-place rewrite only for bind mounts."""
@@ -304,7 +321,7 @@ class HostsFile:
         except FileNotFoundError:
             st = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".gotunnel.tmp", dir=target.parent)
+            fd, tmp = tempfile.mkstemp(prefix=self._temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
         except PermissionError as exc:
             raise self._denied(target, exc.strerror or "permission denied") from None
         try:
