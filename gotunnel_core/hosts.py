@@ -57,11 +57,6 @@ DEFAULT_CLEAN_COMMAND = "sudo gotunnel hosts clean"
 LOCK_SUFFIX = ".gotunnel.lock"
 TEMP_SUFFIX = ".gotunnel.tmp"
 
-# A marker line is the marker alone on its line, give or take ASCII whitespace (which also
-# covers the \r of CRLF files). Same semantics as ``line.strip() == marker`` on b"\n"-split lines.
-_WS = rb"[ \t\r\x0b\x0c]*"
-_BEGIN_RE = re.compile(rb"(?m)^" + _WS + re.escape(BEGIN_MARKER) + _WS + rb"$")
-_END_RE = re.compile(rb"(?m)^" + _WS + re.escape(END_MARKER) + _WS + rb"$")
 _BAD_NAME_RE = re.compile(r"[\s#\x00-\x1f\x7f]")
 
 WriteMethod = Literal["none", "rename", "in-place"]
@@ -86,6 +81,22 @@ def _check_name(name: str) -> bytes:
         return name.encode("ascii")
     except UnicodeEncodeError:
         raise ValidationError("host name", name, "must be ASCII (use the IDNA/punycode form)") from None
+
+
+def _marker_lines(data: bytes, marker: bytes) -> list[int]:
+    """Offsets of the lines consisting of `marker` alone, give or take ASCII whitespace (and so CRLF).
+
+    Scans with bytes.find rather than a per-line regex: hosts files can be megabytes (ad blockers).
+    """
+    found = []
+    pos = data.find(marker)
+    while pos >= 0:
+        start = _line_start(data, pos)
+        end = data.find(b"\n", pos)
+        if data[start : len(data) if end < 0 else end].strip() == marker:
+            found.append(pos)
+        pos = data.find(marker, pos + len(marker))
+    return found
 
 
 def _line_start(data: bytes, pos: int) -> int:
@@ -122,8 +133,8 @@ def _detect_eol(data: bytes) -> bytes:
 
 def _parse(data: bytes, path: Path) -> _Parsed:
     """Locate the single gotunnel block; refuse a malformed one rather than guess."""
-    begins = [m.start() for m in _BEGIN_RE.finditer(data)]
-    ends = [m.start() for m in _END_RE.finditer(data)]
+    begins = _marker_lines(data, BEGIN_MARKER)
+    ends = _marker_lines(data, END_MARKER)
     hint = f"edit {path} by hand so it has at most one '{BEGIN_MARKER.decode()}' ... '{END_MARKER.decode()}' block"
     if not begins and not ends:
         return _Parsed(data, b"", b"", frozenset(), False, _detect_eol(data), False)
@@ -288,12 +299,12 @@ class HostsFile:
         except PermissionError as exc:
             raise self._denied(target, f"cannot create lock file {lock.lock_file!r} ({exc.strerror})") from None
         try:
+            self._remove_stale_temps(target)
             data = self._read(target)
             parsed = _parse(data, target)
             new = _render(parsed, frozenset(change(parsed.names)), self.clean_command)
             if new == data:
                 return False
-            self._remove_stale_temps(target)
             self.last_write_method = self._write(target, new)
             return True
         finally:
