@@ -216,8 +216,9 @@ class HostsFile:
             lock = self._lock(target)
             lock.acquire()
         except OSError:
-            # Unprivileged readers (e.g. `gotunnel status`) cannot create the lock file; the
-            # file is normally replaced by rename, so an unlocked read is still consistent.
+            # Unprivileged readers (e.g. `gotunnel status`) cannot create the lock file, and a
+            # stuck writer should not block a read; the file is normally replaced by rename, so
+            # an unlocked read still sees a whole version (only the bind-mount fallback is torn-able).
             return sorted(_parse(self._read(target), target).names)
         try:
             return sorted(_parse(self._read(target), target).names)
@@ -247,6 +248,7 @@ class HostsFile:
 
     @staticmethod
     def _names(names: Iterable[str]) -> frozenset[str]:
+        """Validate (again: this file is system-wide) and normalise the caller's names."""
         if isinstance(names, (str, bytes)):
             raise TypeError("names must be an iterable of names, not a single string")
         result = []
@@ -260,10 +262,12 @@ class HostsFile:
         return Path(os.path.realpath(self.path))
 
     def _lock(self, target: Path) -> FileLock:
+        """The inter-process lock beside the hosts file; the directory must be writable anyway to rename."""
         return FileLock(str(target) + LOCK_SUFFIX, timeout=self.lock_timeout, mode=0o644)
 
     def _denied(self, target: Path, what: str) -> PermissionProblem:
-        return PermissionProblem(f"cannot write hosts file {str(target)!r}: {what}", hint=f"run: {self.fix_command}")
+        """The error for missing privileges: names the path, hints the privileged command."""
+        return PermissionProblem(f"cannot write hosts file {str(target)!r}: {what}", hint=self.fix_command)
 
     def _check_access(self, target: Path) -> None:
         """Refuse up front, before touching anything, when we clearly cannot replace the file."""
@@ -274,13 +278,14 @@ class HostsFile:
             raise self._denied(target, f"no write permission on its directory {str(target.parent)!r}")
 
     def _read(self, target: Path) -> bytes:
+        """The file's raw bytes (a missing file reads as empty)."""
         try:
             return target.read_bytes()
         except FileNotFoundError:
             return b""
         except PermissionError as exc:
             raise PermissionProblem(
-                f"cannot read hosts file {str(target)!r}: {exc.strerror}", hint=f"run: {self.fix_command}"
+                f"cannot read hosts file {str(target)!r}: {exc.strerror}", hint=self.fix_command
             ) from None
 
     def _update(self, change: _Change) -> bool:
@@ -312,6 +317,7 @@ class HostsFile:
 
     @staticmethod
     def _temp_prefix(target: Path) -> str:
+        """Hidden, recognisable temp names so stale ones can be swept."""
         return f".{target.name}."
 
     def _remove_stale_temps(self, target: Path) -> None:

@@ -603,10 +603,10 @@ def shared_dir() -> Any:
         d.rmdir()
 
 
-def _assert_refused(result: Any, path: Path) -> None:
+def _assert_refused(result: Any, path: Path, hint: str = "sudo gotunnel hosts sync") -> None:
     assert isinstance(result, PermissionProblem), repr(result)
     assert str(path) in result.message
-    assert result.hint == "run: sudo gotunnel hosts sync"
+    assert result.hint == hint
 
 
 def test_read_only_file_refused(shared_dir: Path) -> None:
@@ -627,8 +627,8 @@ def test_read_only_directory_refused(shared_dir: Path) -> None:
     path.write_bytes(UNUSUAL)
     os.chmod(path, 0o666)  # the file is writable, but it cannot be replaced
     os.chmod(shared_dir, 0o555)
-    hf = HostsFile(path, fix_command="sudo gotunnel hosts sync")
-    _assert_refused(_run_unprivileged(lambda: hf.sync(["a.local"])), path)
+    hf = HostsFile(path, fix_command="sudo gotunnel up")
+    _assert_refused(_run_unprivileged(lambda: hf.sync(["a.local"])), path, hint="sudo gotunnel up")
     assert path.read_bytes() == UNUSUAL
 
 
