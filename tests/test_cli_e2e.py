@@ -250,3 +250,19 @@ def test_errors_have_no_traceback_unless_debug(gotunnel: Gotunnel) -> None:
     assert "Traceback" not in plain.err
     debug = gotunnel("--debug", "start", "-d", "a;b", "-p", "1")
     assert debug.code == 2 and "Traceback" in debug.err
+
+
+def test_hosts_block_follows_tunnels(gotunnel: Gotunnel, echo_backend: Any, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    original = b"127.0.0.1\tlocalhost\r\n# mine\n10.0.0.1 app.local"
+    hosts.write_bytes(original)
+    gotunnel.env.update({"GOTUNNEL_HOSTS": "1", "GOTUNNEL_HOSTS_FILE": str(hosts)})
+    backend = echo_backend()
+    gotunnel("start", "-d", "app", "-p", str(backend.port), check=True)
+    gotunnel("start", "-d", "myapp", "-p", str(backend.port), check=True)
+    assert gotunnel.json("hosts", "list")["names"] == ["app.local", "myapp.local"]
+    assert b"127.0.0.1\tmyapp.local" in hosts.read_bytes() and b"::1\tapp.local" in hosts.read_bytes()
+    gotunnel("stop", "app", check=True)
+    assert gotunnel.json("hosts", "list")["names"] == ["myapp.local"]
+    gotunnel("stop", "--all", check=True)
+    assert hosts.read_bytes() == original

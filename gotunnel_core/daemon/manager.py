@@ -92,6 +92,8 @@ class TunnelManager:
                 except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever the engine does
                     log.error("engine stop failed", error=str(exc))
             if self.names is not None:
+                if forget:
+                    await self._withdraw_names(tunnels)
                 await self.names.close()
             for tunnel in tunnels:
                 self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
