@@ -1,0 +1,1 @@
+"""gotunnel's builtin proxy engine (asyncio Protocols on uvloop, httptools parsers)."""

@@ -1,0 +1,232 @@
+"""The `builtin` engine: serves the route table from the daemon's own event loop.
+
+Heavy imports (httptools, ssl contexts, protocols) happen in `start`, so merely registering
+the engine stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from gotunnel_core.engine import Engine, EngineContext, EngineHealth, EngineValidationError
+from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.models import RouteTable
+
+if TYPE_CHECKING:
+    from .balancer import BackendState
+    from .config import Settings
+    from .router import Router
+    from .state import ProxyState
+    from .tls import CertSnapshot, CertStore, SniSelector
+    from .upstream import Pool
+
+
+class BuiltinEngine(Engine):
+    """In-process reverse proxy: one HTTP and one HTTPS listener shared by every tunnel."""
+
+    name = "builtin"
+
+    def __init__(self, context: EngineContext) -> None:
+        super().__init__(context)
+        self.st: ProxyState | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._pools: dict[tuple[str, str, int], Pool] = {}
+        self._backends: dict[tuple[Any, ...], BackendState] = {}
+        self._health_tasks: dict[tuple[Any, ...], asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._certs: CertStore | None = None
+        self._sni: SniSelector | None = None
+        self._table: RouteTable | None = None
+        self._settings: Settings | None = None
+        self._started_at = 0.0
+
+    # -- pure -------------------------------------------------------------------------------
+    def render(self, table: RouteTable) -> dict[str, str]:
+        """The builtin engine has no config language: the route table as JSON documents what it serves."""
+        return {"routes.json": json.dumps(table.to_dict(), indent=2, sort_keys=True) + "\n"}
+
+    async def validate(self, table: RouteTable) -> None:
+        """Check that every certificate of `table` loads (everything else was validated by the models)."""
+        from .config import Settings
+        from .tls import CertStore
+
+        Settings.from_mapping(self.context.settings)
+        CertStore().snapshot(table)
+
+    # -- building a routing snapshot -----------------------------------------------------------
+    def _build(self, table: RouteTable) -> tuple["Router", "CertSnapshot", dict[tuple[Any, ...], "BackendState"]]:
+        """Everything for `table`, built aside so a failure leaves the running config untouched."""
+        from .balancer import Balancer, BackendState
+        from .router import Route, Router
+        from .upstream import Pool
+
+        assert self._certs is not None and self._settings is not None
+        snapshot = self._certs.snapshot(table)
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        states: dict[tuple[Any, ...], BackendState] = {}
+        routes: dict[str, Route] = {}
+        for tunnel in table.tunnels:
+            tunnel_states = []
+            for backend in tunnel.backends:
+                key = (tunnel.name, backend, tunnel.health)
+                state = states.get(key) or self._backends.get(key)
+                if state is None:
+                    pkey = (backend.scheme, backend.host, backend.port)
+                    pool = self._pools.get(pkey)
+                    if pool is None:
+                        pool = Pool(loop, *pkey, max_idle=settings.max_idle_upstream,
+                                    idle_timeout=settings.upstream_idle_timeout, via=settings.via)
+                        self._pools[pkey] = pool
+                    state = BackendState(backend, pool, tunnel.health)
+                states[key] = state
+                tunnel_states.append(state)
+            routes[tunnel.name] = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+        return Router.build(table, routes), snapshot, states
+
+    def _hook_enabled(self) -> bool:
+        hook = self.context.hook
+        if hook is None:
+            return False
+        try:
+            return bool(hook.gotunnel_request.get_hookimpls())
+        except AttributeError:
+            return False
+
+    def _sync_health(self, states: dict[tuple[Any, ...], "BackendState"]) -> None:
+        """Run one check task per backend with a health check; stop tasks of removed backends."""
+        from .health import run_checks
+
+        for key in list(self._health_tasks):
+            if key not in states:
+                self._health_tasks.pop(key).cancel()
+        for key, state in states.items():
+            if state.health is not None and key not in self._health_tasks:
+                self._health_tasks[key] = asyncio.get_running_loop().create_task(run_checks(state, state.health))
+
+    def _prune_pools(self, states: dict[tuple[Any, ...], "BackendState"]) -> None:
+        used = {id(s.pool) for s in states.values()}
+        for key, pool in list(self._pools.items()):
+            if id(pool) not in used:
+                pool.close()
+                del self._pools[key]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, table: RouteTable) -> None:
+        from .config import Settings
+        from .protocol import ClientProtocol
+        from .state import ProxyState
+        from .tls import CertStore, SniSelector
+
+        if self.st is not None:
+            raise RuntimeFailure("the builtin engine is already running")
+        loop = asyncio.get_running_loop()
+        self._settings = Settings.from_mapping(self.context.settings)
+        self._certs = CertStore()
+        router, snapshot, states = self._build(table)
+        st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
+                        hook_on=self._hook_enabled(), log=self.context.log)
+        sni = SniSelector(lambda: st.router, snapshot)
+        listen = table.listen
+        try:
+            self._servers.append(await loop.create_server(
+                lambda: ClientProtocol(st, False), listen.bind, listen.http_port, reuse_address=True, backlog=2048))
+            self._servers.append(await loop.create_server(
+                lambda: ClientProtocol(st, True), listen.bind, listen.https_port, ssl=sni.base,
+                reuse_address=True, backlog=2048, ssl_handshake_timeout=self._settings.header_timeout))
+        except OSError as exc:
+            for server in self._servers:
+                server.close()
+            self._servers = []
+            raise RuntimeFailure(
+                f"builtin engine cannot listen on {listen.bind} ports {listen.http_port}/{listen.https_port}: {exc}",
+                hint="another program uses the port; pick other ports or stop it",
+            ) from None
+        self.st, self._sni, self._table, self._backends = st, sni, table, states
+        self._started_at = time.monotonic()
+        self._sync_health(states)
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def apply(self, table: RouteTable) -> None:
+        st = self.st
+        if st is None:
+            raise RuntimeFailure("the builtin engine is not running")
+        assert self._table is not None and self._sni is not None
+        if table.listen != self._table.listen:
+            raise EngineValidationError("the builtin engine cannot change its listen address while running; restart it")
+        router, snapshot, states = self._build(table)
+        # The swap: two attribute stores, no await in between; requests already routed keep theirs.
+        st.router = router
+        self._sni.snapshot = snapshot
+        st.hook_on = self._hook_enabled()
+        self._table = table
+        self._backends = states
+        self._sync_health(states)
+        self._prune_pools(states)
+
+    async def stop(self) -> None:
+        from .protocol import IDLE
+
+        st = self.st
+        if st is None:
+            return
+        st.closing = True
+        for server in self._servers:
+            server.close()
+        for conn in list(st.conns):
+            if conn.phase == IDLE:
+                conn.close()
+        deadline = time.monotonic() + (self._settings.drain_timeout if self._settings else 5.0)
+        while st.conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(st.conns):
+            conn.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in self._health_tasks.values():
+            task.cancel()
+        self._health_tasks.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._servers = []
+        self.st = None
+
+    async def _sweep(self) -> None:
+        """About once a second (faster for short timeouts): enforce head deadlines and idle timeouts."""
+        st = self.st
+        assert st is not None and self._settings is not None
+        s = self._settings
+        tick = max(0.05, min(1.0, s.header_timeout / 5, s.idle_timeout / 5))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for conn in list(st.conns):
+                conn.check_timeouts(now, s.header_timeout, s.idle_timeout)
+            for pool in list(self._pools.values()):
+                pool.sweep(now)
+
+    def health(self) -> EngineHealth:
+        st = self.st
+        if st is None:
+            return EngineHealth(running=False)
+        unhealthy = sorted(
+            f"{s.backend.url} ({s.last_error or 'unhealthy'})" for s in self._backends.values() if not s.available()
+        )
+        return EngineHealth(
+            running=True,
+            detail=f"{len(st.router.exact) + len(st.router.wildcard)} tunnels, {len(st.conns)} connections",
+            extra={
+                "connections": len(st.conns),
+                "connections_total": st.connections_total,
+                "requests_total": st.requests_total,
+                "rejected_connections": st.rejected_total,
+                "upstream_errors": st.upstream_errors,
+                "idle_upstream": sum(len(p.idle) for p in self._pools.values()),
+                "unhealthy_backends": unhealthy,
+                "uptime_s": round(time.monotonic() - self._started_at, 1),
+            },
+        )

@@ -1,0 +1,681 @@
+"""Client side: one asyncio.Protocol per accepted connection, parsing requests with httptools.
+
+Each request is routed by Host (and SNI on HTTPS), its head rebuilt from the parsed headers
+(hop-by-hop removed, X-Forwarded-* set) and sent to a pooled upstream connection; bodies are
+re-framed and streamed with backpressure. Pipelined requests are queued and answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from gotunnel_core import pages
+from gotunnel_core.http import HookRequest, HookResponse
+
+from .responses import (
+    CHUNK_END,
+    CHUNKED,
+    CRLF,
+    PLAIN_CONNECTION_TOKENS,
+    REQ_SPECIAL,
+    VIA,
+    error_response,
+    simple_response,
+)
+from .router import tunnel_name_of
+from .upstream import WRITE_HIGH
+
+if TYPE_CHECKING:
+    from .balancer import BackendState
+    from .router import Route
+    from .state import ProxyState
+    from .upstream import UpstreamProtocol
+
+# Connection phases (for timeouts): waiting for a request, reading a head, busy, relaying raw bytes.
+IDLE, HEAD, BUSY, UPGRADE_WAIT, UPGRADED, CLOSED = range(6)
+# Reasons to stop reading the client (bit mask).
+P_UPSTREAM, P_PIPELINE, P_BUFFER, P_UPGRADE = 1, 2, 4, 8
+#: Request body buffered while no upstream is attached yet; beyond it the client is paused.
+BODY_BUFFER = 256 * 1024
+HTML = b"text/html; charset=utf-8"
+NO_SNI = object()
+
+
+class Req:
+    """One parsed request and its progress through the exchange."""
+
+    __slots__ = (
+        "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
+        "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
+        "target", "head_rest", "local",
+    )
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.method = b""
+        self.http11 = True
+        self.keep_alive = True
+        self.upgrade = False
+        self.is_head = False
+        self.head_done = False
+        self.complete = False
+        self.body: list[bytes] | None = None
+        self.body_size = 0
+        self.chunked = False
+        self.discard = False
+        self.route: Route | None = None
+        self.backend: BackendState | None = None
+        self.tried: list[BackendState] | None = None
+        self.target = b""
+        self.head_rest = b""
+        self.local = False
+
+
+class ClientProtocol(asyncio.Protocol):
+    """A client connection on the HTTP or HTTPS listener."""
+
+    def __init__(self, st: "ProxyState", https: bool) -> None:
+        self.st = st
+        self.https = https
+        self.xfp = b"X-Forwarded-Proto: https\r\n" if https else b"X-Forwarded-Proto: http\r\n"
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = HttpRequestParser(self)
+        self.peer: tuple[str, int] = ("", 0)
+        self.peer_ip = b""
+        self.sni: object = NO_SNI
+        self.parsing: Req | None = None
+        self.active: Req | None = None
+        self.pipeline: collections.deque[Req] | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.phase = IDLE
+        self.t_phase = 0.0
+        self.activity = False
+        self.head_bytes = 0
+        self.chunk_len = 0
+        self.paused = 0
+        self.write_paused = False
+        self.resp_done = False
+        self.upgrade_buf: list[bytes] | None = None
+
+    # -- connection lifecycle --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        st = self.st
+        self.transport = transport  # type: ignore[assignment]
+        st.connections_total += 1
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+            self.peer_ip = peer[0].encode("ascii")
+        self.t_phase = time.monotonic()
+        if len(st.conns) >= st.settings.max_connections or st.closing:
+            st.rejected_total += 1
+            self.phase = CLOSED
+            transport.write(error_response(503, "too many connections"))  # type: ignore[attr-defined]
+            transport.close()
+            return
+        st.conns.add(self)
+        transport.set_write_buffer_limits(WRITE_HIGH)  # type: ignore[attr-defined]
+        if self.https:
+            sslobj = transport.get_extra_info("ssl_object")
+            self.sni = getattr(sslobj, "gotunnel_sni", NO_SNI) if sslobj is not None else NO_SNI
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = CLOSED
+        self.st.conns.discard(self)
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.client = None
+            if not up.closed:
+                up.transport.close()
+        self.active = None
+        self.pipeline = None
+
+    def close(self) -> None:
+        """Close after what was written (used by timeouts and shutdown)."""
+        if self.phase != CLOSED:
+            self.phase = CLOSED
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.upstream
+        if up is not None and not up.closed:
+            up.paused_by_client = True
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.upstream
+        if up is not None and up.paused_by_client:
+            up.paused_by_client = False
+            if not up.closed:
+                up.transport.resume_reading()
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.phase != CLOSED:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.phase != CLOSED:
+                self.transport.resume_reading()
+
+    def pause_for_upstream(self) -> None:
+        self._pause(P_UPSTREAM)
+
+    def resume_for_upstream(self) -> None:
+        self._resume(P_UPSTREAM)
+
+    # -- incoming bytes --------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+        self.activity = True
+        phase = self.phase
+        if phase == UPGRADED:
+            self.upstream.transport.write(data)  # type: ignore[union-attr]
+            return
+        if phase == UPGRADE_WAIT:
+            self.upgrade_buf.append(data)  # type: ignore[union-attr]
+            self._pause(P_UPGRADE)
+            return
+        if phase == CLOSED:
+            return
+        self.chunk_len = len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._parser_upgrade(data[exc.args[0]:])
+            return
+        except HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.message)
+            elif cause is not None:
+                if self.st.log is not None:
+                    self.st.log.error("builtin proxy bug", error=repr(cause))
+                self._reject(500, "internal proxy error")
+            else:
+                self._reject(400, f"bad request: {exc}")
+            return
+        if self.phase == HEAD:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.st.settings.max_header_size:
+                self._reject(431, "request header fields too large")
+
+    def eof_received(self) -> bool:
+        # Half-close from the client: finish nothing more; close once written.
+        return False
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer an error and close (the stream can no longer be trusted to be in step)."""
+        if self.phase == CLOSED:
+            return
+        if self.upstream is None or not self.upstream.head_sent:
+            self.transport.write(error_response(status, message))
+        self.close()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.phase == CLOSED:
+            raise _Reject(400, "connection closed")
+        req = Req()
+        self.parsing = req
+        self.head_bytes = 0
+        if self.active is None:
+            self.active = req
+            self.phase = HEAD
+            self.t_phase = time.monotonic()
+        else:
+            if self.pipeline is None:
+                self.pipeline = collections.deque()
+            self.pipeline.append(req)
+            self._pause(P_PIPELINE)
+
+    def on_url(self, url: bytes) -> None:
+        self.parsing.url += url  # type: ignore[union-attr]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.parsing.headers.append((name, value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        parser = self.parser
+        if self.head_bytes + self.chunk_len > self.st.settings.max_header_size:
+            size = len(req.url) + sum(len(n) + len(v) + 4 for n, v in req.headers)
+            if size > self.st.settings.max_header_size:
+                raise _Reject(431, "request header fields too large")
+        req.method = parser.get_method()
+        req.keep_alive = parser.should_keep_alive()
+        req.upgrade = parser.should_upgrade()
+        version = parser.get_http_version()
+        if version != "1.1":
+            if version != "1.0":
+                raise _Reject(400 if version < "1.0" else 505, f"unsupported HTTP version {version}")
+            req.http11 = False
+        req.is_head = req.method == b"HEAD"
+        req.head_done = True
+        if req is self.active:
+            self.phase = BUSY
+            self._dispatch(req)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req.discard:  # type: ignore[union-attr]
+            return
+        up = self.upstream
+        if req is self.active and up is not None and up.req is req:  # type: ignore[union-attr]
+            if req.chunked:  # type: ignore[union-attr]
+                up.transport.writelines((b"%x\r\n" % len(body), body, CRLF))
+            else:
+                up.transport.write(body)
+            return
+        if req.body is None:  # type: ignore[union-attr]
+            req.body = []  # type: ignore[union-attr]
+        req.body.append(body)  # type: ignore[union-attr]
+        req.body_size += len(body)  # type: ignore[union-attr]
+        if req.body_size > BODY_BUFFER:  # type: ignore[union-attr]
+            self._pause(P_BUFFER)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        req.complete = True
+        if req is not self.active:
+            return
+        if req.discard or req.local:
+            if self.resp_done:
+                self._finish_exchange()
+            return
+        up = self.upstream
+        if up is not None and up.req is req and req.chunked:
+            up.transport.write(CHUNK_END)
+        elif self.resp_done:
+            self._finish_exchange()
+
+    # -- routing and forwarding -------------------------------------------------------------
+    def _dispatch(self, req: Req) -> None:
+        """Route a request whose head is complete: answer it locally or start proxying it."""
+        st = self.st
+        st.requests_total += 1
+        router = st.router
+        host = te = conn = xff = upg = None
+        nhost = 0
+        out: list[bytes] = []
+        headers = req.headers
+        if st.hook_on:
+            host_hdr = None
+            for name, value in headers:
+                if name.lower() == b"host":
+                    host_hdr = value
+                    break
+            route = router.lookup(host_hdr) if host_hdr is not None else None
+            if route is not None and self._sni_ok(route) and not self._redirects(route):
+                if self._run_hook(req, route):
+                    return
+                headers = req.headers
+        for name, value in headers:
+            kind = REQ_SPECIAL.get(name.lower())
+            if kind is None or kind == 6:
+                out += (name, b": ", value, CRLF)
+            elif kind == 1:
+                host = value
+                nhost += 1
+            elif kind == 3:
+                te = value
+            elif kind == 2:
+                conn = value if conn is None else conn + b", " + value
+            elif kind == 4:
+                xff = value if xff is None else xff + b", " + value
+            elif kind == 5:
+                upg = value
+        if te is not None:
+            if te.strip().lower() != b"chunked":
+                return self._reject(400, "unsupported transfer coding")
+            req.chunked = True
+        if nhost > 1:
+            return self._reject(400, "more than one Host header")
+        target = req.url
+        if target[:1] != b"/":
+            if target == b"*":
+                pass
+            elif req.method == b"CONNECT":
+                return self._reject(405, "CONNECT is not supported")
+            else:
+                try:
+                    parts = parse_url(target)
+                except HttpParserError:
+                    return self._reject(400, "bad request target")
+                if parts.host:
+                    host = parts.host + (b":%d" % parts.port if parts.port else b"")
+                target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+        if host is None:
+            if req.http11:
+                return self._reject(400, "missing Host header")
+            host = b""
+        route = router.lookup(host)
+        if route is None:
+            body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
+            return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
+                                                    head_only=req.is_head, http10_keep_alive=not req.http11))
+        if not self._sni_ok(route):
+            return self._local(req, simple_response(421, b"Misdirected Request: the TLS name does not match Host\n",
+                                                    close=True))
+        if self._redirects(route):
+            return self._redirect(req, host, target)
+        req.route = route
+        if conn is not None or route.req_remove:
+            named = set(route.req_remove)
+            if conn is not None:
+                named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
+            if named:
+                out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
+        out += (
+            b"Host: ", host, CRLF,
+            b"X-Forwarded-For: ", (xff + b", " + self.peer_ip) if xff else self.peer_ip, CRLF,
+            self.xfp,
+            b"X-Forwarded-Host: ", host, CRLF,
+        )
+        if route.req_add:
+            out.append(route.req_add)
+        if req.upgrade:
+            out += (b"Connection: upgrade\r\nUpgrade: ", upg or b"", CRLF)
+        if req.chunked:
+            out.append(CHUNKED)
+        if st.settings.via:
+            out.append(VIA)
+        out.append(CRLF)
+        req.target = target
+        req.head_rest = b"".join(out)
+        backend = route.balancer.pick()
+        if backend is None:
+            body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
+            return self._local(req, simple_response(503, body.encode(), HTML, close=not req.keep_alive,
+                                                    head_only=req.is_head, http10_keep_alive=not req.http11))
+        self._send(req, backend)
+
+    def _sni_ok(self, route: "Route") -> bool:
+        sni = self.sni
+        return sni is NO_SNI or sni == route.name
+
+    def _redirects(self, route: "Route") -> bool:
+        return not self.https and route.tunnel.redirect_https
+
+    def _redirect(self, req: Req, host: bytes, target: bytes) -> None:
+        name = host
+        if not name.startswith(b"["):
+            head, sep, port = name.rpartition(b":")
+            if sep and port.isdigit():
+                name = head
+        port = self.st.router.table.listen.https_port
+        location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + target
+        self._local(req, simple_response(308, b"", b"", headers=[(b"Location", location)],
+                                         close=not req.keep_alive, http10_keep_alive=not req.http11))
+
+    def _run_hook(self, req: Req, route: "Route") -> bool:
+        """Call `gotunnel_request`; True when a plugin answered (the answer was sent)."""
+        hreq = HookRequest(
+            method=req.method.decode("latin-1"),
+            path=req.url.decode("latin-1"),
+            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in req.headers],
+            tunnel=route.name,
+            client=self.peer,
+            scheme="https" if self.https else "http",
+        )
+        try:
+            result = self.st.hook.gotunnel_request(request=hreq)
+            path = hreq.path.encode("latin-1")
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in hreq.headers]
+            if not path.startswith(b"/") or any(c in path for c in b" \r\n"):
+                raise ValueError(f"plugin set an invalid path {hreq.path!r}")
+            for n, v in headers:
+                if any(c in n for c in b" :\r\n") or b"\r" in v or b"\n" in v:
+                    raise ValueError(f"plugin set an invalid header {n!r}")
+        except Exception as exc:  # a faulty plugin must not take the proxy down
+            if self.st.log is not None:
+                self.st.log.warning("gotunnel_request hook failed", error=repr(exc))
+            self._local(req, simple_response(500, b"request hook failed\n", close=not req.keep_alive,
+                                             http10_keep_alive=not req.http11))
+            return True
+        if isinstance(result, HookResponse):
+            hdrs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in result.headers]
+            has_ct = any(n.lower() == b"content-type" for n, _ in hdrs)
+            hdrs = [(n, v) for n, v in hdrs if n.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
+            self._local(req, simple_response(result.status, result.body,
+                                             b"" if has_ct else b"text/plain; charset=utf-8",
+                                             headers=hdrs, close=not req.keep_alive, head_only=req.is_head,
+                                             http10_keep_alive=not req.http11))
+            return True
+        req.url = path
+        req.headers = headers
+        return False
+
+    def _local(self, req: Req, response: bytes) -> None:
+        """Send a response the proxy makes itself; the request body (if any) is discarded."""
+        req.local = True
+        req.discard = True
+        req.body = None
+        self._resume(P_BUFFER)
+        self.transport.write(response)
+        self.resp_done = True
+        if req.complete:
+            self._finish_exchange()
+
+    def _send(self, req: Req, backend: "BackendState") -> None:
+        req.backend = backend
+        up = backend.pool.get()
+        if up is not None:
+            self._attach(req, up)
+        else:
+            self.st.loop.create_task(self._connect(req, backend))
+
+    async def _connect(self, req: Req, backend: "BackendState") -> None:
+        try:
+            up = await backend.pool.connect()
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = "connection timed out" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
+            route = req.route
+            assert route is not None
+            route.balancer.connect_failed(backend, reason)
+            self.st.upstream_errors += 1
+            if req is not self.active or self.phase == CLOSED:
+                return
+            if req.tried is None:
+                req.tried = []
+            req.tried.append(backend)
+            nxt = route.balancer.pick(req.tried)
+            if nxt is not None:
+                self._send(req, nxt)
+                return
+            self._bad_gateway(req, backend, reason)
+            return
+        if req is not self.active or self.phase == CLOSED:
+            backend.pool.release(up)
+            return
+        self._attach(req, up)
+
+    def _bad_gateway(self, req: Req, backend: "BackendState", reason: str) -> None:
+        body = pages.bad_gateway_page(req.route.name if req.route else "?", backend.backend.url, reason)
+        self._local(req, simple_response(502, body.encode(), HTML, close=not req.keep_alive,
+                                         head_only=req.is_head, http10_keep_alive=not req.http11))
+
+    def _attach(self, req: Req, up: "UpstreamProtocol") -> None:
+        """Bind `up` to the active request and write the head plus any buffered body."""
+        self.upstream = up
+        up.attach(self, req)
+        if self.write_paused:
+            up.paused_by_client = True
+            up.transport.pause_reading()
+        backend = req.backend
+        head = req.method + b" " + backend.prefix + req.target + b" HTTP/1.1\r\n" + req.head_rest  # type: ignore[union-attr]
+        body = req.body
+        if body is None:
+            if req.complete and req.chunked:
+                up.transport.writelines((head, CHUNK_END))
+            else:
+                up.transport.write(head)
+            return
+        parts = [head]
+        if req.chunked:
+            for chunk in body:
+                parts += (b"%x\r\n" % len(chunk), chunk, CRLF)
+            if req.complete:
+                parts.append(CHUNK_END)
+        else:
+            parts += body
+        req.body = None
+        req.body_size = 0
+        up.transport.writelines(parts)
+        self._resume(P_BUFFER)
+
+    # -- called by the upstream side ---------------------------------------------------------
+    def response_done(self, up: "UpstreamProtocol", keep_alive: bool) -> None:
+        """The upstream response was fully relayed."""
+        if self.upstream is up:
+            self.upstream = None
+        self._resume(P_UPSTREAM)
+        req = self.active
+        if req is None or self.phase == CLOSED:
+            return
+        if not keep_alive:
+            req.keep_alive = False
+        self.resp_done = True
+        if req.complete:
+            self._finish_exchange()
+        else:
+            req.discard = True
+            req.body = None
+            self._resume(P_BUFFER)
+
+    def upstream_lost(self, up: "UpstreamProtocol", exc: Exception | None) -> None:
+        """The upstream closed before its response was complete."""
+        if self.upstream is up:
+            self.upstream = None
+        self._resume(P_UPSTREAM)
+        req = self.active
+        if req is None or self.phase == CLOSED:
+            return
+        backend = req.backend
+        if not up.got_bytes and up.reused and req.body_size == 0 and not req.chunked and backend is not None \
+                and (req.complete and _no_body(req)):
+            # A pooled connection the backend had closed: nothing was received, so retrying is safe.
+            self.st.loop.create_task(self._connect(req, backend))
+            return
+        self.upstream_failed(up, "the backend closed the connection" if exc is None else str(exc))
+
+    def upstream_failed(self, up: "UpstreamProtocol", reason: str) -> None:
+        """Invalid or cut-off response: 502 if nothing was sent yet, else cut the client off."""
+        if self.upstream is up:
+            self.upstream = None
+        self._resume(P_UPSTREAM)
+        self.st.upstream_errors += 1
+        req = self.active
+        if req is None or self.phase == CLOSED:
+            return
+        if up.head_sent:
+            self.phase = CLOSED
+            self.transport.abort()
+            return
+        req.keep_alive = False
+        if req.backend is not None:
+            self._bad_gateway(req, req.backend, reason)
+        else:
+            self.close()
+
+    def start_relay(self, up: "UpstreamProtocol", rest: bytes) -> None:
+        """The backend accepted the upgrade (101): relay raw bytes both ways from now on."""
+        self.phase = UPGRADED
+        self.upstream = up
+        buf = self.upgrade_buf
+        self.upgrade_buf = None
+        if buf:
+            up.transport.writelines(buf)
+        if rest:
+            self.transport.write(rest)
+        self._resume(P_UPGRADE)
+
+    def relay_closed(self) -> None:
+        self.upstream = None
+        self.close()
+
+    def _parser_upgrade(self, rest: bytes) -> None:
+        """The request asked for an upgrade: hold further bytes until the backend answers."""
+        req = self.active
+        if req is None or not req.upgrade or self.pipeline:
+            self._reject(400, "unexpected protocol upgrade")
+            return
+        if self.phase == CLOSED or req.local:
+            self.close()
+            return
+        self.phase = UPGRADE_WAIT
+        self.upgrade_buf = [rest] if rest else []
+
+    def _finish_exchange(self) -> None:
+        req = self.active
+        self.active = None
+        self.resp_done = False
+        if req is None or not req.keep_alive or self.st.closing or self.phase in (CLOSED, UPGRADE_WAIT):
+            self.close()
+            return
+        pipeline = self.pipeline
+        if pipeline:
+            nxt = pipeline.popleft()
+            if not pipeline:
+                self._resume(P_PIPELINE)
+            self.active = nxt
+            self.t_phase = time.monotonic()
+            if nxt.head_done:
+                self.phase = BUSY
+                self._dispatch(nxt)
+            else:
+                self.phase = HEAD
+            return
+        self.phase = IDLE
+        self.t_phase = time.monotonic()
+        self._resume(P_PIPELINE)
+
+    # -- timeouts ------------------------------------------------------------------------------
+    def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:
+        """Called by the engine's sweeper about once a second."""
+        phase = self.phase
+        if phase == HEAD:
+            if now - self.t_phase > header_timeout:
+                self._reject(408, "request head not received in time")
+        elif phase == IDLE:
+            if now - self.t_phase > idle_timeout:
+                self.close()
+        elif phase == BUSY or phase == UPGRADE_WAIT:
+            up = self.upstream
+            if self.activity or (up is not None and up.activity):
+                self.activity = False
+                if up is not None:
+                    up.activity = False
+                self.t_phase = now
+            elif now - self.t_phase > idle_timeout:
+                if up is None or not up.head_sent:
+                    self.transport.write(error_response(504, "backend did not answer in time"))
+                self.close()
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to answer an error status and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _no_body(req: Req) -> bool:
+    for name, _ in req.headers:
+        if name.lower() == b"content-length":
+            return False
+    return True

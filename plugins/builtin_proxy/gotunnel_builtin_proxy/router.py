@@ -1,0 +1,107 @@
+"""Host/SNI name -> route lookup: exact names and one-label wildcards, O(1) dict probes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping
+
+from gotunnel_core.models import RouteTable, Tunnel
+
+if TYPE_CHECKING:
+    from .balancer import Balancer
+
+_SUFFIXES = ((".localhost", 10), (".local", 6))
+_CACHE_MAX = 4096
+
+
+def _header_block(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    """Pre-render `name: value` pairs as header lines (values were validated as printable ASCII)."""
+    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in pairs)
+
+
+@dataclass(slots=True, eq=False)
+class Route:
+    """Everything the hot path needs about one tunnel, precomputed once per table."""
+
+    tunnel: Tunnel
+    balancer: "Balancer"
+    name: str = ""
+    req_add: bytes = b""
+    req_add_names: frozenset[bytes] = frozenset()
+    req_remove: frozenset[bytes] = frozenset()
+    resp_add: bytes = b""
+    resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
+
+    @classmethod
+    def build(cls, tunnel: Tunnel, balancer: "Balancer") -> "Route":
+        req, resp = tunnel.headers.request, tunnel.headers.response
+        req_add_names = frozenset(n.lower().encode() for n, _ in req.add)
+        return cls(
+            tunnel=tunnel,
+            balancer=balancer,
+            name=tunnel.name,
+            req_add=_header_block(req.add),
+            req_add_names=req_add_names,
+            req_remove=frozenset(n.lower().encode() for n in req.remove) | req_add_names,
+            resp_add=_header_block(resp.add),
+            resp_drop=frozenset(n.lower().encode() for n in resp.remove)
+            | frozenset(n.lower().encode() for n, _ in resp.add),
+        )
+
+
+def tunnel_name_of(host: str) -> str | None:
+    """`Foo.Local.:8443` -> `foo`; None when the host is under neither suffix."""
+    host = host.lower()
+    if host.startswith("["):
+        return None
+    head, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = head
+    if host.endswith("."):
+        host = host[:-1]
+    for suffix, n in _SUFFIXES:
+        if host.endswith(suffix) and len(host) > n:
+            return host[:-n]
+    return None
+
+
+@dataclass(slots=True)
+class Router:
+    """Immutable routing snapshot; the engine swaps the whole object on `apply`."""
+
+    table: RouteTable
+    exact: dict[str, Route] = field(default_factory=dict)
+    wildcard: dict[str, Route] = field(default_factory=dict)
+    _cache: dict[bytes, Route | None] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, table: RouteTable, routes: Mapping[str, Route]) -> "Router":
+        router = cls(table)
+        for name, route in routes.items():
+            if name.startswith("*."):
+                router.wildcard[name[2:]] = route
+            else:
+                router.exact[name] = route
+        return router
+
+    def by_name(self, name: str) -> Route | None:
+        """Route for a normalised tunnel-relative name (`x.myapp` may hit wildcard `*.myapp`)."""
+        route = self.exact.get(name)
+        if route is None:
+            _, dot, rest = name.partition(".")
+            if dot:
+                route = self.wildcard.get(rest)
+        return route
+
+    def lookup(self, host: bytes) -> Route | None:
+        """Route for a raw Host header value; cached per distinct value."""
+        try:
+            return self._cache[host]
+        except KeyError:
+            pass
+        name = tunnel_name_of(host.decode("latin-1"))
+        route = None if name is None else self.by_name(name)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[host] = route
+        return route

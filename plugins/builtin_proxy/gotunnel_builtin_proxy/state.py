@@ -1,0 +1,31 @@
+"""Shared runtime state of one engine instance: current router, settings, hooks, connections."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings
+
+if TYPE_CHECKING:
+    from .protocol import ClientProtocol
+    from .router import Router
+
+
+@dataclass(slots=True, eq=False)
+class ProxyState:
+    """What every client connection reads; `router` is replaced whole on apply (atomic swap)."""
+
+    loop: asyncio.AbstractEventLoop
+    settings: Settings
+    router: "Router"
+    hook: Any = None
+    hook_on: bool = False
+    closing: bool = False
+    conns: set["ClientProtocol"] = field(default_factory=set)
+    connections_total: int = 0
+    requests_total: int = 0
+    rejected_total: int = 0
+    upstream_errors: int = 0
+    log: Any = None
