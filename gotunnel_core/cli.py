@@ -298,13 +298,23 @@ def _stop_all(state: CliState) -> None:
         return
     result = client.request("stop_all")
     deadline = time.monotonic() + 30
-    while daemon_alive(layout):
+    while daemon_alive(layout) or _process_alive(result["pid"]):
         if time.monotonic() > deadline:
             raise RuntimeFailure(f"the daemon (pid {result['pid']}) did not exit within 30 s")
         time.sleep(0.05)
     for name in result["stopped"]:
         click.echo(f"stopped {name}")
     click.echo(f"daemon (pid {result['pid']}) stopped")
+
+
+def _process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @cli.command("list")
@@ -652,6 +662,9 @@ def _wants_debug(argv: Iterable[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI with gotunnel's error contract."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from .logs import configure
+
+    configure("auto", "warning", stream=sys.stderr)  # CLI diagnostics go to stderr, never stdout
     try:
         cli.main(args=args, prog_name="gotunnel", standalone_mode=False)
     except GotunnelError as exc:

@@ -144,7 +144,8 @@ def _load_entrypoints(manager: GotunnelPluginManager, blocked_names: set[str]) -
 def _log_failure(name: str, dist: str | None, error: str) -> None:
     import structlog
 
-    structlog.get_logger("gotunnel.plugins").warning("plugin failed to load; skipped", plugin=name, distribution=dist, error=error)
+    # info, not warning: the CLI reports failures through `gotunnel plugins`; the daemon logs them.
+    structlog.get_logger("gotunnel.plugins").info("plugin failed to load; skipped", plugin=name, distribution=dist, error=error)
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -22,29 +23,18 @@ from conftest import Gotunnel, wait_for
 def http_get(port: int, host: str, path: str = "/", *, https_ca: str | None = None, sni: str | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One GET to 127.0.0.1:port with the given Host (and, for HTTPS, SNI) trusting only `https_ca`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     if https_ca:
+        # Connect by address, but send SNI and verify the certificate for the tunnel's name.
         ctx = ssl.create_default_context(cafile=https_ca)
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
-        # Connect by address but verify and send SNI for the tunnel's name.
-        conn._create_connection = _sni_connection(sni or host.split(":")[0], ctx)  # type: ignore[attr-defined]
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sock = ctx.wrap_socket(raw, server_hostname=sni or host.split(":")[0])
     try:
         conn.request("GET", path, headers={"Host": host, **(headers or {})})
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
-
-
-def _sni_connection(server_hostname: str, ctx: ssl.SSLContext) -> Any:
-    import socket
-
-    def create(address: tuple[str, int], timeout: float = 10, source_address: Any = None) -> ssl.SSLSocket:
-        raw = socket.create_connection(address, timeout)
-        return ctx.wrap_socket(raw, server_hostname=server_hostname)
-
-    return create
 
 
 def header(echo: dict[str, Any], name: str) -> list[str]:
