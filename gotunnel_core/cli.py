@@ -109,6 +109,7 @@ _GLOBAL_FLAGS = ("engine", "state_dir", "http_port", "https_port", "bind", "mdns
 @click.option("--mdns/--no-mdns", default=None, help="Advertise NAME.local on the LAN (default on).")
 @click.option("--mdns-interface", multiple=True, metavar="IFACE", help="Interface (name or address) for mDNS; repeatable.")
 @click.option("--hosts/--no-hosts", default=None, help="Also write NAME.local into the hosts file (default off).")
+@click.option("--engine-bin", metavar="PATH", help="Program of the selected external engine (default: from PATH).")
 @click.option("--log-format", metavar="FMT", help="auto, console or json.")
 @click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
 @click.option("--debug/--no-debug", default=None, help="Show tracebacks on errors.")
@@ -179,6 +180,8 @@ def _daemon_argv(state: CliState) -> list[str]:
             "--log-format", "json", "--log-level", s["log_level"]]
     for iface in s["mdns_interface"]:
         argv += ["--mdns-interface", iface]
+    if s["engine_bin"]:
+        argv += ["--engine-bin", s["engine_bin"]]
     if s.config_file is not None:
         argv += ["--config", str(s.config_file.absolute())]
     return argv + ["daemon"]

@@ -125,6 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
     Setting("debug", _parse_bool, False, "show tracebacks for errors"),
     Setting("template_dir", _parse_opt_path, None, "directory with engine template overrides"),
+    Setting("engine_bin", _parse_opt_path, None, "program of the selected external engine (default: found on PATH)"),
     Setting("workers", _int_range(1, 64), 1, "builtin engine: worker processes"),
     Setting("max_header_size", _int_range(1024, 1 << 20), 65536, "builtin engine: largest request head in bytes (431 above)"),
     Setting("header_timeout", _float_range(0.1, 3600), 10.0, "builtin engine: absolute deadline for a request head, seconds"),
@@ -236,4 +237,5 @@ def resolve(
     engines = file_data.get("engines", {})
     if not isinstance(engines, dict):
         raise UsageError(f"config file {str(config_path)!r}: key 'engines' must be a table")
+    values["engines"] = engines  # per-engine tables ([engines.nginx] ...), read through engine_option()
     return Resolved(values, sources, config_path, tunnels, engines)

@@ -100,6 +100,21 @@ class EngineSpec:
     plugin: str = ""
 
 
+def engine_option(settings: Mapping[str, Any], engine: str, key: str, env: Mapping[str, str] | None = None) -> Any:
+    """An engine-specific option: `--engine-bin` (for `bin`, when `engine` is selected), then
+    the environment `GOTUNNEL_<ENGINE>_<KEY>`, then the config file's `[engines.<engine>]` table."""
+    import os
+
+    env = os.environ if env is None else env
+    if key == "bin" and settings.get("engine") == engine and settings.get("engine_bin"):
+        return settings["engine_bin"]
+    from_env = env.get(f"GOTUNNEL_{engine.upper()}_{key.upper()}")
+    if from_env:
+        return from_env
+    table = (settings.get("engines") or {}).get(engine) or {}
+    return table.get(key)
+
+
 def write_rendered(files: Mapping[str, str], out_dir: Path) -> list[Path]:
     """Write rendered files under `out_dir`, refusing names that would escape it."""
     out_dir.mkdir(parents=True, exist_ok=True)
