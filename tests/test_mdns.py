@@ -475,3 +475,57 @@ def test_address_changes_are_announced_within_seconds(netns_pair, procs):
     # removing the address our sockets are bound to moves the responder to the other one
     _ip("-n", ns.a, "addr", "del", f"{ns.a_addr}/24", "dev", ns.a_if)
     res.wait_for(_addrs_are({extra}), 5, "removed address withdrawn")
+
+
+@pytest.mark.root
+def test_dual_stack_publishes_aaaa_and_answers_over_ipv6(netns_pair, procs):
+    ns = netns_pair
+    # ULA addresses; nodad so they are usable at once (no duplicate address detection wait)
+    _ip("-n", ns.a, "addr", "add", "fd42:6774::1/64", "dev", ns.a_if, "nodad")
+    _ip("-n", ns.b, "addr", "add", "fd42:6774::2/64", "dev", ns.b_if, "nodad")
+    res = _resolver(procs, ns.b, "fd42:6774::2")  # this querier speaks IPv6 only
+    adv = _advertiser(procs, ns.a, ns.a_if)
+    reply = adv.send(op="publish", name="myapp", http_port=8080, https_port=8443)
+    assert reply["published"]["myapp"]["interfaces"] == {ns.a_if: [ns.a_addr, "fd42:6774::1"]}
+    res.wait_for(_addrs_are({ns.a_addr, "fd42:6774::1"}), 10, "A and AAAA over IPv6", since=0)
+
+
+@pytest.mark.root
+def test_each_link_hears_only_its_own_addresses(netns_pair, procs):
+    """A has a second link to a third namespace C; B must never see A's C-side address."""
+    ns = netns_pair
+    c = ns.b.replace("gt-b-", "gt-c-")
+    c_prefix = "10.77.{}.".format(random.randint(1, 250))
+    a_if2, c_if = "gta1", "gtc0"
+    in_c: list[Proc] = []
+    try:
+        _ip("netns", "add", c)
+        _ip("link", "add", a_if2, "netns", ns.a, "type", "veth", "peer", "name", c_if, "netns", c)
+        for n, ifname, addr in ((ns.a, a_if2, c_prefix + "1"), (c, c_if, c_prefix + "2")):
+            _ip("-n", n, "link", "set", "lo", "up")
+            _ip("-n", n, "addr", "add", f"{addr}/24", "dev", ifname)
+            _ip("-n", n, "link", "set", ifname, "up")
+        _ip("-n", c, "route", "add", "224.0.0.0/4", "dev", c_if)
+        res_b = _resolver(procs, ns.b, ns.b_addr)
+        res_c = _resolver(procs, c, c_prefix + "2")
+        in_c.append(res_c)
+        adv = procs(ns.a, "advertise.py", "--iface", ns.a_if, "--iface", a_if2, "--poll", "0.5")
+        adv.wait_for(lambda m: m.get("event") == "ready", 20, "advertiser ready")
+        reply = adv.send(op="publish", name="myapp", http_port=8080, https_port=None)
+        assert reply["published"]["myapp"]["interfaces"] == {ns.a_if: [ns.a_addr], a_if2: [c_prefix + "1"]}
+        res_b.wait_for(_addrs_are({ns.a_addr}), 10, "B-side address on B", since=0)
+        res_c.wait_for(_addrs_are({c_prefix + "1"}), 10, "C-side address on C", since=0)
+        # observation window (not synchronisation): both resolvers keep querying once a
+        # second, and no cross-link address may show up meanwhile
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        for res, own in ((res_b, ns.a_addr), (res_c, c_prefix + "1")):
+            while not res.lines.empty():
+                res.seen.append(res.lines.get_nowait())
+            seen = {a for m in res.seen if m.get("event") == "addrs" for a in m["addrs"]}
+            assert seen == {own}, res.seen
+    finally:
+        for p in in_c:  # the rest are stopped by the procs fixture
+            p.stop()
+        subprocess.run(["ip", "netns", "del", c], capture_output=True, timeout=10)
