@@ -105,6 +105,11 @@ def test_override_selects_exactly_named_interfaces_even_public_or_vpn():
     assert all(i.explicit for i in chosen)
 
 
+def test_override_of_down_interface_is_inactive_until_up():
+    [eth3] = select_interfaces(LAN_SNAPSHOT, ["eth3"])
+    assert eth3.name == "eth3" and eth3.addresses == ()
+
+
 def test_override_by_address():
     chosen = select_interfaces(LAN_SNAPSHOT, ["10.0.0.5", "fd12::2"])
     assert [i.name for i in chosen] == ["br0", "wlan0"]
@@ -428,6 +433,17 @@ def test_publish_resolves_from_other_namespace_and_withdraw_sends_goodbyes(netns
     res.wait_for(lambda m: m.get("event") == "service_removed" and m["type"] == "_https._tcp.local.", 3, "goodbye")
     res.wait_for(_addrs_are(set()), max(0.5, 3 - (time.monotonic() - t0)), "address goodbye")
     assert time.monotonic() - t0 < 3
+    # observation window: an answer zeroconf queued before the withdraw must not go out
+    # after the goodbyes and bring the record back (the resolver queries every second)
+    mark = res.mark()
+    with pytest.raises(AssertionError, match="timed out"):
+        res.wait_for(lambda m: m.get("event") == "addrs" and m["addrs"], 1.5, "a resurrected record")
+    assert all(not m.get("addrs") for m in res.seen[mark:] if m.get("event") == "addrs")
+
+    # our own goodbyes must not count as a conflict when the name comes back
+    reply = adv.send(op="publish", name="myapp", http_port=8080, https_port=8443)
+    assert reply["ok"], reply
+    res.wait_for(_addrs_are({ns.a_addr}), 5, "re-published address")
 
 
 @pytest.mark.root
@@ -457,6 +473,10 @@ def test_conflicting_name_raises_with_suggestion(netns_pair, procs):
     assert "myapp-2" in reply["hint"]
     # the suggestion really is free
     reply = adv.send(op="publish", name="myapp-2", http_port=8080, https_port=8443)
+    assert reply["ok"], reply
+    # once the other host lets go (goodbyes), the name can be claimed
+    assert other.send(op="withdraw", name="myapp")["ok"]
+    reply = adv.send(op="publish", name="myapp", http_port=8080, https_port=8443)
     assert reply["ok"], reply
 
 

@@ -14,7 +14,8 @@ dummies, tunnels etc. only lead to containers or nowhere. Container bridges (doc
 br-*, virbr*, cni*, ...) are excluded by name whatever their kind.
 
 A user override (interface names or addresses) selects exactly those interfaces and skips
-every filter except "exists"; an interface that is down or has no address simply stays
+every filter except "exists" (so a public-only or VPN interface can be chosen on
+purpose); one that is down or has no address is returned without addresses and stays
 inactive until it comes up.
 """
 
@@ -107,6 +108,8 @@ def _excluded_by_default(info: InterfaceInfo) -> bool:
 
 
 def _to_selected(info: InterfaceInfo, explicit: bool) -> SelectedInterface:
+    if not info.is_up:  # an explicitly named interface that is down: inactive, no addresses
+        return SelectedInterface(info.name, info.index, (), (), explicit)
     v4: list[str] = []
     v6_routable: list[str] = []
     v6_link_local: list[str] = []
