@@ -132,6 +132,7 @@ class InterfaceResponder:
         for name in [n for n in self.infos if n not in desired]:
             info = self.infos.pop(name)
             pending.append(await self.zc.async_unregister_service(info))
+            self._drop_queued_answers({info.key, (info.server or "").lower()} - {""} - self._served_names())
         for name, info in desired.items():
             current = self.infos.get(name)
             if current is None:
@@ -145,6 +146,34 @@ class InterfaceResponder:
             self.infos[name] = info
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def _served_names(self) -> set[str]:
+        names = set()
+        for info in self.infos.values():
+            names.add(info.key)
+            names.add((info.server or "").lower())
+        return names
+
+    def _drop_queued_answers(self, names: set[str]) -> None:
+        """Forget answers still waiting in zeroconf's multicast aggregation queues.
+
+        zeroconf delays multicast answers by up to 1 s (RFC 6762 rate limiting) and does
+        not purge them on unregister, so an answer queued just before a withdraw would go
+        out after our goodbyes with the full TTL and bring the record back to life.
+        """
+        if not names:
+            return
+        for queue_name in ("out_queue", "out_delay_queue"):
+            out = getattr(self.zc, queue_name, None)
+            for group in getattr(out, "queue", ()):
+                answers = group.answers
+                for record in list(answers):
+                    if record.key in names:
+                        del answers[record]
+                        continue
+                    extra = answers[record]
+                    if extra:
+                        answers[record] = {r for r in extra if r.key not in names}
 
     async def change_addresses(self, iface: SelectedInterface, pubs: dict[str, Publication]) -> None:
         """The interface's addresses changed but our binding still exists: re-announce."""
