@@ -4,7 +4,8 @@ We send three probe queries 250 ms apart (QTYPE ANY for `NAME.local.` and the se
 instance names, with our proposed address records in the authority section so responders
 answer immediately) on every interface responder, and listen to every record that arrives
 meanwhile. Any live record (TTL > 0) for one of those names is a conflict: at probe time
-we do not answer for the name ourselves, so whatever answers is somebody else.
+we do not answer for the name ourselves, so whatever answers is somebody else (records
+carrying this machine's own addresses are ignored, see probe_names).
 
 Not implemented: simultaneous-probe tie-breaking (section 8.2). Two hosts probing the
 same name in the same 750 ms window may both win; the later announcement then flushes the
@@ -18,7 +19,7 @@ import ipaddress
 import time
 from collections.abc import Iterable, Sequence
 
-from zeroconf import DNSAddress, DNSOutgoing, DNSQuestion, RecordUpdateListener, Zeroconf
+from zeroconf import DNSAddress, DNSOutgoing, DNSQuestion, DNSService, RecordUpdateListener, Zeroconf
 from zeroconf.const import (
     _CLASS_IN,
     _CLASS_UNIQUE,
@@ -40,9 +41,12 @@ _CONFLICT_TYPES = {_TYPE_A: "A", _TYPE_AAAA: "AAAA", _TYPE_SRV: "SRV", _TYPE_TXT
 class _ProbeListener(RecordUpdateListener):
     """Collects live records for the probed names, keyed by the base name they belong to."""
 
-    def __init__(self, watched: dict[str, str]) -> None:
+    def __init__(self, watched: dict[str, str], own_addresses: frozenset[str]) -> None:
         self.watched = watched  # lowercase fully qualified record name -> base name
+        self.own_addresses = own_addresses
+        self.host_of = {base: host_name(base).lower() for base in watched.values()}
         self.hits: dict[str, str] = {}
+        self.host_hits: set[str] = set()
         self.changed = asyncio.Event()
 
     def async_update_records(self, zc: Zeroconf, now: float, records: list) -> None:  # type: ignore[override]
@@ -52,15 +56,30 @@ class _ProbeListener(RecordUpdateListener):
                 continue
             base = self.watched.get(record.key)
             kind = _CONFLICT_TYPES.get(record.type)
-            if base is None or kind is None or base in self.hits:
+            if base is None or kind is None:
                 continue
+            if base in self.hits and (base in self.host_hits or not isinstance(record, DNSAddress)):
+                continue  # keep the first description, but prefer naming the host record
             detail = f"{kind} {record.name}"
             if isinstance(record, DNSAddress):
                 try:
-                    detail += f" -> {ipaddress.ip_address(record.address)}"
+                    addr = str(ipaddress.ip_address(record.address))
                 except ValueError:
-                    pass
+                    continue
+                if addr in self.own_addresses:
+                    continue  # our own (late) answer, e.g. just after a withdraw
+                detail += f" -> {addr}"
+            elif isinstance(record, DNSService):
+                if record.server_key == self.host_of[base]:
+                    # points at NAME.local: a conflict only if some other host answers
+                    # for NAME.local itself, which the address check above catches
+                    continue
+                detail += f" -> {record.server}:{record.port}"
+            else:
+                continue  # a TXT says nothing about who owns the name; its SRV does
             self.hits[base] = f"another host answers {detail}"
+            if isinstance(record, DNSAddress):
+                self.host_hits.add(base)
             self.changed.set()
 
     def async_update_records_complete(self) -> None:
@@ -93,10 +112,16 @@ async def probe_names(
     responders: Sequence[tuple[Zeroconf, Sequence[str]]],
     bases: Sequence[str],
     *,
+    own_addresses: frozenset[str] = frozenset(),
     count: int = PROBE_COUNT,
     interval: float = PROBE_INTERVAL,
 ) -> dict[str, str]:
     """Probe `bases` on each (zeroconf instance, its addresses); return {base: why taken}.
+
+    Taken means: some host answers `NAME.local.` with an address that is not in
+    `own_addresses` (all addresses of this machine), or answers a service instance name
+    with an SRV record pointing at another host. Our own records are ignored because
+    zeroconf can still send an answer it queued before a withdraw.
 
     Takes about count * interval seconds (0.75 s by default), less when every name is
     found taken early.
@@ -104,7 +129,7 @@ async def probe_names(
     if not responders or not bases:
         return {}
     watched = {name.lower(): base for base in bases for name in _names_for(base)}
-    listener = _ProbeListener(watched)
+    listener = _ProbeListener(watched, own_addresses)
     for zc, _ in responders:
         zc.async_add_listener(listener, None)
     try:
