@@ -1,6 +1,6 @@
 """`gotunnel doctor`: does *this* machine resolve `.local` names (so NAME.local works here)?
 
-Three things make glibc programs resolve `.local` over mDNS on Linux:
+Two setups make glibc programs resolve `.local` over mDNS on Linux:
   * nss-mdns (`mdns`, `mdns4_minimal`, `mdns_minimal`, ... on the `hosts:` line of
     /etc/nsswitch.conf) together with a running avahi-daemon, which it talks to; or
   * nss-resolve (`resolve`) with systemd-resolved's MulticastDNS enabled globally and on
