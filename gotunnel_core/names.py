@@ -37,23 +37,26 @@ class NameService:
         if self.settings.get("mdns"):
             from .mdns.advertiser import MdnsAdvertiser
 
-            self.mdns = MdnsAdvertiser(interfaces=list(self.settings.get("mdns_interface") or []))
+            self.mdns = MdnsAdvertiser(interfaces=list(self.settings.get("mdns_interface") or []) or None)
             await self.mdns.start()
 
-    async def check(self, tunnels: list[Tunnel]) -> None:
-        """Raise NameConflict when another host already answers for one of these names."""
-        if self.mdns is not None:
-            for tunnel in tunnels:
-                await self.mdns.check(base_name(tunnel))
-
     async def publish(self, tunnels: list[Tunnel], listen: Listen) -> None:
+        """Claim each tunnel's `NAME.local`; on a conflict, release what this call claimed and raise."""
         if self.mdns is not None:
-            for tunnel in tunnels:
-                await self.mdns.publish(
-                    base_name(tunnel),
-                    http_port=listen.http_port,
-                    https_port=listen.https_port if tunnel.https else None,
-                )
+            claimed: list[str] = []
+            try:
+                for tunnel in tunnels:
+                    name = base_name(tunnel)
+                    await self.mdns.publish(
+                        name,
+                        http_port=listen.http_port,
+                        https_port=listen.https_port if tunnel.https else None,
+                    )
+                    claimed.append(name)
+            except BaseException:
+                for name in claimed:
+                    await self.mdns.withdraw(name)
+                raise
         if self.hosts is not None:
             await self._hosts_call("add", [f"{base_name(t)}.local" for t in tunnels])
 

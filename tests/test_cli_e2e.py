@@ -256,3 +256,42 @@ def test_hosts_block_follows_tunnels(gotunnel: Gotunnel, echo_backend: Any, tmp_
     assert gotunnel.json("hosts", "list")["names"] == ["myapp.local"]
     gotunnel("stop", "--all", check=True)
     assert hosts.read_bytes() == original
+
+
+def test_doctor_reports_resolution_interfaces_and_engine(gotunnel: Gotunnel) -> None:
+    report = gotunnel.json("doctor")
+    assert report["local_resolution"]["verdict"] in ("ok", "broken", "missing")
+    assert report["engine"] == {"name": "builtin", "found": True, "path": None, "version": None, "hint": None}
+    assert report["mdns"]["enabled"] is False
+
+
+def test_logs_show_the_daemon_log(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    backend = echo_backend()
+    gotunnel("start", "-d", "logged", "-p", str(backend.port), check=True)
+    out = gotunnel("logs", check=True).out
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "daemon ready" for e in events)
+
+
+def test_foreground_runs_until_ctrl_c_and_cleans_up(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    backend = echo_backend()
+    proc = subprocess.Popen([sys.executable, "-m", "gotunnel_core", "start", "--foreground", "-d", "fg", "-p",
+                             str(backend.port)], env={**os.environ, **gotunnel.env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def serving() -> bool:
+            try:
+                return http_get(gotunnel.http_port, "fg.localhost")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(serving, timeout=30, what="the foreground tunnel to serve")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    with pytest.raises(OSError):
+        http_get(gotunnel.http_port, "fg.localhost")
+    assert json.loads((gotunnel.state_dir / "tunnels.json").read_text())["tunnels"] == []

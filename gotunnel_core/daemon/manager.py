@@ -74,7 +74,11 @@ class TunnelManager:
         table = await self._build_table(self.tunnels.values())
         await self.engine.start(table)
         self.table = table
-        await self._publish_names(list(self.tunnels.values()))
+        for tunnel in self.tunnels.values():
+            try:
+                await self._publish_names([tunnel])
+            except GotunnelError as exc:  # a restored name taken meanwhile: keep serving .localhost
+                log.warning("name not announced", tunnel=tunnel.name, error=exc.message)
         for tunnel in self.tunnels.values():
             self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
         log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
@@ -112,16 +116,20 @@ class TunnelManager:
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
-            await self.names_check(new)
-            await self._apply(desired)
+            fresh = [t for t in new if t.name not in self.tunnels]
+            # Claim the names first: a name another host answers for fails `start` before anything changes.
+            await self._publish_names(fresh)
+            try:
+                await self._apply(desired)
+            except BaseException:
+                await self._withdraw_names(fresh)
+                raise
             await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
-            previous, self.tunnels = self.tunnels, desired
+            self.tunnels = desired
             for tunnel in new:
                 self._notify("gotunnel_tunnel_created", tunnel=tunnel)
-            await self._publish_names(new)
             for tunnel in new:
                 self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
-            del previous
             return [self.describe(t) for t in new]
 
     async def stop_tunnels(self, raw_names: list[str]) -> list[str]:
@@ -183,11 +191,6 @@ class TunnelManager:
         }
 
     # ----- internals -----------------------------------------------------------------------
-
-    async def names_check(self, tunnels: list[Tunnel]) -> None:
-        """Refuse names another host already answers for on the LAN (mDNS conflict)."""
-        if self.names is not None:
-            await self.names.check(tunnels)
 
     async def _publish_names(self, tunnels: list[Tunnel]) -> None:
         if self.names is not None and tunnels:
