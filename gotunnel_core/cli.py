@@ -36,9 +36,27 @@ class CliState:
     def settings(self) -> Any:
         if self._resolved is None:
             from .config import resolve
+            from .logs import configure
 
             self._resolved = resolve(self.flags)
+            # The CLI shows warnings and errors; info lines belong in the daemon's log.
+            wanted = "debug" if self._resolved["debug"] else self._resolved["log_level"]
+            configure(self._resolved["log_format"], wanted if wanted in ("debug", "error") else "warning")
         return self._resolved
+
+    def file_tunnels(self) -> list[Any]:
+        """The config file's `[[tunnels]]`, validated; errors name the file and the table."""
+        from .models import Tunnel
+
+        settings = self.settings
+        tunnels = []
+        for index, raw in enumerate(settings.file_tunnels, start=1):
+            try:
+                tunnels.append(Tunnel.from_raw(raw))
+            except UsageError as exc:
+                raise UsageError(f"config file {str(settings.config_file)!r}: [[tunnels]] #{index}: {exc.message}",
+                                 exc.hint) from None
+        return tunnels
 
     @property
     def layout(self) -> Any:
@@ -124,28 +142,22 @@ def cli(ctx: click.Context, config: str | None, mdns_interface: tuple[str, ...],
     ctx.obj = CliState(flags={**flags, "config": config, "mdns_interface": list(mdns_interface) or None})
 
 
-def configure_cli_logging(state: CliState) -> None:
-    from .logs import configure
-
-    settings = state.settings
-    configure(settings["log_format"], "debug" if settings["debug"] else settings["log_level"])
-
-
 # ----- tunnel commands -------------------------------------------------------------------
 
 
 def _tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-                        redirect_https: bool, health_path: str | None, file_tunnels: list[Any]) -> list[Any]:
+                        redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from .models import Backend, Tunnel, parse_port
 
     if domain is None:
         if port or backends:
             raise UsageError("--port/--backend need --domain NAME")
+        file_tunnels = state.file_tunnels()
         if not file_tunnels:
             raise UsageError("no --domain given and the config file declares no [[tunnels]]",
                              hint="gotunnel start -d myapp -p 3000")
-        return [Tunnel.from_raw(raw) for raw in file_tunnels]
+        return file_tunnels
     if port and backends:
         raise UsageError("give either --port or --backend, not both")
     if port:
@@ -232,7 +244,7 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
           redirect_https: bool, health_path: str | None, foreground: bool, as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     settings = state.settings
-    tunnels = _tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, settings.file_tunnels)
+    tunnels = _tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
     from .engine import find_engine
 
     find_engine(state.engine_specs(), settings["engine"])
@@ -410,13 +422,13 @@ def _render_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
     """Build the engine and the route table for the config file's tunnels (the ops use case)."""
     from .certservice import CertService
     from .engine import EngineContext, find_engine
-    from .models import Listen, RouteTable, Tunnel
+    from .models import Listen, RouteTable
 
     settings = state.settings
     if not settings.file_tunnels:
         where = settings.config_file or "no config file found"
         raise UsageError(f"nothing to render: no [[tunnels]] in the config file ({where})")
-    tunnels = tuple(sorted((Tunnel.from_raw(raw) for raw in settings.file_tunnels), key=lambda t: t.name))
+    tunnels = tuple(sorted(state.file_tunnels(), key=lambda t: t.name))
     spec = find_engine(state.engine_specs(), engine_name)
     layout = state.layout.ensure()
     certs = CertService(layout, settings.values)

@@ -295,3 +295,13 @@ def test_foreground_runs_until_ctrl_c_and_cleans_up(gotunnel: Gotunnel, echo_bac
     with pytest.raises(OSError):
         http_get(gotunnel.http_port, "fg.localhost")
     assert json.loads((gotunnel.state_dir / "tunnels.json").read_text())["tunnels"] == []
+
+
+def test_bad_config_tunnel_names_file_and_table(gotunnel: Gotunnel, tmp_path: Path) -> None:
+    config = tmp_path / "gotunnel.toml"
+    config.write_text('[[tunnels]]\nname = "ok"\nbackends = ["http://127.0.0.1:1"]\n'
+                      '[[tunnels]]\nname = "bad name"\nbackends = ["http://127.0.0.1:1"]\n')
+    result = gotunnel("--config", str(config), "start")
+    assert result.code == 2
+    assert str(config) in result.err and "#2" in result.err and "'bad name'" in result.err
+    assert not gotunnel.state_dir.exists()
