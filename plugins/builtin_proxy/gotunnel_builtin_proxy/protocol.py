@@ -403,8 +403,10 @@ class ClientProtocol(asyncio.Protocol):
         self._send(req, backend)
 
     def _sni_ok(self, route: "Route") -> bool:
+        # 421 only when the handshake named another known tunnel; an SNI naming no tunnel
+        # (an IP literal, a name under another suffix) got the default certificate anyway.
         sni = self.sni
-        return sni is NO_SNI or sni == route.name
+        return sni is NO_SNI or sni == "" or sni == route.name
 
     def _redirects(self, route: "Route") -> bool:
         return not self.https and route.tunnel.redirect_https

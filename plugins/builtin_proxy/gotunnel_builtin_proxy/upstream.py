@@ -41,7 +41,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "pool", "transport", "parser", "client", "ct", "req", "headers", "idle", "closed", "t_idle",
         "activity", "out_chunked", "finished", "head_sent", "got_bytes", "interim", "broken",
         "until_close", "reset_parser", "upgrade_ok", "upgraded", "client_ka", "reused",
-        "paused_by_client", "via", "keep",
+        "paused_by_client", "via", "keep", "out",
     )
 
     def __init__(self, pool: "Pool") -> None:
@@ -60,6 +60,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.upgraded = False
         self.paused_by_client = False
         self.via = pool.via
+        self.out: list[bytes] = []  # bytes for the client, written once per data_received
         self._reset()
 
     def _reset(self) -> None:
@@ -130,9 +131,11 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self.got_bytes = True
+        out = self.out
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
+            self._flush()
             if self.upgrade_ok and self.client is not None:
                 self.upgraded = True
                 client.start_relay(self, data[exc.args[0]:])
@@ -140,10 +143,24 @@ class UpstreamProtocol(asyncio.Protocol):
             self._fail("backend switched protocols unexpectedly")
             return
         except HttpParserError as exc:
+            self._flush()
             self._fail(f"invalid response from backend ({exc})")
             return
+        if out:
+            # One write (one syscall) per read from the backend: head, body and end together.
+            if len(out) == 1:
+                self.ct.write(out[0])  # type: ignore[union-attr]
+            else:
+                self.ct.writelines(out)  # type: ignore[union-attr]
+            out.clear()
         if self.finished:
             self._complete()
+
+    def _flush(self) -> None:
+        if self.out:
+            if self.ct is not None:
+                self.ct.writelines(self.out)
+            self.out.clear()
 
     def _fail(self, reason: str) -> None:
         """A broken response: never reuse the connection; let the client side report it."""
@@ -215,7 +232,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 ]
         if interim:
             out.append(CRLF)
-            self.ct.write(b"".join(out))  # type: ignore[union-attr]
+            self.out.append(b"".join(out))
             return
         if upgrade:
             out += (b"Connection: upgrade\r\nUpgrade: ", upg or b"", CRLF)
@@ -224,7 +241,7 @@ class UpstreamProtocol(asyncio.Protocol):
             if self.via:
                 out.append(VIA)
             out.append(CRLF)
-            self.ct.write(b"".join(out))  # type: ignore[union-attr]
+            self.out.append(b"".join(out))
             self.head_sent = True
             return
         ka = req.keep_alive and not req.upgrade
@@ -252,16 +269,16 @@ class UpstreamProtocol(asyncio.Protocol):
         out.append(CRLF)
         self.client_ka = ka
         self.head_sent = True
-        self.ct.write(b"".join(out))  # type: ignore[union-attr]
+        self.out.append(b"".join(out))
 
     def on_body(self, body: bytes) -> None:
         if self.finished:
             self.broken = True
             return
         if self.out_chunked:
-            self.ct.writelines((b"%x\r\n" % len(body), body, CRLF))  # type: ignore[union-attr]
+            self.out += (b"%x\r\n" % len(body), body, CRLF)
         else:
-            self.ct.write(body)  # type: ignore[union-attr]
+            self.out.append(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -272,7 +289,7 @@ class UpstreamProtocol(asyncio.Protocol):
         # llhttp forgets keep-alive once the message is complete: read it now.
         self.keep = self.parser.should_keep_alive()
         if self.out_chunked:
-            self.ct.write(CHUNK_END)  # type: ignore[union-attr]
+            self.out.append(CHUNK_END)
         self.finished = True
 
     # -- end of an exchange ------------------------------------------------------------------
