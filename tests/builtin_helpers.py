@@ -124,10 +124,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _stream_body(self) -> int:
+    def _stream_body(self, left: int | None = None) -> int:
         """Read the request body without keeping it; return its size."""
         total = 0
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        if left is None and self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
                 size = int(self.rfile.readline().split(b";")[0], 16)
                 if size == 0:
@@ -138,7 +138,8 @@ class EchoHandler(BaseHTTPRequestHandler):
                     total += got
                     size -= got
                 self.rfile.readline()
-        left = int(self.headers.get("Content-Length") or 0)
+        if left is None:
+            left = int(self.headers.get("Content-Length") or 0)
         while left:
             chunk = self.rfile.read(min(left, 1 << 20))
             if not chunk:
@@ -149,8 +150,14 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def _special(self) -> bool:
         path = self.path
-        if path == "/upload":
-            n = self._stream_body()
+        if path.startswith("/upload"):
+            if path.endswith("stall=1"):
+                # A slow consumer: read a little, then nothing for a second.
+                self.rfile.read(1 << 20)
+                time.sleep(1.0)
+                n = (1 << 20) + self._stream_body(int(self.headers["Content-Length"]) - (1 << 20))
+            else:
+                n = self._stream_body()
             self.server.record(self, self.client_address)
             out = json.dumps({"received": n}).encode()
             self.send_response(200)
