@@ -217,3 +217,26 @@ def test_settings_are_validated(engine_factory, backend_a, ports):
     eng = engine_factory({"header_timeout": -1})
     with pytest.raises(ValidationError):
         eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+
+
+def test_expect_100_continue_is_relayed(proxy):
+    with socket.create_connection((LOCAL, proxy), timeout=5) as s:
+        s.sendall(b"POST /e HTTP/1.1\r\nHost: alpha.localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        s.sendall(b"hello")
+        data = interim.partition(b"\r\n\r\n")[2]
+        while not data.endswith(b"}"):
+            data += s.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and echo_json(body)["body"] == "hello"
+
+
+def test_client_leaving_mid_response_does_not_pool_the_upstream(proxy, backend_a):
+    with socket.create_connection((LOCAL, proxy), timeout=5) as s:
+        s.sendall(b"GET /download/%d HTTP/1.1\r\nHost: alpha.localhost\r\n\r\n" % (64 * 2**20))
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    status, _, body = http_get(proxy, "alpha.localhost", "/next")
+    assert status == 200 and echo_json(body)["path"] == "/next"
+    peers = [r["peer"][1] for r in backend_a.requests]
+    assert peers[0] != peers[1]
