@@ -319,6 +319,8 @@ class EngineThread:
         return self.call(run())
 
     def close(self) -> None:
+        if self.loop.is_closed():
+            return
         try:
             if self.started:
                 self.call(self.engine.stop())
