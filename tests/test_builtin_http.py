@@ -240,3 +240,50 @@ def test_client_leaving_mid_response_does_not_pool_the_upstream(proxy, backend_a
     assert status == 200 and echo_json(body)["path"] == "/next"
     peers = [r["peer"][1] for r in backend_a.requests]
     assert peers[0] != peers[1]
+
+
+def test_stalled_request_body_hits_the_idle_timeout(engine_factory, backend_a, ports):
+    eng = engine_factory({"idle_timeout": 0.5})
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+    with socket.create_connection((LOCAL, ports[0]), timeout=5) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: alpha.localhost\r\nContent-Length: 100\r\n\r\nonly part")
+        start = time.monotonic()
+        reply = s.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - start < 3
+
+
+def test_stop_lets_in_flight_requests_finish_and_refuses_new_ones(engine_factory, backend_a, ports):
+    import threading
+
+    eng = engine_factory()
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+    idle = socket.create_connection((LOCAL, ports[0]), timeout=5)
+    with socket.create_connection((LOCAL, ports[0]), timeout=10) as s:
+        s.sendall(b"GET /sse HTTP/1.1\r\nHost: alpha.localhost\r\n\r\n")
+        data = b""
+        while b"data: first" not in data:
+            data += s.recv(65536)
+        stopper = threading.Thread(target=lambda: eng.call(eng.engine.stop()))
+        stopper.start()
+        try:
+            wait_for(lambda: _refused(ports[0]), what="listener closed")
+            assert idle.recv(100) == b""  # idle keep-alive connections are closed at once
+            backend_a.sse_release.set()
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = s.recv(65536)
+                assert chunk, "in-flight response was cut"
+                data += chunk
+            assert b"data: last" in data
+        finally:
+            stopper.join(15)
+            idle.close()
+    assert eng.engine.health().running is False
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection((LOCAL, port), timeout=1).close()
+    except OSError:
+        return True
+    return False

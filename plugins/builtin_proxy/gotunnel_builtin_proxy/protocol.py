@@ -662,8 +662,12 @@ class ClientProtocol(asyncio.Protocol):
                     up.activity = False
                 self.t_phase = now
             elif now - self.t_phase > idle_timeout:
+                req = self.active
                 if up is None or not up.head_sent:
-                    self.transport.write(error_response(504, "backend did not answer in time"))
+                    if req is not None and not req.complete:
+                        self.transport.write(error_response(408, "request body not received in time"))
+                    else:
+                        self.transport.write(error_response(504, "backend did not answer in time"))
                 self.close()
 
 
