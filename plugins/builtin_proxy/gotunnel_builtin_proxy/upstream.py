@@ -22,6 +22,7 @@ from .responses import (
     CRLF,
     PLAIN_CONNECTION_TOKENS,
     RESP_SPECIAL,
+    STATUS_LINES,
     VIA,
     status_line,
 )
@@ -206,7 +207,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def _write_head(self, status: int, req: "Req", interim: bool = False, upgrade: bool = False) -> None:
         route = req.route
         drop = route.resp_drop if route is not None else None
-        out = [status_line(status)]
+        out = [STATUS_LINES.get(status) or status_line(status)]
         cl = te = conn = upg = None
         for name, value in self.headers:
             lname = name.lower()
@@ -224,7 +225,7 @@ class UpstreamProtocol(asyncio.Protocol):
             if drop and lname in drop:
                 continue
             out += (name, b": ", value, CRLF)
-        if conn is not None:
+        if conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS:
             named = {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [out[0]] + [
