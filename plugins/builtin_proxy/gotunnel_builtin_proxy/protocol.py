@@ -52,7 +52,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "target", "head_rest", "local",
+        "head_parts", "local",
     )
 
     def __init__(self) -> None:
@@ -72,8 +72,7 @@ class Req:
         self.route: Route | None = None
         self.backend: BackendState | None = None
         self.tried: list[BackendState] | None = None
-        self.target = b""
-        self.head_rest = b""
+        self.head_parts: list[bytes] = []
         self.local = False
 
 
@@ -366,10 +365,11 @@ class ClientProtocol(asyncio.Protocol):
             body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
-        if not self._sni_ok(route):
-            return self._local(req, simple_response(421, b"Misdirected Request: the TLS name does not match Host\n",
-                                                    close=True))
-        if self._redirects(route):
+        if self.https:
+            if not self._sni_ok(route):
+                return self._local(req, simple_response(
+                    421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
+        elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
         req.route = route
         if conn is not None or route.req_remove:
@@ -378,6 +378,8 @@ class ClientProtocol(asyncio.Protocol):
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
+        # Request line first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", headers...]
+        out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n")
         out += (
             b"Host: ", host, CRLF,
             b"X-Forwarded-For: ", (xff + b", " + self.peer_ip) if xff else self.peer_ip, CRLF,
@@ -393,13 +395,12 @@ class ClientProtocol(asyncio.Protocol):
         if st.settings.via:
             out.append(VIA)
         out.append(CRLF)
-        req.target = target
-        req.head_rest = b"".join(out)
         backend = route.balancer.pick()
         if backend is None:
             body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
             return self._local(req, simple_response(503, body.encode(), HTML, close=not req.keep_alive,
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
+        req.head_parts = out
         self._send(req, backend)
 
     def _sni_ok(self, route: "Route") -> bool:
@@ -516,8 +517,10 @@ class ClientProtocol(asyncio.Protocol):
         if self.write_paused:
             up.paused_by_client = True
             up.transport.pause_reading()
-        backend = req.backend
-        head = req.method + b" " + backend.prefix + req.target + b" HTTP/1.1\r\n" + req.head_rest  # type: ignore[union-attr]
+        parts = req.head_parts
+        if parts[3] != b"*":  # OPTIONS * takes no path prefix
+            parts[2] = req.backend.prefix  # type: ignore[union-attr]
+        head = b"".join(parts)
         body = req.body
         if body is None:
             if req.complete and req.chunked:
