@@ -22,7 +22,7 @@ from .responses import (
     CHUNKED,
     CRLF,
     PLAIN_CONNECTION_TOKENS,
-    REQ_SPECIAL,
+    REQ_KINDS,
     VIA,
     error_response,
     simple_response,
@@ -321,8 +321,11 @@ class ClientProtocol(asyncio.Protocol):
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
+        kinds = REQ_KINDS.get
         for name, value in headers:
-            kind = REQ_SPECIAL.get(name.lower())
+            kind = kinds(name, -1)
+            if kind == -1:
+                kind = REQ_KINDS.miss(name)
             if kind is None or kind == 6:
                 out += (name, b": ", value, CRLF)
             elif kind == 1:
@@ -478,7 +481,13 @@ class ClientProtocol(asyncio.Protocol):
         if up is not None:
             self._attach(req, up)
         else:
-            self.st.loop.create_task(self._connect(req, backend))
+            self._spawn_connect(req, backend)
+
+    def _spawn_connect(self, req: Req, backend: "BackendState") -> None:
+        tasks = self.st.tasks
+        task = self.st.loop.create_task(self._connect(req, backend))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _connect(self, req: Req, backend: "BackendState") -> None:
         try:
@@ -572,7 +581,7 @@ class ClientProtocol(asyncio.Protocol):
         if not up.got_bytes and up.reused and req.body_size == 0 and not req.chunked and backend is not None \
                 and (req.complete and _no_body(req)):
             # A pooled connection the backend had closed: nothing was received, so retrying is safe.
-            self.st.loop.create_task(self._connect(req, backend))
+            self._spawn_connect(req, backend)
             return
         self.upstream_failed(up, "the backend closed the connection" if exc is None else str(exc))
 

@@ -21,7 +21,7 @@ from .responses import (
     CONN_KEEP_ALIVE,
     CRLF,
     PLAIN_CONNECTION_TOKENS,
-    RESP_SPECIAL,
+    RESP_KINDS,
     STATUS_LINES,
     VIA,
     status_line,
@@ -209,9 +209,11 @@ class UpstreamProtocol(asyncio.Protocol):
         drop = route.resp_drop if route is not None else None
         out = [STATUS_LINES.get(status) or status_line(status)]
         cl = te = conn = upg = None
+        kinds = RESP_KINDS.get
         for name, value in self.headers:
-            lname = name.lower()
-            kind = RESP_SPECIAL.get(lname)
+            kind = kinds(name, -1)
+            if kind == -1:
+                kind = RESP_KINDS.miss(name)
             if kind is not None:
                 if kind == 6:
                     cl = value
@@ -222,7 +224,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 elif kind == 5:
                     upg = value
                 continue
-            if drop and lname in drop:
+            if drop and name.lower() in drop:
                 continue
             out += (name, b": ", value, CRLF)
         if conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS:
@@ -336,7 +338,7 @@ def _backend_ssl_context() -> ssl.SSLContext:
 class Pool:
     """Idle keep-alive connections to one backend address (shared by every tunnel using it)."""
 
-    __slots__ = ("loop", "scheme", "host", "port", "idle", "max_idle", "idle_timeout", "via", "_ssl")
+    __slots__ = ("loop", "scheme", "host", "port", "idle", "max_idle", "idle_timeout", "via", "closed", "_ssl")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, scheme: str, host: str, port: int,
                  max_idle: int = 512, idle_timeout: float = 30.0, via: bool = False) -> None:
@@ -348,6 +350,7 @@ class Pool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.via = via
+        self.closed = False  # set when the backend left the table: returning connections are closed
         self._ssl = _backend_ssl_context() if scheme == "https" else None
 
     def get(self) -> UpstreamProtocol | None:
@@ -372,7 +375,7 @@ class Pool:
         return proto
 
     def release(self, up: UpstreamProtocol) -> None:
-        if len(self.idle) >= self.max_idle:
+        if self.closed or len(self.idle) >= self.max_idle:
             up.transport.close()
             return
         up.idle = True
@@ -400,6 +403,7 @@ class Pool:
         self.idle = keep
 
     def close(self) -> None:
+        self.closed = True
         for up in self.idle:
             up.idle = False
             up.transport.close()
