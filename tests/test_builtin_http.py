@@ -287,3 +287,17 @@ def _refused(port: int) -> bool:
     except OSError:
         return True
     return False
+
+
+def test_head_limit_counts_only_the_head(engine_factory, backend_a, ports):
+    eng = engine_factory({"max_header_size": 65536})
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+    # a 60 KB header is within the limit
+    status, _, body = http_get(ports[0], "alpha.localhost", headers={"X-Big": "a" * 60000})
+    assert status == 200 and len(echo_json(body)["hdr"]["x-big"]) == 60000
+    # a small head followed by a large body in the same write is not mistaken for a large head
+    payload = b"b" * 300_000
+    data = (b"POST /upload HTTP/1.1\r\nHost: alpha.localhost\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
+    reply = raw_exchange(ports[0], data)
+    assert reply.startswith(b"HTTP/1.1 200 ") and b'"received": 300000' in reply
