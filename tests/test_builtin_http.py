@@ -301,3 +301,14 @@ def test_head_limit_counts_only_the_head(engine_factory, backend_a, ports):
             b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
     reply = raw_exchange(ports[0], data)
     assert reply.startswith(b"HTTP/1.1 200 ") and b'"received": 300000' in reply
+
+
+def test_client_half_close_still_gets_the_response(proxy):
+    with socket.create_connection((LOCAL, proxy), timeout=5) as s:
+        s.sendall(b"GET /half HTTP/1.1\r\nHost: alpha.localhost\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and echo_json(body)["path"] == "/half"

@@ -101,6 +101,7 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.resp_done = False
         self.upgrade_buf: list[bytes] | None = None
+        self.eof = False
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -210,7 +211,10 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject(431, "request header fields too large")
 
     def eof_received(self) -> bool:
-        # Half-close from the client: finish nothing more; close once written.
+        """Client half-closed: answer what is in flight, then close (no further requests can come)."""
+        self.eof = True
+        if self.active is not None and self.phase in (HEAD, BUSY):
+            return True
         return False
 
     def _reject(self, status: int, message: str) -> None:
@@ -636,7 +640,7 @@ class ClientProtocol(asyncio.Protocol):
         req = self.active
         self.active = None
         self.resp_done = False
-        if req is None or not req.keep_alive or self.st.closing or self.phase in (CLOSED, UPGRADE_WAIT):
+        if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):
             self.close()
             return
         pipeline = self.pipeline
