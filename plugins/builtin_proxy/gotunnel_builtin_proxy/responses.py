@@ -49,6 +49,31 @@ RESP_SPECIAL: dict[bytes, int] = {
     b"content-length": 6,
 }
 
+
+class KindCache(dict):  # type: ignore[type-arg]
+    """Header name as sent (any case) -> kind from `table`, or None for ordinary headers.
+
+    Memoised so the hot loop does one dict probe (`cache.get(name, -1)`) instead of
+    `lower()` plus a probe; `miss(name)` fills it. Bounded: past the limit it still answers
+    but stops remembering new spellings.
+    """
+
+    LIMIT = 2048
+
+    def __init__(self, table: dict[bytes, int]) -> None:
+        super().__init__()
+        self.table = table
+
+    def miss(self, name: bytes) -> int | None:
+        kind = self.table.get(name.lower())
+        if len(self) < self.LIMIT:
+            self[name] = kind
+        return kind
+
+
+REQ_KINDS = KindCache(REQ_SPECIAL)
+RESP_KINDS = KindCache(RESP_SPECIAL)
+
 #: Connection tokens that name no header (so need no second filtering pass).
 PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b"upgrade", b""))
 
