@@ -6,11 +6,12 @@ CA and tunnels stay the user's own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from .fsutil import ensure_private_dir
 
@@ -24,6 +25,41 @@ def invoking_home() -> Path:
         except KeyError:
             pass
     return Path.home()
+
+
+def invoking_ids() -> tuple[int, int]:
+    """(uid, gid) of the user who ran gotunnel: SUDO_USER's when root under sudo, else ours."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+        try:
+            entry = pwd.getpwnam(sudo_user)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            pass
+    return os.geteuid(), os.getegid()
+
+
+@contextlib.contextmanager
+def as_invoking_user() -> Iterator[None]:
+    """Under sudo, act as SUDO_USER (effective ids only) for the block, so files made in the user's
+    state directory stay the user's and its ownership checks pass; elsewhere a no-op.
+
+    Root stays the real user id, so the block's end returns to root for the privileged steps.
+    """
+    uid, gid = invoking_ids()
+    if os.geteuid() != 0 or uid == 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
 
 
 def _xdg(var: str, fallback: str, env: Mapping[str, str] | None = None) -> Path:
@@ -100,6 +136,16 @@ class StateLayout:
     @property
     def certs_dir(self) -> Path:
         return self.root / "certs"
+
+    @property
+    def trust_record(self) -> Path:
+        """What `gotunnel trust` installed where (`--uninstall` removes exactly that)."""
+        return self.root / "trust.json"
+
+    @property
+    def trust_dir(self) -> Path:
+        """`gotunnel trust --env`'s bundle of system roots plus the CA."""
+        return self.root / "trust"
 
     def engine_dir(self, engine: str) -> Path:
         return self.root / "engines" / engine
