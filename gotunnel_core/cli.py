@@ -583,7 +583,7 @@ def _sudo_command(state: CliState, extra: list[str]) -> Callable[[list[str]], st
     return build
 
 
-def _check_target(state: CliState, service_certs: Any, url: str | None) -> Any:
+def _check_target(layout: Any, service_certs: Any, url: str | None) -> Any:
     """Where `--check` shakes hands: --check-url, else the running daemon's HTTPS port, else offline."""
     from urllib.parse import urlsplit
 
@@ -598,7 +598,7 @@ def _check_target(state: CliState, service_certs: Any, url: str | None) -> Any:
         host = parts.hostname
         connect = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
         return Target(connect, parts.port or 443, host, leaf)
-    info = DaemonClient(state.layout).ping()
+    info = DaemonClient(layout).ping()
     if info is None:
         return Target("", 0, "localhost", leaf, offline=True)
     bind = info.get("bind") or "127.0.0.1"
@@ -641,11 +641,12 @@ def trust(state: CliState, uninstall: bool, check: bool, env_vars: bool, stores:
         raise UsageError("use only one of --uninstall, --check and --env")
     if check_url and not check:
         raise UsageError("--check-url needs --check")
+    layout = state.layout  # resolved as root: under sudo it already names the invoking user's directory
     with as_invoking_user():  # under sudo, the user's state stays the user's
-        layout = state.layout.ensure()
+        layout.ensure()
         certs = CertService(layout, state.settings.values)
         ca = CA.from_path(certs.ca.cert_path)
-        target = _check_target(state, certs, check_url) if check else None
+        target = _check_target(layout, certs, check_url) if check else None
     service = TrustService(ca, TrustRecord(layout.trust_record), layout.trust_dir)
     names = list(stores)
     if env_vars:

@@ -16,10 +16,15 @@ from typing import Iterator, Mapping
 from .fsutil import ensure_private_dir
 
 
+def _as_root() -> bool:
+    """Root, or root acting as the invoking user for a moment (`as_invoking_user`: real uid 0)."""
+    return os.geteuid() == 0 or os.getuid() == 0
+
+
 def invoking_home() -> Path:
     """The home of the user who ran gotunnel: SUDO_USER's under sudo, else ours."""
     sudo_user = os.environ.get("SUDO_USER")
-    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+    if _as_root() and sudo_user and sudo_user != "root":
         try:
             return Path(pwd.getpwnam(sudo_user).pw_dir)
         except KeyError:
@@ -30,7 +35,7 @@ def invoking_home() -> Path:
 def invoking_ids() -> tuple[int, int]:
     """(uid, gid) of the user who ran gotunnel: SUDO_USER's when root under sudo, else ours."""
     sudo_user = os.environ.get("SUDO_USER")
-    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+    if _as_root() and sudo_user and sudo_user != "root":
         try:
             entry = pwd.getpwnam(sudo_user)
             return entry.pw_uid, entry.pw_gid
@@ -64,7 +69,7 @@ def as_invoking_user() -> Iterator[None]:
 
 def _xdg(var: str, fallback: str, env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    if env.get("SUDO_USER") and os.geteuid() == 0:
+    if env.get("SUDO_USER") and _as_root():
         return invoking_home() / fallback
     value = env.get(var)
     return Path(value) if value and os.path.isabs(value) else invoking_home() / fallback
