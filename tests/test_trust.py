@@ -93,6 +93,10 @@ def test_system_store_install_handshake_uninstall(gotunnel: Gotunnel, echo_backe
     assert "TLS handshake" in checked["system-debian"]["detail"]
     entry = record(gotunnel)["system-debian"]
     assert entry["file"] == str(anchors[0])
+    by_url = gotunnel.json("trust", "--check", "--store", "system-debian", "--check-url",
+                           f"https://sysapp.localhost:{gotunnel.https_port}/")
+    assert by_url["stores"][0]["status"] == "trusted"
+    assert by_url["target"] == f"sysapp.localhost@127.0.0.1:{gotunnel.https_port}"
 
     result = gotunnel("trust", "--uninstall", "--json")
     assert result.code == 0, result.err
