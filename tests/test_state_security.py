@@ -82,6 +82,7 @@ def test_default_state_dir_is_the_sudo_users(sudo_user: Path, monkeypatch: pytes
     assert paths.default_state_dir() == Path("/root/.local/state/gotunnel")
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 @pytest.mark.skipif(CERTUTIL is None or UPDATE_CA is None, reason="certutil or update-ca-certificates missing")
 def test_sudo_trust_keeps_the_users_files_the_users(sudo_user: Path, tmp_path: Path, capsys: Any,

@@ -208,6 +208,26 @@ def test_chrome_db_created_when_a_browser_is_installed(gotunnel: Gotunnel, home:
     assert (home / ".pki").stat().st_mode & 0o777 == 0o700
 
 
+@needs_update_ca
+def test_only_the_first_present_system_store_is_used(gotunnel: Gotunnel, home: Path, sysdirs: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """With update-ca-certificates, update-ca-trust and p11-kit's trust all installed, only the first
+    manages the system store: the CA is never installed twice."""
+    bin_dir = tmp_path / "bin"
+    log = tmp_path / "calls.log"
+    fake_tool(bin_dir / "update-ca-trust", log)
+    fake_tool(bin_dir / "trust", log)
+    gotunnel.env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    result = gotunnel("trust", "--store", "system", "--json")
+    assert result.code == 0, result.err
+    got = rows(result)
+    assert got["system-debian"]["status"] == "installed"
+    for other in ("system-fedora", "system-arch"):
+        assert got[other]["status"] == "missing"
+        assert got[other]["detail"] == "the system store is managed through system-debian"
+    assert log_lines(log) == []
+
+
 def test_no_store_at_all(gotunnel: Gotunnel, home: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -252,6 +272,7 @@ def _run_as(uid: int, args: list[str], env: dict[str, str]) -> subprocess.Comple
                           extra_groups=[], cwd="/")
 
 
+@pytest.mark.root
 @needs_certutil
 @needs_update_ca
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the CLI as an unprivileged user")
