@@ -516,6 +516,10 @@ class ClientProtocol(asyncio.Protocol):
         if req is not self.active or self.phase == CLOSED:
             backend.pool.release(up)
             return
+        if up.closed:  # accepted, then closed at once (a backend shutting down)
+            self.st.upstream_errors += 1
+            self._bad_gateway(req, backend, "the backend closed the connection")
+            return
         self._attach(req, up)
 
     def _bad_gateway(self, req: Req, backend: "BackendState", reason: str) -> None:
