@@ -27,7 +27,6 @@ from .responses import (
     error_response,
     simple_response,
 )
-from .router import tunnel_name_of
 from .upstream import WRITE_HIGH
 
 if TYPE_CHECKING:
