@@ -223,3 +223,15 @@ def test_early_response_before_request_body_keeps_the_client_in_step(engine_fact
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ")
     assert backend.accepted == 2
+
+
+def test_silent_backend_gets_504_after_the_idle_timeout(engine_factory, ports, scripted):
+    def script(conn, _):
+        read_head(conn)
+        conn.recv(1)  # never answers; returns when the proxy gives up and closes
+
+    backend = scripted(script)
+    eng = engine_factory({"idle_timeout": 0.5})
+    eng.start(make_table([{"name": "app", "backends": backend.url}], *ports))
+    reply = raw_exchange(ports[0], b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n", timeout=5)
+    assert reply.startswith(b"HTTP/1.1 504 ")
