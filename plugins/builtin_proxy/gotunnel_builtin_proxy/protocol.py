@@ -27,7 +27,6 @@ from .responses import (
     error_response,
     simple_response,
 )
-from .router import tunnel_name_of
 from .upstream import WRITE_HIGH
 
 if TYPE_CHECKING:
@@ -515,6 +514,10 @@ class ClientProtocol(asyncio.Protocol):
             return
         if req is not self.active or self.phase == CLOSED:
             backend.pool.release(up)
+            return
+        if up.closed:  # accepted, then closed at once (a backend shutting down)
+            self.st.upstream_errors += 1
+            self._bad_gateway(req, backend, "the backend closed the connection")
             return
         self._attach(req, up)
 

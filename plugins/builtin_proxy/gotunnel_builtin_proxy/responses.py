@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 
 #: b"HTTP/1.1 200 OK\r\n" for every known status, so responses never format a status line.
@@ -85,6 +87,18 @@ CHUNK_END = b"0\r\n\r\n"
 CRLF = b"\r\n"
 
 
+_date_cache: list = [0, b""]
+
+
+def date_header() -> bytes:
+    """`Date: ...` for answers the proxy makes itself, formatted at most once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+    return _date_cache[1]
+
+
 def simple_response(
     status: int,
     body: bytes = b"",
@@ -95,7 +109,7 @@ def simple_response(
     http10_keep_alive: bool = False,
 ) -> bytes:
     """A complete response the proxy answers itself (pages, redirects, errors, hook answers)."""
-    parts = [status_line(status)]
+    parts = [status_line(status), date_header()]
     if headers:
         for name, value in headers:
             parts += (name, b": ", value, CRLF)
