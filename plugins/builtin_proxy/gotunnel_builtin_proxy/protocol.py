@@ -367,6 +367,8 @@ class ClientProtocol(asyncio.Protocol):
                 return self._reject(400, "missing Host header")
             host = b""
         route = router.lookup(host)
+        if route is not None and self.https and not route.tunnel.https:
+            route = None  # a tunnel started with --no-https is not served on the HTTPS listener
         if route is None:
             body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
