@@ -207,3 +207,50 @@ def test_websocket_echo_through_the_proxy(engine_factory, ws_backend, ports, pki
         eng.apply(make_table([], *ports, pki))
         ws.send("still there")
         assert ws.recv(timeout=10) == "still there"
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_vite_style_hmr_websocket(engine_factory, ports, pki, scheme):
+    """Vite's HMR client negotiates the `vite-hmr` subprotocol and the server pushes unprompted."""
+    import json as _json
+
+    from websockets.asyncio.server import serve
+    from websockets.sync.client import connect
+
+    loop = asyncio.new_event_loop()
+    push = asyncio.Event()
+
+    async def hmr(ws) -> None:
+        await ws.send(_json.dumps({"type": "connected"}))
+        await push.wait()
+        await ws.send(_json.dumps({"type": "update", "updates": [{"path": "/src/App.tsx"}]}))
+        await ws.wait_closed()
+
+    async def start():
+        return await serve(hmr, LOCAL, 0, subprotocols=["vite-hmr"])
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        backend_port = next(iter(server.sockets)).getsockname()[1]
+        eng = engine_factory()
+        eng.start(make_table([{"name": "ws", "backends": f"http://{LOCAL}:{backend_port}"}], *ports, pki))
+        port = ports[0] if scheme == "ws" else ports[1]
+        sock = socket.create_connection((LOCAL, port), timeout=10)
+        kwargs = {"ssl": pki.client_context(), "server_hostname": "ws.localhost"} if scheme == "wss" else {}
+        with connect(f"{scheme}://ws.localhost/?token=abc", sock=sock, subprotocols=["vite-hmr"],
+                     open_timeout=10, **kwargs) as ws:
+            assert ws.subprotocol == "vite-hmr"
+            assert _json.loads(ws.recv(timeout=10)) == {"type": "connected"}
+            loop.call_soon_threadsafe(push.set)
+            assert _json.loads(ws.recv(timeout=10))["type"] == "update"
+    finally:
+        async def stop():
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
