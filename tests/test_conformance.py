@@ -202,8 +202,8 @@ def test_routing_by_host_and_sni(env: Env, app: Any) -> None:
         port = env.g.https_port if https else env.g.http_port
         status, _, body = get(port, "one.local", "/", ca=env.ca if https else None)
         assert status == 200 and body_json(body)["server"] == "one"
-    status, _, _ = env.get("preview")  # the wildcard does not cover its base name
-    assert status == 404
+    assert env.get("preview")[0] == 404  # the wildcard covers neither its base name
+    assert env.get("a.b.preview")[0] == 404  # nor two labels (a wildcard certificate would not either)
 
 
 @behaviour("forwarded_headers")
