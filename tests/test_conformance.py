@@ -76,7 +76,6 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
-        "not_found_page": Gap("variant", "the page lists the tunnels but cannot name the requested host"),
     },
 }
 
@@ -229,6 +228,9 @@ def test_not_found_page_lists_tunnels(env: Env, app: Any) -> None:
     status, headers, body = env.get("nobody")
     assert status == 404 and headers["content-type"].startswith("text/html")
     assert b"alpha.localhost" in body and b"beta.localhost" in body
+    assert b"<code>nobody.localhost" in body  # names the host asked for (with or without port)
+    status, _, body = get(env.g.http_port, "<script>x</script>.localhost")
+    assert status in (400, 404) and b"<script>" not in body  # never echoed unescaped
     # HTTPS for an unknown name: the default certificate (chain verified), then the same page
     ctx = ssl.create_default_context(cafile=env.ca)
     ctx.check_hostname = False
