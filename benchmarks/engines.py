@@ -536,6 +536,7 @@ class EnvoyRef(Engine):
                                                           "private_key": {"filename": str(self.certs.key)}}]}}}
         big = 1_000_000_000
         bootstrap = {
+            "node": {"id": "gotunnel-bench", "cluster": "gotunnel-bench"},  # required by file-based RDS
             "static_resources": {
                 "listeners": [
                     {"name": "plain", "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.http_port}},
@@ -555,8 +556,8 @@ class EnvoyRef(Engine):
         conf = self.dir / "envoy.json"
         conf.write_text(json.dumps(bootstrap))
         self.proc = subprocess.Popen(["taskset", "-c", str(ENGINE_CPU), self.bin, "-c", str(conf), "--concurrency", "1",
-                                      "--disable-hot-restart", "-l", "error", "--log-path", str(self.dir / "envoy.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--disable-hot-restart", "-l", "error"],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "envoy.log", "wb"))
         self.pid = self.proc.pid
         wait_status(self.http_port, f"{MEASURED}.localhost", proc=self.proc, what=self.name, timeout=60)
         return self.http_port, self.https_port, self.pid
@@ -573,8 +574,11 @@ class EnvoyRef(Engine):
         self.pid = None
 
     def version(self) -> str:
+        import re
+
         v = cmd_version([self.bin, "--version"])
-        return "envoy " + (v.split("/")[1] if "/" in v else v)
+        m = re.search(r"/(\d+\.\d+\.\d+)/", v)
+        return "envoy " + (m.group(1) if m else v)
 
 
 ENGINE_NAMES = ("direct", "builtin", "nginx-ref", "caddy-ref", "envoy-ref")

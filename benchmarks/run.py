@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .engines import (ENGINE_CPU, ENGINE_NAMES, LOAD_CPU, MEASURED, Backend, Engine, GotunnelEngine, SMALL_BODY,
                       make_certs, make_engine)
 from .util import cmd_version, http_status, machine_info, raise_nofile
@@ -38,7 +40,7 @@ TARGETS = [  # (id, description, scenario, check)
     ("https_vs_nginx", "builtin >= 0.6x nginx-ref req/s, HTTPS small", "https-small", 0.6),
     ("vs_envoy", "builtin >= 1.0x envoy-ref req/s, HTTP small", "http-small", 1.0),
     ("vs_caddy", "builtin >= 1.5x caddy-ref req/s, HTTP small", "http-small", 1.5),
-    ("tunnels_1000", "builtin with 1,000 tunnels >= 0.95x of one tunnel", "1000-tunnels", 0.95),
+    ("tunnels_1000", "builtin with 1,000 tunnels >= 0.95x of one tunnel (same rounds)", "1000-tunnels", 0.95),
     ("reload_errors", "builtin: zero failed requests during 100 route changes", "reload-under-load", 0),
     ("idle_rss", "builtin RSS < 60 MiB with 1,000 idle keep-alive connections", "idle-memory", 60),
 ]
@@ -72,6 +74,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "requests": sum(s["requests"] for s in samples),
         "backend_requests": sum(s["backend_requests"] or 0 for s in samples) if all(
             s["backend_requests"] is not None for s in samples) else None,
+        "cpu_busy_pct": [median([s["cpu_busy_pct"][i] for s in samples]) for i in range(len(samples[0]["cpu_busy_pct"]))],
         "rounds": samples,
     }
 
@@ -91,35 +94,51 @@ class Bench:
         if self.args.warmup > 0:
             self.wrk.run(url, self.args.warmup)
         before = self.backend.requests()
+        cpu = CpuMeter()
         res = self.wrk.run(url, self.args.duration)
+        busy = cpu.busy()
         after = self.backend.requests()
         got = (after - before - 1) if before is not None and after is not None else None
-        return {**res.to_dict(), "backend_requests": got}
+        return {**res.to_dict(), "backend_requests": got, "cpu_busy_pct": busy}
 
     def throughput(self, scenario: str) -> None:
-        tunnels = 1000 if scenario == "1000-tunnels" else 1
-        engines = [e for e in self.engines if e.proxy or scenario != "1000-tunnels"]
-        samples: dict[str, list[dict[str, Any]]] = {e.name: [] for e in engines}
+        """Alternate rounds over the engines; for 1000-tunnels each engine runs twice side by side,
+        with 1,000 tunnels and with one (`NAME@1`), so the routing-cost ratio comes from one round-robin
+        and not from two scenarios minutes apart on a noisy machine."""
+        runs: list[tuple[str, Engine, int]] = []
+        if scenario == "1000-tunnels":
+            for e in self.engines:
+                if e.proxy:
+                    runs += [(e.name, e, 1000), (f"{e.name}@1", make_engine(e.name, self.workdir, self.certs, self.python), 1)]
+        else:
+            runs = [(e.name, e, 1) for e in self.engines]
+        samples: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in runs}
         started: list[Engine] = []
         try:
-            for e in engines:
+            for label, e, tunnels in runs:
                 t0 = time.monotonic()
                 e.start(self.backend, tunnels)
                 started.append(e)
-                log(f"{scenario}: {e.name} up on :{e.http_port}/:{e.https_port} pid {e.pid} ({time.monotonic() - t0:.1f} s)")
+                log(f"{scenario}: {label} up on :{e.http_port}/:{e.https_port} pid {e.pid} with {tunnels} tunnel(s) "
+                    f"({time.monotonic() - t0:.1f} s)")
             for r in range(self.args.rounds):
-                for e in engines:  # alternate: A B C A B C ...
+                for label, e, _ in runs:  # alternate: A B C A B C ...
                     s = self.measure(e, scenario)
-                    samples[e.name].append(s)
-                    log(f"{scenario} round {r + 1}/{self.args.rounds} {e.name}: {s['rps']:.0f} req/s, "
-                        f"p99 {s['p99_ms']} ms, errors {s['errors']}, backend saw {s['backend_requests']}")
+                    samples[label].append(s)
+                    log(f"{scenario} round {r + 1}/{self.args.rounds} {label}: {s['rps']:.0f} req/s, "
+                        f"p99 {s['p99_ms']} ms, errors {s['errors']}, backend saw {s['backend_requests']}, cpu busy {s['cpu_busy_pct']}")
         finally:
             for e in started:
                 e.stop()
-        self.results[scenario] = {"tunnels": tunnels, "engines": {n: summarise(v) for n, v in samples.items() if v}}
-        ref = self.results[scenario]["engines"].get(REFERENCE, {}).get("rps")
-        for summary in self.results[scenario]["engines"].values():
+        engines = {n: summarise(v) for n, v in samples.items() if v}
+        self.results[scenario] = {"tunnels": 1000 if scenario == "1000-tunnels" else 1, "engines": engines}
+        for label, summary in engines.items():
+            ref_label = REFERENCE + ("@1" if label.endswith("@1") else "")
+            ref = engines.get(ref_label, {}).get("rps")
             summary["x_nginx"] = round(summary["rps"] / ref, 3) if ref and summary["rps"] else None
+            one = engines.get(f"{label}@1", {}).get("rps")
+            if one and summary["rps"]:
+                summary["x_one_tunnel"] = round(summary["rps"] / one, 3)
 
     def reload_under_load(self) -> None:
         out: dict[str, Any] = {}
@@ -207,13 +226,31 @@ class Bench:
                 return None
         finally:
             e.stop()
-        summary = summarise_profile(raw.read_text())
+        text = raw.read_text()
+        summary = summarise_profile(text)
+        summary["top_self_lines"] = summarise_profile(text, lines=True)["top_self"]
         summary["rps_while_profiling"] = res.rps
         summary["raw_file"] = str(raw.relative_to(RESULTS.parent.parent))
         return summary
 
 
-def summarise_profile(collapsed: str, top: int = 15) -> dict[str, Any]:
+class CpuMeter:
+    """Busy share of each CPU over a measurement: shows whether the engine's CPU was saturated or
+    the load side (wrk + backend) was the limit."""
+
+    def __init__(self) -> None:
+        self.start = psutil.cpu_times(percpu=True)
+
+    def busy(self) -> list[float]:
+        out = []
+        for a, b in zip(self.start, psutil.cpu_times(percpu=True)):
+            total = sum(b) - sum(a)
+            idle = (b.idle + b.iowait) - (a.idle + a.iowait)
+            out.append(round(100.0 * (total - idle) / total, 1) if total > 0 else 0.0)
+        return out
+
+
+def summarise_profile(collapsed: str, top: int = 15, lines: bool = False) -> dict[str, Any]:
     """Top frames by self and inclusive samples from py-spy's collapsed ('raw') output."""
     self_c: Counter[str] = Counter()
     incl: Counter[str] = Counter()
@@ -227,20 +264,22 @@ def summarise_profile(collapsed: str, top: int = 15) -> dict[str, Any]:
         if not frames:
             continue
         total += n
-        self_c[_short(frames[-1])] += n
-        for f in {_short(f) for f in frames}:
+        self_c[_short(frames[-1], lines)] += n
+        for f in {_short(f, lines) for f in frames}:
             incl[f] += n
     pct = (lambda c: round(100.0 * c / total, 1)) if total else (lambda c: 0.0)
+    # frames on every stack (runpy, click, asyncio.run, ...) say nothing: leave them out
     return {"samples": total,
             "top_self": [[f, pct(c)] for f, c in self_c.most_common(top)],
-            "top_inclusive": [[f, pct(c)] for f, c in incl.most_common(top + 10)]}
+            "top_inclusive": [[f, pct(c)] for f, c in incl.most_common() if c < total][:top]}
 
 
-def _short(frame: str) -> str:
-    """'handle (/long/path/gotunnel_builtin_proxy/protocol.py:123)' -> 'handle (protocol.py:123)'."""
+def _short(frame: str, lines: bool = False) -> str:
+    """'handle (/long/path/gotunnel_builtin_proxy/protocol.py:123)' -> 'handle (protocol.py)' (':123' with lines)."""
     if "(" in frame and frame.endswith(")"):
         name, _, where = frame.partition(" (")
-        return f"{name} ({os.path.basename(where[:-1])})"
+        where = os.path.basename(where[:-1])
+        return f"{name} ({where if lines else where.rsplit(':', 1)[0]})"
     return frame
 
 
@@ -288,7 +327,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 value = round(a / b, 3)
                 ok = value >= limit
         elif tid == "tunnels_1000":
-            a, b = rps("1000-tunnels", "builtin"), rps("http-small", "builtin")
+            a, b = rps("1000-tunnels", "builtin"), rps("1000-tunnels", "builtin@1")
             if a and b:
                 value = round(a / b, 3)
                 ok = value >= limit
@@ -325,12 +364,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     res = report["results"]
     thr = [s for s in THROUGHPUT if s in res]
     if thr:
-        lines += ["| scenario | engine | req/s | x nginx-ref | p50 ms | p99 ms | errors (socket / non-2xx) | backend saw / wrk sent |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| scenario | engine | req/s | x nginx-ref | p50 ms | p99 ms | errors (socket / non-2xx) | backend saw / wrk sent | CPU0 / CPU1 busy % |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for s in thr:
             for name, r in res[s]["engines"].items():
                 lines.append(f"| {s} | {name} | {_f(r['rps'])} | {_f(r['x_nginx'], 2)} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | "
-                             f"{r['socket_errors']} / {r['non_2xx_3xx']} | {_f(r['backend_requests'])} / {r['requests']} |")
+                             f"{r['socket_errors']} / {r['non_2xx_3xx']} | {_f(r['backend_requests'])} / {r['requests']} | "
+                             f"{' / '.join(f'{x:.0f}' for x in r['cpu_busy_pct'])} |")
+        if "1000-tunnels" in res:
+            ratios = {n: r.get("x_one_tunnel") for n, r in res["1000-tunnels"]["engines"].items() if r.get("x_one_tunnel")}
+            lines.append("1,000 tunnels vs one tunnel, same rounds: " + ", ".join(f"{n} {v:.2f}x" for n, v in ratios.items()))
         lines.append("")
     if "reload-under-load" in res:
         lines += [f"Reload under load ({res['reload-under-load']['duration_s']} s of wrk while routes are added one by one):", "",
