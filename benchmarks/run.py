@@ -398,10 +398,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if "reload-under-load" in res:
         lines += [f"Reload under load ({res['reload-under-load']['duration_s']} s of wrk while routes are added one by one):", "",
-                  "| engine | changes (failed) | applied in s | req/s | socket errors | non-2xx | last route serves |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                  "| engine | changes (failed) | applied in s | req/s | p99 ms | socket errors | non-2xx | last route serves |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for name, r in res["reload-under-load"]["engines"].items():
-            lines.append(f"| {name} | {r['changes']} ({r['change_failures_count']}) | {r['changes_seconds']} | {_f(r['rps'])} | "
+            lines.append(f"| {name} | {r['changes']} ({r['change_failures_count']}) | {r['changes_seconds']} | {_f(r['rps'])} | {_f(r['p99_ms'], 1)} | "
                          f"{sum(r['socket_errors'].values())} {_errs(r['socket_errors'])} | {r['non_2xx_3xx']} | {r['last_route_serves']} |")
         lines.append("")
     if "idle-memory" in res:
