@@ -61,13 +61,16 @@ def make_certs(workdir: Path, python: str) -> Certs:
     out = workdir / "certs"
     out.mkdir(exist_ok=True)
     try:
-        subprocess.run([*base, "start", "-d", MEASURED, "-p", str(port)], check=True, capture_output=True, env=env, timeout=60)
+        # cwd=workdir everywhere: `python -m` puts the cwd first on sys.path, and a checkout's own
+        # gotunnel_core must not shadow the installed one that the harness means to measure
+        subprocess.run([*base, "start", "-d", MEASURED, "-p", str(port)], check=True, capture_output=True, env=env, timeout=60,
+                       cwd=workdir)
         for name in (f"{MEASURED}.pem", f"{MEASURED}_key.pem"):
             shutil.copy(state / "certs" / name, out / name)
         shutil.copy(state / "ca" / "ca.pem", out / "ca.pem")
     finally:
         pid_file = state / "daemon.pid"
-        subprocess.run([*base, "stop", "--all"], capture_output=True, env=env, timeout=60)
+        subprocess.run([*base, "stop", "--all"], capture_output=True, env=env, timeout=60, cwd=workdir)
         if pid_file.exists():
             try:
                 stop_pid(int(pid_file.read_text()))
@@ -284,9 +287,9 @@ class GotunnelEngine(Engine):
         self.state = None
 
     def version(self) -> str:
-        out = cmd_version([self.python, "-m", "gotunnel_core", "--version"])
+        out = cmd_version([self.python, "-m", "gotunnel_core", "--version"], cwd=self.workdir)
         src = subprocess.run([self.python, "-c", "import gotunnel_core, os; print(os.path.dirname(gotunnel_core.__file__))"],
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, cwd=self.workdir).stdout.strip()
         if src:  # an editable install keeps changing: say which commit was measured
             rev = subprocess.run(["git", "-C", src, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
             if rev:

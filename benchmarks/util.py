@@ -141,9 +141,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def cmd_version(argv: list[str]) -> str:
+def cmd_version(argv: list[str], cwd: Path | None = None) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
     text = (out.stdout + out.stderr).strip().splitlines()
