@@ -394,7 +394,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                              f"{' / '.join(f'{x:.0f}' for x in r['cpu_busy_pct'])} |")
         if "1000-tunnels" in res:
             ratios = {n: r.get("x_one_tunnel") for n, r in res["1000-tunnels"]["engines"].items() if r.get("x_one_tunnel")}
-            lines.append("1,000 tunnels vs one tunnel, same rounds: " + ", ".join(f"{n} {v:.2f}x" for n, v in ratios.items()))
+            lines += ["", "1,000 tunnels vs one tunnel, same rounds: " + ", ".join(f"{n} {v:.2f}x" for n, v in ratios.items())]
         lines.append("")
     if "reload-under-load" in res:
         lines += [f"Reload under load ({res['reload-under-load']['duration_s']} s of wrk while routes are added one by one):", "",
