@@ -56,7 +56,9 @@ class BuiltinEngine(Engine):
         from .tls import CertStore
 
         Settings.from_mapping(self.context.settings)
-        CertStore().snapshot(table)
+        # A running engine checks through its own cache: only new or changed files are loaded,
+        # so a route change does not reload every certificate on the event loop.
+        (self._certs or CertStore()).snapshot(table)
 
     # -- building a routing snapshot -----------------------------------------------------------
     def _build(self, table: RouteTable) -> tuple["Router", "CertSnapshot", dict[tuple[Any, ...], "BackendState"]]:
