@@ -16,7 +16,7 @@ import pytest
 from builtin_helpers import (  # noqa: F401  (fixtures)
     LOCAL, EchoHandler, EchoServer, backend_a, backend_b, echo_json, free_port, http_get, make_table, pki, ports,
 )
-from caddy_helpers import CaddyThread, caddy_dir, caddy_factory, needs_caddy, wait_until  # noqa: F401
+from caddy_helpers import caddy_dir, caddy_factory, needs_caddy, wait_until  # noqa: F401
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, RouteTable
 

@@ -17,7 +17,6 @@ it writes nothing into the user's home.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -73,10 +72,15 @@ class CaddyEngine(SupervisedEngine):
         super().__init__(context, runtime)
         home = self.work.root / "home"
         m = self.runtime.map_path
-        self.runtime = _CaddyEnvRuntime(self.runtime, {
-            "XDG_DATA_HOME": m(str(home / "data")),
-            "XDG_CONFIG_HOME": m(str(home / "config")),
-        })
+        env = {"XDG_DATA_HOME": m(str(home / "data")), "XDG_CONFIG_HOME": m(str(home / "config"))}
+        # Engine option `gomaxprocs` (GOTUNNEL_CADDY_GOMAXPROCS, [engines.caddy] gomaxprocs): how many
+        # cores Caddy uses, e.g. 1 for a benchmark against single-worker engines.
+        procs = engine_option(context.settings, self.name, "gomaxprocs")
+        if procs not in (None, ""):
+            if not str(procs).isdigit() or int(procs) < 1:
+                raise UsageError(f"engine option caddy.gomaxprocs = {procs!r} is not a positive integer")
+            env["GOMAXPROCS"] = str(int(procs))
+        self.runtime = _CaddyEnvRuntime(self.runtime, env)
 
     # ----- rendering ------------------------------------------------------------------------------
     @property
