@@ -78,6 +78,12 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
                                           "on the next backend); active checks need nginx Plus"),
         "not_found_page": Gap("variant", "the page lists the tunnels but cannot name the requested host"),
     },
+    "caddy": {
+        "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
+                                               "accepts an unresolvable backend, which answers 502"),
+        "health_ejection": Gap("variant", "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed "
+                                          "connection ejects a backend for the passive window"),
+    },
 }
 
 
