@@ -1,6 +1,6 @@
-"""Caddy rendering without a running caddy: golden files, escaping rules, refusals, `render --format`.
+"""Caddy rendering without a running caddy: structure, escaping rules, refusals, `render --format`.
 
-Set GOTUNNEL_UPDATE_GOLDEN=1 to rewrite the golden files after an intended change (then review the diff).
+The golden files (JSON and Caddyfile) are checked by tests/test_render_golden.py with the other engines'.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from conftest import Gotunnel
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 
-GOLDEN = Path(__file__).parent / "golden" / "caddy"
 STATE = "/var/lib/gotunnel-golden"
 
 TUNNELS = [
@@ -43,27 +42,6 @@ def options():
     from gotunnel_caddy.render import RenderOptions
 
     return RenderOptions(admin_socket=STATE + "/engines/caddy/run/admin.sock", storage_dir=STATE + "/engines/caddy/data")
-
-
-def _check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("GOTUNNEL_UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.is_file(), f"missing golden file {path}; run with GOTUNNEL_UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from the golden file (GOTUNNEL_UPDATE_GOLDEN=1 to accept)"
-
-
-def test_golden_json() -> None:
-    from gotunnel_caddy.render import render_json
-
-    _check_golden("caddy.json", render_json(golden_table(), options()))
-
-
-def test_golden_caddyfile() -> None:
-    from gotunnel_caddy.caddyfile import render_caddyfile
-
-    _check_golden("Caddyfile", render_caddyfile(golden_table(), options()))
 
 
 @needs_caddy
