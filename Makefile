@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PLUGINS := plugins/builtin_proxy plugins/nginx
+PLUGINS := plugins/builtin_proxy plugins/nginx 'plugins/caddy[bin]'
 
 .PHONY: setup demo test bench clean
 

@@ -77,6 +77,15 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
     },
+    "caddy": {
+        "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
+                                               "accepts an unresolvable backend, which answers 502"),
+        "health_ejection": Gap("variant", "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed "
+                                          "connection ejects a backend for the passive window"),
+        "reload_under_load": Gap("unsupported", "each config load binds a new SO_REUSEPORT listener and closes the "
+                                                "old one, so a connection arriving during a route change can be reset "
+                                                "or closed unanswered (in-flight requests, websockets and SSE survive)"),
+    },
 }
 
 
