@@ -55,6 +55,7 @@ BEHAVIOURS: dict[str, str] = {
     "keepalive": "Keep-alive reuse (client and upstream connections)",
     "http10": "HTTP/1.0 clients",
     "https_redirect": "HTTP to HTTPS redirect",
+    "plain_http_only": "A --no-https tunnel is not served on the HTTPS port",
     "header_rules": "Header rules (request/response add and remove)",
     "weights": "Weighted backends",
     "health_ejection": "Unhealthy backend ejected",
@@ -399,6 +400,18 @@ def test_https_redirect(env: Env, app: Any) -> None:
     assert headers["location"] == f"https://secure.localhost:{env.g.https_port}/a/b?c=d"
     status, _, body = env.get("secure", "/a/b?c=d", https=True)
     assert status == 200 and body_json(body)["path"] == "/a/b?c=d"
+
+
+@behaviour("plain_http_only")
+def test_no_https_tunnel_is_not_served_over_https(env: Env, app: Any) -> None:
+    backend = app()
+    env.start("-d", "plain", "-p", str(backend.port), "--no-https")
+    assert env.get("plain")[0] == 200
+    try:
+        status = env.get("plain", https=True)[0]
+    except ssl.SSLError:
+        return  # no certificate for the name on the HTTPS port: not served either
+    assert status == 404
 
 
 @behaviour("header_rules")

@@ -341,7 +341,8 @@ def build_config(table: RouteTable, options: RenderOptions | None = None) -> dic
     tls, policies = tls_app(table)
     http_server = _server(table.listen, table.listen.http_port, tunnels, https=False, not_found=not_found,
                           via=options.via)
-    https_server = _server(table.listen, table.listen.https_port, tunnels, https=True, not_found=not_found,
+    served_tls = [t for t in tunnels if t.https]  # a --no-https tunnel answers on HTTP only
+    https_server = _server(table.listen, table.listen.https_port, served_tls, https=True, not_found=not_found,
                            via=options.via)
     https_server["tls_connection_policies"] = policies
     config: dict[str, Any] = {
