@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PLUGINS := plugins/builtin_proxy
+PLUGINS := plugins/builtin_proxy plugins/nginx
 
 .PHONY: setup demo test bench clean
 

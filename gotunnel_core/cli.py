@@ -247,7 +247,10 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     tunnels = _tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
     from .engine import find_engine
 
-    find_engine(state.engine_specs(), settings["engine"])
+    spec = find_engine(state.engine_specs(), settings["engine"])
+    binary = spec.engine_class.probe(settings.values)
+    if not binary.found:
+        raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]
     if foreground:
         _run_foreground(state, payload)

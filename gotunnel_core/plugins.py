@@ -25,6 +25,7 @@ TRACE_ENV = "GOTUNNEL_TRACE_HOOKS"
 #: plugin name -> module. They also declare entry points, which are then skipped.
 DEFAULT_PLUGINS: dict[str, str] = {
     "builtin": "gotunnel_builtin_proxy.plugin",
+    "nginx": "gotunnel_nginx.plugin",
 }
 
 

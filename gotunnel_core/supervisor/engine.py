@@ -1,0 +1,427 @@
+"""`SupervisedEngine`: the `Engine` base class of every external engine (nginx, Caddy, Envoy).
+
+A subclass says how to render a route table, how to start, validate and reload its program and
+how to tell that it serves a given configuration generation. This base does the rest:
+
+- finds the program (`find_binary`) and refuses to start without it, saying how to install it;
+- lays out the work directory (`WorkDir`) and stops an engine left over by a dead daemon, by
+  its pidfile record, only when pid, create time and command line all match;
+- renders every change into a new generation directory, runs the engine's own validator on it,
+  and only then swaps `current` and reloads; a refused config never becomes current, and the
+  validator's message goes back to the CLI (`EngineValidationError`, exit 2);
+- waits for readiness with a deadline (TCP connect to both ports and the engine's own check);
+- forwards the engine's stderr into the daemon log;
+- restarts a crashed engine with exponential backoff, re-applying the current table, and gives
+  up after `max_crashes` crashes within `crash_window` seconds (shown by `gotunnel status`);
+- stops it gracefully (`stop_signal`), then SIGKILLs the whole process group after a deadline.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, engine_option
+from ..errors import GotunnelError, RuntimeFailure
+from ..logs import get_logger
+from ..models import CertFiles, RouteTable
+from .binary import find_binary, run_for_output
+from .runtime import EngineProcess, ProcessRuntime, Runtime
+from .workdir import WorkDir
+
+
+class SupervisedEngine(Engine):
+    """An engine that runs an external program supervised by the daemon."""
+
+    #: Program names tried on PATH, in order.
+    binary_candidates: tuple[str, ...] = ()
+    #: How to install the program, shown when it is missing.
+    install_hint: str = ""
+    #: Signal for a graceful stop, and how long to wait before SIGKILL.
+    stop_signal: int = signal.SIGTERM
+    stop_deadline: float = 10.0
+    #: How long the program may take to become ready (start) or to load a new config (reload).
+    ready_deadline: float = 15.0
+    #: Restart policy defaults (each overridable as an engine option, e.g. GOTUNNEL_NGINX_MAX_CRASHES).
+    max_crashes: int = 5
+    crash_window: float = 60.0
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+    #: Lines of engine stderr kept for error messages.
+    stderr_tail: int = 40
+
+    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
+        super().__init__(context)
+        self.work = WorkDir(context.work_dir)
+        self.runtime: Runtime = runtime or _runtime_for(context.settings, self.name)
+        self.log = context.log or get_logger(f"gotunnel.engine.{self.name}")
+        self._lock = asyncio.Lock()
+        self._proc: EngineProcess | None = None
+        self._table: RouteTable | None = None
+        self._generation: int | None = None
+        self._binary: BinaryStatus | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._restarting = False
+        self._crashes: collections.deque[float] = collections.deque()
+        self._restarts = 0
+        self._last_exit: int | None = None
+        self._gave_up: str | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=self.stderr_tail)
+        self._lines_seen = 0
+
+    # ----- what a subclass provides ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def render(self, table: RouteTable) -> dict[str, str]:
+        """Config files for `table`: relative name -> content. Pure."""
+
+    @abc.abstractmethod
+    def command(self, binary: str, work: WorkDir) -> list[str]:
+        """argv that runs the engine in the foreground on `work.current`'s configuration."""
+
+    @abc.abstractmethod
+    def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
+        """argv of the engine's own validator for the configuration in `config_dir`."""
+
+    @classmethod
+    def version_of(cls, binary: str) -> str | None:
+        """The program's version (for `gotunnel engines`)."""
+        return None
+
+    def generation_files(self, generation: int) -> dict[str, str]:
+        """Extra files that let `ready` recognise which generation serves (see nginx)."""
+        return {}
+
+    async def ready(self, proc: EngineProcess, generation: int) -> bool:
+        """Engine-specific readiness: True once `generation` serves. Default: TCP ports suffice."""
+        return True
+
+    async def reload(self, proc: EngineProcess, generation: int) -> None:
+        """Make the running engine load `current` (which now holds `generation`); return once it
+        serves it, or raise RuntimeFailure (the supervisor then swaps `current` back)."""
+        raise NotImplementedError
+
+    def before_spawn(self) -> None:
+        """Clean up what a crashed instance may have left (stale sockets)."""
+
+    # ----- Engine interface ---------------------------------------------------------------------
+
+    @classmethod
+    def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        return find_binary(settings, cls.name, cls.binary_candidates, cls.version_of, cls.install_hint)
+
+    async def validate(self, table: RouteTable) -> None:
+        binary = self._require_binary()
+        self.work.ensure()
+        files = self._files(table, 0)
+        staging = self.work.configs / f".validate-{os.getpid()}-{id(table):x}"
+        import shutil
+
+        from ..engine import write_rendered
+
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            write_rendered(files, staging)
+            await self._run_validator(binary, staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def start(self, table: RouteTable) -> None:
+        async with self._lock:
+            if self._proc is not None and self._proc.returncode is None:
+                raise RuntimeFailure(f"the {self.name} engine is already running")
+            self._require_binary()
+            self.work.ensure()
+            self._stopping = False
+            await self._reap_orphan()
+            generation = await self._prepare(table)
+            self.work.swap(generation)
+            await self._launch(generation, table)
+            self._table = table
+            self.work.prune()
+            self._watch = asyncio.get_running_loop().create_task(self._supervise(), name=f"{self.name}-supervisor")
+
+    async def apply(self, table: RouteTable) -> None:
+        async with self._lock:
+            proc = self._proc
+            if proc is None or proc.returncode is not None or self._restarting:
+                if self._gave_up:
+                    raise RuntimeFailure(f"the {self.name} engine is down: {self._gave_up}",
+                                         hint="see `gotunnel logs`; `gotunnel stop --all` then start again")
+                raise RuntimeFailure(f"the {self.name} engine is restarting after a crash; try again in a moment")
+            if table.listen != (self._table.listen if self._table else table.listen):
+                raise EngineValidationError(f"the {self.name} engine cannot change its listen address while running; restart it")
+            previous = self.work.current_generation()
+            generation = await self._prepare(table)  # raises EngineValidationError; `current` untouched
+            self.work.swap(generation)
+            try:
+                await self.reload(proc, generation)
+            except GotunnelError:
+                if previous is not None:
+                    self.work.swap(previous)
+                self.work.discard(generation)
+                raise
+            self._table = table
+            self._generation = generation
+            self.work.prune()
+            self.log.info("configuration applied", generation=generation, tunnels=len(table.tunnels))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._watch = None
+        async with self._lock:
+            proc = self._proc
+            if proc is not None:
+                await self._terminate(proc)
+            self._proc = None
+            self.work.clear_record()
+
+    def health(self) -> EngineHealth:
+        proc = self._proc
+        running = proc is not None and proc.returncode is None and not self._restarting
+        extra: dict[str, Any] = {
+            "pid": proc.pid if proc else None,
+            "generation": self._generation,
+            "restarts": self._restarts,
+            "crashes_in_window": len(self._crashes),
+            "gave_up": self._gave_up,
+            "runtime": self.runtime.name,
+        }
+        if self._binary is not None:
+            extra.update(binary=self._binary.path, version=self._binary.version)
+        if self._gave_up:
+            detail = f"gave up: {self._gave_up}"
+        elif self._restarting:
+            detail = f"restarting after a crash (exit status {self._last_exit})"
+        elif running:
+            detail = f"pid {proc.pid}, config generation {self._generation}, {self._restarts} restart(s)"
+        else:
+            detail = "not started"
+        return EngineHealth(running=running, detail=detail, extra=extra)
+
+    # ----- internals ------------------------------------------------------------------------------
+
+    def _option(self, key: str, default: float) -> float:
+        raw = engine_option(self.context.settings, self.name, key)
+        try:
+            return float(raw) if raw not in (None, "") else default
+        except (TypeError, ValueError):
+            raise RuntimeFailure(f"engine option {self.name}.{key} = {raw!r} is not a number") from None
+
+    def _require_binary(self) -> str:
+        if self._binary is None or not self._binary.found:
+            self._binary = self.probe(self.context.settings)
+        if not self._binary.found or not self._binary.path:
+            raise RuntimeFailure(f"the {self.name} engine needs the {self.name} program, which was not found",
+                                 hint=self._binary.hint)
+        return self._binary.path
+
+    def _files(self, table: RouteTable, generation: int) -> dict[str, str]:
+        files = dict(self.render(self._runtime_table(table)))
+        files.update(self.generation_files(generation))
+        return files
+
+    def _runtime_table(self, table: RouteTable) -> RouteTable:
+        """The table with certificate paths as the engine sees them (identity for processes)."""
+        m = self.runtime.map_path
+        certs = {name: CertFiles(m(c.cert), m(c.key)) for name, c in table.certs.items()}
+        default = None if table.default_cert is None else CertFiles(m(table.default_cert.cert), m(table.default_cert.key))
+        return RouteTable(table.listen, table.tunnels, certs, default)
+
+    async def _run_validator(self, binary: str, config_dir: Path) -> None:
+        argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
+        code, output = await self.runtime.run(argv, env=os.environ, cwd=str(self.work.root), timeout=30)
+        if code != 0:
+            message = _clean_validator_output(output, config_dir) or f"exit status {code}"
+            raise EngineValidationError(f"{self.name} refused the configuration: {message}",
+                                        hint="the running configuration was kept")
+
+    async def _prepare(self, table: RouteTable) -> int:
+        """Render into a new generation directory and validate it there; return its number."""
+        binary = self._require_binary()
+        generation = self.work.next_generation()
+        path = self.work.write_generation(generation, self._files(table, generation))
+        try:
+            await self._run_validator(binary, path)
+        except BaseException:
+            self.work.discard(generation)
+            raise
+        return generation
+
+    def _on_stderr(self, line: str) -> None:
+        self._tail.append(line)
+        self._lines_seen += 1
+        lowered = line.lower()
+        if any(tag in lowered for tag in ("[emerg]", "[alert]", "[crit]", "fatal", "panic")):
+            self.log.error("engine", line=line)
+        elif "[error]" in lowered or "[warn]" in lowered or "error" in lowered:
+            self.log.warning("engine", line=line)
+        else:
+            self.log.info("engine", line=line)
+
+    def stderr_since(self, mark: int) -> str:
+        """Engine stderr lines written after `mark` (a value of `_lines_seen`), for errors."""
+        count = min(self._lines_seen - mark, len(self._tail))
+        return "\n".join(list(self._tail)[-count:]) if count > 0 else ""
+
+    async def _launch(self, generation: int, table: RouteTable) -> None:
+        """Spawn the engine on `current` and wait until it serves `generation`, or fail."""
+        binary = self._require_binary()
+        self.before_spawn()
+        mark = self._lines_seen
+        argv = self.command(binary, self.work)
+        proc = await self.runtime.spawn(argv, env=os.environ, cwd=str(self.work.root), on_stderr=self._on_stderr)
+        try:
+            self.work.write_record(proc.identity())
+        except Exception as exc:  # noqa: BLE001 - it may have died at once; reported below
+            self.log.warning("could not record the engine's identity", error=str(exc))
+        deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
+        listen = table.listen
+        while True:
+            if proc.returncode is not None:
+                await asyncio.sleep(0.05)  # let the last stderr lines arrive
+                output = self.stderr_since(mark) or "(no output)"
+                self.work.clear_record()
+                proc.kill_all()
+                raise RuntimeFailure(f"{self.name} exited with status {proc.returncode} while starting: {output}",
+                                     hint="see `gotunnel logs`")
+            if await self._ports_open(listen) and await self.ready(proc, generation):
+                break
+            if time.monotonic() > deadline:
+                await self._terminate(proc)
+                self.work.clear_record()
+                raise RuntimeFailure(f"{self.name} did not become ready within the deadline: "
+                                     f"{self.stderr_since(mark) or '(no output)'}", hint="see `gotunnel logs`")
+            await asyncio.sleep(0.05)
+        self._proc = proc
+        self._generation = generation
+        self.log.info("engine running", pid=proc.pid, generation=generation, binary=binary)
+
+    async def _ports_open(self, listen: Any) -> bool:
+        if listen is None:
+            return True
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.bind, listen.bind)
+        for port in (listen.http_port, listen.https_port):
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+            except (OSError, asyncio.TimeoutError):
+                return False
+            writer.close()
+        return True
+
+    async def _terminate(self, proc: EngineProcess) -> None:
+        """Graceful stop, then SIGKILL of the whole group after the deadline."""
+        if proc.returncode is None:
+            proc.send_signal(self.stop_signal)
+            try:
+                await asyncio.wait_for(proc.wait(), self._option("stop_deadline", self.stop_deadline))
+            except asyncio.TimeoutError:
+                self.log.warning("engine did not stop in time; killing it", pid=proc.pid)
+        proc.kill_all()  # leftovers (workers of a killed master); no-op when all are gone
+        if proc.returncode is None:
+            await proc.wait()
+
+    async def _reap_orphan(self) -> None:
+        record = self.work.read_record()
+        if record is None:
+            return
+        if record.get("runtime", "process") != self.runtime.name:
+            self.log.warning("engine record from another runtime; ignored", record=record)
+        else:
+            outcome = await asyncio.to_thread(self.runtime.reap_orphan, record, self.stop_signal,
+                                              self._option("stop_deadline", self.stop_deadline), self.log)
+            self.log.info("checked for an engine left over by a previous daemon", outcome=outcome, pid=record.get("pid"))
+        self.work.clear_record()
+
+    async def _supervise(self) -> None:
+        """Watch the engine; restart it with backoff when it dies; give up after too many crashes."""
+        max_crashes = int(self._option("max_crashes", self.max_crashes))
+        window = self._option("crash_window", self.crash_window)
+        initial = self._option("backoff", self.backoff_initial)
+        ceiling = self._option("backoff_max", self.backoff_max)
+        while True:
+            proc = self._proc
+            if proc is None:
+                return
+            code = await proc.wait()
+            if self._stopping or proc is not self._proc:
+                return
+            self._restarting = True
+            self._last_exit = code
+            proc.kill_all()
+            self.work.clear_record()
+            attempt = 0
+            while True:
+                now = time.monotonic()
+                self._crashes.append(now)
+                while self._crashes and self._crashes[0] < now - window:
+                    self._crashes.popleft()
+                self.log.error("engine crashed", exit_status=code, crashes_in_window=len(self._crashes),
+                               last_output=self.stderr_since(max(0, self._lines_seen - 5)))
+                if len(self._crashes) >= max_crashes:
+                    self._gave_up = (f"{len(self._crashes)} crashes within {window:g} s "
+                                     f"(last exit status {code}); not restarting")
+                    self._restarting = False
+                    self._proc = None
+                    self.log.error("engine keeps crashing; giving up", reason=self._gave_up)
+                    return
+                delay = min(ceiling, initial * (2 ** attempt))
+                attempt += 1
+                await asyncio.sleep(delay)
+                async with self._lock:
+                    if self._stopping:
+                        return
+                    try:
+                        assert self._table is not None
+                        generation = await self._prepare(self._table)
+                        self.work.swap(generation)
+                        await self._launch(generation, self._table)
+                    except GotunnelError as exc:
+                        self.log.error("engine restart failed", error=exc.message)
+                        code = -1
+                        continue
+                    self._restarts += 1
+                    self._restarting = False
+                    self.work.prune()
+                    self.log.warning("engine restarted", pid=self._proc.pid if self._proc else None,
+                                     restarts=self._restarts)
+                    break
+
+
+def _runtime_for(settings: Mapping[str, Any], engine: str) -> Runtime:
+    """The runtime named by the engine option `runtime` (only `process` exists today)."""
+    name = engine_option(settings, engine, "runtime") or "process"
+    if name == "process":
+        return ProcessRuntime()
+    raise RuntimeFailure(f"unknown runtime {name!r} for engine {engine!r}; available: process")
+
+
+def _clean_validator_output(output: str, config_dir: Path) -> str:
+    """The validator's message, minus noise, one line per problem."""
+    import re
+
+    lines = []
+    for line in output.splitlines():
+        line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", line.strip())  # nginx's timestamp
+        line = re.sub(r"\b\d+#\d+: ", "", line)  # pid#tid
+        line = line.replace(str(config_dir) + "/", "")
+        if line:
+            lines.append(line)
+    keep = [line for line in lines if "test failed" not in line and "syntax is ok" not in line] or lines
+    return "; ".join(keep)
+
+
+__all__ = ["SupervisedEngine", "run_for_output"]

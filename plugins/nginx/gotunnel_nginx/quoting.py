@@ -1,0 +1,99 @@
+"""Quoting of values for nginx configuration syntax; every value that reaches a template passes here.
+
+nginx reads a double-quoted token up to the next unescaped `"`, turning `\\"` into `"` and `\\\\`
+into `\\`; inside quotes `;`, `{`, `}`, `#` and spaces are plain characters. So a quoted value
+with `\\` and `"` escaped cannot end its token, its directive or its block. What quoting cannot
+neutralise is `$`: directives that accept variables expand `$name` even inside quotes. So:
+
+- `ngx_str` (values of variable-expanding directives: `proxy_set_header`, `add_header`)
+  writes `$` as `${gt_dollar}`, a variable the config defines (with `geo`) as a literal `$`;
+- `ngx_lit` (literal-only positions: header names in `proxy_set_header`, `add_header`,
+  `proxy_hide_header`) keeps `$` as is;
+- `ngx_path` (file names: `ssl_certificate`, `alias`, which may expand variables) refuses `$`;
+- `ngx_name` (server names, upstream hosts) accepts only host-name characters, unquoted.
+
+Control characters (CR, LF, NUL, ...) are refused everywhere: the models never let them through,
+and a template filter that sees one raises rather than writing a broken config.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HOSTNAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_ADDRESS_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+
+
+class NginxQuoteError(ValueError):
+    """A value that cannot be written into an nginx config safely."""
+
+
+def _check(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise NginxQuoteError(f"{what} must be a string, not {type(value).__name__}")
+    bad = next((ch for ch in value if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    if bad is not None:
+        raise NginxQuoteError(f"{what} {value!r} contains the control character {bad!r}")
+    return value
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def ngx_str(value: object) -> str:
+    """A quoted string for a directive that expands variables; `$` stays a literal `$`."""
+    text = _check(value, "value")
+    return '"' + _escape(text).replace("$", "${gt_dollar}") + '"'
+
+
+def ngx_str_inner(value: object) -> str:
+    """`ngx_str` without the surrounding quotes, to build one quoted token from several parts."""
+    return ngx_str(value)[1:-1]
+
+
+def ngx_lit(value: object) -> str:
+    """A quoted string for a position nginx takes literally (no variable expansion)."""
+    return '"' + _escape(_check(value, "value")) + '"'
+
+
+def ngx_path(value: object) -> str:
+    """A quoted file name; `$` is refused because these directives may expand variables."""
+    text = _check(value, "path")
+    if "$" in text:
+        raise NginxQuoteError(f"path {text!r} contains '$', which nginx would read as a variable; "
+                              "use a state directory without '$'")
+    return '"' + _escape(text) + '"'
+
+
+def ngx_name(value: object) -> str:
+    """A server name (`myapp.localhost`, `*.myapp.local`): host-name characters only."""
+    text = _check(value, "server name")
+    if not _HOSTNAME_RE.match(text):
+        raise NginxQuoteError(f"server name {text!r} is not a host name")
+    return text
+
+
+def ngx_address(value: object) -> str:
+    """`host:port` or `[v6]:port` for `server` and `listen`."""
+    text = _check(value, "address")
+    if not _ADDRESS_RE.match(text):
+        raise NginxQuoteError(f"address {text!r} is not host:port")
+    return text
+
+
+def ngx_int(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise NginxQuoteError(f"{value!r} is not an integer")
+    return str(value)
+
+
+FILTERS = {
+    "ngx_str": ngx_str,
+    "ngx_str_inner": ngx_str_inner,
+    "ngx_lit": ngx_lit,
+    "ngx_path": ngx_path,
+    "ngx_name": ngx_name,
+    "ngx_address": ngx_address,
+    "ngx_int": ngx_int,
+}

@@ -1,0 +1,211 @@
+"""Rendering a route table into nginx configuration files with Jinja2.
+
+Templates are found through a `ChoiceLoader`: the user's `template_dir` first, then the
+templates packaged with this distribution, which are also reachable as `default:NAME` so an
+override can `{% extends "default:nginx.conf.j2" %}`. `StrictUndefined` makes a typo in a
+template an error, and autoescape is off (this is not HTML): every value from the route table
+goes through an explicit nginx quoting filter (see `quoting.py`).
+
+The HTML pages (404 listing, per-tunnel 502) come from `gotunnel_core.pages`, already escaped,
+and are written to files that nginx serves with `error_page` + `internal` locations, so no page
+text ever lands inside the nginx config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from gotunnel_core import pages
+from gotunnel_core.engine import EngineValidationError
+from gotunnel_core.errors import UsageError
+from gotunnel_core.models import CertFiles, RouteTable, Tunnel
+
+from .quoting import FILTERS, NginxQuoteError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+MAIN_TEMPLATE = "nginx.conf.j2"
+#: Where the pages live, relative to the work directory (nginx -p): always the live generation.
+PAGES_DIR = "current/pages"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Knobs of the rendered config that do not come from the route table."""
+
+    workers: int = 1
+    worker_connections: int = 4096
+    keepalive: int = 32
+    log_level: str = "warn"
+    user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
+    template_dir: str | None = None
+
+
+def make_environment(template_dir: str | None) -> Any:
+    import jinja2
+
+    packaged = jinja2.FileSystemLoader(str(TEMPLATES))
+    loaders: list[Any] = []
+    if template_dir:
+        if not os.path.isdir(template_dir):
+            raise UsageError(f"template_dir {template_dir!r} is not a directory")
+        loaders.append(jinja2.FileSystemLoader(template_dir))
+    loaders += [jinja2.PrefixLoader({"default": packaged}, delimiter=":"), packaged]
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def _listen(bind: str, port: int) -> str:
+    return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _page_name(tunnel: Tunnel) -> str:
+    # Tunnel names are RFC 1123 labels (and a leading `*.`): `_` cannot occur otherwise.
+    return "502-" + tunnel.name.replace("*", "_") + ".html"
+
+
+def _server_names(tunnel: Tunnel) -> list[str]:
+    return list(tunnel.hostnames)
+
+
+def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
+    """What the template needs about one tunnel (all values still raw; the template quotes)."""
+    schemes = {b.scheme for b in tunnel.backends}
+    prefixes = {b.path for b in tunnel.backends}
+    if len(schemes) > 1 or len(prefixes) > 1:
+        raise EngineValidationError(
+            f"nginx: the backends of tunnel {tunnel.name!r} must share one scheme and path prefix "
+            f"(got {', '.join(b.url for b in tunnel.backends)})")
+    if tunnel.https and cert is None:
+        raise EngineValidationError(f"nginx: no certificate for tunnel {tunnel.name!r}")
+    health = tunnel.health
+    # Passive health: after `unhealthy_threshold` failures a backend rests for interval x healthy_threshold.
+    max_fails = health.unhealthy_threshold if health else 1
+    fail_timeout = max(1, math.ceil(health.interval * health.healthy_threshold)) if health else 10
+    req, resp = tunnel.headers.request, tunnel.headers.response
+    request_add = list(req.add)
+    added = {name.lower() for name, _ in request_add}
+    request_remove = [name for name in req.remove if name.lower() not in added]
+    first = tunnel.backends[0]
+    return {
+        "name": tunnel.name,
+        "upstream": f"gt_{index}",
+        "scheme": first.scheme,
+        "prefix": first.path,
+        "tls_name": None if _is_ip(first.host) else first.host,
+        "server_names": _server_names(tunnel),
+        "https": tunnel.https,
+        "redirect_https": tunnel.redirect_https,
+        "cert": cert,
+        "backends": [{"address": b.address, "weight": b.weight} for b in tunnel.backends],
+        "max_fails": max_fails,
+        "fail_timeout": fail_timeout,
+        "request_add": request_add,
+        "request_remove": request_remove,
+        "request_overridden": added | {name.lower() for name in req.remove},
+        "response_hide": sorted({name for name in resp.remove} | {name for name, _ in resp.add}, key=str.lower),
+        "response_add": list(resp.add),
+        "page_502": _page_name(tunnel),
+    }
+
+
+def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
+    """nginx.conf, generation.conf and the HTML pages for `table`."""
+    env = make_environment(options.template_dir)
+    listen = table.listen
+    context = {
+        "workers": options.workers,
+        "worker_connections": options.worker_connections,
+        "keepalive": options.keepalive,
+        "log_level": options.log_level if options.log_level in ("debug", "info", "notice", "warn", "error") else "warn",
+        "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
+        "listen": {
+            "http": _listen(listen.bind, listen.http_port),
+            "https": _listen(listen.bind, listen.https_port),
+            "https_suffix": "" if listen.https_port == 443 else f":{listen.https_port}",
+        },
+        "default_cert": table.default_cert,
+        "pages_dir": PAGES_DIR,
+        "tunnels": [tunnel_view(i, t, table.certs.get(t.name)) for i, t in enumerate(table.tunnels)],
+    }
+    try:
+        config = env.get_template(MAIN_TEMPLATE).render(context)
+    except NginxQuoteError as exc:
+        raise EngineValidationError(f"nginx: {exc}") from None
+    except Exception as exc:  # jinja2 errors in a user's template override
+        import jinja2
+
+        if isinstance(exc, jinja2.TemplateError):
+            where = f" ({exc.filename}:{exc.lineno})" if getattr(exc, "lineno", None) else ""
+            raise EngineValidationError(f"nginx template error{where}: {exc}") from None
+        raise
+    files = {
+        "nginx.conf": config,
+        "generation.conf": generation_conf(0),
+        "pages/404.html": pages.not_found_page("this host", table.tunnels, listen),
+    }
+    for tunnel in table.tunnels:
+        backends = ", ".join(b.url for b in tunnel.backends)
+        files["pages/" + _page_name(tunnel)] = pages.bad_gateway_page(
+            tunnel.name, backends, "the connection failed, was reset or timed out")
+    return files
+
+
+def generation_conf(generation: int) -> str:
+    """Body of the control socket's /generation location: which config generation this is."""
+    return f'return 200 "{int(generation)}\\n";\n'
+
+
+def render_options(settings: Mapping[str, Any], option: Any) -> RenderOptions:
+    """Options from settings (`option(key)` reads [engines.nginx] / GOTUNNEL_NGINX_*)."""
+
+    def number(key: str, default: int, low: int, high: int) -> int:
+        raw = option(key)
+        if raw in (None, ""):
+            return default
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"engine option nginx.{key} = {raw!r} must be an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise UsageError(f"engine option nginx.{key} = {raw!r} must be an integer from {low} to {high}")
+        return value
+
+    user = None
+    if os.geteuid() == 0:
+        import grp
+        import pwd
+
+        # Root daemon (CI, containers): workers would switch to `nobody` and lose access to the
+        # 0700 state dir. Run them as the daemon's own user: nginx never gains privileges.
+        user = (pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name)
+    level = settings.get("log_level") or "info"
+    return RenderOptions(
+        workers=number("workers", 1, 1, 64),
+        worker_connections=number("worker_connections", 4096, 64, 1_000_000),
+        keepalive=number("keepalive", 32, 1, 10000),
+        log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
+        user=user,
+        template_dir=settings.get("template_dir"),
+    )
