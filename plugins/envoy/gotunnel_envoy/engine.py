@@ -122,7 +122,9 @@ class EnvoyEngine(SupervisedEngine):
         except (OSError, ValueError, asyncio.TimeoutError):
             return None
         try:
-            writer.write(f"{method} {path} HTTP/1.0\r\nHost: admin\r\n\r\n".encode("ascii"))
+            # HTTP/1.1 (Envoy's admin answers 1.0 with 426), one request per connection.
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+                         "Content-Length: 0\r\n\r\n".encode("ascii"))
             data = await asyncio.wait_for(reader.read(), timeout)
         except (OSError, asyncio.TimeoutError):
             return None
@@ -132,6 +134,8 @@ class EnvoyEngine(SupervisedEngine):
         parts = head.split(b" ", 2)
         if len(parts) < 2 or not parts[1].isdigit():
             return None
+        if b"\r\ntransfer-encoding: chunked" in head.lower():
+            body = _dechunk(body)
         return int(parts[1]), body
 
     def expected_versions(self, generation: int) -> dict[str, str]:
@@ -139,7 +143,9 @@ class EnvoyEngine(SupervisedEngine):
         out: dict[str, str] = {}
         gen_dir = self.work.generation_dir(generation)
         for kind in ("lds", "cds"):
-            out[kind] = json.loads((gen_dir / f"{kind}.json").read_text())["version_info"]
+            doc = json.loads((gen_dir / f"{kind}.json").read_text())
+            if doc["resources"]:  # Envoy's dump shows no version for an empty resource set
+                out[kind] = doc["version_info"]
         for path in sorted((gen_dir / "rds").glob("*.json")):
             doc = json.loads(path.read_text())
             out[f"rds:{doc['resources'][0]['name']}"] = doc["version_info"]
@@ -224,6 +230,8 @@ class EnvoyEngine(SupervisedEngine):
             return None
         total = 0
         for line in answer[1].decode("utf-8", "replace").splitlines():
+            if line.startswith("http.admin."):  # this very request
+                continue
             _, _, value = line.rpartition(":")
             if value.strip().isdigit():
                 total += int(value)
@@ -235,6 +243,22 @@ class EnvoyEngine(SupervisedEngine):
         extra = dict(base.extra)
         extra["admin"] = f"unix:{sock}" if sock else f"file:{self.work.run / 'admin.address'}"
         return EngineHealth(running=base.running, detail=base.detail, extra=extra)
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The payload of a chunked body read to EOF (the admin endpoint's only framing besides length)."""
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2:]
+    return bytes(out)
 
 
 __all__ = ["EnvoyEngine"]
