@@ -46,6 +46,7 @@ UPSTREAM_TLS_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsCo
 UPSTREAM_HTTP_TYPE = T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 PRESERVE_CASE_TYPE = T + "envoy.extensions.http.header_formatters.preserve_case.v3.PreserveCaseFormatterConfig"
 PREVIOUS_HOSTS_TYPE = T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+DIRECT_RESPONSE_TYPE = T + "envoy.extensions.filters.network.direct_response.v3.Config"
 LISTENER_TYPE = T + "envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = T + "envoy.config.cluster.v3.Cluster"
 ROUTE_CONFIG_TYPE = T + "envoy.config.route.v3.RouteConfiguration"
@@ -489,8 +490,15 @@ def listeners(table: RouteTable, options: EnvoyOptions) -> list[dict[str, Any]]:
             "transport_socket": _downstream_tls(table.default_cert),
             "filters": [_hcm(options, "https", "tls_default")],
         }
-    if chains or table.default_cert is not None:
-        out.append(https)
+    elif not chains:
+        # Nothing to serve over TLS yet: still hold the port (as every engine does) and close
+        # each connection at once.
+        https["default_filter_chain"] = {
+            "name": "closed",
+            "filters": [{"name": "envoy.filters.network.direct_response",
+                         "typed_config": {"@type": DIRECT_RESPONSE_TYPE}}],
+        }
+    out.append(https)
     return out
 
 
@@ -580,6 +588,7 @@ def cluster(tunnel: Tunnel, options: EnvoyOptions) -> dict[str, Any]:
             "unhealthy_interval": _seconds(check.interval),
             "healthy_threshold": check.healthy_threshold,
             "unhealthy_threshold": check.unhealthy_threshold,
+            "reuse_connection": False,  # a fresh connection per check, as the builtin engine does
             "http_health_check": {
                 "path": _path_prefix(tunnel) + check.path,
                 "expected_statuses": [{"start": 200, "end": 400}],
@@ -681,6 +690,8 @@ def static_bootstrap(table: RouteTable, options: EnvoyOptions) -> dict[str, Any]
         for chain in chains:
             for flt in chain["filters"]:
                 hcm = flt["typed_config"]
+                if "rds" not in hcm:
+                    continue
                 rds = hcm.pop("rds")
                 inline = dict(configs[rds["route_config_name"]])
                 inline.pop("@type")
