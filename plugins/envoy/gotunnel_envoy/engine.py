@@ -152,7 +152,7 @@ class EnvoyEngine(SupervisedEngine):
         return out
 
     async def live_versions(self) -> dict[str, str] | None:
-        """The versions Envoy serves, from `/config_dump`."""
+        """The versions Envoy serves, from `/config_dump` (plus `warming` while anything warms)."""
         answer = await self.admin("GET", "/config_dump", timeout=5.0)
         if answer is None or answer[0] != 200:
             return None
@@ -163,10 +163,17 @@ class EnvoyEngine(SupervisedEngine):
         out: dict[str, str] = {}
         for config in dump.get("configs", []):
             kind = config.get("@type", "").rsplit(".", 1)[-1]
-            if kind == "ListenersConfigDump" and "version_info" in config:
-                out["lds"] = config["version_info"]
-            elif kind == "ClustersConfigDump" and "version_info" in config:
-                out["cds"] = config["version_info"]
+            if kind == "ListenersConfigDump":
+                if "version_info" in config:
+                    out["lds"] = config["version_info"]
+                if any("warming_state" in listener for listener in config.get("dynamic_listeners", [])):
+                    out["warming"] = "listeners"
+            elif kind == "ClustersConfigDump":
+                if "version_info" in config:
+                    out["cds"] = config["version_info"]
+                if config.get("dynamic_warming_clusters"):
+                    # accepted, not yet in use (DNS, first health check): routes to it would 503
+                    out["warming"] = "clusters"
             elif kind == "RoutesConfigDump":
                 for route in config.get("dynamic_route_configs", []):
                     name = route.get("route_config", {}).get("name")
@@ -183,7 +190,7 @@ class EnvoyEngine(SupervisedEngine):
         if live is None:
             return False
         expected = self.expected_versions(generation)
-        return all(live.get(key) == version for key, version in expected.items())
+        return "warming" not in live and all(live.get(key) == version for key, version in expected.items())
 
     # ----- readiness and reload -------------------------------------------------------------------
     async def ready(self, proc: EngineProcess, generation: int) -> bool:
