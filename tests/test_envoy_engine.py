@@ -311,3 +311,27 @@ def test_admin_listens_on_a_private_unix_socket_or_loopback(envoy, backend_a, po
         assert http_get(other[0], "alpha.localhost")[0] == 200
     finally:
         far.close()
+
+
+def test_a_renewed_certificate_under_the_same_file_names_is_served(envoy, backend_a, ports, pki, tmp_path) -> None:
+    import shutil
+    import ssl
+
+    from builtin_helpers import make_pki
+
+    def served_cert() -> bytes:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with ctx.wrap_socket(socket.create_connection((LOCAL, ports[1]), timeout=5), server_hostname="alpha.localhost") as s:
+            return s.getpeercert(binary_form=True)
+
+    eng = envoy()
+    table = make_table([{"name": "alpha", "backends": backend_a.url}], *ports, pki)
+    eng.start(table)
+    before = served_cert()
+    fresh = make_pki(tmp_path / "fresh", ["alpha"])  # what a renewal writes over the same paths
+    shutil.copy(fresh.certs["alpha"].cert, pki.certs["alpha"].cert)
+    shutil.copy(fresh.certs["alpha"].key, pki.certs["alpha"].key)
+    eng.apply(table)  # the daemon re-applies the same table after renewing
+    after = wait_for(lambda: (c := served_cert()) != before and c, timeout=10, what="the renewed certificate")
+    assert after == ssl.PEM_cert_to_DER_cert(Path(fresh.certs["alpha"].cert).read_text())

@@ -50,10 +50,10 @@ class EnvoyEngine(SupervisedEngine):
         return EnvoyOptions.from_settings(self.context.settings, root, self._admin_socket_path())
 
     def render(self, table: RouteTable) -> dict[str, str]:
-        from .render import dumps, render_files, static_bootstrap
+        from .render import cert_digests, dumps, render_files, static_bootstrap
 
         options = self.options()
-        files = render_files(table, options)
+        files = render_files(table, options, cert_digests(table))
         files["validate.json"] = dumps(static_bootstrap(table, options))
         return files
 

@@ -458,8 +458,15 @@ def _tls_tunnels(table: RouteTable) -> tuple[Tunnel, ...]:
     return tuple(t for t in table.tunnels if t.https and t.name in table.certs)
 
 
-def listeners(table: RouteTable, options: EnvoyOptions) -> list[dict[str, Any]]:
-    """The HTTP listener and (when anything serves TLS) the HTTPS listener."""
+def _chain_metadata(cert: CertFiles, digests: Mapping[str, str]) -> dict[str, Any]:
+    """The certificate's content digest: a renewed certificate (same file names, new content)
+    changes the filter chain, so Envoy loads it (Envoy does not watch certificate files)."""
+    return {"filter_metadata": {NS: {"cert": digests.get(cert.cert, ""), "key": digests.get(cert.key, "")}}}
+
+
+def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI)."""
+    digests = digests or {}
     listen = table.listen
     out: list[dict[str, Any]] = [{
         "@type": LISTENER_TYPE,
@@ -473,6 +480,7 @@ def listeners(table: RouteTable, options: EnvoyOptions) -> list[dict[str, Any]]:
             "filter_chain_match": {"server_names": _server_names(t)},
             "transport_socket": _downstream_tls(table.certs[t.name]),
             "filters": [_hcm(options, "https", f"tls_{_slug(t.name)}")],
+            "metadata": _chain_metadata(table.certs[t.name], digests),
         }
         for t in _tls_tunnels(table)
     ]
@@ -489,6 +497,7 @@ def listeners(table: RouteTable, options: EnvoyOptions) -> list[dict[str, Any]]:
             "name": "tls_default",
             "transport_socket": _downstream_tls(table.default_cert),
             "filters": [_hcm(options, "https", "tls_default")],
+            "metadata": _chain_metadata(table.default_cert, digests),
         }
     elif not chains:
         # Nothing to serve over TLS yet: still hold the port (as every engine does) and close
@@ -652,14 +661,15 @@ def bootstrap(options: EnvoyOptions) -> dict[str, Any]:
     }
 
 
-def render_documents(table: RouteTable, options: EnvoyOptions) -> dict[str, dict[str, Any]]:
+def render_documents(table: RouteTable, options: EnvoyOptions,
+                     digests: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Every config document as a dict, by relative file name."""
     for tunnel in table.tunnels:
         _check_header_rules(tunnel)
         _path_prefix(tunnel)
     docs: dict[str, dict[str, Any]] = {
         "bootstrap.json": bootstrap(options),
-        "lds.json": _discovery(listeners(table, options)),
+        "lds.json": _discovery(listeners(table, options, digests)),
         "cds.json": _discovery([cluster(t, options) for t in table.tunnels]),
     }
     for name, config in route_configs(table).items():
@@ -671,9 +681,27 @@ def dumps(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def render_files(table: RouteTable, options: EnvoyOptions) -> dict[str, str]:
-    """Every config file, by relative name (bootstrap, LDS, CDS, RDS; see the module docstring)."""
-    return {name: dumps(doc) for name, doc in render_documents(table, options).items()}
+def render_files(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every config file, by relative name (bootstrap, LDS, CDS, RDS; see the module docstring).
+
+    `digests` maps certificate/key paths to a digest of their content (see `cert_digests`).
+    """
+    return {name: dumps(doc) for name, doc in render_documents(table, options, digests).items()}
+
+
+def cert_digests(table: RouteTable) -> dict[str, str]:
+    """sha256 (16 hex digits) of every certificate and key file the table names; "" when unreadable."""
+    import hashlib
+
+    paths = {p for c in [*table.certs.values(), *([table.default_cert] if table.default_cert else [])]
+             for p in (c.cert, c.key)}
+    out: dict[str, str] = {}
+    for path in sorted(paths):
+        try:
+            out[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        except OSError:
+            out[path] = ""
+    return out
 
 
 def static_bootstrap(table: RouteTable, options: EnvoyOptions) -> dict[str, Any]:
