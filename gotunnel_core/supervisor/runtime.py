@@ -39,6 +39,9 @@ class EngineProcess(Protocol):
     def identity(self) -> dict[str, Any]:
         """What a later daemon needs to recognise this very process as ours (the pidfile record)."""
 
+    def children(self) -> dict[int, str]:
+        """The engine's worker processes: pid -> command line (nginx shows its state there)."""
+
 
 class Runtime(Protocol):
     """Starts engines, runs their validators, and cleans up engines left over by a dead daemon."""
@@ -94,6 +97,23 @@ class _Process:
 
     async def wait(self) -> int:
         return await self._proc.wait()
+
+    def children(self) -> dict[int, str]:
+        import psutil
+
+        assert self.pid is not None
+        result: dict[int, str] = {}
+        try:
+            kids = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return result
+        for kid in kids:
+            try:
+                if kid.status() != psutil.STATUS_ZOMBIE:
+                    result[kid.pid] = " ".join(kid.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+        return result
 
     def identity(self) -> dict[str, Any]:
         import psutil

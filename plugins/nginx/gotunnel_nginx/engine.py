@@ -93,15 +93,22 @@ class NginxEngine(SupervisedEngine):
 
     async def reload(self, proc: EngineProcess, generation: int) -> None:
         mark = self._lines_seen
+        before = set(proc.children())
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
+        loaded = False
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 raise RuntimeFailure(f"nginx exited during reload: {self.stderr_since(mark) or '(no output)'}")
-            # Several answers in a row: old workers stop accepting only after new ones started.
-            if all([await self.served_generation() == generation for _ in range(3)]):
+            loaded = loaded or await self.served_generation() == generation
+            # New workers serve the new generation; the old ones must also have stopped accepting
+            # (they close their listeners on SIGQUIT and retitle themselves "shutting down"),
+            # or a new connection could still land on the old routes. They may live on to finish
+            # open requests and websockets.
+            if loaded and all(pid not in before or "shutting down" in title
+                              for pid, title in proc.children().items()):
                 return
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.02)
         raise RuntimeFailure(f"nginx did not load the new configuration: {self.stderr_since(mark) or '(no output)'}",
                              hint="the previous configuration stays in use; see `gotunnel logs`")
 
