@@ -7,7 +7,7 @@ works the suite says so). README.md's engine matrix is generated from it and che
 (`python tests/test_conformance.py --write-readme` rewrites it).
 
 Engines are those of `ENGINES` that are installed (plugin importable and program found); an
-engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx) fails instead of skipping.
+engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx,envoy) fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -77,6 +77,12 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
         "not_found_page": Gap("variant", "the page lists the tunnels but cannot name the requested host"),
+    },
+    "envoy": {
+        "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
+                                             "`envoy --mode validate` does not resolve them: an unresolvable backend "
+                                             "is accepted and answers 503 until it resolves (other bad configs, e.g. an "
+                                             "unreadable certificate, are refused)"),
     },
 }
 
