@@ -168,7 +168,10 @@ class Backend:
             weight = value.strip()
         if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url) or any(ch in url for ch in "\"'\\{};<>`"):
             raise ValidationError("backend", raw, "contains whitespace, control or quoting characters")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unbalanced '[' ("Invalid IPv6 URL")
+            raise ValidationError("backend", raw, f"is not a URL ({exc})") from None
         if parts.scheme not in ("http", "https"):
             raise ValidationError("backend", raw, "scheme must be http or https")
         if parts.username is not None or parts.password is not None:

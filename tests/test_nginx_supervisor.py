@@ -196,3 +196,23 @@ def test_missing_program_fails_start_with_install_hint(ngx: Gotunnel) -> None:
     assert row["binary"]["found"] and row["binary"]["version"]
     missing = ngx("engines", extra_env={"GOTUNNEL_NGINX_BIN": "/nonexistent/nginx"}).out
     assert "MISSING" in missing and "apt-get install nginx" in missing
+
+
+def test_renewed_certificate_is_served_without_a_restart(ngx: Gotunnel, echo_backend: Any) -> None:
+    import socket
+    import ssl
+
+    ngx("start", "-d", "web", "-p", str(echo_backend().port), check=True)
+    ca = ngx("cert", "ca", "--path", check=True).out.strip()
+
+    def served_cert() -> bytes:
+        ctx = ssl.create_default_context(cafile=ca)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", ngx.https_port), timeout=10),
+                             server_hostname="web.localhost") as sock:
+            return sock.getpeercert(binary_form=True)
+
+    pid = engine_record(ngx)["pid"]
+    before = served_cert()
+    ngx("cert", "renew", "web", check=True)
+    assert served_cert() != before
+    assert engine_record(ngx)["pid"] == pid  # reloaded, not restarted

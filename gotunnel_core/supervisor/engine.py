@@ -22,12 +22,15 @@ import abc
 import asyncio
 import collections
 import os
+import re
+import shutil
 import signal
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, engine_option
+from ..engine import (BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, engine_option,
+                      write_rendered)
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
@@ -122,10 +125,6 @@ class SupervisedEngine(Engine):
         self.work.ensure()
         files = self._files(table, 0)
         staging = self.work.configs / f".validate-{os.getpid()}-{id(table):x}"
-        import shutil
-
-        from ..engine import write_rendered
-
         shutil.rmtree(staging, ignore_errors=True)
         try:
             write_rendered(files, staging)
@@ -288,27 +287,33 @@ class SupervisedEngine(Engine):
             self.work.write_record(proc.identity())
         except Exception as exc:  # noqa: BLE001 - it may have died at once; reported below
             self.log.warning("could not record the engine's identity", error=str(exc))
+        try:
+            await self._wait_ready(proc, generation, table, mark)
+        except BaseException:
+            # Not ready, or cancelled (daemon stopping): never leave a half-started engine behind.
+            proc.kill_all()
+            self.work.clear_record()
+            raise
+        self._proc = proc
+        self._generation = generation
+        self.log.info("engine running", pid=proc.pid, generation=generation, binary=binary)
+
+    async def _wait_ready(self, proc: EngineProcess, generation: int, table: RouteTable, mark: int) -> None:
         deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
         listen = table.listen
         while True:
             if proc.returncode is not None:
                 await asyncio.sleep(0.05)  # let the last stderr lines arrive
                 output = self.stderr_since(mark) or "(no output)"
-                self.work.clear_record()
-                proc.kill_all()
                 raise RuntimeFailure(f"{self.name} exited with status {proc.returncode} while starting: {output}",
                                      hint="see `gotunnel logs`")
             if await self._ports_open(listen) and await self.ready(proc, generation):
-                break
+                return
             if time.monotonic() > deadline:
                 await self._terminate(proc)
-                self.work.clear_record()
                 raise RuntimeFailure(f"{self.name} did not become ready within the deadline: "
                                      f"{self.stderr_since(mark) or '(no output)'}", hint="see `gotunnel logs`")
             await asyncio.sleep(0.05)
-        self._proc = proc
-        self._generation = generation
-        self.log.info("engine running", pid=proc.pid, generation=generation, binary=binary)
 
     async def _ports_open(self, listen: Any) -> bool:
         if listen is None:
@@ -411,8 +416,6 @@ def _runtime_for(settings: Mapping[str, Any], engine: str) -> Runtime:
 
 def _clean_validator_output(output: str, config_dir: Path) -> str:
     """The validator's message, minus noise, one line per problem."""
-    import re
-
     lines = []
     for line in output.splitlines():
         line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", line.strip())  # nginx's timestamp

@@ -1,0 +1,90 @@
+"""Golden files for `gotunnel render`, one set per engine: the exact config an engine renders for
+a config file that uses every tunnel option. Differences are shown as a diff; after an intended
+change, regenerate with GOTUNNEL_UPDATE_GOLDEN=1 and review the diff in git.
+
+Machine-specific parts are normalised: the state directory becomes `<STATE>`, and nginx's `user`
+line (present only when the daemon runs as root) is dropped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Gotunnel
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+CONFIG = """
+http_port = 8080
+https_port = 8443
+bind = "127.0.0.1"
+
+[[tunnels]]
+name = "web"
+backends = ["http://127.0.0.1:3000"]
+
+[[tunnels]]
+name = "api"
+backends = [
+  { url = "http://127.0.0.1:4000", weight = 3 },
+  { url = "http://127.0.0.1:4001", weight = 1 },
+]
+redirect_https = true
+health = { path = "/health", interval = 2, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 3 }
+headers.request.add = { "X-Env" = "dev \\"quoted\\" $host \\\\ ;{}#" }
+headers.request.remove = ["Cookie"]
+headers.response.add = { "X-Frame-Options" = "DENY" }
+headers.response.remove = ["Server"]
+
+[[tunnels]]
+name = "*.preview"
+backends = ["http://127.0.0.1:5000/app"]
+
+[[tunnels]]
+name = "plain"
+backends = ["https://localhost:6443"]
+https = false
+"""
+
+
+def _normalise(text: str, state: Path) -> str:
+    text = text.replace(str(state), "<STATE>")
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
+
+
+@pytest.mark.parametrize("engine", ["builtin", "nginx"])
+def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, tmp_path: Path) -> None:
+    if engine == "nginx" and not shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin"):
+        pytest.skip("nginx is not installed")
+    for key in ("GOTUNNEL_HTTP_PORT", "GOTUNNEL_HTTPS_PORT", "GOTUNNEL_BIND"):  # the config file's values count
+        gotunnel.env.pop(key)
+    config = tmp_path / "gotunnel.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "out"
+    result = gotunnel("--config", str(config), "render", "--engine", engine, "--out", str(out))
+    assert result.code == 0, result.err
+    rendered = {p.relative_to(out).as_posix(): _normalise(p.read_text(), gotunnel.state_dir)
+                for p in sorted(out.rglob("*")) if p.is_file()}
+    golden_dir = GOLDEN / engine
+    if os.environ.get("GOTUNNEL_UPDATE_GOLDEN") == "1":
+        shutil.rmtree(golden_dir, ignore_errors=True)
+        for name, text in rendered.items():
+            (golden_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (golden_dir / name).write_text(text)
+    expected = {p.relative_to(golden_dir).as_posix(): p.read_text() for p in sorted(golden_dir.rglob("*")) if p.is_file()}
+    assert sorted(rendered) == sorted(expected)
+    for name in expected:
+        if rendered[name] != expected[name]:
+            diff = "".join(difflib.unified_diff(expected[name].splitlines(True), rendered[name].splitlines(True),
+                                                f"golden/{engine}/{name}", "rendered"))
+            pytest.fail(f"rendered {name} differs from the golden file "
+                        f"(GOTUNNEL_UPDATE_GOLDEN=1 to accept):\n{diff}")
+    # The golden config is also a valid one, by the engine's own validator.
+    checked = gotunnel("--config", str(config), "validate", "--engine", engine)
+    assert checked.code == 0, checked.err
+    assert "4 tunnel(s) valid" in checked.out
