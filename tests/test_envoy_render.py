@@ -16,7 +16,7 @@ from gotunnel_core.models import Tunnel
 
 render = pytest.importorskip("gotunnel_envoy.render")
 
-GOLDEN = Path(__file__).parent / "golden" / "envoy"
+GOLDEN = Path(__file__).parent / "golden" / "envoy-sample"  # golden/envoy: the CLI golden test
 OPTIONS = render.EnvoyOptions(work_dir=Path("/state/engines/envoy"), admin_socket="/state/engines/envoy/run/admin.sock")
 
 
