@@ -53,6 +53,12 @@ class EnvoyThread:
             if self.started:
                 self.call(self.engine.stop())
         finally:
+            # Let the exited process's pipes and transports close on their own loop.
+            import gc
+
+            self.call(asyncio.sleep(0.1))
+            gc.collect()
+            self.call(asyncio.sleep(0))
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
             self.loop.close()
@@ -335,3 +341,21 @@ def test_a_renewed_certificate_under_the_same_file_names_is_served(envoy, backen
     eng.apply(table)  # the daemon re-applies the same table after renewing
     after = wait_for(lambda: (c := served_cert()) != before and c, timeout=10, what="the renewed certificate")
     assert after == ssl.PEM_cert_to_DER_cert(Path(fresh.certs["alpha"].cert).read_text())
+
+
+def test_a_taken_port_fails_the_start_at_once_instead_of_sharing_it(envoy, backend_a, ports) -> None:
+    from gotunnel_core.errors import RuntimeFailure
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as a stale Envoy would hold it
+    holder.bind((LOCAL, ports[1]))
+    holder.listen()
+    try:
+        eng = envoy()
+        started = time.monotonic()
+        with pytest.raises(RuntimeFailure, match="Address already in use|another program"):
+            eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+        assert time.monotonic() - started < 10
+        assert eng.engine.health().running is False
+    finally:
+        holder.close()

@@ -166,8 +166,12 @@ class EnvoyEngine(SupervisedEngine):
             if kind == "ListenersConfigDump":
                 if "version_info" in config:
                     out["lds"] = config["version_info"]
-                if any("warming_state" in listener for listener in config.get("dynamic_listeners", [])):
-                    out["warming"] = "listeners"
+                for listener in config.get("dynamic_listeners", []):
+                    if "warming_state" in listener:
+                        out["warming"] = "listeners"
+                    error = listener.get("error_state")
+                    if error:  # a refused listener (e.g. its port is taken), and why
+                        out["rejected"] = str(error.get("details", "")).strip() or "listener refused"
             elif kind == "ClustersConfigDump":
                 if "version_info" in config:
                     out["cds"] = config["version_info"]
@@ -181,20 +185,30 @@ class EnvoyEngine(SupervisedEngine):
                         out[f"rds:{name}"] = route.get("version_info", "")
         return out
 
-    async def serves(self, generation: int) -> bool:
-        """True once Envoy is LIVE and every document of `generation` is the one it serves."""
-        ready = await self.admin("GET", "/ready")
-        if ready is None or ready[0] != 200:
-            return False
+    async def serves(self, generation: int, *, fresh: bool = False) -> bool:
+        """True once Envoy is LIVE and every document of `generation` is the one it serves.
+
+        With `fresh` (a just-started Envoy, so every refusal is about this generation), raises
+        RuntimeFailure when Envoy refused a listener (a port another program holds): waiting
+        would not help. (Envoy's dump does not say which version a refusal was for, so a
+        running Envoy's refusals are only seen as the new version never arriving.)
+        """
         live = await self.live_versions()
         if live is None:
             return False
         expected = self.expected_versions(generation)
+        refused = live.get("rejected") if fresh else None
+        if refused is not None:
+            raise RuntimeFailure(f"envoy refused the listeners: {refused}",
+                                 hint="another program uses the port; pick other ports or stop it")
+        ready = await self.admin("GET", "/ready")
+        if ready is None or ready[0] != 200:
+            return False
         return "warming" not in live and all(live.get(key) == version for key, version in expected.items())
 
     # ----- readiness and reload -------------------------------------------------------------------
     async def ready(self, proc: EngineProcess, generation: int) -> bool:
-        return await self.serves(generation)
+        return await self.serves(generation, fresh=True)
 
     async def reload(self, proc: EngineProcess, generation: int) -> None:
         """The supervisor already swapped `current`: Envoy re-reads its files on that rename.

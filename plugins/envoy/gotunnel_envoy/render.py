@@ -472,6 +472,9 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
         "@type": LISTENER_TYPE,
         "name": f"http_{listen.bind}_{listen.http_port}",
         "address": _address(listen.bind, listen.http_port),
+        # Envoy binds with SO_REUSEPORT by default: a stale proxy on the same port would then
+        # silently share the connections. Without it, a taken port fails the start loudly.
+        "enable_reuse_port": False,
         "filter_chains": [{"name": "http", "filters": [_hcm(options, "http", "http")]}],
     }]
     chains = [
@@ -488,6 +491,7 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
         "@type": LISTENER_TYPE,
         "name": f"https_{listen.bind}_{listen.https_port}",
         "address": _address(listen.bind, listen.https_port),
+        "enable_reuse_port": False,
         "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
                               "typed_config": {"@type": TLS_INSPECTOR_TYPE}}],
         "filter_chains": chains,
