@@ -359,3 +359,11 @@ def test_a_taken_port_fails_the_start_at_once_instead_of_sharing_it(envoy, backe
         assert eng.engine.health().running is False
     finally:
         holder.close()
+
+
+def test_clients_cannot_steer_envoy_with_control_headers(envoy, backend_a, ports) -> None:
+    eng = envoy()
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+    status, _, _ = http_get(ports[0], "alpha.localhost", "/status/503", method="POST", body=b"x",
+                            headers={"x-envoy-retry-on": "5xx", "x-envoy-max-retries": "3"})
+    assert status == 503 and len(backend_a.requests) == 1  # no client-requested retries of a POST

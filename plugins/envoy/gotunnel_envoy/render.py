@@ -415,6 +415,11 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, An
         "codec_type": "AUTO",
         "use_remote_address": True,  # the peer is the client: X-Forwarded-Proto from the connection
         "skip_xff_append": True,  # the route configuration appends the peer itself
+        # No client is "internal" (Envoy's default trusts loopback and private LANs): Envoy then
+        # drops control headers such as x-envoy-retry-on or x-envoy-upstream-rq-timeout-ms sent
+        # by a client, which would otherwise let anyone on the LAN make Envoy retry a POST.
+        "internal_address_config": {"cidr_ranges": [{"address_prefix": "0.0.0.0", "prefix_len": 32},
+                                                    {"address_prefix": "::", "prefix_len": 128}]},
         "generate_request_id": False,
         "server_header_transformation": "PASS_THROUGH",
         "stream_idle_timeout": _seconds(options.idle_timeout),
