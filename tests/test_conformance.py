@@ -76,7 +76,6 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
-        "not_found_page": Gap("variant", "the page lists the tunnels but cannot name the requested host"),
     },
     "envoy": {
         "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
@@ -208,8 +207,8 @@ def test_routing_by_host_and_sni(env: Env, app: Any) -> None:
         port = env.g.https_port if https else env.g.http_port
         status, _, body = get(port, "one.local", "/", ca=env.ca if https else None)
         assert status == 200 and body_json(body)["server"] == "one"
-    status, _, _ = env.get("preview")  # the wildcard does not cover its base name
-    assert status == 404
+    assert env.get("preview")[0] == 404  # the wildcard covers neither its base name
+    assert env.get("a.b.preview")[0] == 404  # nor two labels (a wildcard certificate would not either)
 
 
 @behaviour("forwarded_headers")
@@ -235,6 +234,9 @@ def test_not_found_page_lists_tunnels(env: Env, app: Any) -> None:
     status, headers, body = env.get("nobody")
     assert status == 404 and headers["content-type"].startswith("text/html")
     assert b"alpha.localhost" in body and b"beta.localhost" in body
+    assert b"<code>nobody.localhost" in body  # names the host asked for (with or without port)
+    status, _, body = get(env.g.http_port, "<script>x</script>.localhost")
+    assert status in (400, 404) and b"<script>" not in body  # never echoed unescaped
     # HTTPS for an unknown name: the default certificate (chain verified), then the same page
     ctx = ssl.create_default_context(cafile=env.ca)
     ctx.check_hostname = False

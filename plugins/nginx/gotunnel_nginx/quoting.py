@@ -74,6 +74,16 @@ def ngx_name(value: object) -> str:
     return text
 
 
+def ngx_wildcard(value: object) -> str:
+    """`*.myapp.localhost` as a quoted server_name regex that matches exactly one label in place
+    of `*` (like the builtin engine and like a wildcard certificate), where nginx's own
+    `*.myapp.localhost` would also match `a.b.myapp.localhost`."""
+    text = ngx_name(value)
+    if not text.startswith("*."):
+        raise NginxQuoteError(f"server name {text!r} is not a wildcard")
+    return '"~^[^.]+' + text[1:].replace(".", "\\.") + '$"'
+
+
 def ngx_address(value: object) -> str:
     """`host:port` or `[v6]:port` for `server` and `listen`."""
     text = _check(value, "address")
@@ -94,6 +104,7 @@ FILTERS = {
     "ngx_lit": ngx_lit,
     "ngx_path": ngx_path,
     "ngx_name": ngx_name,
+    "ngx_wildcard": ngx_wildcard,
     "ngx_address": ngx_address,
     "ngx_int": ngx_int,
 }

@@ -163,13 +163,27 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
     files = {
         "nginx.conf": config,
         "generation.conf": generation_conf(0),
-        "pages/404.html": pages.not_found_page("this host", table.tunnels, listen),
+        "pages/404.html": not_found_page(table),
     }
     for tunnel in table.tunnels:
         backends = ", ".join(b.url for b in tunnel.backends)
         files["pages/" + _page_name(tunnel)] = pages.bad_gateway_page(
             tunnel.name, backends, "the connection failed, was reset or timed out")
     return files
+
+
+#: Stands for the requested host in the 404 page until it becomes an SSI `echo` (see below).
+_HOST_MARK = "gotunnel-requested-host-7f3a9c"
+#: nginx fills in the host at request time, HTML-escaped (`encoding="entity"`).
+SSI_HOST = '<!--# echo var="host" encoding="entity" -->'
+
+
+def not_found_page(table: RouteTable) -> str:
+    """The 404 page, naming the requested host through SSI. Everything else in the page is
+    escaped by `pages.py` (a `<` is `&lt;`), so the only SSI directive is the one put here."""
+    page = pages.not_found_page(_HOST_MARK, table.tunnels, table.listen)
+    assert page.count(_HOST_MARK) == 1 and "<!--#" not in page
+    return page.replace(_HOST_MARK, SSI_HOST)
 
 
 def generation_conf(generation: int) -> str:
