@@ -367,3 +367,37 @@ def test_clients_cannot_steer_envoy_with_control_headers(envoy, backend_a, ports
     status, _, _ = http_get(ports[0], "alpha.localhost", "/status/503", method="POST", body=b"x",
                             headers={"x-envoy-retry-on": "5xx", "x-envoy-max-retries": "3"})
     assert status == 503 and len(backend_a.requests) == 1  # no client-requested retries of a POST
+
+
+def test_https_backend_with_a_self_signed_certificate(envoy, ports, pki) -> None:
+    import ssl
+
+    from builtin_helpers import EchoHandler
+
+    class TlsEcho(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def __init__(self) -> None:
+            super().__init__((LOCAL, 0), EchoHandler)
+            self.name, self.requests, self.lock = "TLS", [], threading.Lock()
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(pki.certs["alpha"].cert, pki.certs["alpha"].key)
+            self.socket = ctx.wrap_socket(self.socket, server_side=True)
+
+        def record(self, handler: Any, peer: Any) -> None:
+            self.requests.append({"path": handler.path, "peer": peer})
+
+    server = TlsEcho()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        eng = envoy()
+        eng.start(make_table([{"name": "beta", "backends": f"https://localhost:{server.server_address[1]}/x",
+                               "health": "/h"}], *ports))
+        status, _, body = http_get(ports[0], "beta.localhost", "/y")
+        info = echo_json(body)
+        assert status == 200 and info["server"] == "TLS" and info["path"] == "/x/y"
+        assert info["hdr"]["host"] == "beta.localhost"
+        assert any(r["path"] == "/x/h" for r in server.requests)  # the health check, under the prefix
+    finally:
+        server.shutdown()
+        server.server_close()
