@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from envoy_helpers import ENVOY, envoy_validate, needs_envoy, sample_table
+from envoy_helpers import envoy_validate, needs_envoy, sample_table
 from gotunnel_core.errors import ValidationError
 from gotunnel_core.models import Tunnel
 
