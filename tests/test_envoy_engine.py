@@ -108,7 +108,7 @@ def running(envoy, backend_a, backend_b, ports, pki):
     return eng, *ports
 
 
-def test_routes_by_host_and_sni_with_one_label_wildcards_and_421(running, pki) -> None:
+def test_routes_by_host_and_sni_with_one_label_wildcards(running, pki) -> None:
     _, http_port, https_port = running
     for host, server in [("alpha.localhost", "A"), ("beta.localhost", "B"), ("ALPHA.Local:80", "A"),
                          ("beta.local.", "B"), (f"alpha.localhost:{http_port}", "A"), ("x.wild.localhost", "B")]:
@@ -119,7 +119,9 @@ def test_routes_by_host_and_sni_with_one_label_wildcards_and_421(running, pki) -
     status, _, body = https_get(https_port, pki, "beta.local")
     assert status == 200 and echo_json(body)["server"] == "B" and echo_json(body)["hdr"]["x-forwarded-proto"] == "https"
     assert https_get(https_port, pki, "x.wild.localhost")[0] == 200
-    assert https_get(https_port, pki, "alpha.localhost", host="beta.localhost")[0] == 421
+    # TLS chains share one route table: a Host naming another tunnel is served (builtin: 421).
+    status, _, body = https_get(https_port, pki, "alpha.localhost", host="beta.localhost")
+    assert status == 200 and echo_json(body)["server"] == "B"
     status, _, body = https_get(https_port, pki, "nope.localhost", verify=False)  # default certificate
     assert status == 404 and b"alpha.localhost" in body
 
@@ -401,3 +403,16 @@ def test_https_backend_with_a_self_signed_certificate(envoy, ports, pki) -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_many_tunnels_render_linearly_and_the_404_page_lists_them_all(envoy, backend_a, ports, pki) -> None:
+    tunnels = [{"name": f"t{i:03d}", "backends": backend_a.url} for i in range(60)]
+    eng = envoy()
+    table = make_table(tunnels, *ports)
+    table = RouteTable(table.listen, table.tunnels, {t.name: pki.certs["alpha"] for t in table.tunnels}, pki.default)
+    eng.start(table)  # a 404 page over Envoy's 4 KiB direct-response cap still works
+    status, _, body = http_get(ports[0], "nobody.localhost")
+    assert status == 404 and len(body) > 4096 and b"t000.localhost" in body and b"t059.localhost" in body
+    assert http_get(ports[0], "t059.localhost")[0] == 200
+    files = eng.engine.render(table)
+    assert sorted(f for f in files if f.startswith("rds/")) == ["rds/http.json", "rds/tls.json"]  # shared by all chains

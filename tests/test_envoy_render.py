@@ -44,7 +44,7 @@ def test_render_is_pure_and_versions_follow_content() -> None:
     version = lambda files, name: json.loads(files[name])["version_info"]  # noqa: E731
     assert version(one, "cds.json") != version(two, "cds.json")
     same = sample_table(tunnels=[{"name": "web", "backends": ["http://127.0.0.1:3000"]}])
-    assert version(render.render_files(same, OPTIONS), "rds/tls_web.json") != version(one, "rds/tls_web.json")  # others gone
+    assert version(render.render_files(same, OPTIONS), "rds/tls.json") != version(one, "rds/tls.json")  # others gone
     assert render.render_files(same, OPTIONS)["bootstrap.json"] == one["bootstrap.json"]
 
 
@@ -84,8 +84,8 @@ def test_percent_in_header_values_is_escaped_for_envoys_formatter() -> None:
     rds = json.loads(render.render_files(sample_table(), OPTIONS)["rds/http.json"])
     api = [v for v in rds["resources"][0]["virtual_hosts"] if v["name"] == "tunnel_api"][0]
     assert api["routes"][0]["redirect"] == {"https_redirect": True, "port_redirect": 8443, "response_code": "PERMANENT_REDIRECT"}
-    tls = json.loads(render.render_files(sample_table(), OPTIONS)["rds/tls_api.json"])
-    route = tls["resources"][0]["virtual_hosts"][0]["routes"][0]
+    tls = json.loads(render.render_files(sample_table(), OPTIONS)["rds/tls.json"])
+    route = [v for v in tls["resources"][0]["virtual_hosts"] if v["name"] == "tunnel_api"][0]["routes"][0]
     adds = {h["header"]["key"]: h["header"]["value"] for h in route["request_headers_to_add"]}
     assert adds["X-Pct"] == "100%% %%DOWNSTREAM_REMOTE_ADDRESS%%"
     assert route["route"]["prefix_rewrite"] == "/v2/"

@@ -165,9 +165,8 @@ def test_render_and_validate_from_the_cli(env: Gotunnel, tmp_path: Any) -> None:
     out = tmp_path / "rendered"
     listed = env("--config", str(config), "render", "--out", str(out), check=True).out.split()
     names = sorted(str(p.relative_to(out)) for p in map(__import__("pathlib").Path, listed))
-    assert names == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls_default.json",
-                     "rds/tls_web.json", "validate.json"]
-    rds = json.loads((out / "rds" / "tls_web.json").read_text())
+    assert names == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls.json", "validate.json"]
+    rds = json.loads((out / "rds" / "tls.json").read_text())
     assert "100%%" in json.dumps(rds)
     ok = env("--config", str(config), "validate", check=True)
     assert "ok: 1 tunnel(s) valid for engine envoy" in ok.out

@@ -58,6 +58,6 @@ def test_installed_wheel_registers_and_renders(tmp_path: Path) -> None:
     result = json.loads(run.stdout)
     assert result["module"].startswith(str(site))
     assert result["entry_points"] == ["gotunnel_envoy.plugin"] and result["dist"] == "gotunnel-envoy"
-    assert result["files"] == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls_default.json",
-                               "rds/tls_web.json", "validate.json"]
+    assert result["files"] == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls.json",
+                               "validate.json"]
     assert '"web.localhost"' in result["lds"]

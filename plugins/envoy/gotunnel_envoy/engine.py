@@ -50,11 +50,12 @@ class EnvoyEngine(SupervisedEngine):
         return EnvoyOptions.from_settings(self.context.settings, root, self._admin_socket_path())
 
     def render(self, table: RouteTable) -> dict[str, str]:
-        from .render import cert_digests, dumps, render_files, static_bootstrap
+        from .render import cert_digests, dumps, render_documents, static_bootstrap
 
         options = self.options()
-        files = render_files(table, options, cert_digests(table))
-        files["validate.json"] = dumps(static_bootstrap(table, options))
+        docs = render_documents(table, options, cert_digests(table))
+        files = {name: dumps(doc) for name, doc in docs.items()}
+        files["validate.json"] = dumps(static_bootstrap(table, options, docs))
         return files
 
     def _admin_socket_path(self) -> str | None:
@@ -152,54 +153,58 @@ class EnvoyEngine(SupervisedEngine):
         return out
 
     async def live_versions(self) -> dict[str, str] | None:
-        """The versions Envoy serves, from `/config_dump` (plus `warming` while anything warms)."""
-        answer = await self.admin("GET", "/config_dump", timeout=5.0)
+        """What Envoy serves, from its stats (cheap even with a thousand tunnels, unlike the
+        config dump): `lds`, `cds` and `rds:<name>` versions, `warming` while a listener or
+        cluster is not in use yet (DNS, first health check: routes to it would 503), and
+        `rejected` once Envoy refused a listener update."""
+        from urllib.parse import quote
+
+        answer = await self.admin("GET", "/stats?filter=" + quote(_STATS_FILTER, safe=""))
         if answer is None or answer[0] != 200:
             return None
-        try:
-            dump = json.loads(answer[1])
-        except ValueError:
-            return None
         out: dict[str, str] = {}
-        for config in dump.get("configs", []):
-            kind = config.get("@type", "").rsplit(".", 1)[-1]
-            if kind == "ListenersConfigDump":
-                if "version_info" in config:
-                    out["lds"] = config["version_info"]
-                for listener in config.get("dynamic_listeners", []):
-                    if "warming_state" in listener:
-                        out["warming"] = "listeners"
-                    error = listener.get("error_state")
-                    if error:  # a refused listener (e.g. its port is taken), and why
-                        out["rejected"] = str(error.get("details", "")).strip() or "listener refused"
-            elif kind == "ClustersConfigDump":
-                if "version_info" in config:
-                    out["cds"] = config["version_info"]
-                if config.get("dynamic_warming_clusters"):
-                    # accepted, not yet in use (DNS, first health check): routes to it would 503
-                    out["warming"] = "clusters"
-            elif kind == "RoutesConfigDump":
-                for route in config.get("dynamic_route_configs", []):
-                    name = route.get("route_config", {}).get("name")
-                    if name:
-                        out[f"rds:{name}"] = route.get("version_info", "")
+        for line in answer[1].decode("utf-8", "replace").splitlines():
+            name, sep, value = line.partition(": ")
+            if not sep:
+                continue
+            value = value.strip().strip('"')
+            if name == "listener_manager.lds.version_text":
+                out["lds"] = value
+            elif name == "cluster_manager.cds.version_text":
+                out["cds"] = value
+            elif name.endswith(".version_text") and ".rds." in name:
+                out[f"rds:{name.rsplit('.rds.', 1)[1].removesuffix('.version_text')}"] = value
+            elif name in ("listener_manager.total_listeners_warming", "cluster_manager.warming_clusters"):
+                if value.isdigit() and int(value) > 0:
+                    out["warming"] = name
+            elif name == "listener_manager.lds.update_rejected" and value.isdigit() and int(value) > 0:
+                out["rejected"] = value
         return out
+
+    async def _rejection_details(self) -> str:
+        """Why Envoy refused a listener, from the config dump's error state (the rare path)."""
+        answer = await self.admin("GET", "/config_dump?resource=dynamic_listeners", timeout=5.0)
+        try:
+            dump = json.loads(answer[1]) if answer is not None else {}
+        except ValueError:
+            dump = {}
+        details = [str(entry.get("error_state", {}).get("details", "")).strip() for entry in dump.get("configs", [])]
+        return "; ".join(sorted({d for d in details if d})) or "a listener was refused"
 
     async def serves(self, generation: int, *, fresh: bool = False) -> bool:
         """True once Envoy is LIVE and every document of `generation` is the one it serves.
 
         With `fresh` (a just-started Envoy, so every refusal is about this generation), raises
         RuntimeFailure when Envoy refused a listener (a port another program holds): waiting
-        would not help. (Envoy's dump does not say which version a refusal was for, so a
+        would not help. (Envoy does not say which version a refusal was for, so a
         running Envoy's refusals are only seen as the new version never arriving.)
         """
         live = await self.live_versions()
         if live is None:
             return False
         expected = self.expected_versions(generation)
-        refused = live.get("rejected") if fresh else None
-        if refused is not None:
-            raise RuntimeFailure(f"envoy refused the listeners: {refused}",
+        if fresh and "rejected" in live:
+            raise RuntimeFailure(f"envoy refused the listeners: {await self._rejection_details()}",
                                  hint="another program uses the port; pick other ports or stop it")
         ready = await self.admin("GET", "/ready")
         if ready is None or ready[0] != 200:
@@ -246,7 +251,7 @@ class EnvoyEngine(SupervisedEngine):
             await asyncio.sleep(0.05)
 
     async def _active_requests(self) -> int | None:
-        answer = await self.admin("GET", "/stats?filter=downstream_rq_active$")
+        answer = await self.admin("GET", "/stats?filter=downstream_rq_active%24")
         if answer is None or answer[0] != 200:
             return None
         total = 0
@@ -264,6 +269,10 @@ class EnvoyEngine(SupervisedEngine):
         extra = dict(base.extra)
         extra["admin"] = f"unix:{sock}" if sock else f"file:{self.work.run / 'admin.address'}"
         return EngineHealth(running=base.running, detail=base.detail, extra=extra)
+
+
+#: The stats `live_versions` reads (a regex over stat names).
+_STATS_FILTER = (r"(version_text|total_listeners_warming|warming_clusters|lds\.update_rejected)$")
 
 
 def _dechunk(data: bytes) -> bytes:

@@ -325,8 +325,9 @@ def _not_found_route(meta: dict[str, str]) -> dict[str, Any]:
     return {
         "name": "not_found",
         "match": {"prefix": "/"},
-        # The body is replaced by the local-reply mapper (it echoes the Host); this is the fallback.
-        "direct_response": {"status": 404, "body": {"inline_string": meta["nf_invalid"]}},
+        # The local-reply mappers replace this body with the page (from the metadata below): a
+        # direct response body is capped at 4 KiB, the page listing a thousand tunnels is not.
+        "direct_response": {"status": 404, "body": {"inline_string": "404: no tunnel for this host\n"}},
         "response_headers_to_add": [{"header": {"key": "Content-Type", "value": HTML},
                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         "metadata": {"filter_metadata": {NS: meta}},
@@ -348,25 +349,10 @@ def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: 
     return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel), "routes": routes}
 
 
-def _misdirected_vhost(tunnel: Tunnel) -> dict[str, Any]:
-    """On a tunnel's TLS chain, a Host naming another tunnel: 421, as the builtin engine answers."""
-    return {
-        "name": f"misdirected_{_slug(tunnel.name)}",
-        "domains": _domains(tunnel),
-        "routes": [{
-            "name": "misdirected",
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 421, "body": {"inline_string": "Misdirected Request: the TLS name does not match Host\n"}},
-        }],
-    }
-
-
-def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool,
-                 misdirected: tuple[Tunnel, ...] = ()) -> dict[str, Any]:
-    """One RouteConfiguration: a virtual host per served tunnel, 421s, then the 404 catch-all."""
+def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool) -> dict[str, Any]:
+    """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all."""
     nf_meta = _not_found_metadata(table, table.tunnels)
     vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta) for t in served]
-    vhosts += [_misdirected_vhost(t) for t in misdirected]
     vhosts.append({"name": "not_found", "domains": ["*"], "routes": [_not_found_route(nf_meta)]})
     return {
         "@type": ROUTE_CONFIG_TYPE,
@@ -486,7 +472,7 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
             "name": f"tls_{_slug(t.name)}",
             "filter_chain_match": {"server_names": _server_names(t)},
             "transport_socket": _downstream_tls(table.certs[t.name]),
-            "filters": [_hcm(options, "https", f"tls_{_slug(t.name)}")],
+            "filters": [_hcm(options, "https", "tls")],
             "metadata": _chain_metadata(table.certs[t.name], digests),
         }
         for t in _tls_tunnels(table)
@@ -504,7 +490,7 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
         https["default_filter_chain"] = {
             "name": "tls_default",
             "transport_socket": _downstream_tls(table.default_cert),
-            "filters": [_hcm(options, "https", "tls_default")],
+            "filters": [_hcm(options, "https", "tls")],
             "metadata": _chain_metadata(table.default_cert, digests),
         }
     elif not chains:
@@ -520,16 +506,16 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
 
 
 def route_configs(table: RouteTable) -> dict[str, dict[str, Any]]:
-    """Every RouteConfiguration by name (one file each: an RDS file holds exactly one)."""
-    tls = _tls_tunnels(table)
+    """Every RouteConfiguration by name (one file each: an RDS file holds exactly one).
+
+    `http` serves every tunnel; `tls` is shared by every TLS filter chain (each tunnel's and the
+    default one), so the config grows linearly with the tunnels and the 404 page exists once per
+    file. The price: on a tunnel's TLS connection a Host naming another TLS tunnel is served
+    where the builtin engine answers 421.
+    """
     configs = {"http": route_config("http", table, table.tunnels, plain_http=True)}
-    if table.default_cert is not None:
-        # No SNI (or one naming no tunnel): route by Host alone among the HTTPS tunnels.
-        configs["tls_default"] = route_config("tls_default", table, tls, plain_http=False)
-    for tunnel in tls:
-        name = f"tls_{_slug(tunnel.name)}"
-        others = tuple(t for t in table.tunnels if t.name != tunnel.name)
-        configs[name] = route_config(name, table, (tunnel,), plain_http=False, misdirected=others)
+    if _tls_tunnels(table) or table.default_cert is not None:
+        configs["tls"] = route_config("tls", table, _tls_tunnels(table), plain_http=False)
     return configs
 
 
@@ -685,8 +671,16 @@ def render_documents(table: RouteTable, options: EnvoyOptions,
     return docs
 
 
+#: Documents larger than this (compact) are written compact: indenting goes through Python's
+#: slow pure-Python encoder, and a thousand tunnels make megabytes. Smaller ones stay readable.
+PRETTY_LIMIT = 256 * 1024
+
+
 def dumps(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    compact = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    if len(compact) <= PRETTY_LIMIT:
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return compact + "\n"
 
 
 def render_files(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -712,13 +706,19 @@ def cert_digests(table: RouteTable) -> dict[str, str]:
     return out
 
 
-def static_bootstrap(table: RouteTable, options: EnvoyOptions) -> dict[str, Any]:
-    """The same config with listeners, clusters and routes inlined, for `envoy --mode validate`."""
+def static_bootstrap(table: RouteTable, options: EnvoyOptions,
+                     docs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The same config with listeners, clusters and routes inlined, for `envoy --mode validate`.
+
+    `docs` are the already rendered documents of `table` (rendered here when not given).
+    """
+    docs = render_documents(table, options) if docs is None else docs
     boot = bootstrap(options)
     boot.pop("dynamic_resources")
     boot.pop("admin")  # validation binds nothing
-    configs = route_configs(table)
-    static_listeners = json.loads(json.dumps(listeners(table, options)))
+    configs = {doc["resources"][0]["name"]: doc["resources"][0] for name, doc in docs.items() if name.startswith("rds/")}
+    static_listeners = json.loads(json.dumps(docs["lds.json"]["resources"]))  # a deep copy to edit
+    inlined: set[str] = set()
     for listener in static_listeners:
         chains = list(listener.get("filter_chains", []))
         if "default_filter_chain" in listener:
@@ -728,13 +728,13 @@ def static_bootstrap(table: RouteTable, options: EnvoyOptions) -> dict[str, Any]
                 hcm = flt["typed_config"]
                 if "rds" not in hcm:
                     continue
-                rds = hcm.pop("rds")
-                inline = dict(configs[rds["route_config_name"]])
-                inline.pop("@type")
-                hcm["route_config"] = inline
+                name = hcm.pop("rds")["route_config_name"]
+                if name in inlined:  # checked once: every chain shares it (keeps this file linear)
+                    hcm["route_config"] = {"name": name}
+                    continue
+                inlined.add(name)
+                hcm["route_config"] = {k: v for k, v in configs[name].items() if k != "@type"}
         listener.pop("@type")
-    clusters = [cluster(t, options) for t in table.tunnels]
-    for c in clusters:
-        c.pop("@type")
+    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in docs["cds.json"]["resources"]]
     boot["static_resources"] = {"listeners": static_listeners, "clusters": clusters}
     return boot
