@@ -6,7 +6,7 @@ A new route table is rendered into a new generation, checked with `envoy --mode 
 swap of the `current` symlink. That swap *is* Envoy's reload: the bootstrap points every
 subscription at `current/...` and watches the work directory, so the rename of `current` makes
 Envoy re-read LDS, CDS and RDS; no signal is sent. Each document's `version_info` is a hash of its
-content, and the admin endpoint's config dump tells when every version is live.
+content, and the admin endpoint's stats (`*.version_text`) tell when every version is live.
 
 The admin endpoint listens on a unix socket in `run/` (mode 0600), or, when that path is too long
 for a socket, on 127.0.0.1 at a port Envoy picks (written to `run/admin.address`). Never public.
@@ -218,7 +218,7 @@ class EnvoyEngine(SupervisedEngine):
     async def reload(self, proc: EngineProcess, generation: int) -> None:
         """The supervisor already swapped `current`: Envoy re-reads its files on that rename.
 
-        Nothing to signal; wait until the config dump shows every new version.
+        Nothing to signal; wait until the stats show every new version.
         """
         mark = self._lines_seen
         deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)

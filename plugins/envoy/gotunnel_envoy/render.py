@@ -624,7 +624,7 @@ def cluster(tunnel: Tunnel, options: EnvoyOptions) -> dict[str, Any]:
 
 def _discovery(resources: list[dict[str, Any]]) -> dict[str, Any]:
     """A DiscoveryResponse file. Its version is a hash of its resources, so the engine can tell
-    from Envoy's config dump when exactly this content is live (and an unchanged file keeps its
+    from Envoy's stats (`version_text`) when exactly this content is live (and an unchanged file keeps its
     version: Envoy ignores a route configuration whose content did not change)."""
     import hashlib
 
