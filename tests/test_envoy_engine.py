@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from builtin_helpers import (  # noqa: F401  (fixtures)
     LOCAL, EchoServer, backend_a, backend_b, echo_json, free_port, http_get, make_table, pki, ports, wait_for,
@@ -416,3 +418,31 @@ def test_many_tunnels_render_linearly_and_the_404_page_lists_them_all(envoy, bac
     assert http_get(ports[0], "t059.localhost")[0] == 200
     files = eng.engine.render(table)
     assert sorted(f for f in files if f.startswith("rds/")) == ["rds/http.json", "rds/tls.json"]  # shared by all chains
+
+
+@pytest.fixture(scope="module")
+def shared_envoy(tmp_path_factory):
+    backend = EchoServer("H")
+    eng = EnvoyThread(tmp_path_factory.mktemp("envoy-shared"))
+    ports = (free_port(), free_port())
+    try:
+        eng.start(make_table([{"name": "h", "backends": backend.url}], *ports))
+        yield eng, backend, ports
+    finally:
+        eng.close()
+        backend.close()
+
+
+_printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(lambda s: s.strip(" "))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=st.one_of(_printable, st.sampled_from(["%", "%%", "100%", "%DOWNSTREAM_REMOTE_ADDRESS%", "%REQ(:path)%",
+                                                    "%START_TIME%", "a%%b%c"])))
+def test_hypothesis_header_values_arrive_literally(shared_envoy, value: str) -> None:
+    eng, backend, ports = shared_envoy
+    eng.apply(make_table([{"name": "h", "backends": backend.url,
+                           "headers": {"request": {"add": {"X-V": value}}, "response": {"add": {"X-R": value}}}}], *ports))
+    status, headers, body = http_get(ports[0], "h.localhost")
+    assert status == 200
+    assert echo_json(body)["hdr"]["x-v"] == value and headers["x-r"] == value
