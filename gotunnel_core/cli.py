@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn
 
 import click
 
@@ -574,6 +574,147 @@ def cert_renew(state: CliState, names: tuple[str, ...]) -> None:
         click.echo(f"renewed {name}")
     if not renewed:
         click.echo("nothing to renew")
+
+
+# ----- trust ---------------------------------------------------------------------------------
+
+
+def _sudo_command(state: CliState, extra: list[str]) -> Callable[[list[str]], str]:
+    """Builds the exact command that finishes the job with root, for the `hint:` line."""
+    import shlex
+    import shutil
+
+    def build(store_ids: list[str]) -> str:
+        found = shutil.which("gotunnel")
+        prefix = ["gotunnel"] if found else [sys.executable, "-m", "gotunnel_core"]
+        argv = [*prefix]
+        if state.settings.sources["state_dir"] != "default":
+            argv += ["--state-dir", str(state.layout.root)]  # sudo drops GOTUNNEL_* variables
+        argv += ["trust", *extra]
+        for store_id in store_ids:
+            argv += ["--store", store_id]
+        return "sudo " + shlex.join(argv)
+
+    return build
+
+
+def _check_target(layout: Any, service_certs: Any, url: str | None) -> Any:
+    """Where `--check` shakes hands: --check-url, else the running daemon's HTTPS port, else offline."""
+    from urllib.parse import urlsplit
+
+    from .daemon.client import DaemonClient
+    from .trust import Target
+
+    leaf = Path(service_certs.default().cert)
+    if url:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.scheme != "https" or not parts.hostname:
+            raise UsageError(f"invalid --check-url {url!r}: expected https://HOST[:PORT]/")
+        host = parts.hostname
+        connect = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+        return Target(connect, parts.port or 443, host, leaf)
+    info = DaemonClient(layout).ping()
+    if info is None:
+        return Target("", 0, "localhost", leaf, offline=True)
+    bind = info.get("bind") or "127.0.0.1"
+    connect = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
+    return Target(connect, int(info["https_port"]), "localhost", leaf)
+
+
+def _print_rows(rows: list[Any]) -> None:
+    if not rows:
+        click.echo("nothing recorded: gotunnel installed its CA nowhere")
+        return
+    width = max(len(r.store) for r in rows)
+    status_width = max(len(r.status) for r in rows)
+    for row in rows:
+        click.echo(f"{row.store:<{width}}  {row.status:<{status_width}}  {row.detail}".rstrip())
+
+
+@cli.command()
+@click.option("--uninstall", is_flag=True, help="Remove the CA from every store gotunnel installed it into.")
+@click.option("--check", is_flag=True, help="Report per store: trusted / not trusted / store missing.")
+@click.option("--env", "env_vars", is_flag=True, help="Print SSL_CERT_FILE etc. for a bundle of system roots + the CA.")
+@click.option("--store", "stores", multiple=True, metavar="NAME",
+              help="Limit to this store (repeatable): system, system-debian, system-fedora, system-arch, nss, "
+                   "macos, windows, java.")
+@click.option("--check-url", metavar="URL", help="With --check: handshake with this https URL (default: the daemon).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def trust(state: CliState, uninstall: bool, check: bool, env_vars: bool, stores: tuple[str, ...],
+          check_url: str | None, as_json: bool) -> None:
+    """Install gotunnel's CA into the trust stores found here (and --uninstall, --check, --env).
+
+    Stores that need root are left untouched and reported with the exact `sudo` command.
+    Everything installed is recorded in the state directory; --uninstall removes exactly that.
+    """
+    from .certservice import CertService
+    from .paths import as_invoking_user
+    from .trust import CA, TrustRecord, TrustService
+
+    if sum((uninstall, check, env_vars)) > 1:
+        raise UsageError("use only one of --uninstall, --check and --env")
+    if check_url and not check:
+        raise UsageError("--check-url needs --check")
+    layout = state.layout  # resolved as root: under sudo it already names the invoking user's directory
+    with as_invoking_user():  # under sudo, the user's state stays the user's
+        layout.ensure()
+        certs = CertService(layout, state.settings.values)
+        ca = CA.from_path(certs.ca.cert_path)
+        target = _check_target(layout, certs, check_url) if check else None
+    service = TrustService(ca, TrustRecord(layout.trust_record), layout.trust_dir)
+    names = list(stores)
+    if env_vars:
+        from .trust.env_bundle import shell_exports
+
+        info = service.install_env()
+        if as_json:
+            emit_json({"bundle": info["bundle"], "system_roots": info["system_roots"], "variables": info["variables"]})
+        else:
+            click.echo(shell_exports(info), nl=False)
+        return
+    if check:
+        rows = service.check(names, target)
+        action = "check"
+    elif uninstall:
+        rows = service.uninstall(names, _sudo_command(state, ["--uninstall"]))
+        action = "uninstall"
+    else:
+        rows = service.install(names, _sudo_command(state, []))
+        action = "install"
+    if as_json:
+        payload: dict[str, Any] = {"action": action, "ca": {"path": str(ca.path), "sha256_fingerprint": ca.fingerprint},
+                                   "record": str(layout.trust_record), "stores": [r.to_dict() for r in rows]}
+        if target is not None:
+            payload["target"] = None if target.offline else f"{target.server_name}@{target.host}:{target.port}"
+        emit_json(payload)
+    else:
+        _print_rows(rows)
+    _trust_outcome(state, action, rows)
+
+
+def _trust_outcome(state: CliState, action: str, rows: list[Any]) -> None:
+    """Exit 1 with the reason (and the sudo command) unless every selected, present store is done."""
+    from .errors import PermissionProblem
+
+    failed = [r.store for r in rows if r.status == "failed"]
+    needs = [r.store for r in rows if r.status == "needs-sudo"]
+    if failed:
+        raise RuntimeFailure(f"{action} failed for: {', '.join(failed)} (see above; nothing half-done was left)")
+    if needs:
+        extra = ["--uninstall"] if action == "uninstall" else []
+        done = [r.store for r in rows if r.status in ("installed", "removed")]
+        raise PermissionProblem(
+            f"{', '.join(needs)} need{'s' if len(needs) == 1 else ''} root; done: {', '.join(done) or 'nothing'}",
+            hint=_sudo_command(state, extra)(needs),
+        )
+    if action == "install" and not any(r.status == "installed" for r in rows):
+        raise RuntimeFailure("no trust store found to install into",
+                             hint="install libnss3-tools (certutil) or ca-certificates, or use `gotunnel trust --env`")
+    if action == "check":
+        bad = [r.store for r in rows if r.status in ("not trusted", "unknown")]
+        if bad:
+            raise RuntimeFailure(f"gotunnel's CA is not trusted by: {', '.join(bad)}", hint="run `gotunnel trust`")
 
 
 @cli.command()

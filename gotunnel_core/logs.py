@@ -11,9 +11,23 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of writing (it may be replaced later)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
-    """Route structlog to `stream` (stderr by default) in the chosen format at the chosen level."""
-    stream = stream or sys.stderr
+    """Route structlog to `stream` (the current stderr by default) in the chosen format and level."""
+    if stream is None or stream is sys.stderr:
+        stream = _CurrentStderr()  # type: ignore[assignment]
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     renderer: structlog.types.Processor

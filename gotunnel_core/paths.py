@@ -6,19 +6,25 @@ CA and tunnels stay the user's own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from .fsutil import ensure_private_dir
+
+
+def _as_root() -> bool:
+    """Root, or root acting as the invoking user for a moment (`as_invoking_user`: real uid 0)."""
+    return os.geteuid() == 0 or os.getuid() == 0
 
 
 def invoking_home() -> Path:
     """The home of the user who ran gotunnel: SUDO_USER's under sudo, else ours."""
     sudo_user = os.environ.get("SUDO_USER")
-    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+    if _as_root() and sudo_user and sudo_user != "root":
         try:
             return Path(pwd.getpwnam(sudo_user).pw_dir)
         except KeyError:
@@ -26,9 +32,44 @@ def invoking_home() -> Path:
     return Path.home()
 
 
+def invoking_ids() -> tuple[int, int]:
+    """(uid, gid) of the user who ran gotunnel: SUDO_USER's when root under sudo, else ours."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if _as_root() and sudo_user and sudo_user != "root":
+        try:
+            entry = pwd.getpwnam(sudo_user)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            pass
+    return os.geteuid(), os.getegid()
+
+
+@contextlib.contextmanager
+def as_invoking_user() -> Iterator[None]:
+    """Under sudo, act as SUDO_USER (effective ids only) for the block, so files made in the user's
+    state directory stay the user's and its ownership checks pass; elsewhere a no-op.
+
+    Root stays the real user id, so the block's end returns to root for the privileged steps.
+    """
+    uid, gid = invoking_ids()
+    if os.geteuid() != 0 or uid == 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
 def _xdg(var: str, fallback: str, env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    if env.get("SUDO_USER") and os.geteuid() == 0:
+    if env.get("SUDO_USER") and _as_root():
         return invoking_home() / fallback
     value = env.get(var)
     return Path(value) if value and os.path.isabs(value) else invoking_home() / fallback
@@ -100,6 +141,16 @@ class StateLayout:
     @property
     def certs_dir(self) -> Path:
         return self.root / "certs"
+
+    @property
+    def trust_record(self) -> Path:
+        """What `gotunnel trust` installed where (`--uninstall` removes exactly that)."""
+        return self.root / "trust.json"
+
+    @property
+    def trust_dir(self) -> Path:
+        """`gotunnel trust --env`'s bundle of system roots plus the CA."""
+        return self.root / "trust"
 
     def engine_dir(self, engine: str) -> Path:
         return self.root / "engines" / engine

@@ -111,6 +111,11 @@ class EchoHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # Head and body go out in separate writes: without NODELAY, Nagle + delayed ACK cost 40 ms each.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             data = b""
@@ -124,7 +129,97 @@ class EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _stream_body(self, left: int | None = None) -> int:
+        """Read the request body without keeping it; return its size."""
+        total = 0
+        if left is None and self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return total
+                while size:
+                    got = len(self.rfile.read(min(size, 1 << 20)))
+                    total += got
+                    size -= got
+                self.rfile.readline()
+        if left is None:
+            left = int(self.headers.get("Content-Length") or 0)
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            total += len(chunk)
+            left -= len(chunk)
+        return total
+
+    def _special(self) -> bool:
+        path = self.path
+        if path.startswith("/upload"):
+            if path.endswith("stall=1"):
+                # A slow consumer: read a little, then nothing for a second.
+                self.rfile.read(1 << 20)
+                time.sleep(1.0)
+                n = (1 << 20) + self._stream_body(int(self.headers["Content-Length"]) - (1 << 20))
+            else:
+                n = self._stream_body()
+            self.server.record(self, self.client_address)
+            out = json.dumps({"received": n}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return True
+        if path.startswith("/download/"):
+            n = int(path.rsplit("/", 1)[1])
+            self.server.record(self, self.client_address)
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            block = b"x" * (1 << 20)
+            while n:
+                k = min(n, len(block))
+                self.wfile.write(block[:k] if k < len(block) else block)
+                n -= k
+            return True
+        if path == "/sse":
+            self.server.record(self, self.client_address)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def chunk(data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            chunk(b"data: first\n\n")
+            self.server.sse_release.wait(20)
+            chunk(b"data: last\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return True
+        if path == "/close":
+            self._body()
+            self.server.record(self, self.client_address)
+            out = json.dumps({"peer_port": self.client_address[1]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(out)
+            self.close_connection = True
+            return True
+        if path == "/health":
+            self.server.record(self, self.client_address)
+            self.send_response(200 if self.server.healthy else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        return False
+
     def _handle(self) -> None:
+        if self._special():
+            return
         body = self._body()
         peer = self.client_address
         self.server.record(self, peer)
@@ -169,6 +264,8 @@ class EchoServer(ThreadingHTTPServer):
         self.name = name
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.sse_release = threading.Event()
+        self.healthy = True
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -180,11 +277,15 @@ class EchoServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{LOCAL}:{self.port}"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that leave mid-response are part of the tests
+
     def record(self, handler: BaseHTTPRequestHandler, peer: tuple[str, int]) -> None:
         with self.lock:
             self.requests.append({"path": handler.path, "peer": peer})
 
     def close(self) -> None:
+        self.sse_release.set()
         self.shutdown()
         self.server_close()
         self.thread.join(timeout=5)
@@ -221,6 +322,8 @@ class EngineThread:
         return self.call(run())
 
     def close(self) -> None:
+        if self.loop.is_closed():
+            return
         try:
             if self.started:
                 self.call(self.engine.stop())

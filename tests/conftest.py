@@ -153,6 +153,16 @@ class Gotunnel:
         stop_pid(pid)
 
 
+def _gone(proc: Any) -> bool:
+    """True once the process has exited (a zombie nobody reaped yet counts as exited)."""
+    import psutil
+
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """Terminate one process by pid, escalating to SIGKILL; ignore one that is already gone."""
     import psutil
@@ -160,12 +170,16 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
     try:
         proc = psutil.Process(pid)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout)
     except psutil.NoSuchProcess:
         return
-    except psutil.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    try:
+        wait_for(lambda: _gone(proc), timeout=timeout, interval=0.01, what=f"pid {pid} to exit on SIGTERM")
+    except AssertionError:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            return
+        wait_for(lambda: _gone(proc), timeout=5, interval=0.01, what=f"pid {pid} to exit on SIGKILL")
 
 
 @pytest.fixture

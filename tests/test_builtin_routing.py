@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import ssl
 
 import pluggy
 import pytest
@@ -264,3 +263,16 @@ def test_plugin_registers_engine_without_heavy_imports():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_thousand_tunnels_route_by_dict_lookup(engine_factory, backend_a, backend_b, ports):
+    tunnels = [{"name": f"t{i}", "backends": backend_a.url} for i in range(1000)]
+    tunnels.append({"name": "*.w999", "backends": backend_b.url})
+    eng = engine_factory()
+    eng.start(make_table(tunnels, *ports))
+    router = eng.in_loop(lambda: eng.engine.st.router)
+    assert len(router.exact) == 1000 and router.wildcard.keys() == {"w999"}
+    for name in ("t0", "t500", "t999"):
+        assert echo_json(http_get(ports[0], f"{name}.localhost")[2])["server"] == "A"
+    assert echo_json(http_get(ports[0], "x.w999.local")[2])["server"] == "B"
+    assert http_get(ports[0], "t1000.localhost")[0] == 404

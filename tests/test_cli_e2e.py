@@ -167,6 +167,10 @@ def test_stop_list_status_round_trip(gotunnel: Gotunnel, echo_backend: Any) -> N
     listed = {t["name"]: t for t in gotunnel.json("list")["tunnels"]}
     assert set(listed) == {"a", "b"}
     assert not any(u.startswith("https") for u in listed["b"]["urls"])
+    ca = gotunnel("cert", "ca", "--path", check=True).out.strip()
+    assert http_get(gotunnel.https_port, "a.localhost", https_ca=ca)[0] == 200
+    assert http_get(gotunnel.https_port, "b.localhost", https_ca=ca)[0] == 404
+    assert http_get(gotunnel.http_port, "b.localhost")[0] == 200
 
     result = gotunnel("stop", "a", check=True)
     assert "stopped a" in result.out

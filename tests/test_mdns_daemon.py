@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import stop_pid
+from conftest import stop_pid, wait_for
 from test_mdns import _addrs_are, _advertiser, _ip, _resolver, netns_pair, procs  # noqa: F401 - fixtures
 
 
@@ -92,3 +92,23 @@ def test_start_reports_a_name_another_host_owns(netns_pair: Any, procs: Any, ns_
     assert listed == []
     free = ns_gotunnel("start", "-d", "myapp-2", "-p", "9")
     assert free.returncode == 0, free.stderr
+
+
+@pytest.mark.root
+def test_restarted_daemon_announces_again_after_sigkill(netns_pair: Any, procs: Any, ns_gotunnel: NsGotunnel) -> None:
+    import signal
+
+    import psutil
+
+    ns = netns_pair
+    assert ns_gotunnel("start", "-d", "myapp", "-p", "9").returncode == 0
+    first = int((ns_gotunnel.state / "daemon.pid").read_text())
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE,
+             what="the killed daemon to vanish")
+    resolver = _resolver(procs, ns.b, ns.b_addr)  # a fresh cache: it only learns from new announcements
+    mark = resolver.mark()
+    listed = ns_gotunnel("list", "--json")  # notices the dead daemon, starts a new one, restores the tunnel
+    assert [t["name"] for t in json.loads(listed.stdout)["tunnels"]] == ["myapp"], listed.stderr
+    assert int((ns_gotunnel.state / "daemon.pid").read_text()) != first
+    resolver.wait_for(_addrs_are({ns.a_addr}), 10, "the restored name announced again", since=mark)

@@ -189,3 +189,14 @@ def test_broken_plugin_does_not_break_other_commands(gotunnel: Gotunnel, plugin_
     assert [e["name"] for e in engines if e["name"] not in ("nginx", "envoy")] == ["builtin"]  # others when installed
     missing = gotunnel("no-such-command")
     assert missing.code == 2 and missing.err.startswith("error: ")
+
+
+def test_every_hook_has_a_test_and_documentation() -> None:
+    """Meta-test: each hook is exercised by some test and documented in the README's hook table."""
+    here = Path(__file__).parent
+    tests = "\n".join(p.read_text() for p in here.glob("test_*.py") if p.name != "test_plugins.py")
+    tests += HELLO_PLUGIN
+    readme = (here.parent / "README.md").read_text()
+    for name in (n for n in dir(hookspecs) if n.startswith("gotunnel_")):
+        assert name in tests, f"no test exercises {name}"
+        assert f"`{name}(" in readme, f"README does not document {name}"

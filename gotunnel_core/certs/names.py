@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from ..errors import ValidationError
 
@@ -39,9 +41,39 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _ANY_CASE_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
 
+#: Testing aid: move the certificate code's clock forward (or back) by this many days.
+CLOCK_OFFSET_ENV = "GOTUNNEL_CLOCK_OFFSET_DAYS"
+#: Testing aid: a file holding that number of days, re-read on every clock reading, so a test can
+#: move the clock of an already running daemon (a missing or empty file means no offset).
+CLOCK_OFFSET_FILE_ENV = "GOTUNNEL_CLOCK_OFFSET_FILE"
+
+
+def clock_offset() -> timedelta:
+    """The testing clock offset from GOTUNNEL_CLOCK_OFFSET_DAYS plus GOTUNNEL_CLOCK_OFFSET_FILE (0 normally)."""
+    days = 0.0
+    raw = os.environ.get(CLOCK_OFFSET_ENV, "").strip()
+    path = os.environ.get(CLOCK_OFFSET_FILE_ENV, "")
+    if path:
+        try:
+            raw_file = Path(path).read_text().strip()
+        except OSError:
+            raw_file = ""
+        raw = f"{raw} {raw_file}"
+    for part in raw.split():
+        try:
+            days += float(part)
+        except ValueError:
+            raise ValidationError(CLOCK_OFFSET_ENV, part, "must be a number of days") from None
+    return timedelta(days=days)
+
+
 def utc_now() -> datetime:
-    """Default clock: the current time as an aware UTC datetime (injectable so tests can move time)."""
-    return datetime.now(timezone.utc)
+    """Default clock: the current time as an aware UTC datetime (injectable so tests can move time).
+
+    GOTUNNEL_CLOCK_OFFSET_DAYS / GOTUNNEL_CLOCK_OFFSET_FILE shift it: a testing aid only, so the
+    daemon's renewal can be exercised without waiting 60 days.
+    """
+    return datetime.now(timezone.utc) + clock_offset()
 
 
 def validate_suffix(suffix: str) -> str:

@@ -225,15 +225,21 @@ class TunnelManager:
 
     async def _renewal_loop(self) -> None:
         """Renew certificates on a timer, and at once when a wall-clock jump shows the machine slept."""
+        from ..certs.names import utc_now
+
+        # Wall time as the certificate code sees it (the testing clock offset included), so a
+        # moved clock looks exactly like a machine that slept.
         last_check = time.monotonic()
-        last_wall, last_mono = time.time(), time.monotonic()
+        last_wall, last_mono = utc_now().timestamp(), time.monotonic()
         while True:
             await asyncio.sleep(CLOCK_TICK)
-            wall, mono = time.time(), time.monotonic()
+            wall, mono = utc_now().timestamp(), time.monotonic()
             slept = (wall - last_wall) - (mono - last_mono) > SLEEP_JUMP
             last_wall, last_mono = wall, mono
             if slept or mono - last_check >= RENEW_CHECK_INTERVAL:
                 last_check = mono
+                if slept:
+                    log.info("wall clock jumped ahead (machine slept?); checking certificates")
                 try:
                     await self.renew_certificates()
                 except GotunnelError as exc:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .state import ProxyState
     from .tls import CertSnapshot, CertStore, SniSelector
     from .upstream import Pool
+    from .workers import WorkerSupervisor  # noqa: F401
 
 
 class BuiltinEngine(Engine):
@@ -42,6 +43,7 @@ class BuiltinEngine(Engine):
         self._table: RouteTable | None = None
         self._settings: Settings | None = None
         self._started_at = 0.0
+        self._workers: Any = None  # WorkerSupervisor when settings.workers > 1
 
     # -- pure -------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -54,7 +56,9 @@ class BuiltinEngine(Engine):
         from .tls import CertStore
 
         Settings.from_mapping(self.context.settings)
-        CertStore().snapshot(table)
+        # A running engine checks through its own cache: only new or changed files are loaded,
+        # so a route change does not reload every certificate on the event loop.
+        (self._certs or CertStore()).snapshot(table)
 
     # -- building a routing snapshot -----------------------------------------------------------
     def _build(self, table: RouteTable) -> tuple["Router", "CertSnapshot", dict[tuple[Any, ...], "BackendState"]]:
@@ -117,26 +121,48 @@ class BuiltinEngine(Engine):
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, table: RouteTable) -> None:
         from .config import Settings
+
+        if self.st is not None or self._workers is not None:
+            raise RuntimeFailure("the builtin engine is already running")
+        settings = Settings.from_mapping(self.context.settings)
+        if settings.workers > 1:
+            from .workers import WorkerSupervisor
+
+            supervisor = WorkerSupervisor(settings, self.context)
+            await supervisor.start(table)
+            self._workers = supervisor
+            self._table = table
+            self._started_at = time.monotonic()
+            return
+        await self.serve(table)
+
+    async def serve(self, table: RouteTable, socks: "tuple[Any, Any] | None" = None,
+                    settings: "Settings | None" = None) -> None:
+        """Serve in this process, on new listeners or on already-listening `socks` (HTTP, HTTPS)."""
+        from .config import Settings
         from .protocol import ClientProtocol
         from .state import ProxyState
         from .tls import CertStore, SniSelector
 
-        if self.st is not None:
-            raise RuntimeFailure("the builtin engine is already running")
         loop = asyncio.get_running_loop()
-        self._settings = Settings.from_mapping(self.context.settings)
+        self._settings = settings or Settings.from_mapping(self.context.settings)
         self._certs = CertStore()
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
                         hook_on=self._hook_enabled(), log=self.context.log)
         sni = SniSelector(lambda: st.router, snapshot)
         listen = table.listen
+        where: list[dict[str, Any]] = [
+            {"host": listen.bind, "port": listen.http_port, "reuse_address": True, "backlog": 2048},
+            {"host": listen.bind, "port": listen.https_port, "reuse_address": True, "backlog": 2048},
+        ]
+        if socks is not None:
+            where = [{"sock": socks[0]}, {"sock": socks[1]}]
         try:
+            self._servers.append(await loop.create_server(lambda: ClientProtocol(st, False), **where[0]))
             self._servers.append(await loop.create_server(
-                lambda: ClientProtocol(st, False), listen.bind, listen.http_port, reuse_address=True, backlog=2048))
-            self._servers.append(await loop.create_server(
-                lambda: ClientProtocol(st, True), listen.bind, listen.https_port, ssl=sni.base,
-                reuse_address=True, backlog=2048, ssl_handshake_timeout=self._settings.header_timeout))
+                lambda: ClientProtocol(st, True), ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
+                **where[1]))
         except OSError as exc:
             for server in self._servers:
                 server.close()
@@ -151,6 +177,13 @@ class BuiltinEngine(Engine):
         self._sweeper = loop.create_task(self._sweep())
 
     async def apply(self, table: RouteTable) -> None:
+        if self._workers is not None:
+            if table.listen != self._table.listen:  # type: ignore[union-attr]
+                raise EngineValidationError(
+                    "the builtin engine cannot change its listen address while running; restart it")
+            await self._workers.apply(table)
+            self._table = table
+            return
         st = self.st
         if st is None:
             raise RuntimeFailure("the builtin engine is not running")
@@ -170,6 +203,10 @@ class BuiltinEngine(Engine):
     async def stop(self) -> None:
         from .protocol import IDLE
 
+        if self._workers is not None:
+            workers, self._workers = self._workers, None
+            await workers.stop()
+            return
         st = self.st
         if st is None:
             return
@@ -209,24 +246,38 @@ class BuiltinEngine(Engine):
             for pool in list(self._pools.values()):
                 pool.sweep(now)
 
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process (what `health().extra` shows; summed over workers by the supervisor)."""
+        st = self.st
+        if st is None:
+            return {}
+        return {
+            "connections": len(st.conns),
+            "connections_total": st.connections_total,
+            "requests_total": st.requests_total,
+            "rejected_connections": st.rejected_total,
+            "upstream_errors": st.upstream_errors,
+            "idle_upstream": sum(len(p.idle) for p in self._pools.values()),
+            "unhealthy_backends": sorted(
+                f"{s.backend.url} ({s.last_error or 'unhealthy'})"
+                for s in self._backends.values() if not s.available()
+            ),
+        }
+
     def health(self) -> EngineHealth:
+        if self._workers is not None:
+            extra = self._workers.stats()
+            alive = extra.get("workers_alive", 0)
+            return EngineHealth(
+                running=alive > 0,
+                detail=f"{alive}/{extra.get('workers', 0)} workers, {extra.get('connections', 0)} connections",
+                extra={**extra, "uptime_s": round(time.monotonic() - self._started_at, 1)},
+            )
         st = self.st
         if st is None:
             return EngineHealth(running=False)
-        unhealthy = sorted(
-            f"{s.backend.url} ({s.last_error or 'unhealthy'})" for s in self._backends.values() if not s.available()
-        )
         return EngineHealth(
             running=True,
             detail=f"{len(st.router.exact) + len(st.router.wildcard)} tunnels, {len(st.conns)} connections",
-            extra={
-                "connections": len(st.conns),
-                "connections_total": st.connections_total,
-                "requests_total": st.requests_total,
-                "rejected_connections": st.rejected_total,
-                "upstream_errors": st.upstream_errors,
-                "idle_upstream": sum(len(p.idle) for p in self._pools.values()),
-                "unhealthy_backends": unhealthy,
-                "uptime_s": round(time.monotonic() - self._started_at, 1),
-            },
+            extra={**self.stats(), "uptime_s": round(time.monotonic() - self._started_at, 1)},
         )

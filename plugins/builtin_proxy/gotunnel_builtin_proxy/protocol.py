@@ -22,12 +22,11 @@ from .responses import (
     CHUNKED,
     CRLF,
     PLAIN_CONNECTION_TOKENS,
-    REQ_SPECIAL,
+    REQ_KINDS,
     VIA,
     error_response,
     simple_response,
 )
-from .router import tunnel_name_of
 from .upstream import WRITE_HIGH
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "target", "head_rest", "local",
+        "head_parts", "local",
     )
 
     def __init__(self) -> None:
@@ -72,8 +71,7 @@ class Req:
         self.route: Route | None = None
         self.backend: BackendState | None = None
         self.tried: list[BackendState] | None = None
-        self.target = b""
-        self.head_rest = b""
+        self.head_parts: list[bytes] = []
         self.local = False
 
 
@@ -102,6 +100,7 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.resp_done = False
         self.upgrade_buf: list[bytes] | None = None
+        self.eof = False
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -211,7 +210,10 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject(431, "request header fields too large")
 
     def eof_received(self) -> bool:
-        # Half-close from the client: finish nothing more; close once written.
+        """Client half-closed: answer what is in flight, then close (no further requests can come)."""
+        self.eof = True
+        if self.active is not None and self.phase in (HEAD, BUSY):
+            return True
         return False
 
     def _reject(self, status: int, message: str) -> None:
@@ -322,8 +324,11 @@ class ClientProtocol(asyncio.Protocol):
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
+        kinds = REQ_KINDS.get
         for name, value in headers:
-            kind = REQ_SPECIAL.get(name.lower())
+            kind = kinds(name, -1)
+            if kind == -1:
+                kind = REQ_KINDS.miss(name)
             if kind is None or kind == 6:
                 out += (name, b": ", value, CRLF)
             elif kind == 1:
@@ -362,14 +367,17 @@ class ClientProtocol(asyncio.Protocol):
                 return self._reject(400, "missing Host header")
             host = b""
         route = router.lookup(host)
+        if route is not None and self.https and not route.tunnel.https:
+            route = None  # a tunnel started with --no-https is not served on the HTTPS listener
         if route is None:
             body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
-        if not self._sni_ok(route):
-            return self._local(req, simple_response(421, b"Misdirected Request: the TLS name does not match Host\n",
-                                                    close=True))
-        if self._redirects(route):
+        if self.https:
+            if not self._sni_ok(route):
+                return self._local(req, simple_response(
+                    421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
+        elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
         req.route = route
         if conn is not None or route.req_remove:
@@ -378,6 +386,8 @@ class ClientProtocol(asyncio.Protocol):
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
+        # Request line first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", headers...]
+        out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n")
         out += (
             b"Host: ", host, CRLF,
             b"X-Forwarded-For: ", (xff + b", " + self.peer_ip) if xff else self.peer_ip, CRLF,
@@ -393,18 +403,19 @@ class ClientProtocol(asyncio.Protocol):
         if st.settings.via:
             out.append(VIA)
         out.append(CRLF)
-        req.target = target
-        req.head_rest = b"".join(out)
         backend = route.balancer.pick()
         if backend is None:
             body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
             return self._local(req, simple_response(503, body.encode(), HTML, close=not req.keep_alive,
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
+        req.head_parts = out
         self._send(req, backend)
 
     def _sni_ok(self, route: "Route") -> bool:
+        # 421 only when the handshake named another known tunnel; an SNI naming no tunnel
+        # (an IP literal, a name under another suffix) got the default certificate anyway.
         sni = self.sni
-        return sni is NO_SNI or sni == route.name
+        return sni is NO_SNI or sni == "" or sni == route.name
 
     def _redirects(self, route: "Route") -> bool:
         return not self.https and route.tunnel.redirect_https
@@ -475,7 +486,13 @@ class ClientProtocol(asyncio.Protocol):
         if up is not None:
             self._attach(req, up)
         else:
-            self.st.loop.create_task(self._connect(req, backend))
+            self._spawn_connect(req, backend)
+
+    def _spawn_connect(self, req: Req, backend: "BackendState") -> None:
+        tasks = self.st.tasks
+        task = self.st.loop.create_task(self._connect(req, backend))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _connect(self, req: Req, backend: "BackendState") -> None:
         try:
@@ -500,6 +517,10 @@ class ClientProtocol(asyncio.Protocol):
         if req is not self.active or self.phase == CLOSED:
             backend.pool.release(up)
             return
+        if up.closed:  # accepted, then closed at once (a backend shutting down)
+            self.st.upstream_errors += 1
+            self._bad_gateway(req, backend, "the backend closed the connection")
+            return
         self._attach(req, up)
 
     def _bad_gateway(self, req: Req, backend: "BackendState", reason: str) -> None:
@@ -514,8 +535,10 @@ class ClientProtocol(asyncio.Protocol):
         if self.write_paused:
             up.paused_by_client = True
             up.transport.pause_reading()
-        backend = req.backend
-        head = req.method + b" " + backend.prefix + req.target + b" HTTP/1.1\r\n" + req.head_rest  # type: ignore[union-attr]
+        parts = req.head_parts
+        if parts[3] != b"*":  # OPTIONS * takes no path prefix
+            parts[2] = req.backend.prefix  # type: ignore[union-attr]
+        head = b"".join(parts)
         body = req.body
         if body is None:
             if req.complete and req.chunked:
@@ -567,7 +590,7 @@ class ClientProtocol(asyncio.Protocol):
         if not up.got_bytes and up.reused and req.body_size == 0 and not req.chunked and backend is not None \
                 and (req.complete and _no_body(req)):
             # A pooled connection the backend had closed: nothing was received, so retrying is safe.
-            self.st.loop.create_task(self._connect(req, backend))
+            self._spawn_connect(req, backend)
             return
         self.upstream_failed(up, "the backend closed the connection" if exc is None else str(exc))
 
@@ -622,7 +645,7 @@ class ClientProtocol(asyncio.Protocol):
         req = self.active
         self.active = None
         self.resp_done = False
-        if req is None or not req.keep_alive or self.st.closing or self.phase in (CLOSED, UPGRADE_WAIT):
+        if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):
             self.close()
             return
         pipeline = self.pipeline
@@ -660,8 +683,12 @@ class ClientProtocol(asyncio.Protocol):
                     up.activity = False
                 self.t_phase = now
             elif now - self.t_phase > idle_timeout:
+                req = self.active
                 if up is None or not up.head_sent:
-                    self.transport.write(error_response(504, "backend did not answer in time"))
+                    if req is not None and not req.complete:
+                        self.transport.write(error_response(408, "request body not received in time"))
+                    else:
+                        self.transport.write(error_response(504, "backend did not answer in time"))
                 self.close()
 
 

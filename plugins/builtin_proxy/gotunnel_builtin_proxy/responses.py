@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 
 #: b"HTTP/1.1 200 OK\r\n" for every known status, so responses never format a status line.
@@ -49,6 +51,31 @@ RESP_SPECIAL: dict[bytes, int] = {
     b"content-length": 6,
 }
 
+
+class KindCache(dict):  # type: ignore[type-arg]
+    """Header name as sent (any case) -> kind from `table`, or None for ordinary headers.
+
+    Memoised so the hot loop does one dict probe (`cache.get(name, -1)`) instead of
+    `lower()` plus a probe; `miss(name)` fills it. Bounded: past the limit it still answers
+    but stops remembering new spellings.
+    """
+
+    LIMIT = 2048
+
+    def __init__(self, table: dict[bytes, int]) -> None:
+        super().__init__()
+        self.table = table
+
+    def miss(self, name: bytes) -> int | None:
+        kind = self.table.get(name.lower())
+        if len(self) < self.LIMIT:
+            self[name] = kind
+        return kind
+
+
+REQ_KINDS = KindCache(REQ_SPECIAL)
+RESP_KINDS = KindCache(RESP_SPECIAL)
+
 #: Connection tokens that name no header (so need no second filtering pass).
 PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b"upgrade", b""))
 
@@ -58,6 +85,18 @@ CONN_CLOSE = b"Connection: close\r\n"
 CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 CHUNK_END = b"0\r\n\r\n"
 CRLF = b"\r\n"
+
+
+_date_cache: list = [0, b""]
+
+
+def date_header() -> bytes:
+    """`Date: ...` for answers the proxy makes itself, formatted at most once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+    return _date_cache[1]
 
 
 def simple_response(
@@ -70,7 +109,7 @@ def simple_response(
     http10_keep_alive: bool = False,
 ) -> bytes:
     """A complete response the proxy answers itself (pages, redirects, errors, hook answers)."""
-    parts = [status_line(status)]
+    parts = [status_line(status), date_header()]
     if headers:
         for name, value in headers:
             parts += (name, b": ", value, CRLF)

@@ -24,6 +24,7 @@ class ProxyState:
     hook_on: bool = False
     closing: bool = False
     conns: set["ClientProtocol"] = field(default_factory=set)
+    tasks: set["asyncio.Task[None]"] = field(default_factory=set)  # strong refs to connect tasks
     connections_total: int = 0
     requests_total: int = 0
     rejected_total: int = 0

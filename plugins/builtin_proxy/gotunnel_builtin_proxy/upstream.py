@@ -21,7 +21,8 @@ from .responses import (
     CONN_KEEP_ALIVE,
     CRLF,
     PLAIN_CONNECTION_TOKENS,
-    RESP_SPECIAL,
+    RESP_KINDS,
+    STATUS_LINES,
     VIA,
     status_line,
 )
@@ -41,7 +42,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "pool", "transport", "parser", "client", "ct", "req", "headers", "idle", "closed", "t_idle",
         "activity", "out_chunked", "finished", "head_sent", "got_bytes", "interim", "broken",
         "until_close", "reset_parser", "upgrade_ok", "upgraded", "client_ka", "reused",
-        "paused_by_client", "via", "keep",
+        "paused_by_client", "via", "keep", "out",
     )
 
     def __init__(self, pool: "Pool") -> None:
@@ -60,6 +61,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.upgraded = False
         self.paused_by_client = False
         self.via = pool.via
+        self.out: list[bytes] = []  # bytes for the client, written once per data_received
         self._reset()
 
     def _reset(self) -> None:
@@ -130,9 +132,11 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self.got_bytes = True
+        out = self.out
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
+            self._flush()
             if self.upgrade_ok and self.client is not None:
                 self.upgraded = True
                 client.start_relay(self, data[exc.args[0]:])
@@ -140,10 +144,24 @@ class UpstreamProtocol(asyncio.Protocol):
             self._fail("backend switched protocols unexpectedly")
             return
         except HttpParserError as exc:
+            self._flush()
             self._fail(f"invalid response from backend ({exc})")
             return
+        if out:
+            # One write (one syscall) per read from the backend: head, body and end together.
+            if len(out) == 1:
+                self.ct.write(out[0])  # type: ignore[union-attr]
+            else:
+                self.ct.writelines(out)  # type: ignore[union-attr]
+            out.clear()
         if self.finished:
             self._complete()
+
+    def _flush(self) -> None:
+        if self.out:
+            if self.ct is not None:
+                self.ct.writelines(self.out)
+            self.out.clear()
 
     def _fail(self, reason: str) -> None:
         """A broken response: never reuse the connection; let the client side report it."""
@@ -189,11 +207,13 @@ class UpstreamProtocol(asyncio.Protocol):
     def _write_head(self, status: int, req: "Req", interim: bool = False, upgrade: bool = False) -> None:
         route = req.route
         drop = route.resp_drop if route is not None else None
-        out = [status_line(status)]
+        out = [STATUS_LINES.get(status) or status_line(status)]
         cl = te = conn = upg = None
+        kinds = RESP_KINDS.get
         for name, value in self.headers:
-            lname = name.lower()
-            kind = RESP_SPECIAL.get(lname)
+            kind = kinds(name, -1)
+            if kind == -1:
+                kind = RESP_KINDS.miss(name)
             if kind is not None:
                 if kind == 6:
                     cl = value
@@ -204,10 +224,10 @@ class UpstreamProtocol(asyncio.Protocol):
                 elif kind == 5:
                     upg = value
                 continue
-            if drop and lname in drop:
+            if drop and name.lower() in drop:
                 continue
             out += (name, b": ", value, CRLF)
-        if conn is not None:
+        if conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS:
             named = {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [out[0]] + [
@@ -215,7 +235,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 ]
         if interim:
             out.append(CRLF)
-            self.ct.write(b"".join(out))  # type: ignore[union-attr]
+            self.out.append(b"".join(out))
             return
         if upgrade:
             out += (b"Connection: upgrade\r\nUpgrade: ", upg or b"", CRLF)
@@ -224,7 +244,7 @@ class UpstreamProtocol(asyncio.Protocol):
             if self.via:
                 out.append(VIA)
             out.append(CRLF)
-            self.ct.write(b"".join(out))  # type: ignore[union-attr]
+            self.out.append(b"".join(out))
             self.head_sent = True
             return
         ka = req.keep_alive and not req.upgrade
@@ -252,16 +272,16 @@ class UpstreamProtocol(asyncio.Protocol):
         out.append(CRLF)
         self.client_ka = ka
         self.head_sent = True
-        self.ct.write(b"".join(out))  # type: ignore[union-attr]
+        self.out.append(b"".join(out))
 
     def on_body(self, body: bytes) -> None:
         if self.finished:
             self.broken = True
             return
         if self.out_chunked:
-            self.ct.writelines((b"%x\r\n" % len(body), body, CRLF))  # type: ignore[union-attr]
+            self.out += (b"%x\r\n" % len(body), body, CRLF)
         else:
-            self.ct.write(body)  # type: ignore[union-attr]
+            self.out.append(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -272,7 +292,7 @@ class UpstreamProtocol(asyncio.Protocol):
         # llhttp forgets keep-alive once the message is complete: read it now.
         self.keep = self.parser.should_keep_alive()
         if self.out_chunked:
-            self.ct.write(CHUNK_END)  # type: ignore[union-attr]
+            self.out.append(CHUNK_END)
         self.finished = True
 
     # -- end of an exchange ------------------------------------------------------------------
@@ -318,7 +338,7 @@ def _backend_ssl_context() -> ssl.SSLContext:
 class Pool:
     """Idle keep-alive connections to one backend address (shared by every tunnel using it)."""
 
-    __slots__ = ("loop", "scheme", "host", "port", "idle", "max_idle", "idle_timeout", "via", "_ssl")
+    __slots__ = ("loop", "scheme", "host", "port", "idle", "max_idle", "idle_timeout", "via", "closed", "_ssl")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, scheme: str, host: str, port: int,
                  max_idle: int = 512, idle_timeout: float = 30.0, via: bool = False) -> None:
@@ -330,6 +350,7 @@ class Pool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.via = via
+        self.closed = False  # set when the backend left the table: returning connections are closed
         self._ssl = _backend_ssl_context() if scheme == "https" else None
 
     def get(self) -> UpstreamProtocol | None:
@@ -354,7 +375,7 @@ class Pool:
         return proto
 
     def release(self, up: UpstreamProtocol) -> None:
-        if len(self.idle) >= self.max_idle:
+        if self.closed or len(self.idle) >= self.max_idle:
             up.transport.close()
             return
         up.idle = True
@@ -382,6 +403,7 @@ class Pool:
         self.idle = keep
 
     def close(self) -> None:
+        self.closed = True
         for up in self.idle:
             up.idle = False
             up.transport.close()

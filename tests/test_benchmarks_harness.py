@@ -1,0 +1,77 @@
+"""The benchmark harness's pure parts: wrk output parsing and the profile summary. Nothing timed."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.wrkrun import parse_wrk_output
+
+WRK_OK = """Running 10s test @ http://bench.localhost:40123/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.87ms  612.50us  31.20ms   91.02%
+    Req/Sec    26.93k     1.20k   28.61k    83.00%
+  Latency Distribution
+     50%    1.76ms
+     75%    1.98ms
+     90%    2.31ms
+     99%    3.50ms
+  267969 requests in 10.00s, 36.29MB read
+Requests/sec:  26791.64
+Transfer/sec:      3.63MB
+"""
+
+WRK_ERRORS = """Running 20s test @ https://bench.localhost:40124/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   150.12us   80.00us    1.20s    99.00%
+    Req/Sec     9.11k   500.00     10.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    1.10ms
+     90%    1.50ms
+     99%     1.02s
+  182000 requests in 20.01s, 20.00MB read
+  Socket errors: connect 1, read 651, write 2, timeout 3
+  Non-2xx or 3xx responses: 17
+Requests/sec:   9095.45
+Transfer/sec:      1.00MB
+"""
+
+
+def test_parses_rate_latency_and_counts() -> None:
+    res = parse_wrk_output(WRK_OK)
+    assert res.requests == 267969
+    assert res.duration_s == pytest.approx(10.0)
+    assert res.rps == pytest.approx(26791.64)
+    assert res.p50_ms == pytest.approx(1.76)
+    assert res.p99_ms == pytest.approx(3.5)
+    assert res.errors == 0 and res.non_2xx_3xx == 0
+    assert res.transfer_per_s == "3.63MB"
+
+
+def test_parses_errors_and_mixed_latency_units() -> None:
+    res = parse_wrk_output(WRK_ERRORS)
+    assert res.p50_ms == pytest.approx(0.85)  # microseconds
+    assert res.p99_ms == pytest.approx(1020.0)  # seconds
+    assert res.socket_errors == {"connect": 1, "read": 651, "write": 2, "timeout": 3}
+    assert res.non_2xx_3xx == 17
+    assert res.errors == 1 + 651 + 2 + 3 + 17
+    assert res.to_dict()["errors"] == res.errors
+
+
+def test_rejects_output_that_is_not_wrk_results() -> None:
+    with pytest.raises(ValueError):
+        parse_wrk_output("unable to connect to bench.localhost:1 Connection refused\n")
+
+
+def test_profile_summary_ranks_self_and_drops_frames_on_every_stack() -> None:
+    pytest.importorskip("psutil")
+    from benchmarks.run import summarise_profile
+
+    raw = ("main (/x/cli.py:1);run (/x/loop.py:9);handle (/p/protocol.py:10) 30\n"
+           "main (/x/cli.py:1);run (/x/loop.py:9);write (/p/upstream.py:20) 10\n")
+    s = summarise_profile(raw)
+    assert s["samples"] == 40
+    assert s["top_self"][0] == ["handle (protocol.py)", 75.0]
+    assert all(not f.startswith("main") for f, _ in s["top_inclusive"])
