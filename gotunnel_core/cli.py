@@ -444,13 +444,15 @@ def _render_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
 @cli.command()
 @click.option("--engine", "engine_name", metavar="NAME", help="Engine to render for (default: the global --engine).")
 @click.option("--out", "out_dir", metavar="DIR", help="Write the files into DIR instead of printing them.")
+@click.option("--format", "fmt", metavar="FORMAT",
+              help="Config format, when the engine offers several (caddy: json, caddyfile); default: its native one.")
 @pass_state
-def render(state: CliState, engine_name: str | None, out_dir: str | None) -> None:
+def render(state: CliState, engine_name: str | None, out_dir: str | None, fmt: str | None) -> None:
     """Render the engine config for the config file's tunnels, without starting anything."""
     from .engine import write_rendered
 
     engine, table = _render_table(state, engine_name or state.settings["engine"])
-    files = engine.render(table)
+    files = engine.render_format(table, fmt)
     if out_dir:
         for path in write_rendered(files, Path(out_dir)):
             click.echo(str(path))

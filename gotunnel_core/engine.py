@@ -57,6 +57,9 @@ class Engine(abc.ABC):
     """A proxy engine. Subclasses set `name` and implement the abstract methods."""
 
     name: str = ""
+    #: Formats `gotunnel render --format` accepts; the first is the native one `render` returns.
+    #: Empty: only the native format.
+    formats: tuple[str, ...] = ()
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context
@@ -64,6 +67,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def render(self, table: "RouteTable") -> dict[str, str]:
         """Render the route table to config files: relative file name -> content. Pure."""
+
+    def render_format(self, table: "RouteTable", fmt: str | None) -> dict[str, str]:
+        """`render` in one of `formats` (None: the native one). Engines with more formats override this."""
+        if fmt is None or (self.formats and fmt == self.formats[0]):
+            return self.render(table)
+        offered = ", ".join(self.formats) if self.formats else "only its native format"
+        raise UsageError(f"engine {self.name!r} cannot render format {fmt!r}; it renders {offered}")
 
     async def validate(self, table: "RouteTable") -> None:
         """Check a rendered table with the engine's own validator; raise EngineValidationError."""

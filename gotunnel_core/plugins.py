@@ -26,6 +26,7 @@ TRACE_ENV = "GOTUNNEL_TRACE_HOOKS"
 DEFAULT_PLUGINS: dict[str, str] = {
     "builtin": "gotunnel_builtin_proxy.plugin",
     "nginx": "gotunnel_nginx.plugin",
+    "caddy": "gotunnel_caddy.plugin",
     "envoy": "gotunnel_envoy.plugin",
 }
 

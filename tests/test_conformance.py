@@ -7,7 +7,7 @@ works the suite says so). README.md's engine matrix is generated from it and che
 (`python tests/test_conformance.py --write-readme` rewrites it).
 
 Engines are those of `ENGINES` that are installed (plugin importable and program found); an
-engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx,envoy) fails instead of skipping.
+engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx,caddy,envoy) fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ BEHAVIOURS: dict[str, str] = {
     "keepalive": "Keep-alive reuse (client and upstream connections)",
     "http10": "HTTP/1.0 clients",
     "https_redirect": "HTTP to HTTPS redirect",
+    "plain_http_only": "A --no-https tunnel is not served on the HTTPS port",
     "header_rules": "Header rules (request/response add and remove)",
     "weights": "Weighted backends",
     "health_ejection": "Unhealthy backend ejected",
@@ -76,6 +77,15 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
+    },
+    "caddy": {
+        "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
+                                               "accepts an unresolvable backend, which answers 502"),
+        "health_ejection": Gap("variant", "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed "
+                                          "connection ejects a backend for the passive window"),
+        "reload_under_load": Gap("unsupported", "each config load binds a new SO_REUSEPORT listener and closes the "
+                                                "old one, so a connection arriving during a route change can be reset "
+                                                "or closed unanswered (in-flight requests, websockets and SSE survive)"),
     },
     "envoy": {
         "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
@@ -396,6 +406,18 @@ def test_https_redirect(env: Env, app: Any) -> None:
     assert headers["location"] == f"https://secure.localhost:{env.g.https_port}/a/b?c=d"
     status, _, body = env.get("secure", "/a/b?c=d", https=True)
     assert status == 200 and body_json(body)["path"] == "/a/b?c=d"
+
+
+@behaviour("plain_http_only")
+def test_no_https_tunnel_is_not_served_over_https(env: Env, app: Any) -> None:
+    backend = app()
+    env.start("-d", "plain", "-p", str(backend.port), "--no-https")
+    assert env.get("plain")[0] == 200
+    try:
+        status = env.get("plain", https=True)[0]
+    except ssl.SSLError:
+        return  # no certificate for the name on the HTTPS port: not served either
+    assert status == 404
 
 
 @behaviour("header_rules")

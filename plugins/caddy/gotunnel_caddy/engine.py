@@ -1,0 +1,189 @@
+"""The Caddy engine: a supervised `caddy run` on gotunnel's JSON config, changed through `POST /load`.
+
+Caddy starts on `current/caddy.json` with its admin endpoint on a unix socket in the engine's
+`run/` directory (never a TCP port). A new route table is rendered into a new generation, checked
+with `caddy validate`, published by swapping `current`, then posted to `POST /load` with
+`Cache-Control: must-revalidate` (so an identical config is still applied). Caddy answers only
+once the new config serves, or after it rolled back to the old one, so a refused config leaves
+the running one in place. Readiness means: both ports accept connections and the admin API
+returns exactly the config in `current`. Graceful stop is SIGTERM (Caddy drains for the
+config's grace period); crash restart and orphan cleanup come from `SupervisedEngine`.
+
+Caddy's automatic HTTPS and its internal CA are off: it serves the certificate files gotunnel's
+CA issued, like every other engine, and its data/config dirs point into the work directory so
+it writes nothing into the user's home.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gotunnel_core.engine import BinaryStatus, EngineContext, EngineValidationError, engine_option
+from gotunnel_core.errors import RuntimeFailure, UsageError
+from gotunnel_core.models import RouteTable
+from gotunnel_core.supervisor import SupervisedEngine, WorkDir
+from gotunnel_core.supervisor.runtime import EngineProcess, Runtime
+
+from . import admin
+from .binary import INSTALL_HINT, probe, version_of
+from .render import RenderOptions, render_json
+
+CONFIG_FILE = "caddy.json"
+CADDYFILE = "Caddyfile"
+#: Unix socket paths longer than this do not fit `sockaddr_un` on every platform.
+MAX_SOCKET_PATH = 100
+
+
+class _CaddyEnvRuntime:
+    """Wraps the configured runtime to give caddy (and `caddy validate`) a private HOME-like environment."""
+
+    def __init__(self, inner: Runtime, extra: Mapping[str, str]) -> None:
+        self._inner = inner
+        self._extra = dict(extra)
+        self.name = inner.name
+
+    def _env(self, env: Mapping[str, str]) -> dict[str, str]:
+        return {**env, **self._extra}
+
+    def map_path(self, path: str) -> str:
+        return self._inner.map_path(path)
+
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, on_stderr: Any) -> EngineProcess:
+        return await self._inner.spawn(argv, env=self._env(env), cwd=cwd, on_stderr=on_stderr)
+
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
+        return await self._inner.run(argv, env=self._env(env), cwd=cwd, timeout=timeout)
+
+    def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
+        return self._inner.reap_orphan(record, stop_signal, deadline, log)
+
+
+class CaddyEngine(SupervisedEngine):
+    """Caddy as a gotunnel engine."""
+
+    name = "caddy"
+    binary_candidates = ("caddy",)
+    install_hint = INSTALL_HINT
+    formats = ("json", "caddyfile")
+
+    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
+        super().__init__(context, runtime)
+        home = self.work.root / "home"
+        m = self.runtime.map_path
+        env = {"XDG_DATA_HOME": m(str(home / "data")), "XDG_CONFIG_HOME": m(str(home / "config"))}
+        # Engine option `gomaxprocs` (GOTUNNEL_CADDY_GOMAXPROCS, [engines.caddy] gomaxprocs): how many
+        # cores Caddy uses, e.g. 1 for a benchmark against single-worker engines.
+        procs = engine_option(context.settings, self.name, "gomaxprocs")
+        if procs not in (None, ""):
+            if not str(procs).isdigit() or int(procs) < 1:
+                raise UsageError(f"engine option caddy.gomaxprocs = {procs!r} is not a positive integer")
+            env["GOMAXPROCS"] = str(int(procs))
+        self.runtime = _CaddyEnvRuntime(self.runtime, env)
+
+    # ----- rendering ------------------------------------------------------------------------------
+    @property
+    def admin_socket(self) -> Path:
+        return self.work.run / "admin.sock"
+
+    def render_options(self) -> RenderOptions:
+        socket = self.runtime.map_path(str(self.admin_socket))
+        if len(socket) > MAX_SOCKET_PATH:
+            raise UsageError(
+                f"the Caddy admin socket path {socket!r} is longer than {MAX_SOCKET_PATH} bytes",
+                hint="use a shorter --state-dir",
+            )
+        grace = engine_option(self.context.settings, self.name, "grace_period")
+        try:
+            grace_s = float(grace) if grace not in (None, "") else 5.0
+        except (TypeError, ValueError):
+            raise UsageError(f"engine option caddy.grace_period = {grace!r} is not a number of seconds") from None
+        return RenderOptions(
+            admin_socket=socket,
+            storage_dir=self.runtime.map_path(str(self.work.root / "data")),
+            grace_period=grace_s,
+            via=bool(self.context.settings.get("via", False)),
+        )
+
+    def render(self, table: RouteTable) -> dict[str, str]:
+        return {CONFIG_FILE: render_json(table, self.render_options())}
+
+    def render_format(self, table: RouteTable, fmt: str | None) -> dict[str, str]:
+        if fmt in (None, "json"):
+            return self.render(table)
+        if fmt == "caddyfile":
+            from .caddyfile import render_caddyfile
+
+            return {CADDYFILE: render_caddyfile(table, self.render_options())}
+        raise UsageError(f"engine 'caddy' renders {', '.join(self.formats)}; not {fmt!r}")
+
+    # ----- the program ----------------------------------------------------------------------------
+    @classmethod
+    def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        return probe(settings)
+
+    @classmethod
+    def version_of(cls, binary: str) -> str | None:
+        return version_of(binary)
+
+    def command(self, binary: str, work: WorkDir) -> list[str]:
+        config = self.runtime.map_path(str(work.current / CONFIG_FILE))
+        return [binary, "run", "--config", config]
+
+    def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
+        return [binary, "validate", "--config", str(config_dir / CONFIG_FILE)]
+
+    def before_spawn(self) -> None:
+        # A killed caddy leaves its admin socket behind; the next one could not listen on it.
+        try:
+            self.admin_socket.unlink()
+        except FileNotFoundError:
+            pass
+
+    # ----- readiness and reload -------------------------------------------------------------------
+    def _current_config(self) -> bytes:
+        return (self.work.current / CONFIG_FILE).read_bytes()
+
+    async def running_config(self) -> Any:
+        """The config Caddy serves now, as parsed JSON (None when the admin socket does not answer)."""
+        try:
+            answer = await admin.request(str(self.admin_socket), "GET", "/config/", timeout=5.0)
+        except admin.AdminError:
+            return None
+        if answer.status != 200:
+            return None
+        try:
+            return json.loads(answer.body)
+        except ValueError:
+            return None
+
+    async def ready(self, proc: EngineProcess, generation: int) -> bool:
+        return await self.running_config() == json.loads(self._current_config())
+
+    async def reload(self, proc: EngineProcess, generation: int) -> None:
+        body = self._current_config()
+        try:
+            answer = await admin.request(
+                str(self.admin_socket), "POST", "/load", body,
+                headers={"Content-Type": "application/json", "Cache-Control": "must-revalidate"},
+                timeout=self._option("ready_deadline", self.ready_deadline) + 30,
+            )
+        except admin.AdminError as exc:
+            raise RuntimeFailure(f"caddy did not take the new configuration: {exc}") from None
+        if answer.status != 200:
+            raise EngineValidationError(
+                f"caddy refused the configuration (HTTP {answer.status}): {_error_text(answer.text)}",
+                hint="the running configuration was kept",
+            )
+
+
+def _error_text(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text or "(no message)"
+    return str(data.get("error", text)) if isinstance(data, dict) else text
+
+
+__all__ = ["CaddyEngine"]

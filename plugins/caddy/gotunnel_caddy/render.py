@@ -1,0 +1,375 @@
+"""Route table -> Caddy's native JSON config, built as Python dicts and dumped with `json.dumps`.
+
+Injection-proofing has two layers:
+
+* JSON syntax: every value is a Python string placed in a dict and serialised by `json.dumps`,
+  so no value can end a string or add a key, whatever it holds.
+* Caddy placeholders: Caddy expands `{...}` placeholders inside many string fields, header
+  values and `static_response` bodies included, so a header value `{env.SECRET}` would leak the
+  engine's environment. Every user-derived string that lands in such a field goes through
+  `caddy_literal`, which escapes `{` and `}` as `\\{` and `\\}` (Caddy's replacer turns them back
+  into literal braces). Fields where Caddy does not expand placeholders, or where the models
+  already forbid braces (names, backend URLs, paths), stay as they are; file paths that reach
+  the config (certificates, the admin socket, storage) are refused when they contain braces or
+  control characters, with an error naming the path (`check_config_path`).
+
+The only placeholders gotunnel itself puts into the config are Caddy's own request values
+(`{http.request.host}`, `{http.request.uri}`, ...), spliced in after escaping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from gotunnel_core import pages
+from gotunnel_core.engine import EngineValidationError
+from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
+
+HTTP_SERVER = "gotunnel_http"
+HTTPS_SERVER = "gotunnel_https"
+DEFAULT_TAG = "gotunnel:default"
+HTML = ["text/html; charset=utf-8"]
+#: Trusting every peer makes Caddy append the client address to an incoming X-Forwarded-For
+#: (as the builtin engine and nginx's `$proxy_add_x_forwarded_for` do) instead of replacing
+#: it; X-Forwarded-Proto and X-Forwarded-Host are then set explicitly, never taken from the client.
+TRUST_ALL = {"source": "static", "ranges": ["0.0.0.0/0", "::/0"]}
+#: How long a backend whose connection failed sits out when its tunnel has no active check
+#: (the builtin engine's PASSIVE_EJECT_SECONDS).
+PASSIVE_EJECT_SECONDS = 10.0
+#: Reason shown on the 502 page. Caddy's own error text can quote bytes of a malformed upstream
+#: answer, so it is never put into the HTML.
+BAD_GATEWAY_REASON = "the connection failed or the backend's answer was invalid"
+
+#: How long websockets opened under an older config stay open after a route change (a day:
+#: practically until the client or backend closes them).
+STREAM_CLOSE_DELAY = 86400.0
+
+_SENTINEL = "\x00gotunnel-placeholder-{}\x00"
+
+
+def caddy_literal(text: str) -> str:
+    """Escape `text` so Caddy's placeholder replacer yields it verbatim (`{` -> `\\{`, `}` -> `\\}`)."""
+    return text.replace("{", "\\{").replace("}", "\\}")
+
+
+def check_config_path(path: str, what: str) -> str:
+    """A file or socket path that goes into the config: refuse braces (placeholders) and controls."""
+    if not path or any(ch in "{}" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise EngineValidationError(
+            f"the Caddy engine cannot use {what} {path!r}: braces and control characters are not allowed "
+            "in paths it hands to Caddy (Caddy would read braces as placeholders)"
+        )
+    return path
+
+
+def duration(seconds: float) -> str:
+    """A Caddy duration string with millisecond precision (`5s` -> `5000ms`)."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def listen_address(bind: str, port: int) -> str:
+    return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Where the running engine keeps its admin socket and storage; None in a plain `render`."""
+
+    admin_socket: str | None = None
+    storage_dir: str | None = None
+    grace_period: float = 5.0
+    log_level: str = "WARN"
+    via: bool = False  # the `via` setting: keep Caddy's own Via header
+
+
+def hostnames(tunnel: Tunnel) -> list[str]:
+    """Host matcher values: `NAME.localhost`, `NAME.local` and their fully-qualified (trailing-dot) forms."""
+    names = [f"{tunnel.name}.{suffix}" for suffix in NAME_SUFFIXES]
+    return names + [n + "." for n in names]
+
+
+def _sni_pattern(tunnel: Tunnel) -> str:
+    """RE2 pattern for the TLS server names that belong to `tunnel` (or no SNI at all)."""
+    if tunnel.is_wildcard:
+        base = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\." + re.escape(tunnel.name[2:])
+    else:
+        base = re.escape(tunnel.name)
+    suffixes = "|".join(re.escape(s) for s in NAME_SUFFIXES)
+    return rf"^(?i)(?:{base}\.(?:{suffixes})\.?)?$"
+
+
+def _ordered(tunnels: Iterable[Tunnel]) -> list[Tunnel]:
+    """Exact names before wildcards (an exact `a.x` beats `*.x`), each group by name."""
+    return sorted(tunnels, key=lambda t: (t.is_wildcard, t.name))
+
+
+def check_backends(tunnel: Tunnel) -> None:
+    """One Caddy proxy handler has one transport and one URI rewrite: refuse what it cannot express."""
+    schemes = {b.scheme for b in tunnel.backends}
+    if len(schemes) > 1:
+        raise EngineValidationError(
+            f"tunnel {tunnel.name!r} mixes http and https backends; the Caddy engine needs one scheme per tunnel"
+        )
+    prefixes = {b.path for b in tunnel.backends}
+    if len(prefixes) > 1:
+        raise EngineValidationError(
+            f"tunnel {tunnel.name!r} has backends with different path prefixes ({', '.join(sorted(prefixes))}); "
+            "the Caddy engine needs one prefix per tunnel"
+        )
+
+
+def _page(body: str, placeholders: dict[str, str]) -> str:
+    """An HTML page as a static_response body: braces escaped, then our placeholders spliced in."""
+    body = caddy_literal(body)
+    for key, placeholder in placeholders.items():
+        body = body.replace(_SENTINEL.format(key), placeholder)
+    return body
+
+
+def _static(status: int, body: str = "", headers: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    handler: dict[str, Any] = {"handler": "static_response", "status_code": status}
+    if headers:
+        handler["headers"] = headers
+    if body:
+        handler["body"] = body
+    return handler
+
+
+def not_found_body(table: RouteTable) -> str:
+    """The 404 listing page, with the requested host filled in by Caddy at request time.
+
+    The Host header reaches the page unescaped; Go's HTTP server refuses Host values with
+    characters outside RFC 3986's host set (no `<`, `>`, `"`, spaces or braces), so it cannot
+    form markup.
+    """
+    raw = pages.not_found_page(_SENTINEL.format("host"), table.tunnels, table.listen)
+    return _page(raw, {"host": "{http.request.host}"})
+
+
+def bad_gateway_body(tunnel: Tunnel) -> str:
+    if len(tunnel.backends) == 1:
+        return _page(pages.bad_gateway_page(tunnel.name, tunnel.backends[0].url, BAD_GATEWAY_REASON), {})
+    url = f"{tunnel.backends[0].scheme}://" + _SENTINEL.format("upstream")
+    raw = pages.bad_gateway_page(tunnel.name, url, BAD_GATEWAY_REASON)
+    return _page(raw, {"upstream": "{http.reverse_proxy.upstream.hostport}"})
+
+
+def unavailable_body(tunnel: Tunnel) -> str:
+    return _page(pages.unavailable_page(tunnel.name, list(tunnel.backends)), {})
+
+
+def _header_ops(add: tuple[tuple[str, str], ...], remove: tuple[str, ...],
+                fixed: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    ops: dict[str, Any] = {}
+    set_ = dict(fixed or {})
+    for name, value in add:
+        set_[name] = [caddy_literal(value)]
+    if set_:
+        ops["set"] = set_
+    if remove:
+        ops["delete"] = list(remove)
+    return ops
+
+
+def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
+    """The `reverse_proxy` handler for one tunnel: balancing, health checks, headers, streaming."""
+    backends: tuple[Backend, ...] = tunnel.backends
+    handler: dict[str, Any] = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": b.address} for b in backends],
+        # Flush every write at once: websockets, SSE and long polls pass through unbuffered.
+        "flush_interval": -1,
+        # Caddy closes upgraded connections (websockets) when the config that opened them is
+        # unloaded, i.e. on every route change; keep them open instead, as the other engines do.
+        "stream_close_delay": duration(STREAM_CLOSE_DELAY),
+    }
+    if len(backends) > 1:
+        handler["load_balancing"] = {
+            "selection_policy": {"policy": "weighted_round_robin", "weights": [b.weight for b in backends]},
+            # A backend that refuses the connection is skipped for the next one, as the builtin engine does.
+            "retries": len(backends) - 1,
+        }
+    health: dict[str, Any] = {}
+    if tunnel.health is not None:
+        check = tunnel.health
+        health["active"] = {
+            "uri": backends[0].path + check.path,
+            "interval": duration(check.interval),
+            "timeout": duration(check.timeout),
+            "passes": check.healthy_threshold,
+            "fails": check.unhealthy_threshold,
+        }
+    if len(backends) > 1 or tunnel.health is not None:
+        # A lone backend without an active check is never ejected: the client sees a 502 naming it.
+        eject = tunnel.health.interval * tunnel.health.healthy_threshold if tunnel.health else PASSIVE_EJECT_SECONDS
+        health["passive"] = {"fail_duration": duration(eject), "max_fails": 1}
+    if health:
+        handler["health_checks"] = health
+    request = _header_ops(
+        tunnel.headers.request.add,
+        tunnel.headers.request.remove,
+        {"X-Forwarded-Proto": ["{http.request.scheme}"], "X-Forwarded-Host": ["{http.request.hostport}"]},
+    )
+    response = _header_ops(tunnel.headers.response.add, tunnel.headers.response.remove)
+    if not via:
+        # Caddy adds `Via: 1.1 Caddy` both ways; the other engines add Via only with `via = true`.
+        # (The response's is added after these ops run: `tunnel_routes` drops it with a deferred op.)
+        request["delete"] = sorted(set(request.get("delete", [])) | {"Via"})
+    handler["headers"] = {"request": request, "response": response} if response else {"request": request}
+    # No Accept-Encoding of the proxy's own: the backend sees the client's, as with the other engines.
+    transport: dict[str, Any] = {"protocol": "http", "compression": False}
+    if backends[0].scheme == "https":
+        # Like the builtin engine: a local https backend usually has a self-signed certificate.
+        transport["tls"] = {"insecure_skip_verify": True}
+    handler["transport"] = transport
+    return handler
+
+
+def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False) -> list[dict[str, Any]]:
+    """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener."""
+    routes: list[dict[str, Any]] = []
+    if https:
+        # 421 when the TLS name belongs to another tunnel than Host (the builtin engine's check).
+        routes.append({
+            "match": [{"not": [{"vars_regexp": {"{http.request.tls.server_name}": {"pattern": _sni_pattern(tunnel)}}}]}],
+            "handle": [_static(421, "Misdirected Request: the TLS name does not match Host\n",
+                               {"Content-Type": ["text/plain; charset=utf-8"], "Connection": ["close"]})],
+            "terminal": True,
+        })
+    elif tunnel.redirect_https:
+        port = "" if listen.https_port == 443 else f":{listen.https_port}"
+        routes.append({
+            "handle": [_static(308, headers={"Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]})],
+            "terminal": True,
+        })
+        return routes
+    handlers: list[dict[str, Any]] = []
+    if not via:
+        handlers.append({"handler": "headers", "response": {"delete": ["Via"], "deferred": True}})
+    prefix = tunnel.backends[0].path
+    if prefix:
+        handlers.append({"handler": "rewrite", "uri": caddy_literal(prefix) + "{http.request.uri}"})
+    handlers.append(reverse_proxy(tunnel, via=via))
+    routes.append({"handle": handlers, "terminal": True})
+    return routes
+
+
+def error_routes(tunnels: list[Tunnel]) -> list[dict[str, Any]]:
+    """502 and 503 pages per tunnel, for errors the proxy handler returns."""
+    routes = []
+    for tunnel in tunnels:
+        routes.append({
+            "match": [{"host": hostnames(tunnel)}],
+            "handle": [{"handler": "subroute", "routes": [
+                {"match": [{"vars": {"{http.error.status_code}": ["502"]}}],
+                 "handle": [_static(502, bad_gateway_body(tunnel), {"Content-Type": HTML})]},
+                {"match": [{"vars": {"{http.error.status_code}": ["503"]}}],
+                 "handle": [_static(503, unavailable_body(tunnel), {"Content-Type": HTML})]},
+            ]}],
+            "terminal": True,
+        })
+    return routes
+
+
+def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, not_found: str,
+            via: bool) -> dict[str, Any]:
+    routes = [
+        {"match": [{"host": hostnames(t)}],
+         "handle": [{"handler": "subroute", "routes": tunnel_routes(t, listen, https=https, via=via)}],
+         "terminal": True}
+        for t in tunnels
+    ]
+    routes.append({"handle": [_static(404, not_found, {"Content-Type": HTML})], "terminal": True})
+    server: dict[str, Any] = {
+        "listen": [listen_address(listen.bind, port)],
+        "routes": routes,
+        "errors": {"routes": error_routes(tunnels)},
+        "automatic_https": {"disable": True},
+        "trusted_proxies": TRUST_ALL,
+        # No HTTP/3 (a UDP listener); HTTP/2 only where TLS negotiates it, as browsers use it.
+        "protocols": ["h1", "h2"] if https else ["h1"],
+    }
+    return server
+
+
+def cert_tag(name: str) -> str:
+    return f"gotunnel:{name}"
+
+
+def tls_app(table: RouteTable) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`tls.certificates.load_files` and the HTTPS listener's connection policies (SNI -> tag)."""
+    files: list[dict[str, Any]] = []
+    policies: list[dict[str, Any]] = []
+    for tunnel in _ordered(table.tunnels):
+        cert = table.certs.get(tunnel.name)
+        if cert is None:
+            continue
+        files.append(_load(cert, cert_tag(tunnel.name), f"certificate of tunnel {tunnel.name!r}"))
+        policies.append({
+            "match": {"sni": [f"{tunnel.name}.{suffix}" for suffix in NAME_SUFFIXES]},
+            "certificate_selection": {"any_tag": [cert_tag(tunnel.name)]},
+        })
+    default = table.default_cert
+    if default is None and table.certs:
+        default = table.certs[sorted(table.certs)[0]]
+    if default is not None:
+        files.append(_load(default, DEFAULT_TAG, "default certificate"))
+        # No matcher: every other server name (and none) gets the default certificate.
+        policies.append({"certificate_selection": {"any_tag": [DEFAULT_TAG]}})
+    return {"certificates": {"load_files": files}}, policies
+
+
+def _load(cert: CertFiles, tag: str, what: str) -> dict[str, Any]:
+    return {
+        "certificate": check_config_path(cert.cert, what),
+        "key": check_config_path(cert.key, what + " key"),
+        "format": "pem",
+        "tags": [tag],
+    }
+
+
+def build_config(table: RouteTable, options: RenderOptions | None = None) -> dict[str, Any]:
+    """The complete Caddy config for `table` as a JSON-ready dict."""
+    options = options or RenderOptions()
+    tunnels = _ordered(table.tunnels)
+    for tunnel in tunnels:
+        check_backends(tunnel)
+    not_found = not_found_body(table)
+    tls, policies = tls_app(table)
+    http_server = _server(table.listen, table.listen.http_port, tunnels, https=False, not_found=not_found,
+                          via=options.via)
+    served_tls = [t for t in tunnels if t.https]  # a --no-https tunnel answers on HTTP only
+    https_server = _server(table.listen, table.listen.https_port, served_tls, https=True, not_found=not_found,
+                           via=options.via)
+    https_server["tls_connection_policies"] = policies
+    config: dict[str, Any] = {
+        "admin": {"disabled": True, "config": {"persist": False}},
+        "logging": {"logs": {"default": {
+            "level": options.log_level,
+            "writer": {"output": "stderr"},
+            "encoder": {"format": "json"},
+        }}},
+        "apps": {
+            "http": {
+                "grace_period": duration(options.grace_period),
+                "servers": {HTTP_SERVER: http_server, HTTPS_SERVER: https_server},
+            },
+            "tls": tls,
+        },
+    }
+    if options.admin_socket is not None:
+        config["admin"] = {
+            "listen": "unix/" + check_config_path(options.admin_socket, "admin socket"),
+            "config": {"persist": False},
+        }
+    if options.storage_dir is not None:
+        config["storage"] = {"module": "file_system", "root": check_config_path(options.storage_dir, "storage dir")}
+    return config
+
+
+def render_json(table: RouteTable, options: RenderOptions | None = None) -> str:
+    """The config as the text written to `caddy.json` (stable key order, so identical tables diff clean)."""
+    return json.dumps(build_config(table, options), indent=2, sort_keys=True) + "\n"
