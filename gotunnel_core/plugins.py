@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "builtin": "gotunnel_builtin_proxy.plugin",
     "nginx": "gotunnel_nginx.plugin",
     "caddy": "gotunnel_caddy.plugin",
+    "envoy": "gotunnel_envoy.plugin",
 }
 
 

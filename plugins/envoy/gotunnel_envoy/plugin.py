@@ -1,0 +1,16 @@
+"""Registers the Envoy engine. Kept light: nothing heavy is imported until the engine runs."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from gotunnel_core.engine import EngineSpec
+from gotunnel_core.hookspecs import hookimpl
+
+from .engine import EnvoyEngine
+
+
+@hookimpl
+def gotunnel_register_engines(register: Callable[[EngineSpec], None]) -> None:
+    """Announce the `envoy` engine."""
+    register(EngineSpec("envoy", EnvoyEngine, "supervised Envoy, configured through file-based LDS/CDS/RDS"))

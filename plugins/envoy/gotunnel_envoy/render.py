@@ -1,0 +1,740 @@
+"""Render a `RouteTable` into Envoy's config: a bootstrap plus file-based LDS, CDS and RDS.
+
+Everything is built as Python dicts and serialised with `json.dumps`, so no value can change the
+structure of a document. Values Envoy interprets further are escaped here:
+
+- header values (`request_headers_to_add`, `response_headers_to_add`) go through Envoy's
+  substitution formatter, where `%NAME%` expands (`%DOWNSTREAM_REMOTE_ADDRESS%`): every `%` of a
+  user's value is doubled (`%%`), so a value always arrives literally;
+- host names and paths in regexes are escaped for RE2 (the models only allow `[a-z0-9.-]`);
+- pages are HTML-escaped by `gotunnel_core.pages` and carried as route metadata, which the
+  local-reply formatter copies verbatim (metadata is not a format string).
+
+Layout (relative to the engine's config directory, `<work_dir>/current` when running):
+
+    bootstrap.json          admin endpoint, node, dynamic_resources -> lds.json / cds.json
+    lds.json                the HTTP and HTTPS listeners (one TLS filter chain per tunnel, by SNI)
+    cds.json                one cluster per tunnel (weights, health checks, outlier detection)
+    rds/<name>.json         one route configuration per connection manager
+
+Envoy reads LDS/CDS/RDS through `path_config_source` with `watched_directory` = the work dir:
+the supervisor publishes a new generation by renaming the `current` symlink, which is a move
+in the watched directory, and Envoy re-reads every file through the new link. Route changes
+go through RDS, so the listeners (and their open connections, websockets included) stay put;
+only the TLS filter chain of a tunnel whose certificate changed is drained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from gotunnel_core import pages
+from gotunnel_core.errors import ValidationError
+from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, RouteTable, Tunnel
+
+T = "type.googleapis.com/"
+HCM_TYPE = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER_TYPE = T + "envoy.extensions.filters.http.router.v3.Router"
+TLS_INSPECTOR_TYPE = T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+DOWNSTREAM_TLS_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM_TLS_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+UPSTREAM_HTTP_TYPE = T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+PRESERVE_CASE_TYPE = T + "envoy.extensions.http.header_formatters.preserve_case.v3.PreserveCaseFormatterConfig"
+PREVIOUS_HOSTS_TYPE = T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+DIRECT_RESPONSE_TYPE = T + "envoy.extensions.filters.network.direct_response.v3.Config"
+LISTENER_TYPE = T + "envoy.config.listener.v3.Listener"
+CLUSTER_TYPE = T + "envoy.config.cluster.v3.Cluster"
+ROUTE_CONFIG_TYPE = T + "envoy.config.route.v3.RouteConfiguration"
+DOWNSTREAM_CONN_MONITOR_TYPE = (
+    T + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+#: Metadata namespace for what the local-reply pages read (`%METADATA(ROUTE:gotunnel:...)%`).
+NS = "gotunnel"
+HTML = "text/html; charset=utf-8"
+#: Circuit-breaker thresholds: high enough never to be the bottleneck (Envoy's default 1024 queues).
+UNLIMITED = 1_000_000
+#: Headers Envoy refuses to let header rules set or remove, in either direction ("`:`-prefixed or
+#: host headers may not be modified"; pseudo-headers are no HTTP tokens, so only Host is left).
+RESTRICTED_HEADERS = frozenset({"host"})
+#: `Host` values the 404 page may echo: RFC 3986 reg-name/IP-literal characters plus a port. A
+#: Host outside this set (it could carry HTML) is shown as a fixed text instead: Envoy has no
+#: HTML-escaping formatter.
+SAFE_HOST_RE = r"^[A-Za-z0-9._~\-:\[\]]+$"
+INVALID_HOST_TEXT = "(a Host header that is not a host name)"
+_SENTINEL = "\x00gotunnel-{}\x00"
+
+
+@dataclass(frozen=True)
+class EnvoyOptions:
+    """Everything `render` needs besides the route table; derived from the engine settings."""
+
+    work_dir: Path
+    admin_socket: str | None = None  # unix socket path; None -> 127.0.0.1, port chosen at run time
+    idle_timeout: float = 75.0
+    header_timeout: float = 10.0
+    max_header_size: int = 65536
+    max_connections: int = 10000
+    via: bool = False
+    upstream_idle_timeout: float = 30.0
+
+    @property
+    def config_dir(self) -> Path:
+        """Where the running Envoy reads its files: the supervisor's `current` symlink."""
+        return self.work_dir / "current"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], work_dir: Path, admin_socket: str | None) -> "EnvoyOptions":
+        def num(key: str, default: float) -> float:
+            value = settings.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValidationError(key, value, "must be a positive number")
+            return float(value)
+
+        return cls(
+            work_dir=Path(work_dir).absolute(),
+            admin_socket=admin_socket,
+            idle_timeout=num("idle_timeout", 75.0),
+            header_timeout=num("header_timeout", 10.0),
+            max_header_size=int(num("max_header_size", 65536)),
+            max_connections=int(num("max_connections", 10000)),
+            via=bool(settings.get("via", False)),
+        )
+
+
+# ----- escaping -----------------------------------------------------------------------------------
+
+def escape_format(value: str) -> str:
+    """A literal for Envoy's substitution formatter (header values, local-reply formats): `%` -> `%%`."""
+    return value.replace("%", "%%")
+
+
+def _re2_literal(text: str) -> str:
+    """`text` as an RE2 literal (names and suffixes hold only `[a-z0-9.-]`; escape all non-word)."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in text)
+
+
+def _seconds(value: float) -> str:
+    """A protobuf JSON Duration."""
+    return f"{value:.3f}s"
+
+
+# ----- names ------------------------------------------------------------------------------------------
+
+def _slug(name: str) -> str:
+    """A tunnel name as part of a file/resource name: `*.preview` -> `_wild.preview`."""
+    return name.replace("*", "_wild")
+
+
+def cluster_name(tunnel: Tunnel) -> str:
+    return f"tunnel_{_slug(tunnel.name)}"
+
+
+def _domains(tunnel: Tunnel) -> list[str]:
+    """Every Host a tunnel answers: `NAME.SUFFIX`, also with a trailing dot (ports are ignored
+    by `ignore_port_in_host_matching`). A wildcard `*.x` becomes Envoy's suffix wildcard."""
+    out: list[str] = []
+    for suffix in NAME_SUFFIXES:
+        out += [f"{tunnel.name}.{suffix}", f"{tunnel.name}.{suffix}."]
+    return out
+
+
+def _server_names(tunnel: Tunnel) -> list[str]:
+    return [f"{tunnel.name}.{suffix}" for suffix in NAME_SUFFIXES]
+
+
+# ----- pages --------------------------------------------------------------------------------------------
+
+def _split_page(page: str, *sentinels: str) -> list[str]:
+    """Cut a rendered page at its sentinels (which HTML escaping leaves untouched)."""
+    parts: list[str] = []
+    rest = page
+    for sentinel in sentinels:
+        head, found, rest = rest.partition(sentinel)
+        if not found:
+            raise AssertionError(f"page lost its placeholder {sentinel!r}")
+        parts.append(head)
+    parts.append(rest)
+    return parts
+
+
+def _not_found_metadata(table: RouteTable, visible: tuple[Tunnel, ...]) -> dict[str, str]:
+    mark = _SENTINEL.format("host")
+    head, tail = _split_page(pages.not_found_page(mark, visible, table.listen), mark)
+    return {
+        "nf_head": head,
+        "nf_tail": tail,
+        "nf_invalid": pages.not_found_page(INVALID_HOST_TEXT, visible, table.listen),
+    }
+
+
+def _tunnel_metadata(tunnel: Tunnel) -> dict[str, str]:
+    url, reason = _SENTINEL.format("url"), _SENTINEL.format("reason")
+    head, mid, tail = _split_page(pages.bad_gateway_page(tunnel.name, url, reason), url, reason)
+    return {
+        "tunnel": tunnel.name,
+        "bg_head": head,
+        "bg_mid": mid,
+        "bg_tail": tail,
+        "unavailable": pages.unavailable_page(tunnel.name, tunnel.backends),
+    }
+
+
+#: (response flags, the reason shown on the 502 page)
+_BAD_GATEWAY_REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("UF",), "the connection failed"),
+    (("URX",), "every connection attempt failed"),
+    (("UC", "UR"), "the connection was closed before a complete response"),
+    (("UPE", "DPE"), "the response was not valid HTTP"),
+    (("UT",), "the response timed out"),
+)
+
+
+def local_reply_config() -> dict[str, Any]:
+    """Mappers turning Envoy's own answers into gotunnel's pages (the same for every manager).
+
+    Pages come from route metadata (`%METADATA(ROUTE:gotunnel:KEY)%`), so one set of mappers
+    serves every tunnel; the failing backend's URL comes from its endpoint metadata.
+    """
+
+    def fmt(text: str) -> dict[str, Any]:
+        return {"text_format_source": {"inline_string": text}, "content_type": HTML}
+
+    def meta(key: str) -> str:
+        return f"%METADATA(ROUTE:{NS}:{key})%"
+
+    def status(code: int) -> dict[str, Any]:
+        return {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": "gotunnel.unused"}}}}
+
+    def flags(*names: str) -> dict[str, Any]:
+        return {"response_flag_filter": {"flags": list(names)}}
+
+    mappers: list[dict[str, Any]] = [
+        {   # every backend unhealthy (active checks or outlier ejection): 503 listing them
+            "filter": flags("UH"),
+            "status_code": 503,
+            "body_format_override": fmt(meta("unavailable")),
+        },
+    ]
+    for names, reason in _BAD_GATEWAY_REASONS:
+        mappers.append({
+            "filter": flags(*names),
+            "status_code": 502,
+            "body_format_override": fmt(
+                meta("bg_head") + f"%UPSTREAM_METADATA({NS}:url)%" + meta("bg_mid") + escape_format(reason) + meta("bg_tail")
+            ),
+        })
+    mappers += [
+        {   # the catch-all route's 404, echoing a Host that cannot carry markup
+            "filter": {"and_filter": {"filters": [
+                status(404),
+                {"header_filter": {"header": {"name": ":authority", "string_match": {"safe_regex": {"regex": SAFE_HOST_RE}}}}},
+            ]}},
+            "body_format_override": fmt(meta("nf_head") + "%REQ(:AUTHORITY)%" + meta("nf_tail")),
+        },
+        {
+            "filter": status(404),
+            "body_format_override": fmt(meta("nf_invalid")),
+        },
+    ]
+    return {"mappers": mappers}
+
+
+# ----- routes ------------------------------------------------------------------------------------------
+
+def _header_adds(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    return [
+        {"header": {"key": name, "value": escape_format(value)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+         "keep_empty_value": True}
+        for name, value in pairs
+    ]
+
+
+def _check_header_rules(tunnel: Tunnel) -> None:
+    for direction, ops in (("request", tunnel.headers.request), ("response", tunnel.headers.response)):
+        for name in [n for n, _ in ops.add] + list(ops.remove):
+            if name.lower() in RESTRICTED_HEADERS:
+                raise ValidationError(
+                    f"headers.{direction}", name,
+                    f"tunnel {tunnel.name!r}: the envoy engine cannot set or remove {name!r} (Host is always the client's)",
+                )
+
+
+def _path_prefix(tunnel: Tunnel) -> str:
+    """The tunnel's backend path prefix; Envoy rewrites paths per route, so all backends share it."""
+    prefixes = {b.path for b in tunnel.backends}
+    if len(prefixes) > 1:
+        raise ValidationError(
+            "backends", [b.url for b in tunnel.backends],
+            f"tunnel {tunnel.name!r}: the envoy engine needs one path prefix for all backends of a tunnel",
+        )
+    return prefixes.pop()
+
+
+def _forward_route(tunnel: Tunnel) -> dict[str, Any]:
+    req, resp = tunnel.headers.request, tunnel.headers.response
+    action: dict[str, Any] = {
+        "cluster": cluster_name(tunnel),
+        "timeout": "0s",  # no response deadline: SSE and long polls stream for as long as they like
+    }
+    prefix = _path_prefix(tunnel)
+    if prefix:
+        action["prefix_rewrite"] = prefix + "/"
+    if len(tunnel.backends) > 1:
+        # Like the builtin engine: a refused connection is retried on another backend.
+        action["retry_policy"] = {
+            "retry_on": "connect-failure",
+            "num_retries": min(len(tunnel.backends) - 1, 5),
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                      "typed_config": {"@type": PREVIOUS_HOSTS_TYPE}}],
+            "host_selection_retry_max_attempts": 5,
+        }
+    route: dict[str, Any] = {
+        "name": tunnel.name,
+        "match": {"prefix": "/"},
+        "route": action,
+        "metadata": {"filter_metadata": {NS: _tunnel_metadata(tunnel)}},
+        "request_headers_to_add": [
+            {"header": {"key": "X-Forwarded-Host", "value": "%REQ(:AUTHORITY)%"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+            *_header_adds(req.add),
+        ],
+    }
+    if req.remove:
+        route["request_headers_to_remove"] = list(req.remove)
+    if resp.add:
+        route["response_headers_to_add"] = _header_adds(resp.add)
+    if resp.remove:
+        route["response_headers_to_remove"] = list(resp.remove)
+    return route
+
+
+def _one_label_match(tunnel: Tunnel) -> dict[str, Any]:
+    """Envoy's `*.x.localhost` also matches `a.b.x.localhost`; gotunnel's wildcard is one label."""
+    base = _re2_literal(tunnel.name[2:])
+    suffixes = "|".join(_re2_literal(s) for s in NAME_SUFFIXES)
+    regex = rf"(?i)^[^.:\[\]]+\.{base}\.(?:{suffixes})\.?(?::[0-9]+)?$"
+    return {"name": ":authority", "string_match": {"safe_regex": {"regex": regex}}}
+
+
+def _not_found_route(meta: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": "not_found",
+        "match": {"prefix": "/"},
+        # The local-reply mappers replace this body with the page (from the metadata below): a
+        # direct response body is capped at 4 KiB, the page listing a thousand tunnels is not.
+        "direct_response": {"status": 404, "body": {"inline_string": "404: no tunnel for this host\n"}},
+        "response_headers_to_add": [{"header": {"key": "Content-Type", "value": HTML},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "metadata": {"filter_metadata": {NS: meta}},
+    }
+
+
+def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: dict[str, str]) -> dict[str, Any]:
+    if plain_http and tunnel.redirect_https:
+        redirect: dict[str, Any] = {"https_redirect": True, "response_code": "PERMANENT_REDIRECT"}
+        if table.listen.https_port != 443:
+            redirect["port_redirect"] = table.listen.https_port
+        main: dict[str, Any] = {"name": tunnel.name, "match": {"prefix": "/"}, "redirect": redirect}
+    else:
+        main = _forward_route(tunnel)
+    routes = [main]
+    if tunnel.is_wildcard:
+        main["match"]["headers"] = [_one_label_match(tunnel)]
+        routes.append(_not_found_route(nf_meta))
+    return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel), "routes": routes}
+
+
+def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool) -> dict[str, Any]:
+    """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all."""
+    nf_meta = _not_found_metadata(table, table.tunnels)
+    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta) for t in served]
+    vhosts.append({"name": "not_found", "domains": ["*"], "routes": [_not_found_route(nf_meta)]})
+    return {
+        "@type": ROUTE_CONFIG_TYPE,
+        "name": name,
+        "virtual_hosts": vhosts,
+        "ignore_port_in_host_matching": True,
+        # X-Forwarded-For as the other engines write it: the client's list, then ", " and the peer.
+        # (Envoy's own append writes the machine's address for loopback peers, without a space.)
+        "request_headers_to_add": [
+            {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+             "append_action": "OVERWRITE_IF_EXISTS"},
+            {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+             "append_action": "ADD_IF_ABSENT"},
+        ],
+        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal", "te"],
+        # RDS and CDS files are re-read independently: a route may briefly name a cluster that
+        # is not loaded yet (the engine waits for both before reporting the change applied).
+        "validate_clusters": False,
+    }
+
+
+# ----- listeners -------------------------------------------------------------------------------------
+
+def _preserve_case() -> dict[str, Any]:
+    return {"stateful_formatter": {
+        "name": "preserve_case",
+        "typed_config": {"@type": PRESERVE_CASE_TYPE, "formatter_type_on_envoy_headers": "PROPER_CASE"},
+    }}
+
+
+def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
+    return {
+        "path_config_source": {
+            "path": str(options.config_dir / rel),
+            "watched_directory": {"path": str(options.work_dir)},
+        },
+        "resource_api_version": "V3",
+    }
+
+
+def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "@type": HCM_TYPE,
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "use_remote_address": True,  # the peer is the client: X-Forwarded-Proto from the connection
+        "skip_xff_append": True,  # the route configuration appends the peer itself
+        # No client is "internal" (Envoy's default trusts loopback and private LANs): Envoy then
+        # drops control headers such as x-envoy-retry-on or x-envoy-upstream-rq-timeout-ms sent
+        # by a client, which would otherwise let anyone on the LAN make Envoy retry a POST.
+        "internal_address_config": {"cidr_ranges": [{"address_prefix": "0.0.0.0", "prefix_len": 32},
+                                                    {"address_prefix": "::", "prefix_len": 128}]},
+        "generate_request_id": False,
+        "server_header_transformation": "PASS_THROUGH",
+        "stream_idle_timeout": _seconds(options.idle_timeout),
+        "request_timeout": "0s",  # streaming bodies take as long as they take
+        "request_headers_timeout": _seconds(options.header_timeout),  # absolute deadline for a head
+        "max_request_headers_kb": max(1, min(8192, math.ceil(options.max_header_size / 1024))),
+        "common_http_protocol_options": {"idle_timeout": _seconds(options.idle_timeout),
+                                         "headers_with_underscores_action": "ALLOW"},
+        "http_protocol_options": {"accept_http_10": True, "header_key_format": _preserve_case()},
+        "http2_protocol_options": {"allow_connect": True},  # websockets over HTTP/2 (RFC 8441)
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")},
+        "local_reply_config": local_reply_config(),
+        "http_filters": [{"name": "envoy.filters.http.router",
+                          "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}}],
+    }
+    if options.via:
+        config["via"] = "1.1 gotunnel"
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+
+
+def _downstream_tls(cert: CertFiles) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": DOWNSTREAM_TLS_TYPE,
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": cert.cert},
+                                      "private_key": {"filename": cert.key}}],
+                "alpn_protocols": ["h2", "http/1.1"],
+            },
+        },
+    }
+
+
+def _address(bind: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": bind, "port_value": port}}
+
+
+def _tls_tunnels(table: RouteTable) -> tuple[Tunnel, ...]:
+    return tuple(t for t in table.tunnels if t.https and t.name in table.certs)
+
+
+def _chain_metadata(cert: CertFiles, digests: Mapping[str, str]) -> dict[str, Any]:
+    """The certificate's content digest: a renewed certificate (same file names, new content)
+    changes the filter chain, so Envoy loads it (Envoy does not watch certificate files)."""
+    return {"filter_metadata": {NS: {"cert": digests.get(cert.cert, ""), "key": digests.get(cert.key, "")}}}
+
+
+def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI)."""
+    digests = digests or {}
+    listen = table.listen
+    out: list[dict[str, Any]] = [{
+        "@type": LISTENER_TYPE,
+        "name": f"http_{listen.bind}_{listen.http_port}",
+        "address": _address(listen.bind, listen.http_port),
+        # Envoy binds with SO_REUSEPORT by default: a stale proxy on the same port would then
+        # silently share the connections. Without it, a taken port fails the start loudly.
+        "enable_reuse_port": False,
+        "filter_chains": [{"name": "http", "filters": [_hcm(options, "http", "http")]}],
+    }]
+    chains = [
+        {
+            "name": f"tls_{_slug(t.name)}",
+            "filter_chain_match": {"server_names": _server_names(t)},
+            "transport_socket": _downstream_tls(table.certs[t.name]),
+            "filters": [_hcm(options, "https", "tls")],
+            "metadata": _chain_metadata(table.certs[t.name], digests),
+        }
+        for t in _tls_tunnels(table)
+    ]
+    https: dict[str, Any] = {
+        "@type": LISTENER_TYPE,
+        "name": f"https_{listen.bind}_{listen.https_port}",
+        "address": _address(listen.bind, listen.https_port),
+        "enable_reuse_port": False,
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+                              "typed_config": {"@type": TLS_INSPECTOR_TYPE}}],
+        "filter_chains": chains,
+    }
+    if table.default_cert is not None:
+        https["default_filter_chain"] = {
+            "name": "tls_default",
+            "transport_socket": _downstream_tls(table.default_cert),
+            "filters": [_hcm(options, "https", "tls")],
+            "metadata": _chain_metadata(table.default_cert, digests),
+        }
+    elif not chains:
+        # Nothing to serve over TLS yet: still hold the port (as every engine does) and close
+        # each connection at once.
+        https["default_filter_chain"] = {
+            "name": "closed",
+            "filters": [{"name": "envoy.filters.network.direct_response",
+                         "typed_config": {"@type": DIRECT_RESPONSE_TYPE}}],
+        }
+    out.append(https)
+    return out
+
+
+def route_configs(table: RouteTable) -> dict[str, dict[str, Any]]:
+    """Every RouteConfiguration by name (one file each: an RDS file holds exactly one).
+
+    `http` serves every tunnel; `tls` is shared by every TLS filter chain (each tunnel's and the
+    default one), so the config grows linearly with the tunnels and the 404 page exists once per
+    file. The price: on a tunnel's TLS connection a Host naming another TLS tunnel is served
+    where the builtin engine answers 421.
+    """
+    configs = {"http": route_config("http", table, table.tunnels, plain_http=True)}
+    if _tls_tunnels(table) or table.default_cert is not None:
+        configs["tls"] = route_config("tls", table, _tls_tunnels(table), plain_http=False)
+    return configs
+
+
+# ----- clusters ---------------------------------------------------------------------------------------
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _endpoint(backend: Backend) -> dict[str, Any]:
+    from html import escape
+
+    return {
+        "endpoint": {
+            "address": _address(backend.host, backend.port),
+            "hostname": backend.address,
+            "health_check_config": {"hostname": backend.address},
+        },
+        "load_balancing_weight": backend.weight,
+        # Shown on the 502 page through %UPSTREAM_METADATA(gotunnel:url)%: HTML-escaped here.
+        "metadata": {"filter_metadata": {NS: {"url": escape(backend.url)}}},
+    }
+
+
+def cluster(tunnel: Tunnel, options: EnvoyOptions) -> dict[str, Any]:
+    """One cluster per tunnel: weighted round robin over its backends."""
+    backends = tunnel.backends
+    thresholds = {"max_connections": UNLIMITED, "max_pending_requests": UNLIMITED,
+                  "max_requests": UNLIMITED, "max_retries": UNLIMITED}
+    out: dict[str, Any] = {
+        "@type": CLUSTER_TYPE,
+        "name": cluster_name(tunnel),
+        "type": "STATIC" if all(_is_ip(b.host) for b in backends) else "STRICT_DNS",
+        "connect_timeout": "5s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": cluster_name(tunnel),
+                            "endpoints": [{"lb_endpoints": [_endpoint(b) for b in backends]}]},
+        "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", **thresholds}, {"priority": "HIGH", **thresholds}]},
+        # No panic routing: with every backend unhealthy, answer 503 (like the other engines)
+        # instead of sending traffic to backends known to be down.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": UPSTREAM_HTTP_TYPE,
+            "common_http_protocol_options": {"idle_timeout": _seconds(options.upstream_idle_timeout)},
+            "explicit_http_config": {"http_protocol_options": {"header_key_format": _preserve_case()}},
+        }},
+    }
+    if out["type"] == "STRICT_DNS":
+        out["dns_lookup_family"] = "V4_PREFERRED"
+    schemes = {b.scheme for b in backends}
+    if "https" in schemes:
+        if len(schemes) > 1:
+            raise ValidationError("backends", [b.url for b in backends],
+                                  f"tunnel {tunnel.name!r}: the envoy engine needs one scheme for all backends of a tunnel")
+        tls: dict[str, Any] = {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": {}}
+        hosts = {b.host for b in backends}
+        if len(hosts) == 1 and not _is_ip(next(iter(hosts))):
+            tls["sni"] = next(iter(hosts))
+        # Like the builtin engine: local dev backends have self-signed certificates; not verified.
+        out["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+    check = tunnel.health
+    if check is not None:
+        out["health_checks"] = [{
+            "timeout": _seconds(check.timeout),
+            "interval": _seconds(check.interval),
+            "no_traffic_interval": _seconds(check.interval),
+            "unhealthy_interval": _seconds(check.interval),
+            "healthy_threshold": check.healthy_threshold,
+            "unhealthy_threshold": check.unhealthy_threshold,
+            "reuse_connection": False,  # a fresh connection per check, as the builtin engine does
+            "http_health_check": {
+                "path": _path_prefix(tunnel) + check.path,
+                "expected_statuses": [{"start": 200, "end": 400}],
+                "request_headers_to_add": [{"header": {"key": "User-Agent", "value": "gotunnel-health"},
+                                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+            },
+        }]
+    if len(backends) > 1 or check is not None:
+        # Passive ejection of a backend that refuses connections (a lone backend without a
+        # check stays: its clients get the 502 page naming it).
+        eject = check.interval * check.healthy_threshold if check else 10.0
+        out["outlier_detection"] = {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "consecutive_5xx": UNLIMITED,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": _seconds(eject),
+            "max_ejection_time": _seconds(eject),
+            "max_ejection_percent": 100,
+        }
+    return out
+
+
+# ----- documents -----------------------------------------------------------------------------------------
+
+def _discovery(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A DiscoveryResponse file. Its version is a hash of its resources, so the engine can tell
+    from Envoy's stats (`version_text`) when exactly this content is live (and an unchanged file keeps its
+    version: Envoy ignores a route configuration whose content did not change)."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(resources, sort_keys=True).encode()).hexdigest()[:16]
+    return {"version_info": digest, "resources": resources}
+
+
+def bootstrap(options: EnvoyOptions) -> dict[str, Any]:
+    """The static part: node, admin (unix socket, or loopback port 0), dynamic_resources."""
+    if options.admin_socket:
+        admin_address: dict[str, Any] = {"pipe": {"path": options.admin_socket, "mode": 0o600}}
+    else:
+        admin_address = _address("127.0.0.1", 0)
+    return {
+        "node": {"id": "gotunnel", "cluster": "gotunnel"},
+        "admin": {"address": admin_address},
+        "dynamic_resources": {
+            "lds_config": _path_source(options, "lds.json"),
+            "cds_config": _path_source(options, "cds.json"),
+        },
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {"@type": DOWNSTREAM_CONN_MONITOR_TYPE,
+                                 "max_active_downstream_connections": options.max_connections},
+            }],
+        },
+    }
+
+
+def render_documents(table: RouteTable, options: EnvoyOptions,
+                     digests: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every config document as a dict, by relative file name."""
+    for tunnel in table.tunnels:
+        _check_header_rules(tunnel)
+        _path_prefix(tunnel)
+    docs: dict[str, dict[str, Any]] = {
+        "bootstrap.json": bootstrap(options),
+        "lds.json": _discovery(listeners(table, options, digests)),
+        "cds.json": _discovery([cluster(t, options) for t in table.tunnels]),
+    }
+    for name, config in route_configs(table).items():
+        docs[f"rds/{name}.json"] = _discovery([config])
+    return docs
+
+
+#: Documents larger than this (compact) are written compact: indenting goes through Python's
+#: slow pure-Python encoder, and a thousand tunnels make megabytes. Smaller ones stay readable.
+PRETTY_LIMIT = 256 * 1024
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    compact = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    if len(compact) <= PRETTY_LIMIT:
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return compact + "\n"
+
+
+def render_files(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every config file, by relative name (bootstrap, LDS, CDS, RDS; see the module docstring).
+
+    `digests` maps certificate/key paths to a digest of their content (see `cert_digests`).
+    """
+    return {name: dumps(doc) for name, doc in render_documents(table, options, digests).items()}
+
+
+def cert_digests(table: RouteTable) -> dict[str, str]:
+    """sha256 (16 hex digits) of every certificate and key file the table names; "" when unreadable."""
+    import hashlib
+
+    paths = {p for c in [*table.certs.values(), *([table.default_cert] if table.default_cert else [])]
+             for p in (c.cert, c.key)}
+    out: dict[str, str] = {}
+    for path in sorted(paths):
+        try:
+            out[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        except OSError:
+            out[path] = ""
+    return out
+
+
+def static_bootstrap(table: RouteTable, options: EnvoyOptions,
+                     docs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The same config with listeners, clusters and routes inlined, for `envoy --mode validate`.
+
+    `docs` are the already rendered documents of `table` (rendered here when not given).
+    """
+    docs = render_documents(table, options) if docs is None else docs
+    boot = bootstrap(options)
+    boot.pop("dynamic_resources")
+    boot.pop("admin")  # validation binds nothing
+    configs = {doc["resources"][0]["name"]: doc["resources"][0] for name, doc in docs.items() if name.startswith("rds/")}
+    static_listeners = json.loads(json.dumps(docs["lds.json"]["resources"]))  # a deep copy to edit
+    inlined: set[str] = set()
+    for listener in static_listeners:
+        chains = list(listener.get("filter_chains", []))
+        if "default_filter_chain" in listener:
+            chains.append(listener["default_filter_chain"])
+        for chain in chains:
+            for flt in chain["filters"]:
+                hcm = flt["typed_config"]
+                if "rds" not in hcm:
+                    continue
+                name = hcm.pop("rds")["route_config_name"]
+                if name in inlined:  # checked once: every chain shares it (keeps this file linear)
+                    hcm["route_config"] = {"name": name}
+                    continue
+                inlined.add(name)
+                hcm["route_config"] = {k: v for k, v in configs[name].items() if k != "@type"}
+        listener.pop("@type")
+    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in docs["cds.json"]["resources"]]
+    boot["static_resources"] = {"listeners": static_listeners, "clusters": clusters}
+    return boot
