@@ -16,7 +16,8 @@ import pytest
 
 from caddy_helpers import caddy_binary, needs_caddy
 from conftest import Gotunnel, wait_for
-from test_cli_e2e import header, http_get
+from cli_helpers import http_get, serves
+from test_cli_e2e import header
 
 pytestmark = needs_caddy
 
@@ -29,13 +30,6 @@ def cdy(gotunnel: Gotunnel) -> Gotunnel:
 
 def record(g: Gotunnel) -> dict[str, Any]:
     return json.loads((g.state_dir / "engines" / "caddy" / "supervisor.json").read_text())
-
-
-def serves(g: Gotunnel, name: str) -> bool:
-    try:
-        return http_get(g.http_port, f"{name}.localhost")[0] == 200
-    except OSError:
-        return False
 
 
 def test_start_serves_http_and_https_and_stop_all_leaves_nothing(cdy: Gotunnel, echo_backend: Any) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -17,24 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
+from cli_helpers import http_get
 from conftest import Gotunnel, wait_for
-
-
-def http_get(port: int, host: str, path: str = "/", *, https_ca: str | None = None, sni: str | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One GET to 127.0.0.1:port with the given Host (and, for HTTPS, SNI) trusting only `https_ca`."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    if https_ca:
-        # Connect by address, but send SNI and verify the certificate for the tunnel's name.
-        ctx = ssl.create_default_context(cafile=https_ca)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        conn.sock = ctx.wrap_socket(raw, server_hostname=sni or host.split(":")[0])
-    try:
-        conn.request("GET", path, headers={"Host": host, **(headers or {})})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
 
 
 def header(echo: dict[str, Any], name: str) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import Gotunnel, wait_for
 from envoy_helpers import ENVOY, needs_envoy
-from test_cli_e2e import http_get
+from cli_helpers import engine_status, http_get, serves, supervisor_record
 
 pytestmark = needs_envoy
 
@@ -35,18 +35,7 @@ def work_dir(g: Gotunnel) -> Any:
 
 
 def engine_record(g: Gotunnel) -> dict[str, Any]:
-    return json.loads((work_dir(g) / "supervisor.json").read_text())
-
-
-def engine_status(g: Gotunnel) -> dict[str, Any]:
-    return g.json("status")["engine"]
-
-
-def serves(g: Gotunnel, name: str) -> bool:
-    try:
-        return http_get(g.http_port, f"{name}.localhost")[0] == 200
-    except OSError:
-        return False
+    return supervisor_record(g, "envoy")
 
 
 def alive(pid: int) -> bool:

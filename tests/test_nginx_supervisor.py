@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import Gotunnel, wait_for
-from test_cli_e2e import http_get
+from cli_helpers import engine_status, http_get, serves, supervisor_record
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
 pytestmark = pytest.mark.skipif(not NGINX, reason="nginx is not installed (CI installs it)")
@@ -34,18 +34,7 @@ def work_dir(g: Gotunnel) -> Any:
 
 
 def engine_record(g: Gotunnel) -> dict[str, Any]:
-    return json.loads((work_dir(g) / "supervisor.json").read_text())
-
-
-def engine_status(g: Gotunnel) -> dict[str, Any]:
-    return g.json("status")["engine"]
-
-
-def serves(g: Gotunnel, name: str) -> bool:
-    try:
-        return http_get(g.http_port, f"{name}.localhost")[0] == 200
-    except OSError:
-        return False
+    return supervisor_record(g, "nginx")
 
 
 def group_alive(pgid: int) -> list[int]:
