@@ -392,3 +392,85 @@ def test_sse_streams_unbuffered_and_survives_a_reload(caddy_factory, backend_a, 
         assert reload_took < 2.0, reload_took  # the reload does not wait for the stream to end
     finally:
         sse.close()
+
+
+def _listening_inodes(pid: int) -> set[int]:
+    """Inodes of the listening TCP sockets process `pid` holds (from /proc/PID/fd and /proc/net/tcp*)."""
+    listening: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    listening.add(int(fields[9]))
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held.add(int(target[8:-1]))
+    return held & listening
+
+
+def test_caddy_accepts_on_the_daemons_sockets_across_reloads_and_restarts(caddy_factory, backend_a, ports, pki):
+    eng = caddy_factory({"engines": {"caddy": {"backoff": 0.1}}})
+    base = [{"name": "alpha", "backends": backend_a.url}]
+    eng.start(make_table(base, *ports, pki))
+    ours = {os.fstat(fd).st_ino for fd in eng.engine.inherited_fds()}
+    assert len(ours) == 2 and _listening_inodes(eng.pid()) == ours
+    running_config = eng.call(eng.engine.running_config())
+    assert {s["listen"][0] for s in running_config["apps"]["http"]["servers"].values()} == {
+        f"fd/{fd}" for fd in eng.engine.inherited_fds()}
+
+    # Fresh connections during reloads: none is reset (Caddy's own rebinding reset queued ones).
+    stop, resets, done = threading.Event(), [], [0]
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                status, _, _ = http_get(ports[0], "alpha.localhost", headers={"Connection": "close"})
+                done[0] += status == 200
+            except http.client.RemoteDisconnected:
+                pass  # Caddy may close a just-accepted connection at a reload (README, Engines)
+            except ConnectionResetError as exc:  # a reset: the connection sat in a closed listener's queue
+                resets.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(30):
+            extra = [{"name": "extra", "backends": backend_a.url}] if i % 2 == 0 else []
+            eng.apply(make_table(base + extra, *ports, pki))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert resets == [] and done[0] > 100
+    assert _listening_inodes(eng.pid()) == ours  # never rebound
+
+    first = eng.pid()
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: eng.pid() not in (None, first) and eng.engine.health().running, 20, what="restart")
+    assert _listening_inodes(eng.pid()) == ours  # the restarted caddy inherits the same sockets
+    assert http_get(ports[0], "alpha.localhost")[0] == 200
+
+
+def test_port_in_use_fails_start_before_caddy_runs(caddy_factory, backend_a, ports):
+    from gotunnel_core.errors import RuntimeFailure
+
+    taken = socket.socket()
+    taken.bind((LOCAL, ports[1]))
+    taken.listen(1)
+    try:
+        eng = caddy_factory()
+        with pytest.raises(RuntimeFailure, match=rf"cannot listen on {LOCAL}:{ports[1]}: the port is already in use"):
+            eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+        assert eng.pid() is None and eng.engine.inherited_fds() == ()
+        assert not (eng.work_dir / "supervisor.json").exists()
+        with pytest.raises(OSError):  # the HTTP port it did bind was released again
+            socket.create_connection((LOCAL, ports[0]), timeout=1).close()
+    finally:
+        taken.close()

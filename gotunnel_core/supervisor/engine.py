@@ -114,6 +114,17 @@ class SupervisedEngine(Engine):
     def before_spawn(self) -> None:
         """Clean up what a crashed instance may have left (stale sockets)."""
 
+    def open_listeners(self, table: RouteTable) -> None:
+        """Bind what the daemon itself listens on for the engine (see `ListenerSockets`); called
+        once per start, after a leftover engine was stopped. Default: the engine binds its ports."""
+
+    def inherited_fds(self) -> Sequence[int]:
+        """File descriptors every spawned engine process inherits (from `open_listeners`)."""
+        return ()
+
+    def close_listeners(self) -> None:
+        """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod
@@ -140,9 +151,14 @@ class SupervisedEngine(Engine):
             self.work.ensure()
             self._stopping = False
             await self._reap_orphan()
-            generation = await self._prepare(table)
-            self.work.swap(generation)
-            await self._launch(generation, table)
+            self.open_listeners(table)
+            try:
+                generation = await self._prepare(table)
+                self.work.swap(generation)
+                await self._launch(generation, table)
+            except BaseException:
+                self.close_listeners()
+                raise
             self._table = table
             self.work.prune()
             self._watch = asyncio.get_running_loop().create_task(self._supervise(), name=f"{self.name}-supervisor")
@@ -186,6 +202,7 @@ class SupervisedEngine(Engine):
             if proc is not None:
                 await self._terminate(proc)
             self._proc = None
+            self.close_listeners()
             self.work.clear_record()
 
     def health(self) -> EngineHealth:
@@ -282,7 +299,8 @@ class SupervisedEngine(Engine):
         self.before_spawn()
         mark = self._lines_seen
         argv = self.command(binary, self.work)
-        proc = await self.runtime.spawn(argv, env=os.environ, cwd=str(self.work.root), on_stderr=self._on_stderr)
+        proc = await self.runtime.spawn(argv, env=os.environ, cwd=str(self.work.root), on_stderr=self._on_stderr,
+                                        pass_fds=self.inherited_fds())
         try:
             self.work.write_record(proc.identity())
         except Exception as exc:  # noqa: BLE001 - it may have died at once; reported below

@@ -52,8 +52,9 @@ class Runtime(Protocol):
         """The name under which the engine sees a host path (identity for plain processes)."""
 
     async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str,
-                    on_stderr: StderrSink) -> EngineProcess:
-        """Start the engine; every line it writes to stderr goes to `on_stderr`."""
+                    on_stderr: StderrSink, pass_fds: Sequence[int] = ()) -> EngineProcess:
+        """Start the engine; every line it writes to stderr goes to `on_stderr`; `pass_fds` are
+        inherited under the same numbers (listening sockets the daemon owns)."""
 
     async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
         """Run a short command (the engine's validator) to completion: (exit status, output)."""
@@ -133,7 +134,7 @@ class ProcessRuntime:
         return path
 
     async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str,
-                    on_stderr: StderrSink) -> EngineProcess:
+                    on_stderr: StderrSink, pass_fds: Sequence[int] = ()) -> EngineProcess:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -142,6 +143,7 @@ class ProcessRuntime:
             env=dict(env),
             cwd=cwd,
             start_new_session=True,  # own process group: signals to the daemon's group miss it
+            pass_fds=tuple(pass_fds),
         )
         reader = asyncio.get_running_loop().create_task(_forward_lines(proc.stderr, on_stderr))
         return _Process(proc, reader, argv)

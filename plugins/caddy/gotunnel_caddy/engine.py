@@ -7,7 +7,9 @@ with `caddy validate`, published by swapping `current`, then posted to `POST /lo
 once the new config serves, or after it rolled back to the old one, so a refused config leaves
 the running one in place. Readiness means: both ports accept connections and the admin API
 returns exactly the config in `current`. Graceful stop is SIGTERM (Caddy drains for the
-config's grace period); crash restart and orphan cleanup come from `SupervisedEngine`.
+config's grace period); crash restart and orphan cleanup come from `SupervisedEngine`. The
+daemon binds the HTTP and HTTPS ports and Caddy inherits them (`fd/N`), so no config load
+ever closes a listening socket with connections queued on it.
 
 Caddy's automatic HTTPS and its internal CA are off: it serves the certificate files gotunnel's
 CA issued, like every other engine, and its data/config dirs point into the work directory so
@@ -24,6 +26,7 @@ from gotunnel_core.engine import BinaryStatus, EngineContext, EngineValidationEr
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.supervisor import SupervisedEngine, WorkDir
+from gotunnel_core.supervisor.listeners import ListenerSockets
 from gotunnel_core.supervisor.runtime import EngineProcess, Runtime
 
 from . import admin
@@ -50,8 +53,9 @@ class _CaddyEnvRuntime:
     def map_path(self, path: str) -> str:
         return self._inner.map_path(path)
 
-    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, on_stderr: Any) -> EngineProcess:
-        return await self._inner.spawn(argv, env=self._env(env), cwd=cwd, on_stderr=on_stderr)
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, on_stderr: Any,
+                    pass_fds: Sequence[int] = ()) -> EngineProcess:
+        return await self._inner.spawn(argv, env=self._env(env), cwd=cwd, on_stderr=on_stderr, pass_fds=pass_fds)
 
     async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
         return await self._inner.run(argv, env=self._env(env), cwd=cwd, timeout=timeout)
@@ -81,6 +85,7 @@ class CaddyEngine(SupervisedEngine):
                 raise UsageError(f"engine option caddy.gomaxprocs = {procs!r} is not a positive integer")
             env["GOMAXPROCS"] = str(int(procs))
         self.runtime = _CaddyEnvRuntime(self.runtime, env)
+        self._listeners: ListenerSockets | None = None
 
     # ----- rendering ------------------------------------------------------------------------------
     @property
@@ -104,6 +109,7 @@ class CaddyEngine(SupervisedEngine):
             storage_dir=self.runtime.map_path(str(self.work.root / "data")),
             grace_period=grace_s,
             via=bool(self.context.settings.get("via", False)),
+            listen_fds=self._listeners.port_fds() if self._listeners is not None else None,
         )
 
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -133,6 +139,21 @@ class CaddyEngine(SupervisedEngine):
 
     def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
         return [binary, "validate", "--config", str(config_dir / CONFIG_FILE)]
+
+    # Caddy binds a new SO_REUSEPORT socket on every `/load` and closes the old one, which resets
+    # the connections queued on it; with the daemon's sockets (`fd/N`) every config generation
+    # and every restarted Caddy accepts from one queue that never closes.
+    def open_listeners(self, table: RouteTable) -> None:
+        self.close_listeners()
+        self._listeners = ListenerSockets(table.listen)
+
+    def inherited_fds(self) -> Sequence[int]:
+        return self._listeners.fds() if self._listeners is not None else ()
+
+    def close_listeners(self) -> None:
+        if self._listeners is not None:
+            self._listeners.close()
+            self._listeners = None
 
     def before_spawn(self) -> None:
         # A killed caddy leaves its admin socket behind; the next one could not listen on it.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from gotunnel_core import pages
 from gotunnel_core.engine import EngineValidationError
@@ -83,6 +83,13 @@ class RenderOptions:
     grace_period: float = 5.0
     log_level: str = "WARN"
     via: bool = False  # the `via` setting: keep Caddy's own Via header
+    #: port -> inherited listening socket (`fd/N`) when the daemon owns the sockets; None: bind.
+    listen_fds: Mapping[int, int] | None = None
+
+    def listen_address(self, bind: str, port: int) -> str:
+        if self.listen_fds is not None and port in self.listen_fds:
+            return f"fd/{self.listen_fds[port]}"
+        return listen_address(bind, port)
 
 
 def hostnames(tunnel: Tunnel) -> list[str]:
@@ -275,7 +282,8 @@ def error_routes(tunnels: list[Tunnel]) -> list[dict[str, Any]]:
 
 
 def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, not_found: str,
-            via: bool) -> dict[str, Any]:
+            options: RenderOptions) -> dict[str, Any]:
+    via = options.via
     routes = [
         {"match": [{"host": hostnames(t)}],
          "handle": [{"handler": "subroute", "routes": tunnel_routes(t, listen, https=https, via=via)}],
@@ -284,7 +292,7 @@ def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, no
     ]
     routes.append({"handle": [_static(404, not_found, {"Content-Type": HTML})], "terminal": True})
     server: dict[str, Any] = {
-        "listen": [listen_address(listen.bind, port)],
+        "listen": [options.listen_address(listen.bind, port)],
         "routes": routes,
         "errors": {"routes": error_routes(tunnels)},
         "automatic_https": {"disable": True},
@@ -340,10 +348,10 @@ def build_config(table: RouteTable, options: RenderOptions | None = None) -> dic
     not_found = not_found_body(table)
     tls, policies = tls_app(table)
     http_server = _server(table.listen, table.listen.http_port, tunnels, https=False, not_found=not_found,
-                          via=options.via)
+                          options=options)
     served_tls = [t for t in tunnels if t.https]  # a --no-https tunnel answers on HTTP only
     https_server = _server(table.listen, table.listen.https_port, served_tls, https=True, not_found=not_found,
-                           via=options.via)
+                           options=options)
     https_server["tls_connection_policies"] = policies
     config: dict[str, Any] = {
         "admin": {"disabled": True, "config": {"persist": False}},
