@@ -83,10 +83,6 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
                                                "accepts an unresolvable backend, which answers 502"),
         "health_ejection": Gap("variant", "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed "
                                           "connection ejects a backend for the passive window"),
-        "reload_under_load": Gap("unsupported", "a connection Caddy's old config accepted just before a route change "
-                                                "can be closed unanswered (Caddy's own shutdown; no reset any more, the "
-                                                "listening sockets are the daemon's; in-flight requests, websockets "
-                                                "and SSE survive)"),
     },
     "envoy": {
         "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "

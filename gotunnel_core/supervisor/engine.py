@@ -78,6 +78,9 @@ class SupervisedEngine(Engine):
         self._gave_up: str | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=self.stderr_tail)
         self._lines_seen = 0
+        #: True while `apply` renders and loads a config into the running program (False for the
+        #: config a program starts on), for engines whose reload config differs (Caddy's side).
+        self.reloading = False
 
     # ----- what a subclass provides ---------------------------------------------------------------
 
@@ -174,15 +177,19 @@ class SupervisedEngine(Engine):
             if table.listen != (self._table.listen if self._table else table.listen):
                 raise EngineValidationError(f"the {self.name} engine cannot change its listen address while running; restart it")
             previous = self.work.current_generation()
-            generation = await self._prepare(table)  # raises EngineValidationError; `current` untouched
-            self.work.swap(generation)
+            self.reloading = True  # renders below are for the running program's next config
             try:
-                await self.reload(proc, generation)
-            except GotunnelError:
-                if previous is not None:
-                    self.work.swap(previous)
-                self.work.discard(generation)
-                raise
+                generation = await self._prepare(table)  # raises EngineValidationError; `current` untouched
+                self.work.swap(generation)
+                try:
+                    await self.reload(proc, generation)
+                except GotunnelError:
+                    if previous is not None:
+                        self.work.swap(previous)
+                    self.work.discard(generation)
+                    raise
+            finally:
+                self.reloading = False
             self._table = table
             self._generation = generation
             self.work.prune()

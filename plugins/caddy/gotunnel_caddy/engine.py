@@ -18,6 +18,7 @@ it writes nothing into the user's home.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,6 +38,9 @@ CONFIG_FILE = "caddy.json"
 CADDYFILE = "Caddyfile"
 #: Unix socket paths longer than this do not fit `sockaddr_un` on every platform.
 MAX_SOCKET_PATH = 100
+#: Seconds between steering new connections to the next config's side and loading it: the old
+#: config reads the requests of the connections it accepted last (engine option `switch_delay`).
+SWITCH_DELAY = 0.1
 
 
 class _CaddyEnvRuntime:
@@ -109,8 +113,14 @@ class CaddyEngine(SupervisedEngine):
             storage_dir=self.runtime.map_path(str(self.work.root / "data")),
             grace_period=grace_s,
             via=bool(self.context.settings.get("via", False)),
-            listen_fds=self._listeners.port_fds() if self._listeners is not None else None,
+            listen_fds=self._listen_fds(),
         )
+
+    def _listen_fds(self) -> dict[int, int] | None:
+        """port -> inherited socket: the idle side for a reload, else the side that serves."""
+        if self._listeners is None:
+            return None
+        return self._listeners.port_fds(self._listeners.other_side() if self.reloading else None)
 
     def render(self, table: RouteTable) -> dict[str, str]:
         return {CONFIG_FILE: render_json(table, self.render_options())}
@@ -141,8 +151,8 @@ class CaddyEngine(SupervisedEngine):
         return [binary, "validate", "--config", str(config_dir / CONFIG_FILE)]
 
     # Caddy binds a new SO_REUSEPORT socket on every `/load` and closes the old one, which resets
-    # the connections queued on it; with the daemon's sockets (`fd/N`) every config generation
-    # and every restarted Caddy accepts from one queue that never closes.
+    # the connections queued on it; with the daemon's sockets (`fd/N`) no load closes a socket.
+    # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
         self._listeners = ListenerSockets(table.listen)
@@ -183,7 +193,29 @@ class CaddyEngine(SupervisedEngine):
         return await self.running_config() == json.loads(self._current_config())
 
     async def reload(self, proc: EngineProcess, generation: int) -> None:
+        """Steer new connections to the idle side, let the old config read the requests on the
+        connections it already accepted, then `POST /load` the config that listens there.
+
+        Caddy (Go's net/http) closes without an answer any request it reads after its server's
+        shutdown began, which `/load` starts right after the new config runs: an old config that
+        were still handed fresh connections would drop some of them.
+        """
         body = self._current_config()
+        listeners = self._listeners
+        serving = listeners.side if listeners is not None else 0
+        if listeners is not None and listeners.steerable:
+            listeners.steer(listeners.other_side())
+            await asyncio.sleep(self._option("switch_delay", SWITCH_DELAY))
+        try:
+            await self._post_load(body)
+        except BaseException:
+            if listeners is not None:
+                # The old config still serves (Caddy rolled back): new connections go back to it.
+                # Connections that arrived meanwhile wait on the idle side for the next change.
+                listeners.steer(serving)
+            raise
+
+    async def _post_load(self, body: bytes) -> None:
         try:
             answer = await admin.request(
                 str(self.admin_socket), "POST", "/load", body,
