@@ -168,6 +168,19 @@ def test_extra_suffixes_are_validated(tmp_path: Path, bad: str) -> None:
         CertificateAuthority(tmp_path / "ca", extra_suffixes=[bad])
 
 
+@pytest.mark.parametrize("public", ["com", "co.uk", "github.io", "arpa"])
+def test_public_suffixes_are_refused_before_a_ca_exists(tmp_path: Path, public: str) -> None:
+    # A name constraint on `com` would let the CA sign for every .com site.
+    with pytest.raises(ValidationError, match=f"'{public}'.*public suffix"):
+        CertificateAuthority(tmp_path / "ca", extra_suffixes=[public]).ensure()
+    assert not (tmp_path / "ca").exists()
+
+
+@pytest.mark.parametrize("private", ["corp.example.com", "lan", "dev.internal.example.co.uk", "home.arpa"])
+def test_registrable_and_private_use_suffixes_are_accepted(tmp_path: Path, private: str) -> None:
+    CertificateAuthority(tmp_path / "ca", extra_suffixes=[private])
+
+
 def _ensure_in_child(directory: str, barrier, queue) -> None:  # runs in a forked process
     barrier.wait()
     ca = CertificateAuthority(Path(directory))

@@ -95,7 +95,21 @@ def validate_suffix(suffix: str) -> str:
             )
     if labels[-1].isdigit():
         raise ValidationError("suffix", suffix, "the last label must not be numeric (looks like an IP address)")
+    if suffix not in BUILTIN_SUFFIXES and _is_public_suffix(suffix):
+        raise ValidationError(
+            "suffix", suffix,
+            "is a public suffix: a CA allowed to sign for it could sign for every site registered under it",
+            hint="use a domain you control below it, e.g. 'dev.example.com'",
+        )
     return suffix
+
+
+def _is_public_suffix(name: str) -> bool:
+    """True for `com`, `co.uk`, `github.io`...: a name on the Public Suffix List (known rules only,
+    so private-use names such as `lan` or `corp` that the list does not know are allowed)."""
+    from publicsuffixlist import PublicSuffixList
+
+    return bool(PublicSuffixList(accept_unknown=False).is_public(name))
 
 
 def normalize_suffixes(extra: Iterable[str]) -> tuple[str, ...]:
