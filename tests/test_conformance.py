@@ -45,6 +45,7 @@ class Gap:
 #: behaviour id -> what the README matrix calls it. One test per behaviour below.
 BEHAVIOURS: dict[str, str] = {
     "routing": "Routing by Host and SNI (several tunnels, a wildcard)",
+    "sni_host_mismatch": "HTTPS Host naming another tunnel than the TLS name: 421",
     "forwarded_headers": "Host preserved, X-Forwarded-For/-Proto/-Host",
     "not_found_page": "404 page listing the tunnels (HTTP and HTTPS)",
     "bad_gateway_page": "502 page naming the tunnel and backend",
@@ -85,6 +86,8 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
                                           "connection ejects a backend for the passive window"),
     },
     "envoy": {
+        "sni_host_mismatch": Gap("unsupported", "every TLS filter chain shares one route table, so the Host's "
+                                                "tunnel answers whatever the TLS name"),
         "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
                                              "`envoy --mode validate` does not resolve them: an unresolvable backend "
                                              "is accepted and answers 503 until it resolves (other bad configs, e.g. an "
@@ -216,6 +219,29 @@ def test_routing_by_host_and_sni(env: Env, app: Any) -> None:
         assert status == 200 and body_json(body)["server"] == "one"
     assert env.get("preview")[0] == 404  # the wildcard covers neither its base name
     assert env.get("a.b.preview")[0] == 404  # nor two labels (a wildcard certificate would not either)
+
+
+@behaviour("sni_host_mismatch")
+def test_host_naming_another_tunnel_than_sni_is_misdirected(env: Env, app: Any) -> None:
+    import http.client
+
+    one, two = app("one"), app("two")
+    env.start("-d", "one", "-p", str(one.port))
+    env.start("-d", "two", "-p", str(two.port))
+    hits = two.hits
+    for host in (env.url_host("two", True), "two.local"):
+        conn = http.client.HTTPConnection("127.0.0.1", env.g.https_port, timeout=15)
+        conn.sock = connect(env.g.https_port, "one.localhost", env.ca)  # TLS for `one`, verified
+        try:
+            conn.request("GET", "/", headers={"Host": host})
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        assert response.status == 421, host
+    assert two.hits == hits  # never reached the other tunnel's backend
+    status, _, body = get(env.g.https_port, env.url_host("one", True), "/", ca=env.ca)
+    assert status == 200 and body_json(body)["server"] == "one"
 
 
 @behaviour("forwarded_headers")

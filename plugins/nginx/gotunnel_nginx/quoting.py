@@ -84,6 +84,21 @@ def ngx_wildcard(value: object) -> str:
     return '"~^[^.]+' + text[1:].replace(".", "\\.") + '$"'
 
 
+def ngx_sni_regex(value: object) -> str:
+    """The server names of one tunnel as a quoted, case-insensitive regex that also matches no SNI
+    at all, for `if ($ssl_server_name !~* ...)`: built only from checked host names."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise NginxQuoteError(f"{value!r} is not a list of server names")
+    parts = []
+    for name in value:
+        text = ngx_name(name)
+        if text.startswith("*."):
+            parts.append("[^.]+" + text[1:].replace(".", "\\."))
+        else:
+            parts.append(text.replace(".", "\\."))
+    return '"^(?:' + "|".join(parts) + ')?$"'
+
+
 def ngx_address(value: object) -> str:
     """`host:port` or `[v6]:port` for `server` and `listen`."""
     text = _check(value, "address")
@@ -105,6 +120,7 @@ FILTERS = {
     "ngx_path": ngx_path,
     "ngx_name": ngx_name,
     "ngx_wildcard": ngx_wildcard,
+    "ngx_sni_regex": ngx_sni_regex,
     "ngx_address": ngx_address,
     "ngx_int": ngx_int,
 }
