@@ -38,7 +38,7 @@ class RenderOptions:
 
     workers: int = 1
     worker_connections: int = 4096
-    keepalive: int = 32
+    keepalive: int = 256
     log_level: str = "warn"
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
     template_dir: str | None = None
@@ -218,7 +218,7 @@ def render_options(settings: Mapping[str, Any], option: Any) -> RenderOptions:
     return RenderOptions(
         workers=number("workers", 1, 1, 64),
         worker_connections=number("worker_connections", 4096, 64, 1_000_000),
-        keepalive=number("keepalive", 32, 1, 10000),
+        keepalive=number("keepalive", 256, 1, 10000),
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
         template_dir=settings.get("template_dir"),
