@@ -98,7 +98,6 @@ def _reverse_proxy(tunnel: Tunnel, via: bool) -> list[str]:
         eject = tunnel.health.interval * tunnel.health.healthy_threshold if tunnel.health else PASSIVE_EJECT_SECONDS
         add(f"\t\tfail_duration {duration(eject)}")
         add("\t\tmax_fails 1")
-    add("\t\tflush_interval -1")
     add(f"\t\tstream_close_delay {duration(STREAM_CLOSE_DELAY)}")
     add("\t\theader_up X-Forwarded-Proto {scheme}")
     add("\t\theader_up X-Forwarded-Host {hostport}")

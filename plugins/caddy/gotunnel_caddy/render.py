@@ -187,8 +187,9 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
     handler: dict[str, Any] = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": b.address} for b in backends],
-        # Flush every write at once: websockets, SSE and long polls pass through unbuffered.
-        "flush_interval": -1,
+        # No `flush_interval`: Caddy flushes SSE (text/event-stream) and responses of unknown
+        # length (chunked streams) at once by itself; forcing a flush after every write as well
+        # cost 38 % of its throughput on small responses (http-small: 0.62x -> 0.96x caddy-ref).
         # Caddy closes upgraded connections (websockets) when the config that opened them is
         # unloaded, i.e. on every route change; keep them open instead, as the other engines do.
         "stream_close_delay": duration(STREAM_CLOSE_DELAY),
