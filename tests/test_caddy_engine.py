@@ -488,7 +488,9 @@ def test_port_in_use_fails_start_before_caddy_runs(caddy_factory, backend_a, por
         taken.close()
 
 
-def test_a_refused_load_steers_new_connections_back_to_the_running_config(caddy_factory, backend_a, ports, monkeypatch):
+def test_a_failed_load_steers_new_connections_to_the_config_caddy_runs(caddy_factory, backend_a, ports, monkeypatch):
+    from gotunnel_core.errors import RuntimeFailure
+
     eng = caddy_factory()
     table = make_table([{"name": "alpha", "backends": backend_a.url}], *ports)
     eng.start(table)
@@ -505,3 +507,19 @@ def test_a_refused_load_steers_new_connections_back_to_the_running_config(caddy_
     # New connections reach the config that still runs (not the idle side, where they would hang).
     for _ in range(20):
         assert http_get(ports[0], "alpha.localhost", timeout=5)[0] == 200
+
+    # A load that Caddy applied although the daemon saw it fail (say, a timeout): new connections
+    # follow the config Caddy runs, on the other side.
+    monkeypatch.undo()
+    post_load = eng.engine._post_load
+
+    async def applied_then_lost(body: bytes) -> None:
+        await post_load(body)
+        raise RuntimeFailure("caddy did not take the new configuration: timeout (test)")
+
+    monkeypatch.setattr(eng.engine, "_post_load", applied_then_lost)
+    with pytest.raises(RuntimeFailure, match="timeout"):
+        eng.apply(make_table([{"name": "beta", "backends": backend_a.url}], *ports))
+    assert listeners.side != serving
+    for _ in range(20):
+        assert http_get(ports[0], "beta.localhost", timeout=5)[0] == 200

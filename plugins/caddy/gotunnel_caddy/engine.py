@@ -204,8 +204,8 @@ class CaddyEngine(SupervisedEngine):
         connections it already accepted, then `POST /load` the config that listens there.
 
         Caddy (Go's net/http) closes without an answer any request it reads after its server's
-        shutdown began, which `/load` starts right after the new config runs: an old config that
-        were still handed fresh connections would drop some of them.
+        shutdown began, which `/load` starts right after the new config runs: an old config still
+        handed fresh connections would drop some of them.
         """
         body = self._current_config()
         listeners = self._listeners
@@ -217,10 +217,22 @@ class CaddyEngine(SupervisedEngine):
             await self._post_load(body)
         except BaseException:
             if listeners is not None:
-                # The old config still serves (Caddy rolled back): new connections go back to it.
-                # Connections that arrived meanwhile wait on the idle side for the next change.
-                listeners.steer(serving)
+                # Normally the old config still serves (Caddy rolled back), but after a timeout the
+                # new one may: steer to the side the running config listens on. Connections that
+                # arrived meanwhile on the other side wait there for the next change.
+                listeners.steer(await self._running_side(listeners, default=serving))
             raise
+
+    async def _running_side(self, listeners: ListenerSockets, default: int) -> int:
+        config = await self.running_config()
+        try:
+            listening = {s["listen"][0] for s in config["apps"]["http"]["servers"].values()}
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return default
+        for side in (0, 1):
+            if listening == {f"fd/{fd}" for fd in listeners.port_fds(side).values()}:
+                return side
+        return default
 
     async def _post_load(self, body: bytes) -> None:
         try:
