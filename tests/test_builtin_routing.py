@@ -10,7 +10,7 @@ import pluggy
 import pytest
 
 from builtin_helpers import (  # noqa: F401  (fixtures)
-    LOCAL, EchoServer, backend_a, backend_b, echo_json, engine_factory, free_port, http_get, make_table, pki, ports,
+    LOCAL, EchoServer, backend_a, backend_b, echo_json, engine_factory, free_port, http_get, https_get, make_table, pki, ports,
     raw_exchange,
 )
 from gotunnel_core import hookspecs
@@ -28,21 +28,6 @@ def running(engine_factory, backend_a, backend_b, ports, pki):
     eng = engine_factory()
     eng.start(make_table(tunnels, http_port, https_port, pki))
     return eng, http_port, https_port
-
-
-def https_get(port: int, pki, sni: str, host: str | None = None, path: str = "/"):
-    ctx = pki.client_context()
-    conn = http.client.HTTPSConnection(LOCAL, port, context=ctx, timeout=10)
-    # Connect by IP but verify and send SNI for `sni`.
-    conn.sock = ctx.wrap_socket(socket.create_connection((LOCAL, port), timeout=10), server_hostname=sni)
-    try:
-        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", host or sni)
-        conn.endheaders()
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 def test_render_is_pure_json_of_the_table(engine_factory, ports, backend_a):

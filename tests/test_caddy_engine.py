@@ -14,27 +14,13 @@ import psutil
 import pytest
 
 from builtin_helpers import (  # noqa: F401  (fixtures)
-    LOCAL, EchoHandler, EchoServer, backend_a, backend_b, echo_json, free_port, http_get, make_table, pki, ports,
+    LOCAL, EchoHandler, EchoServer, backend_a, backend_b, echo_json, free_port, http_get, https_get, make_table, pki, ports,
 )
 from caddy_helpers import caddy_dir, caddy_factory, needs_caddy, wait_until  # noqa: F401
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, RouteTable
 
 pytestmark = needs_caddy
-
-
-def https_get(port: int, pki, sni: str, host: str | None = None, path: str = "/"):
-    ctx = pki.client_context()
-    conn = http.client.HTTPSConnection(LOCAL, port, context=ctx, timeout=10)
-    conn.sock = ctx.wrap_socket(socket.create_connection((LOCAL, port), timeout=10), server_hostname=sni)
-    try:
-        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", host or sni)
-        conn.endheaders()
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

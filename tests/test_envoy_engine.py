@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builtin_helpers import (  # noqa: F401  (fixtures)
-    LOCAL, EchoServer, backend_a, backend_b, echo_json, free_port, http_get, make_table, pki, ports, wait_for,
+    LOCAL, EchoServer, LoopThread, backend_a, backend_b, echo_json, free_port, http_get, https_get, make_table, pki, ports, wait_for,
 )
 from envoy_helpers import needs_envoy
 from gotunnel_core.engine import EngineContext, EngineValidationError
@@ -28,42 +28,21 @@ from gotunnel_core.models import CertFiles, RouteTable
 pytestmark = needs_envoy
 
 
-class EnvoyThread:
+class EnvoyThread(LoopThread):
     """An EnvoyEngine on an event loop in a background thread; tests stay synchronous."""
 
     def __init__(self, work: Path, settings: dict[str, Any] | None = None) -> None:
         from gotunnel_envoy.engine import EnvoyEngine
 
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.engine = EnvoyEngine(EngineContext(work_dir=work, settings=settings or {}))
-        self.started = False
+        super().__init__(EnvoyEngine(EngineContext(work_dir=work, settings=settings or {})))
 
-    def call(self, coro: Any, timeout: float = 60.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+    def settle(self) -> None:
+        # Let the exited process's pipes and transports close on their own loop.
+        import gc
 
-    def start(self, table: RouteTable) -> None:
-        self.call(self.engine.start(table))
-        self.started = True
-
-    def apply(self, table: RouteTable) -> None:
-        self.call(self.engine.apply(table))
-
-    def close(self) -> None:
-        try:
-            if self.started:
-                self.call(self.engine.stop())
-        finally:
-            # Let the exited process's pipes and transports close on their own loop.
-            import gc
-
-            self.call(asyncio.sleep(0.1))
-            gc.collect()
-            self.call(asyncio.sleep(0))
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=10)
-            self.loop.close()
+        self.call(asyncio.sleep(0.1))
+        gc.collect()
+        self.call(asyncio.sleep(0))
 
 
 @pytest.fixture
@@ -80,22 +59,6 @@ def envoy(tmp_path: Path):
     finally:
         for eng in made:
             eng.close()
-
-
-def https_get(port: int, pki, sni: str, host: str | None = None, path: str = "/", verify: bool = True):
-    ctx = pki.client_context()
-    if not verify:
-        ctx.check_hostname = False
-    conn = http.client.HTTPSConnection(LOCAL, port, context=ctx, timeout=10)
-    conn.sock = ctx.wrap_socket(socket.create_connection((LOCAL, port), timeout=10), server_hostname=sni)
-    try:
-        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", host or sni)
-        conn.endheaders()
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 @pytest.fixture
