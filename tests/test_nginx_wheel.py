@@ -3,16 +3,10 @@ its entry point registers the engine, and a user template can extend the package
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from wheel_helpers import install_plugin_wheel, run_with_wheel
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -36,33 +30,14 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> None:
-    source = tmp_path / "gotunnel-nginx"
-    shutil.copytree(REPO / "plugins" / "nginx", source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(tmp_path / "dist")],
-                           capture_output=True, text=True, timeout=300)
-    if built.returncode != 0 and any(s in built.stderr for s in ("No matching distribution", "Failed to establish", "Could not find a version")):
-        pytest.skip(f"cannot build a wheel without the package index: {built.stderr.strip().splitlines()[-1]}")
-    assert built.returncode == 0, built.stderr
-    wheel = next((tmp_path / "dist").glob("gotunnel_nginx-*.whl"))
-    site = tmp_path / "site"
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                               capture_output=True, text=True, timeout=300)
-    assert installed.returncode == 0, installed.stderr
+    site = install_plugin_wheel("nginx", tmp_path)
     assert (site / "gotunnel_nginx" / "templates" / "nginx.conf.j2").is_file()
 
     overrides = tmp_path / "templates"
     overrides.mkdir()
     (overrides / "nginx.conf.j2").write_text(
         '{% extends "default:nginx.conf.j2" %}\n{% block http_extra %}    # user override here{% endblock %}\n')
-    script = tmp_path / "render.py"
-    script.write_text(SCRIPT)
-    # Core from the repository, the plugin from the wheel (PYTHONPATH precedes any editable
-    # install of plugins/nginx in the environment, and the module must come from `site`).
-    env = {"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    run = subprocess.run([sys.executable, str(script), str(tmp_path / "work"), str(overrides)],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = run_with_wheel(site, SCRIPT, tmp_path, str(tmp_path / "work"), str(overrides))
     assert result["module"].startswith(str(site))
     assert result["entry_points"] == ["gotunnel_nginx.plugin"] and result["dist"] == "gotunnel-nginx"
     assert "# user override here" in result["conf"]  # the override extended the packaged template
