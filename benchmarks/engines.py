@@ -177,8 +177,16 @@ class Engine:
         """Add route r{i} (to the same backend) while traffic flows."""
         raise NotImplementedError
 
+    #: The program a reference engine runs (stopped by `stop`), and the signal that stops it.
+    proc: subprocess.Popen[bytes] | None = None
+    stop_signal: int = signal.SIGTERM
+
     def stop(self) -> None:
-        raise NotImplementedError
+        if self.proc is not None:
+            stop_pid(self.proc.pid, self.stop_signal)
+            self.proc.wait()
+            self.proc = None
+        self.pid = None
 
     def version(self) -> str:
         return ""
@@ -392,13 +400,6 @@ http {{
         assert self.pid is not None
         os.kill(self.pid, signal.SIGHUP)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc.pid, signal.SIGTERM)
-            self.proc.wait()
-            self.proc = None
-        self.pid = None
-
     def version(self) -> str:
         return cmd_version([self.nginx, "-v"]).removeprefix("nginx version: ")
 
@@ -479,13 +480,6 @@ class CaddyRef(Engine):
                 raise RuntimeError(f"caddy /load answered {resp.status}: {body[:200]!r}")
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc.pid)
-            self.proc.wait()
-            self.proc = None
-        self.pid = None
 
     def version(self) -> str:
         return "caddy " + cmd_version([self.bin, "version"]).split()[0]
@@ -584,13 +578,6 @@ class EnvoyRef(Engine):
     def apply_route_change(self, i: int) -> None:
         self.names.insert(0, f"r{i:03d}")
         self._write_routes()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc.pid)
-            self.proc.wait()
-            self.proc = None
-        self.pid = None
 
     def version(self) -> str:
         import re
