@@ -42,6 +42,15 @@ def engine_status(g: Gotunnel) -> dict[str, Any]:
     return g.json("status")["engine"]
 
 
+def use_engine(g: Gotunnel, engine: str, binary: str | None = None) -> Gotunnel:
+    """Make `g` run the external `engine` (its program `binary` if given), restarting it fast."""
+    g.env["GOTUNNEL_ENGINE"] = engine
+    if binary is not None:
+        g.env[f"GOTUNNEL_{engine.upper()}_BIN"] = str(binary)
+    g.env[f"GOTUNNEL_{engine.upper()}_BACKOFF"] = "0.1"
+    return g
+
+
 def supervisor_record(g: Gotunnel, engine: str) -> dict[str, Any]:
     """What the supervisor recorded about its engine process (pid, create time, argv)."""
     return json.loads((g.state_dir / "engines" / engine / "supervisor.json").read_text())

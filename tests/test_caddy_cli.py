@@ -16,7 +16,7 @@ import pytest
 
 from caddy_helpers import caddy_binary, needs_caddy
 from conftest import Gotunnel, wait_for
-from cli_helpers import http_get, serves
+from cli_helpers import http_get, serves, supervisor_record
 from test_cli_e2e import header
 
 pytestmark = needs_caddy
@@ -24,12 +24,12 @@ pytestmark = needs_caddy
 
 @pytest.fixture
 def cdy(gotunnel: Gotunnel) -> Gotunnel:
-    gotunnel.env["GOTUNNEL_CADDY_BACKOFF"] = "0.1"
+    gotunnel.env["GOTUNNEL_CADDY_BACKOFF"] = "0.1"  # the engine is chosen per test (flag or config file)
     return gotunnel
 
 
 def record(g: Gotunnel) -> dict[str, Any]:
-    return json.loads((g.state_dir / "engines" / "caddy" / "supervisor.json").read_text())
+    return supervisor_record(g, "caddy")
 
 
 def test_start_serves_http_and_https_and_stop_all_leaves_nothing(cdy: Gotunnel, echo_backend: Any) -> None:

@@ -17,17 +17,14 @@ import pytest
 
 from conftest import Gotunnel, wait_for
 from envoy_helpers import ENVOY, needs_envoy
-from cli_helpers import engine_status, http_get, serves, supervisor_record
+from cli_helpers import engine_status, http_get, serves, supervisor_record, use_engine
 
 pytestmark = needs_envoy
 
 
 @pytest.fixture
 def env(gotunnel: Gotunnel) -> Gotunnel:
-    gotunnel.env["GOTUNNEL_ENGINE"] = "envoy"
-    gotunnel.env["GOTUNNEL_ENVOY_BIN"] = str(ENVOY)
-    gotunnel.env["GOTUNNEL_ENVOY_BACKOFF"] = "0.1"
-    return gotunnel
+    return use_engine(gotunnel, "envoy", ENVOY)
 
 
 def work_dir(g: Gotunnel) -> Any:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import Gotunnel, wait_for
-from cli_helpers import engine_status, http_get, serves, supervisor_record
+from cli_helpers import engine_status, http_get, serves, supervisor_record, use_engine
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
 pytestmark = pytest.mark.skipif(not NGINX, reason="nginx is not installed (CI installs it)")
@@ -23,10 +23,7 @@ pytestmark = pytest.mark.skipif(not NGINX, reason="nginx is not installed (CI in
 
 @pytest.fixture
 def ngx(gotunnel: Gotunnel) -> Gotunnel:
-    gotunnel.env["GOTUNNEL_ENGINE"] = "nginx"
-    gotunnel.env["GOTUNNEL_NGINX_BIN"] = str(NGINX)
-    gotunnel.env["GOTUNNEL_NGINX_BACKOFF"] = "0.1"
-    return gotunnel
+    return use_engine(gotunnel, "nginx", NGINX)
 
 
 def work_dir(g: Gotunnel) -> Any:
