@@ -77,11 +77,19 @@ def _float_range(low: float, high: float) -> Callable[[object], float]:
 
 
 def _str_list(raw: object) -> list[str]:
+    """A list of strings; a comma-separated string only from a flag or the environment (see `resolve`)."""
     if isinstance(raw, str):
         return [part.strip() for part in raw.split(",") if part.strip()]
     if isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
         return [item.strip() for item in raw if item.strip()]
     raise ValueError("must be a list of strings (comma-separated in the environment)")
+
+
+def _file_str_list(raw: object) -> list[str]:
+    """The config file's form of a list setting: a TOML array, never a bare string."""
+    if not isinstance(raw, list):
+        raise ValueError('must be a list of strings, e.g. ["a", "b"]')
+    return _str_list(raw)
 
 
 def _wrap(parser: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -105,6 +113,9 @@ class Setting:
     default: Any
     help: str
     secret: bool = False
+    #: Names a program or template directory (or widens what the CA signs): honoured from a
+    #: project's config file only once the user allowed the file (`gotunnel config allow`).
+    sensitive: bool = False
 
     @property
     def env(self) -> str:
@@ -120,23 +131,36 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mdns", _parse_bool, True, "advertise NAME.local on the LAN with mDNS"),
     Setting("mdns_interface", _str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
     Setting("hosts", _parse_bool, False, "also write NAME.local entries into the hosts file"),
-    Setting("hosts_file", _parse_opt_path, None, "hosts file to manage (default: the system's)"),
+    Setting("hosts_file", _parse_opt_path, None, "hosts file to manage (default: the system's)", sensitive=True),
     Setting("log_format", _choice("auto", "console", "json"), "auto", "log format: auto (console on a TTY), console or json"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
     Setting("debug", _parse_bool, False, "show tracebacks for errors"),
-    Setting("template_dir", _parse_opt_path, None, "directory with engine template overrides"),
-    Setting("engine_bin", _parse_opt_path, None, "program of the selected external engine (default: found on PATH)"),
+    Setting("template_dir", _parse_opt_path, None, "directory with engine template overrides", sensitive=True),
+    Setting("engine_bin", _parse_opt_path, None, "program of the selected external engine (default: found on PATH)",
+            sensitive=True),
     Setting("workers", _int_range(1, 64), 1, "builtin engine: worker processes"),
     Setting("max_header_size", _int_range(1024, 1 << 20), 65536, "builtin engine: largest request head in bytes (431 above)"),
     Setting("header_timeout", _float_range(0.1, 3600), 10.0, "builtin engine: absolute deadline for a request head, seconds"),
     Setting("idle_timeout", _float_range(0.1, 86400), 75.0, "builtin engine: idle timeout of connections and bodies, seconds"),
     Setting("max_connections", _int_range(1, 1_000_000), 10000, "builtin engine: most concurrent client connections"),
     Setting("via", _parse_bool, False, "builtin engine: add a Via header"),
+    Setting("upstream_timeout", _float_range(0.1, 86400), 60.0,
+            "seconds a backend may take to its first response byte before the client gets 504 (per tunnel too)"),
     Setting("cert_validity_days", _int_range(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", _int_range(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
-    Setting("ca_extra_suffixes", _str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
+    Setting("cert_keep_days", _int_range(0, 3650), 7,
+            "keep a removed tunnel's certificate this many days (reused if it comes back), then delete it"),
+    Setting("ca_extra_suffixes", _str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)",
+            sensitive=True),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+#: Settings whose config-file form is a TOML array (a bare string there is a mistake).
+LIST_SETTINGS = frozenset({"mdns_interface", "ca_extra_suffixes"})
+#: Settings that do not shape what a daemon serves; every other one is saved with the tunnels
+#: and reused when a daemon restores them (`state.TunnelStore`).
+NOT_SAVED = frozenset({"state_dir", "log_format", "debug"})
+#: The largest config file read (a config is a few KiB; this keeps a stray huge file harmless).
+MAX_CONFIG_BYTES = 1 << 20
 #: Tables allowed in the config file besides the settings above.
 FILE_TABLES = {"tunnels", "engines"}
 
@@ -150,6 +174,10 @@ class Resolved:
     config_file: Path | None
     file_tunnels: list[Any] = field(default_factory=list)
     engine_tables: dict[str, Any] = field(default_factory=dict)
+    #: Keys of a project's config file left out (programs/templates for an information command).
+    ignored: list[str] = field(default_factory=list)
+    #: Why the config file was skipped altogether (a lenient command and a broken file), if it was.
+    skipped_file: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -168,74 +196,218 @@ def find_config_file(explicit: str | None, cwd: Path | None = None, env: Mapping
     """`--config PATH` (must exist), else `./gotunnel.toml`, else `<user config dir>/gotunnel/config.toml`."""
     if explicit:
         path = Path(os.path.expanduser(explicit))
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"config file {explicit!r} does not exist")
+        check_regular_file(path)
         return path
     local = (cwd or Path.cwd()) / "gotunnel.toml"
-    if local.is_file():
+    if local.exists():
+        check_regular_file(local)
         return local
     from .paths import user_config_dir
 
     user = user_config_dir(env) / "config.toml"
-    return user if user.is_file() else None
+    if user.exists():
+        check_regular_file(user)
+        return user
+    return None
+
+
+def check_regular_file(path: Path) -> None:
+    """A config file must be a regular file: a directory or a device (`/dev/null`) is a mistake."""
+    if path.is_dir():
+        raise UsageError(f"config file {str(path)!r} is a directory, not a TOML file")
+    if not path.is_file():
+        raise UsageError(f"config file {str(path)!r} is not a regular file (a device, socket or pipe)")
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The config file's bytes (at most MAX_CONFIG_BYTES); read errors name the file."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES >> 20} MiB; is it a config file?")
+    return data
+
+
+def parse_config_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    """Parse a TOML config file's bytes; every failure is one line naming the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}: "
+                         f"{data[exc.start:exc.start + 1]!r}); TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {str(path)!r}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"config file {str(path)!r} nests arrays or tables too deeply") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Parse a TOML config file; syntax errors name the file."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {str(path)!r}: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    """Parse a TOML config file; errors name the file."""
+    return parse_config_bytes(path, read_config_bytes(path))
 
 
 def resolve(
     cli_values: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    *,
+    honour_programs: bool = True,
+    lenient: bool = False,
 ) -> Resolved:
-    """Merge the layers. `cli_values` holds only flags given on the command line (None = not given)."""
-    env = os.environ if env is None else env
-    explicit_config = cli_values.get("config") or env.get("GOTUNNEL_CONFIG") or None
-    config_path = find_config_file(explicit_config, cwd, env)
-    file_data = load_config_file(config_path) if config_path else {}
+    """Merge the layers. `cli_values` holds only flags given on the command line (None = not given).
 
-    for key in file_data:
-        if key not in SETTINGS_BY_NAME and key not in FILE_TABLES:
-            raise UsageError(
-                f"config file {str(config_path)!r}: unknown key {key!r}",
-                hint="known keys: " + ", ".join(sorted([*SETTINGS_BY_NAME, *FILE_TABLES])),
-            )
+    A config file other than the user's own (`./gotunnel.toml`, `--config PATH`) may set keys
+    that name programs or template directories only once the user allowed it (`allow.py`):
+    with `honour_programs` such a key in a file not allowed is an error, without it (information
+    commands) those keys are left out whatever the file. With `lenient`, a config file that
+    cannot be used is skipped (`Resolved.skipped_file` says why) instead of failing the command.
+    """
+    env = os.environ if env is None else env
+    try:
+        return _resolve(cli_values, env, cwd, honour_programs, use_file=True)
+    except ConfigFileError as exc:
+        if not lenient:
+            raise
+        resolved = _resolve(cli_values, env, cwd, honour_programs, use_file=False)
+        resolved.skipped_file = exc.message
+        return resolved
+
+
+class ConfigFileError(UsageError):
+    """The config file itself is unusable (syntax, unknown key, bad value, not allowed)."""
+
+
+def _resolve(cli_values: Mapping[str, Any], env: Mapping[str, str], cwd: Path | None, honour_programs: bool,
+             use_file: bool) -> Resolved:
+    explicit_config = cli_values.get("config") or env.get("GOTUNNEL_CONFIG") or None
+    config_path: Path | None = None
+    file_data: dict[str, Any] = {}
+    ignored: list[str] = []
+    if use_file:
+        try:
+            config_path = find_config_file(explicit_config, cwd, env)
+            if config_path is not None:
+                file_data, ignored = _load_checked(config_path, env, honour_programs)
+        except ConfigFileError:
+            raise
+        except UsageError as exc:
+            raise ConfigFileError(exc.message, exc.hint) from None
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
+        from_file = False
         if cli_values.get(setting.name) is not None:
             raw, source, label = cli_values[setting.name], "flag", "--" + setting.name.replace("_", "-")
         elif env.get(setting.env) not in (None, ""):
             raw, source, label = env[setting.env], "env", setting.env
         elif setting.name in file_data:
             raw, source, label = file_data[setting.name], f"file:{config_path}", f"{config_path}: key {setting.name!r}"
+            from_file = True
         else:
             values[setting.name], sources[setting.name] = setting.default, "default"
             continue
         try:
-            values[setting.name] = setting.parse(raw)
+            parse = _file_str_list if from_file and setting.name in LIST_SETTINGS else setting.parse
+            values[setting.name] = parse(raw)
         except ValueError as exc:
-            if source.startswith("file:"):
-                message = f"config file {str(config_path)!r}: key {setting.name!r} = {raw!r}: {exc}"
-            else:
-                message = f"invalid value {raw!r} for {label}: {exc}"
-            raise UsageError(message) from None
+            if from_file:
+                raise ConfigFileError(f"config file {str(config_path)!r}: key {setting.name!r} = {raw!r}: {exc}") from None
+            raise UsageError(f"invalid value {raw!r} for {label}: {exc}") from None
         sources[setting.name] = source
+    _check_combinations(values, sources, config_path)
 
     tunnels = file_data.get("tunnels", [])
     if not isinstance(tunnels, list):
-        raise UsageError(f"config file {str(config_path)!r}: key 'tunnels' must be an array of tables ([[tunnels]])")
+        raise ConfigFileError(f"config file {str(config_path)!r}: key 'tunnels' must be an array of tables ([[tunnels]])")
     engines = file_data.get("engines", {})
     if not isinstance(engines, dict):
-        raise UsageError(f"config file {str(config_path)!r}: key 'engines' must be a table")
+        raise ConfigFileError(f"config file {str(config_path)!r}: key 'engines' must be a table")
     values["engines"] = engines  # per-engine tables ([engines.nginx] ...), read through engine_option()
-    return Resolved(values, sources, config_path, tunnels, engines)
+    return Resolved(values, sources, config_path, tunnels, engines, ignored)
+
+
+def _load_checked(path: Path, env: Mapping[str, str], honour_programs: bool) -> tuple[dict[str, Any], list[str]]:
+    """Parse the config file, refuse unknown keys, and apply the project-file rule for programs."""
+    from . import allow
+
+    data = read_config_bytes(path)
+    file_data = parse_config_bytes(path, data)
+    for key in file_data:
+        if key not in SETTINGS_BY_NAME and key not in FILE_TABLES:
+            raise ConfigFileError(
+                f"config file {str(path)!r}: unknown key {key!r}",
+                hint="known keys: " + ", ".join(sorted([*SETTINGS_BY_NAME, *FILE_TABLES])),
+            )
+    sensitive = allow.sensitive_keys(file_data)
+    if not sensitive or allow.is_user_config(path, env):
+        return file_data, []
+    if not honour_programs:
+        return allow.without_keys(file_data, sensitive), sensitive
+    if not allow.is_allowed(path, data, env):
+        raise ConfigFileError(
+            f"config file {str(path)!r} sets {', '.join(sensitive)}, which name programs or template "
+            "directories; gotunnel uses them from a project's config file only once you allow that file",
+            hint=f"read the file, then run `gotunnel config allow {path}`",
+        )
+    return file_data, []
+
+
+def _check_combinations(values: Mapping[str, Any], sources: Mapping[str, str], config_path: Path | None) -> None:
+    """Settings that are fine alone but not together (a file's mistake is a ConfigFileError)."""
+
+    def error(keys: tuple[str, ...]) -> type[UsageError]:
+        return ConfigFileError if any(sources[k].startswith("file:") for k in keys) else UsageError
+
+    if values["http_port"] == values["https_port"]:
+        raise error(("http_port", "https_port"))(f"http_port and https_port are both {values['http_port']}: "
+                         "HTTP and HTTPS need a port each (--http-port, --https-port)")
+    renew, validity = values["cert_renew_days"], values["cert_validity_days"]
+    if renew >= validity:
+        raise error(("cert_renew_days", "cert_validity_days"))(
+            f"cert_renew_days = {renew} is not less than cert_validity_days = {validity}: a certificate valid for "
+            f"{validity} days would be due for renewal {renew} days before it expires, that is from the moment "
+            "it is issued; pick a renewal lead shorter than the validity (the default is 30 of 90 days)")
+
+
+def saved_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """What a daemon records with its tunnels: every setting that shapes serving, and the engine tables."""
+    saved = {s.name: values[s.name] for s in SETTINGS if s.name not in NOT_SAVED}
+    saved["engines"] = values.get("engines") or {}
+    return saved
+
+
+def restore_settings(saved: Mapping[str, Any], state_dir: str) -> Resolved:
+    """The settings of a daemon restoring saved tunnels: exactly the saved ones (validated again,
+    as the state file is input too); a setting newer than the file gets its default."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name in saved and setting.name not in NOT_SAVED:
+            try:
+                values[setting.name] = setting.parse(saved[setting.name])
+            except ValueError as exc:
+                raise UsageError(f"saved daemon setting {setting.name} = {saved[setting.name]!r}: {exc}",
+                                 hint="`gotunnel stop --all` forgets the saved tunnels and settings") from None
+            sources[setting.name] = "saved"
+        else:
+            values[setting.name], sources[setting.name] = setting.default, "default"
+    values["state_dir"], sources["state_dir"] = state_dir, "flag"
+    values["log_format"] = "json"
+    engines = saved.get("engines") if isinstance(saved.get("engines"), dict) else {}
+    values["engines"] = engines
+    return Resolved(values, sources, None, [], engines)
+
+
+def check_file_tunnel(raw: object) -> None:
+    """What a `[[tunnels]]` table must spell as TOML arrays (the API also takes one bare value)."""
+    if isinstance(raw, Mapping) and "backends" in raw and not isinstance(raw["backends"], list):
+        raise ValidationError("backends", raw["backends"],
+                              'must be a list, e.g. backends = ["http://127.0.0.1:3000"]')

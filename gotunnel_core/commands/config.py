@@ -21,6 +21,7 @@ def config() -> None:
 def config_show(state: CliState, as_json: bool) -> None:
     """Every setting's effective value and where it came from."""
     settings = state.settings
+    state.note_ignored()
     if as_json:
         emit_json(settings.as_json())
         return
