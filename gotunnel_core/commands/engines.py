@@ -18,6 +18,7 @@ from ..hookspecs import hookimpl
 def engines(state: CliState, as_json: bool) -> None:
     """Installed engines, whether their program is found, and its version."""
     rows = []
+    state.note_ignored()
     for name, spec in sorted(state.engine_specs().items()):
         probe = spec.engine_class.probe(state.settings.values)
         rows.append({"name": name, "description": spec.description, "plugin": spec.plugin,
@@ -54,8 +55,9 @@ def plugins(state: CliState, as_json: bool) -> None:
 
 def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
     """The engine and the route table for the config file's tunnels (the ops use case)."""
-    from ..certservice import CertService
+    from ..certservice import CertService, table_options
     from ..engine import EngineContext, find_engine
+    from ..loops import check_not_own_listener
     from ..models import Listen
 
     settings = state.settings
@@ -64,9 +66,10 @@ def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
         raise UsageError(f"nothing to render: no [[tunnels]] in the config file ({where})")
     tunnels = state.file_tunnels()
     spec = find_engine(state.engine_specs(), engine_name)
-    layout = state.layout.ensure()
     listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])
-    table = CertService(layout, settings.values).route_table(listen, tunnels)
+    check_not_own_listener(tunnels, listen)
+    layout = state.layout.ensure()
+    table = CertService(layout, settings.values).route_table(listen, tunnels, table_options(settings.values, layout.root))
     context = EngineContext(work_dir=layout.engine_dir(spec.name), settings=settings.values, hook=None)
     return spec.engine_class(context), table
 

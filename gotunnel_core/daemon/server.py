@@ -21,7 +21,7 @@ from ..logs import get_logger
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager
 from .manager import TunnelManager
-from .protocol import MAX_MESSAGE, encode, error_response
+from .protocol import MAX_MESSAGE, DaemonStopping, encode, error_response
 
 log = get_logger("gotunnel.daemon")
 
@@ -52,7 +52,7 @@ class DaemonServer:
         self.forget_on_exit = False
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
-            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", []))),
+            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", [])), force=bool(a.get("force"))),
             "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", []))),
             "stop_all": self._stop_all,
             "list": self._list,
@@ -61,6 +61,8 @@ class DaemonServer:
         }
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        from ..config import saved_settings
+
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -70,13 +72,18 @@ class DaemonServer:
             "https_port": self.settings["https_port"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
+            "settings": saved_settings(self.settings),
+            # Shutting down: a client must not hand it changes, but wait for it and start another.
+            "stopping": self.stopping.is_set(),
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [self.manager.describe(t) for t in sorted(self.manager.tunnels.values(), key=lambda t: t.name)]
+        problems = await self.manager.backend_problems()
+        return [self.manager.describe(t, problems) for t in sorted(self.manager.tunnels.values(), key=lambda t: t.name)]
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}
+        problems = await self.manager.backend_problems()
+        return {**self.manager.status(problems), "version": __version__, "state_dir": str(self.layout.root)}
 
     async def _stop_all(self, _: Mapping[str, Any]) -> dict[str, Any]:
         names = sorted(self.manager.tunnels)
@@ -96,6 +103,8 @@ class DaemonServer:
                     raise UsageError(f"unknown daemon operation {op!r}")
             except (ValueError, KeyError, TypeError):
                 raise UsageError("malformed request to the daemon") from None
+            if self.stopping.is_set() and op != "ping":
+                raise DaemonStopping("the daemon is stopping", hint="run the command again")
             response = {"ok": True, "result": await self.ops[op](args)}
         except GotunnelError as exc:
             response = error_response(exc)
@@ -111,14 +120,19 @@ class DaemonServer:
         finally:
             writer.close()
 
-    async def run(self, initial_tunnels: list[Any] | None = None) -> None:
-        """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly."""
+    async def run(self, initial_tunnels: list[Any] | None = None,
+                  on_ready: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly.
+
+        `on_ready` gets every served tunnel (as `list` shows it) once they serve."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         await self.manager.startup()
         if initial_tunnels:
-            await self.manager.start_tunnels(initial_tunnels)
+            await self.manager.start_tunnels(initial_tunnels, force=True)
+        if on_ready is not None:
+            on_ready(await self._list({}))
         try:
             self.layout.socket.unlink()
         except FileNotFoundError:
@@ -150,6 +164,7 @@ def run_daemon(
     plugins: GotunnelPluginManager,
     initial_tunnels: list[Any] | None = None,
     forget_on_exit: bool = False,
+    on_ready: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> None:
     """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
     lock_fd = acquire_daemon_lock(layout)
@@ -159,7 +174,7 @@ def run_daemon(
         async def main() -> None:
             server = DaemonServer(layout, settings, plugins)
             server.forget_on_exit = forget_on_exit
-            await server.run(initial_tunnels)
+            await server.run(initial_tunnels, on_ready)
 
         uvloop.run(main())
     finally:
