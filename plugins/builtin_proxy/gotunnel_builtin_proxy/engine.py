@@ -88,7 +88,8 @@ class BuiltinEngine(Engine):
                     state = BackendState(backend, pool, tunnel.health)
                 states[key] = state
                 tunnel_states.append(state)
-            routes[tunnel.name] = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+            routes[tunnel.name] = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)),
+                                              table.timeout_of(tunnel))
         return Router.build(table, routes), snapshot, states
 
     def _hook_enabled(self) -> bool:

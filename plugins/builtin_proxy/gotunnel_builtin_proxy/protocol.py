@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from gotunnel_core import pages
+from gotunnel_core.dotsegments import has_dot_segment
 from gotunnel_core.http import HookRequest, HookResponse
+from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
 from .responses import (
     CHUNK_END,
@@ -51,7 +53,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local",
+        "head_parts", "local", "t_sent",
     )
 
     def __init__(self) -> None:
@@ -73,6 +75,7 @@ class Req:
         self.tried: list[BackendState] | None = None
         self.head_parts: list[bytes] = []
         self.local = False
+        self.t_sent = 0.0  # when the whole request was with the backend (its first-byte timer)
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -101,6 +104,7 @@ class ClientProtocol(asyncio.Protocol):
         self.resp_done = False
         self.upgrade_buf: list[bytes] | None = None
         self.eof = False
+        self.lan = False  # a LAN peer: plain pages, no `.localhost`, no `lan = false` tunnels
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -111,6 +115,7 @@ class ClientProtocol(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
             self.peer_ip = peer[0].encode("ascii")
+            self.lan = not is_loopback_peer(peer[0])
         self.t_phase = time.monotonic()
         if len(st.conns) >= st.settings.max_connections or st.closing:
             st.rejected_total += 1
@@ -298,8 +303,10 @@ class ClientProtocol(asyncio.Protocol):
                 self._finish_exchange()
             return
         up = self.upstream
-        if up is not None and up.req is req and req.chunked:
-            up.transport.write(CHUNK_END)
+        if up is not None and up.req is req:
+            req.t_sent = time.monotonic()
+            if req.chunked:
+                up.transport.write(CHUNK_END)
         elif self.resp_done:
             self._finish_exchange()
 
@@ -309,7 +316,7 @@ class ClientProtocol(asyncio.Protocol):
         st = self.st
         st.requests_total += 1
         router = st.router
-        host = te = conn = xff = upg = None
+        host = te = conn = xff = upg = hop = None
         nhost = 0
         out: list[bytes] = []
         headers = req.headers
@@ -320,7 +327,8 @@ class ClientProtocol(asyncio.Protocol):
                     host_hdr = value
                     break
             route = router.lookup(host_hdr) if host_hdr is not None else None
-            if route is not None and self._sni_ok(route) and not self._redirects(route):
+            if route is not None and self._sni_ok(route) and not self._redirects(route) \
+                    and self._visible(route, host_hdr):
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
@@ -342,6 +350,8 @@ class ClientProtocol(asyncio.Protocol):
                 xff = value if xff is None else xff + b", " + value
             elif kind == 5:
                 upg = value
+            elif kind == 7:
+                hop = value
         if te is not None:
             if te.strip().lower() != b"chunked":
                 return self._reject(400, "unsupported transfer coding")
@@ -349,11 +359,15 @@ class ClientProtocol(asyncio.Protocol):
         if nhost > 1:
             return self._reject(400, "more than one Host header")
         target = req.url
+        if req.method == b"CONNECT":
+            return self._reject(405, "CONNECT is not supported: gotunnel is a reverse proxy")
         if target[:1] != b"/":
             if target == b"*":
-                pass
-            elif req.method == b"CONNECT":
-                return self._reject(405, "CONNECT is not supported")
+                if req.method != b"OPTIONS":
+                    return self._reject(400, "only OPTIONS may ask for '*'")
+                # A question about the server itself, answered by the proxy (as every engine does).
+                return self._local(req, simple_response(200, b"", b"", close=not req.keep_alive,
+                                                        http10_keep_alive=not req.http11))
             else:
                 try:
                     parts = parse_url(target)
@@ -366,18 +380,23 @@ class ClientProtocol(asyncio.Protocol):
             if req.http11:
                 return self._reject(400, "missing Host header")
             host = b""
+        if has_dot_segment(target):
+            return self._page(req, 400, None)
         route = router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
+        if route is not None and not self._visible(route, host):
+            route = None
         if route is None:
-            body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
-            return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
-                                                    head_only=req.is_head, http10_keep_alive=not req.http11))
+            return self._page(req, 404, lambda: pages.table_not_found_page(host.decode("latin-1"), router.table))
+        if hop == router.hop_id:
+            return self._page(req, 508, lambda: pages.loop_page(route.name))
         if self.https:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
         elif route.tunnel.redirect_https:
+            req.route = route
             return self._redirect(req, host, target)
         req.route = route
         if conn is not None or route.req_remove:
@@ -402,14 +421,24 @@ class ClientProtocol(asyncio.Protocol):
             out.append(CHUNKED)
         if st.settings.via:
             out.append(VIA)
-        out.append(CRLF)
+        out += (router.hop_line, CRLF)
         backend = route.balancer.pick()
         if backend is None:
-            body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
-            return self._local(req, simple_response(503, body.encode(), HTML, close=not req.keep_alive,
-                                                    head_only=req.is_head, http10_keep_alive=not req.http11))
+            return self._page(req, 503, lambda: pages.unavailable_page(
+                route.name, [s.backend for s in route.balancer.states]))
         req.head_parts = out
         self._send(req, backend)
+
+    def _page(self, req: Req, status: int, detailed: "Callable[[], str] | None") -> None:
+        """Answer one of the proxy's own pages: the detailed one to a loopback peer, the plain
+        one (naming nothing) to a LAN peer or when there is no detailed one."""
+        body = pages.plain_page(status) if self.lan or detailed is None else detailed()
+        self._local(req, simple_response(status, body.encode(), HTML, close=not req.keep_alive,
+                                         head_only=req.is_head, http10_keep_alive=not req.http11))
+
+    def _visible(self, route: "Route", host: bytes) -> bool:
+        """`.localhost` names and `lan = false` tunnels answer loopback peers only (gotunnel_core.lan)."""
+        return not self.lan or (route.tunnel.lan and not is_localhost_host(host.decode("latin-1")))
 
     def _sni_ok(self, route: "Route") -> bool:
         # 421 only when the handshake named another known tunnel; an SNI naming no tunnel
@@ -428,7 +457,8 @@ class ClientProtocol(asyncio.Protocol):
                 name = head
         port = self.st.router.table.listen.https_port
         location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + target
-        self._local(req, simple_response(308, b"", b"", headers=[(b"Location", location)],
+        code = req.route.tunnel.redirect_code if req.route is not None else 307
+        self._local(req, simple_response(code, b"", b"", headers=[(b"Location", location)],
                                          close=not req.keep_alive, http10_keep_alive=not req.http11))
 
     def _run_hook(self, req: Req, route: "Route") -> bool:
@@ -524,9 +554,8 @@ class ClientProtocol(asyncio.Protocol):
         self._attach(req, up)
 
     def _bad_gateway(self, req: Req, backend: "BackendState", reason: str) -> None:
-        body = pages.bad_gateway_page(req.route.name if req.route else "?", backend.backend.url, reason)
-        self._local(req, simple_response(502, body.encode(), HTML, close=not req.keep_alive,
-                                         head_only=req.is_head, http10_keep_alive=not req.http11))
+        self._page(req, 502, lambda: pages.bad_gateway_page(req.route.name if req.route else "?",
+                                                            backend.backend.url, reason))
 
     def _attach(self, req: Req, up: "UpstreamProtocol") -> None:
         """Bind `up` to the active request and write the head plus any buffered body."""
@@ -540,6 +569,8 @@ class ClientProtocol(asyncio.Protocol):
             parts[2] = req.backend.prefix  # type: ignore[union-attr]
         head = b"".join(parts)
         body = req.body
+        if req.complete:
+            req.t_sent = time.monotonic()
         if body is None:
             if req.complete and req.chunked:
                 up.transport.writelines((head, CHUNK_END))
@@ -677,6 +708,11 @@ class ClientProtocol(asyncio.Protocol):
                 self.close()
         elif phase == BUSY or phase == UPGRADE_WAIT:
             up = self.upstream
+            req = self.active
+            if up is not None and req is not None and req.t_sent and not up.got_bytes and req.route is not None \
+                    and now - req.t_sent > req.route.upstream_timeout:
+                self._upstream_timeout(req, up)
+                return
             if self.activity or (up is not None and up.activity):
                 self.activity = False
                 if up is not None:
@@ -690,6 +726,19 @@ class ClientProtocol(asyncio.Protocol):
                     else:
                         self.transport.write(error_response(504, "backend did not answer in time"))
                 self.close()
+
+
+    def _upstream_timeout(self, req: Req, up: "UpstreamProtocol") -> None:
+        """The backend took the request but sent nothing within its tunnel's upstream timeout: 504."""
+        route = req.route
+        assert route is not None
+        self.upstream = None
+        up.client = None
+        up.transport.close()
+        self.st.upstream_errors += 1
+        req.keep_alive = False
+        backend = req.backend.backend.url if req.backend is not None else "?"
+        self._page(req, 504, lambda: pages.gateway_timeout_page(route.name, backend, route.upstream_timeout))
 
 
 class _Reject(Exception):
