@@ -107,6 +107,17 @@ def ngx_address(value: object) -> str:
     return text
 
 
+def ngx_cidr(value: object) -> str:
+    """An IPv4/IPv6 network (`127.0.0.0/8`) for a `geo` block, unquoted."""
+    import ipaddress
+
+    text = _check(value, "network")
+    try:
+        return str(ipaddress.ip_network(text))
+    except ValueError:
+        raise NginxQuoteError(f"{text!r} is not an IP network") from None
+
+
 def ngx_int(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int):
         raise NginxQuoteError(f"{value!r} is not an integer")
@@ -123,4 +134,5 @@ FILTERS = {
     "ngx_sni_regex": ngx_sni_regex,
     "ngx_address": ngx_address,
     "ngx_int": ngx_int,
+    "ngx_cidr": ngx_cidr,
 }

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from gotunnel_core import pages
+from gotunnel_core import dotsegments, pages
+from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.errors import UsageError
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
@@ -80,16 +81,20 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _page_name(tunnel: Tunnel) -> str:
+def _page_name(tunnel: Tunnel, status: int = 502) -> str:
     # Tunnel names are RFC 1123 labels (and a leading `*.`): `_` cannot occur otherwise.
-    return "502-" + tunnel.name.replace("*", "_") + ".html"
+    return f"{status}-" + tunnel.name.replace("*", "_") + ".html"
+
+
+#: Pages a LAN peer gets instead of the detailed ones (gotunnel_core.lan): `pages/plain-N.html`.
+PLAIN_PAGES = (400, 404, 502, 504, 508)
 
 
 def _server_names(tunnel: Tunnel) -> list[str]:
     return list(tunnel.hostnames)
 
 
-def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
+def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, upstream_timeout: float = 60.0) -> dict[str, Any]:
     """What the template needs about one tunnel (all values still raw; the template quotes)."""
     schemes = {b.scheme for b in tunnel.backends}
     prefixes = {b.path for b in tunnel.backends}
@@ -117,6 +122,9 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
         "server_names": _server_names(tunnel),
         "https": tunnel.https,
         "redirect_https": tunnel.redirect_https,
+        "redirect_code": tunnel.redirect_code,
+        "lan": tunnel.lan,
+        "read_timeout_ms": max(1, round(upstream_timeout * 1000)),
         "cert": cert,
         "backends": [{"address": b.address, "weight": b.weight} for b in tunnel.backends],
         "max_fails": max_fails,
@@ -127,6 +135,8 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
         "response_hide": sorted({name for name in resp.remove} | {name for name, _ in resp.add}, key=str.lower),
         "response_add": list(resp.add),
         "page_502": _page_name(tunnel),
+        "page_504": _page_name(tunnel, 504),
+        "page_508": _page_name(tunnel, 508),
     }
 
 
@@ -147,7 +157,12 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         },
         "default_cert": table.default_cert,
         "pages_dir": PAGES_DIR,
-        "tunnels": [tunnel_view(i, t, table.certs.get(t.name)) for i, t in enumerate(table.tunnels)],
+        "plain_pages": PLAIN_PAGES,
+        "loopback_cidrs": LOOPBACK_CIDRS,
+        "localhost_regex": LOCALHOST_HOST_REGEX.removeprefix("(?i)").removeprefix("^"),
+        "dot_segment_regex": dotsegments.TARGET_REGEX.removeprefix("(?i)"),
+        "hop_id": table.hop_id,
+        "tunnels": [tunnel_view(i, t, table.certs.get(t.name), table.timeout_of(t)) for i, t in enumerate(table.tunnels)],
     }
     try:
         config = env.get_template(MAIN_TEMPLATE).render(context)
@@ -165,10 +180,15 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "generation.conf": generation_conf(0),
         "pages/404.html": not_found_page(table),
     }
+    for status in PLAIN_PAGES:
+        files[f"pages/plain-{status}.html"] = pages.plain_page(status)
     for tunnel in table.tunnels:
         backends = ", ".join(b.url for b in tunnel.backends)
         files["pages/" + _page_name(tunnel)] = pages.bad_gateway_page(
-            tunnel.name, backends, "the connection failed, was reset or timed out")
+            tunnel.name, backends, "the connection failed or was reset")
+        files["pages/" + _page_name(tunnel, 504)] = pages.gateway_timeout_page(
+            tunnel.name, backends, table.timeout_of(tunnel))
+        files["pages/" + _page_name(tunnel, 508)] = pages.loop_page(tunnel.name)
     return files
 
 
@@ -181,7 +201,7 @@ SSI_HOST = '<!--# echo var="host" encoding="entity" -->'
 def not_found_page(table: RouteTable) -> str:
     """The 404 page, naming the requested host through SSI. Everything else in the page is
     escaped by `pages.py` (a `<` is `&lt;`), so the only SSI directive is the one put here."""
-    page = pages.not_found_page(_HOST_MARK, table.tunnels, table.listen)
+    page = pages.table_not_found_page(_HOST_MARK, table)
     assert page.count(_HOST_MARK) == 1 and "<!--#" not in page
     return page.replace(_HOST_MARK, SSI_HOST)
 
