@@ -94,6 +94,12 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        try:
+            self._lost(exc)
+        finally:
+            self.parser = None  # break the parser <-> protocol cycle: freed at once, not by the GC
+
+    def _lost(self, exc: Exception | None) -> None:
         if self.idle:
             self.pool.discard(self)
             return
