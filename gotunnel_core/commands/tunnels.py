@@ -193,10 +193,20 @@ def stop(state: CliState, names: tuple[str, ...], stop_all: bool) -> None:
 
 
 def _stop_all(state: CliState) -> None:
+    from ..daemon.client import DaemonClient
     from ..daemon.launcher import stop_daemon
-    from ..state import TunnelStore
+    from ..errors import GotunnelError
+    from ..state import TunnelStore, read_saved
 
     layout = state.layout.ensure()
+    saved, count = read_saved(layout.tunnels_file)
+    if saved is not None and count and DaemonClient(layout).ping() is None:
+        # A daemon died with tunnels: its engine may still serve them. Restoring it (as `list`
+        # would) stops that orphan; then it is stopped like any running daemon.
+        try:
+            state.client(spawn=False)
+        except GotunnelError as exc:
+            click.echo(f"warning: could not restore the saved daemon to stop it: {exc.message}", err=True)
     result = stop_daemon(layout)
     if result is None:
         TunnelStore(layout.tunnels_file, layout.tunnels_lock).clear()
