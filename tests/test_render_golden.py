@@ -2,8 +2,8 @@
 a config file that uses every tunnel option. Differences are shown as a diff; after an intended
 change, regenerate with GOTUNNEL_UPDATE_GOLDEN=1 and review the diff in git.
 
-Machine-specific parts are normalised: the state directory becomes `<STATE>`, nginx's `user`
-line (present only when the daemon runs as root) is dropped, and Envoy's certificate digests
+Machine-specific parts are normalised: the state directory becomes `<STATE>`, its loop marker
+`<HOP-ID>`, nginx's `user` line (present only when the daemon runs as root) is dropped, and Envoy's certificate digests
 (fresh certificates every run) and the content hashes derived from them become `<DIGEST>`.
 """
 
@@ -57,6 +57,9 @@ def _normalise(text: str, state: Path) -> str:
     import re
 
     text = text.replace(str(state), "<STATE>")
+    hop = state / "hop-id"  # this state directory's random loop marker
+    if hop.exists():
+        text = text.replace(hop.read_text().strip(), "<HOP-ID>")
     text = re.sub(r'"(cert|key|version_info)": "[0-9a-f]{16}"', r'"\1": "<DIGEST>"', text)
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
 
