@@ -63,6 +63,14 @@ BEHAVIOURS: dict[str, str] = {
     "reload_under_load": "Route add/remove under load, no failed request",
     "bad_routes_refused": "Invalid tunnels refused, running config kept",
     "engine_validator": "Engine's own validator refuses a bad config (e.g. unresolvable backend)",
+    # tests/test_conformance_hardening.py
+    "upstream_timeout": "Backend that never answers: 504 after upstream_timeout (global and per tunnel)",
+    "dot_segments": "Dot segments (plain or %2e) in the path: 400, never past the backend prefix",
+    "odd_methods": "CONNECT: 405; OPTIONS *: 200, answered by the proxy",
+    "proxy_loop": "Backend at gotunnel's own port refused; a loop through another hop: 508",
+    "redirect_code": "HTTPS redirect is 307, or 308 when asked",
+    "not_found_links": "404 page links only names that resolve (no .local without mDNS/hosts)",
+    "lan_visibility": "LAN peer (network namespace): plain pages, no .localhost, no lan = false tunnels",
 }
 
 ENGINES = ("builtin", "nginx", "caddy", "envoy")
@@ -78,6 +86,8 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
+        "upstream_timeout": Gap("variant", "proxy_read_timeout also applies between two reads of a response, so "
+                                           "a stream silent for upstream_timeout is cut too (builtin: first byte only)"),
     },
     "caddy": {
         "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
@@ -88,6 +98,8 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
     "envoy": {
         "sni_host_mismatch": Gap("unsupported", "every TLS filter chain shares one route table, so the Host's "
                                                 "tunnel answers whatever the TLS name"),
+        "upstream_timeout": Gap("variant", "per_try_idle_timeout also applies between two reads of a response, so a "
+                                           "stream silent for upstream_timeout is cut too (builtin: first byte only)"),
         "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
                                              "`envoy --mode validate` does not resolve them: an unresolvable backend "
                                              "is accepted and answers 503 until it resolves (other bad configs, e.g. an "
@@ -613,7 +625,10 @@ def test_capability_table_names_known_engines_and_behaviours() -> None:
         assert engine in ENGINES
         for key, gap in gaps.items():
             assert key in BEHAVIOURS and gap.kind in _LABELS and gap.reason
-    tested = {m.args[0] for name, fn in globals().items() if name.startswith("test_")
+    import test_conformance_hardening
+
+    modules = (globals(), vars(test_conformance_hardening))
+    tested = {m.args[0] for namespace in modules for name, fn in namespace.items() if name.startswith("test_")
               for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"}
     assert tested == set(BEHAVIOURS)
 
