@@ -33,7 +33,7 @@ bench: setup
 	GOTUNNEL_STREAM_MIB=1024 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_builtin_stream.py -k bounded_proxy_memory
 
 # Memory under sustained load and route churn (issue 19): each engine's daemon for SOAK_ARGS
-# (default 8 minutes each, 3 of warm-up); fails when RSS keeps growing after the warm-up.
+# (default 12 minutes each, 4 of warm-up); fails when RSS keeps growing after the warm-up.
 soak: setup
 	$(PY) -m pip install -q $(BENCH_PIP)
 	$(PY) -m benchmarks.soak $(SOAK_ARGS)

@@ -31,14 +31,14 @@ from test_conformance import Env, app, behaviour, body_json, env, pytest_generat
 
 # ----- backends this module needs ------------------------------------------------------------------
 
-class SilentServer:
-    """Accepts connections and reads requests, but never answers (a hung backend)."""
+class _Listener:
+    """A TCP listener on 127.0.0.1 whose accepted connections go to `handle` (on a thread)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server((LOCAL, 0))
-        self.accepted: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        self.open: list[socket.socket] = []
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def port(self) -> int:
@@ -50,40 +50,36 @@ class SilentServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.accepted.append(conn)
+            self.connections += 1
+            self.open.append(conn)
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        """Keep the connection open and never answer (a hung backend)."""
 
     def close(self) -> None:
         self.sock.close()
-        for conn in self.accepted:
+        for conn in self.open:
             conn.close()
 
 
-class Relay:
+class SilentServer(_Listener):
+    """Accepts connections and reads requests, but never answers (a hung backend)."""
+
+
+class Relay(_Listener):
     """A TCP relay to 127.0.0.1:`target` (think: a dev server proxying to another URL). Pointed at
     gotunnel's own port it makes a loop no address check can see."""
 
     def __init__(self, target: int) -> None:
         self.target = target
-        self.sock = socket.create_server((LOCAL, 0))
-        self.connections = 0
-        self.open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    @property
-    def port(self) -> int:
-        return self.sock.getsockname()[1]
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            upstream = socket.create_connection((LOCAL, self.target))
-            self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+    def handle(self, client: socket.socket) -> None:
+        upstream = socket.create_connection((LOCAL, self.target))
+        self.open.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -94,11 +90,6 @@ class Relay:
             pass
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.sock.close()
-        for sock in self.open:
-            sock.close()
 
 
 def raw_exchange(port: int, request: bytes, timeout: float = 15) -> tuple[int, bytes]:

@@ -384,8 +384,6 @@ class ClientProtocol(asyncio.Protocol):
             if req.http11:
                 return self._reject(400, "missing Host header")
             host = b""
-        if has_dot_segment(target):
-            return self._page(req, 400, None)
         route = router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
@@ -393,6 +391,8 @@ class ClientProtocol(asyncio.Protocol):
             route = None
         if route is None:
             return self._page(req, 404, lambda: pages.table_not_found_page(host.decode("latin-1"), router.table))
+        if has_dot_segment(target):  # before the backend's path prefix is joined (gotunnel_core.dotsegments)
+            return self._page(req, 400, None)
         if hop == router.hop_id:
             return self._page(req, 508, lambda: pages.loop_page(route.name))
         if self.https:
@@ -730,7 +730,6 @@ class ClientProtocol(asyncio.Protocol):
                     else:
                         self.transport.write(error_response(504, "backend did not answer in time"))
                 self.close()
-
 
     def _upstream_timeout(self, req: Req, up: "UpstreamProtocol") -> None:
         """The backend took the request but sent nothing within its tunnel's upstream timeout: 504."""

@@ -28,7 +28,7 @@ from gotunnel_core import dotsegments, pages
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
 from gotunnel_core.loops import HOP_HEADER
-from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
+from gotunnel_core.models import DEFAULT_HOP_ID, NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
 HTTP_SERVER = "gotunnel_http"
 HTTPS_SERVER = "gotunnel_https"
@@ -202,7 +202,7 @@ def _header_ops(add: tuple[tuple[str, str], ...], remove: tuple[str, ...],
     return ops
 
 
-def reverse_proxy(tunnel: Tunnel, *, via: bool = False, hop_id: str = "gotunnel",
+def reverse_proxy(tunnel: Tunnel, *, via: bool = False, hop_id: str = DEFAULT_HOP_ID,
                   upstream_timeout: float = 60.0) -> dict[str, Any]:
     """The `reverse_proxy` handler for one tunnel: balancing, health checks, headers, streaming."""
     backends: tuple[Backend, ...] = tunnel.backends
@@ -269,7 +269,7 @@ def _detailed_or_plain(status: int, detailed: str) -> list[dict[str, Any]]:
     ]
 
 
-def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False, hop_id: str = "gotunnel",
+def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False, hop_id: str = DEFAULT_HOP_ID,
                   upstream_timeout: float = 60.0) -> list[dict[str, Any]]:
     """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener."""
     routes: list[dict[str, Any]] = [
