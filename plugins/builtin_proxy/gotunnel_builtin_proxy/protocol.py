@@ -380,7 +380,7 @@ class ClientProtocol(asyncio.Protocol):
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
         req.route = route
-        if conn is not None or route.req_remove:
+        if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
@@ -564,7 +564,8 @@ class ClientProtocol(asyncio.Protocol):
         """The upstream response was fully relayed."""
         if self.upstream is up:
             self.upstream = None
-        self._resume(P_UPSTREAM)
+        if self.paused:
+            self._resume(P_UPSTREAM)
         req = self.active
         if req is None or self.phase == CLOSED:
             return
@@ -663,7 +664,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         self.phase = IDLE
         self.t_phase = time.monotonic()
-        self._resume(P_PIPELINE)
+        if self.paused:
+            self._resume(P_PIPELINE)
 
     # -- timeouts ------------------------------------------------------------------------------
     def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:
