@@ -110,6 +110,7 @@ def perf_window(pid: int, seconds: float) -> dict[str, float]:
 
 
 def callgrind_window(d: Daemon, seconds: float) -> tuple[float, Path]:
+    """Instructions the daemon executed during `seconds` (instrumentation on for that window only)."""
     ctl = ["callgrind_control"]
     subprocess.run([*ctl, "-z", str(d.pid)], check=True, capture_output=True)
     subprocess.run([*ctl, "-i", "on", str(d.pid)], check=True, capture_output=True)
@@ -148,13 +149,17 @@ def measure(args: argparse.Namespace, backend: Backend, wrk: Wrk, scenario: str)
         close = scenario == "https-handshake"
         url = url_for(scenario, d)
         warm = args.warmup * (8 if args.tool == "callgrind" else 1)
+        idle_ir = 0.0
+        if args.tool == "callgrind":
+            # what the daemon does with no traffic (timers, stats) over the same window, subtracted below
+            idle_ir, _ = callgrind_window(d, args.duration)
         wrk.run(url, warm, close)
         proc = wrk.start(url, args.duration + 4, close)
         time.sleep(1.5)
         before = backend.requests()
         if args.tool == "callgrind":
             ir, dump = callgrind_window(d, args.duration)
-            values: dict[str, Any] = {"Ir": ir, "dump": str(dump)}
+            values: dict[str, Any] = {"Ir": ir - idle_ir, "idle_Ir": idle_ir, "dump": str(dump)}
         else:
             values = perf_window(d.pid, args.duration)
         after = backend.requests()
@@ -163,6 +168,7 @@ def measure(args: argparse.Namespace, backend: Backend, wrk: Wrk, scenario: str)
         row: dict[str, Any] = {"scenario": scenario, "requests": n, "wrk_errors": res.errors}
         if args.tool == "callgrind":
             row["instructions_per_request"] = round(values["Ir"] / n) if n else None
+            row["idle_instructions_per_s"] = round(values["idle_Ir"] / args.duration)
             row["top_self"] = top_functions(Path(values["dump"]), inclusive=False)
             row["top_inclusive"] = top_functions(Path(values["dump"]), inclusive=True)
         else:
@@ -183,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default="http,https,https-handshake,http-1000")
     p.add_argument("--duration", type=float, default=10.0, help="seconds in the measured window")
     p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--connections", type=int, default=None, help="wrk connections (default 50; 10 with callgrind)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
+    if args.connections is None:
+        args.connections = 10 if args.tool == "callgrind" else 50
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [s for s in scenarios if s not in SCENARIOS]
     if bad:
@@ -204,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     load = os.getloadavg()
     try:
-        wrk = Wrk(args.workdir, LOAD_CPU, connections=args.connections)
+        # under valgrind the daemon is ~50x slower: wrk must not time requests out (retries add handshakes)
+        wrk = Wrk(args.workdir, LOAD_CPU, connections=args.connections, timeout_s=60 if args.tool == "callgrind" else 2)
         for s in scenarios:
             rows.append(measure(args, backend, wrk, s))
     finally:

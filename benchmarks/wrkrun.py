@@ -94,16 +94,18 @@ def parse_wrk_output(text: str) -> WrkResult:
 class Wrk:
     """wrk pinned to the load-generator CPU, always -t1 -c50 --latency unless told otherwise."""
 
-    def __init__(self, workdir: Path, cpu: int, threads: int = 1, connections: int = 50, wrk_bin: str = "wrk") -> None:
+    def __init__(self, workdir: Path, cpu: int, threads: int = 1, connections: int = 50, wrk_bin: str = "wrk",
+                 timeout_s: int = 2) -> None:
         self.script = workdir / "resolve.lua"
         self.script.write_text(RESOLVE_LUA)
         self.close_script = workdir / "resolve-close.lua"
         self.close_script.write_text(RESOLVE_LUA + CLOSE_LUA)
         self.cpu, self.threads, self.connections, self.bin = cpu, threads, connections, wrk_bin
+        self.timeout_s = timeout_s  # wrk's per-request timeout (its default, 2 s, unless under valgrind)
 
     def argv(self, url: str, duration: float, close: bool = False) -> list[str]:
         return ["taskset", "-c", str(self.cpu), self.bin, f"-t{self.threads}", f"-c{self.connections}",
-                f"-d{max(1, int(round(duration)))}s", "--latency", "-s", str(self.close_script if close else self.script), url]
+                f"-d{max(1, int(round(duration)))}s", f"--timeout={self.timeout_s}s", "--latency", "-s", str(self.close_script if close else self.script), url]
 
     def start(self, url: str, duration: float, close: bool = False) -> subprocess.Popen[str]:
         return subprocess.Popen(self.argv(url, duration, close), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
