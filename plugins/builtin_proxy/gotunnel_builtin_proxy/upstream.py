@@ -35,8 +35,11 @@ WRITE_HIGH = 256 * 1024
 CONNECT_TIMEOUT = 10.0
 
 
-class UpstreamProtocol(asyncio.Protocol):
-    """One connection to a backend; attached to at most one client exchange at a time."""
+class UpstreamProtocol:
+    """One connection to a backend; attached to at most one client exchange at a time.
+
+    An asyncio.Protocol by its methods (not by inheritance: see protocol.py on the compiled build).
+    """
 
     __slots__ = (
         "pool", "transport", "parser", "client", "ct", "req", "headers", "idle", "closed", "t_idle",
@@ -112,6 +115,10 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.client = None
         client.upstream_lost(self, exc)
+
+    def eof_received(self) -> bool:
+        """The backend half-closed: let the transport close (a close-delimited body ends there)."""
+        return False
 
     def pause_writing(self) -> None:
         if self.client is not None:
