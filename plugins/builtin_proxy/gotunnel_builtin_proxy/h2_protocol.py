@@ -26,6 +26,7 @@ from hpack.exceptions import HPACKError, OversizedHeaderListError
 from gotunnel_core import pages
 
 from . import h2_frames as F
+from .h2_upstream import start_exchange
 from .hooks import run_request_hook
 from .responses import date_header
 from .upstream import WRITE_HIGH
@@ -483,7 +484,8 @@ class H2Protocol(asyncio.Protocol):
         out = self.out
         if out and not self.closed:
             self.out = []
-            self.transport.writelines(out)
+            # One buffer: the TLS transport makes one record per piece it is handed.
+            self.transport.write(b"".join(out))
 
     def send_headers(self, stream: H2Stream, block: bytes, end: bool) -> None:
         for f in F.headers_frames(stream.sid, block, end, self.peer_frame):
@@ -991,8 +993,6 @@ class H2Protocol(asyncio.Protocol):
         if backend is None:
             body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
             return self.local(stream, 503, body.encode(), HTML)
-        from .h2_upstream import start_exchange
-
         start_exchange(stream, backend, fields)
 
     def bad_gateway(self, stream: H2Stream, backend: "BackendState", reason: str) -> None:

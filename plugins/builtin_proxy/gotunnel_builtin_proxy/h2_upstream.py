@@ -141,6 +141,7 @@ class H1Relay(asyncio.Protocol):
         self.upgraded = False
         self.activity = False
         self.new_parser = False
+        self.error = ""
 
     # -- wiring ------------------------------------------------------------------------------
     def attach(self, stream: "H2Stream", backend: "BackendState", fields: list[tuple[bytes, bytes]]) -> None:
@@ -299,7 +300,7 @@ class H1Relay(asyncio.Protocol):
                 return
             self._fail("backend switched protocols unexpectedly")
         except HttpParserError as exc:
-            self._fail(f"invalid response from backend ({exc})")
+            self._fail(self.error or f"invalid response from backend ({exc})")
 
     def _fail(self, reason: str) -> None:
         stream, self.stream = self.stream, None
@@ -328,7 +329,10 @@ class H1Relay(asyncio.Protocol):
                 raise HttpParserError("101 without an upgrade request")
             self.interim = True
             return
-        if stream.websocket and not self.req_done:
+        if stream.websocket:
+            if 200 <= status < 300:  # to an HTTP/2 client a 2xx would mean "tunnel open"
+                self.error = "the backend did not switch protocols to websocket"
+                raise HttpParserError(self.error)
             self.req_done = True  # a refused upgrade: the exchange ends with this response
         fields = _response_fields(headers)
         self.head_sent = True
