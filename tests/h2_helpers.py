@@ -222,3 +222,26 @@ def read_goaway(sock: ssl.SSLSocket, timeout: float = 10.0) -> int | None:
                 code = int.from_bytes(buf[13:17], "big")
             buf = buf[9 + length:]
     return code
+
+
+def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[tuple[int, int, int, bytes]]:
+    """Read raw frames (type, flags, stream id, payload) until `done(frames)` is true or EOF."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    frames: list[tuple[int, int, int, bytes]] = []
+    sock.settimeout(0.5)
+    while time.monotonic() < deadline and not done(frames):
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
+            buf = buf[9 + length:]
+    return frames
