@@ -172,16 +172,8 @@ class H2Client:
         raise AssertionError("the server did not close the connection")
 
     def _drain_raw(self, deadline: float) -> Closed:
-        while time.monotonic() < deadline:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-        return Closed(self.goaway, self.last_stream_id)
+        code = read_goaway(self.sock, max(0.5, deadline - time.monotonic()))
+        return Closed(self.goaway if code is None else code, self.last_stream_id)
 
     def request(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None,
                 body: bytes | None = None, authority: str | None = None) -> Response:
@@ -200,28 +192,9 @@ def raw_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
 
 def read_goaway(sock: ssl.SSLSocket, timeout: float = 10.0) -> int | None:
     """Read raw frames until EOF; the error code of the GOAWAY seen (None if none)."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    code = None
-    sock.settimeout(0.5)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-        while len(buf) >= 9:
-            length = int.from_bytes(buf[:3], "big")
-            if len(buf) < 9 + length:
-                break
-            if buf[3] == 7:
-                code = int.from_bytes(buf[13:17], "big")
-            buf = buf[9 + length:]
-    return code
+    frames = read_frames(sock, lambda fs: False, timeout)
+    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in frames if t == 7]
+    return codes[0] if codes else None
 
 
 def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[tuple[int, int, int, bytes]]:
@@ -235,6 +208,8 @@ def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[t
             chunk = sock.recv(65536)
         except socket.timeout:
             continue
+        except OSError:
+            break
         if not chunk:
             break
         buf += chunk

@@ -4,6 +4,7 @@ trailers, deadlines, cancellation, 16 MiB messages, and multiplexed upstream con
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from concurrent import futures
@@ -144,3 +145,24 @@ def test_concurrent_calls_share_one_backend_connection(grpc_proxy):
         replies = list(pool.map(lambda i: call(b"m%d" % i, timeout=10), range(40)))
     assert replies == [b"m%d" % i for i in range(40)]
     assert len(service.peers) == 1  # multiplexed over one upstream HTTP/2 connection
+
+
+def test_cli_h2c_backend_serves_grpc_and_curl_sees_http2(gotunnel):
+    """Through the real CLI and daemon: `--backend h2c://...` carries gRPC; curl negotiates HTTP/2."""
+    service = EchoService()
+    server, port = start_server(service)
+    try:
+        gotunnel("start", "-d", "rpc", "--backend", f"h2c://127.0.0.1:{port}", check=True)
+        ca = gotunnel("cert", "ca", "--path", check=True).out.strip()
+        creds = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+        with grpc.secure_channel(f"127.0.0.1:{gotunnel.https_port}", creds, options=[
+                ("grpc.ssl_target_name_override", "rpc.localhost"),
+                ("grpc.default_authority", "rpc.localhost")]) as channel:
+            assert channel.unary_unary("/test.Echo/Unary")(b"via cli", timeout=10) == b"via cli"
+        out = subprocess.run(["curl", "-s", "--http2", "--cacert", ca, "-o", "/dev/null", "-w", "%{http_version}",
+                              "--resolve", f"rpc.localhost:{gotunnel.https_port}:127.0.0.1",
+                              f"https://rpc.localhost:{gotunnel.https_port}/"], capture_output=True, text=True,
+                             timeout=30)
+        assert out.stdout == "2"  # a gRPC server answers plain GETs too (with a gRPC error), over HTTP/2
+    finally:
+        server.stop(0)
