@@ -26,11 +26,12 @@ import psutil
 
 from .engines import (ENGINE_CPU, ENGINE_NAMES, LOAD_CPU, MEASURED, Backend, Engine, GotunnelEngine, SMALL_BODY,
                       make_certs, make_engine)
+from .h2loadrun import H2Load
 from .util import cmd_version, http_status, machine_info, raise_nofile, tree_connections, tree_cpu_by_process
 from .wrkrun import Wrk, WrkResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
-THROUGHPUT = ("http-small", "https-small", "https-handshake", "http-1mib", "1000-tunnels", "workers-2")
+THROUGHPUT = ("http-small", "https-small", "https-handshake", "h2-small", "http-1mib", "1000-tunnels", "workers-2")
 SCENARIOS = (*THROUGHPUT, "reload-under-load", "idle-memory")
 REFERENCE = "nginx-ref"
 MiB = 1 << 20
@@ -39,12 +40,13 @@ MiB = 1 << 20
 #: two workers (`workers-2`).
 ONE_TUNNEL, TWO_WORKERS = "@1", "@2w"
 
-TARGETS = [  # (id, description, scenario, limit) -- issue 20
+TARGETS = [  # (id, description, scenario, limit) -- issue 20, plus h2 and the earlier peers
     ("http_vs_nginx", "builtin >= 0.8x nginx-ref req/s and per CPU-s, HTTP small", "http-small", 0.8),
     ("http_p99", "builtin p99 <= 1.5x nginx-ref p99, HTTP small", "http-small", 1.5),
     ("https_vs_nginx", "builtin >= 0.75x nginx-ref req/s, HTTPS small (keep-alive)", "https-small", 0.75),
     ("handshake_vs_nginx", "builtin >= 0.7x nginx-ref req/s, HTTPS with a new resumed TLS handshake per request",
      "https-handshake", 0.7),
+    ("h2_vs_nginx", "builtin >= 0.5x nginx-ref req/s, HTTP/2 small (h2load -c10 -m10)", "h2-small", 0.5),
     ("vs_envoy", "builtin >= 1.0x envoy-ref req/s, HTTP small", "http-small", 1.0),
     ("vs_caddy", "builtin >= 1.5x caddy-ref req/s, HTTP small", "http-small", 1.5),
     ("tunnels_1000", "builtin with 1,000 tunnels >= 0.97x of one tunnel (median of per-round ratios)", "1000-tunnels",
@@ -61,7 +63,7 @@ def log(msg: str) -> None:
 
 
 def url_for(scenario: str, engine: Engine) -> str:
-    if scenario in ("https-small", "https-handshake"):
+    if scenario in ("https-small", "https-handshake", "h2-small"):
         return f"https://{MEASURED}.localhost:{engine.https_port}/"
     path = "/1mib" if scenario == "http-1mib" else "/"
     return f"http://{MEASURED}.localhost:{engine.http_port}{path}"
@@ -87,6 +89,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "engine_cpu_pct": median([s.get("engine_cpu_pct") for s in samples]),
         "req_per_cpu_s": median([s.get("req_per_cpu_s") for s in samples]),
         "cpu_busy_pct": [median([s["cpu_busy_pct"][i] for s in samples]) for i in range(len(samples[0]["cpu_busy_pct"]))],
+        "protocol": ",".join(sorted({s["protocol"] for s in samples if s.get("protocol")})) or None,
         "rounds": samples,
     }
 
@@ -103,6 +106,7 @@ class Bench:
         self.certs = make_certs(workdir, self.python)
         self.backend = Backend(workdir, self.certs)
         self.wrk = Wrk(workdir, LOAD_CPU)
+        self.h2load = H2Load(LOAD_CPU)
         self.engines = []
         self.skipped: dict[str, str] = {}
         for name in args.engines:
@@ -118,17 +122,21 @@ class Bench:
     def measure(self, engine: Engine, scenario: str) -> dict[str, Any]:
         url = url_for(scenario, engine)
         close = scenario == "https-handshake"  # Connection: close, so wrk opens (and resumes) TLS per request
+        if scenario == "h2-small":
+            start, finish = (lambda u, d: self.h2load.run(u, d)), (lambda p, timeout: p)
+        else:
+            start, finish = (lambda u, d: self.wrk.start(u, d, close)), self.wrk.finish
         if self.args.warmup > 0:
-            self.wrk.run(url, self.args.warmup, close)
+            finish(start(url, self.args.warmup), timeout=self.args.warmup + 30)
         before = self.backend.requests()
         pid = engine.pid or (self.backend.proc.pid if self.backend.proc else None)
         cpu, cpu0 = CpuMeter(), tree_cpu_by_process(pid) if pid else {}
-        proc = self.wrk.start(url, self.args.duration, close)
+        proc = start(url, self.args.duration)
         conns: dict[int, int] = {}
         if engine.workers > 1 and pid:
             time.sleep(min(2.0, self.args.duration / 2))
             conns = tree_connections(pid, int(url.rsplit(":", 1)[1].split("/")[0]))
-        res = self.wrk.finish(proc, timeout=self.args.duration + 30)
+        res = finish(proc, timeout=self.args.duration + 30)
         busy = cpu.busy()
         cpu1 = tree_cpu_by_process(pid) if pid else {}
         per_proc = sorted((round(t - cpu0.get(p, 0.0), 2) for p, t in cpu1.items()), reverse=True)
@@ -396,7 +404,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         value: float | None = None
         per_cpu: float | None = None
         ok: bool | None = None
-        if tid in ("http_vs_nginx", "https_vs_nginx", "handshake_vs_nginx", "vs_envoy", "vs_caddy"):
+        if tid in ("http_vs_nginx", "https_vs_nginx", "handshake_vs_nginx", "h2_vs_nginx", "vs_envoy", "vs_caddy"):
             other = {"vs_envoy": "envoy-ref", "vs_caddy": "caddy-ref"}.get(tid, REFERENCE)
             value, per_cpu = ratio(scn, "builtin", other), ratio(scn, "builtin", other, "req_per_cpu_s")
             if value is not None:
@@ -453,7 +461,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for s in thr:
             for name, r in res[s]["engines"].items():
-                lines.append(f"| {s} | {name} | {_f(r['rps'])} | {_f(r['x_nginx'], 2)} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | "
+                shown = f"{name} ({r['protocol']})" if r.get("protocol") else name
+                lines.append(f"| {s} | {shown} | {_f(r['rps'])} | {_f(r['x_nginx'], 2)} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | "
                              f"{r['socket_errors']} / {r['non_2xx_3xx']} | {_f(r['backend_requests'])} / {r['requests']} | "
                              f"{_f(r['engine_cpu_pct'])} | {_f(r['req_per_cpu_s'])} | {_f(r.get('x_nginx_per_cpu'), 2)} | "
                              f"{' / '.join(f'{x:.0f}' for x in r['cpu_busy_pct'])} |")
@@ -535,9 +544,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def preflight() -> None:
     if (os.cpu_count() or 1) < 2 or not {LOAD_CPU, ENGINE_CPU} <= os.sched_getaffinity(0):
         raise SystemExit(f"bench needs CPUs {LOAD_CPU} and {ENGINE_CPU} (pinning); this process may use {sorted(os.sched_getaffinity(0))}")
-    for tool in ("wrk", "taskset", "/usr/sbin/nginx"):
+    for tool in ("wrk", "h2load", "taskset", "/usr/sbin/nginx"):
         if not shutil.which(tool):
-            raise SystemExit(f"bench needs {tool} (apt-get install wrk nginx-light util-linux)")
+            raise SystemExit(f"bench needs {tool} (apt-get install wrk nghttp2-client nginx-light util-linux)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"started_at": started_at, "machine": machine_info(), "config": {
         "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds, "reload_duration": args.reload_duration,
         "changes": args.changes, "idle_connections": args.idle_connections, "wrk": "-t1 -c50 --latency (keep-alive)",
+        "h2load": "-t1 -c10 -m10 (h2-small)",
         "engine_cpu": ENGINE_CPU, "load_cpu": LOAD_CPU, "nofile": nofile, "quick": args.quick,
         "scenarios": args.scenarios, "engines": args.engines}}
     bench: Bench | None = None
