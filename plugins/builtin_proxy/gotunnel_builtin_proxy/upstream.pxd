@@ -16,7 +16,7 @@ cdef class UpstreamProtocol:
     cpdef _complete(self)
 
 
-@cython.final
+# Not final: h2_upstream.H1Pool extends it (and pools its own connection class).
 cdef class Pool:
     cdef public object loop, _ssl
     cdef public str scheme, host
@@ -26,4 +26,4 @@ cdef class Pool:
     cdef public bint via, closed
 
     cpdef get(self)
-    cpdef release(self, UpstreamProtocol up)
+    cpdef release(self, up)
