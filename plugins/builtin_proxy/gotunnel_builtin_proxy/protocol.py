@@ -140,6 +140,10 @@ class ClientProtocol:
                 up.transport.close()
         self.active = None
         self.pipeline = None
+        # The parser holds this protocol for its callbacks: dropping it here lets reference counting
+        # free the pair at once instead of leaving a cycle for the garbage collector.
+        self.parser = None  # type: ignore[assignment]
+        self.parsing = None
 
     def close(self) -> None:
         """Close after what was written (used by timeouts and shutdown)."""

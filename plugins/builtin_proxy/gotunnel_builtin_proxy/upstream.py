@@ -96,6 +96,13 @@ class UpstreamProtocol:
         transport.set_write_buffer_limits(WRITE_HIGH)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        finally:
+            # The parser refers back to this protocol: dropping it leaves no cycle for the collector.
+            self.parser = None  # type: ignore[assignment]
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.idle:
             self.pool.discard(self)
