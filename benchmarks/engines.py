@@ -310,7 +310,12 @@ class GotunnelEngine(Engine):
             import httptools
             import uvloop
 
-            out += f" (uvloop {uvloop.__version__}, httptools {httptools.__version__})"
+            out += f" (uvloop {uvloop.__version__}, httptools {httptools.__version__}"
+            if self.engine == "builtin":
+                import gotunnel_builtin_proxy
+
+                out += ", compiled hot path" if gotunnel_builtin_proxy.compiled() else ", pure-Python hot path"
+            out += ")"
         except ImportError:
             pass
         return out
