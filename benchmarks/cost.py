@@ -7,8 +7,11 @@ for each scenario, drives it with wrk while measuring a window:
 - `--tool perf` (default): `perf stat` on the daemon: CPU microseconds (task-clock) and system
   calls per request. Needs perf's software events only (no hardware counters).
 - `--tool callgrind`: the daemon under valgrind's callgrind with instrumentation switched on for
-  the window only: user-space instructions per request, repeatable to a fraction of a percent
-  whatever else runs. Kernel work (the system calls) is not counted; `perf` shows it.
+  the window only: user-space instructions per request. Independent of the neighbours' work, but
+  not of how many requests one loop iteration handles (seen to move it by 15 % between a quiet and
+  a loaded hour): compare builds in the same hour, or use `benchmarks.hotpath --callgrind`. Kernel
+  work (the system calls) is not counted; `perf` shows it. `http-1000` is impractical here: the
+  daemon issues 1,000 certificates under valgrind first.
 
 Requests are counted by the backend (stub_status) around the window. Scenarios: http, https
 (keep-alive), https-handshake (a new TLS connection per request, resumed as browsers do), and
