@@ -87,7 +87,8 @@ class Daemon:
 
     def stop(self) -> None:
         if self.proc is not None:
-            subprocess.run([*self._base(), "stop", "--all"], capture_output=True, env=self.env, cwd=self.dir, timeout=300)
+            subprocess.run([*self._base(), "stop", "--all"], capture_output=True, env=self.env, cwd=self.dir,
+                           timeout=300)
             stop_pid(self.proc.pid, timeout=120)
             self.proc.wait()
             self.proc = None
@@ -126,7 +127,8 @@ def callgrind_window(d: Daemon, seconds: float) -> tuple[float, Path]:
     while time.monotonic() < deadline and best is None:
         time.sleep(1.0)
         for path in set(d.dir.glob("cg.out.*")) - before:
-            totals = [float(x) for x in re.findall(r"^(?:summary|totals):\s+(\d+)", path.read_text(errors="replace"), re.M)]
+            text = path.read_text(errors="replace")
+            totals = [float(x) for x in re.findall(r"^(?:summary|totals):\s+(\d+)", text, re.M)]
             if totals and (best is None or max(totals) > best[0]):
                 best = (max(totals), path)
     if best is not None:

@@ -105,7 +105,8 @@ class Wrk:
 
     def argv(self, url: str, duration: float, close: bool = False) -> list[str]:
         return ["taskset", "-c", str(self.cpu), self.bin, f"-t{self.threads}", f"-c{self.connections}",
-                f"-d{max(1, int(round(duration)))}s", f"--timeout={self.timeout_s}s", "--latency", "-s", str(self.close_script if close else self.script), url]
+                f"-d{max(1, int(round(duration)))}s", f"--timeout={self.timeout_s}s", "--latency",
+                "-s", str(self.close_script if close else self.script), url]
 
     def start(self, url: str, duration: float, close: bool = False) -> subprocess.Popen[str]:
         return subprocess.Popen(self.argv(url, duration, close), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
