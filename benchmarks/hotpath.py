@@ -87,7 +87,8 @@ async def run(requests: int, request: bytes) -> float:
     for _ in range(200):
         client.data_received(request)
         up.data_received(RESPONSE)
-    if not (up_transport.last.startswith(request.split(b" ", 1)[0]) and client_transport.last.endswith(b"hello world\n")):
+    proxied = up_transport.last.startswith(request.split(b" ", 1)[0])
+    if not (proxied and client_transport.last.endswith(b"hello world\n")):
         raise RuntimeError("the request was not proxied")
     gc.collect()
     t0 = time.perf_counter()
@@ -113,7 +114,8 @@ def instructions_per_request(requests: int, browser: bool) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.hotpath", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", "--requests", type=int, default=None, help="requests (default 100,000; 1,000 with --callgrind)")
+    p.add_argument("-n", "--requests", type=int, default=None,
+                   help="requests (default 100,000; 1,000 with --callgrind)")
     p.add_argument("--browser", action="store_true", help="a 12-header browser request instead of wrk's 1 header")
     p.add_argument("--callgrind", action="store_true", help="instructions per request instead of time")
     args = p.parse_args(argv)
