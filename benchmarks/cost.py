@@ -87,8 +87,11 @@ class Daemon:
 
     def stop(self) -> None:
         if self.proc is not None:
-            subprocess.run([*self._base(), "stop", "--all"], capture_output=True, env=self.env, cwd=self.dir,
-                           timeout=300)
+            try:
+                subprocess.run([*self._base(), "stop", "--all"], capture_output=True, env=self.env, cwd=self.dir,
+                               timeout=300)
+            except subprocess.TimeoutExpired:
+                pass  # stop_pid below ends it by its pid (SIGTERM, then SIGKILL)
             stop_pid(self.proc.pid, timeout=120)
             self.proc.wait()
             self.proc = None
@@ -148,9 +151,9 @@ def measure(args: argparse.Namespace, backend: Backend, wrk: Wrk, scenario: str)
     d = Daemon(args.workdir, args.python, 1000 if scenario == "http-1000" else 1, args.tool,
                {"workers": args.workers} if args.workers > 1 else {})
     t0 = time.monotonic()
-    d.start(backend)
-    log(f"{scenario}: daemon pid {d.pid} up in {time.monotonic() - t0:.1f} s")
     try:
+        d.start(backend)
+        log(f"{scenario}: daemon pid {d.pid} up in {time.monotonic() - t0:.1f} s")
         close = scenario == "https-handshake"
         url = url_for(scenario, d)
         warm = args.warmup * (8 if args.tool == "callgrind" else 1)
