@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,22 @@ def test_compiled_build_is_used_when_installed():
     compiled, protocol, upstream = _probe(pure=False)
     assert compiled
     assert Path(protocol).name in built and Path(upstream).name in built
+
+
+def test_a_compiled_module_older_than_its_source_is_not_run(tmp_path):
+    if not list(PACKAGE.glob("*.so")):
+        pytest.skip("no compiled hot path installed here (built without Cython or a C compiler)")
+    checkout = tmp_path / "builtin_proxy"
+    shutil.copytree(PACKAGE, checkout / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    (checkout / "setup.py").write_text("# a source checkout\n")
+    env = {k: v for k, v in os.environ.items() if k != "GOTUNNEL_PURE_PYTHON"}
+    env["PYTHONPATH"] = str(checkout)  # ahead of the editable install
+    fresh = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(fresh.stdout)[0] is True
+    source = checkout / PACKAGE.name / "protocol.py"
+    later = max(p.stat().st_mtime for p in (checkout / PACKAGE.name).glob("*.so")) + 60
+    os.utime(source, (later, later))  # edited after the build
+    stale = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    compiled, protocol, _ = json.loads(stale.stdout)
+    assert not compiled and protocol == str(source)
+    assert "older than its sources" in stale.stderr
