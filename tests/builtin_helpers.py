@@ -25,13 +25,7 @@ from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 LOCAL = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return s.getsockname()[1]
-
-
-from conftest import wait_for  # noqa: E402,F401 - one polling helper for every test module
+from conftest import free_port, wait_for  # noqa: E402,F401 - one port and polling helper for every test module
 
 
 # -- certificates -----------------------------------------------------------------------------
