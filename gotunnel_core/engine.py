@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .errors import RuntimeFailure, UsageError
 
@@ -49,6 +49,45 @@ class EngineContext:
     log: Any = None  # structlog logger bound to the engine
 
 
+#: How an engine does one behaviour of the conformance suite (`gotunnel_core.testing.conformance`).
+CAPABILITY_KINDS = ("supported", "variant", "unsupported", "pending")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """How an engine does one conformance behaviour, declared next to its code (`Engine.capabilities`).
+
+    `supported`: the suite's test runs and must pass. `variant`: it runs and must pass, and the
+    README matrix notes the difference. `unsupported`: the engine cannot do it; the test is skipped
+    with the reason. `pending`: not done yet; the test runs as a strict expected failure, so the
+    day it passes the suite says so. Every kind but `supported` needs a reason.
+    """
+
+    kind: str = "supported"
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CAPABILITY_KINDS:
+            raise ValueError(f"capability kind {self.kind!r} is not one of {', '.join(CAPABILITY_KINDS)}")
+        if self.kind != "supported" and not self.reason.strip():
+            raise ValueError(f"a {self.kind!r} capability needs a reason")
+
+    @classmethod
+    def variant(cls, reason: str) -> "Capability":
+        return cls("variant", reason)
+
+    @classmethod
+    def unsupported(cls, reason: str) -> "Capability":
+        return cls("unsupported", reason)
+
+    @classmethod
+    def pending(cls, reason: str) -> "Capability":
+        return cls("pending", reason)
+
+
+SUPPORTED = Capability()
+
+
 class EngineValidationError(UsageError):
     """The engine's own validator refused a rendered configuration; carries its message."""
 
@@ -60,6 +99,9 @@ class Engine(abc.ABC):
     #: Formats `gotunnel render --format` accepts; the first is the native one `render` returns.
     #: Empty: only the native format.
     formats: tuple[str, ...] = ()
+    #: Conformance behaviour key -> how this engine departs from it (see `Capability`). A key not
+    #: listed is fully supported; the README's engine matrix is generated from these declarations.
+    capabilities: ClassVar[Mapping[str, Capability]] = {}
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context
@@ -98,6 +140,11 @@ class Engine(abc.ABC):
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
         """Find the engine's program (if it needs one) and its version, for `gotunnel engines`."""
         return BinaryStatus(found=True, path=None, version=None)
+
+    @classmethod
+    def capability(cls, behaviour: str) -> Capability:
+        """How this engine does `behaviour` (a conformance suite key): `SUPPORTED` unless declared."""
+        return cls.capabilities.get(behaviour, SUPPORTED)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class CaddyThread(LoopThread):
         self.work_dir = work_dir
 
     def pid(self) -> int | None:
-        proc = self.engine._proc
+        proc = self.engine.process
         return proc.pid if proc is not None and proc.returncode is None else None
 
     def settle(self) -> None:

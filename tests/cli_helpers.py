@@ -9,7 +9,7 @@ import socket
 import ssl
 from typing import Any
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 
 
 def http_get(port: int, host: str, path: str = "/", *, https_ca: str | None = None, sni: str | None = None,

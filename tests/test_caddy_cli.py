@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from caddy_helpers import caddy_binary, needs_caddy
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, wait_for
 from cli_helpers import http_get, serves, supervisor_record
 from test_cli_e2e import header
 

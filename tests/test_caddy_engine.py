@@ -289,7 +289,7 @@ async def main():
     engine = CaddyEngine(EngineContext(work_dir=Path(sys.argv[1]), settings={}))
     tunnel = Tunnel.from_raw({"name": "alpha", "backends": sys.argv[4]})
     await engine.start(RouteTable(Listen("127.0.0.1", int(sys.argv[2]), int(sys.argv[3])), (tunnel,)))
-    print("CADDY-PID", engine._proc.pid, flush=True)
+    print("CADDY-PID", engine.process.pid, flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())

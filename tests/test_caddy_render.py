@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from caddy_helpers import caddy_binary, needs_caddy
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from cli_helpers import http_get
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, wait_for
 
 
 def header(echo: dict[str, Any], name: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, wait_for
 from envoy_helpers import ENVOY, needs_envoy
 from cli_helpers import engine_status, http_get, serves, supervisor_record, use_engine
 

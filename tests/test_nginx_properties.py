@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from builtin_helpers import make_pki
-from conftest import free_port
+from gotunnel_core.testing import free_port
 from gotunnel_core.engine import EngineContext, EngineValidationError
 from gotunnel_core.errors import ValidationError
 from gotunnel_core.models import Listen, RouteTable, Tunnel

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, wait_for
 from cli_helpers import engine_status, http_get, serves, supervisor_record, use_engine
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pluggy
 import pytest
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 from gotunnel_core import hookspecs
 from gotunnel_core.engine import Engine, EngineSpec, collect_engines, find_engine
 from gotunnel_core.errors import RuntimeFailure, UsageError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

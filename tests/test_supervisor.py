@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import free_port
+from gotunnel_core.testing import free_port
 from gotunnel_core.engine import EngineContext, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import Listen, RouteTable, Tunnel

@@ -128,6 +128,13 @@ class SupervisedEngine(Engine):
     def close_listeners(self) -> None:
         """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
 
+    # ----- what a subclass may use ------------------------------------------------------------------
+
+    @property
+    def process(self) -> EngineProcess | None:
+        """The running program (None before `start`, after `stop`, and after giving up)."""
+        return self._proc
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod

@@ -11,7 +11,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from gotunnel_core.engine import Engine, EngineContext, EngineHealth, EngineValidationError
+from gotunnel_core.engine import Capability, Engine, EngineContext, EngineHealth, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
 
@@ -29,6 +29,10 @@ class BuiltinEngine(Engine):
     """In-process reverse proxy: one HTTP and one HTTPS listener shared by every tunnel."""
 
     name = "builtin"
+    capabilities = {
+        "engine_validator": Capability.unsupported(
+            "resolves backend names per connection: an unresolvable backend is accepted and answers 502"),
+    }
 
     def __init__(self, context: EngineContext) -> None:
         super().__init__(context)

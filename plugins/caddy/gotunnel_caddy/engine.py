@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gotunnel_core.engine import BinaryStatus, EngineContext, EngineValidationError, engine_option
+from gotunnel_core.engine import BinaryStatus, Capability, EngineContext, EngineValidationError, engine_option
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.supervisor import SupervisedEngine, WorkDir
@@ -75,6 +75,14 @@ class CaddyEngine(SupervisedEngine):
     binary_candidates = ("caddy",)
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
+    capabilities = {
+        "engine_validator": Capability.unsupported(
+            "resolves backend names per request, like builtin: `caddy validate` accepts an unresolvable "
+            "backend, which answers 502"),
+        "health_ejection": Capability.variant(
+            "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed connection ejects a "
+            "backend for the passive window"),
+    }
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)

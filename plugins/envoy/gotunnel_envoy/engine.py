@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from gotunnel_core.engine import BinaryStatus, EngineHealth, engine_option
+from gotunnel_core.engine import BinaryStatus, Capability, EngineHealth, engine_option
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
 from gotunnel_core.supervisor import SupervisedEngine, WorkDir
@@ -41,6 +41,14 @@ class EnvoyEngine(SupervisedEngine):
     binary_candidates = ("envoy",)
     install_hint = INSTALL_HINT
     ready_deadline = 20.0  # Envoy's first start takes a second or two; clusters warm first
+    capabilities = {
+        "sni_host_mismatch": Capability.unsupported(
+            "every TLS filter chain shares one route table, so the Host's tunnel answers whatever the TLS name"),
+        "engine_validator": Capability.unsupported(
+            "Envoy resolves backend names at run time (STRICT_DNS clusters) and `envoy --mode validate` does not "
+            "resolve them: an unresolvable backend is accepted and answers 503 until it resolves (other bad "
+            "configs, e.g. an unreadable certificate, are refused)"),
+    }
 
     # ----- rendering ------------------------------------------------------------------------------
     def options(self) -> Any:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 
-from gotunnel_core.engine import engine_option
+from gotunnel_core.engine import Capability, engine_option
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
 from gotunnel_core.supervisor import SupervisedEngine, WorkDir
@@ -33,6 +33,11 @@ class NginxEngine(SupervisedEngine):
     binary_candidates = ("nginx",)
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
+    capabilities = {
+        "health_ejection": Capability.variant(
+            "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
+            "active checks need nginx Plus"),
+    }
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:

@@ -1,208 +1,26 @@
-"""Engine conformance suite: every installed engine runs the same behaviours through the real CLI
-and daemon, with real backends and real sockets.
+"""The suite's core rows: routing, forwarded headers, pages, websockets, streaming, keep-alive,
+redirects, header rules, balancing, health checks, reloads under load and refused configs.
 
-The table `CAPABILITIES` below is the one place that says what an engine cannot do (skipped,
-with the reason), does differently (runs, noted) or does not do yet (xfail, strict: the day it
-works the suite says so). README.md's engine matrix is generated from it and checked here
-(`python tests/test_conformance.py --write-readme` rewrites it).
-
-Engines are those of `ENGINES` that are installed (plugin importable and program found); an
-engine named in GOTUNNEL_REQUIRE_ENGINES (CI sets builtin,nginx,caddy,envoy) fails instead of skipping.
+Each row runs through the real CLI and daemon of the engine under test (`env`), with real backends
+(`app`); see `gotunnel_core.testing.conformance` for how rows are registered and run.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import ssl
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
-
-from conftest import Gotunnel, free_port, wait_for
-from conformance_backends import (AppServer, Client, WsEchoServer, connect, get, header_values, pattern,
-                                  pattern_sha256)
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from ..backends import WsEchoServer, connect, get, header_values, pattern, pattern_sha256
+from ..runner import free_port
+from . import Env, app, behaviour, body_json, env  # noqa: F401 - fixtures
 
 
-@dataclass(frozen=True)
-class Gap:
-    """How an engine departs from a behaviour: `unsupported` (skipped), `variant` (runs; noted),
-    `pending` (expected to fail until the work lands: xfail strict)."""
-
-    kind: str
-    reason: str
-
-
-#: behaviour id -> what the README matrix calls it. One test per behaviour below.
-BEHAVIOURS: dict[str, str] = {
-    "routing": "Routing by Host and SNI (several tunnels, a wildcard)",
-    "sni_host_mismatch": "HTTPS Host naming another tunnel than the TLS name: 421",
-    "forwarded_headers": "Host preserved, X-Forwarded-For/-Proto/-Host",
-    "not_found_page": "404 page listing the tunnels (HTTP and HTTPS)",
-    "bad_gateway_page": "502 page naming the tunnel and backend",
-    "websocket": "WebSocket echo over HTTP and HTTPS, kept across a reload",
-    "sse": "Server-sent events: first event before the stream ends",
-    "upload_streaming": "100 MiB upload, streamed to the backend",
-    "download_streaming": "100 MiB download, streamed",
-    "keepalive": "Keep-alive reuse (client and upstream connections)",
-    "http10": "HTTP/1.0 clients",
-    "https_redirect": "HTTP to HTTPS redirect",
-    "plain_http_only": "A --no-https tunnel is not served on the HTTPS port",
-    "header_rules": "Header rules (request/response add and remove)",
-    "weights": "Weighted backends",
-    "health_ejection": "Unhealthy backend ejected",
-    "reload_under_load": "Route add/remove under load, no failed request",
-    "bad_routes_refused": "Invalid tunnels refused, running config kept",
-    "engine_validator": "Engine's own validator refuses a bad config (e.g. unresolvable backend)",
-}
-
-ENGINES = ("builtin", "nginx", "caddy", "envoy")
-
-PENDING_BUILTIN = "pending builtin engine work"
-
-#: engine -> behaviour -> Gap. A behaviour not listed for an engine is fully supported.
-CAPABILITIES: dict[str, dict[str, Gap]] = {
-    "builtin": {
-        "engine_validator": Gap("unsupported", "resolves backend names per connection: an unresolvable "
-                                               "backend is accepted and answers 502"),
-    },
-    "nginx": {
-        "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
-                                          "on the next backend); active checks need nginx Plus"),
-    },
-    "caddy": {
-        "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
-                                               "accepts an unresolvable backend, which answers 502"),
-        "health_ejection": Gap("variant", "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed "
-                                          "connection ejects a backend for the passive window"),
-    },
-    "envoy": {
-        "sni_host_mismatch": Gap("unsupported", "every TLS filter chain shares one route table, so the Host's "
-                                                "tunnel answers whatever the TLS name"),
-        "engine_validator": Gap("unsupported", "Envoy resolves backend names at run time (STRICT_DNS clusters) and "
-                                             "`envoy --mode validate` does not resolve them: an unresolvable backend "
-                                             "is accepted and answers 503 until it resolves (other bad configs, e.g. an "
-                                             "unreadable certificate, are refused)"),
-    },
-}
-
-
-def _installed() -> dict[str, str | None]:
-    """engine -> None when it can run here, else why not."""
-    from gotunnel_core.engine import collect_engines
-    from gotunnel_core.plugins import make_plugin_manager
-
-    specs = collect_engines(make_plugin_manager().pm)
-    result: dict[str, str | None] = {}
-    for name in ENGINES:
-        if name not in specs:
-            result[name] = f"engine {name!r} is not installed"
-            continue
-        probe = specs[name].engine_class.probe({"engine": name})
-        result[name] = None if probe.found else f"engine {name!r}: {probe.hint}"
-    return result
-
-
-INSTALLED = _installed()
-REQUIRED = {e.strip() for e in os.environ.get("GOTUNNEL_REQUIRE_ENGINES", "").split(",") if e.strip()}
-
-
-def behaviour(name: str) -> Any:
-    assert name in BEHAVIOURS, name
-    return pytest.mark.behaviour(name)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize `engine` over ENGINES with the capability table's marks."""
-    if "engine" not in metafunc.fixturenames:
-        return
-    marker = metafunc.definition.get_closest_marker("behaviour")
-    assert marker is not None, f"{metafunc.function.__name__} needs @behaviour(...)"
-    params = []
-    for name in ENGINES:
-        marks: list[Any] = []
-        missing = INSTALLED[name]
-        gap = CAPABILITIES.get(name, {}).get(marker.args[0])
-        if missing and name not in REQUIRED:
-            marks.append(pytest.mark.skip(reason=missing))
-        elif gap is not None and gap.kind == "unsupported":
-            marks.append(pytest.mark.skip(reason=f"{name} does not support this: {gap.reason}"))
-        elif gap is not None and gap.kind == "pending":
-            marks.append(pytest.mark.xfail(strict=True, reason=gap.reason))
-        params.append(pytest.param(name, marks=marks, id=name))
-    metafunc.parametrize("engine", params)
-
-
-# ----- fixtures --------------------------------------------------------------------------------
-
-@dataclass
-class Env:
-    g: Gotunnel
-    engine: str
-    _ca: str | None = None
-
-    @property
-    def ca(self) -> str:
-        if self._ca is None:
-            self._ca = self.g("cert", "ca", "--path", check=True).out.strip()
-        return self._ca
-
-    def start(self, *args: str) -> Any:
-        return self.g("start", *args, check=True)
-
-    def url_host(self, name: str, https: bool = False) -> str:
-        return f"{name}.localhost:{self.g.https_port if https else self.g.http_port}"
-
-    def get(self, name: str, path: str = "/", https: bool = False, **kw: Any) -> tuple[int, dict[str, str], bytes]:
-        port = self.g.https_port if https else self.g.http_port
-        return get(port, self.url_host(name, https), path, ca=self.ca if https else None, **kw)
-
-    def client(self, name: str, https: bool = False) -> Client:
-        port = self.g.https_port if https else self.g.http_port
-        return Client(port, self.url_host(name, https), self.ca if https else None)
-
-    def write_config(self, text: str) -> None:
-        (self.g.state_dir.parent / "gotunnel.toml").write_text(text)
-
-
-@pytest.fixture
-def env(engine: str, gotunnel: Gotunnel) -> Env:
-    if INSTALLED[engine]:
-        pytest.fail(f"{engine} is required here (GOTUNNEL_REQUIRE_ENGINES) but: {INSTALLED[engine]}")
-    gotunnel.env["GOTUNNEL_ENGINE"] = engine
-    return Env(gotunnel, engine)
-
-
-@pytest.fixture
-def app() -> Iterator[Any]:
-    servers: list[Any] = []
-
-    def make(name: str = "app") -> AppServer:
-        server = AppServer(name)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
-
-
-def body_json(body: bytes) -> dict[str, Any]:
-    return json.loads(body)
-
-
-# ----- behaviours ------------------------------------------------------------------------------
-
-@behaviour("routing")
+@behaviour("routing", "Routing by Host and SNI (several tunnels, a wildcard)")
 def test_routing_by_host_and_sni(env: Env, app: Any) -> None:
     one, two, wild = app("one"), app("two"), app("wild")
     env.start("-d", "one", "-p", str(one.port))
@@ -221,7 +39,7 @@ def test_routing_by_host_and_sni(env: Env, app: Any) -> None:
     assert env.get("a.b.preview")[0] == 404  # nor two labels (a wildcard certificate would not either)
 
 
-@behaviour("sni_host_mismatch")
+@behaviour("sni_host_mismatch", "HTTPS Host naming another tunnel than the TLS name: 421")
 def test_host_naming_another_tunnel_than_sni_is_misdirected(env: Env, app: Any) -> None:
     import http.client
 
@@ -244,7 +62,7 @@ def test_host_naming_another_tunnel_than_sni_is_misdirected(env: Env, app: Any) 
     assert status == 200 and body_json(body)["server"] == "one"
 
 
-@behaviour("forwarded_headers")
+@behaviour("forwarded_headers", "Host preserved, X-Forwarded-For/-Proto/-Host")
 def test_host_and_forwarded_headers(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "fwd", "-p", str(backend.port))
@@ -259,7 +77,7 @@ def test_host_and_forwarded_headers(env: Env, app: Any) -> None:
         assert header_values(echo, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
 
 
-@behaviour("not_found_page")
+@behaviour("not_found_page", "404 page listing the tunnels (HTTP and HTTPS)")
 def test_not_found_page_lists_tunnels(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "alpha", "-p", str(backend.port))
@@ -283,7 +101,7 @@ def test_not_found_page_lists_tunnels(env: Env, app: Any) -> None:
     assert data.startswith(b"HTTP/1.1 404") and b"alpha.localhost" in data
 
 
-@behaviour("bad_gateway_page")
+@behaviour("bad_gateway_page", "502 page naming the tunnel and backend")
 def test_bad_gateway_page(env: Env) -> None:
     port = free_port()
     env.start("-d", "down", "-p", str(port))
@@ -292,7 +110,7 @@ def test_bad_gateway_page(env: Env) -> None:
     assert b"down" in body and f"127.0.0.1:{port}".encode() in body
 
 
-@behaviour("websocket")
+@behaviour("websocket", "WebSocket echo over HTTP and HTTPS, kept across a reload")
 def test_websocket_echo_over_http_and_https(env: Env, app: Any) -> None:
     from websockets.sync.client import connect as ws_connect
 
@@ -322,7 +140,7 @@ def test_websocket_echo_over_http_and_https(env: Env, app: Any) -> None:
         server.close()
 
 
-@behaviour("sse")
+@behaviour("sse", "Server-sent events: first event before the stream ends")
 def test_server_sent_events_arrive_unbuffered(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "sse", "-p", str(backend.port))
@@ -348,7 +166,7 @@ def test_server_sent_events_arrive_unbuffered(env: Env, app: Any) -> None:
 MIB100 = 100 * 1024 * 1024
 
 
-@behaviour("upload_streaming")
+@behaviour("upload_streaming", "100 MiB upload, streamed to the backend")
 def test_upload_100mib_streamed(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "up", "-p", str(backend.port))
@@ -368,7 +186,7 @@ def test_upload_100mib_streamed(env: Env, app: Any) -> None:
     assert result["first_byte_at"] < last_sent[0] - 0.01
 
 
-@behaviour("download_streaming")
+@behaviour("download_streaming", "100 MiB download, streamed")
 def test_download_100mib_streamed(env: Env, app: Any) -> None:
     import hashlib
 
@@ -389,7 +207,7 @@ def test_download_100mib_streamed(env: Env, app: Any) -> None:
         assert total == MIB100 and digest.hexdigest() == pattern_sha256(MIB100)
 
 
-@behaviour("keepalive")
+@behaviour("keepalive", "Keep-alive reuse (client and upstream connections)")
 def test_keepalive_reuse(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "ka", "-p", str(backend.port))
@@ -405,7 +223,7 @@ def test_keepalive_reuse(env: Env, app: Any) -> None:
         client.close()
 
 
-@behaviour("http10")
+@behaviour("http10", "HTTP/1.0 clients")
 def test_http10_client(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "old", "-p", str(backend.port))
@@ -420,7 +238,7 @@ def test_http10_client(env: Env, app: Any) -> None:
     assert body_json(body)["path"] == "/ten"
 
 
-@behaviour("https_redirect")
+@behaviour("https_redirect", "HTTP to HTTPS redirect")
 def test_https_redirect(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "secure", "-p", str(backend.port), "--redirect-https")
@@ -431,7 +249,7 @@ def test_https_redirect(env: Env, app: Any) -> None:
     assert status == 200 and body_json(body)["path"] == "/a/b?c=d"
 
 
-@behaviour("plain_http_only")
+@behaviour("plain_http_only", "A --no-https tunnel is not served on the HTTPS port")
 def test_no_https_tunnel_is_not_served_over_https(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "plain", "-p", str(backend.port), "--no-https")
@@ -443,7 +261,7 @@ def test_no_https_tunnel_is_not_served_over_https(env: Env, app: Any) -> None:
     assert status == 404
 
 
-@behaviour("header_rules")
+@behaviour("header_rules", "Header rules (request/response add and remove)")
 def test_header_rules(env: Env, app: Any) -> None:
     backend = app()
     tricky = 'dev "quoted" $host \\back; {braces} #hash \'single\''
@@ -468,7 +286,7 @@ headers.response.remove = ["X-Remove-Me"]
         assert "x-remove-me" not in headers
 
 
-@behaviour("weights")
+@behaviour("weights", "Weighted backends")
 def test_weights(env: Env, app: Any) -> None:
     heavy, light = app("heavy"), app("light")
     env.start("-d", "w", "--backend", f"{heavy.url},weight=3", "--backend", f"{light.url},weight=1")
@@ -483,7 +301,7 @@ def test_weights(env: Env, app: Any) -> None:
     assert 0.68 <= share <= 0.82, counts
 
 
-@behaviour("health_ejection")
+@behaviour("health_ejection", "Unhealthy backend ejected")
 def test_unhealthy_backend_is_ejected(env: Env, app: Any) -> None:
     good, bad = app("good"), app("bad")
     env.write_config(f"""
@@ -502,7 +320,7 @@ health = {{ path = "/health", interval = 0.2, timeout = 0.5, healthy_threshold =
     assert {body_json(r[2])["server"] for r in results} == {"good"}
 
 
-@behaviour("reload_under_load")
+@behaviour("reload_under_load", "Route add/remove under load, no failed request")
 def test_route_changes_under_concurrent_load(env: Env, app: Any) -> None:
     backend, other = app("load"), app("other")
     env.start("-d", "load", "-p", str(backend.port))
@@ -541,7 +359,7 @@ def test_route_changes_under_concurrent_load(env: Env, app: Any) -> None:
     assert done[0] > 50
 
 
-@behaviour("bad_routes_refused")
+@behaviour("bad_routes_refused", "Invalid tunnels refused, running config kept")
 def test_bad_routes_are_refused_and_the_running_config_stays(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "keep", "-p", str(backend.port))
@@ -557,7 +375,7 @@ def test_bad_routes_are_refused_and_the_running_config_stays(env: Env, app: Any)
     assert env.get("keep")[0] == 200
 
 
-@behaviour("engine_validator")
+@behaviour("engine_validator", "Engine's own validator refuses a bad config (e.g. unresolvable backend)")
 def test_engine_validator_refusal_keeps_running_config(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "keep", "-p", str(backend.port))
@@ -565,62 +383,3 @@ def test_engine_validator_refusal_keeps_running_config(env: Env, app: Any) -> No
     assert result.code == 2 and "no-such-host.invalid" in result.err
     assert [t["name"] for t in env.g.json("list")["tunnels"]] == ["keep"]
     assert env.get("keep")[0] == 200 and env.get("nohost")[0] == 404
-
-
-# ----- the README's engine matrix ----------------------------------------------------------------
-
-MATRIX_BEGIN = "<!-- engine-matrix:begin (generated from tests/test_conformance.py) -->"
-MATRIX_END = "<!-- engine-matrix:end -->"
-_LABELS = {"unsupported": "no", "variant": "yes*", "pending": "pending"}
-
-
-def matrix_markdown() -> str:
-    engines = list(CAPABILITIES)
-    lines = ["| behaviour | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
-    notes: list[str] = []
-    for key, title in BEHAVIOURS.items():
-        cells = []
-        for engine in engines:
-            gap = CAPABILITIES[engine].get(key)
-            if gap is None:
-                cells.append("yes")
-                continue
-            notes.append(f"{engine}, {title.lower()}: {gap.reason}")
-            cells.append(f"{_LABELS[gap.kind]} [{len(notes)}]")
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("yes\\*: works, differently (see the note); no: not supported (skipped by the suite); "
-                 "pending: not done yet (an expected failure until it is).  ")
-    lines += [f"[{i}] {note}  " for i, note in enumerate(notes, 1)]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def readme_matrix(text: str) -> str | None:
-    start, end = text.find(MATRIX_BEGIN), text.find(MATRIX_END)
-    if start < 0 or end < start:
-        return None
-    return text[start + len(MATRIX_BEGIN):end].strip("\n") + "\n"
-
-
-def test_readme_engine_matrix_matches_the_capability_table() -> None:
-    current = readme_matrix(README.read_text())
-    assert current is not None, f"README.md lacks the {MATRIX_BEGIN} ... {MATRIX_END} section"
-    assert current == matrix_markdown(), "README's engine matrix is stale: run python tests/test_conformance.py --write-readme"
-
-
-def test_capability_table_names_known_engines_and_behaviours() -> None:
-    for engine, gaps in CAPABILITIES.items():
-        assert engine in ENGINES
-        for key, gap in gaps.items():
-            assert key in BEHAVIOURS and gap.kind in _LABELS and gap.reason
-    tested = {m.args[0] for name, fn in globals().items() if name.startswith("test_")
-              for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"}
-    assert tested == set(BEHAVIOURS)
-
-
-if __name__ == "__main__" and "--write-readme" in sys.argv:
-    text = README.read_text()
-    start, end = text.find(MATRIX_BEGIN), text.find(MATRIX_END)
-    text = text[:start + len(MATRIX_BEGIN)] + "\n" + matrix_markdown() + text[end:]
-    README.write_text(text)
-    print("README.md engine matrix updated")

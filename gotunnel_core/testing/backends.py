@@ -1,5 +1,6 @@
-"""Backends and clients for the engine conformance suite: real servers on 127.0.0.1, free ports.
+"""Backends and clients for tests: real servers on 127.0.0.1 on free ports, each with a `close`.
 
+- `EchoBackend` (`start_echo_backend`): a JSON echo of method, path, headers and body, counting hits.
 - `AppServer`: JSON echo of what arrived (`/...`), a server-sent-events stream (`/sse`), an
   upload sink that hashes a streamed body (`/upload`) and a download source (`/download/N`).
 - `WsEchoServer`: a websocket echo server (the `websockets` library) on its own thread.
@@ -16,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
@@ -37,6 +39,69 @@ def pattern_sha256(n: int) -> str:
     for part in pattern(n):
         digest.update(part)
     return digest.hexdigest()
+
+
+class JsonEchoHandler(BaseHTTPRequestHandler):
+    """Answers every request with a JSON echo of what arrived: method, path, headers, body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        payload = json.dumps({
+            "backend": self.server.name,  # type: ignore[attr-defined]
+            "method": self.command,
+            "path": self.path,
+            "headers": [[k, v] for k, v in self.headers.items()],
+            "body": body.decode("latin-1"),
+            "client_port": self.client_address[1],
+        }).encode()
+        self.server.hits.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class EchoBackend:
+    """A running `JsonEchoHandler` server (what the `echo_backend` fixture makes)."""
+
+    name: str
+    port: int
+    server: ThreadingHTTPServer
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def hits(self) -> list[str]:
+        hits: list[str] = self.server.hits  # type: ignore[attr-defined]
+        return hits
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_echo_backend(name: str = "backend") -> EchoBackend:
+    """An `EchoBackend` on a free port, serving on a daemon thread until `close()`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JsonEchoHandler)
+    server.daemon_threads = True
+    server.name = name  # type: ignore[attr-defined]
+    server.hits = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return EchoBackend(name, server.server_address[1], server, thread)
 
 
 class AppHandler(BaseHTTPRequestHandler):
