@@ -15,6 +15,8 @@ from gotunnel_core.engine import Capability, Engine, EngineContext, EngineHealth
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
 
+from .config import OPTIONS
+
 if TYPE_CHECKING:
     from .balancer import BackendState
     from .config import Settings
@@ -29,6 +31,7 @@ class BuiltinEngine(Engine):
     """In-process reverse proxy: one HTTP and one HTTPS listener shared by every tunnel."""
 
     name = "builtin"
+    options = OPTIONS
     capabilities = {
         "engine_validator": Capability.unsupported(
             "resolves backend names per connection: an unresolvable backend is accepted and answers 502"),
@@ -59,7 +62,7 @@ class BuiltinEngine(Engine):
         from .config import Settings
         from .tls import CertStore
 
-        Settings.from_mapping(self.context.settings)
+        Settings.from_options(self.option_values)
         # A running engine checks through its own cache: only new or changed files are loaded,
         # so a route change does not reload every certificate on the event loop.
         (self._certs or CertStore()).snapshot(table)
@@ -128,7 +131,7 @@ class BuiltinEngine(Engine):
 
         if self.st is not None or self._workers is not None:
             raise RuntimeFailure("the builtin engine is already running")
-        settings = Settings.from_mapping(self.context.settings)
+        settings = Settings.from_options(self.option_values)
         if settings.workers > 1:
             from .workers import WorkerSupervisor
 
@@ -149,7 +152,7 @@ class BuiltinEngine(Engine):
         from .tls import CertStore, SniSelector
 
         loop = asyncio.get_running_loop()
-        self._settings = settings or Settings.from_mapping(self.context.settings)
+        self._settings = settings or Settings.from_options(self.option_values)
         self._certs = CertStore()
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
