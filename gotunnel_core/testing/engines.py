@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ..models import CertFiles, Listen, RouteTable, Tunnel
-from .runner import free_port
+from .runner import free_port, wait_for  # noqa: F401 - engine tests poll too
 
 LOCAL = "127.0.0.1"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builtin_helpers import (  # noqa: F401  (fixtures)
+from gotunnel_core.testing.engines import (  # noqa: F401  (fixtures)
     LOCAL, EchoServer, LoopThread, backend_a, backend_b, echo_json, free_port, http_get, https_get, make_table, pki, ports, wait_for,
 )
 from envoy_helpers import needs_envoy
@@ -290,7 +289,7 @@ def test_a_renewed_certificate_under_the_same_file_names_is_served(envoy, backen
     import shutil
     import ssl
 
-    from builtin_helpers import make_pki
+    from gotunnel_core.testing.engines import make_pki
 
     def served_cert() -> bytes:
         ctx = ssl.create_default_context()
@@ -339,7 +338,7 @@ def test_clients_cannot_steer_envoy_with_control_headers(envoy, backend_a, ports
 def test_https_backend_with_a_self_signed_certificate(envoy, ports, pki) -> None:
     import ssl
 
-    from builtin_helpers import EchoHandler
+    from gotunnel_core.testing.engines import EchoHandler
 
     class TlsEcho(ThreadingHTTPServer):
         daemon_threads = True

@@ -6,7 +6,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from wheel_helpers import install_plugin_wheel, run_with_wheel
+from gotunnel_core.testing.wheels import install_plugin_wheel, run_with_wheel
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -30,7 +32,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> None:
-    site = install_plugin_wheel("nginx", tmp_path)
+    site = install_plugin_wheel(PROJECT, tmp_path)
     assert (site / "gotunnel_nginx" / "templates" / "nginx.conf.j2").is_file()
 
     overrides = tmp_path / "templates"

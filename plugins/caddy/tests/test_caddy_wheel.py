@@ -9,7 +9,9 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from wheel_helpers import install_plugin_wheel, run_with_wheel
+from gotunnel_core.testing.wheels import install_plugin_wheel, run_with_wheel
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -36,7 +38,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_installed_wheel_renders_and_finds_its_binary(tmp_path: Path) -> None:
-    site = install_plugin_wheel("caddy", tmp_path)
+    site = install_plugin_wheel(PROJECT, tmp_path)
     result = run_with_wheel(site, SCRIPT, tmp_path, str(tmp_path / "work"))
     assert result["module"].startswith(str(site))
     assert result["entry_points"] == ["gotunnel_caddy.plugin"] and result["dist"] == "gotunnel-caddy"

@@ -16,8 +16,8 @@ import pytest
 
 from caddy_helpers import caddy_binary, needs_caddy
 from gotunnel_core.testing import Gotunnel, wait_for
-from cli_helpers import http_get, serves, supervisor_record
-from test_cli_e2e import header
+from gotunnel_core.testing.backends import header_values as header
+from gotunnel_core.testing.daemon import http_get, serves, supervisor_record
 
 pytestmark = needs_caddy
 

@@ -61,7 +61,7 @@ def test_bootstrap_admin_is_never_public_and_resources_are_watched_files() -> No
 
 def test_filter_chains_by_sni_and_circuit_breakers_raised() -> None:
     lds = json.loads(render.render_files(sample_table(), OPTIONS)["lds.json"])
-    https = [l for l in lds["resources"] if l["name"].startswith("https_")][0]
+    https = [listener for listener in lds["resources"] if listener["name"].startswith("https_")][0]
     names = {c["name"]: c["filter_chain_match"]["server_names"] for c in https["filter_chains"]}
     assert names["tls_web"] == ["web.localhost", "web.local"]
     assert names["tls__wild.preview"] == ["*.preview.localhost", "*.preview.local"]
@@ -102,7 +102,7 @@ def test_what_envoy_cannot_do_is_refused_with_the_tunnel_named() -> None:
 
 @needs_envoy
 def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
-    from builtin_helpers import make_pki
+    from gotunnel_core.testing.engines import make_pki
 
     pki = make_pki(tmp_path / "pki", ["web", "api", "*.preview", "secure"])
     table = sample_table(certs=pki.certs, default=pki.default)
@@ -123,7 +123,7 @@ _label = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?\Z")
 
 @pytest.fixture(scope="module")
 def shared_pki(tmp_path_factory: pytest.TempPathFactory):
-    from builtin_helpers import make_pki
+    from gotunnel_core.testing.engines import make_pki
 
     return make_pki(tmp_path_factory.mktemp("pki"), ["any"])
 

@@ -1,6 +1,6 @@
 """Caddy rendering without a running caddy: structure, escaping rules, refusals, `render --format`.
 
-The golden files (JSON and Caddyfile) are checked by tests/test_render_golden.py with the other engines'.
+The golden files (JSON and Caddyfile) are checked by test_render_golden.py..
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def options():
 
 @needs_caddy
 def test_golden_table_validates_and_the_caddyfile_adapts_to_the_same_pages(tmp_path: Path) -> None:
-    from builtin_helpers import make_pki
+    from gotunnel_core.testing.engines import make_pki
     from gotunnel_caddy.caddyfile import render_caddyfile
     from gotunnel_caddy.render import RenderOptions, build_config, render_json
 

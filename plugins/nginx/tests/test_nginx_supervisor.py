@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from gotunnel_core.testing import Gotunnel, wait_for
-from cli_helpers import engine_status, http_get, serves, supervisor_record, use_engine
+from gotunnel_core.testing.daemon import engine_status, http_get, serves, supervisor_record, use_engine
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
 pytestmark = pytest.mark.skipif(not NGINX, reason="nginx is not installed (CI installs it)")
@@ -163,7 +163,7 @@ def test_graceful_stop_leaves_no_engine_process(ngx: Gotunnel, echo_backend: Any
 
 
 def test_engine_stderr_goes_to_the_daemon_log(ngx: Gotunnel) -> None:
-    from conftest import free_port
+    from gotunnel_core.testing import free_port
 
     ngx("start", "-d", "dead", "-p", str(free_port()), check=True)
     status, _, body = http_get(ngx.http_port, "dead.localhost")

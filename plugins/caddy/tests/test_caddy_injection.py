@@ -60,7 +60,7 @@ FIELDS = sorted(valid)
 
 @pytest.fixture(scope="module")
 def scratch():
-    from builtin_helpers import make_pki
+    from gotunnel_core.testing.engines import make_pki
 
     root = Path(tempfile.mkdtemp(prefix="gci-", dir="/tmp"))
     pki = make_pki(root / "pki", ["any"])

@@ -213,6 +213,37 @@ def test_request_hook_answers_and_modifies(engine_factory, backend_a, ports):
     assert all(r["path"] != "/hooked" for r in backend_a.requests)
 
 
+def test_hook_gotunnel_request(engine_factory, backend_a, ports):
+    """Through pluggy: a `wrapper=True` implementation wraps every call (and sees the answer); a
+    plugin that raises gets that request answered 500, and the proxy serves the next one."""
+    seen = []
+
+    class Wrapper:
+        @hookspecs.hookimpl(wrapper=True)
+        def gotunnel_request(self, request):
+            answer = yield
+            seen.append((request.path, None if answer is None else answer.status))
+            return answer
+
+    class Broken:
+        @hookspecs.hookimpl
+        def gotunnel_request(self, request):
+            if request.path == "/boom":
+                raise RuntimeError("plugin bug")
+            return None
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for plugin in (_Plugin(), Broken(), Wrapper()):
+        pm.register(plugin)
+    eng = engine_factory(hook=pm.hook)
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
+    assert http_get(ports[0], "alpha.localhost", "/hooked")[0] == 418
+    assert http_get(ports[0], "alpha.localhost", "/boom")[0] == 500
+    assert http_get(ports[0], "alpha.localhost", "/plain")[0] == 200
+    assert seen == [("/hooked", 418), ("/plain", None)]  # the failed call raised through the wrapper
+
+
 def test_hook_relay_without_implementations_is_skipped(engine_factory, backend_a, ports):
     eng = engine_factory(hook=_hook_relay(None))
     eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))

@@ -17,7 +17,7 @@ import pytest
 
 from gotunnel_core.testing import Gotunnel, wait_for
 from envoy_helpers import ENVOY, needs_envoy
-from cli_helpers import engine_status, http_get, serves, supervisor_record, use_engine
+from gotunnel_core.testing.daemon import engine_status, http_get, serves, supervisor_record, use_engine
 
 pytestmark = needs_envoy
 

@@ -15,16 +15,16 @@ from typing import Any, Callable
 
 import pytest
 
-from builtin_helpers import LoopThread
 from gotunnel_core.engine import EngineContext
+from gotunnel_core.testing.engines import LoopThread
 
 
 def caddy_binary() -> str | None:
     try:
-        from gotunnel_caddy.binary import probe
+        from gotunnel_caddy.engine import CaddyEngine
     except ImportError:
         return None
-    status = probe({})
+    status = CaddyEngine.probe({})
     return status.path if status.found else None
 
 

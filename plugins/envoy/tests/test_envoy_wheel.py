@@ -6,7 +6,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from wheel_helpers import install_plugin_wheel, run_with_wheel
+from gotunnel_core.testing.wheels import install_plugin_wheel, run_with_wheel
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -31,7 +33,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_installed_wheel_registers_and_renders(tmp_path: Path) -> None:
-    site = install_plugin_wheel("envoy", tmp_path)
+    site = install_plugin_wheel(PROJECT, tmp_path)
     result = run_with_wheel(site, SCRIPT, tmp_path, str(tmp_path / "work"))
     assert result["module"].startswith(str(site))
     assert result["entry_points"] == ["gotunnel_envoy.plugin"] and result["dist"] == "gotunnel-envoy"

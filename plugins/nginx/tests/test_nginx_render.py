@@ -15,7 +15,6 @@ from gotunnel_core.errors import UsageError
 from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 from gotunnel_core.supervisor import WorkDir
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def engine(tmp_path: Path, **settings: object) -> object:
@@ -55,7 +54,8 @@ def test_user_template_extends_the_packaged_default(tmp_path: Path) -> None:
 def test_template_mistakes_are_reported_with_file_and_line(tmp_path: Path) -> None:
     overrides = tmp_path / "tpl"
     overrides.mkdir()
-    (overrides / "nginx.conf.j2").write_text('{% extends "default:nginx.conf.j2" %}\n{% block http_extra %}{{ no_such_var }}{% endblock %}\n')
+    (overrides / "nginx.conf.j2").write_text(
+        '{% extends "default:nginx.conf.j2" %}\n{% block http_extra %}{{ no_such_var }}{% endblock %}\n')
     with pytest.raises(EngineValidationError, match="nginx template error.*no_such_var"):
         engine(tmp_path, template_dir=str(overrides)).render(table(WEB))
     (overrides / "nginx.conf.j2").write_text("{% if %}\n")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from builtin_helpers import make_pki
+from gotunnel_core.testing.engines import make_pki
 from gotunnel_core.testing import free_port
 from gotunnel_core.engine import EngineContext, EngineValidationError
 from gotunnel_core.errors import ValidationError
@@ -153,7 +153,7 @@ HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=
 def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any) -> None:
     from gotunnel_nginx.engine import NginxEngine
 
-    from builtin_helpers import EchoServer
+    from gotunnel_core.testing.engines import EchoServer
 
     backend = EchoServer("echo")
     http_port, https_port = free_port(), free_port()

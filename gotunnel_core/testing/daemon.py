@@ -1,5 +1,5 @@
-"""Helpers for tests that drive the real CLI and daemon: plain/TLS GETs by tunnel name, and what
-the daemon reports about its engine. Shared by the end-to-end and per-engine supervisor tests."""
+"""Helpers for tests that drive the real CLI and daemon (`Gotunnel`): plain/TLS GETs by tunnel
+name, selecting an external engine, and what the daemon reports about its engine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import ssl
 from typing import Any
 
-from gotunnel_core.testing import Gotunnel
+from .runner import Gotunnel
 
 
 def http_get(port: int, host: str, path: str = "/", *, https_ca: str | None = None, sni: str | None = None,
