@@ -30,7 +30,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, write_rendered
 from ..errors import GotunnelError, RuntimeFailure
@@ -59,7 +59,7 @@ class SupervisedEngine(Engine):
     stderr_tail: int = 40
     #: Options every supervised engine has (a subclass adds its own, or redeclares one to change
     #: its default, e.g. Envoy's `ready_deadline`).
-    options = (
+    options: ClassVar[tuple[EngineOption, ...]] = (
         EngineOption("bin", optional_path, None, "the engine's program (default: found on PATH, then the [bin] extra)"),
         EngineOption("runtime", choice("process"), "process", "how the program runs (only `process` exists)"),
         EngineOption("max_crashes", integer(1, 1000), 5, "crashes within crash_window before the daemon gives up"),
@@ -276,7 +276,7 @@ class SupervisedEngine(Engine):
             detail = f"gave up: {self._gave_up}"
         elif self._restarting:
             detail = f"restarting after a crash (exit status {self._last_exit})"
-        elif running:
+        elif running and proc is not None:
             detail = f"pid {proc.pid}, config generation {self._generation}, {self._restarts} restart(s)"
         else:
             detail = "not started"

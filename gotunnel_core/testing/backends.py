@@ -197,7 +197,7 @@ class AppHandler(BaseHTTPRequestHandler):
 
     def _upload(self) -> None:
         digest = hashlib.sha256()
-        state = {"count": 0, "first": None}
+        state: dict[str, Any] = {"count": 0, "first": None}
 
         def on_chunk(piece: bytes) -> None:
             if state["first"] is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -365,7 +365,7 @@ class Pool:
 
     async def connect(self) -> UpstreamProtocol:
         """Open a fresh connection (raises OSError / TimeoutError when the backend is down)."""
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self._ssl is not None:
             kwargs = {"ssl": self._ssl, "server_hostname": self.host}
         _, proto = await asyncio.wait_for(

@@ -157,7 +157,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         import jinja2
 
         if isinstance(exc, jinja2.TemplateError):
-            where = f" ({exc.filename}:{exc.lineno})" if getattr(exc, "lineno", None) else ""
+            where = f" ({getattr(exc, 'filename', None)}:{getattr(exc, 'lineno', None)})" if getattr(exc, "lineno", None) else ""
             raise EngineValidationError(f"nginx template error{where}: {exc}") from None
         raise
     files = {
