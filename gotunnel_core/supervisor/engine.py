@@ -36,7 +36,7 @@ from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineVa
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
-from ..options import EngineOption
+from ..options import EngineOption, option_env
 from ..values import choice, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
 from .runtime import EngineProcess, ProcessRuntime, Runtime
@@ -177,7 +177,7 @@ class SupervisedEngine(Engine):
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
         """The program from the option `bin`, else PATH, else `packaged_binary`; and its version."""
-        where = f"--engine-bin, GOTUNNEL_{cls.name.upper()}_BIN or [engines.{cls.name}] bin"
+        where = f"--engine-bin, {option_env(cls.name, 'bin')} or [engines.{cls.name}] bin"
         return find_binary(cls.resolve_options(settings)["bin"], cls.binary_candidates, cls.version_of,
                            cls.install_hint, cls.packaged_binary, where)
 

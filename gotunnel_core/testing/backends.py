@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 LOCAL = "127.0.0.1"
 CHUNK = 1 << 16
@@ -91,6 +91,27 @@ class EchoBackend:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+def closing_factory(start: Callable[[str], C], default: str) -> Iterator[Callable[..., C]]:
+    """For a fixture: yield a factory of servers (`start(name)`), then close every one it made."""
+    made: list[C] = []
+
+    def make(name: str = default) -> C:
+        server = start(name)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
 
 
 def start_echo_backend(name: str = "backend") -> EchoBackend:

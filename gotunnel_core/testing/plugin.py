@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ..engine import EngineSpec
-from .backends import EchoBackend, start_echo_backend
+from .backends import EchoBackend, closing_factory, start_echo_backend
 from .runner import Gotunnel, gotunnel_runner
 
 REQUIRE_ENV = "GOTUNNEL_REQUIRE_ENGINES"
@@ -132,13 +132,4 @@ def gotunnel() -> Iterator[Gotunnel]:
 @pytest.fixture
 def echo_backend() -> Iterator[Callable[..., EchoBackend]]:
     """Factory for real HTTP echo backends on free ports; all are shut down at teardown."""
-    started: list[EchoBackend] = []
-
-    def make(name: str = "backend") -> EchoBackend:
-        backend = start_echo_backend(name)
-        started.append(backend)
-        return backend
-
-    yield make
-    for backend in started:
-        backend.close()
+    yield from closing_factory(start_echo_backend, "backend")

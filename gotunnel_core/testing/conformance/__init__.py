@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from ..backends import AppServer, Client, get
+from ..backends import AppServer, Client, closing_factory, get
 from ..runner import Gotunnel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,17 +118,8 @@ def env(engine: str, gotunnel: Gotunnel, request: pytest.FixtureRequest) -> Env:
 
 @pytest.fixture
 def app() -> Iterator[Callable[..., AppServer]]:
-    """Factory of `AppServer` backends, all closed at teardown."""
-    servers: list[AppServer] = []
-
-    def make(name: str = "app") -> AppServer:
-        server = AppServer(name)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
+    """Factory of `AppServer` backends (`app("name")`, default name "app"), all closed at teardown."""
+    yield from closing_factory(AppServer, "app")
 
 
 def body_json(body: bytes) -> dict[str, Any]:
