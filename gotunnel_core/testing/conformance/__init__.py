@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
+from ...engine import Capability, EngineSpec
 from ..backends import AppServer, Client, closing_factory, get
 from ..runner import Gotunnel
 
@@ -77,7 +78,12 @@ class Env:
 
     g: Gotunnel
     engine: str
+    spec: EngineSpec | None = None
     _ca: str | None = field(default=None, repr=False)
+
+    def capability(self, key: str) -> Capability:
+        """How the engine under test declares it does behaviour `key` (a row may adapt to it)."""
+        return self.spec.engine_class.capability(key) if self.spec is not None else Capability()
 
     @property
     def ca(self) -> str:
@@ -113,7 +119,7 @@ def env(engine: str, gotunnel: Gotunnel, request: pytest.FixtureRequest) -> Env:
     if missing:
         pytest.fail(f"{engine} is required here (selected or in GOTUNNEL_REQUIRE_ENGINES) but: {missing}")
     gotunnel.env["GOTUNNEL_ENGINE"] = engine
-    return Env(gotunnel, engine)
+    return Env(gotunnel, engine, engine_selection(request.config).specs.get(engine))
 
 
 @pytest.fixture
