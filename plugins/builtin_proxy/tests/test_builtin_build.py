@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ def _probe(pure: bool) -> tuple[bool, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "GOTUNNEL_PURE_PYTHON"}
     if pure:
         env["GOTUNNEL_PURE_PYTHON"] = "1"
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    # outside the plugin's directory: `python -c` puts the working directory first on sys.path
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir())
     compiled, protocol, upstream = json.loads(out.stdout)
     return compiled, protocol, upstream
 
@@ -54,13 +57,15 @@ def test_a_compiled_module_older_than_its_source_is_not_run(tmp_path):
     shutil.copytree(PACKAGE, checkout / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     (checkout / "setup.py").write_text("# a source checkout\n")
     env = {k: v for k, v in os.environ.items() if k != "GOTUNNEL_PURE_PYTHON"}
-    env["PYTHONPATH"] = str(checkout)  # ahead of the editable install
-    fresh = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    env["PYTHONPATH"] = str(checkout)  # ahead of any installed copy
+    fresh = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
+                           cwd=tmp_path)
     assert json.loads(fresh.stdout)[0] is True
     source = checkout / PACKAGE.name / "protocol.py"
     later = max(p.stat().st_mtime for p in (checkout / PACKAGE.name).glob("*.so")) + 60
     os.utime(source, (later, later))  # edited after the build
-    stale = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    stale = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
+                           cwd=tmp_path)
     compiled, protocol, _ = json.loads(stale.stdout)
     assert not compiled and protocol == str(source)
     assert "older than its sources" in stale.stderr
