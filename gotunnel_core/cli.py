@@ -356,11 +356,17 @@ def list_(state: CliState, as_json: bool) -> None:
 @pass_state
 def status(state: CliState, as_json: bool) -> None:
     """Daemon pid, engine, ports, tunnels and certificate expiry."""
+    from .team.status import agent_status
+
     client = _client(state, spawn=False)
     info = client.request("status") if client.ping() is not None else None
+    team_agent = agent_status(state.layout.root)  # the team agent's hub and published names, if one runs
     if as_json:
-        emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {})})
+        emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {}), "agent": team_agent})
         return
+    if team_agent is not None:
+        click.echo(f"team agent: {'connected to ' + team_agent['hub'] if team_agent['connected'] else 'not connected'}, "
+                   f"publishing {', '.join(team_agent['published']) or 'nothing'}")
     if info is None:
         click.echo("daemon: not running")
         return
@@ -849,6 +855,11 @@ def doctor(state: CliState, as_json: bool) -> None:
     click.echo(f"[{'ok' if probe.found else 'MISSING'}] engine {spec.name}: {probe.path or 'in-process'} {probe.version or ''}".rstrip())
     if not probe.found and probe.hint:
         click.echo(f"       fix: {probe.hint}")
+
+
+from .team.commands import register as _register_team_commands  # noqa: E402 - after `cli` exists
+
+_register_team_commands(cli)  # `gotunnel team ...` and `gotunnel agent`
 
 
 # ----- entry point -----------------------------------------------------------------------

@@ -137,6 +137,17 @@ class CertificateAuthority:
     def key_path(self) -> Path:
         return self.directory / self.KEY_FILE
 
+    @classmethod
+    def in_memory(cls, cert_pem: bytes, key_pem: bytes, *, clock: Callable[[], datetime] = utc_now) -> "CertificateAuthority":
+        """A CA loaded from PEM without files (a team hub reads its CA from etcd)."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or cert.public_key().public_numbers() != key.public_key().public_numbers():
+            raise RuntimeFailure("the CA key does not match the CA certificate (or is not an EC key)")
+        ca = cls(Path("/nonexistent-in-memory-ca"), clock=clock)
+        ca._cert, ca._key = cert, key
+        return ca
+
     # -- lifecycle -----------------------------------------------------------------
 
     def ensure(self) -> None:
