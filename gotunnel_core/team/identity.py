@@ -3,9 +3,10 @@
 The team CA is a `gotunnel_core.certs` CA whose name constraints permit only the team domain
 (and exclude every IP address). It signs three kinds of leaves:
 
-- member certificates (clientAuth): subject CN = the member's name, OU = its role (`agent`,
-  `edge`, or `enrol-agent` / `enrol-edge` for the short-lived certificate inside an invitation);
-  they carry no DNS name, so they can never serve TLS for a team name;
+- member certificates (clientAuth only, so they can never serve TLS): subject CN = the member's
+  name, OU = its role (`agent`, `edge`, or `enrol-agent` / `enrol-edge` for the short-lived
+  certificate inside an invitation), and the DNS name `<name>.<role>.member.<domain>` (BoringSSL,
+  in gRPC, refuses a leaf without SAN under a name-constrained CA);
 - the hubs' server certificate (serverAuth, `hub.<domain>`);
 - the edges' certificates (serverAuth, `*.<user>.<domain>` per user, or one name), over SDS.
 """
@@ -37,8 +38,8 @@ def parse_member_name(raw: object) -> str:
     """A member (user, agent or edge) name: one lower-case DNS label of at most 32 characters."""
     if not isinstance(raw, str) or not _MEMBER_RE.match(raw):
         raise ValidationError("member name", raw, "must be one DNS label: a-z, 0-9 and inner hyphens, up to 32 characters")
-    if raw == "hub":
-        raise ValidationError("member name", raw, "is reserved for the hubs' own certificate")
+    if raw in ("hub", "member"):
+        raise ValidationError("member name", raw, "is reserved (hub and member certificates use it)")
     return raw
 
 
@@ -66,7 +67,12 @@ class Team:
         """`api` of user `alice` -> `api.alice.<domain>` (by the template)."""
         if tunnel.startswith("*."):
             raise ValidationError("tunnel name", tunnel, "wildcard tunnels are not published to the team")
-        return f"{self.template.replace('{name}', tunnel).replace('{user}', user)}.{self.domain}"
+        fqdn = f"{self.template.replace('{name}', tunnel).replace('{user}', user)}.{self.domain}"
+        reserved = (self.hub_name, f"member.{self.domain}")
+        if fqdn in reserved or fqdn.endswith(f".member.{self.domain}"):
+            # An edge certificate for these would let whoever holds it pose as a hub or a member.
+            raise ValidationError("tunnel name", tunnel, f"{fqdn} is reserved for the team's hubs and members")
+        return fqdn
 
     def local_part(self, fqdn: str) -> str:
         """`api.alice.<domain>` -> `api.alice` (the name under the domain)."""
@@ -127,9 +133,11 @@ def member_subject(name: str, role: str) -> x509.Name:
 
 def issue_member(ca: CertificateAuthority, public_key: ec.EllipticCurvePublicKey, name: str, role: str,
                  validity: timedelta) -> x509.Certificate:
-    """A clientAuth certificate for a member key (no DNS name: it can only authenticate)."""
+    """A clientAuth certificate for a member key (it can only authenticate, never serve)."""
     now = utc_now()
-    return sign_leaf(ca, public_key, (), (), not_before=now - CLOCK_SKEW, not_after=now + validity,
+    domain = ca.info().permitted_dns[0]
+    san = f"{parse_member_name(name)}.{role}.member.{domain}"
+    return sign_leaf(ca, public_key, (san,), (), not_before=now - CLOCK_SKEW, not_after=now + validity,
                      subject=member_subject(parse_member_name(name), role), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
