@@ -158,6 +158,14 @@ class Etcd:
         kvs = answer.responses[0].response_range.kvs
         return False, _kv(kvs[0]) if kvs else None
 
+    async def create_all(self, items: dict[str, bytes], lease: int = 0) -> bool:
+        """Put every key in one transaction if none of them exists yet; False (nothing written) otherwise."""
+        compares = [rpc.Compare(key=k.encode(), result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=0)
+                    for k in items]
+        puts = [rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=v, lease=lease)) for k, v in items.items()]
+        answer = await self.kv.Txn(rpc.TxnRequest(compare=compares, success=puts), timeout=CALL_TIMEOUT)
+        return bool(answer.succeeded)
+
     async def delete_if(self, key: str, *, mod_revision: int) -> bool:
         compare = rpc.Compare(key=key.encode(), result=rpc.Compare.EQUAL, target=rpc.Compare.MOD,
                               mod_revision=mod_revision)

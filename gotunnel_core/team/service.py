@@ -27,7 +27,7 @@ from ..models import parse_port, parse_tunnel_name
 from . import api
 from .etcd import Etcd
 from .identity import ENROL_PREFIX, Member, Team, issue_member, member_of, pem
-from .store import AGENTS, ENROLLED, NameTaken, Route, TeamView, claim, release
+from .store import AGENTS, ENROLLED, NameTaken, Route, TeamView, claim, claim_new, release
 
 log = structlog.get_logger("gotunnel.hub")
 
@@ -182,7 +182,13 @@ class Session:
         if not self.lease:
             await self._grant()
         accepted: list[str] = []
+        fresh = [r for f, r in wanted.items() if self.names.get(f) != r]
+        if await claim_new(self.etcd, fresh, self.lease):
+            fresh = []
         for fqdn, route in wanted.items():
+            if route not in fresh:  # held by this session already, or just created together
+                accepted.append(fqdn)
+                continue
             try:
                 await claim(self.etcd, route, self.lease)
                 accepted.append(fqdn)

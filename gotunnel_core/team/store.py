@@ -132,6 +132,14 @@ async def claim(etcd: Etcd, route: Route, lease: int) -> None:
     raise RuntimeFailure(f"could not claim {route.fqdn}: the key kept changing")
 
 
+async def claim_new(etcd: Etcd, routes: list[Route], lease: int) -> bool:
+    """Publish `routes` in one transaction when none of their names exists yet (an agent's first
+    publication: one round trip instead of one per name); False when any does (then `claim` each)."""
+    if not routes:
+        return True
+    return await etcd.create_all({NAMES + r.fqdn: r.to_json() for r in routes}, lease=lease)
+
+
 async def release(etcd: Etcd, fqdn: str, owner: str) -> None:
     """Remove `fqdn` if `owner` still holds it."""
     current = await etcd.get(NAMES + fqdn)

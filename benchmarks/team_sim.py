@@ -1,0 +1,346 @@
+"""The team-edge simulation: many agents, tunnels and edges in one process against real hubs and
+a real etcd (see docs/team-edge.md, "Simulation").
+
+    python -m benchmarks.team_sim [--agents 1000] [--tunnels 10] [--edges 50] [--hubs 2] [--out FILE]
+
+- etcd (Debian etcd-server) and the hubs (`gotunnel hub`) run as real processes on loopback.
+- Edges are delta-ADS clients in this process (not 50 Envoys: this machine cannot run 50):
+  each holds its own edge certificate, opens the same mutual-TLS stream an Envoy opens and
+  subscribes to every listener, cluster, route configuration and secret.
+- Agents are agent-API clients in this process, each with its own member certificate and
+  session, publishing `--tunnels` names each.
+
+Measured: for every name, the time from the agent's publication until every edge holds both
+its cluster and its route (p50/p99), in two phases: the bulk phase (agents arriving at
+`--rate` per second, each publishing all its names at once) and the steady phase (single new
+names on a full team, one every `--steady-interval` seconds); and each hub's CPU time and
+peak RSS over the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+from benchmarks.util import free_port, stop_pid
+from gotunnel_core.certs.authority import key_to_pem, new_private_key
+from gotunnel_core.team import api
+from gotunnel_core.team.identity import Team, issue_member, pem, team_ca
+from gotunnel_envoy.team import protos
+from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SECRET
+
+GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
+DOMAIN = "sim.test"
+
+
+@dataclass
+class Tracker:
+    """When each name was published, and when each edge first held its cluster and its route."""
+
+    edges: int
+    published: dict[str, float] = field(default_factory=dict)
+    phase: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+    done: dict[str, float] = field(default_factory=dict)
+    all_done: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 0
+
+    def edge_has(self, fqdn: str, now: float) -> None:
+        count = self.seen.get(fqdn, 0) + 1
+        self.seen[fqdn] = count
+        if count == self.edges and fqdn in self.published:
+            self.done[fqdn] = now
+            if len(self.done) >= self.expected:
+                self.all_done.set()
+
+    def latencies(self, phase: str) -> list[float]:
+        return sorted(self.done[n] - self.published[n] for n in self.done if self.phase.get(n) == phase)
+
+
+@dataclass
+class SimEdge:
+    """A delta-ADS client standing in for one Envoy edge."""
+
+    index: int
+    tracker: Tracker
+    clusters: set[str] = field(default_factory=set)
+    vhosts: set[str] = field(default_factory=set)
+    complete: set[str] = field(default_factory=set)
+    bytes: int = 0
+
+    def _maybe_complete(self, fqdn: str, now: float) -> None:
+        local = fqdn[: -len(DOMAIN) - 1]
+        if fqdn not in self.complete and fqdn in self.vhosts and f"tunnel_{local}" in self.clusters:
+            self.complete.add(fqdn)
+            self.tracker.edge_has(fqdn, now)
+
+    def handle(self, response: Any) -> None:
+        now = time.monotonic()
+        self.bytes += response.ByteSize()
+        if response.type_url == CLUSTER:
+            for res in response.resources:
+                self.clusters.add(res.name)
+                fqdn = f"{res.name[len('tunnel_'):]}.{DOMAIN}"
+                self._maybe_complete(fqdn, now)
+        elif response.type_url == ROUTE:
+            from envoy.config.route.v3 import route_pb2
+
+            for res in response.resources:
+                config = route_pb2.RouteConfiguration.FromString(res.resource.value)
+                for vhost in config.virtual_hosts:
+                    if vhost.domains and vhost.domains[0] != "*":
+                        name = vhost.domains[0]
+                        self.vhosts.add(name)
+                        self._maybe_complete(name, now)
+
+    async def run(self, channel: grpc.aio.Channel, ready: asyncio.Event) -> None:
+        call = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+                                     request_serializer=protos.DeltaDiscoveryRequest.SerializeToString,
+                                     response_deserializer=protos.DeltaDiscoveryResponse.FromString)
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        from envoy.config.core.v3 import base_pb2
+
+        node = base_pb2.Node(id=f"sim-edge-{self.index}", cluster="sim")
+        node.metadata.update({"bind": "0.0.0.0", "http_port": 80, "https_port": 443})
+        for type_url in (CLUSTER, SECRET, LISTENER, ROUTE):
+            outbox.put_nowait(protos.DeltaDiscoveryRequest(node=node, type_url=type_url, resource_names_subscribe=["*"]))
+
+        async def requests() -> Any:
+            while True:
+                yield await outbox.get()
+
+        stream = call(requests())
+        ready.set()
+        async for response in stream:
+            self.handle(response)
+            outbox.put_nowait(protos.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce))
+
+
+@dataclass
+class SimAgent:
+    name: str
+    creds: grpc.ChannelCredentials
+    hub: str
+    tracker: Tracker
+    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    names: list[str] = field(default_factory=list)
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self, names: list[str], phase: str) -> None:
+        now = time.monotonic()
+        for name in names:
+            fqdn = f"{name}.{self.name}.{DOMAIN}"
+            self.tracker.published[fqdn] = now
+            self.tracker.phase[fqdn] = phase
+        self.names += names
+        self.outbox.put_nowait({"port": 8080, "names": list(self.names)})
+
+    async def run(self) -> None:
+        async with grpc.aio.secure_channel(self.hub, self.creds, options=api.channel_options(f"hub.{DOMAIN}")) as channel:
+            call = channel.stream_stream(api.SESSION, request_serializer=api.encode, response_deserializer=api.decode)
+
+            async def requests() -> Any:
+                while True:
+                    try:
+                        yield await asyncio.wait_for(self.outbox.get(), 5)
+                    except asyncio.TimeoutError:
+                        yield {"ping": True}
+
+            async for reply in call(requests()):
+                if reply.get("refused"):
+                    print(f"refused: {reply['refused']}", file=sys.stderr)
+                if "accepted" in reply:
+                    self.accepted.set()
+
+
+def _member_creds(ca: Any, name: str, role: str) -> grpc.ChannelCredentials:
+    key = new_private_key()
+    cert = issue_member(ca, key.public_key(), name, role, timedelta(days=1))
+    return api.client_credentials(ca.cert_pem(), pem(cert), key_to_pem(key))
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    index = min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))
+    return values[index]
+
+
+class HubMonitor:
+    """Peak RSS and CPU seconds of the hub processes, sampled every 0.2 s."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.procs = [psutil.Process(p) for p in pids]
+        self.peak = [0] * len(pids)
+        self.start_cpu = [sum(p.cpu_times()[:2]) for p in self.procs]
+        self.start = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            for i, proc in enumerate(self.procs):
+                try:
+                    self.peak[i] = max(self.peak[i], proc.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+            await asyncio.sleep(0.2)
+
+    def report(self) -> list[dict[str, float]]:
+        elapsed = time.monotonic() - self.start
+        out = []
+        for i, proc in enumerate(self.procs):
+            cpu = sum(proc.cpu_times()[:2]) - self.start_cpu[i]
+            out.append({"peak_rss_mib": round(self.peak[i] / 2**20, 1), "cpu_seconds": round(cpu, 1),
+                        "cpu_percent_of_one_core": round(100 * cpu / elapsed, 1)})
+        return out
+
+
+async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int], ca: Any) -> dict[str, Any]:
+    tracker = Tracker(args.edges, expected=args.agents * args.tunnels)
+    monitor = HubMonitor(hub_pids)
+    monitor_task = asyncio.create_task(monitor.run())
+    hub_name = f"hub.{DOMAIN}"
+    edges = [SimEdge(i, tracker) for i in range(args.edges)]
+    channels = []
+    tasks = []
+    for edge in edges:
+        channel = grpc.aio.secure_channel(hubs[edge.index % len(hubs)], _member_creds(ca, f"edge{edge.index}", "edge"),
+                                          options=[*api.channel_options(hub_name), ("grpc.max_receive_message_length", 256 << 20)])
+        channels.append(channel)
+        ready = asyncio.Event()
+        tasks.append(asyncio.create_task(edge.run(channel, ready)))
+        await ready.wait()
+    t0 = time.monotonic()
+    agents = [SimAgent(f"u{i}", _member_creds(ca, f"u{i}", "agent"), hubs[i % len(hubs)], tracker) for i in range(args.agents)]
+    print(f"{args.edges} edges subscribed; {args.agents} agent certificates issued in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    bulk_start = time.monotonic()
+    for i, agent in enumerate(agents):
+        tasks.append(asyncio.create_task(agent.run()))
+        agent.publish([f"t{j}" for j in range(args.tunnels)], "bulk")
+        delay = bulk_start + (i + 1) / args.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    try:
+        await asyncio.wait_for(tracker.all_done.wait(), args.timeout)
+    except asyncio.TimeoutError:
+        print(f"timeout: {len(tracker.done)} of {tracker.expected} names on every edge", file=sys.stderr)
+    bulk_seconds = time.monotonic() - bulk_start
+    print(f"bulk phase: {len(tracker.done)} names on every edge after {bulk_seconds:.1f} s", file=sys.stderr)
+    # Steady phase: one new name at a time on the full team.
+    tracker.all_done.clear()
+    tracker.expected += args.steady
+    for k in range(args.steady):
+        agents[(k * 37) % len(agents)].publish([f"s{k}"], "steady")
+        await asyncio.sleep(args.steady_interval)
+    try:
+        await asyncio.wait_for(tracker.all_done.wait(), 60)
+    except asyncio.TimeoutError:
+        print("steady phase: timeout", file=sys.stderr)
+    result: dict[str, Any] = {}
+    for phase in ("bulk", "steady"):
+        values = tracker.latencies(phase)
+        result[phase] = {"names": len(values), "p50_ms": round(_percentile(values, 50) * 1000, 1),
+                         "p99_ms": round(_percentile(values, 99) * 1000, 1),
+                         "max_ms": round(values[-1] * 1000, 1) if values else None,
+                         "mean_ms": round(statistics.fmean(values) * 1000, 1) if values else None}
+    result["bulk"]["seconds"] = round(bulk_seconds, 1)
+    result["hubs"] = monitor.report()
+    result["edge_bytes_received_mib"] = round(sum(e.bytes for e in edges) / 2**20, 1)
+    monitor_task.cancel()
+    for task in tasks:
+        task.cancel()
+    for channel in channels:
+        await channel.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--tunnels", type=int, default=10, help="names per agent")
+    parser.add_argument("--edges", type=int, default=50)
+    parser.add_argument("--hubs", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=50.0, help="agents arriving per second in the bulk phase")
+    parser.add_argument("--steady", type=int, default=200, help="single registrations in the steady phase")
+    parser.add_argument("--steady-interval", type=float, default=0.05)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gotunnel-sim-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        client, peer = free_port(), free_port()
+        url = f"http://127.0.0.1:{client}"
+        procs.append(subprocess.Popen(
+            ["etcd", "--name", "sim", "--data-dir", str(work / "etcd"), "--listen-client-urls", url,
+             "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", f"sim=http://127.0.0.1:{peer}",
+             "--quota-backend-bytes", str(4 << 30)],
+            stdout=open(work / "etcd.log", "wb"), stderr=subprocess.STDOUT))
+        admin = work / "admin"
+        deadline = time.monotonic() + 30
+        while subprocess.run([*GOTUNNEL, "--state-dir", str(admin), "team", "init", "--domain", DOMAIN, "--etcd", url],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("etcd did not start (see " + str(work / "etcd.log") + ")")
+            time.sleep(0.2)
+        hubs = []
+        for i in range(args.hubs):
+            port = free_port()
+            hubs.append(f"127.0.0.1:{port}")
+            procs.append(subprocess.Popen([*GOTUNNEL, "hub", "--listen", hubs[-1], "--etcd", url, "--lease-ttl", "30"],
+                                          stdout=open(work / f"hub{i}.log", "wb"), stderr=subprocess.STDOUT))
+        for hub in hubs:
+            host, port = hub.rsplit(":", 1)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    import socket
+
+                    socket.create_connection((host, int(port)), 1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"hub {hub} did not start (see {work})")
+                    time.sleep(0.1)
+        ca = team_ca(admin / "team" / "ca", DOMAIN)
+        result = asyncio.run(simulate(args, hubs, [p.pid for p in procs[1:]], ca))
+        result["config"] = {k: v for k, v in vars(args).items() if k != "out"}
+        result["machine"] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+                             "etcd": subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.split("\n")[0]}
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+    finally:
+        for proc in reversed(procs):
+            stop_pid(proc.pid)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
