@@ -13,6 +13,7 @@ metadata): the two listeners and the HTTP-to-HTTPS redirect.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,9 +106,28 @@ def redirect_routes(listen: Listen) -> Resource:
 
 def listeners(team: Team, listen: Listen, groups: list[str]) -> list[Resource]:
     """The HTTP listener (redirects) and the HTTPS listener: one chain per group, by SNI,
-    its certificate by SDS and its routes by RDS, all on the ADS stream."""
+    its certificate by SDS and its routes by RDS, all on the ADS stream.
+
+    The HTTPS listener is the renderer's, with each group's chain parsed once and reused (a
+    listener of a thousand users is then assembled, not re-parsed, when one more joins)."""
     options = _options(team)
-    chains = [render.tls_chain(f"tls_{_slug(g)}", [g], render.sds_downstream_tls(secret_name(g)), options, route_name(g))
-              for g in sorted(groups)]
-    return [to_resource(LISTENER, render.http_listener(listen, options, f"http_redirect_{listen.https_port}")),
-            to_resource(LISTENER, render.https_listener(listen, chains, None))]
+    http = to_resource(LISTENER, render.http_listener(listen, options, f"http_redirect_{listen.https_port}"))
+    doc = render.https_listener(listen, [], None)
+    message = protos.message_class(LISTENER)()
+    json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, message)
+    if groups:
+        message.ClearField("default_filter_chain")
+        message.filter_chains.extend(_chain(team, g) for g in sorted(groups))
+    raw = message.SerializeToString(deterministic=True)
+    https = Resource(doc["name"], hashlib.sha256(raw).hexdigest()[:16], any_pb2.Any(type_url=LISTENER, value=raw))
+    return [http, https]
+
+
+@functools.lru_cache(maxsize=65536)
+def _chain(team: Team, group: str) -> Message:
+    """One group's filter chain as a protobuf message (the renderer's `tls_chain`)."""
+    from envoy.config.listener.v3 import listener_components_pb2
+
+    doc = render.tls_chain(f"tls_{_slug(group)}", [group], render.sds_downstream_tls(secret_name(group)), _options(team),
+                           route_name(group))
+    return json_format.ParseDict(doc, listener_components_pb2.FilterChain())

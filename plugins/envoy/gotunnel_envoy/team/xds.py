@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -36,6 +37,10 @@ log = structlog.get_logger("gotunnel.hub")
 COALESCE = 0.02
 #: Changes remembered per generation; an older stream compares everything once.
 LOG_LENGTH = 4096
+#: At most one new listener version per this many seconds: a listener holds one filter chain
+#: per user, so a burst of new users is one push, not one per user (names of existing users
+#: never wait for it).
+LISTENER_INTERVAL = 0.5
 
 
 @dataclass
@@ -54,6 +59,8 @@ class XdsCache:
     _groups: tuple[str, ...] = ()
     _per_listen: dict[tuple[Listen, tuple[str, ...]], dict[str, dict[str, Resource]]] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    _listener_at: float = 0.0
+    listener_pending: bool = False
 
     def _record(self, type_url: str, names: set[str]) -> None:
         if names:
@@ -113,12 +120,16 @@ class XdsCache:
             changed[SECRET].add(name)
         groups = tuple(sorted(g for g in by_group if g in self._secret_keys))
         listeners_changed = groups != self._groups
+        self.listener_pending = False
+        if listeners_changed and time.monotonic() - self._listener_at < LISTENER_INTERVAL:
+            listeners_changed, self.listener_pending = False, True  # run() comes back for it
         if not any(changed.values()) and not listeners_changed:
             return False
         self.generation = next_gen
         for type_url, names in changed.items():
             self._record(type_url, names)
         if listeners_changed:
+            self._listener_at = time.monotonic()
             self._groups = groups
             self._per_listen.clear()
             self._record(LISTENER, {"*"})
@@ -154,7 +165,13 @@ class XdsCache:
     async def run(self) -> None:
         """Rebuild after every burst of view changes and wake the streams."""
         while True:
-            await self.dirty.wait()
+            if self.listener_pending:
+                try:
+                    await asyncio.wait_for(self.dirty.wait(), LISTENER_INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await self.dirty.wait()
             await asyncio.sleep(COALESCE)
             self.dirty.clear()
             if self.rebuild():
