@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SECRET
 
 GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
 DOMAIN = "sim.test"
+CHAIN_NAME = re.compile(rb"\*\.[a-z0-9-]+\.sim\.test")
 
 
 @dataclass
@@ -74,20 +76,36 @@ class Tracker:
 
 @dataclass
 class SimEdge:
-    """A delta-ADS client standing in for one Envoy edge."""
+    """A delta-ADS client standing in for one Envoy edge. A name counts as present when the
+    edge holds everything Envoy needs to serve it: its cluster, its virtual host, its user's
+    filter chain in the HTTPS listener, and that chain's certificate (SDS secret)."""
 
     index: int
     tracker: Tracker
     clusters: set[str] = field(default_factory=set)
     vhosts: set[str] = field(default_factory=set)
+    chains: set[str] = field(default_factory=set)
+    secrets: set[str] = field(default_factory=set)
+    waiting: dict[str, set[str]] = field(default_factory=dict)  # group -> names not complete yet
     complete: set[str] = field(default_factory=set)
     bytes: int = 0
 
-    def _maybe_complete(self, fqdn: str, now: float) -> None:
+    def _check(self, fqdn: str, now: float) -> None:
+        if fqdn in self.complete:
+            return
         local = fqdn[: -len(DOMAIN) - 1]
-        if fqdn not in self.complete and fqdn in self.vhosts and f"tunnel_{local}" in self.clusters:
+        group = "*." + fqdn.split(".", 1)[1]
+        if (fqdn in self.vhosts and f"tunnel_{local}" in self.clusters and group in self.chains
+                and f"edge_{group.replace('*', '_wild')}" in self.secrets):
             self.complete.add(fqdn)
+            self.waiting.get(group, set()).discard(fqdn)
             self.tracker.edge_has(fqdn, now)
+        else:
+            self.waiting.setdefault(group, set()).add(fqdn)
+
+    def _group_ready(self, group: str, now: float) -> None:
+        for fqdn in list(self.waiting.get(group, ())):
+            self._check(fqdn, now)
 
     def handle(self, response: Any) -> None:
         now = time.monotonic()
@@ -95,8 +113,7 @@ class SimEdge:
         if response.type_url == CLUSTER:
             for res in response.resources:
                 self.clusters.add(res.name)
-                fqdn = f"{res.name[len('tunnel_'):]}.{DOMAIN}"
-                self._maybe_complete(fqdn, now)
+                self._check(f"{res.name[len('tunnel_'):]}.{DOMAIN}", now)
         elif response.type_url == ROUTE:
             from envoy.config.route.v3 import route_pb2
 
@@ -104,9 +121,20 @@ class SimEdge:
                 config = route_pb2.RouteConfiguration.FromString(res.resource.value)
                 for vhost in config.virtual_hosts:
                     if vhost.domains and vhost.domains[0] != "*":
-                        name = vhost.domains[0]
-                        self.vhosts.add(name)
-                        self._maybe_complete(name, now)
+                        self.vhosts.add(vhost.domains[0])
+                        self._check(vhost.domains[0], now)
+        elif response.type_url == SECRET:
+            for res in response.resources:
+                self.secrets.add(res.name)
+                self._group_ready(res.name[len("edge_"):].replace("_wild", "*"), now)
+        elif response.type_url == LISTENER:
+            for res in response.resources:
+                if res.name.startswith("https_"):
+                    # The SNI names of the chains, without decoding a listener of a thousand chains.
+                    found = {m.decode() for m in CHAIN_NAME.findall(res.resource.value)}
+                    new, self.chains = found - self.chains, found
+                    for group in new:
+                        self._group_ready(group, now)
 
     async def run(self, channel: grpc.aio.Channel, ready: asyncio.Event) -> None:
         call = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
@@ -199,6 +227,9 @@ class HubMonitor:
                     pass
             await asyncio.sleep(0.2)
 
+    def cpu_now(self) -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in self.procs]
+
     def report(self) -> list[dict[str, float]]:
         elapsed = time.monotonic() - self.start
         out = []
@@ -240,7 +271,11 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
         print(f"timeout: {len(tracker.done)} of {tracker.expected} names on every edge", file=sys.stderr)
     bulk_seconds = time.monotonic() - bulk_start
     print(f"bulk phase: {len(tracker.done)} names on every edge after {bulk_seconds:.1f} s", file=sys.stderr)
-    # Steady phase: one new name at a time on the full team.
+    # Steady phase: one new name at a time on the full team (after the bulk phase's leftovers:
+    # lease keep-alives and pings go on, nothing else is queued).
+    await asyncio.sleep(args.settle)
+    steady_cpu = monitor.cpu_now()
+    steady_start = time.monotonic()
     tracker.all_done.clear()
     tracker.expected += args.steady
     for k in range(args.steady):
@@ -250,7 +285,9 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
         await asyncio.wait_for(tracker.all_done.wait(), 60)
     except asyncio.TimeoutError:
         print("steady phase: timeout", file=sys.stderr)
-    result: dict[str, Any] = {}
+    steady_cpu = [round((after - before) * 1000 / max(1, args.steady), 1) for before, after in zip(steady_cpu, monitor.cpu_now())]
+    result: dict[str, Any] = {"steady_hub_cpu_ms_per_registration": steady_cpu,
+                              "steady_seconds": round(time.monotonic() - steady_start, 1)}
     for phase in ("bulk", "steady"):
         values = tracker.latencies(phase)
         result[phase] = {"names": len(values), "p50_ms": round(_percentile(values, 50) * 1000, 1),
@@ -260,6 +297,8 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
     result["bulk"]["seconds"] = round(bulk_seconds, 1)
     result["hubs"] = monitor.report()
     result["edge_bytes_received_mib"] = round(sum(e.bytes for e in edges) / 2**20, 1)
+    own = psutil.Process().cpu_times()
+    result["simulator_cpu_seconds"] = round(own.user + own.system, 1)  # agents + edges in this one process
     monitor_task.cancel()
     for task in tasks:
         task.cancel()
@@ -278,6 +317,7 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=200, help="single registrations in the steady phase")
     parser.add_argument("--steady-interval", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds between the bulk and the steady phase")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 

@@ -22,6 +22,7 @@ import structlog
 
 from ..fsutil import atomic_write
 from . import api
+from . import member
 from .member import Credentials
 from .status import STATUS_FILE
 
@@ -93,6 +94,8 @@ class Agent:
         while not stop.is_set():
             hub = self.hubs[index % len(self.hubs)]
             try:
+                if self.status_dir is not None and member.due(self.creds):
+                    self.creds = await member.renew_async(self.hubs, self.creds, self.status_dir)
                 await self._session(hub, stop)
                 backoff = 0.2
             except grpc.aio.AioRpcError as exc:

@@ -112,11 +112,35 @@ def enrol(hubs: list[str], token: str, directory: Path, expected_role: str) -> C
     return result
 
 
+async def renew_async(hubs: list[str], creds: Credentials, directory: Path) -> Credentials:
+    """A fresh certificate for a new key, authenticated by the current one; saved in `directory`."""
+    key = new_private_key()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    answer = await _call(hubs, creds.team.hub_name, creds.channel_credentials(), api.RENEW, {"public_key": public.decode()})
+    result = Credentials(creds.ca_pem, answer["cert"].encode(), key_to_pem(key), creds.name, creds.role, creds.team)
+    save(directory, result)
+    return result
+
+
+def renew(hubs: list[str], creds: Credentials, directory: Path) -> Credentials:
+    return asyncio.run(renew_async(hubs, creds, directory))
+
+
+def due(creds: Credentials) -> bool:
+    """True once less than a third of the certificate's life is left."""
+    import time
+
+    cert = x509.load_pem_x509_certificate(creds.cert_pem)
+    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+    return creds.not_after - time.time() < lifetime / 3
+
+
 def ensure(hubs: list[str], token: str | None, directory: Path, role: str) -> Credentials:
-    """The saved credentials, or a new enrolment with `token`; a clear error without either."""
+    """The saved credentials (renewed first when a third of their life is left), or a new
+    enrolment with `token`; a clear error without either."""
     existing = load(directory)
     if existing is not None:
-        return existing
+        return renew(hubs, existing, directory) if due(existing) else existing
     if not token:
         raise RuntimeFailure(f"this machine is not enrolled as a team {role} yet",
                              hint=f"pass --token from `gotunnel team invite NAME --role {role}`")

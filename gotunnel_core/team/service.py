@@ -62,7 +62,7 @@ class AgentService:
     hub_id: str
     lease_ttl: int = 10
     member_validity: timedelta = timedelta(days=30)
-    sessions: dict[str, "Session"] = field(default_factory=dict)
+    sessions: dict[int, "Session"] = field(default_factory=dict)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(api.SERVICE, {
@@ -116,30 +116,74 @@ class AgentService:
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad public key: {exc}")
 
-    async def session(self, requests: AsyncIterator[dict[str, Any]],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[dict[str, Any]]:
+    async def session(self, requests: AsyncIterator[dict[str, Any]], context: grpc.aio.ServicerContext) -> None:
         member = await self._member(context)
         if member.role != "agent":
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"a {member.role} certificate cannot publish names")
         session = Session(self, member, peer_ip(context))
-        self.sessions[member.member_id] = session
+        self.sessions[id(session)] = session
+        ended = asyncio.ensure_future(session.ended.wait())
         try:
-            async for reply in session.run(requests):
-                yield reply
+            while True:
+                read = asyncio.ensure_future(context.read())
+                await asyncio.wait({read, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    code = grpc.StatusCode.PERMISSION_DENIED if session.why == "revoked" else grpc.StatusCode.UNAVAILABLE
+                    await context.abort(code, f"session of {member.name!r} ended: {session.why}")
+                request = read.result()
+                if request is grpc.aio.EOF:
+                    return
+                session.last_seen = time.monotonic()
+                if request.get("ping"):
+                    await context.write({"pong": time.time()})
+                    continue
+                try:
+                    await context.write(await session.publish(request))
+                except ValidationError as exc:
+                    await context.write({"error": exc.message})
         finally:
-            self.sessions.pop(member.member_id, None)
+            ended.cancel()
+            self.sessions.pop(id(session), None)
             await session.close()
 
     def revoked_sessions(self) -> None:
         """End the sessions of members revoked since they connected (called on every change)."""
         for session in list(self.sessions.values()):
             if session.member.name in self.view.revoked:
-                session.revoked.set()
+                session.end("revoked")
+
+    async def keep_leases(self) -> None:
+        """One loop for every session of this hub: refresh all their leases on one keep-alive
+        stream every third of the TTL, end sessions whose agent went silent for a whole TTL,
+        and re-register the names of a session whose lease etcd lost (an outage longer than
+        the TTL)."""
+        ttl = self.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            now = time.monotonic()
+            live = []
+            for session in list(self.sessions.values()):
+                if now - session.last_seen > ttl:
+                    log.info("hub.agent_silent", member=session.member.name)
+                    session.end("silent")
+                elif session.lease:
+                    live.append(session)
+            if not live:
+                continue
+            try:
+                left = await self.etcd.keepalive_once([s.lease for s in live])
+            except Exception as exc:  # noqa: BLE001 - etcd down: try again next round
+                log.warning("hub.keepalive_failed", error=f"{type(exc).__name__}")
+                continue
+            for session in live:
+                if left.get(session.lease, 0) <= 0:
+                    asyncio.ensure_future(session.reclaim())
 
 
 @dataclass
 class Session:
-    """One agent's registrations: a lease, its names, kept alive while the agent speaks."""
+    """One agent's registrations: a lease and its names, kept alive while the agent speaks."""
 
     service: AgentService
     member: Member
@@ -147,16 +191,36 @@ class Session:
     lease: int = 0
     names: dict[str, Route] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
-    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    why: str = ""
 
     @property
     def etcd(self) -> Etcd:
         return self.service.etcd
 
+    def end(self, why: str) -> None:
+        """Cut the session: the agent gets an error status (PERMISSION_DENIED when revoked)."""
+        log.info("hub.session_end", member=self.member.name, why=why)
+        self.why = why
+        self.ended.set()
+
     async def _grant(self) -> None:
         self.lease = await self.etcd.grant(self.service.lease_ttl)
         record = {"user": self.member.name, "address": self.address, "hub": self.service.hub_id, "since": time.time()}
         await self.etcd.put(AGENTS + self.member.member_id, json.dumps(record).encode(), lease=self.lease)
+
+    async def reclaim(self) -> None:
+        """The lease is gone (etcd was away longer than the TTL): a new one, the names again."""
+        log.info("hub.lease_lost", member=self.member.name)
+        try:
+            await self._grant()
+            for route in list(self.names.values()):
+                try:
+                    await claim(self.etcd, route, self.lease)
+                except NameTaken:
+                    self.names.pop(route.fqdn, None)
+        except Exception as exc:  # noqa: BLE001 - the next keep-alive round tries again
+            log.warning("hub.reclaim_failed", member=self.member.name, error=f"{type(exc).__name__}")
 
     def _routes(self, request: dict[str, Any]) -> tuple[dict[str, Route], list[dict[str, str]]]:
         port = parse_port(request.get("port"), "port")
@@ -177,7 +241,7 @@ class Session:
                                  f"{name}.localhost")
         return wanted, refused
 
-    async def _publish(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def publish(self, request: dict[str, Any]) -> dict[str, Any]:
         wanted, refused = self._routes(request)
         if not self.lease:
             await self._grant()
@@ -202,65 +266,6 @@ class Session:
             log.info("hub.refused", member=self.member.name, refused=[r["name"] for r in refused])
         return {"hub": self.service.hub_id, "ttl": self.service.lease_ttl, "accepted": sorted(accepted),
                 "refused": refused}
-
-    async def _keepalive(self) -> None:
-        """Refresh the lease every third of its TTL while the agent speaks; if etcd lost it
-        (an outage longer than the TTL), take a new one and claim the names again."""
-        ttl = self.service.lease_ttl
-        while True:
-            await asyncio.sleep(ttl / 3)
-            if time.monotonic() - self.last_seen > ttl:
-                log.info("hub.agent_silent", member=self.member.name)
-                self.revoked.set()  # ends the session: the agent reconnects if it is alive
-                return
-            try:
-                left = (await self.etcd.keepalive_once([self.lease])).get(self.lease, 0) if self.lease else 1
-                if left <= 0:
-                    log.info("hub.lease_lost", member=self.member.name)
-                    await self._grant()
-                    for route in list(self.names.values()):
-                        try:
-                            await claim(self.etcd, route, self.lease)
-                        except NameTaken:
-                            self.names.pop(route.fqdn, None)
-            except Exception as exc:  # noqa: BLE001 - etcd down: try again next round
-                log.warning("hub.keepalive_failed", error=f"{type(exc).__name__}")
-
-    async def run(self, requests: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        keepalive = asyncio.create_task(self._keepalive())
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    await queue.put(request)
-            finally:
-                await queue.put(None)
-
-        reader = asyncio.create_task(read())
-        revoked = asyncio.create_task(self.revoked.wait())
-        try:
-            while True:
-                getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, revoked}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    yield {"error": f"session of {self.member.name!r} ended (revoked or silent)"}
-                    return
-                request = getter.result()
-                if request is None:
-                    return
-                self.last_seen = time.monotonic()
-                if request.get("ping"):
-                    yield {"pong": time.time()}
-                    continue
-                try:
-                    yield await self._publish(request)
-                except ValidationError as exc:
-                    yield {"error": exc.message}
-        finally:
-            for task in (keepalive, reader, revoked):
-                task.cancel()
 
     async def close(self) -> None:
         """The agent left (or was cut off): its names go now, not after the TTL."""

@@ -163,12 +163,15 @@ class TeamView:
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 0
     connected: bool = False
+    changed_names: set[str] = field(default_factory=set)
+    changed_certs: set[str] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _apply(self, key: str, value: bytes | None) -> str | None:
         try:
             if key.startswith(NAMES):
                 fqdn = key[len(NAMES):]
+                self.changed_names.add(fqdn)
                 if value is None:
                     self.routes.pop(fqdn, None)
                 else:
@@ -180,6 +183,7 @@ class TeamView:
                 return "revoked"
             if key.startswith(CERTS):
                 group = key[len(CERTS):]
+                self.changed_certs.add(group)
                 if value is None:
                     self.certs.pop(group, None)
                 else:
@@ -201,6 +205,8 @@ class TeamView:
         """Re-read everything (at start and after a watch could not resume) and report the diff."""
         kvs, revision = await self.etcd.get_prefix(ROOT)
         before = (dict(self.routes), set(self.revoked), dict(self.certs), dict(self.agents))
+        self.changed_names |= set(self.routes)  # anything may have gone: look at every old name too
+        self.changed_certs |= set(self.certs)
         self.routes, self.revoked, self.certs, self.agents = {}, set(), {}, {}
         for kv in kvs:
             self._apply(kv.key, kv.value)
@@ -209,6 +215,12 @@ class TeamView:
                                                    (self.routes, self.revoked, self.certs, self.agents)) if old != new}
         if changed:
             self.on_change(changed)
+
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """The names and certificate groups changed since the last call (for incremental work)."""
+        names, certs = self.changed_names, self.changed_certs
+        self.changed_names, self.changed_certs = set(), set()
+        return names, certs
 
     async def run(self) -> None:
         """Follow etcd forever: list, then watch from the next revision; on a lost connection

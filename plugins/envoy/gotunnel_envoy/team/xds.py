@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import deque
+from collections import ChainMap, deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 import grpc
 import structlog
@@ -29,7 +29,8 @@ from gotunnel_core.team.service import peer_member
 from gotunnel_core.team.store import Route, TeamView
 
 from . import protos
-from .resources import CLUSTER, LISTENER, ORDER, ROUTE, SECRET, Resource, cluster, group_routes, listeners, redirect_routes, secret
+from .resources import (CLUSTER, LISTENER, ORDER, ROUTE, SECRET, Resource, cluster, group_routes, listeners, redirect_routes,
+                        route_name, secret, secret_name)
 
 log = structlog.get_logger("gotunnel.hub")
 
@@ -37,9 +38,9 @@ log = structlog.get_logger("gotunnel.hub")
 COALESCE = 0.02
 #: Changes remembered per generation; an older stream compares everything once.
 LOG_LENGTH = 4096
-#: At most one new listener version per this many seconds: a listener holds one filter chain
-#: per user, so a burst of new users is one push, not one per user (names of existing users
-#: never wait for it).
+#: At most one new listener version per this many seconds, plus one second per 2 MiB of
+#: listener: a listener holds one filter chain per user, so a burst of new users becomes a few
+#: pushes, not one per user (names of existing users never wait for it).
 LISTENER_INTERVAL = 0.5
 
 
@@ -54,12 +55,13 @@ class XdsCache:
     changes: deque[tuple[int, str, frozenset[str]]] = field(default_factory=lambda: deque(maxlen=LOG_LENGTH))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _cluster_keys: dict[str, Route] = field(default_factory=dict)
-    _group_keys: dict[str, tuple[Route, ...]] = field(default_factory=dict)
+    _members: dict[str, dict[str, Route]] = field(default_factory=dict)
     _secret_keys: dict[str, tuple[str, float]] = field(default_factory=dict)
     _groups: tuple[str, ...] = ()
     _per_listen: dict[tuple[Listen, tuple[str, ...]], dict[str, dict[str, Resource]]] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _listener_at: float = 0.0
+    _listener_bytes: int = 0
     listener_pending: bool = False
 
     def _record(self, type_url: str, names: set[str]) -> None:
@@ -67,13 +69,31 @@ class XdsCache:
             self.changes.append((self.generation, type_url, frozenset(names)))
 
     def rebuild(self) -> bool:
-        """Bring the shared resources in line with the view; True when anything changed."""
+        """Bring the shared resources in line with the view; True when anything changed.
+
+        Incremental: only the names and certificate groups the view reports as changed since
+        the last call are looked at (a full team of 10,000 names costs nothing per change)."""
         team = self.team
         next_gen = self.generation + 1
         changed: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SECRET: set()}
-        clusters = self.shared[CLUSTER]
-        routes = self.view.routes
-        for fqdn, route in routes.items():
+        names, certs = self.view.take_changes()
+        clusters, route_res, secrets = self.shared[CLUSTER], self.shared[ROUTE], self.shared[SECRET]
+        touched: set[str] = set()
+        for fqdn in names:
+            route = self.view.routes.get(fqdn)
+            group = team.cert_group(fqdn)
+            members = self._members.setdefault(group, {})
+            name = "tunnel_" + team.local_part(fqdn)
+            if route is None:
+                if members.pop(fqdn, None) is not None:
+                    touched.add(group)
+                if self._cluster_keys.pop(fqdn, None) is not None:
+                    clusters.pop(name, None)
+                    changed[CLUSTER].add(name)
+                continue
+            if members.get(fqdn) != route:
+                members[fqdn] = route
+                touched.add(group)
             if self._cluster_keys.get(fqdn) != route:
                 res = cluster(team, route)
                 self._cluster_keys[fqdn] = route
@@ -81,47 +101,35 @@ class XdsCache:
                 if old is None or old.version != res.version:
                     clusters[res.name] = res
                     changed[CLUSTER].add(res.name)
-        for fqdn in set(self._cluster_keys) - set(routes):
-            name = "tunnel_" + team.local_part(fqdn)
-            del self._cluster_keys[fqdn]
-            clusters.pop(name, None)
-            changed[CLUSTER].add(name)
-        by_group: dict[str, list[Route]] = {}
-        for route in routes.values():
-            by_group.setdefault(team.cert_group(route.fqdn), []).append(route)
-        route_res = self.shared[ROUTE]
-        for group, members in by_group.items():
-            key = tuple(sorted(members, key=lambda r: r.fqdn))
-            if self._group_keys.get(group) != key:
-                res = group_routes(team, group, list(key))
-                self._group_keys[group] = key
-                route_res[res.name] = res
-                changed[ROUTE].add(res.name)
-        for group in set(self._group_keys) - set(by_group):
-            del self._group_keys[group]
-            res_name = "tls_" + group.replace("*", "_wild")
-            route_res.pop(res_name, None)
-            changed[ROUTE].add(res_name)
-        secrets = self.shared[SECRET]
-        for group in by_group:
+        for group in touched:
+            members = self._members.get(group) or {}
+            res_name = route_name(group)
+            if members:
+                res = group_routes(team, group, list(members.values()))
+                if res_name not in route_res or route_res[res_name].version != res.version:
+                    route_res[res_name] = res
+                    changed[ROUTE].add(res_name)
+            else:
+                self._members.pop(group, None)
+                if route_res.pop(res_name, None) is not None:
+                    changed[ROUTE].add(res_name)
+        for group in touched | certs:
             cert = self.view.certs.get(group)
-            if cert is None:
-                continue
-            key2 = (cert.cert, cert.not_after)
-            if self._secret_keys.get(group) != key2:
-                res = secret(cert)
-                self._secret_keys[group] = key2
-                secrets[res.name] = res
-                changed[SECRET].add(res.name)
-        for group in set(self._secret_keys) - set(by_group):
-            del self._secret_keys[group]
-            name = "edge_" + group.replace("*", "_wild")
-            secrets.pop(name, None)
-            changed[SECRET].add(name)
+            name = secret_name(group)
+            if group in self._members and cert is not None:
+                key2 = (cert.cert, cert.not_after)
+                if self._secret_keys.get(group) != key2:
+                    secrets[name] = secret(cert)
+                    self._secret_keys[group] = key2
+                    changed[SECRET].add(name)
+            elif self._secret_keys.pop(group, None) is not None:
+                secrets.pop(name, None)
+                changed[SECRET].add(name)
+        by_group = self._members
         groups = tuple(sorted(g for g in by_group if g in self._secret_keys))
         listeners_changed = groups != self._groups
         self.listener_pending = False
-        if listeners_changed and time.monotonic() - self._listener_at < LISTENER_INTERVAL:
+        if listeners_changed and time.monotonic() - self._listener_at < self.listener_interval:
             listeners_changed, self.listener_pending = False, True  # run() comes back for it
         if not any(changed.values()) and not listeners_changed:
             return False
@@ -135,20 +143,25 @@ class XdsCache:
             self._record(LISTENER, {"*"})
         return True
 
+    @property
+    def listener_interval(self) -> float:
+        return LISTENER_INTERVAL + self._listener_bytes / 2**21
+
     def per_listen(self, listen: Listen) -> dict[str, dict[str, Resource]]:
         """The listeners and the redirect route of edges listening on `listen`."""
         key = (listen, self._groups)
         cached = self._per_listen.get(key)
         if cached is None:
-            cached = {LISTENER: {r.name: r for r in listeners(self.team, listen, list(self._groups))},
-                      ROUTE: {(rr := redirect_routes(listen)).name: rr}}
+            built = listeners(self.team, listen, list(self._groups))
+            self._listener_bytes = max(len(r.body.value) for r in built)
+            cached = {LISTENER: {r.name: r for r in built}, ROUTE: {(rr := redirect_routes(listen)).name: rr}}
             self._per_listen[key] = cached
         return cached
 
-    def resources(self, type_url: str, listen: Listen) -> dict[str, Resource]:
+    def resources(self, type_url: str, listen: Listen) -> Mapping[str, Resource]:
         own = self.per_listen(listen).get(type_url, {})
         shared = self.shared.get(type_url, {})
-        return {**shared, **own} if own else shared
+        return ChainMap(own, shared) if own else shared
 
     def changed_since(self, generation: int) -> dict[str, set[str]] | None:
         """Names changed after `generation` by type, or None when the log no longer reaches back."""
@@ -167,7 +180,7 @@ class XdsCache:
         while True:
             if self.listener_pending:
                 try:
-                    await asyncio.wait_for(self.dirty.wait(), LISTENER_INTERVAL)
+                    await asyncio.wait_for(self.dirty.wait(), self.listener_interval)
                 except asyncio.TimeoutError:
                     pass
             else:
