@@ -19,6 +19,8 @@ from .store import CERTS, TeamView
 log = structlog.get_logger("gotunnel.hub")
 
 DEFAULT_VALIDITY = timedelta(days=7)
+#: Certificates written per etcd transaction (etcd allows 128 operations by default).
+BATCH = 64
 
 
 def due(not_after: float, validity: timedelta, now: float | None = None) -> bool:
@@ -30,21 +32,29 @@ async def ensure_certs(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
                        validity: timedelta = DEFAULT_VALIDITY) -> int:
     """Issue the missing or due certificates of every group that has names; returns how many.
 
-    A transaction on the key's revision makes a second hub's attempt a no-op (it then serves
-    the winner's certificate, which its watch delivers)."""
-    groups = {team.cert_group(fqdn) for fqdn in view.routes}
-    issued = 0
-    for group in sorted(groups):
+    Written in transactions of up to BATCH keys, each on the keys' revisions, so a second hub
+    doing the same at the same time changes nothing (it then serves the winner's certificates,
+    which its watch delivers); a batch that lost a race is retried key by key."""
+    groups = sorted({team.cert_group(fqdn) for fqdn in view.routes})
+    wanted: dict[str, int] = {}
+    for group in groups:
         current = view.certs.get(group)
-        if current is not None and not due(current.not_after, validity):
+        if current is None or due(current.not_after, validity):
+            wanted[group] = view.cert_revisions.get(group, 0)
+    issued = 0
+    items = list(wanted.items())
+    for start in range(0, len(items), BATCH):
+        batch: dict[str, tuple[bytes, int]] = {}
+        for group, revision in items[start:start + BATCH]:
+            cert, key, not_after = issue_server(ca, [group], validity)
+            value = json.dumps({"cert": cert.decode(), "key": key.decode(), "not_after": not_after}).encode()
+            batch[CERTS + group] = (value, revision)
+        if await etcd.put_all_if(batch):
+            issued += len(batch)
             continue
-        existing = await etcd.get(CERTS + group)
-        if existing is not None and not due(float(json.loads(existing.value)["not_after"]), validity):
-            continue  # another hub just issued it; the watch brings it
-        cert, key, not_after = issue_server(ca, [group], validity)
-        value = json.dumps({"cert": cert.decode(), "key": key.decode(), "not_after": not_after}).encode()
-        done, _ = await etcd.put_if(CERTS + group, value, mod_revision=existing.mod_revision if existing else 0)
-        if done:
-            issued += 1
-            log.info("hub.edge_cert", group=group, not_after=not_after)
+        for key_name, (value, revision) in batch.items():
+            done, _ = await etcd.put_if(key_name, value, mod_revision=revision)
+            issued += int(done)
+    if issued:
+        log.info("hub.edge_certs", issued=issued)
     return issued

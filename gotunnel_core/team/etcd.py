@@ -160,9 +160,14 @@ class Etcd:
 
     async def create_all(self, items: dict[str, bytes], lease: int = 0) -> bool:
         """Put every key in one transaction if none of them exists yet; False (nothing written) otherwise."""
-        compares = [rpc.Compare(key=k.encode(), result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=0)
-                    for k in items]
-        puts = [rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=v, lease=lease)) for k, v in items.items()]
+        return await self.put_all_if({k: (v, 0) for k, v in items.items()}, lease=lease)
+
+    async def put_all_if(self, items: dict[str, tuple[bytes, int]], lease: int = 0) -> bool:
+        """Put every key (value, expected mod revision; 0 = absent) in one transaction, all or nothing."""
+        compares = [rpc.Compare(key=k.encode(), result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)
+                    for k, (_, rev) in items.items()]
+        puts = [rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=v, lease=lease))
+                for k, (v, _) in items.items()]
         answer = await self.kv.Txn(rpc.TxnRequest(compare=compares, success=puts), timeout=CALL_TIMEOUT)
         return bool(answer.succeeded)
 

@@ -164,10 +164,11 @@ class TeamView:
     revision: int = 0
     connected: bool = False
     changed_names: set[str] = field(default_factory=set)
+    cert_revisions: dict[str, int] = field(default_factory=dict)
     changed_certs: set[str] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def _apply(self, key: str, value: bytes | None) -> str | None:
+    def _apply(self, key: str, value: bytes | None, revision: int = 0) -> str | None:
         try:
             if key.startswith(NAMES):
                 fqdn = key[len(NAMES):]
@@ -184,8 +185,10 @@ class TeamView:
             if key.startswith(CERTS):
                 group = key[len(CERTS):]
                 self.changed_certs.add(group)
+                self.cert_revisions[group] = revision
                 if value is None:
                     self.certs.pop(group, None)
+                    self.cert_revisions.pop(group, None)
                 else:
                     data = json.loads(value)
                     self.certs[group] = EdgeCert(group, data["cert"], data["key"], float(data["not_after"]))
@@ -208,8 +211,9 @@ class TeamView:
         self.changed_names |= set(self.routes)  # anything may have gone: look at every old name too
         self.changed_certs |= set(self.certs)
         self.routes, self.revoked, self.certs, self.agents = {}, set(), {}, {}
+        self.cert_revisions = {}
         for kv in kvs:
-            self._apply(kv.key, kv.value)
+            self._apply(kv.key, kv.value, kv.mod_revision)
         self.revision = revision
         changed = {kind for kind, old, new in zip(("names", "revoked", "certs", "agents"), before,
                                                    (self.routes, self.revoked, self.certs, self.agents)) if old != new}
@@ -236,7 +240,7 @@ class TeamView:
                 self.ready.set()
                 async for events in self.etcd.watch_prefix(ROOT, self.revision + 1):
                     backoff = 0.1
-                    kinds = {kind for ev in events if (kind := self._apply(ev.key, ev.value))}
+                    kinds = {kind for ev in events if (kind := self._apply(ev.key, ev.value, ev.revision))}
                     self.revision = max(self.revision, events[-1].revision)
                     if kinds:
                         self.on_change(kinds)

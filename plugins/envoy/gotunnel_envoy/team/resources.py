@@ -39,9 +39,20 @@ ORDER = (CLUSTER, SECRET, LISTENER, ROUTE)
 
 @dataclass(frozen=True)
 class Resource:
+    """A resource, its version, and `wire`: a DeltaDiscoveryResponse holding only this resource,
+    serialised once. Protobuf merges concatenated messages and appends repeated fields, so a
+    response to any edge is its small header followed by these bytes: a listener of megabytes
+    is encoded once per version, not once per edge."""
+
     name: str
     version: str
     body: any_pb2.Any
+    wire: bytes = b""
+
+    @classmethod
+    def of(cls, name: str, version: str, body: any_pb2.Any) -> "Resource":
+        wire = protos.DeltaDiscoveryResponse(resources=[protos.DiscoveryResource(name=name, version=version, resource=body)])
+        return cls(name, version, body, wire.SerializeToString())
 
 
 def to_resource(type_url: str, doc: Mapping[str, Any]) -> Resource:
@@ -50,7 +61,7 @@ def to_resource(type_url: str, doc: Mapping[str, Any]) -> Resource:
     json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, message)
     raw = message.SerializeToString(deterministic=True)
     body = any_pb2.Any(type_url=type_url, value=raw)
-    return Resource(doc["name"], hashlib.sha256(raw).hexdigest()[:16], body)
+    return Resource.of(doc["name"], hashlib.sha256(raw).hexdigest()[:16], body)
 
 
 def _slug(group: str) -> str:
@@ -119,7 +130,7 @@ def listeners(team: Team, listen: Listen, groups: list[str]) -> list[Resource]:
         message.ClearField("default_filter_chain")
         message.filter_chains.extend(_chain(team, g) for g in sorted(groups))
     raw = message.SerializeToString(deterministic=True)
-    https = Resource(doc["name"], hashlib.sha256(raw).hexdigest()[:16], any_pb2.Any(type_url=LISTENER, value=raw))
+    https = Resource.of(doc["name"], hashlib.sha256(raw).hexdigest()[:16], any_pb2.Any(type_url=LISTENER, value=raw))
     return [http, https]
 
 

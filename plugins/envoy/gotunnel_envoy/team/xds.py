@@ -38,10 +38,12 @@ log = structlog.get_logger("gotunnel.hub")
 COALESCE = 0.02
 #: Changes remembered per generation; an older stream compares everything once.
 LOG_LENGTH = 4096
-#: At most one new listener version per this many seconds, plus one second per 2 MiB of
-#: listener: a listener holds one filter chain per user, so a burst of new users becomes a few
-#: pushes, not one per user (names of existing users never wait for it).
+#: At most one new listener version per LISTENER_INTERVAL seconds, and no more listener bytes
+#: to all edges than LISTENER_BUDGET per second: a listener holds one filter chain per user, so
+#: a burst of new users becomes a few pushes, not one per user (names of users already on the
+#: edges never wait for it).
 LISTENER_INTERVAL = 0.5
+LISTENER_BUDGET = 32 * 2**20
 
 
 @dataclass
@@ -143,9 +145,11 @@ class XdsCache:
             self._record(LISTENER, {"*"})
         return True
 
+    streams: int = 0  # edges subscribed to this hub (set by AdsServer)
+
     @property
     def listener_interval(self) -> float:
-        return LISTENER_INTERVAL + self._listener_bytes / 2**21
+        return max(LISTENER_INTERVAL, self._listener_bytes * self.streams / LISTENER_BUDGET)
 
     def per_listen(self, listen: Listen) -> dict[str, dict[str, Resource]]:
         """The listeners and the redirect route of edges listening on `listen`."""
@@ -225,8 +229,9 @@ class AdsServer:
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", {
+            # Responses are pre-encoded bytes (see `Resource.wire`).
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.delta, protos.DeltaDiscoveryRequest.FromString, protos.DeltaDiscoveryResponse.SerializeToString),
+                self.delta, protos.DeltaDiscoveryRequest.FromString, bytes),
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self.sotw, lambda raw: raw, lambda raw: raw),
         })
@@ -267,6 +272,7 @@ class AdsServer:
 
         reader = asyncio.create_task(read())
         self.streams += 1
+        self.cache.streams = self.streams
         try:
             while True:
                 getter = asyncio.create_task(inbox.get())
@@ -309,6 +315,7 @@ class AdsServer:
                         yield response
         finally:
             self.streams -= 1
+            self.cache.streams = self.streams
             reader.cancel()
 
     @staticmethod
@@ -336,19 +343,19 @@ class AdsServer:
         desired = self.cache.resources(type_url, listen) if listen is not None else {}
         if names is None or "*" in names:
             names = set(desired) | set(sub.sent)
-        updates = []
+        updates: list[bytes] = []
         removed = []
         for name in names:
             res = desired.get(name)
             if res is not None and sub.wants(name):
                 if sub.sent.get(name) != res.version:
-                    updates.append(protos.DiscoveryResource(name=name, version=res.version, resource=res.body))
+                    updates.append(res.wire)
                     sub.sent[name] = res.version
             elif name in sub.sent:
                 removed.append(name)
                 del sub.sent[name]
         if not updates and not removed:
             return None
-        return protos.DeltaDiscoveryResponse(type_url=type_url, resources=updates, removed_resources=removed,
-                                             nonce=str(next(self.nonces)),
+        head = protos.DeltaDiscoveryResponse(type_url=type_url, removed_resources=removed, nonce=str(next(self.nonces)),
                                              system_version_info=str(self.cache.generation))
+        return head.SerializeToString() + b"".join(updates)
