@@ -172,8 +172,8 @@ class Backend:
             parts = urlsplit(url)
         except ValueError as exc:  # e.g. an unbalanced '[' ("Invalid IPv6 URL")
             raise ValidationError("backend", raw, f"is not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https"):
-            raise ValidationError("backend", raw, "scheme must be http or https")
+        if parts.scheme not in ("http", "https", "h2c"):
+            raise ValidationError("backend", raw, "scheme must be http, https or h2c")
         if parts.username is not None or parts.password is not None:
             raise ValidationError("backend", raw, "credentials in the URL are not supported")
         if parts.query or parts.fragment or url.endswith(("?", "#")):

@@ -249,6 +249,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 class EchoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # a proxy may open 100 connections at once (HTTP/2 streams)
 
     def __init__(self, name: str = "echo", port: int = 0, handler: type = EchoHandler) -> None:
         super().__init__((LOCAL, port), handler)

@@ -1,7 +1,8 @@
-"""CLI commands of team mode: `gotunnel team init|invite|revoke|show` and `gotunnel agent`.
+"""`gotunnel team init|invite|revoke|show` and `gotunnel agent`: team mode's core commands.
 
 The hub and the edge are Envoy-specific and come from the Envoy plugin (`gotunnel hub`,
-`gotunnel edge`). Everything heavy (grpc, aetcd, cryptography) is imported inside commands.
+`gotunnel edge`). Everything heavy (grpc, aetcd, cryptography) is imported inside commands;
+the work is done by `gotunnel_core.team`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import click
 
 from ..errors import RuntimeFailure, UsageError
+from ..hookspecs import hookimpl
 
 
 def _team_dir(state: Any) -> Path:
@@ -23,7 +25,7 @@ def _team_dir(state: Any) -> Path:
 
 def _local_team(state: Any) -> tuple[Any, Any]:
     """The team CA and Team of this state directory (made by `team init`)."""
-    from .identity import Team, team_ca
+    from ..team.identity import Team, team_ca
 
     try:
         info = json.loads((_team_dir(state) / "team.json").read_text())
@@ -36,7 +38,7 @@ def _local_team(state: Any) -> tuple[Any, Any]:
 
 def _etcd_client(urls: str) -> Any:
     try:
-        from .etcd import Etcd
+        from ..team.etcd import Etcd
     except ImportError as exc:
         raise RuntimeFailure(f"team mode needs its extra: {exc.name} is not installed",
                              hint="pip install 'gotunnel-core[team]'") from None
@@ -72,7 +74,7 @@ def team_init(state: Any, domain: str, template: str, etcd_urls: str | None) -> 
     """Create the team CA (name-constrained to DOMAIN) in this state directory."""
     from ..certs.names import validate_suffix
     from ..fsutil import atomic_write, ensure_private_dir
-    from .identity import Team, fingerprint, parse_template, team_ca
+    from ..team.identity import Team, fingerprint, parse_template, team_ca
 
     domain = validate_suffix(domain.lower().rstrip("."))
     wanted = Team(domain, parse_template(template))
@@ -89,7 +91,7 @@ def team_init(state: Any, domain: str, template: str, etcd_urls: str | None) -> 
     atomic_write(record, json.dumps({"domain": domain, "template": wanted.template}, indent=2) + "\n", mode=0o600)
     click.echo(f"team {domain}: CA {ca.cert_path} (sha256 {fingerprint(ca.certificate)[:16]}...)")
     if etcd_urls:
-        from .store import TeamRecord, publish_team
+        from ..team.store import TeamRecord, publish_team
 
         rec = TeamRecord(wanted, ca.cert_pem(), ca.key_path.read_bytes())
         stored = asyncio.run(_with_etcd(etcd_urls, lambda etcd: publish_team(etcd, rec)))
@@ -104,8 +106,8 @@ def team_init(state: Any, domain: str, template: str, etcd_urls: str | None) -> 
 @click.pass_obj
 def team_invite(state: Any, name: str, ttl: str, role: str) -> None:
     """Print a one-time enrolment token for member NAME."""
-    from .identity import parse_member_name
-    from .tokens import invite, parse_ttl
+    from ..team.identity import parse_member_name
+    from ..team.tokens import invite, parse_ttl
 
     name = parse_member_name(name)
     duration = parse_ttl(ttl)
@@ -120,8 +122,8 @@ def team_revoke(name: str, etcd_urls: str) -> None:
     """Refuse member NAME from now on: its sessions end and its names go."""
     import time
 
-    from .identity import parse_member_name
-    from .store import REVOKED
+    from ..team.identity import parse_member_name
+    from ..team.store import REVOKED
 
     name = parse_member_name(name)
     asyncio.run(_with_etcd(etcd_urls, lambda etcd: etcd.put(REVOKED + name, json.dumps({"at": time.time()}).encode())))
@@ -133,7 +135,7 @@ def team_revoke(name: str, etcd_urls: str) -> None:
 @click.pass_obj
 def team_show(state: Any, as_json: bool) -> None:
     """The team of this state directory: domain, template, CA."""
-    from .identity import fingerprint
+    from ..team.identity import fingerprint
 
     ca, info = _local_team(state)
     data = {"domain": info.domain, "template": info.template, "ca": str(ca.cert_path),
@@ -151,9 +153,9 @@ def team_show(state: Any, as_json: bool) -> None:
 @click.pass_obj
 def agent(state: Any, hubs: str, token: str | None) -> None:
     """Publish this machine's tunnels to the team as NAME.USER.<team domain>."""
-    from .agent import Agent, daemon_source
-    from .api import parse_hubs
-    from .member import ensure, member_dir
+    from ..team.agent import Agent, daemon_source
+    from ..team.api import parse_hubs
+    from ..team.member import ensure, member_dir
 
     hub_list = parse_hubs(hubs)
     layout = state.layout.ensure()
@@ -176,7 +178,7 @@ def agent(state: Any, hubs: str, token: str | None) -> None:
                              hint="ask the team for a new invitation (`gotunnel team invite NAME`)") from None
 
 
-def register(cli: click.Group) -> None:
-    """Add the team commands to the core CLI."""
+@hookimpl
+def gotunnel_register_commands(cli: click.Group) -> None:
     cli.add_command(team)
     cli.add_command(agent)
