@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -43,11 +42,10 @@ from gotunnel_core.certs.authority import key_to_pem, new_private_key
 from gotunnel_core.team import api
 from gotunnel_core.team.identity import Team, issue_member, pem, team_ca
 from gotunnel_envoy.team import protos
-from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SECRET
+from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SCOPED, SECRET
 
 GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
 DOMAIN = "sim.test"
-CHAIN_NAME = re.compile(rb"\*\.[a-z0-9-]+\.sim\.test")
 
 
 @dataclass
@@ -78,14 +76,14 @@ class Tracker:
 class SimEdge:
     """A delta-ADS client standing in for one Envoy edge. A name counts as present when the
     edge holds everything Envoy needs to serve it: its cluster, its virtual host, its user's
-    filter chain in the HTTPS listener, and that chain's certificate (SDS secret)."""
+    scope, and a certificate (SDS secret) that names its user's wildcard."""
 
     index: int
     tracker: Tracker
     clusters: set[str] = field(default_factory=set)
     vhosts: set[str] = field(default_factory=set)
-    chains: set[str] = field(default_factory=set)
-    secrets: set[str] = field(default_factory=set)
+    scopes: set[str] = field(default_factory=set)
+    certified: set[str] = field(default_factory=set)  # groups some bucket certificate names
     waiting: dict[str, set[str]] = field(default_factory=dict)  # group -> names not complete yet
     complete: set[str] = field(default_factory=set)
     bytes: int = 0
@@ -95,8 +93,8 @@ class SimEdge:
             return
         local = fqdn[: -len(DOMAIN) - 1]
         group = "*." + fqdn.split(".", 1)[1]
-        if (fqdn in self.vhosts and f"tunnel_{local}" in self.clusters and group in self.chains
-                and f"edge_{group.replace('*', '_wild')}" in self.secrets):
+        if (fqdn in self.vhosts and f"tunnel_{local}" in self.clusters and group in self.certified
+                and f"scope_{group.replace('*', '_wild')}" in self.scopes):
             self.complete.add(fqdn)
             self.waiting.get(group, set()).discard(fqdn)
             self.tracker.edge_has(fqdn, now)
@@ -123,18 +121,24 @@ class SimEdge:
                     if vhost.domains and vhost.domains[0] != "*":
                         self.vhosts.add(vhost.domains[0])
                         self._check(vhost.domains[0], now)
+        elif response.type_url == SCOPED:
+            for res in response.resources:
+                self.scopes.add(res.name)
+                self._group_ready(res.name[len("scope_"):].replace("_wild", "*"), now)
         elif response.type_url == SECRET:
             for res in response.resources:
-                self.secrets.add(res.name)
-                self._group_ready(res.name[len("edge_"):].replace("_wild", "*"), now)
-        elif response.type_url == LISTENER:
-            for res in response.resources:
-                if res.name.startswith("https_"):
-                    # The SNI names of the chains, without decoding a listener of a thousand chains.
-                    found = {m.decode() for m in CHAIN_NAME.findall(res.resource.value)}
-                    new, self.chains = found - self.chains, found
-                    for group in new:
-                        self._group_ready(group, now)
+                # The wildcards a bucket certificate names, read from its DER-in-PEM without
+                # parsing it: the SAN strings are in the secret's bytes as they are.
+                from cryptography import x509
+
+                from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+                pem_chain = secret_pb2.Secret.FromString(res.resource.value).tls_certificate.certificate_chain.inline_string
+                cert = x509.load_pem_x509_certificate(pem_chain.encode())
+                names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+                for group in set(names) - self.certified:
+                    self.certified.add(group)
+                    self._group_ready(group, now)
 
     async def run(self, channel: grpc.aio.Channel, ready: asyncio.Event) -> None:
         call = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
@@ -145,7 +149,7 @@ class SimEdge:
 
         node = base_pb2.Node(id=f"sim-edge-{self.index}", cluster="sim")
         node.metadata.update({"bind": "0.0.0.0", "http_port": 80, "https_port": 443})
-        for type_url in (CLUSTER, SECRET, LISTENER, ROUTE):
+        for type_url in (CLUSTER, SECRET, LISTENER, SCOPED, ROUTE):
             outbox.put_nowait(protos.DeltaDiscoveryRequest(node=node, type_url=type_url, resource_names_subscribe=["*"]))
 
         async def requests() -> Any:

@@ -45,9 +45,12 @@ def test_wildcards_and_reserved_names_are_not_published(tunnel: str, user: str) 
 
 
 def test_member_names_in_reserved_subtrees_are_refused() -> None:
+    for tunnel in ("alice.agent.member", "member", "bucket"):
+        with pytest.raises(ValidationError):
+            Team("team.test", "{name}").published_name(tunnel, "x")
     with pytest.raises(ValidationError):
-        Team("team.test", "{name}").published_name("alice.agent.member", "x")
-    for bad in ("hub", "member", "Alice", "a.b", "-x", ""):
+        TEAM.published_name("api.v2", "alice")  # team names are one label
+    for bad in ("hub", "member", "bucket", "Alice", "a.b", "-x", ""):
         with pytest.raises(ValidationError):
             parse_member_name(bad)
 
@@ -232,11 +235,52 @@ def test_resources_are_the_renderers_and_versions_are_content_hashes() -> None:
     vhost = config.virtual_hosts[0]
     assert list(vhost.domains)[:1] == ["api.alice.team.test"]
     assert vhost.routes[0].route.host_rewrite_literal == "api.localhost"
-    listeners = resources.listeners(TEAM, Listen("0.0.0.0", 80, 443), ["*.alice.team.test"])
+    scoped = resources.scope(TEAM, "*.alice.team.test")
+    assert scoped.body.type_url.endswith("ScopedRouteConfiguration")
+    listeners = resources.listeners(TEAM, Listen("0.0.0.0", 80, 443))
     https = listener_pb2.Listener.FromString(listeners[1].body.value)
-    chain = https.filter_chains[0]
-    assert list(chain.filter_chain_match.server_names) == ["*.alice.team.test"]
+    [chain] = https.filter_chains  # one chain for every user: the listener never changes
     assert chain.transport_socket.typed_config.type_url.endswith("DownstreamTlsContext")
+    assert listeners == resources.listeners(TEAM, Listen("0.0.0.0", 80, 443))
+
+
+def test_bucket_certificates_cover_every_user(etcd_url: str, ca: Any) -> None:
+    from cryptography import x509
+
+    from gotunnel_core.team.edgecerts import bucket_key, ensure_certs
+    from gotunnel_core.team.etcd import Etcd
+    from gotunnel_core.team.identity import CERT_BUCKETS
+    from gotunnel_core.team.store import NAMES, Route, TeamView
+
+    async def scenario() -> None:
+        etcd = Etcd.from_urls(etcd_url)
+        view = TeamView(etcd)
+        task = asyncio.create_task(view.run())
+        try:
+            await asyncio.wait_for(view.ready.wait(), 10)
+            for user in ("alice", "bob"):
+                route = Route(f"api.{user}.team.test", f"{user}/1", user, "http://10.0.0.2:8080", "api.localhost")
+                await etcd.put(NAMES + route.fqdn, route.to_json())
+            for _ in range(200):
+                if len(view.routes) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert await ensure_certs(etcd, view, ca, TEAM, timedelta(days=1)) == CERT_BUCKETS
+            for _ in range(200):
+                if len(view.certs) == CERT_BUCKETS:
+                    break
+                await asyncio.sleep(0.02)
+            named = set()
+            for bucket in range(CERT_BUCKETS):
+                cert = x509.load_pem_x509_certificate(view.certs[bucket_key(bucket)].cert.encode())
+                named |= set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+            assert {"*.alice.team.test", "*.bob.team.test"} <= named
+            assert await ensure_certs(etcd, view, ca, TEAM, timedelta(days=1)) == 0  # nothing changed: nothing issued
+        finally:
+            task.cancel()
+            await etcd.close()
+
+    asyncio.run(scenario())
 
 
 # ----- CLI -----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Edge certificates: one per certificate group (`*.<user>.<domain>`), issued from the team CA by
-whichever hub sees the need first, stored in etcd so every hub serves the same one, and
-re-issued once two thirds of its life have passed (the edges get it over SDS in place).
+"""Edge certificates: CERT_BUCKETS certificates per team, each holding the wildcards of the users
+that hash into it (`*.alice.<domain>`) plus a placeholder name. A hub re-issues a bucket when its
+users change or two thirds of its life have passed, into etcd, so every hub serves the same
+bytes; the edges get them over SDS and swap them in place (their listener never changes).
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import structlog
 
 from ..certs import CertificateAuthority
 from .etcd import Etcd
-from .identity import Team, issue_server
+from .identity import CERT_BUCKETS, Team, issue_server
 from .store import CERTS, TeamView
 
 log = structlog.get_logger("gotunnel.hub")
 
 DEFAULT_VALIDITY = timedelta(days=7)
-#: Certificates written per etcd transaction (etcd allows 128 operations by default).
-BATCH = 64
 
 
 def due(not_after: float, validity: timedelta, now: float | None = None) -> bool:
@@ -28,30 +27,39 @@ def due(not_after: float, validity: timedelta, now: float | None = None) -> bool
     return not_after - (now or time.time()) < validity.total_seconds() / 3
 
 
+def bucket_key(bucket: int) -> str:
+    return f"bucket-{bucket:02d}"
+
+
 async def ensure_certs(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: Team,
                        validity: timedelta = DEFAULT_VALIDITY) -> int:
-    """Issue the missing or due certificates of every group that has names; returns how many.
+    """Issue every bucket whose names changed or that is due; returns how many were written.
 
-    Written in transactions of up to BATCH keys, each on the keys' revisions, so a second hub
-    doing the same at the same time changes nothing (it then serves the winner's certificates,
-    which its watch delivers); a batch that lost a race is retried key by key."""
-    groups = sorted({team.cert_group(fqdn) for fqdn in view.routes})
-    wanted: dict[str, int] = {}
-    for group in groups:
-        current = view.certs.get(group)
-        if current is None or due(current.not_after, validity):
-            wanted[group] = view.cert_revisions.get(group, 0)
-    issued = 0
-    items = list(wanted.items())
-    for start in range(0, len(items), BATCH):
-        batch: dict[str, tuple[bytes, int]] = {}
-        for group, revision in items[start:start + BATCH]:
-            cert, key, not_after = issue_server(ca, [group], validity)
-            value = json.dumps({"cert": cert.decode(), "key": key.decode(), "not_after": not_after}).encode()
-            batch[CERTS + group] = (value, revision)
-        if await etcd.put_all_if(batch):
-            issued += len(batch)
-            continue
+    One etcd transaction on the buckets' revisions, so a second hub doing the same at the same
+    time changes nothing (it then serves the winner's certificates, which its watch delivers);
+    a batch that lost a race is retried bucket by bucket."""
+    wanted: dict[int, set[str]] = {b: {team.bucket_placeholder(b)} for b in range(CERT_BUCKETS)}
+    for fqdn in view.routes:
+        group = team.cert_group(fqdn)
+        wanted[team.bucket_of(group)].add(group)
+    batch: dict[str, tuple[bytes, int]] = {}
+    for bucket, names in wanted.items():
+        key = bucket_key(bucket)
+        current = view.certs.get(key)
+        if current is not None and set(current.names) >= names and not due(current.not_after, validity):
+            continue  # names of users who left stay until the next renewal
+        if current is not None:
+            names |= set(current.names) if not due(current.not_after, validity) else set()
+        ordered = sorted(names)
+        cert, private, not_after = issue_server(ca, ordered, validity)
+        value = json.dumps({"cert": cert.decode(), "key": private.decode(), "not_after": not_after,
+                            "names": ordered}).encode()
+        batch[CERTS + key] = (value, view.cert_revisions.get(key, 0))
+    if not batch:
+        return 0
+    issued = len(batch)
+    if not await etcd.put_all_if(batch):
+        issued = 0
         for key_name, (value, revision) in batch.items():
             done, _ = await etcd.put_if(key_name, value, mod_revision=revision)
             issued += int(done)

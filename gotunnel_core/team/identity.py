@@ -28,6 +28,11 @@ from ..certs.authority import CLOCK_SKEW
 from ..errors import ValidationError
 
 ROLES = ("agent", "edge")
+#: Labels under the team domain that name the team's own certificates, never a member.
+RESERVED_LABELS = ("hub", "member", "bucket")
+#: Edge certificates: every user's wildcard is in one of this many certificates (by hash), so
+#: the edges' listener names a fixed set of SDS secrets and never changes when users come and go.
+CERT_BUCKETS = 16
 ENROL_PREFIX = "enrol-"
 DEFAULT_TEMPLATE = "{name}.{user}"
 _MEMBER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
@@ -38,8 +43,8 @@ def parse_member_name(raw: object) -> str:
     """A member (user, agent or edge) name: one lower-case DNS label of at most 32 characters."""
     if not isinstance(raw, str) or not _MEMBER_RE.match(raw):
         raise ValidationError("member name", raw, "must be one DNS label: a-z, 0-9 and inner hyphens, up to 32 characters")
-    if raw in ("hub", "member"):
-        raise ValidationError("member name", raw, "is reserved (hub and member certificates use it)")
+    if raw in RESERVED_LABELS:
+        raise ValidationError("member name", raw, "is reserved (the team's own certificates use it)")
     return raw
 
 
@@ -67,11 +72,13 @@ class Team:
         """`api` of user `alice` -> `api.alice.<domain>` (by the template)."""
         if tunnel.startswith("*."):
             raise ValidationError("tunnel name", tunnel, "wildcard tunnels are not published to the team")
+        if "." in tunnel:
+            raise ValidationError("tunnel name", tunnel, "team names are one label (NAME in NAME.USER.<domain>)")
         fqdn = f"{self.template.replace('{name}', tunnel).replace('{user}', user)}.{self.domain}"
-        reserved = (self.hub_name, f"member.{self.domain}")
-        if fqdn in reserved or fqdn.endswith(f".member.{self.domain}"):
+        labels = fqdn[: -len(self.domain) - 1].split(".")
+        if labels[-1] in RESERVED_LABELS:
             # An edge certificate for these would let whoever holds it pose as a hub or a member.
-            raise ValidationError("tunnel name", tunnel, f"{fqdn} is reserved for the team's hubs and members")
+            raise ValidationError("tunnel name", tunnel, f"{fqdn} is reserved for the team's own certificates")
         return fqdn
 
     def local_part(self, fqdn: str) -> str:
@@ -87,6 +94,23 @@ class Team:
         local = self.local_part(fqdn)
         _, dot, parent = local.partition(".")
         return f"*.{parent}.{self.domain}" if dot else fqdn
+
+    @property
+    def scope_index(self) -> int:
+        """Which Host label picks a name's route configuration on the edges: the user's (1) with
+        a dotted template, the name itself (0) with a flat one (`{name}-{user}`)."""
+        return 1 if "." in self.template else 0
+
+    def scope_key(self, group: str) -> str:
+        """The Host label of a certificate group's names (`*.alice.<domain>` -> `alice`)."""
+        return group.split(".")[self.scope_index]
+
+    def bucket_of(self, group: str) -> int:
+        return int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) % CERT_BUCKETS
+
+    def bucket_placeholder(self, bucket: int) -> str:
+        """The name every bucket certificate carries, so an empty bucket still has a certificate."""
+        return f"b{bucket:02d}.bucket.{self.domain}"
 
     @property
     def hub_name(self) -> str:

@@ -7,7 +7,7 @@ Every key lives under `/gotunnel/`:
     agents/<member id>   {"user", "address", "hub", "since"}         (same lease)
     revoked/<name>       {"at"}                                      (`team revoke NAME`)
     enrolled/<serial>    ""                                          (a used token; lease until it expires)
-    certs/<group>        {"cert", "key", "not_after"}                (edge certificates, shared by the hubs)
+    certs/bucket-NN      {"cert", "key", "not_after", "names"}       (edge certificates, shared by the hubs)
 
 Hubs keep no state of their own: each watches this prefix (`TeamView`) and any hub can serve any
 agent or edge. Names are claimed with a transaction on their mod revision, so two agents (on two
@@ -61,10 +61,13 @@ class Route:
 
 @dataclass(frozen=True)
 class EdgeCert:
+    """One edge certificate bucket (`bucket-07`): its PEMs, expiry and the names it covers."""
+
     group: str
     cert: str
     key: str
     not_after: float
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,8 @@ class TeamView:
                     self.cert_revisions.pop(group, None)
                 else:
                     data = json.loads(value)
-                    self.certs[group] = EdgeCert(group, data["cert"], data["key"], float(data["not_after"]))
+                    self.certs[group] = EdgeCert(group, data["cert"], data["key"], float(data["not_after"]),
+                                                 tuple(data.get("names", ())))
                 return "certs"
             if key.startswith(AGENTS):
                 member = key[len(AGENTS):]

@@ -93,6 +93,9 @@ class EnvoyOptions:
     list_tunnels_on_404: bool = True
     #: Tunnel name -> the Host header sent upstream (the team edge: the agent's local name).
     upstream_hosts: Mapping[str, str] = field(default_factory=dict)
+    #: (name, label index): the HTTPS connection manager picks its route configuration by one
+    #: label of the Host (scoped routes, SRDS; the team edge: the user) instead of one RDS.
+    scoped_routes: tuple[str, int] | None = None
 
     @property
     def config_dir(self) -> Path:
@@ -414,6 +417,21 @@ def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
     }
 
 
+def _routes_source(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
+    """Where a connection manager's routes come from: one RDS resource, or (HTTPS on a team
+    edge) one per Host label through scoped routes."""
+    if options.scoped_routes is not None and stat_prefix == "https":
+        name, index = options.scoped_routes
+        return {"scoped_routes": {
+            "name": name,
+            "scope_key_builder": {"fragments": [{"header_value_extractor": {
+                "name": ":authority", "element_separator": ".", "index": index}}]},
+            "rds_config_source": _path_source(options, "rds"),
+            "scoped_rds": {"scoped_rds_config_source": _path_source(options, "srds")},
+        }}
+    return {"rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")}}
+
+
 def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         "@type": HCM_TYPE,
@@ -437,7 +455,7 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, An
         "http_protocol_options": {"accept_http_10": True, "header_key_format": _preserve_case()},
         "http2_protocol_options": {"allow_connect": True},  # websockets over HTTP/2 (RFC 8441)
         "upgrade_configs": [{"upgrade_type": "websocket"}],
-        "rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")},
+        **_routes_source(options, stat_prefix, rds_name),
         "local_reply_config": local_reply_config(),
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}}],
@@ -457,10 +475,11 @@ def _downstream_tls(cert: CertFiles) -> dict[str, Any]:
                                                           "private_key": {"filename": cert.key}}]})
 
 
-def sds_downstream_tls(secret_name: str) -> dict[str, Any]:
-    """A TLS transport socket whose certificate is the SDS secret `secret_name` (on the ADS stream):
-    Envoy swaps a rotated certificate in place, without touching the listener."""
-    return _downstream_tls_context({"tls_certificate_sds_secret_configs": [{"name": secret_name, "sds_config": ADS_SOURCE}]})
+def sds_downstream_tls(*secret_names: str) -> dict[str, Any]:
+    """A TLS transport socket whose certificates are SDS secrets (on the ADS stream), picked by
+    SNI among them: Envoy swaps a rotated certificate in place, without touching the listener."""
+    return _downstream_tls_context({"tls_certificate_sds_secret_configs": [
+        {"name": name, "sds_config": ADS_SOURCE} for name in secret_names]})
 
 
 def _downstream_tls_context(certificates: dict[str, Any]) -> dict[str, Any]:
@@ -502,13 +521,15 @@ def http_listener(listen: Listen, options: EnvoyOptions, rds_name: str = "http")
 
 def tls_chain(name: str, server_names: list[str], transport_socket: dict[str, Any], options: EnvoyOptions,
               rds_name: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One HTTPS filter chain: picked by SNI, terminating TLS, then routing by `rds_name`."""
+    """One HTTPS filter chain: picked by SNI (any SNI when `server_names` is empty), terminating
+    TLS, then routing by `rds_name` (or by scoped routes, see `EnvoyOptions.scoped_routes`)."""
     chain: dict[str, Any] = {
         "name": name,
-        "filter_chain_match": {"server_names": server_names},
         "transport_socket": transport_socket,
         "filters": [_hcm(options, "https", rds_name)],
     }
+    if server_names:
+        chain["filter_chain_match"] = {"server_names": server_names}
     if metadata is not None:
         chain["metadata"] = metadata
     return chain

@@ -11,7 +11,7 @@ from typing import Any
 # Every typed_config the renderer may emit (see render.py's *_TYPE constants).
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.direct_response.v3 import config_pb2  # noqa: F401
@@ -26,6 +26,7 @@ _MESSAGES: dict[str, Any] = {
     "type.googleapis.com/envoy.config.listener.v3.Listener": listener_pb2.Listener,
     "type.googleapis.com/envoy.config.cluster.v3.Cluster": cluster_pb2.Cluster,
     "type.googleapis.com/envoy.config.route.v3.RouteConfiguration": route_pb2.RouteConfiguration,
+    "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration": scoped_route_pb2.ScopedRouteConfiguration,
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret": secret_pb2.Secret,
 }
 

@@ -6,14 +6,16 @@ exact JSON mapping Envoy itself reads files with). Every resource's version is a
 deterministic serialisation, so every hub computes the same versions for the same state and an
 edge that fails over to another hub receives nothing it already has.
 
-What is shared by every edge: one cluster per published name, one route configuration and one
-SDS secret per certificate group (a user). What depends on the edge (its ports, in its node
-metadata): the two listeners and the HTTP-to-HTTPS redirect.
+What is shared by every edge: one cluster per published name; per user a route configuration
+(RDS) and the scope naming it (SRDS: the HTTPS connection manager picks the route
+configuration by the user's label of the Host); and the CERT_BUCKETS edge certificates (SDS),
+picked by SNI. What depends on the edge (its ports, in its node metadata): the two listeners
+and the HTTP-to-HTTPS redirect. The listeners never change as users come and go, so a new user
+costs a scope, a route configuration, its clusters and one bucket certificate, not a listener.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,12 @@ LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-#: Push order: clusters and secrets before the listeners and routes that name them.
-ORDER = (CLUSTER, SECRET, LISTENER, ROUTE)
+SCOPED = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+#: Push order: what is named before what names it (clusters and secrets, then the listeners,
+#: the scopes, the route configurations).
+ORDER = (CLUSTER, SECRET, LISTENER, SCOPED, ROUTE)
+#: The scoped-routes configuration of the HTTPS connection manager.
+SCOPES = "team"
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ def _options(team: Team, routes: Iterable[Route] = ()) -> render.EnvoyOptions:
     return render.EnvoyOptions(
         work_dir=Path("/nonexistent"), suffixes=(team.domain,), ads=True, list_tunnels_on_404=False,
         upstream_hosts={team.local_part(r.fqdn): r.host for r in routes},
+        scoped_routes=(SCOPES, team.scope_index),
     )
 
 
@@ -100,6 +107,16 @@ def group_routes(team: Team, group: str, routes: list[Route]) -> Resource:
     return to_resource(ROUTE, doc)
 
 
+def scope_name(group: str) -> str:
+    return f"scope_{_slug(group)}"
+
+
+def scope(team: Team, group: str) -> Resource:
+    """The scope sending Hosts with the group's label to the group's route configuration."""
+    return to_resource(SCOPED, {"name": scope_name(group), "route_configuration_name": route_name(group),
+                                "key": {"fragments": [{"string_key": team.scope_key(group)}]}})
+
+
 def secret(cert: EdgeCert) -> Resource:
     return to_resource(SECRET, {"name": secret_name(cert.group), "tls_certificate": {
         "certificate_chain": {"inline_string": cert.cert}, "private_key": {"inline_string": cert.key}}})
@@ -115,30 +132,14 @@ def redirect_routes(listen: Listen) -> Resource:
         {"name": "https", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "redirect": redirect}]}]})
 
 
-def listeners(team: Team, listen: Listen, groups: list[str]) -> list[Resource]:
-    """The HTTP listener (redirects) and the HTTPS listener: one chain per group, by SNI,
-    its certificate by SDS and its routes by RDS, all on the ADS stream.
+def listeners(team: Team, listen: Listen) -> list[Resource]:
+    """The HTTP listener (redirects) and the HTTPS listener: one chain for every name, its
+    certificates the CERT_BUCKETS SDS secrets (picked by SNI), its routes scoped by user."""
+    from gotunnel_core.team.edgecerts import bucket_key
+    from gotunnel_core.team.identity import CERT_BUCKETS
 
-    The HTTPS listener is the renderer's, with each group's chain parsed once and reused (a
-    listener of a thousand users is then assembled, not re-parsed, when one more joins)."""
     options = _options(team)
-    http = to_resource(LISTENER, render.http_listener(listen, options, f"http_redirect_{listen.https_port}"))
-    doc = render.https_listener(listen, [], None)
-    message = protos.message_class(LISTENER)()
-    json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, message)
-    if groups:
-        message.ClearField("default_filter_chain")
-        message.filter_chains.extend(_chain(team, g) for g in sorted(groups))
-    raw = message.SerializeToString(deterministic=True)
-    https = Resource.of(doc["name"], hashlib.sha256(raw).hexdigest()[:16], any_pb2.Any(type_url=LISTENER, value=raw))
-    return [http, https]
-
-
-@functools.lru_cache(maxsize=65536)
-def _chain(team: Team, group: str) -> Message:
-    """One group's filter chain as a protobuf message (the renderer's `tls_chain`)."""
-    from envoy.config.listener.v3 import listener_components_pb2
-
-    doc = render.tls_chain(f"tls_{_slug(group)}", [group], render.sds_downstream_tls(secret_name(group)), _options(team),
-                           route_name(group))
-    return json_format.ParseDict(doc, listener_components_pb2.FilterChain())
+    secrets = [secret_name(bucket_key(b)) for b in range(CERT_BUCKETS)]
+    chain = render.tls_chain("team", [], render.sds_downstream_tls(*secrets), options, "")
+    return [to_resource(LISTENER, render.http_listener(listen, options, f"http_redirect_{listen.https_port}")),
+            to_resource(LISTENER, render.https_listener(listen, [chain], None))]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections import ChainMap, deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping
@@ -29,8 +28,8 @@ from gotunnel_core.team.service import peer_member
 from gotunnel_core.team.store import Route, TeamView
 
 from . import protos
-from .resources import (CLUSTER, LISTENER, ORDER, ROUTE, SECRET, Resource, cluster, group_routes, listeners, redirect_routes,
-                        route_name, secret, secret_name)
+from .resources import (CLUSTER, LISTENER, ORDER, ROUTE, SCOPED, SECRET, Resource, cluster, group_routes, listeners,
+                        redirect_routes, route_name, scope, scope_name, secret, secret_name)
 
 log = structlog.get_logger("gotunnel.hub")
 
@@ -38,58 +37,55 @@ log = structlog.get_logger("gotunnel.hub")
 COALESCE = 0.02
 #: Changes remembered per generation; an older stream compares everything once.
 LOG_LENGTH = 4096
-#: At most one new listener version per LISTENER_INTERVAL seconds, and no more listener bytes
-#: to all edges than LISTENER_BUDGET per second: a listener holds one filter chain per user, so
-#: a burst of new users becomes a few pushes, not one per user (names of users already on the
-#: edges never wait for it).
-LISTENER_INTERVAL = 0.5
-LISTENER_BUDGET = 32 * 2**20
 
 
 @dataclass
 class XdsCache:
-    """The resources every edge shares, plus per-listen ones built on demand."""
+    """The resources every edge shares, plus the per-listen listeners built on demand."""
 
     view: TeamView
     team: Team
     generation: int = 0
-    shared: dict[str, dict[str, Resource]] = field(default_factory=lambda: {CLUSTER: {}, ROUTE: {}, SECRET: {}})
+    shared: dict[str, dict[str, Resource]] = field(
+        default_factory=lambda: {CLUSTER: {}, ROUTE: {}, SCOPED: {}, SECRET: {}})
     changes: deque[tuple[int, str, frozenset[str]]] = field(default_factory=lambda: deque(maxlen=LOG_LENGTH))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _cluster_keys: dict[str, Route] = field(default_factory=dict)
     _members: dict[str, dict[str, Route]] = field(default_factory=dict)
     _secret_keys: dict[str, tuple[str, float]] = field(default_factory=dict)
-    _groups: tuple[str, ...] = ()
-    _per_listen: dict[tuple[Listen, tuple[str, ...]], dict[str, dict[str, Resource]]] = field(default_factory=dict)
-    dirty: asyncio.Event = field(default_factory=asyncio.Event)
-    _listener_at: float = 0.0
-    _listener_bytes: int = 0
-    listener_pending: bool = False
+    _per_listen: dict[Listen, dict[str, dict[str, Resource]]] = field(default_factory=dict)
 
     def _record(self, type_url: str, names: set[str]) -> None:
         if names:
             self.changes.append((self.generation, type_url, frozenset(names)))
 
+    @staticmethod
+    def _put(store: dict[str, Resource], res: Resource, changed: set[str]) -> None:
+        old = store.get(res.name)
+        if old is None or old.version != res.version:
+            store[res.name] = res
+            changed.add(res.name)
+
     def rebuild(self) -> bool:
         """Bring the shared resources in line with the view; True when anything changed.
 
-        Incremental: only the names and certificate groups the view reports as changed since
-        the last call are looked at (a full team of 10,000 names costs nothing per change)."""
+        Incremental: only the names and certificates the view reports as changed since the last
+        call are looked at (a full team of 10,000 names costs nothing per change)."""
         team = self.team
-        next_gen = self.generation + 1
-        changed: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SECRET: set()}
+        changed: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SCOPED: set(), SECRET: set()}
         names, certs = self.view.take_changes()
-        clusters, route_res, secrets = self.shared[CLUSTER], self.shared[ROUTE], self.shared[SECRET]
+        clusters, routes, scopes, secrets = (self.shared[t] for t in (CLUSTER, ROUTE, SCOPED, SECRET))
         touched: set[str] = set()
         for fqdn in names:
             route = self.view.routes.get(fqdn)
             group = team.cert_group(fqdn)
             members = self._members.setdefault(group, {})
-            name = "tunnel_" + team.local_part(fqdn)
             if route is None:
                 if members.pop(fqdn, None) is not None:
                     touched.add(group)
                 if self._cluster_keys.pop(fqdn, None) is not None:
+                    name = "tunnel_" + team.local_part(fqdn)
                     clusters.pop(name, None)
                     changed[CLUSTER].add(name)
                 continue
@@ -97,69 +93,42 @@ class XdsCache:
                 members[fqdn] = route
                 touched.add(group)
             if self._cluster_keys.get(fqdn) != route:
-                res = cluster(team, route)
                 self._cluster_keys[fqdn] = route
-                old = clusters.get(res.name)
-                if old is None or old.version != res.version:
-                    clusters[res.name] = res
-                    changed[CLUSTER].add(res.name)
+                self._put(clusters, cluster(team, route), changed[CLUSTER])
         for group in touched:
             members = self._members.get(group) or {}
-            res_name = route_name(group)
             if members:
-                res = group_routes(team, group, list(members.values()))
-                if res_name not in route_res or route_res[res_name].version != res.version:
-                    route_res[res_name] = res
-                    changed[ROUTE].add(res_name)
-            else:
-                self._members.pop(group, None)
-                if route_res.pop(res_name, None) is not None:
-                    changed[ROUTE].add(res_name)
-        for group in touched | certs:
-            cert = self.view.certs.get(group)
-            name = secret_name(group)
-            if group in self._members and cert is not None:
-                key2 = (cert.cert, cert.not_after)
-                if self._secret_keys.get(group) != key2:
-                    secrets[name] = secret(cert)
-                    self._secret_keys[group] = key2
-                    changed[SECRET].add(name)
-            elif self._secret_keys.pop(group, None) is not None:
+                self._put(routes, group_routes(team, group, list(members.values())), changed[ROUTE])
+                self._put(scopes, scope(team, group), changed[SCOPED])
+                continue
+            self._members.pop(group, None)
+            for store, name, kind in ((routes, route_name(group), ROUTE), (scopes, scope_name(group), SCOPED)):
+                if store.pop(name, None) is not None:
+                    changed[kind].add(name)
+        for key in certs:
+            cert = self.view.certs.get(key)
+            name = secret_name(key)
+            if cert is not None:
+                if self._secret_keys.get(key) != (cert.cert, cert.not_after):
+                    self._secret_keys[key] = (cert.cert, cert.not_after)
+                    self._put(secrets, secret(cert), changed[SECRET])
+            elif self._secret_keys.pop(key, None) is not None:
                 secrets.pop(name, None)
                 changed[SECRET].add(name)
-        by_group = self._members
-        groups = tuple(sorted(g for g in by_group if g in self._secret_keys))
-        listeners_changed = groups != self._groups
-        self.listener_pending = False
-        if listeners_changed and time.monotonic() - self._listener_at < self.listener_interval:
-            listeners_changed, self.listener_pending = False, True  # run() comes back for it
-        if not any(changed.values()) and not listeners_changed:
+        if not any(changed.values()):
             return False
-        self.generation = next_gen
-        for type_url, names in changed.items():
-            self._record(type_url, names)
-        if listeners_changed:
-            self._listener_at = time.monotonic()
-            self._groups = groups
-            self._per_listen.clear()
-            self._record(LISTENER, {"*"})
+        self.generation += 1
+        for type_url, names_changed in changed.items():
+            self._record(type_url, names_changed)
         return True
 
-    streams: int = 0  # edges subscribed to this hub (set by AdsServer)
-
-    @property
-    def listener_interval(self) -> float:
-        return max(LISTENER_INTERVAL, self._listener_bytes * self.streams / LISTENER_BUDGET)
-
     def per_listen(self, listen: Listen) -> dict[str, dict[str, Resource]]:
-        """The listeners and the redirect route of edges listening on `listen`."""
-        key = (listen, self._groups)
-        cached = self._per_listen.get(key)
+        """The listeners and the redirect route of edges listening on `listen` (they never change)."""
+        cached = self._per_listen.get(listen)
         if cached is None:
-            built = listeners(self.team, listen, list(self._groups))
-            self._listener_bytes = max(len(r.body.value) for r in built)
-            cached = {LISTENER: {r.name: r for r in built}, ROUTE: {(rr := redirect_routes(listen)).name: rr}}
-            self._per_listen[key] = cached
+            redirect = redirect_routes(listen)
+            cached = {LISTENER: {r.name: r for r in listeners(self.team, listen)}, ROUTE: {redirect.name: redirect}}
+            self._per_listen[listen] = cached
         return cached
 
     def resources(self, type_url: str, listen: Listen) -> Mapping[str, Resource]:
@@ -182,13 +151,7 @@ class XdsCache:
     async def run(self) -> None:
         """Rebuild after every burst of view changes and wake the streams."""
         while True:
-            if self.listener_pending:
-                try:
-                    await asyncio.wait_for(self.dirty.wait(), self.listener_interval)
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                await self.dirty.wait()
+            await self.dirty.wait()
             await asyncio.sleep(COALESCE)
             self.dirty.clear()
             if self.rebuild():
@@ -272,7 +235,6 @@ class AdsServer:
 
         reader = asyncio.create_task(read())
         self.streams += 1
-        self.cache.streams = self.streams
         try:
             while True:
                 getter = asyncio.create_task(inbox.get())
@@ -315,13 +277,12 @@ class AdsServer:
                         yield response
         finally:
             self.streams -= 1
-            self.cache.streams = self.streams
             reader.cancel()
 
     @staticmethod
     def _subscribe(sub: _Subscription, request: Any) -> None:
         subscribe = list(request.resource_names_subscribe)
-        if not sub.started and not subscribe and request.type_url in (LISTENER, CLUSTER):
+        if not sub.started and not subscribe and request.type_url in (LISTENER, CLUSTER, SCOPED):
             sub.wildcard = True  # a first request naming nothing: the legacy wildcard
         for name in subscribe:
             if name == "*":
