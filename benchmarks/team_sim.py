@@ -57,6 +57,7 @@ class Tracker:
     phase: dict[str, str] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     done: dict[str, float] = field(default_factory=dict)
+    accepted: dict[str, float] = field(default_factory=dict)  # when the hub answered the publication
     all_done: asyncio.Event = field(default_factory=asyncio.Event)
     expected: int = 0
 
@@ -197,6 +198,9 @@ class SimAgent:
                 if reply.get("refused"):
                     print(f"refused: {reply['refused']}", file=sys.stderr)
                 if "accepted" in reply:
+                    now = time.monotonic()
+                    for fqdn in reply["accepted"]:
+                        self.tracker.accepted.setdefault(fqdn, now)
                     self.accepted.set()
 
 
@@ -299,6 +303,10 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
                          "max_ms": round(values[-1] * 1000, 1) if values else None,
                          "mean_ms": round(statistics.fmean(values) * 1000, 1) if values else None}
     result["bulk"]["seconds"] = round(bulk_seconds, 1)
+    for phase in ("bulk", "steady"):
+        hub_side = sorted(tracker.accepted[n] - tracker.published[n] for n in tracker.accepted if tracker.phase.get(n) == phase)
+        result[phase]["accepted_by_hub_p50_ms"] = round(_percentile(hub_side, 50) * 1000, 1)
+        result[phase]["accepted_by_hub_p99_ms"] = round(_percentile(hub_side, 99) * 1000, 1)
     result["hubs"] = monitor.report()
     result["edge_bytes_received_mib"] = round(sum(e.bytes for e in edges) / 2**20, 1)
     own = psutil.Process().cpu_times()

@@ -30,6 +30,7 @@ log = structlog.get_logger("gotunnel.agent")
 
 #: What to publish: (the port edges reach this machine's engine on, tunnel names); None = unknown yet.
 Source = Callable[[], Awaitable[tuple[int, list[str]] | None]]
+#: Ping at least this often; the hub's lease TTL (in its answers) makes it a quarter of the TTL.
 PING_INTERVAL = 1.0
 
 
@@ -79,6 +80,7 @@ class Agent:
     status_dir: Path | None = None
     status: AgentStatus = field(init=False)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ping_interval: float = PING_INTERVAL
 
     def __post_init__(self) -> None:
         self.status = AgentStatus(self.creds.name, self.hubs)
@@ -140,6 +142,8 @@ class Agent:
                     if "pong" in reply and not self.status.connected:
                         self.status.hub, self.status.connected, self.status.error = hub, True, None
                         self._write_status()
+                    if "ttl" in reply:
+                        self.ping_interval = max(PING_INTERVAL, float(reply["ttl"]) / 4)
                     if "accepted" in reply:
                         self.status.hub, self.status.connected = hub, True
                         self.status.since = self.status.since or time.time()
@@ -154,15 +158,18 @@ class Agent:
                 pump.cancel()
 
     async def _pump(self, outbox: asyncio.Queue[dict[str, Any] | None], stop: asyncio.Event) -> None:
-        """Publish on every change of the source, ping in between; close the stream on stop."""
+        """Publish on every change of the source (checked every PING_INTERVAL), ping when
+        nothing changed for a quarter of the lease TTL; close the stream on stop."""
         last: tuple[int, list[str]] | None = None
+        sent = 0.0
         while not stop.is_set():
             current = await self.source()
             if current is not None and current != last:
                 await outbox.put({"port": current[0], "names": current[1]})
-                last = current
-            else:
+                last, sent = current, time.monotonic()
+            elif time.monotonic() - sent >= self.ping_interval:
                 await outbox.put({"ping": True})
+                sent = time.monotonic()
             try:
                 await asyncio.wait_for(stop.wait(), PING_INTERVAL)
             except asyncio.TimeoutError:

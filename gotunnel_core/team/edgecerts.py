@@ -33,11 +33,11 @@ def bucket_key(bucket: int) -> str:
 
 async def ensure_certs(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: Team,
                        validity: timedelta = DEFAULT_VALIDITY) -> int:
-    """Issue every bucket whose names changed or that is due; returns how many were written.
+    """Issue every bucket whose names changed or that is due; returns how many were written,
+    or -1 when another hub wrote first.
 
     One etcd transaction on the buckets' revisions, so a second hub doing the same at the same
-    time changes nothing (it then serves the winner's certificates, which its watch delivers);
-    a batch that lost a race is retried bucket by bucket."""
+    time changes nothing (it then serves the winner's certificates, which its watch delivers)."""
     wanted: dict[int, set[str]] = {b: {team.bucket_placeholder(b)} for b in range(CERT_BUCKETS)}
     for fqdn in view.routes:
         group = team.cert_group(fqdn)
@@ -57,12 +57,7 @@ async def ensure_certs(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
         batch[CERTS + key] = (value, view.cert_revisions.get(key, 0))
     if not batch:
         return 0
-    issued = len(batch)
     if not await etcd.put_all_if(batch):
-        issued = 0
-        for key_name, (value, revision) in batch.items():
-            done, _ = await etcd.put_if(key_name, value, mod_revision=revision)
-            issued += int(done)
-    if issued:
-        log.info("hub.edge_certs", issued=issued)
-    return issued
+        return -1  # another hub wrote first: its certificates arrive by the watch; look again then
+    log.info("hub.edge_certs", issued=len(batch))
+    return len(batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import time
@@ -54,7 +55,11 @@ async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
             pass
         wake.clear()
         try:
-            await ensure_certs(etcd, view, ca, team, validity)  # type: ignore[arg-type]
+            if await ensure_certs(etcd, view, ca, team, validity) < 0:  # type: ignore[arg-type]
+                # Lost a race with another hub: look again once its certificates arrived
+                # (with jitter, so two hubs do not keep colliding).
+                await asyncio.sleep(0.05 + random.random() * 0.1)
+                wake.set()
         except Exception as exc:  # noqa: BLE001 - etcd down: the next round retries
             log.warning("hub.cert_issue_failed", error=f"{type(exc).__name__}")
 
