@@ -88,6 +88,9 @@ class SimEdge:
     waiting: dict[str, set[str]] = field(default_factory=dict)  # group -> names not complete yet
     complete: set[str] = field(default_factory=set)
     bytes: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
+    reconnects: int = 0
 
     def _check(self, fqdn: str, now: float) -> None:
         if fqdn in self.complete:
@@ -108,7 +111,10 @@ class SimEdge:
 
     def handle(self, response: Any) -> None:
         now = time.monotonic()
-        self.bytes += response.ByteSize()
+        size = response.ByteSize()
+        self.bytes += size
+        kind = response.type_url.rsplit(".", 1)[-1]
+        self.by_type[kind] = self.by_type.get(kind, 0) + size
         if response.type_url == CLUSTER:
             for res in response.resources:
                 self.clusters.add(res.name)
@@ -142,26 +148,40 @@ class SimEdge:
                     self._group_ready(group, now)
 
     async def run(self, channel: grpc.aio.Channel, ready: asyncio.Event) -> None:
-        call = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-                                     request_serializer=protos.DeltaDiscoveryRequest.SerializeToString,
-                                     response_deserializer=protos.DeltaDiscoveryResponse.FromString)
-        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        """Subscribe to everything; like Envoy, reconnect after a broken stream and list what it
+        holds (`initial_resource_versions`), so the hub sends only what changed meanwhile."""
         from envoy.config.core.v3 import base_pb2
 
         node = base_pb2.Node(id=f"sim-edge-{self.index}", cluster="sim")
         node.metadata.update({"bind": "0.0.0.0", "http_port": 80, "https_port": 443})
-        for type_url in (CLUSTER, SECRET, LISTENER, SCOPED, ROUTE):
-            outbox.put_nowait(protos.DeltaDiscoveryRequest(node=node, type_url=type_url, resource_names_subscribe=["*"]))
+        while True:
+            call = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+                                         request_serializer=protos.DeltaDiscoveryRequest.SerializeToString,
+                                         response_deserializer=protos.DeltaDiscoveryResponse.FromString)
+            outbox: asyncio.Queue[Any] = asyncio.Queue()
+            for type_url in (CLUSTER, SECRET, LISTENER, SCOPED, ROUTE):
+                outbox.put_nowait(protos.DeltaDiscoveryRequest(
+                    node=node, type_url=type_url, resource_names_subscribe=["*"],
+                    initial_resource_versions=self.versions.get(type_url, {})))
 
-        async def requests() -> Any:
-            while True:
-                yield await outbox.get()
+            async def requests() -> Any:
+                while True:
+                    yield await outbox.get()
 
-        stream = call(requests())
-        ready.set()
-        async for response in stream:
-            self.handle(response)
-            outbox.put_nowait(protos.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce))
+            ready.set()
+            try:
+                async for response in call(requests()):
+                    self.handle(response)
+                    held = self.versions.setdefault(response.type_url, {})
+                    for res in response.resources:
+                        held[res.name] = res.version
+                    for name in response.removed_resources:
+                        held.pop(name, None)
+                    outbox.put_nowait(protos.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce))
+            except grpc.aio.AioRpcError:
+                pass
+            self.reconnects += 1
+            await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -173,6 +193,7 @@ class SimAgent:
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     names: list[str] = field(default_factory=list)
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    reconnects: int = 0
 
     def publish(self, names: list[str], phase: str) -> None:
         now = time.monotonic()
@@ -184,6 +205,17 @@ class SimAgent:
         self.outbox.put_nowait({"port": 8080, "names": list(self.names)})
 
     async def run(self) -> None:
+        """Hold a session; like the real agent, reconnect after a broken one and publish again."""
+        while True:
+            try:
+                await self._session()
+            except grpc.aio.AioRpcError:
+                pass
+            self.reconnects += 1
+            self.outbox.put_nowait({"port": 8080, "names": list(self.names)})
+            await asyncio.sleep(0.2)
+
+    async def _session(self) -> None:
         async with grpc.aio.secure_channel(self.hub, self.creds, options=api.channel_options(f"hub.{DOMAIN}")) as channel:
             call = channel.stream_stream(api.SESSION, request_serializer=api.encode, response_deserializer=api.decode)
 
@@ -309,6 +341,9 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
         result[phase]["accepted_by_hub_p99_ms"] = round(_percentile(hub_side, 99) * 1000, 1)
     result["hubs"] = monitor.report()
     result["edge_bytes_received_mib"] = round(sum(e.bytes for e in edges) / 2**20, 1)
+    result["reconnects"] = {"edges": sum(e.reconnects for e in edges), "agents": sum(a.reconnects for a in agents)}
+    kinds = {k for e in edges for k in e.by_type}
+    result["edge_bytes_by_type_mib"] = {k: round(sum(e.by_type.get(k, 0) for e in edges) / 2**20, 1) for k in sorted(kinds)}
     own = psutil.Process().cpu_times()
     result["simulator_cpu_seconds"] = round(own.user + own.system, 1)  # agents + edges in this one process
     monitor_task.cancel()

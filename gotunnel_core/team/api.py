@@ -45,8 +45,8 @@ def client_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.C
 
 def channel_options(hub_name: str) -> list[tuple[str, Any]]:
     """Check the hub's certificate for `hub.<domain>` whatever address it is dialled at."""
-    return [("grpc.ssl_target_name_override", hub_name), ("grpc.keepalive_time_ms", 2000),
-            ("grpc.keepalive_timeout_ms", 2000), ("grpc.keepalive_permit_without_calls", 1),
+    return [("grpc.ssl_target_name_override", hub_name), ("grpc.keepalive_time_ms", 3000),
+            ("grpc.keepalive_timeout_ms", 5000), ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 

@@ -32,7 +32,7 @@ ROLES = ("agent", "edge")
 RESERVED_LABELS = ("hub", "member", "bucket")
 #: Edge certificates: every user's wildcard is in one of this many certificates (by hash), so
 #: the edges' listener names a fixed set of SDS secrets and never changes when users come and go.
-CERT_BUCKETS = 16
+CERT_BUCKETS = 64
 ENROL_PREFIX = "enrol-"
 DEFAULT_TEMPLATE = "{name}.{user}"
 _MEMBER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")

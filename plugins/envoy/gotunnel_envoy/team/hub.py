@@ -32,6 +32,8 @@ from .xds import AdsServer, XdsCache
 
 log = structlog.get_logger("gotunnel.hub")
 
+#: Seconds between two rounds of edge-certificate issuing (see `_cert_keeper`).
+CERT_ROUND = 0.3
 #: The hub's own server certificate lives this long; a hub re-issues it when it restarts.
 SERVER_CERT_VALIDITY = timedelta(days=30)
 
@@ -53,6 +55,9 @@ async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
             await asyncio.wait_for(wake.wait(), period)
         except asyncio.TimeoutError:
             pass
+        # At most one round per CERT_ROUND: every round re-sends the changed buckets to every
+        # edge, so a burst of new users shares rounds.
+        await asyncio.sleep(CERT_ROUND)
         wake.clear()
         try:
             if await ensure_certs(etcd, view, ca, team, validity) < 0:  # type: ignore[arg-type]
@@ -97,7 +102,9 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
 
     view.on_change = on_change
     server = grpc.aio.server(options=[
-        ("grpc.keepalive_time_ms", 5000), ("grpc.keepalive_timeout_ms", 3000),
+        # Dead agents are found by their missing pings (one lease TTL); keep-alives only
+        # clean up connections, leniently, so a busy client is not cut off.
+        ("grpc.keepalive_time_ms", 10000), ("grpc.keepalive_timeout_ms", 10000),
         ("grpc.http2.min_ping_interval_without_data_ms", 1000), ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", 0), ("grpc.max_send_message_length", 256 << 20),
     ])
