@@ -123,6 +123,7 @@ class AgentService:
         session = Session(self, member, peer_ip(context))
         self.sessions[id(session)] = session
         ended = asyncio.ensure_future(session.ended.wait())
+        goodbye = False
         try:
             while True:
                 read = asyncio.ensure_future(context.read())
@@ -133,6 +134,7 @@ class AgentService:
                     await context.abort(code, f"session of {member.name!r} ended: {session.why}")
                 request = read.result()
                 if request is grpc.aio.EOF:
+                    goodbye = True
                     return
                 session.last_seen = time.monotonic()
                 if request.get("ping"):
@@ -145,7 +147,11 @@ class AgentService:
         finally:
             ended.cancel()
             self.sessions.pop(id(session), None)
-            await session.close()
+            # An agent that closed its stream (stopped) or was ended here loses its names now;
+            # a broken connection keeps them for one lease TTL, so an agent that reconnects (to
+            # this hub or another) takes them over without the edges ever dropping them.
+            if goodbye or session.why:
+                await session.close()
 
     def revoked_sessions(self) -> None:
         """End the sessions of members revoked since they connected (called on every change)."""
@@ -269,6 +275,7 @@ class Session:
 
     async def close(self) -> None:
         """The agent left (or was cut off): its names go now, not after the TTL."""
+        self.names = {}
         if self.lease:
             try:
                 await self.etcd.revoke(self.lease)
