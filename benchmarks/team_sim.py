@@ -98,7 +98,7 @@ class SimEdge:
         local = fqdn[: -len(DOMAIN) - 1]
         group = "*." + fqdn.split(".", 1)[1]
         if (fqdn in self.vhosts and f"tunnel_{local}" in self.clusters and group in self.certified
-                and f"scope_{group.replace('*', '_wild')}" in self.scopes):
+                and f"scope_{fqdn}" in self.scopes):
             self.complete.add(fqdn)
             self.waiting.get(group, set()).discard(fqdn)
             self.tracker.edge_has(fqdn, now)
@@ -131,7 +131,7 @@ class SimEdge:
         elif response.type_url == SCOPED:
             for res in response.resources:
                 self.scopes.add(res.name)
-                self._group_ready(res.name[len("scope_"):].replace("_wild", "*"), now)
+                self._check(res.name[len("scope_"):], now)
         elif response.type_url == SECRET:
             for res in response.resources:
                 # The wildcards a bucket certificate names, read from its DER-in-PEM without

@@ -231,12 +231,13 @@ def test_resources_are_the_renderers_and_versions_are_content_hashes() -> None:
     assert one.version == two.version and one.name == "tunnel_api.alice"
     moved = resources.cluster(TEAM, Route(*[*route.__dict__.values()][:3], "http://10.0.0.9:8080", "api.localhost"))
     assert moved.version != one.version
-    config = route_pb2.RouteConfiguration.FromString(resources.group_routes(TEAM, "*.alice.team.test", [route]).body.value)
+    config = route_pb2.RouteConfiguration.FromString(resources.name_routes(TEAM, route).body.value)
     vhost = config.virtual_hosts[0]
     assert list(vhost.domains)[:1] == ["api.alice.team.test"]
     assert vhost.routes[0].route.host_rewrite_literal == "api.localhost"
-    scoped = resources.scope(TEAM, "*.alice.team.test")
+    scoped = resources.scope(TEAM, "api.alice.team.test")
     assert scoped.body.type_url.endswith("ScopedRouteConfiguration")
+    assert TEAM.scope_key("api.alice.team.test") == ["api", "alice"]
     listeners = resources.listeners(TEAM, Listen("0.0.0.0", 80, 443))
     https = listener_pb2.Listener.FromString(listeners[1].body.value)
     [chain] = https.filter_chains  # one chain for every user: the listener never changes

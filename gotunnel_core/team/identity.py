@@ -96,14 +96,14 @@ class Team:
         return f"*.{parent}.{self.domain}" if dot else fqdn
 
     @property
-    def scope_index(self) -> int:
-        """Which Host label picks a name's route configuration on the edges: the user's (1) with
-        a dotted template, the name itself (0) with a flat one (`{name}-{user}`)."""
-        return 1 if "." in self.template else 0
+    def scope_labels(self) -> int:
+        """How many leading Host labels pick a name's route configuration on the edges: the
+        labels of the template (`api.alice` -> 2; `api-alice` -> 1), i.e. one scope per name."""
+        return self.template.count(".") + 1
 
-    def scope_key(self, group: str) -> str:
-        """The Host label of a certificate group's names (`*.alice.<domain>` -> `alice`)."""
-        return group.split(".")[self.scope_index]
+    def scope_key(self, fqdn: str) -> list[str]:
+        """The Host labels that select `fqdn`'s route configuration (`api.alice.<domain>` -> api, alice)."""
+        return fqdn.split(".")[: self.scope_labels]
 
     def bucket_of(self, group: str) -> int:
         return int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) % CERT_BUCKETS

@@ -93,8 +93,9 @@ class EnvoyOptions:
     list_tunnels_on_404: bool = True
     #: Tunnel name -> the Host header sent upstream (the team edge: the agent's local name).
     upstream_hosts: Mapping[str, str] = field(default_factory=dict)
-    #: (name, label index): the HTTPS connection manager picks its route configuration by one
-    #: label of the Host (scoped routes, SRDS; the team edge: the user) instead of one RDS.
+    #: (name, labels): the HTTPS connection manager picks its route configuration by the first
+    #: `labels` labels of the Host (scoped routes, SRDS; the team edge: one per name) instead
+    #: of one RDS resource for every name.
     scoped_routes: tuple[str, int] | None = None
 
     @property
@@ -419,13 +420,14 @@ def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
 
 def _routes_source(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
     """Where a connection manager's routes come from: one RDS resource, or (HTTPS on a team
-    edge) one per Host label through scoped routes."""
+    edge) one per name, picked by the Host's leading labels through scoped routes."""
     if options.scoped_routes is not None and stat_prefix == "https":
-        name, index = options.scoped_routes
+        name, labels = options.scoped_routes
         return {"scoped_routes": {
             "name": name,
-            "scope_key_builder": {"fragments": [{"header_value_extractor": {
-                "name": ":authority", "element_separator": ".", "index": index}}]},
+            "scope_key_builder": {"fragments": [
+                {"header_value_extractor": {"name": ":authority", "element_separator": ".", "index": index}}
+                for index in range(labels)]},
             "rds_config_source": _path_source(options, "rds"),
             "scoped_rds": {"scoped_rds_config_source": _path_source(options, "srds")},
         }}

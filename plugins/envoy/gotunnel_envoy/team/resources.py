@@ -6,12 +6,12 @@ exact JSON mapping Envoy itself reads files with). Every resource's version is a
 deterministic serialisation, so every hub computes the same versions for the same state and an
 edge that fails over to another hub receives nothing it already has.
 
-What is shared by every edge: one cluster per published name; per user a route configuration
-(RDS) and the scope naming it (SRDS: the HTTPS connection manager picks the route
-configuration by the user's label of the Host); and the CERT_BUCKETS edge certificates (SDS),
-picked by SNI. What depends on the edge (its ports, in its node metadata): the two listeners
-and the HTTP-to-HTTPS redirect. The listeners never change as users come and go, so a new user
-costs a scope, a route configuration, its clusters and one bucket certificate, not a listener.
+What is shared by every edge: per published name a cluster, a route configuration (RDS) and
+the scope naming it (SRDS: the HTTPS connection manager picks the route configuration by the
+Host's leading labels, `api.alice`); and the CERT_BUCKETS edge certificates (SDS), picked by
+SNI. What depends on the edge (its ports, in its node metadata): the two listeners and the
+HTTP-to-HTTPS redirect. The listeners never change as users come and go: a new name costs
+three small resources (and, for a new user, one bucket certificate), whatever the team's size.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _options(team: Team, routes: Iterable[Route] = ()) -> render.EnvoyOptions:
     return render.EnvoyOptions(
         work_dir=Path("/nonexistent"), suffixes=(team.domain,), ads=True, list_tunnels_on_404=False,
         upstream_hosts={team.local_part(r.fqdn): r.host for r in routes},
-        scoped_routes=(SCOPES, team.scope_index),
+        scoped_routes=(SCOPES, team.scope_labels),
     )
 
 
@@ -100,21 +100,22 @@ def cluster(team: Team, route: Route) -> Resource:
     return to_resource(CLUSTER, render.cluster(tunnel_of(team, route), _options(team)))
 
 
-def group_routes(team: Team, group: str, routes: list[Route]) -> Resource:
-    tunnels = tuple(tunnel_of(team, r) for r in sorted(routes, key=lambda r: r.fqdn))
-    table = RouteTable(Listen(), tunnels)
-    doc = render.route_config(route_name(group), table, tunnels, plain_http=False, options=_options(team, routes))
+def name_routes(team: Team, route: Route) -> Resource:
+    """The route configuration of one published name (the renderer's, with its pages)."""
+    tunnels = (tunnel_of(team, route),)
+    doc = render.route_config(route_name(route.fqdn), RouteTable(Listen(), tunnels), tunnels, plain_http=False,
+                              options=_options(team, [route]))
     return to_resource(ROUTE, doc)
 
 
-def scope_name(group: str) -> str:
-    return f"scope_{_slug(group)}"
+def scope_name(fqdn: str) -> str:
+    return f"scope_{fqdn}"
 
 
-def scope(team: Team, group: str) -> Resource:
-    """The scope sending Hosts with the group's label to the group's route configuration."""
-    return to_resource(SCOPED, {"name": scope_name(group), "route_configuration_name": route_name(group),
-                                "key": {"fragments": [{"string_key": team.scope_key(group)}]}})
+def scope(team: Team, fqdn: str) -> Resource:
+    """The scope sending the Host `fqdn` to its route configuration."""
+    return to_resource(SCOPED, {"name": scope_name(fqdn), "route_configuration_name": route_name(fqdn),
+                                "key": {"fragments": [{"string_key": label} for label in team.scope_key(fqdn)]}})
 
 
 def secret(cert: EdgeCert) -> Resource:

@@ -28,7 +28,7 @@ from gotunnel_core.team.service import peer_member
 from gotunnel_core.team.store import Route, TeamView
 
 from . import protos
-from .resources import (CLUSTER, LISTENER, ORDER, ROUTE, SCOPED, SECRET, Resource, cluster, group_routes, listeners,
+from .resources import (CLUSTER, LISTENER, ORDER, ROUTE, SCOPED, SECRET, Resource, cluster, listeners, name_routes,
                         redirect_routes, route_name, scope, scope_name, secret, secret_name)
 
 log = structlog.get_logger("gotunnel.hub")
@@ -52,7 +52,6 @@ class XdsCache:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _cluster_keys: dict[str, Route] = field(default_factory=dict)
-    _members: dict[str, dict[str, Route]] = field(default_factory=dict)
     _secret_keys: dict[str, tuple[str, float]] = field(default_factory=dict)
     _per_listen: dict[Listen, dict[str, dict[str, Resource]]] = field(default_factory=dict)
 
@@ -76,35 +75,20 @@ class XdsCache:
         changed: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SCOPED: set(), SECRET: set()}
         names, certs = self.view.take_changes()
         clusters, routes, scopes, secrets = (self.shared[t] for t in (CLUSTER, ROUTE, SCOPED, SECRET))
-        touched: set[str] = set()
         for fqdn in names:
             route = self.view.routes.get(fqdn)
-            group = team.cert_group(fqdn)
-            members = self._members.setdefault(group, {})
             if route is None:
-                if members.pop(fqdn, None) is not None:
-                    touched.add(group)
                 if self._cluster_keys.pop(fqdn, None) is not None:
-                    name = "tunnel_" + team.local_part(fqdn)
-                    clusters.pop(name, None)
-                    changed[CLUSTER].add(name)
+                    for store, name, kind in ((clusters, "tunnel_" + team.local_part(fqdn), CLUSTER),
+                                              (routes, route_name(fqdn), ROUTE), (scopes, scope_name(fqdn), SCOPED)):
+                        store.pop(name, None)
+                        changed[kind].add(name)
                 continue
-            if members.get(fqdn) != route:
-                members[fqdn] = route
-                touched.add(group)
             if self._cluster_keys.get(fqdn) != route:
                 self._cluster_keys[fqdn] = route
                 self._put(clusters, cluster(team, route), changed[CLUSTER])
-        for group in touched:
-            members = self._members.get(group) or {}
-            if members:
-                self._put(routes, group_routes(team, group, list(members.values())), changed[ROUTE])
-                self._put(scopes, scope(team, group), changed[SCOPED])
-                continue
-            self._members.pop(group, None)
-            for store, name, kind in ((routes, route_name(group), ROUTE), (scopes, scope_name(group), SCOPED)):
-                if store.pop(name, None) is not None:
-                    changed[kind].add(name)
+                self._put(routes, name_routes(team, route), changed[ROUTE])
+                self._put(scopes, scope(team, fqdn), changed[SCOPED])
         for key in certs:
             cert = self.view.certs.get(key)
             name = secret_name(key)
