@@ -161,7 +161,7 @@ class AgentService:
 
     async def keep_leases(self) -> None:
         """One loop for every session of this hub: refresh all their leases on one keep-alive
-        stream every third of the TTL, end sessions whose agent went silent for a whole TTL,
+        stream every third of the TTL, end sessions whose agent went silent for two TTLs,
         and re-register the names of a session whose lease etcd lost (an outage longer than
         the TTL)."""
         ttl = self.lease_ttl
@@ -170,7 +170,9 @@ class AgentService:
             now = time.monotonic()
             live = []
             for session in list(self.sessions.values()):
-                if now - session.last_seen > ttl:
+                # Two TTLs, not one: a hub whose loop runs late must not cut off live agents
+                # (each would reconnect and add to the load).
+                if now - session.last_seen > 2 * ttl:
                     log.info("hub.agent_silent", member=session.member.name)
                     session.end("silent")
                 elif session.lease:
