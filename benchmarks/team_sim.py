@@ -40,7 +40,7 @@ import psutil
 from benchmarks.util import free_port, stop_pid
 from gotunnel_core.certs.authority import key_to_pem, new_private_key
 from gotunnel_core.team import api
-from gotunnel_core.team.identity import Team, issue_member, pem, team_ca
+from gotunnel_core.team.identity import issue_member, pem, team_ca
 from gotunnel_envoy.team import protos
 from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SCOPED, SECRET
 

@@ -79,7 +79,6 @@ class Agent:
     source: Source
     status_dir: Path | None = None
     status: AgentStatus = field(init=False)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     ping_interval: float = PING_INTERVAL
 
     def __post_init__(self) -> None:
@@ -88,7 +87,6 @@ class Agent:
     def _write_status(self) -> None:
         if self.status_dir is not None:
             atomic_write(self.status_dir / STATUS_FILE, json.dumps(self.status.to_dict(), indent=2) + "\n", mode=0o600)
-        self.changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay published until `stop`: hub after hub, with a short backoff between rounds."""

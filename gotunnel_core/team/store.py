@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import structlog
 
 from ..errors import RuntimeFailure
-from .etcd import Etcd, KeyValue, WatchReset
+from .etcd import Etcd, WatchReset
 from .identity import Team
 
 ROOT = "/gotunnel/"
@@ -260,10 +259,3 @@ class TeamView:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
-
-def now() -> float:
-    return time.time()
-
-
-def kv_json(kv: KeyValue | None) -> dict[str, Any] | None:
-    return None if kv is None else json.loads(kv.value)
