@@ -2,8 +2,8 @@
 
 The agent holds one session with one hub at a time (the first that answers, in `--hub`
 order, then the next on failure). It sends what it publishes whenever that changes and a ping
-every second; the hub keeps the registrations alive in etcd for exactly that long. Its state
-(hub, published and refused names) is written to `<state>/team/agent/status.json` for
+every quarter of the lease TTL; the hub keeps the registrations alive in etcd while it hears
+from the agent. Its state (hub, published and refused names) is written to `<state>/team/agent/status.json` for
 `gotunnel status --json`.
 """
 
