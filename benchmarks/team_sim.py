@@ -164,7 +164,7 @@ class SimEdge:
                     node=node, type_url=type_url, resource_names_subscribe=["*"],
                     initial_resource_versions=self.versions.get(type_url, {})))
 
-            async def requests() -> Any:
+            async def requests(outbox: asyncio.Queue[Any] = outbox) -> Any:
                 while True:
                     yield await outbox.get()
 
@@ -403,7 +403,7 @@ def main() -> None:
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise SystemExit(f"hub {hub} did not start (see {work})")
+                        raise SystemExit(f"hub {hub} did not start (see {work})") from None
                     time.sleep(0.1)
         ca = team_ca(admin / "team" / "ca", DOMAIN)
         result = asyncio.run(simulate(args, hubs, [p.pid for p in procs[1:]], ca))

