@@ -52,6 +52,7 @@ def connect(settings: Any, layout: StateLayout, *, spawn: bool) -> DaemonClient:
     for _ in range(3):
         info = client.ping()
         if serving(info):
+            assert info is not None
             if spawn:
                 check_matches(settings, info.get("settings") or {}, "the running daemon (pid %d) uses" % info["pid"],
                               "stop it first with `gotunnel stop --all` (that stops its tunnels), or drop the setting")

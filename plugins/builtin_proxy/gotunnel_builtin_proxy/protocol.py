@@ -1,8 +1,13 @@
-"""Client side: one asyncio.Protocol per accepted connection, parsing requests with httptools.
+"""Client side: one asyncio protocol per accepted connection, parsing requests with httptools.
 
 Each request is routed by Host (and SNI on HTTPS), its head rebuilt from the parsed headers
 (hop-by-hop removed, X-Forwarded-* set) and sent to a pooled upstream connection; bodies are
 re-framed and streamed with backpressure. Pipelined requests are queued and answered in order.
+
+This module and upstream.py are the hot path. When Cython is present at install time they are
+compiled, typed by protocol.pxd / upstream.pxd beside them (so these classes implement the
+protocol interface themselves instead of subclassing asyncio.Protocol: a compiled class cannot
+extend a Python one); the .py files stay the one source and run as they are without Cython.
 """
 
 from __future__ import annotations
@@ -10,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from gotunnel_core import pages
 from gotunnel_core.dotsegments import has_dot_segment
-from gotunnel_core.http import HookRequest, HookResponse
 from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
+from .hooks import run_request_hook
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -78,8 +83,8 @@ class Req:
         self.t_sent = 0.0  # when the whole request was with the backend (its first-byte timer)
 
 
-class ClientProtocol(asyncio.Protocol):
-    """A client connection on the HTTP or HTTPS listener."""
+class ClientProtocol:
+    """A client connection on the HTTP or HTTPS listener (an asyncio.Protocol by its methods)."""
 
     def __init__(self, st: "ProxyState", https: bool) -> None:
         self.st = st
@@ -140,10 +145,10 @@ class ClientProtocol(asyncio.Protocol):
                 up.transport.close()
         self.active = None
         self.pipeline = None
-        # The parser holds this protocol (its callbacks): without breaking that cycle the
-        # connection, and with it the transport and a TLS connection's ~260 KB of buffers, lived
-        # on until a full garbage collection (issue 19: RSS grew under HTTPS load).
+        # The parser holds this protocol for its callbacks: dropping it here lets reference counting
+        # free the pair at once instead of leaving a cycle for the garbage collector.
         self.parser = None  # type: ignore[assignment]
+        self.parsing = None
 
     def close(self) -> None:
         """Close after what was written (used by timeouts and shutdown)."""
@@ -332,7 +337,7 @@ class ClientProtocol(asyncio.Protocol):
                     break
             route = router.lookup(host_hdr) if host_hdr is not None else None
             if route is not None and self._sni_ok(route) and not self._redirects(route) \
-                    and self._visible(route, host_hdr):
+                    and self._visible(route, host_hdr):  # type: ignore[arg-type]  # route implies a Host
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
@@ -390,11 +395,11 @@ class ClientProtocol(asyncio.Protocol):
         if route is not None and not self._visible(route, host):
             route = None
         if route is None:
-            return self._page(req, 404, lambda: pages.table_not_found_page(host.decode("latin-1"), router.table))
+            return self._page(req, 404, pages.table_not_found_page, host.decode("latin-1"), router.table)
         if has_dot_segment(target):  # before the backend's path prefix is joined (gotunnel_core.dotsegments)
             return self._page(req, 400, None)
         if hop == router.hop_id:
-            return self._page(req, 508, lambda: pages.loop_page(route.name))
+            return self._page(req, 508, pages.loop_page, route.name)
         if self.https:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(
@@ -403,7 +408,7 @@ class ClientProtocol(asyncio.Protocol):
             req.route = route
             return self._redirect(req, host, target)
         req.route = route
-        if conn is not None or route.req_remove:
+        if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
@@ -428,15 +433,15 @@ class ClientProtocol(asyncio.Protocol):
         out += (router.hop_line, CRLF)
         backend = route.balancer.pick()
         if backend is None:
-            return self._page(req, 503, lambda: pages.unavailable_page(
-                route.name, [s.backend for s in route.balancer.states]))
+            return self._page(req, 503, pages.unavailable_page, route.name, [s.backend for s in route.balancer.states])
         req.head_parts = out
         self._send(req, backend)
 
-    def _page(self, req: Req, status: int, detailed: "Callable[[], str] | None") -> None:
-        """Answer one of the proxy's own pages: the detailed one to a loopback peer, the plain
-        one (naming nothing) to a LAN peer or when there is no detailed one."""
-        body = pages.plain_page(status) if self.lan or detailed is None else detailed()
+    def _page(self, req: Req, status: int, detailed: "Callable[..., str] | None", *args: Any) -> None:
+        """Answer one of the proxy's own pages: the detailed one (`detailed(*args)`, built only
+        then) to a loopback peer, the plain one (naming nothing) to a LAN peer or when there is
+        no detailed one. No closures: `_dispatch` is a cpdef method in the compiled build."""
+        body = pages.plain_page(status) if self.lan or detailed is None else detailed(*args)
         self._local(req, simple_response(status, body.encode(), HTML, close=not req.keep_alive,
                                          head_only=req.is_head, http10_keep_alive=not req.http11))
 
@@ -459,48 +464,29 @@ class ClientProtocol(asyncio.Protocol):
             head, sep, port = name.rpartition(b":")
             if sep and port.isdigit():
                 name = head
-        port = self.st.router.table.listen.https_port
-        location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + target
+        https_port = self.st.router.table.listen.https_port
+        location = b"https://" + name + (b"" if https_port == 443 else b":%d" % https_port) + target
         code = req.route.tunnel.redirect_code if req.route is not None else 307
         self._local(req, simple_response(code, b"", b"", headers=[(b"Location", location)],
                                          close=not req.keep_alive, http10_keep_alive=not req.http11))
 
     def _run_hook(self, req: Req, route: "Route") -> bool:
         """Call `gotunnel_request`; True when a plugin answered (the answer was sent)."""
-        hreq = HookRequest(
-            method=req.method.decode("latin-1"),
-            path=req.url.decode("latin-1"),
-            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in req.headers],
-            tunnel=route.name,
-            client=self.peer,
-            scheme="https" if self.https else "http",
-        )
-        try:
-            result = self.st.hook.gotunnel_request(request=hreq)
-            path = hreq.path.encode("latin-1")
-            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in hreq.headers]
-            if not path.startswith(b"/") or any(c in path for c in b" \r\n"):
-                raise ValueError(f"plugin set an invalid path {hreq.path!r}")
-            for n, v in headers:
-                if any(c in n for c in b" :\r\n") or b"\r" in v or b"\n" in v:
-                    raise ValueError(f"plugin set an invalid header {n!r}")
-        except Exception as exc:  # a faulty plugin must not take the proxy down
-            if self.st.log is not None:
-                self.st.log.warning("gotunnel_request hook failed", error=repr(exc))
+        out = run_request_hook(self.st, req.method, req.url, req.headers, route.name, self.peer,
+                               "https" if self.https else "http")
+        if out.failed:
             self._local(req, simple_response(500, b"request hook failed\n", close=not req.keep_alive,
                                              http10_keep_alive=not req.http11))
             return True
-        if isinstance(result, HookResponse):
-            hdrs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in result.headers]
-            has_ct = any(n.lower() == b"content-type" for n, _ in hdrs)
-            hdrs = [(n, v) for n, v in hdrs if n.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
-            self._local(req, simple_response(result.status, result.body,
+        if out.response is not None:
+            hdrs, has_ct = out.answer_headers()
+            self._local(req, simple_response(out.response.status, out.response.body,
                                              b"" if has_ct else b"text/plain; charset=utf-8",
                                              headers=hdrs, close=not req.keep_alive, head_only=req.is_head,
                                              http10_keep_alive=not req.http11))
             return True
-        req.url = path
-        req.headers = headers
+        req.url = out.path
+        req.headers = out.headers  # type: ignore[assignment]
         return False
 
     def _local(self, req: Req, response: bytes) -> None:
@@ -558,8 +544,7 @@ class ClientProtocol(asyncio.Protocol):
         self._attach(req, up)
 
     def _bad_gateway(self, req: Req, backend: "BackendState", reason: str) -> None:
-        self._page(req, 502, lambda: pages.bad_gateway_page(req.route.name if req.route else "?",
-                                                            backend.backend.url, reason))
+        self._page(req, 502, pages.bad_gateway_page, req.route.name if req.route else "?", backend.backend.url, reason)
 
     def _attach(self, req: Req, up: "UpstreamProtocol") -> None:
         """Bind `up` to the active request and write the head plus any buffered body."""
@@ -599,7 +584,8 @@ class ClientProtocol(asyncio.Protocol):
         """The upstream response was fully relayed."""
         if self.upstream is up:
             self.upstream = None
-        self._resume(P_UPSTREAM)
+        if self.paused:
+            self._resume(P_UPSTREAM)
         req = self.active
         if req is None or self.phase == CLOSED:
             return
@@ -698,7 +684,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         self.phase = IDLE
         self.t_phase = time.monotonic()
-        self._resume(P_PIPELINE)
+        if self.paused:
+            self._resume(P_PIPELINE)
 
     # -- timeouts ------------------------------------------------------------------------------
     def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:
@@ -741,7 +728,7 @@ class ClientProtocol(asyncio.Protocol):
         self.st.upstream_errors += 1
         req.keep_alive = False
         backend = req.backend.backend.url if req.backend is not None else "?"
-        self._page(req, 504, lambda: pages.gateway_timeout_page(route.name, backend, route.upstream_timeout))
+        self._page(req, 504, pages.gateway_timeout_page, route.name, backend, route.upstream_timeout)
 
 
 class _Reject(Exception):

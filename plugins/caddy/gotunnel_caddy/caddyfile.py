@@ -98,7 +98,7 @@ def _guards(tunnel: Tunnel | None, table: RouteTable) -> list[str]:
     """What every site checks first: CONNECT 405, LAN peers asking `.localhost` (and, for a
     `lan = false` tunnel, any LAN peer) 404, dot segments 400, this gotunnel's loop marker 508."""
     lines = ["\t@connect method CONNECT", "\thandle @connect {"] + _page(405, plain_body(405), "\t\t") + ["\t}"]
-    lines += [f"\t@lan_localhost {{", f"\t\tnot remote_ip {LOOPBACK_RANGES}",
+    lines += ["\t@lan_localhost {", f"\t\tnot remote_ip {LOOPBACK_RANGES}",
               f"\t\tvars_regexp {{http.request.host}} {token(LOCALHOST_HOST_REGEX)}", "\t}",
               "\thandle @lan_localhost {"] + _page(404, plain_body(404), "\t\t") + ["\t}"]
     if tunnel is None:

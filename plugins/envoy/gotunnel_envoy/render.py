@@ -17,6 +17,10 @@ Layout (relative to the engine's config directory, `<work_dir>/current` when run
     cds.json                one cluster per tunnel (weights, health checks, outlier detection)
     rds/<name>.json         one route configuration per connection manager
 
+The same builders serve the team edge (`gotunnel_envoy.team`): with `EnvoyOptions.ads` every
+subscription points at the ADS stream instead of a file, and `suffixes` replaces `.localhost`
+/ `.local` with the team domain; the hub then sends these very resources over delta xDS.
+
 Envoy reads LDS/CDS/RDS through `path_config_source` with `watched_directory` = the work dir:
 the supervisor publishes a new generation by renaming the `current` symlink, which is a move
 in the watched directory, and Envoy re-reads every file through the new link. Route changes
@@ -29,15 +33,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from gotunnel_core import dotsegments, pages
 from gotunnel_core.errors import ValidationError
-from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
+from gotunnel_core.lan import LOOPBACK_CIDRS
 from gotunnel_core.loops import HOP_HEADER
-from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, RouteTable, Tunnel
+from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
 T = "type.googleapis.com/"
 HCM_TYPE = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -84,29 +88,23 @@ class EnvoyOptions:
     max_connections: int = 10000
     via: bool = False
     upstream_idle_timeout: float = 30.0
+    #: Host suffixes every tunnel answers under (the team edge: its team domain).
+    suffixes: tuple[str, ...] = NAME_SUFFIXES
+    #: Subscribe RDS through the ADS stream (the team edge) instead of watched files.
+    ads: bool = False
+    #: The 404 page lists the active tunnels (off on a team edge: thousands of names).
+    list_tunnels_on_404: bool = True
+    #: Tunnel name -> the Host header sent upstream (the team edge: the agent's local name).
+    upstream_hosts: Mapping[str, str] = field(default_factory=dict)
+    #: (name, labels): the HTTPS connection manager picks its route configuration by the first
+    #: `labels` labels of the Host (scoped routes, SRDS; the team edge: one per name) instead
+    #: of one RDS resource for every name.
+    scoped_routes: tuple[str, int] | None = None
 
     @property
     def config_dir(self) -> Path:
         """Where the running Envoy reads its files: the supervisor's `current` symlink."""
         return self.work_dir / "current"
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], work_dir: Path, admin_socket: str | None) -> "EnvoyOptions":
-        def num(key: str, default: float) -> float:
-            value = settings.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValidationError(key, value, "must be a positive number")
-            return float(value)
-
-        return cls(
-            work_dir=Path(work_dir).absolute(),
-            admin_socket=admin_socket,
-            idle_timeout=num("idle_timeout", 75.0),
-            header_timeout=num("header_timeout", 10.0),
-            max_header_size=int(num("max_header_size", 65536)),
-            max_connections=int(num("max_connections", 10000)),
-            via=bool(settings.get("via", False)),
-        )
 
 
 # ----- escaping -----------------------------------------------------------------------------------
@@ -137,17 +135,17 @@ def cluster_name(tunnel: Tunnel) -> str:
     return f"tunnel_{_slug(tunnel.name)}"
 
 
-def _domains(tunnel: Tunnel) -> list[str]:
+def _domains(tunnel: Tunnel, suffixes: tuple[str, ...] = NAME_SUFFIXES) -> list[str]:
     """Every Host a tunnel answers: `NAME.SUFFIX`, also with a trailing dot (ports are ignored
     by `ignore_port_in_host_matching`). A wildcard `*.x` becomes Envoy's suffix wildcard."""
     out: list[str] = []
-    for suffix in NAME_SUFFIXES:
+    for suffix in suffixes:
         out += [f"{tunnel.name}.{suffix}", f"{tunnel.name}.{suffix}."]
     return out
 
 
-def _server_names(tunnel: Tunnel) -> list[str]:
-    return [f"{tunnel.name}.{suffix}" for suffix in NAME_SUFFIXES]
+def _server_names(tunnel: Tunnel, suffixes: tuple[str, ...] = NAME_SUFFIXES) -> list[str]:
+    return [f"{tunnel.name}.{suffix}" for suffix in suffixes]
 
 
 # ----- pages --------------------------------------------------------------------------------------------
@@ -265,8 +263,8 @@ def local_reply_config(lan: bool = False) -> dict[str, Any]:
         },
     ]
     if lan:
-        for names, code in ((("UH",), 503), (("UT",), 504), (("UF", "URX", "UC", "UR", "UPE", "DPE"), 502)):
-            mappers.append({"filter": flags(*names), "status_code": code, "body_format_override": plain(code)})
+        for lan_flags, code in ((("UH",), 503), (("UT",), 504), (("UF", "URX", "UC", "UR", "UPE", "DPE"), 502)):
+            mappers.append({"filter": flags(*lan_flags), "status_code": code, "body_format_override": plain(code)})
         mappers.append({"filter": status(404), "body_format_override": plain(404)})
         return {"mappers": mappers}
     mappers += [
@@ -336,7 +334,7 @@ def _path_prefix(tunnel: Tunnel) -> str:
     return prefixes.pop()
 
 
-def _forward_route(tunnel: Tunnel, upstream_timeout: float = 60.0) -> dict[str, Any]:
+def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None, upstream_timeout: float = 60.0) -> dict[str, Any]:
     req, resp = tunnel.headers.request, tunnel.headers.response
     action: dict[str, Any] = {
         "cluster": cluster_name(tunnel),
@@ -346,6 +344,8 @@ def _forward_route(tunnel: Tunnel, upstream_timeout: float = 60.0) -> dict[str, 
         # two bytes of a response, as nginx's proxy_read_timeout does.
         "retry_policy": {"per_try_idle_timeout": _seconds(upstream_timeout)},
     }
+    if options is not None and tunnel.name in options.upstream_hosts:
+        action["host_rewrite_literal"] = options.upstream_hosts[tunnel.name]
     prefix = _path_prefix(tunnel)
     if prefix:
         action["prefix_rewrite"] = prefix + "/"
@@ -379,10 +379,10 @@ def _forward_route(tunnel: Tunnel, upstream_timeout: float = 60.0) -> dict[str, 
     return route
 
 
-def _one_label_match(tunnel: Tunnel) -> dict[str, Any]:
+def _one_label_match(tunnel: Tunnel, names: tuple[str, ...] = NAME_SUFFIXES) -> dict[str, Any]:
     """Envoy's `*.x.localhost` also matches `a.b.x.localhost`; gotunnel's wildcard is one label."""
     base = _re2_literal(tunnel.name[2:])
-    suffixes = "|".join(_re2_literal(s) for s in NAME_SUFFIXES)
+    suffixes = "|".join(_re2_literal(s) for s in names)
     regex = rf"(?i)^[^.:\[\]]+\.{base}\.(?:{suffixes})\.?(?::[0-9]+)?$"
     return {"name": ":authority", "string_match": {"safe_regex": {"regex": regex}}}
 
@@ -413,7 +413,8 @@ def _guard_routes(tunnel: Tunnel, table: RouteTable, lan: bool) -> list[dict[str
 
 
 def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: dict[str, str],
-                  lan: bool = False) -> dict[str, Any]:
+                  options: EnvoyOptions | None = None, lan: bool = False) -> dict[str, Any]:
+    suffixes = options.suffixes if options is not None else NAME_SUFFIXES
     if plain_http and tunnel.redirect_https:
         code = {307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}[tunnel.redirect_code]
         redirect: dict[str, Any] = {"https_redirect": True, "response_code": code}
@@ -421,25 +422,26 @@ def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: 
             redirect["port_redirect"] = table.listen.https_port
         main: dict[str, Any] = {"name": tunnel.name, "match": {"prefix": "/"}, "redirect": redirect}
     else:
-        main = _forward_route(tunnel, table.timeout_of(tunnel))
+        main = _forward_route(tunnel, options, table.timeout_of(tunnel))
     routes = _guard_routes(tunnel, table, lan) + [main]
     if tunnel.is_wildcard:
-        main["match"]["headers"] = [_one_label_match(tunnel)]
+        main["match"]["headers"] = [_one_label_match(tunnel, suffixes)]
         routes.append(_not_found_route(nf_meta))
-    domains = _domains(tunnel)
+    domains = _domains(tunnel, suffixes)
     if lan:  # `.localhost` names answer loopback peers only
         domains = [d for d in domains if not d.rstrip(".").endswith(".localhost")]
     return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": domains, "routes": routes}
 
 
 def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool,
-                 lan: bool = False) -> dict[str, Any]:
+                 options: EnvoyOptions | None = None, lan: bool = False) -> dict[str, Any]:
     """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all. The LAN
     side (`lan`) serves only tunnels open to the LAN and carries no tunnel listing."""
-    nf_meta = {} if lan else _not_found_metadata(table, table.tunnels)
+    listed = table.tunnels if options is None or options.list_tunnels_on_404 else ()
+    nf_meta = {} if lan else _not_found_metadata(table, listed)
     if lan:
         served = tuple(t for t in served if t.lan)
-    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta, lan) for t in served]
+    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta, options, lan) for t in served]
     vhosts.append({"name": "not_found", "domains": ["*"], "routes": [_not_found_route(nf_meta)]})
     return {
         "@type": ROUTE_CONFIG_TYPE,
@@ -473,6 +475,9 @@ def _preserve_case() -> dict[str, Any]:
 
 
 def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
+    """Where a subscription reads its resources: a watched file, or the ADS stream (team edge)."""
+    if options.ads:
+        return ADS_SOURCE
     return {
         "path_config_source": {
             "path": str(options.config_dir / rel),
@@ -480,6 +485,22 @@ def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
         },
         "resource_api_version": "V3",
     }
+
+
+def _routes_source(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
+    """Where a connection manager's routes come from: one RDS resource, or (HTTPS on a team
+    edge) one per name, picked by the Host's leading labels through scoped routes."""
+    if options.scoped_routes is not None and stat_prefix == "https":
+        name, labels = options.scoped_routes
+        return {"scoped_routes": {
+            "name": name,
+            "scope_key_builder": {"fragments": [
+                {"header_value_extractor": {"name": ":authority", "element_separator": ".", "index": index}}
+                for index in range(labels)]},
+            "rds_config_source": _path_source(options, "rds"),
+            "scoped_rds": {"scoped_rds_config_source": _path_source(options, "srds")},
+        }}
+    return {"rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")}}
 
 
 def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, lan: bool = False) -> dict[str, Any]:
@@ -505,7 +526,7 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, lan: bool = Fal
         "http_protocol_options": {"accept_http_10": True, "header_key_format": _preserve_case()},
         "http2_protocol_options": {"allow_connect": True},  # websockets over HTTP/2 (RFC 8441)
         "upgrade_configs": [{"upgrade_type": "websocket"}],
-        "rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")},
+        **_routes_source(options, stat_prefix, rds_name),
         "local_reply_config": local_reply_config(lan),
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}}],
@@ -515,16 +536,29 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, lan: bool = Fal
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
 
 
+#: The config source of a resource delivered on the ADS stream (LDS/CDS in the team bootstrap,
+#: RDS and SDS inside them).
+ADS_SOURCE: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+
+
 def _downstream_tls(cert: CertFiles) -> dict[str, Any]:
+    return _downstream_tls_context({"tls_certificates": [{"certificate_chain": {"filename": cert.cert},
+                                                          "private_key": {"filename": cert.key}}]})
+
+
+def sds_downstream_tls(*secret_names: str) -> dict[str, Any]:
+    """A TLS transport socket whose certificates are SDS secrets (on the ADS stream), picked by
+    SNI among them: Envoy swaps a rotated certificate in place, without touching the listener."""
+    return _downstream_tls_context({"tls_certificate_sds_secret_configs": [
+        {"name": name, "sds_config": ADS_SOURCE} for name in secret_names]})
+
+
+def _downstream_tls_context(certificates: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": DOWNSTREAM_TLS_TYPE,
-            "common_tls_context": {
-                "tls_certificates": [{"certificate_chain": {"filename": cert.cert},
-                                      "private_key": {"filename": cert.key}}],
-                "alpn_protocols": ["h2", "http/1.1"],
-            },
+            "common_tls_context": {**certificates, "alpn_protocols": ["h2", "http/1.1"]},
         },
     }
 
@@ -543,36 +577,82 @@ def _chain_metadata(cert: CertFiles, digests: Mapping[str, str]) -> dict[str, An
     return {"filter_metadata": {NS: {"cert": digests.get(cert.cert, ""), "key": digests.get(cert.key, "")}}}
 
 
-def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI), each
-    split by the peer: loopback peers get the full route configurations, LAN peers the `_lan`
-    ones (see LAN_SUFFIX)."""
-    digests = digests or {}
-    listen = table.listen
-    loopback = {"direct_source_prefix_ranges": _loopback_ranges()}
-    out: list[dict[str, Any]] = [{
+def _loopback_match() -> dict[str, Any]:
+    """A filter chain match for connections from a loopback address (the peer's own, never a header)."""
+    return {"direct_source_prefix_ranges": _loopback_ranges()}
+
+
+def http_listener(listen: Listen, options: EnvoyOptions, rds_name: str = "http",
+                  lan_rds_name: str | None = None) -> dict[str, Any]:
+    """The plain HTTP listener: one connection manager on the route configuration `rds_name`;
+    with `lan_rds_name`, that one for loopback peers only and `lan_rds_name` for LAN peers."""
+    chains: list[dict[str, Any]]
+    if lan_rds_name is None:
+        chains = [{"name": "http", "filters": [_hcm(options, "http", rds_name)]}]
+    else:
+        chains = [
+            {"name": "http", "filter_chain_match": _loopback_match(), "filters": [_hcm(options, "http", rds_name)]},
+            {"name": "http" + LAN_SUFFIX, "filters": [_hcm(options, "http", lan_rds_name, lan=True)]},
+        ]
+    return {
         "@type": LISTENER_TYPE,
         "name": f"http_{listen.bind}_{listen.http_port}",
         "address": _address(listen.bind, listen.http_port),
         # Envoy binds with SO_REUSEPORT by default: a stale proxy on the same port would then
         # silently share the connections. Without it, a taken port fails the start loudly.
         "enable_reuse_port": False,
-        "filter_chains": [
-            {"name": "http", "filter_chain_match": loopback, "filters": [_hcm(options, "http", "http")]},
-            {"name": "http" + LAN_SUFFIX, "filters": [_hcm(options, "http", "http" + LAN_SUFFIX, lan=True)]},
-        ],
-    }]
+        "filter_chains": chains,
+    }
+
+
+def tls_chain(name: str, server_names: list[str], transport_socket: dict[str, Any], options: EnvoyOptions,
+              rds_name: str, metadata: dict[str, Any] | None = None, *, peers: str = "any") -> dict[str, Any]:
+    """One HTTPS filter chain: picked by SNI (any SNI when `server_names` is empty), terminating
+    TLS, then routing by `rds_name` (or by scoped routes, see `EnvoyOptions.scoped_routes`).
+    `peers`: "any"; "loopback" (matched for loopback peers only); "lan" (LAN peers' pages)."""
+    chain: dict[str, Any] = {
+        "name": name,
+        "transport_socket": transport_socket,
+        "filters": [_hcm(options, "https", rds_name, lan=peers == "lan")],
+    }
+    match: dict[str, Any] = {"server_names": server_names} if server_names else {}
+    if peers == "loopback":
+        match.update(_loopback_match())
+    if match:
+        chain["filter_chain_match"] = match
+    if metadata is not None:
+        chain["metadata"] = metadata
+    return chain
+
+
+def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI), each
+    split by the peer: loopback peers get the full route configurations, LAN peers the `_lan`
+    ones (see LAN_SUFFIX)."""
+    digests = digests or {}
+    listen = table.listen
+    out: list[dict[str, Any]] = [http_listener(listen, options, "http", "http" + LAN_SUFFIX)]
     chains: list[dict[str, Any]] = []
     for t in _tls_tunnels(table):
         for lan in ((False, True) if t.lan else (False,)):
-            match: dict[str, Any] = {"server_names": _server_names(t), **({} if lan else loopback)}
-            chains.append({
-                "name": f"tls_{_slug(t.name)}" + (LAN_SUFFIX if lan else ""),
-                "filter_chain_match": match,
-                "transport_socket": _downstream_tls(table.certs[t.name]),
-                "filters": [_hcm(options, "https", "tls" + (LAN_SUFFIX if lan else ""), lan=lan)],
-                "metadata": _chain_metadata(table.certs[t.name], digests),
-            })
+            suffix = LAN_SUFFIX if lan else ""
+            chains.append(tls_chain(f"tls_{_slug(t.name)}" + suffix, _server_names(t, options.suffixes),
+                                    _downstream_tls(table.certs[t.name]), options, "tls" + suffix,
+                                    _chain_metadata(table.certs[t.name], digests),
+                                    peers="lan" if lan else "loopback"))
+    default_chain = None
+    if table.default_cert is not None:
+        # Loopback peers without a tunnel's SNI get the full 404 page; everyone else the LAN side's.
+        chains.append(tls_chain("tls_default", [], _downstream_tls(table.default_cert), options, "tls",
+                                _chain_metadata(table.default_cert, digests), peers="loopback"))
+        default_chain = tls_chain("tls_default" + LAN_SUFFIX, [], _downstream_tls(table.default_cert), options,
+                                  "tls" + LAN_SUFFIX, _chain_metadata(table.default_cert, digests), peers="lan")
+    out.append(https_listener(listen, chains, default_chain))
+    return out
+
+
+def https_listener(listen: Listen, chains: list[dict[str, Any]], default_chain: dict[str, Any] | None) -> dict[str, Any]:
+    """The HTTPS listener: `chains` by SNI, else `default_chain` (or, with neither, a closed port)."""
     https: dict[str, Any] = {
         "@type": LISTENER_TYPE,
         "name": f"https_{listen.bind}_{listen.https_port}",
@@ -582,20 +662,8 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
                               "typed_config": {"@type": TLS_INSPECTOR_TYPE}}],
         "filter_chains": chains,
     }
-    if table.default_cert is not None:
-        chains.append({
-            "name": "tls_default",
-            "filter_chain_match": loopback,
-            "transport_socket": _downstream_tls(table.default_cert),
-            "filters": [_hcm(options, "https", "tls")],
-            "metadata": _chain_metadata(table.default_cert, digests),
-        })
-        https["default_filter_chain"] = {
-            "name": "tls_default" + LAN_SUFFIX,
-            "transport_socket": _downstream_tls(table.default_cert),
-            "filters": [_hcm(options, "https", "tls" + LAN_SUFFIX, lan=True)],
-            "metadata": _chain_metadata(table.default_cert, digests),
-        }
+    if default_chain is not None:
+        https["default_filter_chain"] = default_chain
     elif not chains:
         # Nothing to serve over TLS yet: still hold the port (as every engine does) and close
         # each connection at once.
@@ -604,11 +672,10 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
             "filters": [{"name": "envoy.filters.network.direct_response",
                          "typed_config": {"@type": DIRECT_RESPONSE_TYPE}}],
         }
-    out.append(https)
-    return out
+    return https
 
 
-def route_configs(table: RouteTable) -> dict[str, dict[str, Any]]:
+def route_configs(table: RouteTable, options: EnvoyOptions | None = None) -> dict[str, dict[str, Any]]:
     """Every RouteConfiguration by name (one file each: an RDS file holds exactly one).
 
     `http` serves every tunnel; `tls` is shared by every TLS filter chain (each tunnel's and the
@@ -619,9 +686,11 @@ def route_configs(table: RouteTable) -> dict[str, dict[str, Any]]:
     configs: dict[str, dict[str, Any]] = {}
     for lan in (False, True):
         suffix = LAN_SUFFIX if lan else ""
-        configs["http" + suffix] = route_config("http" + suffix, table, table.tunnels, plain_http=True, lan=lan)
+        configs["http" + suffix] = route_config("http" + suffix, table, table.tunnels, plain_http=True,
+                                                options=options, lan=lan)
         if _tls_tunnels(table) or table.default_cert is not None:
-            configs["tls" + suffix] = route_config("tls" + suffix, table, _tls_tunnels(table), plain_http=False, lan=lan)
+            configs["tls" + suffix] = route_config("tls" + suffix, table, _tls_tunnels(table), plain_http=False,
+                                                   options=options, lan=lan)
     return configs
 
 
@@ -772,7 +841,7 @@ def render_documents(table: RouteTable, options: EnvoyOptions,
         "lds.json": _discovery(listeners(table, options, digests)),
         "cds.json": _discovery([cluster(t, options) for t in table.tunnels]),
     }
-    for name, config in route_configs(table).items():
+    for name, config in route_configs(table, options).items():
         docs[f"rds/{name}.json"] = _discovery([config])
     return docs
 
