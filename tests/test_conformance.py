@@ -63,6 +63,10 @@ BEHAVIOURS: dict[str, str] = {
     "reload_under_load": "Route add/remove under load, no failed request",
     "bad_routes_refused": "Invalid tunnels refused, running config kept",
     "engine_validator": "Engine's own validator refuses a bad config (e.g. unresolvable backend)",
+    "host_header_preserve": "host_header = preserve: the client's Host reaches the backend",
+    "host_header_backend": "host_header = backend: the backend's host:port as Host",
+    "host_header_backend_each": "host_header = backend with several backends: each gets its own host:port",
+    "host_header_custom": "host_header = a literal host[:port]; bad values refused",
 }
 
 ENGINES = ("builtin", "nginx", "caddy", "envoy")
@@ -78,6 +82,9 @@ CAPABILITIES: dict[str, dict[str, Gap]] = {
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
+        "host_header_backend_each": Gap("unsupported", "nginx builds the request head before it picks a "
+                                                       "server of the upstream block, so every backend gets the "
+                                                       "first backend's host:port"),
     },
     "caddy": {
         "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
@@ -613,7 +620,10 @@ def test_capability_table_names_known_engines_and_behaviours() -> None:
         assert engine in ENGINES
         for key, gap in gaps.items():
             assert key in BEHAVIOURS and gap.kind in _LABELS and gap.reason
-    tested = {m.args[0] for name, fn in globals().items() if name.startswith("test_")
+    import test_conformance_devloop
+
+    tested = {m.args[0] for module in (globals(), vars(test_conformance_devloop))
+              for name, fn in module.items() if name.startswith("test_")
               for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"}
     assert tested == set(BEHAVIOURS)
 

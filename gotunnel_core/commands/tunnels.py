@@ -12,13 +12,14 @@ from ..hookspecs import hookimpl
 
 
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-                       redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
+                       redirect_https: bool, health_path: str | None, state: CliState,
+                       host_header: str | None = None) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from ..models import Backend, Tunnel, parse_port
 
     if domain is None:
-        if port or backends:
-            raise UsageError("--port/--backend need --domain NAME")
+        if port or backends or host_header:
+            raise UsageError("--port/--backend/--host-header need --domain NAME")
         file_tunnels = state.file_tunnels()
         if not file_tunnels:
             raise UsageError("no --domain given and the config file declares no [[tunnels]]",
@@ -39,7 +40,14 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["redirect_https"] = True
     if health_path:
         raw["health"] = {"path": health_path}
+    if host_header is not None:
+        raw["host_header"] = host_header
     return [Tunnel.from_raw(raw)]
+
+
+#: `--host-header` help, shared by `start` and `run`.
+HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
+                    "or a literal host[:port].")
 
 
 def _backend_entry(raw: str) -> Any:
@@ -57,16 +65,18 @@ def _backend_entry(raw: str) -> Any:
 @click.option("--https/--no-https", "https", default=None, help="Serve HTTPS too (default on).")
 @click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
 @click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
+@click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-          redirect_https: bool, health_path: str | None, foreground: bool, as_json: bool) -> None:
+          redirect_https: bool, health_path: str | None, host_header: str | None, foreground: bool,
+          as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     from ..engine import find_engine
 
     settings = state.settings
-    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
+    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header)
     spec = find_engine(state.engine_specs(), settings["engine"])
     binary = spec.engine_class.probe(settings.values)
     if not binary.found:
