@@ -16,7 +16,7 @@ from ..certservice import CertService
 from ..engine import Engine, EngineContext, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
-from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
+from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager
 from ..state import TunnelStore
@@ -29,6 +29,15 @@ log = get_logger("gotunnel.daemon")
 RENEW_CHECK_INTERVAL = 3600.0
 CLOCK_TICK = 15.0
 SLEEP_JUMP = 60.0
+
+
+class TunnelNameTaken(RuntimeFailure):
+    """A start without `force` named a tunnel that other backends already serve."""
+
+    def __init__(self, name: str, current: Tunnel) -> None:
+        backends = ", ".join(b.url for b in current.backends)
+        super().__init__(f"tunnel {name!r} is already served by {backends}",
+                         hint=f"--force replaces it; or choose another name with -d NAME (`gotunnel stop {name}` frees it)")
 
 
 class TunnelManager:
@@ -109,10 +118,19 @@ class TunnelManager:
 
     # ----- operations ----------------------------------------------------------------------
 
-    async def start_tunnels(self, raw_tunnels: list[Any]) -> list[dict[str, Any]]:
-        """Add or replace tunnels; returns each with its URLs once the engine serves it."""
+    async def start_tunnels(self, raw_tunnels: list[Any], *, force: bool = True) -> list[dict[str, Any]]:
+        """Add or replace tunnels; returns each with its URLs once the engine serves it.
+
+        Without `force`, a name already served by other backends is refused (`TunnelNameTaken`)
+        before anything changes; the same backends again just update the tunnel's options.
+        """
         new = [Tunnel.from_raw(raw) for raw in raw_tunnels]
         async with self._lock:
+            if not force:
+                for tunnel in new:
+                    current = self.tunnels.get(tunnel.name)
+                    if current is not None and current.backends != tunnel.backends:
+                        raise TunnelNameTaken(tunnel.name, current)
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
@@ -132,10 +150,21 @@ class TunnelManager:
                 self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
             return [self.describe(t) for t in new]
 
-    async def stop_tunnels(self, raw_names: list[str]) -> list[str]:
-        """Stop and forget the named tunnels; unknown names are refused before anything changes."""
+    async def stop_tunnels(self, raw_names: list[str], if_backends: Mapping[str, list[str]] | None = None) -> list[str]:
+        """Stop and forget the named tunnels; unknown names are refused before anything changes.
+
+        With `if_backends` (name -> backend URLs), a tunnel is stopped only while it still has
+        exactly those backends, and names that are gone or were replaced are skipped: how `run`
+        removes the tunnel it added without touching one another command put in its place.
+        """
         names = [parse_tunnel_name(n) for n in raw_names]
         async with self._lock:
+            if if_backends is not None:
+                wanted = {parse_tunnel_name(n): [Backend.parse(u).url for u in urls] for n, urls in if_backends.items()}
+                names = [n for n in names if n in self.tunnels
+                         and [b.url for b in self.tunnels[n].backends] == wanted.get(n)]
+                if not names:
+                    return []
             missing = [n for n in names if n not in self.tunnels]
             if missing:
                 running = ", ".join(sorted(self.tunnels)) or "none"
