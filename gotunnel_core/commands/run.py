@@ -19,7 +19,7 @@ import click
 from ..cli.app import CliState, pass_state
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..hookspecs import hookimpl
-from .tunnels import HOST_HEADER_HELP, tunnels_from_flags
+from .tunnels import HOST_HEADER_HELP, tunnels_from_flags, warn_host_refusals
 
 #: Default seconds to wait for the command to listen (a cold `npm run dev` may bundle first).
 READY_TIMEOUT = 60.0
@@ -142,8 +142,6 @@ def _run_with_tunnel(state: CliState, name: str, prepared: Any, options: dict[st
 
 def _add_tunnel(state: CliState, name: str, backend_url: str, options: dict[str, Any], force: bool) -> dict[str, Any]:
     """Ask the daemon (spawning one) to serve the tunnel; print its URLs and any Host refusal."""
-    from ..hostcheck import check_described, warning_lines
-
     tunnel = tunnels_from_flags(name, None, (backend_url,), options["https"], options["redirect_https"],
                                 options["health_path"], state, options["host_header"])[0]
     client = state.client(spawn=True)
@@ -152,12 +150,7 @@ def _add_tunnel(state: CliState, name: str, backend_url: str, options: dict[str,
     say(f"{item['name']} -> {backend_url}")
     for url in item["urls"]:
         click.echo(f"  {url}", err=True)
-    try:
-        lines = warning_lines(check_described(started, client.ping() or {}))
-    except (GotunnelError, KeyError, ValueError):
-        lines = []
-    for line in lines:
-        click.echo(line, err=True)
+    warn_host_refusals(started, client)
     return item
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..cli.app import CliState, emit_json, pass_state
-from ..errors import RuntimeFailure, UsageError
+from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..hookspecs import hookimpl
 
 
@@ -85,14 +85,28 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     if foreground:
         _run_foreground(state, payload)
         return
-    started = state.client(spawn=True).request("start", tunnels=payload)
+    client = state.client(spawn=True)
+    started = client.request("start", tunnels=payload)
     if as_json:
         emit_json({"tunnels": started})
+    else:
+        for item in started:
+            click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
+            for url in item["urls"]:
+                click.echo(f"  {url}")
+    warn_host_refusals(started, client)
+
+
+def warn_host_refusals(described: list[Any], client: Any) -> None:
+    """On stderr: each backend that refuses the Host it gets through the tunnel, with the fix."""
+    from ..hostcheck import check_described, warning_lines
+
+    try:
+        lines = warning_lines(check_described(described, client.ping() or {}))
+    except (GotunnelError, KeyError, ValueError):
         return
-    for item in started:
-        click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
-        for url in item["urls"]:
-            click.echo(f"  {url}")
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _run_foreground(state: CliState, payload: list[Any]) -> None:
