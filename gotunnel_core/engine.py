@@ -47,6 +47,10 @@ class EngineContext:
     settings: Mapping[str, Any]
     hook: Any = None  # pluggy HookRelay of the plugin manager
     log: Any = None  # structlog logger bound to the engine
+    #: Listening sockets the daemon received for the listen ports (`supervisor.listeners.ListenerSockets`:
+    #: ports below 1024 through `gotunnel ports`), or None: the engine binds its ports itself. An engine
+    #: serves on them by taking `listeners.dup()`; one that cannot sets `serves_given_sockets = False`.
+    listeners: Any = None
 
 
 class EngineValidationError(UsageError):
@@ -60,6 +64,9 @@ class Engine(abc.ABC):
     #: Formats `gotunnel render --format` accepts; the first is the native one `render` returns.
     #: Empty: only the native format.
     formats: tuple[str, ...] = ()
+    #: Whether the engine can serve on listening sockets the daemon hands it (`EngineContext.listeners`),
+    #: which is how it serves on ports 80/443 without root. The daemon refuses those ports otherwise.
+    serves_given_sockets: bool = False
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context

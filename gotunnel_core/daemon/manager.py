@@ -57,6 +57,7 @@ class TunnelManager:
         self.started_at = time.time()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: Any = None  # sockets received from the port broker, held for the daemon's life
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -66,11 +67,13 @@ class TunnelManager:
         spec = find_engine(specs, self.settings["engine"])
         work_dir = self.layout.engine_dir(spec.name)
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        received = await asyncio.to_thread(self._receive_listeners, spec)
         context = EngineContext(
             work_dir=work_dir,
             settings=dict(self.settings),
             hook=self.plugins.hook,
             log=get_logger(f"gotunnel.engine.{spec.name}"),
+            listeners=received,
         )
         self.engine = spec.engine_class(context)
         self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
@@ -92,6 +95,20 @@ class TunnelManager:
             self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
         log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
         self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
+
+    def _receive_listeners(self, spec: Any) -> Any:
+        """The root-bound sockets of `gotunnel ports` when our ports need them (None otherwise)."""
+        from ..ports.client import needs_broker, receive_listeners
+
+        if needs_broker(self.listen) and not spec.engine_class.serves_given_sockets:
+            raise RuntimeFailure(
+                f"the {spec.name} engine cannot serve on ports {self.listen.http_port}/{self.listen.https_port} "
+                "without root: it cannot take over listening sockets it is given (see docs/ports.md)",
+                hint="use --engine builtin, nginx or caddy on these ports, or ports of 1024 and above")
+        received = receive_listeners(self.listen)
+        if received is not None:
+            self._listeners = received
+        return received
 
     async def shutdown(self, *, forget: bool = False) -> None:
         """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
@@ -115,6 +132,9 @@ class TunnelManager:
                 for tunnel in tunnels:
                     self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
                 self.tunnels = {}
+            if self._listeners is not None:
+                self._listeners.close()  # our copies; the broker keeps the ports
+                self._listeners = None
 
     # ----- operations ----------------------------------------------------------------------
 

@@ -128,6 +128,14 @@ class SupervisedEngine(Engine):
     def close_listeners(self) -> None:
         """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
 
+    def spawn_env(self) -> Mapping[str, str]:
+        """The environment of the engine's process (nginx learns inherited sockets from it)."""
+        return os.environ
+
+    def validator_fds(self) -> Sequence[int]:
+        """Descriptors the validator inherits (with `spawn_env`): nginx -t binds its ports otherwise."""
+        return ()
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod
@@ -266,7 +274,9 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=os.environ, cwd=str(self.work.root), timeout=30)
+        fds = self.validator_fds()
+        code, output = await self.runtime.run(argv, env=self.spawn_env() if fds else os.environ,
+                                              cwd=str(self.work.root), timeout=30, **({"pass_fds": fds} if fds else {}))
         if code != 0:
             message = _clean_validator_output(output, config_dir) or f"exit status {code}"
             raise EngineValidationError(f"{self.name} refused the configuration: {message}",
@@ -306,7 +316,7 @@ class SupervisedEngine(Engine):
         self.before_spawn()
         mark = self._lines_seen
         argv = self.command(binary, self.work)
-        proc = await self.runtime.spawn(argv, env=os.environ, cwd=str(self.work.root), on_stderr=self._on_stderr,
+        proc = await self.runtime.spawn(argv, env=self.spawn_env(), cwd=str(self.work.root), on_stderr=self._on_stderr,
                                         pass_fds=self.inherited_fds())
         try:
             self.work.write_record(proc.identity())

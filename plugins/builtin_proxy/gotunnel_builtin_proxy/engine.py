@@ -29,6 +29,7 @@ class BuiltinEngine(Engine):
     """In-process reverse proxy: one HTTP and one HTTPS listener shared by every tunnel."""
 
     name = "builtin"
+    serves_given_sockets = True
 
     def __init__(self, context: EngineContext) -> None:
         super().__init__(context)
@@ -156,6 +157,10 @@ class BuiltinEngine(Engine):
             {"host": listen.bind, "port": listen.http_port, "reuse_address": True, "backlog": 2048},
             {"host": listen.bind, "port": listen.https_port, "reuse_address": True, "backlog": 2048},
         ]
+        if socks is None and self.context.listeners is not None:  # ports 80/443 through `gotunnel ports`
+            given = self.context.listeners.dup()
+            socks = (given.socket_of(listen.http_port), given.socket_of(listen.https_port))
+            given.close_idle_sides()
         if socks is not None:
             where = [{"sock": socks[0]}, {"sock": socks[1]}]
         try:

@@ -61,8 +61,9 @@ class _CaddyEnvRuntime:
                     pass_fds: Sequence[int] = ()) -> EngineProcess:
         return await self._inner.spawn(argv, env=self._env(env), cwd=cwd, on_stderr=on_stderr, pass_fds=pass_fds)
 
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
-        return await self._inner.run(argv, env=self._env(env), cwd=cwd, timeout=timeout)
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
+                  pass_fds: Sequence[int] = ()) -> tuple[int, str]:
+        return await self._inner.run(argv, env=self._env(env), cwd=cwd, timeout=timeout, pass_fds=pass_fds)
 
     def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
         return self._inner.reap_orphan(record, stop_signal, deadline, log)
@@ -75,6 +76,7 @@ class CaddyEngine(SupervisedEngine):
     binary_candidates = ("caddy",)
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
+    serves_given_sockets = True
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
@@ -155,7 +157,8 @@ class CaddyEngine(SupervisedEngine):
     # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
-        self._listeners = ListenerSockets(table.listen)
+        given = self.context.listeners  # the root-bound 80/443 of `gotunnel ports`, or None
+        self._listeners = given.dup() if given is not None else ListenerSockets(table.listen)
 
     def inherited_fds(self) -> Sequence[int]:
         return self._listeners.fds() if self._listeners is not None else ()

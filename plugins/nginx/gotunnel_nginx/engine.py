@@ -10,10 +10,12 @@ socket reports the new generation. Graceful stop is SIGQUIT.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 
 from gotunnel_core.engine import engine_option
@@ -33,6 +35,7 @@ class NginxEngine(SupervisedEngine):
     binary_candidates = ("nginx",)
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
+    serves_given_sockets = True
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -60,6 +63,31 @@ class NginxEngine(SupervisedEngine):
     def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
         root = self.runtime.map_path(str(work.root))
         return [binary, "-t", "-q", "-p", root + "/", "-e", "stderr", "-c", str(config_dir / "nginx.conf")]
+
+    # ----- sockets the daemon was given (ports 80/443 through `gotunnel ports`) ----------------------
+    # nginx adopts listening sockets named in its NGINX environment variable ("fd;fd;", its binary
+    # upgrade mechanism) whose address matches a `listen` directive, and keeps them across reloads.
+    def open_listeners(self, table: RouteTable) -> None:
+        self.close_listeners()
+        if self.context.listeners is not None:
+            self._given = self.context.listeners.dup()
+
+    def inherited_fds(self) -> Sequence[int]:
+        given = getattr(self, "_given", None)
+        return tuple(given.port_fds(0).values()) if given is not None else ()  # side 0: where new connections go
+
+    def close_listeners(self) -> None:
+        given = getattr(self, "_given", None)
+        if given is not None:
+            given.close()
+            self._given = None
+
+    def validator_fds(self) -> Sequence[int]:
+        return self.inherited_fds()  # `nginx -t` binds every listen address it does not inherit
+
+    def spawn_env(self) -> Mapping[str, str]:
+        fds = self.inherited_fds()
+        return {**os.environ, "NGINX": "".join(f"{fd};" for fd in fds)} if fds else os.environ
 
     def before_spawn(self) -> None:
         # A killed nginx leaves its unix socket behind; a new master could not bind it.
