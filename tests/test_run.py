@@ -208,3 +208,51 @@ def test_bad_input_is_one_line_exit_2_and_nothing_runs(gotunnel: Gotunnel, proje
     assert result.err.startswith(message), result.err
     assert len([line for line in result.err.splitlines() if line.startswith("error:")]) == 1
     assert gotunnel.daemon_pid() is None
+
+
+def test_ctrl_c_on_a_terminal_goes_to_the_command_which_owns_the_terminal(
+        gotunnel: Gotunnel, project: Path, tmp_path: Path) -> None:
+    """On a terminal the command's group becomes the foreground group (as a shell does for a job):
+    the terminal's Ctrl-C reaches it directly, gotunnel cleans up and exits with its code."""
+    import fcntl
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+    log = tmp_path / "signals.log"
+
+    def take_terminal() -> None:  # gotunnel's own session, with the pty as its controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "gotunnel_core", "run", "-d", "tty", "--", sys.executable,
+                             str(PORT_APP)], cwd=project, env={**os.environ, **gotunnel.env, "SIGNAL_LOG": str(log)},
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=take_terminal)
+    os.close(slave)
+    output = bytearray()
+
+    def read_available() -> None:
+        import select
+
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            output.extend(chunk)
+
+    try:
+        wait_for(lambda: serves(gotunnel, "tty"), timeout=60, what="the tunnel to serve the app")
+        echo = serves(gotunnel, "tty")
+        assert os.tcgetpgrp(master) == echo["pid"]  # the command's group owns the terminal
+        os.write(master, b"\x03")  # Ctrl-C
+        assert proc.wait(30) == 10 + signal.SIGINT
+        read_available()
+    finally:
+        if proc.poll() is None:
+            stop_pid(proc.pid)
+        os.close(master)
+    assert log.read_text().splitlines() == ["app SIGINT"]
+    assert b"removed tunnel tty" in output
+    assert tunnel_names(gotunnel) == []
