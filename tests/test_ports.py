@@ -332,3 +332,22 @@ def test_systemd_units_and_launchd_plist_are_well_formed(users: tuple[User, User
         problems = [line for line in verify.stderr.splitlines() if "gotunnel-ports" in line
                     and "Unit is bound to inactive unit" not in line]
         assert not problems, verify.stderr
+
+
+def test_a_broker_the_user_cannot_start_leaves_nothing_behind(users: tuple[User, User]) -> None:
+    """`enable` from a Python the user cannot run (here: under root's 0700 home) fails cleanly."""
+    alice = users[0]
+    try:
+        runnable = _run([sys.executable, "-c", "pass"], alice).returncode == 0
+    except OSError:
+        runnable = False
+    if runnable:
+        pytest.skip(f"{alice.name} can run {sys.executable}: nothing to provoke")
+    before = _listening()
+    result = _run([sys.executable, "-m", "gotunnel_core", "ports", "enable", "--user", alice.name, "--bind", BIND],
+                  env={**os.environ, "HOME": "/root"})
+    assert result.returncode == 1 and result.stderr.startswith(
+        f"error: cannot start the port broker as {alice.name}"), result.stderr
+    assert not Path(f"/var/lib/gotunnel/ports/{alice.name}.json").exists()
+    assert not Path(f"/run/gotunnel/{alice.uid}").exists()
+    assert not {80, 443} & (_listening() - before)

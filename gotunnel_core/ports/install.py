@@ -153,6 +153,9 @@ def _enable_process(user: pwd.struct_passwd, listen: Listen, record: dict[str, A
             proc = subprocess.Popen(broker_argv(), pass_fds=fds, env=env, cwd=str(directory), stdin=subprocess.DEVNULL,
                                     stdout=log_fd, stderr=log_fd, start_new_session=True,
                                     user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        except OSError as exc:  # e.g. this Python lives under root's private home
+            raise RuntimeFailure(f"cannot start the port broker as {user.pw_name}: {exc.strerror}: {sys.executable}",
+                                 hint=f"install gotunnel where {user.pw_name} can run it (as that user, e.g. with pipx)") from None
         finally:
             os.close(log_fd)
     finally:
