@@ -43,6 +43,9 @@ class NginxEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
             "active checks need nginx Plus"),
+        "host_header_backend_each": Capability.unsupported(
+            "nginx builds the request before it picks a server of the upstream block, so with several "
+            "backends every backend gets the first one's host:port"),
     }
     serves_given_sockets = True
 

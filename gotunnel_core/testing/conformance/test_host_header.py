@@ -1,16 +1,14 @@
-"""Conformance rows of the developer's loop (issue 13): what Host each engine sends upstream for
-`host_header = "preserve" | "backend" | "<host[:port]>"`.
-
-Same suite as tests/test_conformance.py (its `env`/`app` fixtures, `behaviour` marker, engine
-parametrization and capability table); kept in its own module so the rows travel with the feature.
+"""Rows of the developer's loop: the Host each engine sends upstream for a tunnel's
+`host_header = "preserve" | "backend" | "<host[:port]>"` (frameworks such as Vite, Django and
+Rails refuse a Host they do not know; `backend` or a literal value gets past them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from conformance_backends import header_values
-from test_conformance import Env, app, behaviour, body_json, env, pytest_generate_tests  # noqa: F401 - fixtures, hook
+from ..backends import header_values
+from . import Env, app, behaviour, body_json, env  # noqa: F401 - fixtures
 
 
 def _host_seen(env: Env, name: str, https: bool, path: str = "/h") -> tuple[dict[str, Any], str]:
@@ -20,7 +18,7 @@ def _host_seen(env: Env, name: str, https: bool, path: str = "/h") -> tuple[dict
     return body_json(body), env.url_host(name, https)
 
 
-@behaviour("host_header_preserve")
+@behaviour("host_header_preserve", "host_header = preserve: the client's Host reaches the backend")
 def test_host_header_preserve_sends_the_clients_host(env: Env, app: Any) -> None:
     backend = app()
     env.write_config(f'[[tunnels]]\nname = "keep"\nbackends = ["{backend.url}"]\nhost_header = "preserve"\n')
@@ -32,7 +30,7 @@ def test_host_header_preserve_sends_the_clients_host(env: Env, app: Any) -> None
     assert env.g.json("list")["tunnels"][0]["host_header"] == "preserve"
 
 
-@behaviour("host_header_backend")
+@behaviour("host_header_backend", "host_header = backend: the backend's host:port as Host")
 def test_host_header_backend_sends_the_backends_address(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "rewrite", "--backend", backend.url + "/base", "--host-header", "backend")
@@ -43,22 +41,24 @@ def test_host_header_backend_sends_the_backends_address(env: Env, app: Any) -> N
         assert echo["path"] == "/base/h?x=1"
 
 
-@behaviour("host_header_backend_each")
+@behaviour("host_header_backend_each", "host_header = backend with several backends: each gets its own host:port")
 def test_host_header_backend_gives_each_backend_its_own_address(env: Env, app: Any) -> None:
     one, two = app("one"), app("two")
     env.start("-d", "pair", "--backend", one.url, "--backend", two.url, "--host-header", "backend")
     client = env.client("pair")
     seen: dict[str, set[str]] = {"one": set(), "two": set()}
-    for _ in range(8):
-        status, _, body = client.request("GET", "/")
-        assert status == 200
-        echo = body_json(body)
-        seen[echo["server"]].update(header_values(echo, "Host"))
-    client.close()
+    try:
+        for _ in range(8):
+            status, _, body = client.request("GET", "/")
+            assert status == 200
+            echo = body_json(body)
+            seen[echo["server"]].update(header_values(echo, "Host"))
+    finally:
+        client.close()
     assert seen == {"one": {f"127.0.0.1:{one.port}"}, "two": {f"127.0.0.1:{two.port}"}}
 
 
-@behaviour("host_header_custom")
+@behaviour("host_header_custom", "host_header = a literal host[:port]; bad values refused")
 def test_host_header_custom_value(env: Env, app: Any) -> None:
     backend = app()
     env.start("-d", "custom", "-p", str(backend.port), "--host-header", "API.example.test:9000")
