@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Mapping
 from gotunnel_core.models import HOST_HEADER_MODES, RouteTable, Tunnel
 
 if TYPE_CHECKING:
-    from .balancer import Balancer
+    from .balancer import Balancer, BackendState
 
 _SUFFIXES = ((".localhost", 10), (".local", 6))
 _CACHE_MAX = 4096
@@ -51,6 +51,12 @@ class Route:
             upstream_host=b"" if tunnel.host_header in HOST_HEADER_MODES else tunnel.host_header.encode("ascii"),
             host_from_backend=tunnel.host_header == "backend",
         )
+
+    def upstream_authority(self, backend: "BackendState", client_host: bytes) -> bytes:
+        """The Host (HTTP/2: `:authority`) `backend` receives for a request sent with `client_host`."""
+        if self.host_from_backend:
+            return backend.host_header
+        return self.upstream_host or client_host
 
 
 def tunnel_name_of(host: str) -> str | None:
