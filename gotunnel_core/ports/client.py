@@ -6,11 +6,14 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuntimeFailure
 from ..models import Listen
 from .layout import HTTP_PORT, HTTPS_PORT, broker_socket
+
+if TYPE_CHECKING:
+    from ..supervisor.listeners import ListenerSockets
 
 ENABLE_HINT = "sudo gotunnel ports enable   (lets your daemon serve on 80/443; see docs/ports.md)"
 
@@ -59,7 +62,7 @@ def needs_broker(listen: Listen) -> bool:
     return os.geteuid() != 0 and min(listen.http_port, listen.https_port) < unprivileged_port_start()
 
 
-def receive_listeners(listen: Listen) -> Any:
+def receive_listeners(listen: Listen) -> ListenerSockets | None:
     """The broker's listening sockets for `listen` as `ListenerSockets`, or None when this process
     can bind the ports itself. RuntimeFailure (with the fix) when it cannot and no broker fits."""
     from ..supervisor.listeners import ListenerSockets
