@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from .models import Backend, Listen, Tunnel
 
@@ -111,10 +111,10 @@ def check_tunnel(tunnel: Tunnel, listen: Listen, *, mdns: bool) -> list[Refusal]
     return refusals
 
 
-def check_described(described: list[dict[str, object]], daemon: dict[str, object]) -> list[Refusal]:
+def check_described(described: list[dict[str, Any]], daemon: Mapping[str, Any]) -> list[Refusal]:
     """`check_tunnel` for tunnels as the daemon describes them (`start`/`list` results), with the
     listen ports and mDNS setting its `ping` reports."""
-    listen = Listen(str(daemon["bind"]), int(daemon["http_port"]), int(daemon["https_port"]))  # type: ignore[arg-type]
+    listen = Listen(str(daemon["bind"]), int(daemon["http_port"]), int(daemon["https_port"]))
     refusals: list[Refusal] = []
     for item in described:
         raw = {k: v for k, v in item.items() if k != "urls"}

@@ -70,7 +70,7 @@ def test_check_sends_the_host_the_engine_would_send(picky_backend: int) -> None:
 
 
 def test_a_backend_that_does_not_answer_is_no_refusal() -> None:
-    from conftest import free_port
+    from gotunnel_core.testing import free_port
 
     tunnel = Tunnel.from_raw({"name": "app", "backends": f"http://127.0.0.1:{free_port()}"})
     assert check_tunnel(tunnel, Listen(), mdns=False) == []

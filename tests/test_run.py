@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from cli_helpers import http_get
-from conftest import Gotunnel, free_port, stop_pid, wait_for
+from gotunnel_core.testing import Gotunnel, free_port, stop_pid, wait_for
+from gotunnel_core.testing.daemon import http_get
 
 PORT_APP = Path(__file__).resolve().parent / "devloop_apps" / "port_app.py"
 

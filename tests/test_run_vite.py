@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from cli_helpers import http_get
-from conftest import Gotunnel, stop_pid, wait_for
+from gotunnel_core.testing import Gotunnel, stop_pid, wait_for
+from gotunnel_core.testing.daemon import http_get
 
 pytestmark = pytest.mark.slow
 

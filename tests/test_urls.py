@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 from test_mdns_daemon import netns_pair, ns_gotunnel, procs  # noqa: F401 - fixtures of the namespace test
 
 #: segno's compact terminal output: each character is two modules, top and bottom (True = dark).

@@ -73,11 +73,12 @@ def open_(state: CliState, name: str, lan: bool, plain: bool) -> None:
 @pass_state
 def qr(state: CliState, name: str, plain: bool, localhost: bool) -> None:
     """Show the LAN URL of tunnel NAME as a QR code, for a phone on the same network."""
+    import sys
+
     import segno
 
     target = tunnel_url(state, name, lan=not localhost, plain=plain)
-    out = click.get_text_stream("stdout")
-    segno.make(target, error="m").terminal(out=out, compact=True)
+    segno.make(target, error="m").terminal(out=sys.stdout, compact=True)
     click.echo(target)
 
 
