@@ -329,7 +329,7 @@ class HeaderRules:
 
 #: `host_header` modes besides a literal value: the client's Host, or the chosen backend's `host:port`.
 HOST_HEADER_MODES: tuple[str, ...] = ("preserve", "backend")
-_HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?$")
+_HOST_PORT_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
 def parse_host_header(raw: object) -> str:
@@ -339,7 +339,7 @@ def parse_host_header(raw: object) -> str:
         raise ValidationError("host_header", raw, "must be 'preserve', 'backend' or a host[:port]")
     if raw in HOST_HEADER_MODES:
         return raw
-    match = _HOST_PORT_RE.match(raw)
+    match = _HOST_PORT_RE.fullmatch(raw)
     if match is None:
         raise ValidationError("host_header", raw, "must be 'preserve', 'backend' or a host[:port] such as example.test:3000")
     host, port = match.group("host"), match.group("port")
@@ -353,7 +353,7 @@ def parse_host_header(raw: object) -> str:
             ipaddress.ip_address(host)
         except ValueError:
             labels = host.lower().rstrip(".").split(".")
-            if any(not _LABEL_RE.match(label) for label in labels) or len(host) > 253:
+            if any(not _LABEL_RE.fullmatch(label) for label in labels) or len(host) > 253:
                 raise ValidationError("host_header", raw, f"{host!r} is neither an IP address nor a valid host name "
                                       "(letters, digits, inner hyphens and dots)") from None
     if port is not None and not 1 <= int(port) <= 65535:

@@ -127,7 +127,9 @@ def test_host_header_modes_and_literals(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("raw", ["", "a b", "x\r\nX-Injected: 1", "host:0", "host:65536", "[nope]:1", "a:b:c",
-                                 "under_score", "{env.HOME}", "$host", 80, None, "-lead"])
+                                 "under_score", "{env.HOME}", "$host", 80, None, "-lead",
+                                 # a final newline: `$` would match before it (fullmatch does not)
+                                 "example.test\n", "example.test:80\n", "[::1]\n", "1.2.3.4\n"])
 def test_bad_host_header_is_refused_naming_it(raw: object) -> None:
     with pytest.raises(ValidationError) as info:
         Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000", "host_header": raw})

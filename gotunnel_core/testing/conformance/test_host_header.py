@@ -66,7 +66,7 @@ def test_host_header_custom_value(env: Env, app: Any) -> None:
         echo, client_host = _host_seen(env, "custom", https)
         assert header_values(echo, "Host") == ["api.example.test:9000"]
         assert header_values(echo, "X-Forwarded-Host") == [client_host]
-    for bad in ("a b", "x\r\nInjected: 1", "host:99999", "{env.HOME}", "$host"):
+    for bad in ("a b", "x\r\nInjected: 1", "host:99999", "{env.HOME}", "$host", "example.test\n"):
         result = env.g("start", "-d", "bad", "-p", str(backend.port), "--host-header", bad)
         assert result.code == 2 and result.err.startswith("error: invalid host_header"), (bad, result.err)
         assert len(result.err.strip().splitlines()) <= 2
