@@ -7,7 +7,6 @@ returns the framework with its one-line fix. `start`, `run` and `doctor` show th
 
 from __future__ import annotations
 
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -57,36 +56,30 @@ def recognise(status: int, body: bytes) -> tuple[str, str] | None:
 
 
 def fetch(backend: Backend, host: str, timeout: float = TIMEOUT) -> tuple[int, bytes] | None:
-    """One `GET /` to the backend with `Host: host`: (status, start of the body), or None when it
-    does not answer like an HTTP server."""
+    """One `GET /` to the backend with `Host: host` (http.client, exactly that Host): (status, the
+    start of the body), or None when it does not answer like an HTTP server."""
+    import http.client
+
+    conn: http.client.HTTPConnection
+    if backend.scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # local dev backends use self-signed certificates
+        conn = http.client.HTTPSConnection(backend.host, backend.port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(backend.host, backend.port, timeout=timeout)
     try:
-        sock = socket.create_connection((backend.host, backend.port), timeout=timeout)
-    except OSError:
-        return None
-    try:
-        if backend.scheme == "https":
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # local dev backends use self-signed certificates
-            sock = context.wrap_socket(sock, server_hostname=None)
-        path = (backend.path or "") + "/"
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html,*/*\r\n"
-                     "User-Agent: gotunnel-hostcheck\r\nConnection: close\r\n\r\n".encode("ascii"))
-        data = b""
-        while len(data) < READ_LIMIT:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except (OSError, ssl.SSLError):
+        conn.putrequest("GET", (backend.path or "") + "/", skip_host=True, skip_accept_encoding=True)
+        for name, value in (("Host", host), ("Accept", "text/html,*/*"), ("User-Agent", "gotunnel-hostcheck"),
+                            ("Connection", "close")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read(READ_LIMIT)
+    except (OSError, http.client.HTTPException):
         return None
     finally:
-        sock.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    parts = head.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return None
-    return int(parts[1]), body
+        conn.close()
 
 
 def client_hosts(tunnel: Tunnel, listen: Listen, mdns: bool) -> list[str]:
