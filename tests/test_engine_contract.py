@@ -60,3 +60,29 @@ def test_a_route_change_is_one_apply_and_no_separate_validate(tmp_path: Any) -> 
 
     asyncio.run(scenario())
     assert Counting.calls == ["start", "apply:1", "apply:0", "stop"]
+
+
+def test_write_rendered_writes_links_and_never_writes_through_one(tmp_path: Any) -> None:
+    """A `RenderedLink` becomes a symbolic link (a key is never copied); a second render replaces
+    links and files in place and never writes into the file an old link names."""
+    import os
+
+    import pytest
+
+    from gotunnel_core.engine import RenderedLink, write_rendered
+    from gotunnel_core.errors import RuntimeFailure
+
+    secret = tmp_path / "key.pem"
+    secret.write_text("KEY")
+    out = tmp_path / "out"
+    write_rendered({"certs/a.pem.key": RenderedLink(str(secret)), "conf": "one"}, out)
+    assert os.readlink(out / "certs" / "a.pem.key") == str(secret)
+    write_rendered({"certs/a.pem.key": "plain text now", "conf": RenderedLink(str(secret))}, out)
+    assert secret.read_text() == "KEY"  # the old link was replaced, not written through
+    assert not (out / "certs" / "a.pem.key").is_symlink() and (out / "certs" / "a.pem.key").read_text() == "plain text now"
+    assert os.readlink(out / "conf") == str(secret)
+    for bad in ("../x", "certs/../../x", "/etc/x", "certs/.."):
+        with pytest.raises(RuntimeFailure):
+            write_rendered({bad: "x"}, out)
+    with pytest.raises(ValueError):
+        RenderedLink("relative/key.pem")
