@@ -11,4 +11,4 @@ def test_not_found_page_lists_at_most_max_listed_tunnels_by_name() -> None:
     short = pages.not_found_page("x.localhost", list(reversed(tunnels)), Listen(), max_listed=3)
     assert [f"<code>t{i:02d}</code>" in short for i in range(12)] == [True] * 3 + [False] * 9  # first by name
     assert "... and 9 more" in short and len(short) < len(full)
-    assert pages.not_found_page("x", tunnels, Listen(), max_listed=12) == full
+    assert pages.not_found_page("x.localhost", tunnels, Listen(), max_listed=12) == full
