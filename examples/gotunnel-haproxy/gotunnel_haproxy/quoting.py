@@ -1,0 +1,109 @@
+"""Quoting of values for HAProxy's configuration syntax; every value that reaches the template passes here.
+
+HAProxy splits a line into words at unquoted spaces; `#` starts a comment, `\\` escapes, double
+quotes are "weak" (they still expand `${VAR}` and backslash escapes) and single quotes are
+"strong": nothing inside them is interpreted, and quoted parts next to each other form one word.
+So a value written inside single quotes, with each `'` written as `'\\''` (close, escaped quote,
+reopen), is read back exactly, whatever it holds, and can end neither its word nor its line.
+
+What quoting at the line level cannot neutralise is a word's own syntax:
+
+- log-format words (`http-request set-header` values, `set-path`, `lf-file` pages) expand
+  `%[...]`, `%ci` and the like: `hap_lf` writes `%` as `%%` first, so a value stays literal;
+- names (server names in SNI filters and map keys) are checked against host-name characters and
+  written bare, as HAProxy's own map and crt-list readers split on spaces;
+- control characters (CR, LF, NUL, ...) are refused everywhere: the models never let them through,
+  and a filter that sees one raises rather than writing a broken config.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HOSTNAME_RE = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+_ADDRESS_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")
+_PROXY_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+class HAProxyQuoteError(ValueError):
+    """A value that cannot be written into an HAProxy config safely."""
+
+
+def _check(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise HAProxyQuoteError(f"{what} must be a string, not {type(value).__name__}")
+    bad = next((ch for ch in value if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    if bad is not None:
+        raise HAProxyQuoteError(f"{what} {value!r} contains the control character {bad!r}")
+    return value
+
+
+def hap_str(value: object) -> str:
+    """One word, taken literally: a strongly quoted string (header names, content types, paths)."""
+    return "'" + _check(value, "value").replace("'", "'\\''") + "'"
+
+
+def hap_lf(value: object) -> str:
+    """One log-format word whose text stays literal: `%` doubled, then strongly quoted."""
+    return hap_str(_check(value, "value").replace("%", "%%"))
+
+
+def lf_literal(value: str) -> str:
+    """Text for a log-format file (`lf-file`): `%` doubled, nothing else changes."""
+    return _check_text(value).replace("%", "%%")
+
+
+def _check_text(value: str) -> str:
+    # A page may hold newlines and tabs; it is a file, not a word in a line.
+    bad = next((ch for ch in value if (ord(ch) < 0x20 and ch not in "\n\t") or ord(ch) == 0x7F), None)
+    if bad is not None:
+        raise HAProxyQuoteError(f"page text contains the control character {bad!r}")
+    return value
+
+
+def hap_name(value: object) -> str:
+    """A host name (`myapp.localhost`, `*.myapp.local`): host-name characters only, bare."""
+    text = _check(value, "server name")
+    if not _HOSTNAME_RE.fullmatch(text):
+        raise HAProxyQuoteError(f"server name {text!r} is not a host name")
+    return text
+
+
+def hap_proxy(value: object) -> str:
+    """A frontend/backend name (HAProxy allows letters, digits and `_.:-`), bare."""
+    text = _check(value, "proxy name")
+    if not _PROXY_NAME_RE.fullmatch(text):
+        raise HAProxyQuoteError(f"proxy name {text!r} holds characters HAProxy does not allow")
+    return text
+
+
+def hap_address(value: object) -> str:
+    """`host:port` or `[v6]:port` for `server` and `bind`, bare."""
+    text = _check(value, "address")
+    if not _ADDRESS_RE.fullmatch(text):
+        raise HAProxyQuoteError(f"address {text!r} is not host:port")
+    return text
+
+
+def hap_int(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HAProxyQuoteError(f"{value!r} is not an integer")
+    return str(value)
+
+
+def hap_ms(value: object) -> str:
+    """Seconds (int or float) as HAProxy milliseconds, `1500ms` (at least 1 ms)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise HAProxyQuoteError(f"{value!r} is not a duration in seconds")
+    return f"{max(1, round(value * 1000))}ms"
+
+
+FILTERS = {
+    "hap_str": hap_str,
+    "hap_lf": hap_lf,
+    "hap_name": hap_name,
+    "hap_proxy": hap_proxy,
+    "hap_address": hap_address,
+    "hap_int": hap_int,
+    "hap_ms": hap_ms,
+}

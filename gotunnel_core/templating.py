@@ -1,0 +1,61 @@
+"""Jinja2 for engines that render their configuration from templates (nginx, HAProxy, third-party ones).
+
+Templates are found through a `ChoiceLoader`: the user's `template_dir` first, then the
+templates packaged with the engine, which are also reachable as `default:NAME` so an override
+can `{% extends "default:haproxy.cfg.j2" %}`. `StrictUndefined` makes a typo in a template an
+error, and autoescape is off (a proxy config is not HTML): every value from the route table goes
+through one of the engine's own quoting filters, which raise on a value they cannot write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .engine import EngineValidationError
+from .errors import UsageError
+
+
+def template_environment(packaged: Path, template_dir: str | None, filters: Mapping[str, Callable[..., str]]) -> Any:
+    """A Jinja2 environment over `template_dir` (optional, the user's overrides) and the engine's
+    `packaged` templates, with the engine's quoting `filters`."""
+    import jinja2
+
+    default = jinja2.FileSystemLoader(str(packaged))
+    loaders: list[Any] = []
+    if template_dir:
+        if not os.path.isdir(template_dir):
+            raise UsageError(f"template_dir {template_dir!r} is not a directory")
+        loaders.append(jinja2.FileSystemLoader(template_dir))
+    loaders += [jinja2.PrefixLoader({"default": default}, delimiter=":"), default]
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    env.filters.update(filters)
+    return env
+
+
+def render_template(env: Any, name: str, context: Mapping[str, Any], *, engine: str,
+                    quote_errors: tuple[type[Exception], ...]) -> str:
+    """Render template `name`; a value a quoting filter refuses (one of `quote_errors`) or an error
+    in a user's template becomes `EngineValidationError` naming the engine (exit 2)."""
+    import jinja2
+
+    try:
+        text: str = env.get_template(name).render(context)
+    except quote_errors as exc:
+        raise EngineValidationError(f"{engine}: {exc}") from None
+    except jinja2.TemplateError as exc:
+        lineno = getattr(exc, "lineno", None)
+        where = f" ({getattr(exc, 'filename', None)}:{lineno})" if lineno else ""
+        raise EngineValidationError(f"{engine} template error{where}: {exc}") from None
+    return text
+
+
+__all__ = ["render_template", "template_environment"]
