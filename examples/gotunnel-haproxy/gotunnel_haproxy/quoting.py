@@ -10,6 +10,8 @@ What quoting at the line level cannot neutralise is a word's own syntax:
 
 - log-format words (`http-request set-header` values, `set-path`, `lf-file` pages) expand
   `%[...]`, `%ci` and the like: `hap_lf` writes `%` as `%%` first, so a value stays literal;
+- an empty quoted word is dropped by HAProxy's reader: `hap_lf` writes the empty string as the
+  expression `%[str()]`, and `hap_str` refuses it;
 - names (server names in SNI filters and map keys) are checked against host-name characters and
   written bare, as HAProxy's own map and crt-list readers split on spaces;
 - control characters (CR, LF, NUL, ...) are refused everywhere: the models never let them through,
@@ -40,12 +42,17 @@ def _check(value: object, what: str) -> str:
 
 def hap_str(value: object) -> str:
     """One word, taken literally: a strongly quoted string (header names, content types, paths)."""
-    return "'" + _check(value, "value").replace("'", "'\\''") + "'"
+    text = _check(value, "value")
+    if not text:
+        raise HAProxyQuoteError("an empty word: HAProxy would drop it")
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def hap_lf(value: object) -> str:
-    """One log-format word whose text stays literal: `%` doubled, then strongly quoted."""
-    return hap_str(_check(value, "value").replace("%", "%%"))
+    """One log-format word whose text stays literal: `%` doubled, then strongly quoted; the empty
+    string (which HAProxy would drop as a word) as the expression `%[str()]`."""
+    text = _check(value, "value")
+    return hap_str(text.replace("%", "%%")) if text else "%[str()]"
 
 
 def lf_literal(value: str) -> str:
