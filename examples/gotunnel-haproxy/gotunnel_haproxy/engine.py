@@ -57,6 +57,15 @@ class HAProxyEngine(SupervisedEngine):
         EngineOption("maxconn", integer(100, 1_000_000), None,
                      "most concurrent connections (unset: what the open-file limit allows)"),
     )
+    capabilities = {
+        "weights": Capability.variant(
+            "HAProxy weights go from 1 to 256: when a tunnel has a larger one, all are scaled down "
+            "(1000:1 becomes 256:1)"),
+        "not_found_page": Capability.variant(
+            "the page is served from one 16 KiB buffer (`http-request return`): it lists the tunnels that fit, "
+            "by name (about 30), then how many more"),
+    }
+
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
         self._listen: Listen | None = None

@@ -24,7 +24,10 @@ def engine(tmp_path: Path, **settings: Any) -> HAProxyEngine:
     return HAProxyEngine(EngineContext(tmp_path / "work", {"engine": "haproxy", **settings}))
 
 
-def table(*raw: dict[str, Any], listen: Listen = Listen("127.0.0.1", 8080, 8443), default: bool = True) -> RouteTable:
+LISTEN = Listen("127.0.0.1", 8080, 8443)
+
+
+def table(*raw: dict[str, Any], listen: Listen = LISTEN, default: bool = True) -> RouteTable:
     tunnels = tuple(Tunnel.from_raw(t) for t in raw)
     certs = {t.name: CertFiles(f"/certs/{t.name}.pem", f"/certs/{t.name}_key.pem") for t in tunnels}
     return RouteTable(listen, tunnels, certs, CertFiles("/certs/d.pem", "/certs/d_key.pem") if default else None)
