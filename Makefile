@@ -47,9 +47,11 @@ dist-env: dist $(DIST_PY)
 
 # Each plugin's tests (and the example engine's), run from its own directory (its pyproject.toml
 # selects its engine for the conformance suite); every plugin runs even when one fails.
+# `python -P`: `-m` would put the project directory first on sys.path, and the tests would import
+# the plugin's source instead of its installed wheel.
 test-plugins: dist-env
 	@status=0; for p in $(PLUGIN_DIRS); do echo "== $$p"; \
-	  (cd $$p && $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; done; exit $$status
+	  (cd $$p && $(CURDIR)/$(DIST_PY) -P $(PYTEST) $(PYTEST_ARGS)) || status=1; done; exit $$status
 
 # Static checks: ruff (lint) and mypy (types) on the core, the plugins and the example engine; see pyproject.toml.
 lint: setup
