@@ -1,6 +1,6 @@
 """The HAProxy engine: a supervised HAProxy in master-worker mode, reloaded seamlessly.
 
-HAProxy runs in the foreground as `haproxy -W -C <work>/current -f haproxy.cfg`, a child of the
+HAProxy runs in the foreground as `haproxy -W -S <master CLI> -C <work>/current -f haproxy.cfg`, a child of the
 gotunnel daemon. `-C` makes every path in the config relative to the generation directory that
 `current` names, so the validator (`haproxy -c -C <new generation>`) reads exactly the files the
 reload will. A new route table is rendered into a new generation, checked with `haproxy -c`,
@@ -8,9 +8,10 @@ published by swapping `current`, and loaded with SIGUSR2 to the master: the mast
 itself on the new config, takes the listening sockets over from the running worker (the socket
 transfer `-x` does), starts a new worker and soft-stops the old one, which stops accepting and
 lets its open requests and websockets finish. No listening socket is ever closed, so no queued
-connection is reset. The reload counts as done once the control socket (a unix socket in `run/`)
-answers the new generation and no old worker still listens on the tunnel ports, so a request
-sent after `apply` returns meets the new routes. Graceful stop is SIGUSR1 (soft stop).
+connection is reset. The reload counts as done once the master CLI (`-S run/master.sock`) counts
+one more reload (the master then handles signals again: see `master.py`), the control socket
+(`run/ctl.sock`) answers the new generation, and no old worker still listens on the tunnel ports,
+so a request sent after `apply` returns meets the new routes. Graceful stop is SIGUSR1 (soft stop).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from gotunnel_core.supervisor import AdminClient, EngineProcess, Runtime, Superv
 from gotunnel_core.values import integer
 
 from .listening import listens_on
+from .master import show_proc
 
 INSTALL_HINT = ("Install HAProxy 2.6 or later with `sudo apt-get install haproxy` (Debian/Ubuntu) "
                 "or `brew install haproxy` (macOS).")
 CONTROL_SOCKET = "ctl.sock"
+MASTER_SOCKET = "master.sock"
 #: What HAProxy says on every reload (its version and path; one line per proxy an old worker
 #: stops, so one per tunnel): nothing to act on.
 _ROUTINE = re.compile(r"Proxy \S+ stopped \(cumulated conns|Stopping (frontend|backend|proxy) |"
@@ -69,6 +72,7 @@ class HAProxyEngine(SupervisedEngine):
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
         self._listen: Listen | None = None
+        self._reloads = 0  # the master's reload count, as `show proc` last said
 
     # ----- rendering ------------------------------------------------------------------------------
     def control_socket(self) -> str:
@@ -76,6 +80,14 @@ class HAProxyEngine(SupervisedEngine):
         path = self.socket_path(CONTROL_SOCKET)
         if path is None:
             raise UsageError(f"the HAProxy control socket path {self.work.run / CONTROL_SOCKET} is too long for a unix socket",
+                             hint="use a shorter --state-dir")
+        return path
+
+    def master_socket(self) -> str:
+        """The master CLI's path (`-S`), refused like the control socket when too long."""
+        path = self.socket_path(MASTER_SOCKET)
+        if path is None:
+            raise UsageError(f"the HAProxy master socket path {self.work.run / MASTER_SOCKET} is too long for a unix socket",
                              hint="use a shorter --state-dir")
         return path
 
@@ -99,7 +111,7 @@ class HAProxyEngine(SupervisedEngine):
     def command(self, binary: str, work: WorkDir) -> list[str]:
         from .render import CONFIG_FILE
 
-        return [binary, "-W", "-C", self.runtime.map_path(str(work.current)), "-f", CONFIG_FILE]
+        return [binary, "-W", "-S", self.master_socket(), "-C", self.runtime.map_path(str(work.current)), "-f", CONFIG_FILE]
 
     def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
         from .render import CONFIG_FILE
@@ -129,27 +141,38 @@ class HAProxyEngine(SupervisedEngine):
         return int(answer.text)
 
     async def ready(self, proc: EngineProcess, generation: int) -> bool:
-        return await self.served_generation() == generation
+        """The worker serves `generation` and the master answers its CLI (so a signal sent now is
+        handled, not lost)."""
+        if await self.served_generation() != generation:
+            return False
+        processes = await show_proc(self.master_socket())
+        if processes is not None:
+            self._reloads = processes.reloads
+        return processes is not None
 
     async def reload(self, proc: EngineProcess, generation: int) -> None:
-        """SIGUSR2 to the master; done once the new worker serves `generation` and every worker
-        that ran before has stopped listening on the tunnel ports (it may live on to finish
-        requests and websockets)."""
+        """SIGUSR2 to the master; done once the master answers with one more reload, the new
+        worker serves `generation`, and every worker that ran before has stopped listening on
+        the tunnel ports (it may live on to finish requests and websockets)."""
         mark = self.stderr_mark()
         before = set(proc.children())
+        previous = await show_proc(self.master_socket())
+        reloads, failed = (previous.reloads, previous.failed) if previous else (self._reloads, 0)
         ports = self._ports()
         proc.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + self.option("ready_deadline")
-        loaded = False
+        settled = loaded = False
         while time.monotonic() < deadline:
-            said = self.stderr_since(mark)
             if proc.returncode is not None:
-                raise RuntimeFailure(f"haproxy exited during reload: {said or '(no output)'}")
-            if "Loading failure" in said:
-                raise RuntimeFailure(f"haproxy did not load the new configuration: {said}",
+                raise RuntimeFailure(f"haproxy exited during reload: {self.stderr_since(mark) or '(no output)'}")
+            processes = await show_proc(self.master_socket())
+            if processes is not None and processes.failed > failed:
+                raise RuntimeFailure(f"haproxy did not load the new configuration: {self.stderr_since(mark) or '(no output)'}",
                                      hint="the previous configuration stays in use; see `gotunnel logs`")
+            settled = settled or (processes is not None and processes.reloads > reloads)
             loaded = loaded or await self.served_generation() == generation
-            if loaded and not any(listens_on(pid, ports) for pid in before):
+            if settled and loaded and not any(listens_on(pid, ports) for pid in before):
+                self._reloads = processes.reloads if processes is not None else reloads + 1
                 return
             await asyncio.sleep(0.02)
         raise RuntimeFailure(f"haproxy did not load the new configuration in time: {self.stderr_since(mark) or '(no output)'}",

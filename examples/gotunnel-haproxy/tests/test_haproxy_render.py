@@ -166,3 +166,17 @@ def test_validator_alerts_become_one_line(tmp_path: Path) -> None:
     message = engine(tmp_path).validator_message(output, Path("/x/gen"))
     assert message == "parsing [haproxy.cfg:97] : 'server s0' : could not resolve address 'a.invalid'."
     assert engine(tmp_path).validator_message("something else\n", Path("/x")) == "something else"
+
+
+def test_show_proc_is_parsed() -> None:
+    from gotunnel_haproxy.master import parse_show_proc
+
+    text = ("#<PID>          <type>          <reloads>       <uptime>        <version>\n"
+            "30258           master          3 [failed: 1]   0d00h00m01s     2.6.12-1+deb12u4\n"
+            "# workers\n30294           worker          0               0d00h00m00s     2.6.12-1+deb12u4\n"
+            "# old workers\n30200           worker          1               0d00h00m01s     2.6.12-1+deb12u4\n"
+            "# programs\n\n")
+    processes = parse_show_proc(text)
+    assert processes is not None
+    assert (processes.reloads, processes.failed, processes.workers, processes.old_workers) == (3, 1, (30294,), (30200,))
+    assert parse_show_proc("Unknown command\n") is None
