@@ -9,6 +9,7 @@ through one of the engine's own quoting filters, which raise on a value they can
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -19,15 +20,36 @@ from .errors import UsageError
 
 def template_environment(packaged: Path, template_dir: str | None, filters: Mapping[str, Callable[..., str]]) -> Any:
     """A Jinja2 environment over `template_dir` (optional, the user's overrides) and the engine's
-    `packaged` templates, with the engine's quoting `filters`."""
+    `packaged` templates, with the engine's quoting `filters`. An environment is kept while the
+    files in `template_dir` stay the same, so a route change does not compile the template again
+    (a compile costs as much as the render); adding or editing an override takes effect at once."""
+    if template_dir and not os.path.isdir(template_dir):
+        raise UsageError(f"template_dir {template_dir!r} is not a directory")
+    return _environment(str(packaged), template_dir or None, _stamp(template_dir), tuple(sorted(filters.items())))
+
+
+def _stamp(template_dir: str | None) -> tuple[tuple[str, int], ...]:
+    """The override files and their modification times (what invalidates a kept environment)."""
+    if not template_dir:
+        return ()
+    found = []
+    for root, _, names in os.walk(template_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                found.append((path, os.stat(path).st_mtime_ns))
+            except OSError:
+                continue
+    return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=32)
+def _environment(packaged: str, template_dir: str | None, stamp: tuple[tuple[str, int], ...],
+                 filters: tuple[tuple[str, Callable[..., str]], ...]) -> Any:
     import jinja2
 
-    default = jinja2.FileSystemLoader(str(packaged))
-    loaders: list[Any] = []
-    if template_dir:
-        if not os.path.isdir(template_dir):
-            raise UsageError(f"template_dir {template_dir!r} is not a directory")
-        loaders.append(jinja2.FileSystemLoader(template_dir))
+    default = jinja2.FileSystemLoader(packaged)
+    loaders: list[Any] = [jinja2.FileSystemLoader(template_dir)] if template_dir else []
     loaders += [jinja2.PrefixLoader({"default": default}, delimiter=":"), default]
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
@@ -37,7 +59,7 @@ def template_environment(packaged: Path, template_dir: str | None, filters: Mapp
         trim_blocks=False,
         lstrip_blocks=False,
     )
-    env.filters.update(filters)
+    env.filters.update(dict(filters))
     return env
 
 

@@ -86,3 +86,26 @@ def test_write_rendered_writes_links_and_never_writes_through_one(tmp_path: Any)
             write_rendered({bad: "x"}, out)
     with pytest.raises(ValueError):
         RenderedLink("relative/key.pem")
+
+
+def test_template_environments_are_kept_until_an_override_changes(tmp_path: Any) -> None:
+    """A route change reuses the compiled template; a new or edited override is used at once."""
+    import os
+
+    from gotunnel_core.templating import render_template, template_environment
+
+    packaged, overrides = tmp_path / "packaged", tmp_path / "overrides"
+    packaged.mkdir()
+    overrides.mkdir()
+    (packaged / "main.j2").write_text("packaged {{ x | q }}")
+    filters = {"q": lambda v: f"<{v}>"}
+    first = template_environment(packaged, str(overrides), filters)
+    assert template_environment(packaged, str(overrides), filters) is first
+    assert render_template(first, "main.j2", {"x": 1}, engine="e", quote_errors=()) == "packaged <1>"
+    (overrides / "main.j2").write_text('{% extends "default:main.j2" %}')  # a new override file
+    second = template_environment(packaged, str(overrides), filters)
+    assert second is not first
+    (overrides / "main.j2").write_text("override {{ x | q }}")
+    os.utime(overrides / "main.j2", ns=(1, 1))  # an edit, whatever the clock's resolution
+    third = template_environment(packaged, str(overrides), filters)
+    assert render_template(third, "main.j2", {"x": 2}, engine="e", quote_errors=()) == "override <2>"
