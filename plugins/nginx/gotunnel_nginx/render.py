@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from gotunnel_core import pages
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
+from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
 from .quoting import FILTERS, NginxQuoteError
@@ -50,16 +51,6 @@ def make_environment(template_dir: str | None) -> Any:
 
 def _listen(bind: str, port: int) -> str:
     return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _page_name(tunnel: Tunnel) -> str:
@@ -95,7 +86,7 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
         "upstream": f"gt_{index}",
         "scheme": first.scheme,
         "prefix": first.path,
-        "tls_name": None if _is_ip(first.host) else first.host,
+        "tls_name": None if is_ip(first.host) else first.host,
         "server_names": _server_names(tunnel),
         "https": tunnel.https,
         "redirect_https": tunnel.redirect_https,
