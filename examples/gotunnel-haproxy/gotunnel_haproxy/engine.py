@@ -76,18 +76,17 @@ class HAProxyEngine(SupervisedEngine):
 
     # ----- rendering ------------------------------------------------------------------------------
     def control_socket(self) -> str:
-        """The control socket's path as HAProxy sees it; a path too long for a unix socket is refused."""
-        path = self.socket_path(CONTROL_SOCKET)
-        if path is None:
-            raise UsageError(f"the HAProxy control socket path {self.work.run / CONTROL_SOCKET} is too long for a unix socket",
-                             hint="use a shorter --state-dir")
-        return path
+        """The control socket's path as HAProxy sees it (the generation endpoint)."""
+        return self._unix_socket(CONTROL_SOCKET, "control")
 
     def master_socket(self) -> str:
-        """The master CLI's path (`-S`), refused like the control socket when too long."""
-        path = self.socket_path(MASTER_SOCKET)
+        """The master CLI's path (`-S`)."""
+        return self._unix_socket(MASTER_SOCKET, "master")
+
+    def _unix_socket(self, name: str, what: str) -> str:
+        path = self.socket_path(name)
         if path is None:
-            raise UsageError(f"the HAProxy master socket path {self.work.run / MASTER_SOCKET} is too long for a unix socket",
+            raise UsageError(f"the HAProxy {what} socket path {self.work.run / name} is too long for a unix socket",
                              hint="use a shorter --state-dir")
         return path
 

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from gotunnel_core import pages
 from gotunnel_core.engine import EngineValidationError, RenderedLink
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
+from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
 from .quoting import FILTERS, HAProxyQuoteError, hap_name, lf_literal
@@ -122,14 +123,6 @@ def _stem(tunnel: Tunnel) -> str:
     return tunnel.name.replace("*", "_")
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _weights(weights: list[int]) -> list[int]:
     """gotunnel weights (1-1000) as HAProxy weights (1-256), scaled only when one is above 256."""
     top = max(weights)
@@ -157,7 +150,7 @@ def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
             "address": b.address,
             "weight": weight,
             "tls": b.scheme == "https",
-            "sni": b.host if b.scheme == "https" and not _is_ip(b.host) else None,
+            "sni": b.host if b.scheme == "https" and not is_ip(b.host) else None,
             "h2": b.scheme == "h2c",
         }
         for i, (b, weight) in enumerate(zip(tunnel.backends, _weights([b.weight for b in tunnel.backends])))
@@ -240,8 +233,6 @@ def _crt_list(views: list[dict[str, Any]], default_cert: CertFiles | None) -> st
 def _http_response(status: int, reason: str, html: str) -> str:
     """A complete HTTP/1.1 response for `errorfile` (HAProxy sends it as is, status included)."""
     body = html.encode()
-    if any(ord(ch) < 0x20 and ch not in "\n\t" for ch in html):
-        raise EngineValidationError("haproxy: an error page holds a control character")
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n\r\n{html}")
 
