@@ -13,6 +13,7 @@ PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy e
 DIST_VENV ?= .venv-dist
 DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
+DIST_PYTEST := -P $(PYTEST)
 
 .PHONY: setup demo test test-core test-plugins dist dist-env lint bench team-sim clean
 
@@ -53,9 +54,9 @@ dist-env: dist $(DIST_PY)
 # would import the plugin's source instead of its installed wheel.
 test-plugins: dist-env
 	@status=0; for p in $(PLUGIN_DIRS); do echo "== $$p"; \
-	  (cd $$p && $(CURDIR)/$(DIST_PY) -P $(PYTEST) $(PYTEST_ARGS)) || status=1; done; \
+	  (cd $$p && $(CURDIR)/$(DIST_PY) $(DIST_PYTEST) $(PYTEST_ARGS)) || status=1; done; \
 	  echo "== plugins/builtin_proxy (pure-Python hot path)"; \
-	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) -P $(PYTEST) $(PYTEST_ARGS)) || status=1; \
+	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) $(DIST_PYTEST) $(PYTEST_ARGS)) || status=1; \
 	  exit $$status
 
 # Static checks: ruff (lint) and mypy (types) on the core, the plugins and the example engine; see pyproject.toml.
