@@ -133,6 +133,12 @@ class SupervisedEngine(Engine):
         listening sockets it inherits). Default: none."""
         return {}
 
+    def validator_message(self, output: str, config_dir: Path) -> str:
+        """The validator's `output` as the one-line reason a refused config shows (exit 2). Default:
+        each non-empty line minus nginx-style timestamps and `pid#tid: ` prefixes and `config_dir/`,
+        joined with "; "; an engine whose validator talks differently cleans its own."""
+        return _clean_validator_output(output, config_dir)
+
     def ignore_stderr_line(self, line: str) -> bool:
         """True for a stderr line not worth logging (it still counts for `stderr_since`)."""
         return False
@@ -313,7 +319,7 @@ class SupervisedEngine(Engine):
         code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30,
                                               pass_fds=self.inherited_fds())
         if code != 0:
-            message = _clean_validator_output(output, config_dir) or f"exit status {code}"
+            message = self.validator_message(output, config_dir) or f"exit status {code}"
             raise EngineValidationError(f"{self.name} refused the configuration: {message}",
                                         hint="the running configuration was kept")
 
