@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from .models import RouteTable
+    from .supervisor.listeners import ListenerSockets
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class EngineContext:
     settings: Mapping[str, Any]
     hook: Any = None  # pluggy HookRelay of the plugin manager
     log: Any = None  # structlog logger bound to the engine
+    #: Listening sockets the daemon was given for the listen ports (ports below 1024, from the port
+    #: broker of `gotunnel ports`), or None: the engine binds its ports itself. An engine with
+    #: `serves_given_sockets` serves on them through its own `listeners.dup()`, which it closes when
+    #: it stops; the originals stay open (the daemon and the broker keep the ports).
+    listeners: ListenerSockets | None = None
 
 
 #: How an engine does one behaviour of the conformance suite (`gotunnel_core.testing.conformance`).
@@ -114,6 +120,10 @@ class Engine(abc.ABC):
     #: This class's own options; `declared_options()` merges them over the class hierarchy (a
     #: subclass may redeclare a base option, e.g. to change its default).
     options: ClassVar[tuple[EngineOption, ...]] = ()
+    #: Whether the engine serves on listening sockets the daemon hands it (`EngineContext.listeners`),
+    #: which is how an unprivileged daemon serves on ports 80/443. The daemon refuses such ports to
+    #: an engine without it, quoting the reason its `capabilities` give for `given_sockets`.
+    serves_given_sockets: ClassVar[bool] = False
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context

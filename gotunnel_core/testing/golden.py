@@ -29,6 +29,7 @@ bind = "127.0.0.1"
 [[tunnels]]
 name = "web"
 backends = ["http://127.0.0.1:3000"]
+host_header = "backend"
 
 [[tunnels]]
 name = "api"
@@ -46,6 +47,7 @@ headers.response.remove = ["Server"]
 [[tunnels]]
 name = "*.preview"
 backends = ["http://127.0.0.1:5000/app"]
+host_header = "preview.internal:5000"
 
 [[tunnels]]
 name = "plain"

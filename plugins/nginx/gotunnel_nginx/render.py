@@ -24,7 +24,7 @@ from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
-from .quoting import FILTERS, NginxQuoteError
+from .quoting import FILTERS, NginxQuoteError, ngx_str
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAIN_TEMPLATE = "nginx.conf.j2"
@@ -82,6 +82,9 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
     request_remove = [name for name in req.remove if name.lower() not in added]
     first = tunnel.backends[0]
     return {
+        # Host sent upstream: the client's, or one fixed value (`backend`: nginx picks the server
+        # inside the upstream block, so every backend gets the first one's host:port).
+        "host": "$gt_host" if tunnel.host_header == "preserve" else ngx_str(tunnel.upstream_host("", first)),
         "name": tunnel.name,
         "upstream": f"gt_{index}",
         "scheme": first.scheme,
