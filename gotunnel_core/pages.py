@@ -49,19 +49,24 @@ def plain_page(status: int) -> str:
     return _page(TITLES[status], "")
 
 
-def not_found_page(host: str, tunnels: Sequence[Tunnel], listen: Listen, *, mdns: bool = True,
-                   hosts: bool = False) -> str:
-    """404: no tunnel answers for `host`; lists the active tunnels with their URLs (`NAME.local`
-    ones only where such names resolve: `mdns`, `hosts`, see `urls.tunnel_urls`)."""
+def not_found_page(host: str, tunnels: Sequence[Tunnel], listen: Listen, max_listed: int | None = None, *,
+                   mdns: bool = True, hosts: bool = False) -> str:
+    """404: no tunnel answers for `host`; lists the active tunnels with their URLs (the first
+    `max_listed` by name, then how many more, for an engine that serves a page from a bounded
+    buffer; `NAME.local` URLs only where such names resolve: `mdns`, `hosts`, see `urls.tunnel_urls`)."""
     if tunnels:
         items = []
-        for tunnel in sorted(tunnels, key=lambda t: t.name):
+        ordered = sorted(tunnels, key=lambda t: t.name)
+        listed = ordered if max_listed is None else ordered[:max(0, max_listed)]
+        for tunnel in listed:
             links = " ".join(
                 f"<a href=\"{escape(u)}\">{escape(u)}</a>" if "*" not in u else f"<code>{escape(u)}</code>"
                 for u in tunnel_urls(tunnel, listen, mdns=mdns, hosts=hosts)
             )
             items.append(f"<li><code>{escape(tunnel.name)}</code>: {links}</li>")
         listing = "<p>Active tunnels:</p>\n<ul>\n" + "\n".join(items) + "\n</ul>"
+        if len(listed) < len(ordered):
+            listing += f"\n<p>... and {len(ordered) - len(listed)} more (<code>gotunnel list</code> shows them all).</p>"
     else:
         listing = "<p>No tunnels are active. Start one with <code>gotunnel start -d NAME -p PORT</code>.</p>"
     body = f"<p>No tunnel answers for <code>{escape(host or '(no Host header)')}</code>.</p>\n{listing}"

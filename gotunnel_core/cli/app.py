@@ -33,6 +33,9 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.daemon",
     "gotunnel_core.commands.hosts",
     "gotunnel_core.commands.doctor",
+    "gotunnel_core.commands.run",
+    "gotunnel_core.commands.urls",
+    "gotunnel_core.commands.ports",
     "gotunnel_core.commands.team",
 )
 
@@ -66,6 +69,9 @@ class CliState:
                                      lenient=self.command in LENIENT_COMMANDS)
             if self._resolved.skipped_file:
                 click.echo(f"warning: ignoring the config file: {self._resolved.skipped_file}", err=True)
+            from ..ports.client import standard_port_defaults
+
+            standard_port_defaults(self._resolved.values, self._resolved.sources)
             # The CLI shows warnings and errors; info lines belong in the daemon's log.
             wanted = "debug" if self._resolved["debug"] else self._resolved["log_level"]
             configure(self._resolved["log_format"], wanted if wanted in ("debug", "error") else "warning")

@@ -7,20 +7,20 @@ from typing import Any
 import click
 
 from ..cli.app import CliState, emit_json, pass_state
-from ..errors import RuntimeFailure, UsageError
+from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..hookspecs import hookimpl
 
 
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
                        redirect_https: bool, health_path: str | None, state: CliState, *,
                        redirect_code: int | None = None, upstream_timeout: str | None = None,
-                       lan: bool | None = None) -> list[Any]:
+                       lan: bool | None = None, host_header: str | None = None) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from ..models import Tunnel, parse_port, parse_upstream_timeout
 
     if domain is None:
-        if port or backends:
-            raise UsageError("--port/--backend need --domain NAME")
+        if port or backends or host_header:
+            raise UsageError("--port/--backend/--host-header need --domain NAME")
         if redirect_code is not None or upstream_timeout is not None or lan is not None:
             raise UsageError("--redirect-code, --upstream-timeout and --lan/--no-lan need --domain NAME; "
                              "in the config file they are keys of [[tunnels]]")
@@ -53,7 +53,14 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
             raise UsageError(f"invalid --upstream-timeout {upstream_timeout!r}: must be a number of seconds") from None
     if lan is not None:
         raw["lan"] = lan
+    if host_header is not None:
+        raw["host_header"] = host_header
     return [Tunnel.from_raw(raw)]
+
+
+#: `--host-header` help, shared by `start` and `run`.
+HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
+                    "or a literal host[:port].")
 
 
 def _backend_entry(raw: str) -> Any:
@@ -78,13 +85,14 @@ def _backend_entry(raw: str) -> Any:
               help="Time the backend may take to its first response byte (default: the upstream_timeout setting).")
 @click.option("--lan/--no-lan", "lan", default=None,
               help="Answer LAN clients on NAME.local (default on); --no-lan keeps the tunnel to this machine.")
+@click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
 @click.option("--force", is_flag=True, help="Replace a tunnel of the same name that has other backends.")
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
           redirect_https: bool, redirect_code: str | None, health_path: str | None, upstream_timeout: str | None,
-          lan: bool | None, force: bool, foreground: bool, as_json: bool) -> None:
+          lan: bool | None, host_header: str | None, force: bool, foreground: bool, as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     from ..daemon.protocol import DaemonStopping
     from ..engine import find_engine
@@ -92,7 +100,7 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state,
                                  redirect_code=int(redirect_code) if redirect_code else None,
-                                 upstream_timeout=upstream_timeout, lan=lan)
+                                 upstream_timeout=upstream_timeout, lan=lan, host_header=host_header)
     spec = find_engine(state.engine_specs(), settings["engine"])
     state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
@@ -102,14 +110,17 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     if foreground:
         _run_foreground(state, payload)
         return
+    client = state.client(spawn=True)
     try:
-        started = state.client(spawn=True).request("start", tunnels=payload, force=force)
+        started = client.request("start", tunnels=payload, force=force)
     except DaemonStopping:  # `stop --all` raced this start: a fresh daemon takes it
-        started = state.client(spawn=True).request("start", tunnels=payload, force=force)
+        client = state.client(spawn=True)
+        started = client.request("start", tunnels=payload, force=force)
     if as_json:
         emit_json({"tunnels": started})
     else:
         print_started(started)
+    warn_host_refusals(started, client)
     warn_if_nothing_listens(tunnels)
 
 
@@ -119,6 +130,18 @@ def print_started(started: list[dict[str, Any]]) -> None:
         click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
         for url in item["urls"]:
             click.echo(f"  {url}")
+
+
+def warn_host_refusals(described: list[Any], client: Any) -> None:
+    """On stderr: each backend that refuses the Host it gets through the tunnel, with the fix."""
+    from ..hostcheck import check_described, warning_lines
+
+    try:
+        lines = warning_lines(check_described(described, client.ping() or {}))
+    except (GotunnelError, KeyError, ValueError):
+        return
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def warn_if_nothing_listens(tunnels: list[Any], timeout: float = 0.5) -> None:
