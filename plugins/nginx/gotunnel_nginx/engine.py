@@ -46,6 +46,9 @@ class NginxEngine(SupervisedEngine):
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),
+        "upstream_timeout": Capability.variant(
+            "proxy_read_timeout also applies between two reads of a response, so a stream silent for "
+            "upstream_timeout is cut too (builtin: first byte only)"),
     }
     serves_given_sockets = True
 

@@ -17,7 +17,12 @@ from typing import Any
 
 import pytest
 
+import psutil
+
 from builtin_helpers import LOCAL, backend_a, engine_factory, make_pki, make_table, ports, wait_for  # noqa: F401
+from gotunnel_core.testing.backends import Relay
+from gotunnel_core.testing.daemon import http_get
+from gotunnel_core.testing.runner import Gotunnel, free_port
 
 
 def protocols_alive() -> list[str]:
@@ -58,3 +63,22 @@ def test_closed_connections_are_freed_without_the_garbage_collector(engine_facto
         assert not alive, f"closed but not freed (the garbage collector is off): {alive}"
     finally:
         gc.enable()
+
+
+# ----- item 2, builtin: a loop no longer eats memory and sockets ------------------------------------------------
+
+def test_builtin_loop_through_a_relay_stays_bounded(gotunnel: Gotunnel) -> None:
+    gotunnel("start", "-d", "seed", "-p", str(free_port()), check=True)
+    daemon = psutil.Process(gotunnel.daemon_pid())
+    relay = Relay(gotunnel.http_port)
+    try:
+        gotunnel("start", "-d", "loop", "-p", str(relay.port), check=True)
+        before = daemon.memory_info().rss
+        statuses = {http_get(gotunnel.http_port, "loop.localhost", f"/{i}")[0] for i in range(200)}
+        assert statuses == {508}
+        grown = (daemon.memory_info().rss - before) / 2**20
+        assert grown < 30, f"RSS grew {grown:.0f} MiB over 200 looped requests"
+        assert relay.connections <= 200  # one relay hop per request, not a cascade
+        wait_for(lambda: len(daemon.net_connections("tcp")) < 50, timeout=15, what="sockets to be released")
+    finally:
+        relay.close()
