@@ -401,9 +401,9 @@ def test_start_warns_when_nothing_listens_yet_and_serves_once_it_does(gotunnel: 
     assert http_get(gotunnel.http_port, "later.localhost")[0] == 502
     from http.server import ThreadingHTTPServer
 
-    from conftest import EchoHandler
+    from gotunnel_core.testing.backends import JsonEchoHandler
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), EchoHandler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), JsonEchoHandler)
     server.name, server.hits = "late", []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -52,8 +52,9 @@ class DaemonServer:
         self.forget_on_exit = False
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
-            # `force` (default true: `start` replaces, as it always did) false refuses a name other
-            # backends serve; `if_backends` makes `stop` skip tunnels that were replaced meanwhile.
+            # `force` false refuses a name other backends serve (`gotunnel start` and `gotunnel run`
+            # send false unless --force: no project takes another's name); true, the default for
+            # callers that predate it, replaces. `if_backends` makes `stop` skip replaced tunnels.
             "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", [])), force=a.get("force", True) is not False),
             "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", [])), _mapping_or_none(a.get("if_backends"))),
             "stop_all": self._stop_all,
