@@ -214,9 +214,12 @@ def expand_backend_shorthand(raw: str) -> str:
         return raw
     if raw.isascii() and raw.isdigit():
         return f"http://127.0.0.1:{raw}"
-    if raw and raw[0] not in "/:":
+    if _SHORTHAND_AUTHORITY.fullmatch(raw.split("/", 1)[0]):  # a port is required: `A` is no shorthand
         return "http://" + raw
     return raw
+
+
+_SHORTHAND_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):[0-9]+")
 
 
 def parse_weight(raw: object) -> int:
