@@ -134,6 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("via", _parse_bool, False, "builtin engine: add a Via header"),
     Setting("cert_validity_days", _int_range(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", _int_range(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("metrics_port", _int_range(0, 65535), 0, "serve Prometheus metrics on 127.0.0.1:PORT (0: off)"),
+    Setting("metrics", _parse_bool, True, "count requests per tunnel (nginx, Caddy: through an access-log stream to the daemon)"),
     Setting("ca_extra_suffixes", _str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -58,7 +58,9 @@ class DaemonServer:
             "list": self._list,
             "status": self._status,
             "renew": lambda a: self.manager.renew_certificates(list(a.get("names", []))),
+            "metrics": self._metrics,
         }
+        self.metrics_endpoint: Any = None
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class DaemonServer:
             "bind": self.settings["bind"],
             "http_port": self.settings["http_port"],
             "https_port": self.settings["https_port"],
+            "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint is not None else None,
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
         }
@@ -77,6 +80,28 @@ class DaemonServer:
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}
+
+    async def _metrics(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        return {"text": (await self.manager.metrics_text()).decode()}
+
+    def _open_metrics_endpoint(self) -> None:
+        """Serve /metrics on 127.0.0.1:metrics_port when set; scrapes run on the daemon's loop."""
+        port = int(self.settings.get("metrics_port") or 0)
+        if not port:
+            return
+        from ..metrics.endpoint import MetricsEndpoint
+
+        loop = asyncio.get_running_loop()
+
+        def render() -> bytes:
+            return asyncio.run_coroutine_threadsafe(self.manager.metrics_text(), loop).result(timeout=30)
+
+        try:
+            self.metrics_endpoint = MetricsEndpoint(port, render)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}",
+                                 hint="pick another metrics_port, or 0 to turn the endpoint off") from None
+        log.info("metrics endpoint listening", address=f"127.0.0.1:{self.metrics_endpoint.port}")
 
     async def _stop_all(self, _: Mapping[str, Any]) -> dict[str, Any]:
         names = sorted(self.manager.tunnels)
@@ -116,9 +141,15 @@ class DaemonServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        await self.manager.startup()
-        if initial_tunnels:
-            await self.manager.start_tunnels(initial_tunnels)
+        self._open_metrics_endpoint()  # first: a taken port fails the daemon before anything starts
+        try:
+            await self.manager.startup()
+            if initial_tunnels:
+                await self.manager.start_tunnels(initial_tunnels)
+        except BaseException:
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.close()
+            raise
         try:
             self.layout.socket.unlink()
         except FileNotFoundError:
@@ -135,6 +166,8 @@ class DaemonServer:
             await self.stopping.wait()
         finally:
             server.close()
+            if self.metrics_endpoint is not None:
+                await asyncio.to_thread(self.metrics_endpoint.close)
             await self.manager.shutdown(forget=self.forget_on_exit)
             for path in (self.layout.socket, self.layout.pidfile):
                 try:

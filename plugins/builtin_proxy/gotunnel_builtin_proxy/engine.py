@@ -16,6 +16,8 @@ from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
 
 if TYPE_CHECKING:
+    from gotunnel_core.metrics.stats import EngineStats, TunnelStats
+
     from .balancer import BackendState
     from .config import Settings
     from .router import Router
@@ -44,6 +46,7 @@ class BuiltinEngine(Engine):
         self._settings: Settings | None = None
         self._started_at = 0.0
         self._workers: Any = None  # WorkerSupervisor when settings.workers > 1
+        self._tunnel_stats: dict[str, TunnelStats] = {}  # kept across route changes, by tunnel name
 
     # -- pure -------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -63,6 +66,8 @@ class BuiltinEngine(Engine):
     # -- building a routing snapshot -----------------------------------------------------------
     def _build(self, table: RouteTable) -> tuple["Router", "CertSnapshot", dict[tuple[Any, ...], "BackendState"]]:
         """Everything for `table`, built aside so a failure leaves the running config untouched."""
+        from gotunnel_core.metrics.stats import TunnelStats
+
         from .balancer import Balancer, BackendState
         from .router import Route, Router
         from .upstream import Pool
@@ -88,7 +93,9 @@ class BuiltinEngine(Engine):
                     state = BackendState(backend, pool, tunnel.health)
                 states[key] = state
                 tunnel_states.append(state)
-            routes[tunnel.name] = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+            route = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+            route.stats = self._tunnel_stats.get(tunnel.name) or TunnelStats()
+            routes[tunnel.name] = route
         return Router.build(table, routes), snapshot, states
 
     def _hook_enabled(self) -> bool:
@@ -181,6 +188,7 @@ class BuiltinEngine(Engine):
                 hint="another program uses the port; pick other ports or stop it",
             ) from None
         self.st, self._sni, self._table, self._backends = st, sni, table, states
+        self._keep_stats(router)
         self._started_at = time.monotonic()
         self._sync_health(states)
         self._sweeper = loop.create_task(self._sweep())
@@ -205,6 +213,7 @@ class BuiltinEngine(Engine):
         self._sni.snapshot = snapshot
         st.hook_on = self._hook_enabled()
         self._table = table
+        self._keep_stats(router)
         self._backends = states
         self._sync_health(states)
         self._prune_pools(states)
@@ -278,6 +287,29 @@ class BuiltinEngine(Engine):
                 for s in self._backends.values() if not s.available()
             ),
         }
+
+    def _keep_stats(self, router: "Router") -> None:
+        """The counters of the tunnels served now (a removed tunnel's counters go with it)."""
+        self._tunnel_stats = {r.name: r.stats for r in (*router.exact.values(), *router.wildcard.values())}
+
+    def tunnel_stats(self) -> dict[str, Any]:
+        """Per-tunnel counters and backend health of this process, JSON-ready (for the worker channel)."""
+        return {
+            "tunnels": {name: stats.to_dict() for name, stats in self._tunnel_stats.items()},
+            "backends": [[key[0], state.backend.url, state.available()] for key, state in self._backends.items()],
+        }
+
+    async def metrics(self) -> "EngineStats | None":
+        from gotunnel_core.metrics.stats import BackendHealth, EngineStats
+
+        if self._workers is not None:
+            return self._workers.metrics()
+        if self.st is None:
+            return EngineStats()
+        return EngineStats(
+            tunnels=dict(self._tunnel_stats),  # live counters: the scrape renders them on this loop at once
+            backends=[BackendHealth(key[0], state.backend.url, state.available()) for key, state in self._backends.items()],
+        )
 
     def health(self) -> EngineHealth:
         if self._workers is not None:

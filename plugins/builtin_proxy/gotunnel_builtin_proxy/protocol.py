@@ -17,6 +17,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, par
 from gotunnel_core import pages
 
 from .hooks import run_request_hook
+from .metrics import record_h1
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -51,7 +52,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local",
+        "head_parts", "local", "t0", "status",
     )
 
     def __init__(self) -> None:
@@ -73,6 +74,8 @@ class Req:
         self.tried: list[BackendState] | None = None
         self.head_parts: list[bytes] = []
         self.local = False
+        self.t0 = 0.0  # when the request head began (monotonic): latency metrics
+        self.status = 0  # status of the final response head sent, 0 while none
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -101,6 +104,8 @@ class ClientProtocol(asyncio.Protocol):
         self.resp_done = False
         self.upgrade_buf: list[bytes] | None = None
         self.eof = False
+        self.nin = 0  # bytes from the client / to the client since the last counted request
+        self.nout = 0
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -127,6 +132,9 @@ class ClientProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
         self.st.conns.discard(self)
+        req = self.active
+        if req is not None and req.route is not None:
+            record_h1(self, req)  # cut off, or an upgraded connection that ended
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -177,6 +185,7 @@ class ClientProtocol(asyncio.Protocol):
     # -- incoming bytes --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:  # type: ignore[override]
         self.activity = True
+        self.nin += len(data)
         phase = self.phase
         if phase == UPGRADED:
             self.upstream.transport.write(data)  # type: ignore[union-attr]
@@ -373,13 +382,15 @@ class ClientProtocol(asyncio.Protocol):
             body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
+        req.route = route
+        req.t0 = self.t_phase  # set when the head began (on_message_begin / _finish_exchange)
+        route.stats.active += 1
         if self.https:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
-        req.route = route
         if conn is not None or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
@@ -455,6 +466,8 @@ class ClientProtocol(asyncio.Protocol):
         req.local = True
         req.discard = True
         req.body = None
+        req.status = int(response[9:12])  # "HTTP/1.1 NNN": simple_response's status line
+        self.nout += len(response)
         self._resume(P_BUFFER)
         self.transport.write(response)
         self.resp_done = True
@@ -484,6 +497,7 @@ class ClientProtocol(asyncio.Protocol):
             assert route is not None
             route.balancer.connect_failed(backend, reason)
             self.st.upstream_errors += 1
+            route.stats.upstream_errors += 1
             if req is not self.active or self.phase == CLOSED:
                 return
             if req.tried is None:
@@ -500,6 +514,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         if up.closed:  # accepted, then closed at once (a backend shutting down)
             self.st.upstream_errors += 1
+            req.route.stats.upstream_errors += 1  # type: ignore[union-attr]
             self._bad_gateway(req, backend, "the backend closed the connection")
             return
         self._attach(req, up)
@@ -582,6 +597,8 @@ class ClientProtocol(asyncio.Protocol):
         self._resume(P_UPSTREAM)
         self.st.upstream_errors += 1
         req = self.active
+        if req is not None and req.route is not None:
+            req.route.stats.upstream_errors += 1
         if req is None or self.phase == CLOSED:
             return
         if up.head_sent:
@@ -626,6 +643,8 @@ class ClientProtocol(asyncio.Protocol):
         req = self.active
         self.active = None
         self.resp_done = False
+        if req is not None and req.route is not None:
+            record_h1(self, req)
         if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):
             self.close()
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
+from gotunnel_core.metrics.stats import TunnelStats
 from gotunnel_core.models import RouteTable, Tunnel
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class Route:
     req_remove: frozenset[bytes] = frozenset()
     resp_add: bytes = b""
     resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
+    stats: TunnelStats = field(default_factory=TunnelStats)  # the engine's counters of this tunnel
 
     @classmethod
     def build(cls, tunnel: Tunnel, balancer: "Balancer") -> "Route":

@@ -125,6 +125,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.activity = True
         if self.upgraded:
             self.ct.write(data)  # type: ignore[union-attr]
+            if self.client is not None:
+                self.client.nout += len(data)
             return
         client = self.client
         if client is None:
@@ -132,6 +134,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self.got_bytes = True
+        client.nout += len(data)
         out = self.out
         try:
             self.parser.feed_data(data)
@@ -188,6 +191,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 if not req.upgrade:
                     self.broken = True
                     return
+                req.status = 101
                 self.upgrade_ok = True
                 self._write_head(status, req, upgrade=True)
                 return
@@ -196,6 +200,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 self._write_head(status, req, interim=True)
             self.headers = []
             return
+        req.status = status
         self._write_head(status, req)
         if req.is_head:
             # llhttp would wait for a body announced by Content-Length: end it here, and give

@@ -38,7 +38,7 @@ async def _serve(http_fd: int, https_fd: int, control_fd: int) -> None:
         while True:
             await asyncio.sleep(STATS_INTERVAL)
             if engine is not None:
-                send({"op": "stats", "stats": engine.stats()})
+                send({"op": "stats", "stats": {**engine.stats(), **engine.tunnel_stats()}})
 
     reporter = loop.create_task(report())
     try:
