@@ -22,7 +22,7 @@ from .stats import TunnelStats
 
 #: Kernel receive buffer asked for the socket (capped by net.core.rmem_max unless root).
 RECEIVE_BUFFER = 8 * 1024 * 1024
-MAX_DATAGRAM = 65536
+MAX_DATAGRAM = 256 * 1024  # Caddy's JSON record carries the request headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class AccessLogStream:
             pass
         self._sock = sock
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(sock.fileno(), self._drain)
+        self._loop.add_reader(sock.fileno(), self.drain)
 
     def set_tunnels(self, names: Iterable[str]) -> None:
         """The tunnels served now: counters of removed tunnels are dropped, new ones start at 0."""
@@ -120,11 +120,12 @@ class AccessLogStream:
         self.matcher = TunnelMatcher(names)
         self.tunnels = {name: self.tunnels.get(name) or TunnelStats(active=None) for name in names}
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Count every datagram waiting in the socket (called when readable, and before a scrape)."""
         sock = self._sock
         if sock is None:
             return
-        for _ in range(1024):  # bounded: let the loop breathe under a flood
+        for _ in range(4096):  # bounded: let the loop breathe under a flood
             try:
                 data = sock.recv(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):

@@ -27,7 +27,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..engine import (BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, engine_option,
                       write_rendered)
@@ -37,6 +37,13 @@ from ..models import CertFiles, RouteTable
 from .binary import find_binary, run_for_output
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .workdir import WorkDir
+
+if TYPE_CHECKING:
+    from ..metrics.logstream import AccessLogStream, AccessRecord
+    from ..metrics.stats import EngineStats
+
+#: Unix socket paths longer than this do not fit `sockaddr_un` everywhere.
+MAX_SOCKET_PATH = 100
 
 
 class SupervisedEngine(Engine):
@@ -58,6 +65,10 @@ class SupervisedEngine(Engine):
     backoff_max: float = 10.0
     #: Lines of engine stderr kept for error messages.
     stderr_tail: int = 40
+    #: Engines that count requests through an access-log stream (nginx, Caddy) parse one datagram
+    #: into an `AccessRecord` here; while the engine runs with the `metrics` setting on,
+    #: `access_log_socket` names the datagram socket its rendered config must log to.
+    access_log_parser: "Callable[[bytes], AccessRecord | None] | None" = None
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
@@ -78,6 +89,7 @@ class SupervisedEngine(Engine):
         self._gave_up: str | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=self.stderr_tail)
         self._lines_seen = 0
+        self._access_log: AccessLogStream | None = None
         #: True while `apply` renders and loads a config into the running program (False for the
         #: config a program starts on), for engines whose reload config differs (Caddy's side).
         self.reloading = False
@@ -128,6 +140,45 @@ class SupervisedEngine(Engine):
     def close_listeners(self) -> None:
         """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
 
+    @property
+    def access_log_socket(self) -> str | None:
+        """The datagram socket the rendered config sends its access log to, as the engine sees the
+        path; None in a plain `render` and when the `metrics` setting is off."""
+        if self._access_log is None:
+            return None
+        return self.runtime.map_path(str(self._access_log.path))
+
+    async def metrics(self) -> "EngineStats | None":
+        """Restarts, plus the access-log counters for engines with a stream (see `access_log_parser`)."""
+        from ..metrics.stats import EngineStats
+
+        stats = EngineStats(restarts=self._restarts)
+        if self._access_log is not None:
+            self._access_log.drain()  # what already arrived counts in this scrape
+            stats.tunnels = dict(self._access_log.tunnels)
+        return stats
+
+    def _open_access_log(self, table: RouteTable) -> None:
+        from ..metrics.logstream import AccessLogStream
+
+        parser = type(self).access_log_parser
+        if parser is None or not self.context.settings.get("metrics", True):
+            return
+        path = self.work.run / "metrics.sock"
+        if len(self.runtime.map_path(str(path))) > MAX_SOCKET_PATH:
+            self.log.warning("state directory path too long for the metrics socket; requests are not counted",
+                             path=str(path))
+            return
+        stream = AccessLogStream(path, parser)
+        stream.open()
+        stream.set_tunnels(t.name for t in table.tunnels)
+        self._access_log = stream
+
+    def _close_access_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod
@@ -156,11 +207,13 @@ class SupervisedEngine(Engine):
             await self._reap_orphan()
             self.open_listeners(table)
             try:
+                self._open_access_log(table)
                 generation = await self._prepare(table)
                 self.work.swap(generation)
                 await self._launch(generation, table)
             except BaseException:
                 self.close_listeners()
+                self._close_access_log()
                 raise
             self._table = table
             self.work.prune()
@@ -178,6 +231,9 @@ class SupervisedEngine(Engine):
                 raise EngineValidationError(f"the {self.name} engine cannot change its listen address while running; restart it")
             previous = self.work.current_generation()
             self.reloading = True  # renders below are for the running program's next config
+            if self._access_log is not None:  # count the new tunnels from their first request
+                old = self._table.tunnels if self._table is not None else ()
+                self._access_log.set_tunnels({t.name for t in (*old, *table.tunnels)})
             try:
                 generation = await self._prepare(table)  # raises EngineValidationError; `current` untouched
                 self.work.swap(generation)
@@ -192,6 +248,8 @@ class SupervisedEngine(Engine):
                 self.reloading = False
             self._table = table
             self._generation = generation
+            if self._access_log is not None:
+                self._access_log.set_tunnels(t.name for t in table.tunnels)
             self.work.prune()
             self.log.info("configuration applied", generation=generation, tunnels=len(table.tunnels))
 
@@ -210,6 +268,7 @@ class SupervisedEngine(Engine):
                 await self._terminate(proc)
             self._proc = None
             self.close_listeners()
+            self._close_access_log()
             self.work.clear_record()
 
     def health(self) -> EngineHealth:

@@ -32,6 +32,7 @@ from gotunnel_core.supervisor.runtime import EngineProcess, Runtime
 
 from . import admin
 from .binary import INSTALL_HINT, probe, version_of
+from .metrics import parse_access_record
 from .render import RenderOptions, render_json
 
 CONFIG_FILE = "caddy.json"
@@ -75,6 +76,7 @@ class CaddyEngine(SupervisedEngine):
     binary_candidates = ("caddy",)
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
+    access_log_parser = staticmethod(parse_access_record)
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
@@ -114,6 +116,7 @@ class CaddyEngine(SupervisedEngine):
             grace_period=grace_s,
             via=bool(self.context.settings.get("via", False)),
             listen_fds=self._listen_fds(),
+            metrics_socket=self.access_log_socket,
         )
 
     def _listen_fds(self) -> dict[int, int] | None:

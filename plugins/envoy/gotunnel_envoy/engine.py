@@ -263,6 +263,25 @@ class EnvoyEngine(SupervisedEngine):
                 total += int(value)
         return total
 
+    async def metrics(self) -> Any:
+        """Per-cluster stats (one cluster per tunnel) and `/clusters` health, relabelled to tunnels."""
+        from .metrics import STATS_PATH, backend_health, tunnel_stats
+        from .render import cluster_name
+
+        stats = await super().metrics()
+        table = self._table
+        if table is None or stats is None:
+            return stats
+        clusters = {cluster_name(t): t.name for t in table.tunnels}
+        answer = await self.admin("GET", STATS_PATH, timeout=5.0)
+        if answer is None or answer[0] != 200:
+            raise RuntimeFailure("envoy's admin endpoint did not answer the stats request")
+        stats.tunnels = tunnel_stats(answer[1].decode("utf-8", "replace"), clusters)
+        health = await self.admin("GET", "/clusters", timeout=5.0)
+        if health is not None and health[0] == 200:
+            stats.backends = backend_health(health[1].decode("utf-8", "replace"), table.tunnels, clusters)
+        return stats
+
     def health(self) -> EngineHealth:
         base = super().health()
         sock = self._admin_socket_path()

@@ -23,6 +23,8 @@ from gotunnel_core.supervisor import SupervisedEngine, WorkDir
 from gotunnel_core.supervisor.binary import run_for_output
 from gotunnel_core.supervisor.runtime import EngineProcess
 
+from .metrics import parse_access_record
+
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
 
@@ -33,13 +35,15 @@ class NginxEngine(SupervisedEngine):
     binary_candidates = ("nginx",)
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
+    access_log_parser = staticmethod(parse_access_record)
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
         settings = self.context.settings
-        options = render_options(settings, lambda key: engine_option(settings, self.name, key))
+        options = render_options(settings, lambda key: engine_option(settings, self.name, key),
+                                 metrics_socket=self.access_log_socket)
         return render_files(table, options)
 
     def generation_files(self, generation: int) -> dict[str, str]:

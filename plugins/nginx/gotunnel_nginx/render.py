@@ -24,6 +24,7 @@ from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.errors import UsageError
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 
+from .metrics import LOG_FORMAT
 from .quoting import FILTERS, NginxQuoteError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -42,6 +43,7 @@ class RenderOptions:
     log_level: str = "warn"
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
     template_dir: str | None = None
+    metrics_socket: str | None = None  # the daemon's access-log datagram socket (metrics), if any
 
 
 def make_environment(template_dir: str | None) -> Any:
@@ -139,6 +141,8 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "worker_connections": options.worker_connections,
         "keepalive": options.keepalive,
         "log_level": options.log_level if options.log_level in ("debug", "info", "notice", "warn", "error") else "warn",
+        "metrics_socket": options.metrics_socket,
+        "metrics_format": LOG_FORMAT,
         "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
         "listen": {
             "http": _listen(listen.bind, listen.http_port),
@@ -191,7 +195,7 @@ def generation_conf(generation: int) -> str:
     return f'return 200 "{int(generation)}\\n";\n'
 
 
-def render_options(settings: Mapping[str, Any], option: Any) -> RenderOptions:
+def render_options(settings: Mapping[str, Any], option: Any, metrics_socket: str | None = None) -> RenderOptions:
     """Options from settings (`option(key)` reads [engines.nginx] / GOTUNNEL_NGINX_*)."""
 
     def number(key: str, default: int, low: int, high: int) -> int:
@@ -222,4 +226,5 @@ def render_options(settings: Mapping[str, Any], option: Any) -> RenderOptions:
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
         template_dir=settings.get("template_dir"),
+        metrics_socket=metrics_socket,
     )

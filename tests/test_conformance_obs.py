@@ -1,0 +1,101 @@
+"""Conformance rows of observability (issue 15), on every engine through the real CLI and daemon.
+
+Reuses the suite's `env` fixture, `behaviour` marker and engine parametrization from
+tests/test_conformance.py (its BEHAVIOURS/CAPABILITIES tables hold these rows' keys).
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import wait_for
+from test_conformance import Env, app, behaviour, env, pytest_generate_tests  # noqa: F401 - fixtures, hook
+
+from gotunnel_core.metrics.collector import parse_text
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    """200 for every path but /missing*, which answers 404 (the backend's own). Every answer closes
+    its connection, so once the server is closed no pooled connection can still reach it."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = b"missing\n" if self.path.startswith("/missing") else b"ok\n"
+        self.send_response(404 if self.path.startswith("/missing") else 200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def status_backend() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def tunnel_samples(env: Env, tunnel: str) -> dict[str, float]:
+    """The tunnel's samples from `gotunnel metrics`: {"requests_2xx": n, "upstream_errors": n, ...}."""
+    result = env.g("metrics", check=True)
+    out: dict[str, float] = {}
+    for (name, labels), value in parse_text(result.out).items():
+        labels = dict(labels)
+        if labels.get("tunnel") != tunnel:
+            continue
+        if name == "gotunnel_requests_total":
+            out["requests_" + labels["code"]] = value
+        elif name == "gotunnel_request_duration_seconds_count":
+            out["latency_count"] = value
+        elif name in ("gotunnel_upstream_errors_total", "gotunnel_received_bytes_total", "gotunnel_sent_bytes_total"):
+            out[name[len("gotunnel_"):-len("_total")]] = value
+    return out
+
+
+@behaviour("metrics_counters")
+def test_request_counters_match_a_known_mix_exactly(env: Env, status_backend: ThreadingHTTPServer) -> None:
+    port = status_backend.server_address[1]
+    env.start("-d", "mix", "-p", str(port))
+    ok, missing, bad = 6, 3, 4
+    for i in range(ok):
+        assert env.get("mix", "/", https=bool(i % 2))[0] == 200
+    for i in range(missing):
+        assert env.get("mix", "/missing", https=bool(i % 2))[0] == 404
+    assert env.get("nobody")[0] == 404  # no tunnel: counted for none of them
+    status_backend.shutdown()
+    status_backend.server_close()
+    for i in range(bad):
+        assert env.get("mix", "/", https=bool(i % 2))[0] == 502
+    expected = {"requests_1xx": 0, "requests_2xx": ok, "requests_3xx": 0, "requests_4xx": missing,
+                "requests_5xx": bad, "upstream_errors": bad}
+
+    def settled() -> dict[str, float] | None:
+        samples = tunnel_samples(env, "mix")
+        # Every proxied request is timed too (Envoy publishes its histograms at each stats flush).
+        timed = samples.get("latency_count", 0) >= ok + missing
+        return samples if {k: samples.get(k) for k in expected} == expected and timed else None
+
+    try:
+        samples = wait_for(settled, timeout=15, interval=0.2, what="the counters to reach the mix")
+    except AssertionError:
+        raise AssertionError(f"counters {tunnel_samples(env, 'mix')} never matched {expected}") from None
+    assert samples["sent_bytes"] > 0  # received: Caddy counts request bodies only (none here)
+    assert {k: tunnel_samples(env, "mix").get(k) for k in expected} == expected  # and nothing more arrives
+    text = env.g("metrics", check=True).out
+    assert 'gotunnel_certificate_expiry_timestamp_seconds{name="mix"}' in text
+    assert "gotunnel_tunnels 1.0" in text
+    assert f'gotunnel_engine_info{{engine="{env.engine}"}} 1.0' in text
