@@ -15,7 +15,7 @@ from gotunnel_core.metrics.logstream import AccessRecord
 LOG_FORMAT = "$gt_tunnel|$status|$request_time|$request_length|$bytes_sent|$upstream_addr|$upstream_header_time"
 #: nginx's syslog header ends with the tag and ": ".
 _TAG = b"gotunnel: "
-_SEPARATORS = re.compile(r"[,:]")
+_REDIRECTS = re.compile(r"\s:\s")
 
 
 def parse_access_record(datagram: bytes) -> AccessRecord | None:
@@ -27,9 +27,19 @@ def parse_access_record(datagram: bytes) -> AccessRecord | None:
     if len(fields) != 7 or fields[0] in ("", "-"):
         return None
     tunnel, status, seconds, length, sent, upstream, header_times = fields
-    errors = 0
-    if upstream not in ("", "-"):
-        # One time per attempt (", " between attempts, " : " across internal redirects); "-" is
-        # an attempt that got no response head: refused, reset or timed out.
-        errors = sum(1 for part in _SEPARATORS.split(header_times) if part.strip() == "-")
+    errors = upstream_failures(upstream, header_times)
     return AccessRecord(tunnel, int(status), float(seconds), int(length), int(sent), errors)
+
+
+def upstream_failures(addresses: str, header_times: str) -> int:
+    """Attempts that reached for a backend and got no response head (refused, reset, timed out).
+
+    Both variables hold one entry per attempt (", " between attempts of one location, " : " across
+    internal redirects such as the error page); "-" as an address is a location with no upstream.
+    """
+    failures = 0
+    for addr_group, time_group in zip(_REDIRECTS.split(addresses), _REDIRECTS.split(header_times)):
+        for addr, seconds in zip(addr_group.split(","), time_group.split(",")):
+            if addr.strip() not in ("", "-") and seconds.strip() == "-":
+                failures += 1
+    return failures
