@@ -299,3 +299,19 @@ def test_lan_peer_reaches_tunnels_but_not_metrics(gotunnel: Gotunnel, echo_backe
     assert _connect_from(ns, host_address, gotunnel.http_port) == "connected"  # the tunnel is on the LAN
     assert _connect_from(ns, host_address, port) == "ConnectionRefusedError"  # its metrics are not
     assert "gotunnel_tunnels 1.0" in _scrape(port)
+
+
+def test_grafana_dashboard_queries_only_metrics_the_daemon_serves() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "examples" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"gotunnel_[a-z_]+", e)}
+    stats = EngineStats()
+    stats.tunnel("t").observe(200, 0.1, 1, 1)
+    metrics = DaemonMetrics("builtin")
+    text = metrics.render(MetricsSnapshot("builtin", stats, ["t"], [BackendHealth("t", "http://b", True)], [("t", 1.0)]))
+    served = {name for name, _ in parse_text(text.decode())}
+    assert used and used <= served, used - served
