@@ -15,6 +15,7 @@ import sys
 from typing import Any, Awaitable, Callable, Mapping
 
 from .. import __version__
+from ..audit import AUDITED_OPS, AuditLog, peer_credentials
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..fsutil import atomic_write
 from ..logs import get_logger
@@ -61,6 +62,7 @@ class DaemonServer:
             "metrics": self._metrics,
         }
         self.metrics_endpoint: Any = None
+        self.audit = AuditLog(layout.audit_log)
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -110,7 +112,9 @@ class DaemonServer:
         return {"stopped": names, "pid": os.getpid()}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve one request on one connection."""
+        """Serve one request on one connection; state-changing operations go to the audit log."""
+        op: str | None = None
+        args: dict[str, Any] = {}
         try:
             line = await reader.readline()
             try:
@@ -128,6 +132,8 @@ class DaemonServer:
             log.exception("request failed")
             response = error_response(RuntimeFailure(f"internal daemon error: {type(exc).__name__}: {exc}",
                                                      hint="see `gotunnel logs`"))
+        if isinstance(op, str) and op in AUDITED_OPS and isinstance(args, dict):
+            self._audit(op, args, response, writer)
         try:
             writer.write(encode(response))
             await writer.drain()
@@ -135,6 +141,15 @@ class DaemonServer:
             pass
         finally:
             writer.close()
+
+    def _audit(self, op: str, args: Mapping[str, Any], response: Mapping[str, Any],
+               writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        peer = peer_credentials(sock) if sock is not None else None
+        try:
+            self.audit.record(op, args, ok=bool(response.get("ok")), error=response.get("error"), peer=peer)
+        except OSError as exc:  # a full disk must not stop the daemon from answering
+            log.error("audit log not written", error=str(exc), op=op)
 
     async def run(self, initial_tunnels: list[Any] | None = None) -> None:
         """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly."""
