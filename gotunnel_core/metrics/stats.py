@@ -15,8 +15,9 @@ from typing import Any
 #: Upper bounds (seconds) of the latency histogram. A subset of Envoy's default bucket bounds
 #: (0.5 ms ... 1 h), so Envoy's own histogram maps onto these buckets without interpolation.
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: Status classes as labels, indexed by `status // 100` (0: no status, e.g. a cut-off exchange).
-CLASSES: tuple[str, ...] = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+#: Status classes as labels, indexed by `status // 100`; "none" and the slots past 5xx (a backend's
+#: out-of-range status such as 999) are counted but not shown as a class.
+CLASSES: tuple[str, ...] = ("none", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx")
 
 
 @dataclass(slots=True, eq=False)
@@ -39,7 +40,7 @@ class TunnelStats:
     def observe(self, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request (the builtin engine's hot path: keep it lean)."""
         cls = status // 100
-        self.codes[cls if 0 < cls < 6 else 0] += 1
+        self.codes[cls if 0 < cls < 10 else 0] += 1
         self.buckets[bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.bytes_in += bytes_in

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gotunnel_core.metrics.stats import EngineStats, TunnelStats
 
     from .balancer import BackendState
+    from .metrics import RouteCounters
     from .config import Settings
     from .router import Router
     from .state import ProxyState
@@ -46,7 +47,7 @@ class BuiltinEngine(Engine):
         self._settings: Settings | None = None
         self._started_at = 0.0
         self._workers: Any = None  # WorkerSupervisor when settings.workers > 1
-        self._tunnel_stats: dict[str, TunnelStats] = {}  # kept across route changes, by tunnel name
+        self._tunnel_stats: dict[str, RouteCounters] = {}  # kept across route changes, by tunnel name
 
     # -- pure -------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -66,9 +67,8 @@ class BuiltinEngine(Engine):
     # -- building a routing snapshot -----------------------------------------------------------
     def _build(self, table: RouteTable) -> tuple["Router", "CertSnapshot", dict[tuple[Any, ...], "BackendState"]]:
         """Everything for `table`, built aside so a failure leaves the running config untouched."""
-        from gotunnel_core.metrics.stats import TunnelStats
-
         from .balancer import Balancer, BackendState
+        from .metrics import RouteCounters
         from .router import Route, Router
         from .upstream import Pool
 
@@ -94,7 +94,7 @@ class BuiltinEngine(Engine):
                 states[key] = state
                 tunnel_states.append(state)
             route = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
-            route.stats = self._tunnel_stats.get(tunnel.name) or TunnelStats()
+            route.stats = self._tunnel_stats.get(tunnel.name) or RouteCounters()
             routes[tunnel.name] = route
         return Router.build(table, routes), snapshot, states
 
@@ -292,10 +292,21 @@ class BuiltinEngine(Engine):
         """The counters of the tunnels served now (a removed tunnel's counters go with it)."""
         self._tunnel_stats = {r.name: r.stats for r in (*router.exact.values(), *router.wildcard.values())}
 
+    def _tunnels_now(self) -> "dict[str, TunnelStats]":
+        """Each tunnel's counters, with its requests in flight counted from the open connections."""
+        active = dict.fromkeys(self._tunnel_stats, 0)
+        for conn in list(self.st.conns) if self.st is not None else ():
+            streams = getattr(conn, "streams", None)  # HTTP/2: every open stream; HTTP/1.1: the active request
+            routes = [s.route for s in streams.values()] if streams is not None else [getattr(conn.active, "route", None)]
+            for route in routes:
+                if route is not None and route.name in active:
+                    active[route.name] += 1
+        return {name: counters.snapshot(active[name]) for name, counters in self._tunnel_stats.items()}
+
     def tunnel_stats(self) -> dict[str, Any]:
         """Per-tunnel counters and backend health of this process, JSON-ready (for the worker channel)."""
         return {
-            "tunnels": {name: stats.to_dict() for name, stats in self._tunnel_stats.items()},
+            "tunnels": {name: stats.to_dict() for name, stats in self._tunnels_now().items()},
             "backends": [[key[0], state.backend.url, state.available()] for key, state in self._backends.items()],
         }
 
@@ -307,7 +318,7 @@ class BuiltinEngine(Engine):
         if self.st is None:
             return EngineStats()
         return EngineStats(
-            tunnels=dict(self._tunnel_stats),  # live counters: the scrape renders them on this loop at once
+            tunnels=self._tunnels_now(),
             backends=[BackendHealth(key[0], state.backend.url, state.available()) for key, state in self._backends.items()],
         )
 

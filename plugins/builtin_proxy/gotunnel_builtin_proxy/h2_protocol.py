@@ -962,7 +962,6 @@ class H2Protocol(asyncio.Protocol):
             body = pages.not_found_page(req.authority.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self.local(stream, 404, body.encode(), HTML)
         stream.route = route
-        route.stats.active += 1
         sni = self.sni
         if not (sni is NO_SNI or sni == "" or sni == route.name):
             return self.local(stream, 421, b"Misdirected Request: the TLS name does not match Host\n", TEXT)

@@ -384,7 +384,6 @@ class ClientProtocol(asyncio.Protocol):
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
         req.route = route
         req.t0 = self.t_phase  # set when the head began (on_message_begin / _finish_exchange)
-        route.stats.active += 1
         if self.https:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(

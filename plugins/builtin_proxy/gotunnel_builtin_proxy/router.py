@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from gotunnel_core.metrics.stats import TunnelStats
 from gotunnel_core.models import RouteTable, Tunnel
+
+from .metrics import RouteCounters
 
 if TYPE_CHECKING:
     from .balancer import Balancer
@@ -32,7 +33,7 @@ class Route:
     req_remove: frozenset[bytes] = frozenset()
     resp_add: bytes = b""
     resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
-    stats: TunnelStats = field(default_factory=TunnelStats)  # the engine's counters of this tunnel
+    stats: RouteCounters = field(default_factory=RouteCounters)  # the engine's counters of this tunnel
 
     @classmethod
     def build(cls, tunnel: Tunnel, balancer: "Balancer") -> "Route":
