@@ -1,5 +1,5 @@
-"""`metrics` and `audit`: what the daemon's engine counted (Prometheus text, whichever engine runs),
-and who did what to the daemon (the audit log)."""
+"""`metrics`, `top` and `audit`: what the daemon's engine counted (Prometheus text, whichever engine
+runs), a live view of it, and who did what to the daemon (the audit log)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,42 @@ def _follow(path: Path, show: Callable[[str], None], current: tuple[Any, int] | 
         time.sleep(0.2)
 
 
+@click.command()
+@click.option("--interval", "-i", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one view (over one interval) and exit.")
+@pass_state
+def top(state: CliState, interval: float, once: bool) -> None:
+    """Live view of the tunnels: req/s, error rate, p99 latency, backends up, certificate expiry."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..top import Sample, rows, table
+
+    client = running_client(state)
+
+    def sample() -> Sample:
+        return Sample.parse(client.request("metrics")["text"])
+
+    before = sample()
+    if once:
+        time.sleep(interval)
+        after = sample()
+        Console().print(table(rows(before, after), after.engine, interval))
+        return
+    with Live(table([], before.engine, interval), refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                after = sample()
+                live.update(table(rows(before, after), after.engine, interval))
+                before = after
+        except KeyboardInterrupt:
+            pass
+
+
 @hookimpl
 def gotunnel_register_commands(cli: click.Group) -> None:
     cli.add_command(metrics)
+    cli.add_command(top)
     cli.add_command(audit)
