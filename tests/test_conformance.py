@@ -64,6 +64,7 @@ BEHAVIOURS: dict[str, str] = {
     "bad_routes_refused": "Invalid tunnels refused, running config kept",
     "engine_validator": "Engine's own validator refuses a bad config (e.g. unresolvable backend)",
     "metrics_counters": "Metrics: per-tunnel request counters match a known mix (2xx, 404, 502) exactly",
+    "trace_context": "W3C traceparent/tracestate reach the backend (same trace)",
 }
 
 ENGINES = ("builtin", "nginx", "caddy", "envoy")

@@ -99,3 +99,24 @@ def test_request_counters_match_a_known_mix_exactly(env: Env, status_backend: Th
     assert 'gotunnel_certificate_expiry_timestamp_seconds{name="mix"}' in text
     assert "gotunnel_tunnels 1.0" in text
     assert f'gotunnel_engine_info{{engine="{env.engine}"}} 1.0' in text
+
+
+@behaviour("trace_context")
+def test_traceparent_reaches_the_backend(env: Env, app: Any) -> None:
+    from conformance_backends import header_values
+
+    import json
+
+    backend = app()
+    env.start("-d", "traced", "-p", str(backend.port))
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    for https in (False, True):
+        sent = f"00-{trace_id}-b7ad6b7169203331-01"
+        status, _, body = env.get("traced", "/t", https=https, headers={"traceparent": sent, "tracestate": "gt=1"})
+        echo = json.loads(body)
+        assert status == 200
+        (received,) = header_values(echo, "traceparent")
+        # The same trace; the parent is the client's span, or the engine's own when it traces.
+        version, got_trace, parent, flags = received.split("-")
+        assert (version, got_trace, flags) == ("00", trace_id, "01") and len(parent) == 16
+        assert header_values(echo, "tracestate") == ["gt=1"]

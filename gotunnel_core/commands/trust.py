@@ -71,10 +71,18 @@ def trust(state: CliState, uninstall: bool, check: bool, env_vars: bool, stores:
     if check:
         assert target is not None
         rows, action = service.check(names, target), "check"
-    elif uninstall:
-        rows, action = service.uninstall(names, sudo), "uninstall"
     else:
-        rows, action = service.install(names, sudo), "install"
+        from .. import tracing
+
+        tracing.configure()  # a trust change is a control operation: traced when OTEL_* asks for it
+        try:
+            with tracing.span("trust.uninstall" if uninstall else "trust.install", stores=list(names)):
+                if uninstall:
+                    rows, action = service.uninstall(names, sudo), "uninstall"
+                else:
+                    rows, action = service.install(names, sudo), "install"
+        finally:
+            tracing.shutdown()
     if action != "check":  # a change to trust stores is a control operation: audited by the CLI itself
         from ..audit import AuditLog
 

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any, Iterable, Mapping
 
+from .. import tracing
 from ..certservice import CertService
 from ..engine import Engine, EngineContext, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
@@ -231,8 +232,9 @@ class TunnelManager:
         assert self.engine is not None
         table = await self._build_table(desired.values())
         started = time.monotonic()
-        await self.engine.validate(table)
-        await self.engine.apply(table)
+        with tracing.span("engine.apply", engine=self.settings["engine"], tunnels=len(table.tunnels)):
+            await self.engine.validate(table)
+            await self.engine.apply(table)
         self.metrics.observe_reload(time.monotonic() - started)
         self.table = table
 

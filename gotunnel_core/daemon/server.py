@@ -15,6 +15,7 @@ import sys
 from typing import Any, Awaitable, Callable, Mapping
 
 from .. import __version__
+from .. import tracing
 from ..audit import AUDITED_OPS, AuditLog, peer_credentials
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..fsutil import atomic_write
@@ -125,7 +126,7 @@ class DaemonServer:
                     raise UsageError(f"unknown daemon operation {op!r}")
             except (ValueError, KeyError, TypeError):
                 raise UsageError("malformed request to the daemon") from None
-            response = {"ok": True, "result": await self.ops[op](args)}
+            response = {"ok": True, "result": await self._call(op, args)}
         except GotunnelError as exc:
             response = error_response(exc)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
@@ -141,6 +142,14 @@ class DaemonServer:
             pass
         finally:
             writer.close()
+
+    async def _call(self, op: str, args: dict[str, Any]) -> Any:
+        """Run one operation; a control operation gets a trace span (when tracing is on)."""
+        if op not in AUDITED_OPS:
+            return await self.ops[op](args)
+        names = [t.get("name") for t in args.get("tunnels") or () if isinstance(t, dict)] or args.get("names")
+        with tracing.span(f"gotunnel {op}", operation=op, tunnels=[str(n) for n in names or ()]):
+            return await self.ops[op](args)
 
     def _audit(self, op: str, args: Mapping[str, Any], response: Mapping[str, Any],
                writer: asyncio.StreamWriter) -> None:
@@ -201,6 +210,7 @@ def run_daemon(
 ) -> None:
     """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
     lock_fd = acquire_daemon_lock(layout)
+    tracing.configure()
     try:
         import uvloop
 
@@ -211,5 +221,6 @@ def run_daemon(
 
         uvloop.run(main())
     finally:
+        tracing.shutdown()  # flush the last spans
         os.close(lock_fd)
     sys.stdout.flush()

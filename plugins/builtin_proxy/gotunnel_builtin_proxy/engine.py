@@ -156,8 +156,10 @@ class BuiltinEngine(Engine):
         http2 = self._settings.http2
         self._certs = CertStore(http2)
         router, snapshot, states = self._build(table)
+        from gotunnel_core import tracing
+
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
-                        hook_on=self._hook_enabled(), log=self.context.log)
+                        hook_on=self._hook_enabled(), log=self.context.log, tracer=tracing.tracer("gotunnel.builtin"))
         https_protocol: Any = lambda: ClientProtocol(st, True)  # noqa: E731
         if http2:
             from .h2_protocol import AlpnDispatch

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from gotunnel_core.metrics.stats import BUCKETS, CLASSES, TunnelStats
 
+from .tracing import end_request_span
+
 if TYPE_CHECKING:
     from .h2_protocol import H2Stream
     from .protocol import ClientProtocol, Req
@@ -59,6 +61,8 @@ def record_h1(conn: "ClientProtocol", req: "Req") -> None:
     counters.bytes_in += conn.nin
     counters.bytes_out += conn.nout
     conn.nin = conn.nout = 0
+    if req.span is not None:
+        end_request_span(req)
 
 
 def record_h2(stream: "H2Stream") -> None:

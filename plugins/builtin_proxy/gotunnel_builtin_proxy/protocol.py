@@ -18,6 +18,7 @@ from gotunnel_core import pages
 
 from .hooks import run_request_hook
 from .metrics import record_h1
+from .tracing import start_request_span
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -52,7 +53,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local", "t0", "status",
+        "head_parts", "local", "t0", "status", "span",
     )
 
     def __init__(self) -> None:
@@ -76,6 +77,7 @@ class Req:
         self.local = False
         self.t0 = 0.0  # when the request head began (monotonic): latency metrics
         self.status = 0  # status of the final response head sent, 0 while none
+        self.span = None  # its trace span, when tracing samples it
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -396,6 +398,8 @@ class ClientProtocol(asyncio.Protocol):
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
+        if st.tracer is not None:
+            start_request_span(st, req, route, out, self.https)
         # Request line first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", headers...]
         out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n")
         out += (
