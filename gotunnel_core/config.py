@@ -34,6 +34,10 @@ def _parse_str(raw: object) -> str:
     return raw
 
 
+def _parse_opt_str(raw: object) -> str | None:
+    return None if raw is None or raw == "" else _parse_str(raw)
+
+
 def _parse_opt_path(raw: object) -> str | None:
     if raw is None or raw == "":
         return None
@@ -136,6 +140,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cert_renew_days", _int_range(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
     Setting("metrics_port", _int_range(0, 65535), 0, "serve Prometheus metrics on 127.0.0.1:PORT (0: off)"),
     Setting("metrics", _parse_bool, True, "count requests per tunnel (nginx, Caddy: through an access-log stream to the daemon)"),
+    Setting("sentry_dsn", _parse_opt_str, None,
+            "send unexpected daemon errors to this Sentry DSN (default: none, nothing is sent)", secret=True),
     Setting("ca_extra_suffixes", _str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -161,7 +167,8 @@ class Resolved:
         return {
             "config_file": str(self.config_file) if self.config_file else None,
             "settings": {
-                s.name: {"value": self.values[s.name], "source": self.sources[s.name], "env": s.env} for s in SETTINGS
+                s.name: {"value": "<hidden>" if s.secret and self.values[s.name] else self.values[s.name],
+                         "source": self.sources[s.name], "env": s.env} for s in SETTINGS
             },
         }
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Awaitable, Callable, Mapping
 
 from .. import __version__
-from .. import tracing
+from .. import error_reports, tracing
 from ..audit import AUDITED_OPS, AuditLog, peer_credentials
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..fsutil import atomic_write
@@ -131,6 +131,7 @@ class DaemonServer:
             response = error_response(exc)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             log.exception("request failed")
+            error_reports.capture(exc)
             response = error_response(RuntimeFailure(f"internal daemon error: {type(exc).__name__}: {exc}",
                                                      hint="see `gotunnel logs`"))
         if isinstance(op, str) and op in AUDITED_OPS and isinstance(args, dict):
@@ -211,6 +212,7 @@ def run_daemon(
     """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
     lock_fd = acquire_daemon_lock(layout)
     tracing.configure()
+    error_reports.configure(settings)
     try:
         import uvloop
 
