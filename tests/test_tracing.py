@@ -61,6 +61,28 @@ def test_builtin_request_span_is_the_backends_parent(memory_exporter: Any, engin
     assert seen["tracestate"] == "k=v"
 
 
+def test_http2_request_span_is_the_backends_parent(memory_exporter: Any, engine_factory: Any,  # noqa: F811
+                                                    backend_a: Any, ports: Any, tmp_path: Any) -> None:  # noqa: F811
+    from builtin_helpers import make_pki
+    from h2_helpers import H2Client
+
+    pki = make_pki(tmp_path / "pki", ["app"])
+    engine = engine_factory()
+    engine.start(make_table([{"name": "app", "backends": [backend_a.url]}], *ports, pki))
+    client = H2Client(ports[1], "app.localhost", str(pki.ca_file))
+    try:
+        assert client.alpn == "h2"
+        response = client.request("GET", "/h2", [("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01")])
+    finally:
+        client.close()
+    assert response.status == 200
+    (span,) = wait_for(lambda: memory_exporter.get_finished_spans(), what="the stream's span")
+    assert span.name == "GET app" and format(span.parent.span_id, "016x") == PARENT_ID
+    assert span.attributes["url.scheme"] == "https" and span.attributes["http.response.status_code"] == 200
+    own = format(span.get_span_context().span_id, "016x")
+    assert echo_json(bytes(response.body))["hdr"]["traceparent"] == f"00-{TRACE_ID}-{own}-01"
+
+
 def test_unsampled_requests_keep_the_clients_traceparent(memory_exporter: Any, engine_factory: Any,  # noqa: F811
                                                          backend_a: Any, ports: Any) -> None:  # noqa: F811
     engine = engine_factory()

@@ -14,8 +14,7 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable, Mapping
 
-from .. import __version__
-from .. import error_reports, tracing
+from .. import __version__, error_reports, tracing
 from ..audit import AUDITED_OPS, AuditLog, peer_credentials
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..fsutil import atomic_write

@@ -29,6 +29,7 @@ from . import h2_frames as F
 from .h2_upstream import start_exchange
 from .hooks import run_request_hook
 from .metrics import record_h2
+from .tracing import start_stream_span
 from .responses import date_header
 from .upstream import WRITE_HIGH
 
@@ -186,7 +187,7 @@ class H2Stream:
         "conn", "sid", "req", "send_window", "unacked", "remote_closed", "local_closed", "head_sent",
         "pending", "pending_size", "pending_end", "pending_trailers", "relay", "route", "backend", "tried",
         "received", "buffered", "activity", "t_active", "paused", "is_head", "websocket", "discard", "ended",
-        "owed", "recv_window", "t0", "status", "sent",
+        "owed", "recv_window", "t0", "status", "sent", "span",
     )
 
     def __init__(self, conn: "H2Protocol", sid: int, send_window: int) -> None:
@@ -220,6 +221,7 @@ class H2Stream:
         self.t0 = self.t_active  # metrics: latency from the request head, final status, body bytes sent
         self.status = 0
         self.sent = 0
+        self.span: Any = None
 
     # -- request side (called by the connection) ----------------------------------------------
     def on_data(self, data: bytes, end: bool) -> None:
@@ -1014,6 +1016,8 @@ class H2Protocol(asyncio.Protocol):
         if backend is None:
             body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
             return self.local(stream, 503, body.encode(), HTML)
+        if st.tracer is not None:
+            fields = start_stream_span(st, stream, route, fields)
         start_exchange(stream, backend, fields)
 
     def bad_gateway(self, stream: H2Stream, backend: "BackendState", reason: str) -> None:

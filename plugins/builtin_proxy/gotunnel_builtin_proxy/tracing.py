@@ -1,4 +1,5 @@
-"""Request spans on the builtin engine (HTTP/1.1), when the daemon traces (`gotunnel_core.tracing`).
+"""Request spans on the builtin engine (HTTP/1.1 and HTTP/2), when the daemon traces
+(`gotunnel_core.tracing`).
 
 A proxied request gets a SERVER span, child of the client's `traceparent` when it sent one, and
 sampled by the configured sampler; a sampled span replaces `traceparent`/`tracestate` towards the
@@ -10,9 +11,10 @@ the client's headers untouched (propagation never breaks). With tracing off none
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
+    from .h2_protocol import H2Stream
     from .protocol import Req
     from .router import Route
     from .state import ProxyState
@@ -21,41 +23,59 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 CRLF = b"\r\n"
 
 
-def start_request_span(st: "ProxyState", req: "Req", route: "Route", out: list[bytes], https: bool) -> None:
-    """Open the request's span; when sampled, rewrite the trace headers in `out` (name, ": ", value,
-    CRLF groups of four) to carry it."""
+def _open_span(st: "ProxyState", method: bytes, path: bytes, headers: Iterable[tuple[bytes, bytes]], t0: float,
+               route: "Route", https: bool) -> tuple[Any, list[tuple[bytes, bytes]]]:
+    """The request's span when sampled (else None) and the trace headers the backend must get."""
     from opentelemetry.propagate import get_global_textmap
     from opentelemetry.trace import SpanKind, set_span_in_context
 
     carrier = {name.lower().decode("latin-1"): value.decode("latin-1")
-               for name, value in req.headers if name.lower() in _TRACE_HEADERS}
+               for name, value in headers if name.lower() in _TRACE_HEADERS}
     propagator = get_global_textmap()
-    parent = propagator.extract(carrier)
-    started = time.time_ns() - int((time.monotonic() - req.t0) * 1e9)
-    method = req.method.decode("latin-1")
+    started = time.time_ns() - int((time.monotonic() - t0) * 1e9)
+    verb = method.decode("latin-1")
     span = st.tracer.start_span(
-        f"{method} {route.name}", context=parent, kind=SpanKind.SERVER, start_time=started,
-        attributes={"http.request.method": method, "gotunnel.tunnel": route.name,
-                    "url.scheme": "https" if https else "http",
-                    "url.path": req.url.split(b"?", 1)[0].decode("latin-1", "replace")})
+        f"{verb} {route.name}", context=propagator.extract(carrier), kind=SpanKind.SERVER, start_time=started,
+        attributes={"http.request.method": verb, "gotunnel.tunnel": route.name, "url.scheme": "https" if https else "http",
+                    "url.path": path.split(b"?", 1)[0].decode("latin-1", "replace")})
     if not span.is_recording():
+        return None, []
+    injected: dict[str, str] = {}
+    propagator.inject(injected, context=set_span_in_context(span))
+    return span, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in injected.items()]
+
+
+def start_request_span(st: "ProxyState", req: "Req", route: "Route", out: list[bytes], https: bool) -> None:
+    """HTTP/1.1: open the span; when sampled, rewrite the trace headers in `out` (name, ": ", value,
+    CRLF groups of four)."""
+    span, inject = _open_span(st, req.method, req.url, req.headers, req.t0, route, https)
+    if span is None:
         return
     req.span = span
-    headers: dict[str, str] = {}
-    propagator.inject(headers, context=set_span_in_context(span))
-    kept = [part for i in range(0, len(out), 4) if out[i].lower() not in _TRACE_HEADERS for part in out[i:i + 4]]
-    out[:] = kept
-    for name, value in headers.items():
-        out += (name.encode("latin-1"), b": ", value.encode("latin-1"), CRLF)
+    out[:] = [part for i in range(0, len(out), 4) if out[i].lower() not in _TRACE_HEADERS for part in out[i:i + 4]]
+    for name, value in inject:
+        out += (name, b": ", value, CRLF)
 
 
-def end_request_span(req: "Req") -> None:
-    """Close the request's span with its status (5xx: an error)."""
+def start_stream_span(st: "ProxyState", stream: "H2Stream", route: "Route",
+                      fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """HTTP/2: open the span; the fields for the backend, with its trace headers when sampled."""
+    req = stream.req
+    assert req is not None
+    span, inject = _open_span(st, req.method, req.path, fields, stream.t0, route, True)
+    if span is None:
+        return fields
+    stream.span = span
+    return [(n, v) for n, v in fields if n not in _TRACE_HEADERS] + inject
+
+
+def end_request_span(exchange: "Req | H2Stream") -> None:
+    """Close the span of a finished request or stream with its status (5xx: an error)."""
     from opentelemetry.trace import Status, StatusCode
 
-    span: Any = req.span
-    req.span = None
-    status = req.status or 499
+    span: Any = exchange.span
+    exchange.span = None
+    status = exchange.status or 499
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
