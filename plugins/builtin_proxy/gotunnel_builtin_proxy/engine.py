@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from gotunnel_core.metrics.stats import EngineStats, TunnelStats
 
     from .balancer import BackendState
-    from .metrics import RouteCounters
     from .config import Settings
+    from .metrics import RouteCounters
     from .router import Router
     from .state import ProxyState
     from .tls import CertSnapshot, CertStore, SniSelector
@@ -146,6 +146,8 @@ class BuiltinEngine(Engine):
     async def serve(self, table: RouteTable, socks: "tuple[Any, Any] | None" = None,
                     settings: "Settings | None" = None) -> None:
         """Serve in this process, on new listeners or on already-listening `socks` (HTTP, HTTPS)."""
+        from gotunnel_core import tracing
+
         from .config import Settings
         from .protocol import ClientProtocol
         from .state import ProxyState
@@ -156,8 +158,6 @@ class BuiltinEngine(Engine):
         http2 = self._settings.http2
         self._certs = CertStore(http2)
         router, snapshot, states = self._build(table)
-        from gotunnel_core import tracing
-
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
                         hook_on=self._hook_enabled(), log=self.context.log, tracer=tracing.tracer("gotunnel.builtin"))
         https_protocol: Any = lambda: ClientProtocol(st, True)  # noqa: E731

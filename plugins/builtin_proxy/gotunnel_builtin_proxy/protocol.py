@@ -18,7 +18,6 @@ from gotunnel_core import pages
 
 from .hooks import run_request_hook
 from .metrics import record_h1
-from .tracing import start_request_span
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -29,6 +28,7 @@ from .responses import (
     error_response,
     simple_response,
 )
+from .tracing import start_request_span
 from .upstream import WRITE_HIGH
 
 if TYPE_CHECKING:

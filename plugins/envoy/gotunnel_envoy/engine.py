@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gotunnel_core.engine import BinaryStatus, EngineHealth, engine_option
 from gotunnel_core.errors import RuntimeFailure
@@ -29,6 +29,9 @@ from gotunnel_core.supervisor.binary import run_for_output
 from gotunnel_core.supervisor.runtime import EngineProcess
 
 from .binary import INSTALL_HINT, find_envoy, parse_version
+
+if TYPE_CHECKING:
+    from gotunnel_core.metrics.stats import EngineStats
 
 #: Longest unix socket path we hand Envoy (sun_path is 108 bytes on Linux, 104 on macOS).
 MAX_SOCKET_PATH = 100
@@ -263,7 +266,7 @@ class EnvoyEngine(SupervisedEngine):
                 total += int(value)
         return total
 
-    async def metrics(self) -> Any:
+    async def metrics(self) -> "EngineStats | None":
         """Per-cluster stats (one cluster per tunnel) and `/clusters` health, relabelled to tunnels."""
         from .metrics import STATS_PATH, backend_health, tunnel_stats
         from .render import cluster_name
