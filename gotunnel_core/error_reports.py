@@ -4,7 +4,8 @@ The DSN comes from the `sentry_dsn` setting (`GOTUNNEL_SENTRY_DSN`, or the confi
 is ever built in (the original tool shipped its author's DSN: every user's crashes went to a
 stranger). Without a DSN, or without the SDK, `configure` does nothing at all: no client exists.
 With one, reports carry no request data: every event loses its `request` (URLs, headers, cookies,
-bodies), user and server name, frames carry no local variables, and no personal data is sent.
+bodies), user and server name, frames carry no local variables, and the SDK's own collection of
+personal data stays at its default: off.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def configure(settings: Mapping[str, Any]) -> bool:
     sentry_sdk.init(
         dsn=dsn,
         release=f"gotunnel@{__version__}",
-        send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
         traces_sample_rate=0.0,
