@@ -124,11 +124,15 @@ class DaemonMetrics:
             return generate_latest(self.registry)
 
 
-def parse_text(text: str) -> dict[str, Any]:
+#: A sample's key in `parse_text`: its name and its sorted label items.
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def parse_text(text: str) -> dict[SampleKey, float]:
     """Samples of an exposition text: {(name, sorted label items): value}; for tests and `top`."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    samples: dict[Any, float] = {}
+    samples: dict[SampleKey, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value

@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable, Protocol
 
 from ..models import NAME_SUFFIXES
 from .stats import TunnelStats
@@ -35,6 +35,12 @@ class AccessRecord:
     bytes_in: int
     bytes_out: int
     upstream_errors: int = 0
+
+
+class AccessRecordParser(Protocol):
+    """An engine's parser of one datagram of its access log (None: not a request of a tunnel)."""
+
+    def __call__(self, datagram: bytes, /) -> AccessRecord | None: ...
 
 
 class TunnelMatcher:
@@ -82,7 +88,7 @@ class TunnelMatcher:
 class AccessLogStream:
     """Binds `path` as a unix datagram socket and counts every record the engine sends to it."""
 
-    def __init__(self, path: Path, parse: Callable[[bytes], AccessRecord | None]) -> None:
+    def __init__(self, path: Path, parse: AccessRecordParser) -> None:
         self.path = path
         self.parse = parse
         self.matcher = TunnelMatcher(())

@@ -1,8 +1,13 @@
-"""Client side: one asyncio.Protocol per accepted connection, parsing requests with httptools.
+"""Client side: one asyncio protocol per accepted connection, parsing requests with httptools.
 
 Each request is routed by Host (and SNI on HTTPS), its head rebuilt from the parsed headers
 (hop-by-hop removed, X-Forwarded-* set) and sent to a pooled upstream connection; bodies are
 re-framed and streamed with backpressure. Pipelined requests are queued and answered in order.
+
+This module and upstream.py are the hot path. When Cython is present at install time they are
+compiled, typed by protocol.pxd / upstream.pxd beside them (so these classes implement the
+protocol interface themselves instead of subclassing asyncio.Protocol: a compiled class cannot
+extend a Python one); the .py files stay the one source and run as they are without Cython.
 """
 
 from __future__ import annotations
@@ -80,8 +85,8 @@ class Req:
         self.span = None  # its trace span, when tracing samples it
 
 
-class ClientProtocol(asyncio.Protocol):
-    """A client connection on the HTTP or HTTPS listener."""
+class ClientProtocol:
+    """A client connection on the HTTP or HTTPS listener (an asyncio.Protocol by its methods)."""
 
     def __init__(self, st: "ProxyState", https: bool) -> None:
         self.st = st
@@ -145,6 +150,10 @@ class ClientProtocol(asyncio.Protocol):
                 up.transport.close()
         self.active = None
         self.pipeline = None
+        # The parser holds this protocol for its callbacks: dropping it here lets reference counting
+        # free the pair at once instead of leaving a cycle for the garbage collector.
+        self.parser = None  # type: ignore[assignment]
+        self.parsing = None
 
     def close(self) -> None:
         """Close after what was written (used by timeouts and shutdown)."""
@@ -392,7 +401,7 @@ class ClientProtocol(asyncio.Protocol):
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
-        if conn is not None or route.req_remove:
+        if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
@@ -440,8 +449,8 @@ class ClientProtocol(asyncio.Protocol):
             head, sep, port = name.rpartition(b":")
             if sep and port.isdigit():
                 name = head
-        port = self.st.router.table.listen.https_port
-        location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + target
+        https_port = self.st.router.table.listen.https_port
+        location = b"https://" + name + (b"" if https_port == 443 else b":%d" % https_port) + target
         self._local(req, simple_response(308, b"", b"", headers=[(b"Location", location)],
                                          close=not req.keep_alive, http10_keep_alive=not req.http11))
 
@@ -563,7 +572,8 @@ class ClientProtocol(asyncio.Protocol):
         """The upstream response was fully relayed."""
         if self.upstream is up:
             self.upstream = None
-        self._resume(P_UPSTREAM)
+        if self.paused:
+            self._resume(P_UPSTREAM)
         req = self.active
         if req is None or self.phase == CLOSED:
             return
@@ -666,7 +676,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         self.phase = IDLE
         self.t_phase = time.monotonic()
-        self._resume(P_PIPELINE)
+        if self.paused:
+            self._resume(P_PIPELINE)
 
     # -- timeouts ------------------------------------------------------------------------------
     def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -35,8 +35,11 @@ WRITE_HIGH = 256 * 1024
 CONNECT_TIMEOUT = 10.0
 
 
-class UpstreamProtocol(asyncio.Protocol):
-    """One connection to a backend; attached to at most one client exchange at a time."""
+class UpstreamProtocol:
+    """One connection to a backend; attached to at most one client exchange at a time.
+
+    An asyncio.Protocol by its methods (not by inheritance: see protocol.py on the compiled build).
+    """
 
     __slots__ = (
         "pool", "transport", "parser", "client", "ct", "req", "headers", "idle", "closed", "t_idle",
@@ -93,6 +96,13 @@ class UpstreamProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(WRITE_HIGH)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        finally:
+            # The parser refers back to this protocol: dropping it leaves no cycle for the collector.
+            self.parser = None  # type: ignore[assignment]
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.idle:
             self.pool.discard(self)
@@ -112,6 +122,10 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.client = None
         client.upstream_lost(self, exc)
+
+    def eof_received(self) -> bool:
+        """The backend half-closed: let the transport close (a close-delimited body ends there)."""
+        return False
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -340,6 +354,16 @@ def _backend_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
+class PooledConnection(Protocol):
+    """What `Pool` needs of a connection it keeps idle (`UpstreamProtocol`, HTTP/2's `H1Relay`)."""
+
+    closed: bool
+    idle: bool
+    reused: bool
+    t_idle: float
+    transport: Any
+
+
 class Pool:
     """Idle keep-alive connections to one backend address (shared by every tunnel using it)."""
 
@@ -351,7 +375,7 @@ class Pool:
         self.scheme = scheme
         self.host = host
         self.port = port
-        self.idle: list[UpstreamProtocol] = []
+        self.idle: list[Any] = []  # PooledConnection: UpstreamProtocol here, H1Relay in h2_upstream.H1Pool
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.via = via
@@ -370,16 +394,17 @@ class Pool:
 
     async def connect(self) -> UpstreamProtocol:
         """Open a fresh connection (raises OSError / TimeoutError when the backend is down)."""
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self._ssl is not None:
             kwargs = {"ssl": self._ssl, "server_hostname": self.host}
         _, proto = await asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamProtocol(self), self.host, self.port, **kwargs),
+            self.loop.create_connection(lambda: UpstreamProtocol(self), self.host, self.port,  # type: ignore[type-var]
+                                        **kwargs),
             CONNECT_TIMEOUT,
         )
         return proto
 
-    def release(self, up: UpstreamProtocol) -> None:
+    def release(self, up: PooledConnection) -> None:
         if self.closed or len(self.idle) >= self.max_idle:
             up.transport.close()
             return
@@ -388,7 +413,7 @@ class Pool:
         up.t_idle = time.monotonic()
         self.idle.append(up)
 
-    def discard(self, up: UpstreamProtocol) -> None:
+    def discard(self, up: PooledConnection) -> None:
         try:
             self.idle.remove(up)
         except ValueError:
