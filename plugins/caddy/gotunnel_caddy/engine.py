@@ -61,6 +61,9 @@ class CaddyEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed connection ejects a "
             "backend for the passive window"),
+        "metrics_counters": Capability.variant(
+            "counted from its JSON access log sent to the daemon (option `metrics`): bytes are bodies only, no "
+            "active-connections gauge, backend health from the daemon's own TCP probe"),
     }
     access_log_parser = staticmethod(parse_access_record)
 

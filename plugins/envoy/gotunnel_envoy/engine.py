@@ -75,6 +75,9 @@ class EnvoyEngine(SupervisedEngine):
             "Envoy resolves backend names at run time (STRICT_DNS clusters) and `envoy --mode validate` does not "
             "resolve them: an unresolvable backend is accepted and answers 503 until it resolves (other bad "
             "configs, e.g. an unreadable certificate, are refused)"),
+        "metrics_counters": Capability.variant(
+            "read from per-cluster stats: latency is the backend's response time and bytes are counted on the "
+            "backend side; redirects and 421s Envoy answers itself are not counted"),
     }
 
     # ----- rendering ------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ class NginxEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
             "active checks need nginx Plus"),
+        "metrics_counters": Capability.variant(
+            "counted from a syslog access-log stream to the daemon (nginx-light has no per-host counters; option "
+            "`metrics`): no active-connections gauge, backend health from the daemon's own TCP probe"),
     }
     access_log_parser = staticmethod(parse_access_record)
 

@@ -1,21 +1,23 @@
-"""Conformance rows of observability (issue 15), on every engine through the real CLI and daemon.
+"""The suite's observability rows: per-tunnel request counters from every engine, relabelled to
+tunnel names and exact for a known mix, and W3C trace context reaching the backend.
 
-Reuses the suite's `env` fixture, `behaviour` marker and engine parametrization from
-tests/test_conformance.py (its BEHAVIOURS/CAPABILITIES tables hold these rows' keys).
+How an engine counts (its own statistics, an access-log stream, natively) is its business; where
+its numbers differ in meaning it declares a `variant` for `metrics_counters` in its capabilities.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
 
-from conftest import wait_for
-from test_conformance import Env, app, behaviour, env, pytest_generate_tests  # noqa: F401 - fixtures, hook
-
-from gotunnel_core.metrics.collector import parse_text
+from ...metrics.collector import parse_text
+from ..backends import header_values
+from ..runner import wait_for
+from . import Env, app, behaviour, env  # noqa: F401 - fixtures
 
 
 class _StatusHandler(BaseHTTPRequestHandler):
@@ -53,8 +55,8 @@ def tunnel_samples(env: Env, tunnel: str) -> dict[str, float]:
     """The tunnel's samples from `gotunnel metrics`: {"requests_2xx": n, "upstream_errors": n, ...}."""
     result = env.g("metrics", check=True)
     out: dict[str, float] = {}
-    for (name, labels), value in parse_text(result.out).items():
-        labels = dict(labels)
+    for (name, items), value in parse_text(result.out).items():
+        labels = dict(items)
         if labels.get("tunnel") != tunnel:
             continue
         if name == "gotunnel_requests_total":
@@ -66,7 +68,7 @@ def tunnel_samples(env: Env, tunnel: str) -> dict[str, float]:
     return out
 
 
-@behaviour("metrics_counters")
+@behaviour("metrics_counters", "Metrics: per-tunnel request counters match a known mix (2xx, 404, 502) exactly")
 def test_request_counters_match_a_known_mix_exactly(env: Env, status_backend: ThreadingHTTPServer) -> None:
     port = status_backend.server_address[1]
     env.start("-d", "mix", "-p", str(port))
@@ -101,12 +103,8 @@ def test_request_counters_match_a_known_mix_exactly(env: Env, status_backend: Th
     assert f'gotunnel_engine_info{{engine="{env.engine}"}} 1.0' in text
 
 
-@behaviour("trace_context")
+@behaviour("trace_context", "W3C traceparent/tracestate reach the backend (same trace)")
 def test_traceparent_reaches_the_backend(env: Env, app: Any) -> None:
-    from conformance_backends import header_values
-
-    import json
-
     backend = app()
     env.start("-d", "traced", "-p", str(backend.port))
     trace_id = "0af7651916cd43dd8448eb211c80319c"
