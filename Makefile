@@ -40,7 +40,7 @@ $(DIST_PY):
 	$(DIST_PY) -m pip install -q --upgrade pip
 
 dist-env: dist $(DIST_PY)
-	cd dist && ../$(DIST_PY) -m pip install -q "$$(ls gotunnel_core-*.whl)[test]" "$$(ls gotunnel_caddy-*.whl)[bin]" \
+	cd dist && ../$(DIST_PY) -m pip install -q "$$(ls gotunnel_core-*.whl)[test,otel]" "$$(ls gotunnel_caddy-*.whl)[bin]" \
 	  "$$(ls gotunnel_envoy-*.whl)[bin]" gotunnel_nginx-*.whl gotunnel_builtin_proxy-*.whl
 	$(DIST_PY) -m pip install -q --force-reinstall --no-deps dist/*.whl
 

@@ -15,9 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Gotunnel, free_port, stop_pid, wait_for
-
 from gotunnel_core.audit import AuditLog, Peer, read_entries
+from gotunnel_core.testing import Gotunnel, stop_pid
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,11 +12,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Gotunnel
-
 sentry_sdk = pytest.importorskip("sentry_sdk", reason="the [sentry] extra is not installed")
 
 from gotunnel_core import error_reports  # noqa: E402
+from gotunnel_core.testing import Gotunnel  # noqa: E402
 
 
 def _drop_client() -> None:

@@ -1,7 +1,9 @@
-"""Metrics (issue 15): the shared stats model, the engines' record parsers, the daemon's endpoint
-(loopback only, checked from a network namespace) and the builtin engine's worker processes.
+"""Metrics (issue 15): the shared stats model, the Prometheus text, the access-log stream, the
+daemon's endpoint (loopback only, checked from a network namespace) and the Grafana dashboard.
 
-The per-engine exactness row is tests/test_conformance_obs.py (every engine, through the CLI).
+The per-engine exactness row is the conformance suite's `metrics_counters`
+(gotunnel_core/testing/conformance/test_obs.py); each engine's own parsing of its statistics is
+tested in its plugin's tests/ (test_<engine>_metrics.py).
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from cli_helpers import http_get
-from conftest import Gotunnel, free_port, wait_for
-
 from gotunnel_core.metrics.collector import DaemonMetrics, MetricsSnapshot, parse_text
 from gotunnel_core.metrics.endpoint import metrics_app
-from gotunnel_core.metrics.logstream import AccessLogStream, TunnelMatcher
+from gotunnel_core.metrics.logstream import AccessLogStream, AccessRecord, TunnelMatcher
 from gotunnel_core.metrics.stats import BUCKETS, BackendHealth, EngineStats, TunnelStats
+from gotunnel_core.testing import Gotunnel, free_port
+from gotunnel_core.testing.daemon import http_get
 
 
 # ----- the model and the text -------------------------------------------------------------------
@@ -80,84 +81,23 @@ def test_tunnel_matcher_maps_hosts_to_tunnels() -> None:
     assert matcher.match("mix.example.com") is None and matcher.match("[::1]:80") is None
 
 
-def test_nginx_record_parser() -> None:
-    from gotunnel_nginx.metrics import parse_access_record
-
-    head = b"<190>Jan  1 00:00:00 gotunnel: "
-    ok = parse_access_record(head + b"mix|200|0.004|120|300|127.0.0.1:3000|0.003")
-    assert ok is not None and (ok.host, ok.status, ok.seconds, ok.bytes_in, ok.bytes_out, ok.upstream_errors) == \
-        ("mix", 200, 0.004, 120, 300, 0)
-    # a refused backend, then the error page (an internal redirect): one failed attempt
-    bad = parse_access_record(head + b"mix|502|0.001|80|900|127.0.0.1:3000 : -|- : 0.000")
-    assert bad is not None and bad.status == 502 and bad.upstream_errors == 1
-    retried = parse_access_record(head + b"w|200|0.010|80|900|127.0.0.1:1, 127.0.0.1:2|-, 0.002")
-    assert retried is not None and retried.upstream_errors == 1
-    redirect = parse_access_record(head + b"mix|308|0.000|80|200|-|-")
-    assert redirect is not None and redirect.upstream_errors == 0
-    assert parse_access_record(head + b"|404|0.000|80|200|-|-") is None  # no tunnel
-    assert parse_access_record(b"garbage") is None
-
-
-def test_caddy_record_parser() -> None:
-    import json
-
-    from gotunnel_caddy.metrics import UPSTREAM_ERROR_FIELD, parse_access_record
-
-    entry = {"request": {"host": "mix.localhost:8443"}, "status": 502, "duration": 0.25, "bytes_read": 3,
-             "size": 900, UPSTREAM_ERROR_FIELD: "1"}
-    record = parse_access_record(json.dumps(entry).encode())
-    assert record is not None and (record.host, record.status, record.seconds, record.bytes_in, record.bytes_out,
-                                   record.upstream_errors) == ("mix.localhost:8443", 502, 0.25, 3, 900, 1)
-    assert parse_access_record(b'{"msg": "not a request"}') is None
-
-
-def test_envoy_stats_relabelled_to_tunnels() -> None:
-    from gotunnel_envoy.metrics import backend_health, tunnel_stats
-
-    from gotunnel_core.models import Tunnel
-
-    text = "\n".join([
-        "# TYPE envoy_cluster_upstream_rq_xx counter",
-        'envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="tunnel_mix"} 6',
-        'envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="tunnel_mix"} 4',
-        'envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="tunnel_other"} 9',
-        "# TYPE envoy_cluster_upstream_cx_connect_fail counter",
-        'envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name="tunnel_mix"} 4',
-        "# TYPE envoy_cluster_upstream_cx_rx_bytes_total counter",
-        'envoy_cluster_upstream_cx_rx_bytes_total{envoy_cluster_name="tunnel_mix"} 1000',
-        "# TYPE envoy_cluster_upstream_rq_time histogram",
-        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="tunnel_mix",le="0.5"} 1',
-        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="tunnel_mix",le="5"} 2',
-        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="tunnel_mix",le="10"} 5',
-        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="tunnel_mix",le="+Inf"} 6',
-        'envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="tunnel_mix"} 60',
-        'envoy_cluster_upstream_rq_time_count{envoy_cluster_name="tunnel_mix"} 6',
-        "",
-    ])
-    stats = tunnel_stats(text, {"tunnel_mix": "mix"})
-    mix = stats["mix"]
-    assert mix.codes[2] == 6 and mix.codes[5] == 4 and mix.upstream_errors == 4 and mix.bytes_out == 1000
-    assert mix.buckets[0] == 2 and mix.buckets[1] == 3 and sum(mix.buckets) == 6 and mix.latency_sum == 0.06
-    tunnel = Tunnel.from_raw({"name": "mix", "backends": ["http://127.0.0.1:3000", "http://127.0.0.1:3001"]})
-    health = backend_health("tunnel_mix::127.0.0.1:3000::health_flags::healthy\n"
-                            "tunnel_mix::127.0.0.1:3001::health_flags::/failed_active_hc\n",
-                            [tunnel], {"tunnel_mix": "mix"})
-    assert [(h.backend, h.up) for h in health] == [("http://127.0.0.1:3000", True), ("http://127.0.0.1:3001", False)]
+def _space_separated(datagram: bytes) -> AccessRecord | None:
+    """A toy engine's access-log record: `host status seconds in out errors`."""
+    host, status, seconds, bytes_in, bytes_out, errors = datagram.decode().split()
+    return AccessRecord(host, int(status), float(seconds), int(bytes_in), int(bytes_out), int(errors))
 
 
 def test_access_log_stream_counts_datagrams_for_known_tunnels(tmp_path: Any) -> None:
     import asyncio
 
-    from gotunnel_nginx.metrics import parse_access_record
-
     async def run() -> TunnelStats:
-        stream = AccessLogStream(tmp_path / "m.sock", parse_access_record)
+        stream = AccessLogStream(tmp_path / "m.sock", _space_separated)
         stream.open()
         stream.set_tunnels(["mix"])
         assert oct(os.stat(stream.path).st_mode & 0o777) == "0o600"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
-            for line in (b"mix|200|0.1|1|2|a|0.1", b"gone|200|0.1|1|2|a|0.1", b"junk"):
-                client.sendto(b"<190>Jan  1 00:00:00 gotunnel: " + line, str(stream.path))
+            for line in (b"mix.localhost:8080 502 0.1 1 2 1", b"gone 200 0.1 1 2 0", b"junk"):
+                client.sendto(line, str(stream.path))
         stream.drain()
         stats = stream.tunnels["mix"]
         assert stream.dropped == 2
@@ -166,7 +106,7 @@ def test_access_log_stream_counts_datagrams_for_known_tunnels(tmp_path: Any) -> 
         return stats
 
     stats = asyncio.run(run())
-    assert stats.codes[2] == 1 and stats.active is None
+    assert stats.codes[5] == 1 and stats.upstream_errors == 1 and stats.bytes_out == 2 and stats.active is None
 
 
 def test_endpoint_refuses_non_loopback_peers_and_unknown_paths() -> None:
@@ -230,22 +170,6 @@ def test_metrics_without_a_daemon_fails_cleanly(gotunnel: Gotunnel) -> None:
     result = gotunnel("metrics")
     assert result.code == 1 and result.err.startswith("error: no gotunnel daemon is running")
     assert gotunnel.daemon_pid() is None  # never spawns one
-
-
-def test_builtin_workers_report_per_tunnel_counters(gotunnel: Gotunnel, echo_backend: Any) -> None:
-    backend = echo_backend()
-    gotunnel.env["GOTUNNEL_WORKERS"] = "2"
-    gotunnel("start", "-d", "app", "-p", str(backend.port), check=True)
-    for _ in range(10):  # new connections: spread over both workers
-        assert http_get(gotunnel.http_port, "app.localhost")[0] == 200
-    key = ("gotunnel_requests_total", (("code", "2xx"), ("tunnel", "app")))
-
-    def count() -> float:
-        return parse_text(gotunnel("metrics", check=True).out).get(key, 0)
-
-    wait_for(lambda: count() == 10, timeout=15, interval=0.3, what="10 requests summed over the workers")
-    up = ("gotunnel_backend_up", (("backend", backend.url), ("tunnel", "app")))
-    assert parse_text(gotunnel("metrics", check=True).out)[up] == 1
 
 
 # ----- from another network namespace (a LAN peer) ---------------------------------------------

@@ -14,9 +14,8 @@ import threading
 import time
 from typing import Any
 
-from cli_helpers import http_get
-from conftest import Gotunnel, stop_pid
-
+from gotunnel_core.testing import Gotunnel, stop_pid
+from gotunnel_core.testing.daemon import http_get
 from gotunnel_core.top import Sample, quantile, rows
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

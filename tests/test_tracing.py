@@ -1,6 +1,7 @@
-"""OpenTelemetry traces (issue 15): request spans of the builtin engine in the SDK's in-memory
-exporter, with the traceparent the backend receives; and the daemon's spans (control operations,
-reload, certificate issuance, requests) arriving at a real OTLP/HTTP receiver run by the test."""
+"""OpenTelemetry traces (issue 15): off without an endpoint, and the daemon's spans (control
+operations, reload, certificate issuance, the default engine's requests) arriving at a real
+OTLP/HTTP receiver run by the test. The builtin engine's request spans, in the SDK's in-memory
+exporter, are tested with the engine (plugins/builtin_proxy/tests/test_builtin_tracing.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from builtin_helpers import backend_a, engine_factory, echo_json, http_get, make_table, ports  # noqa: F401
-from cli_helpers import http_get as cli_get
-from conftest import Gotunnel, wait_for
-
 pytest.importorskip("opentelemetry.sdk", reason="the [otel] extra is not installed")
 
 from gotunnel_core import tracing  # noqa: E402
+from gotunnel_core.testing import Gotunnel, wait_for  # noqa: E402
+from gotunnel_core.testing.daemon import http_get as cli_get  # noqa: E402
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -43,54 +42,18 @@ def test_tracing_stays_off_without_an_endpoint() -> None:
         assert current is None
 
 
-def test_builtin_request_span_is_the_backends_parent(memory_exporter: Any, engine_factory: Any,  # noqa: F811
-                                                     backend_a: Any, ports: Any) -> None:  # noqa: F811
-    engine = engine_factory()
-    engine.start(make_table([{"name": "app", "backends": [backend_a.url]}], *ports))
-    status, _, body = http_get(ports[0], "app.localhost", "/p?q=1",
-                               headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "k=v"})
-    assert status == 200
-    seen = echo_json(body)["hdr"]
-    (span,) = wait_for(lambda: memory_exporter.get_finished_spans(), what="the request span")
-    context = span.get_span_context()
-    assert span.name == "GET app" and format(context.trace_id, "032x") == TRACE_ID
-    assert format(span.parent.span_id, "016x") == PARENT_ID
-    assert span.attributes["http.response.status_code"] == 200 and span.attributes["url.path"] == "/p"
-    # The backend got the proxy's span as its parent, in the same trace, and the client's state.
-    assert seen["traceparent"] == f"00-{TRACE_ID}-{format(context.span_id, '016x')}-01"
-    assert seen["tracestate"] == "k=v"
+def test_control_spans_nest_and_record_a_failure(memory_exporter: Any) -> None:
+    from opentelemetry.trace import StatusCode
 
-
-def test_http2_request_span_is_the_backends_parent(memory_exporter: Any, engine_factory: Any,  # noqa: F811
-                                                    backend_a: Any, ports: Any, tmp_path: Any) -> None:  # noqa: F811
-    from builtin_helpers import make_pki
-    from h2_helpers import H2Client
-
-    pki = make_pki(tmp_path / "pki", ["app"])
-    engine = engine_factory()
-    engine.start(make_table([{"name": "app", "backends": [backend_a.url]}], *ports, pki))
-    client = H2Client(ports[1], "app.localhost", str(pki.ca_file))
-    try:
-        assert client.alpn == "h2"
-        response = client.request("GET", "/h2", [("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01")])
-    finally:
-        client.close()
-    assert response.status == 200
-    (span,) = wait_for(lambda: memory_exporter.get_finished_spans(), what="the stream's span")
-    assert span.name == "GET app" and format(span.parent.span_id, "016x") == PARENT_ID
-    assert span.attributes["url.scheme"] == "https" and span.attributes["http.response.status_code"] == 200
-    own = format(span.get_span_context().span_id, "016x")
-    assert echo_json(bytes(response.body))["hdr"]["traceparent"] == f"00-{TRACE_ID}-{own}-01"
-
-
-def test_unsampled_requests_keep_the_clients_traceparent(memory_exporter: Any, engine_factory: Any,  # noqa: F811
-                                                         backend_a: Any, ports: Any) -> None:  # noqa: F811
-    engine = engine_factory()
-    engine.start(make_table([{"name": "app", "backends": [backend_a.url]}], *ports))
-    header = f"00-{TRACE_ID}-{PARENT_ID}-00"  # the caller decided not to sample
-    status, _, body = http_get(ports[0], "app.localhost", headers={"traceparent": header})
-    assert status == 200 and echo_json(body)["hdr"]["traceparent"] == header
-    assert memory_exporter.get_finished_spans() == ()
+    with tracing.span("gotunnel start", operation="start", tunnels=["app"]):
+        with pytest.raises(RuntimeError):
+            with tracing.span("engine.apply", engine="nginx", tunnels=1):
+                raise RuntimeError("refused")
+    spans = {span.name: span for span in memory_exporter.get_finished_spans()}
+    start, apply = spans["gotunnel start"], spans["engine.apply"]
+    assert apply.parent is not None and apply.parent.span_id == start.get_span_context().span_id
+    assert apply.attributes["gotunnel.engine"] == "nginx" and start.attributes["gotunnel.tunnels"] == ("app",)
+    assert apply.status.status_code == StatusCode.ERROR and apply.events[0].name == "exception"
 
 
 # ----- a real OTLP/HTTP receiver ---------------------------------------------------------------------
