@@ -4,6 +4,7 @@
 
 cimport cython
 
+from gotunnel_builtin_proxy.metrics cimport RouteCounters
 from gotunnel_builtin_proxy.upstream cimport UpstreamProtocol
 
 
@@ -20,7 +21,7 @@ cdef class Req:
 
 @cython.final
 cdef class ClientProtocol:
-    cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf
+    cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf, tracer
     cdef public bint https, activity, write_paused, resp_done, eof
     cdef public bytes xfp, peer_ip
     cdef public tuple peer
@@ -39,4 +40,7 @@ cdef class ClientProtocol:
     @cython.locals(up=UpstreamProtocol)
     cpdef _attach(self, Req req, up)
     cpdef response_done(self, up, bint keep_alive)
+    @cython.locals(counters=RouteCounters)
+    cpdef _count(self, Req req, double now)
+    @cython.locals(now=double)
     cpdef _finish_exchange(self)

@@ -22,7 +22,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, par
 from gotunnel_core import pages
 
 from .hooks import run_request_hook
-from .metrics import record_h1
+from .metrics import RouteCounters
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -33,7 +33,7 @@ from .responses import (
     error_response,
     simple_response,
 )
-from .tracing import start_request_span
+from .tracing import end_request_span, start_request_span
 from .upstream import WRITE_HIGH
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ class ClientProtocol:
         self.eof = False
         self.nin = 0  # bytes from the client / to the client since the last counted request
         self.nout = 0
+        self.tracer = st.tracer  # request spans when the daemon traces (read once per connection)
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -141,7 +142,7 @@ class ClientProtocol:
         self.st.conns.discard(self)
         req = self.active
         if req is not None and req.route is not None:
-            record_h1(self, req)  # cut off, or an upgraded connection that ended
+            self._count(req, time.monotonic())  # cut off, or an upgraded connection that ended
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -407,7 +408,7 @@ class ClientProtocol:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
-        if st.tracer is not None:
+        if self.tracer is not None:
             start_request_span(st, req, route, out, self.https)
         # Request line first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", headers...]
         out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n")
@@ -652,12 +653,23 @@ class ClientProtocol:
         self.phase = UPGRADE_WAIT
         self.upgrade_buf = [rest] if rest else []
 
+    def _count(self, req: Req, now: float) -> None:
+        """Count `req` (routed, now finished or cut off) for its tunnel, with the bytes since the
+        last counted request of this connection; close its trace span."""
+        counters: RouteCounters = req.route.stats  # type: ignore[union-attr]
+        counters.count(req.status, now - req.t0, self.nin, self.nout)
+        self.nin = 0
+        self.nout = 0
+        if req.span is not None:
+            end_request_span(req)
+
     def _finish_exchange(self) -> None:
         req = self.active
         self.active = None
         self.resp_done = False
+        now = time.monotonic()  # the request's end, and the start of the connection's next phase
         if req is not None and req.route is not None:
-            record_h1(self, req)
+            self._count(req, now)
         if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):
             self.close()
             return
@@ -667,7 +679,7 @@ class ClientProtocol:
             if not pipeline:
                 self._resume(P_PIPELINE)
             self.active = nxt
-            self.t_phase = time.monotonic()
+            self.t_phase = now
             if nxt.head_done:
                 self.phase = BUSY
                 self._dispatch(nxt)
@@ -675,7 +687,7 @@ class ClientProtocol:
                 self.phase = HEAD
             return
         self.phase = IDLE
-        self.t_phase = time.monotonic()
+        self.t_phase = now
         if self.paused:
             self._resume(P_PIPELINE)
 
