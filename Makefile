@@ -24,6 +24,9 @@ $(PY):
 
 setup: $(PY)
 	$(PY) -m pip install -q -e '.[test,lint,otel,sentry,team]' $(foreach p,$(PLUGINS),-e './$(p)')
+	# xds-protos (envoy[team]) ships its own, older opentelemetry/proto/*_pb2.py over the files of
+	# opentelemetry-proto (the OTLP exporter's [otel]), which then fails to import: put them back
+	$(PY) -m pip install -q --force-reinstall --no-deps "$$($(PY) -m pip show opentelemetry-proto | sed -n 's/^Version: /opentelemetry-proto==/p')"
 
 demo: setup
 	$(PY) examples/demo.py
