@@ -109,7 +109,7 @@ class GotunnelGroup(click.Group):
         self.commands.update(core)
 
 
-_GLOBAL_FLAGS = ("engine", "state_dir", "http_port", "https_port", "bind", "mdns", "hosts", "log_format", "log_level", "debug")
+_GLOBAL_FLAGS = ("engine", "state_dir", "http_port", "https_port", "bind", "http2", "mdns", "hosts", "log_format", "log_level", "debug")
 
 
 @click.group(
@@ -124,6 +124,7 @@ _GLOBAL_FLAGS = ("engine", "state_dir", "http_port", "https_port", "bind", "mdns
 @click.option("--http-port", metavar="PORT", help="HTTP listener port (default 8080).")
 @click.option("--https-port", metavar="PORT", help="HTTPS listener port (default 8443).")
 @click.option("--bind", metavar="ADDR", help="Listen address (default 0.0.0.0).")
+@click.option("--http2/--no-http2", default=None, help="Offer HTTP/2 on the HTTPS listener (default on).")
 @click.option("--mdns/--no-mdns", default=None, help="Advertise NAME.local on the LAN (default on).")
 @click.option("--mdns-interface", multiple=True, metavar="IFACE", help="Interface (name or address) for mDNS; repeatable.")
 @click.option("--hosts/--no-hosts", default=None, help="Also write NAME.local into the hosts file (default off).")
@@ -188,7 +189,7 @@ def _daemon_argv(state: CliState) -> list[str]:
     s = state.settings
     argv = [sys.executable, "-m", "gotunnel_core", "--state-dir", str(state.layout.root), "--engine", s["engine"],
             "--http-port", str(s["http_port"]), "--https-port", str(s["https_port"]), "--bind", s["bind"],
-            "--mdns" if s["mdns"] else "--no-mdns", "--hosts" if s["hosts"] else "--no-hosts",
+            "--http2" if s["http2"] else "--no-http2", "--mdns" if s["mdns"] else "--no-mdns", "--hosts" if s["hosts"] else "--no-hosts",
             "--log-format", "json", "--log-level", s["log_level"]]
     for iface in s["mdns_interface"]:
         argv += ["--mdns-interface", iface]
@@ -222,8 +223,8 @@ def _check_daemon_matches(state: CliState, client: Any) -> None:
     """Refuse to silently use a daemon started with other explicitly requested settings."""
     info = client.ping() or {}
     s = state.settings
-    for key in ("engine", "bind", "http_port", "https_port"):
-        if s.sources[key] != "default" and info.get(key) != s[key]:
+    for key in ("engine", "bind", "http_port", "https_port", "http2"):
+        if s.sources[key] != "default" and info.get(key, s[key]) != s[key]:
             raise RuntimeFailure(
                 f"the running daemon uses {key} {info.get(key)!r}, not {s[key]!r}",
                 hint="stop it first with `gotunnel stop --all`, then start again",

@@ -117,6 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", _wrap(parse_port), 8080, "port of the HTTP listener"),
     Setting("https_port", _wrap(parse_port), 8443, "port of the HTTPS listener"),
     Setting("bind", _wrap(parse_bind), "0.0.0.0", "address the listeners bind to"),
+    Setting("http2", _parse_bool, True, "offer HTTP/2 (ALPN h2) besides HTTP/1.1 on the HTTPS listener"),
     Setting("mdns", _parse_bool, True, "advertise NAME.local on the LAN with mDNS"),
     Setting("mdns_interface", _str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
     Setting("hosts", _parse_bool, False, "also write NAME.local entries into the hosts file"),
