@@ -45,8 +45,8 @@ HOSTNAME = st.from_regex(r"(\*\.)?[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]{
 #: Per field: arbitrary text, plus values shaped like valid ones so the "accepted" branch is hit.
 SHAPED: dict[str, Any] = {
     "name": HOSTNAME,
-    "backend url": st.builds(lambda h, p, path: f"http://{h}:{p}{path}", st.sampled_from(["127.0.0.1", "localhost", "[::1]"]),
-                             st.integers(0, 70000), PATHISH),
+    "backend url": st.builds(lambda s, h, p, path: f"{s}://{h}:{p}{path}", st.sampled_from(["http", "https", "h2c"]),
+                             st.sampled_from(["127.0.0.1", "localhost", "[::1]"]), st.integers(0, 70000), PATHISH),
     "backend path prefix": PATHISH | CLEAN_PATH,
     "backend weight": st.integers(-5, 2000).map(str),
     "health path": PATHISH | CLEAN_PATH,
@@ -72,10 +72,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return NginxEngine(EngineContext(work_dir=work, settings={"engine": "nginx", "engine_bin": NGINX}))
 
 
-def base_tunnel() -> dict[str, Any]:
+#: Backend schemes: `http` renders proxy_* directives, `h2c` grpc_* ones, `https` both (gRPC by content type).
+SCHEMES = st.sampled_from(["http", "https", "h2c"])
+
+
+def base_tunnel(scheme: str = "http") -> dict[str, Any]:
     return {
         "name": "app",
-        "backends": [{"url": "http://127.0.0.1:3000", "weight": 2}, "http://127.0.0.1:3001"],
+        "backends": [{"url": f"{scheme}://127.0.0.1:3000", "weight": 2}, f"{scheme}://127.0.0.1:3001"],
         "health": {"path": "/health", "interval": 1, "timeout": 1, "healthy_threshold": 1, "unhealthy_threshold": 2},
         "headers": {"request": {"add": {"X-A": "1"}, "remove": ["X-B"]},
                     "response": {"add": {"X-C": "3"}, "remove": ["X-D"]}},
@@ -91,11 +95,11 @@ def _set_backend(t: dict[str, Any], v: str) -> None:
 
 
 def _set_backend_path(t: dict[str, Any], v: str) -> None:
-    t["backends"] = ["http://127.0.0.1:3000" + v]
+    t["backends"] = [t["backends"][0]["url"] + v]
 
 
 def _set_weight(t: dict[str, Any], v: str) -> None:
-    t["backends"] = [{"url": "http://127.0.0.1:3000", "weight": v}]
+    t["backends"] = [{"url": t["backends"][0]["url"], "weight": v}]
 
 
 def _set_health_path(t: dict[str, Any], v: str) -> None:
@@ -123,9 +127,9 @@ def test_arbitrary_strings_are_refused_or_valid_for_nginx(field: str, engine: An
     outcomes = {"refused": 0, "validated": 0}
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(value=NASTY | SHAPED[field])
-    def check(value: str) -> None:
-        raw = base_tunnel()
+    @given(value=NASTY | SHAPED[field], scheme=SCHEMES)
+    def check(value: str, scheme: str) -> None:
+        raw = base_tunnel(scheme)
         FIELDS[field](raw, value)
         try:
             tunnel = Tunnel.from_raw(raw)
@@ -189,6 +193,51 @@ def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any
 
         check()
     finally:
+        loop.run_until_complete(engine.stop())
+        loop.close()
+        backend.close()
+
+
+def test_header_values_pass_through_real_nginx_grpc_verbatim(tmp_path: Path) -> None:
+    """The same through the grpc module (grpc_set_header, add_header on an h2c tunnel), to a real gRPC
+    backend and back to a real gRPC client over TLS."""
+    from gotunnel_nginx.engine import NginxEngine
+
+    from h2_helpers import GrpcBackend, GrpcClient
+
+    pki = make_pki(tmp_path / "pki", ["app"])
+    backend = GrpcBackend()
+    http_port, https_port = free_port(), free_port()
+    engine = NginxEngine(EngineContext(work_dir=tmp_path / "work", settings={"engine": "nginx", "engine_bin": NGINX}))
+    loop = asyncio.new_event_loop()
+
+    def table(values: list[str]) -> RouteTable:
+        tunnel = Tunnel.from_raw({
+            "name": "app", "backends": [backend.url],
+            "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
+                        "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
+        })
+        return RouteTable(Listen("127.0.0.1", http_port, https_port), (tunnel,), {"app": pki.certs["app"]}, pki.default)
+
+    loop.run_until_complete(engine.start(table(["start"])))
+    client = GrpcClient(https_port, f"app.localhost:{https_port}", str(pki.ca_file))
+    try:
+        @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(values=st.lists(HEADER_VALUE, min_size=1, max_size=8))
+        def check(values: list[str]) -> None:
+            assume(all(v.strip() for v in values))
+            loop.run_until_complete(engine.apply(table(values)))
+            backend.metadata.clear()
+            _, call = client.unary_with_call("Unary", b"x")
+            sent = backend.metadata[0]
+            answered = dict(call.initial_metadata())
+            for i, value in enumerate(values):
+                assert sent[f"x-v{i}"] == value
+                assert answered[f"x-r{i}"] == value
+
+        check()
+    finally:
+        client.close()
         loop.run_until_complete(engine.stop())
         loop.close()
         backend.close()
