@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +33,7 @@ from gotunnel_core.supervisor.runtime import EngineProcess, Runtime
 
 from . import admin
 from .binary import INSTALL_HINT, probe, version_of
-from .render import RenderOptions, render_json
+from .render import EXTENDED_CONNECT_GODEBUG, RenderOptions, render_json
 
 CONFIG_FILE = "caddy.json"
 CADDYFILE = "Caddyfile"
@@ -88,6 +89,9 @@ class CaddyEngine(SupervisedEngine):
             if not str(procs).isdigit() or int(procs) < 1:
                 raise UsageError(f"engine option caddy.gomaxprocs = {procs!r} is not a positive integer")
             env["GOMAXPROCS"] = str(int(procs))
+        if context.settings.get("http2", True):
+            godebug = os.environ.get("GODEBUG", "")
+            env["GODEBUG"] = f"{godebug},{EXTENDED_CONNECT_GODEBUG}" if godebug else EXTENDED_CONNECT_GODEBUG
         self.runtime = _CaddyEnvRuntime(self.runtime, env)
         self._listeners: ListenerSockets | None = None
 
@@ -113,6 +117,7 @@ class CaddyEngine(SupervisedEngine):
             storage_dir=self.runtime.map_path(str(self.work.root / "data")),
             grace_period=grace_s,
             via=bool(self.context.settings.get("via", False)),
+            http2=bool(self.context.settings.get("http2", True)),
             listen_fds=self._listen_fds(),
         )
 
