@@ -50,6 +50,10 @@ backends = ["http://127.0.0.1:5000/app"]
 name = "plain"
 backends = ["https://localhost:6443"]
 https = false
+
+[[tunnels]]
+name = "grpc"
+backends = ["h2c://127.0.0.1:50051"]
 """
 
 
@@ -101,7 +105,7 @@ def test_render_matches_golden_files(gotunnel: Gotunnel, engine: str, fmt: str |
     # The golden config is also a valid one, by the engine's own validator.
     checked = gotunnel("--config", str(config), "validate", "--engine", engine)
     assert checked.code == 0, checked.err
-    assert "4 tunnel(s) valid" in checked.out
+    assert "5 tunnel(s) valid" in checked.out
 
 
 def _caddy_found() -> bool:
