@@ -63,21 +63,43 @@ BEHAVIOURS: dict[str, str] = {
     "reload_under_load": "Route add/remove under load, no failed request",
     "bad_routes_refused": "Invalid tunnels refused, running config kept",
     "engine_validator": "Engine's own validator refuses a bad config (e.g. unresolvable backend)",
+    # HTTP/2, gRPC and a browser: tests/test_conformance_h2.py
+    "h2_alpn": "HTTP/2 by ALPN over HTTPS (`curl --http2` reports HTTP/2), requests and responses",
+    "h2_off": "`--no-http2`: only http/1.1 offered",
+    "h2_upload_streaming": "HTTP/2: 100 MiB upload, streamed",
+    "h2_download_streaming": "HTTP/2: 100 MiB download, streamed",
+    "h2_concurrent_streams": "HTTP/2: 100 concurrent streams on one connection",
+    "h2_connect_setting": "Extended CONNECT (RFC 8441) advertised only where websockets over HTTP/2 are bridged",
+    "h2_websocket": "WebSocket inside HTTP/2 (RFC 8441), bridged to an HTTP/1.1 Upgrade",
+    "grpc_unary": "gRPC unary to h2c:// and https:// backends, trailers (grpc-status, grpc-message)",
+    "grpc_server_streaming": "gRPC server streaming, unbuffered",
+    "grpc_bidi": "gRPC bidirectional streaming, message by message",
+    "grpc_deadline": "gRPC deadlines reach the backend and expire",
+    "grpc_large_messages": "gRPC 16 MiB messages both ways",
+    "browser": "Chromium over HTTPS: page over HTTP/2, its websocket echoes",
 }
 
 ENGINES = ("builtin", "nginx", "caddy", "envoy")
 
 PENDING_BUILTIN = "pending builtin engine work"
+#: The builtin engine's HTTP/2 (server side, RFC 8441, h2 upstream for gRPC) lands from branch h2-builtin.
+PENDING_BUILTIN_H2 = Gap("pending", "HTTP/2 in the builtin engine (issue 12) is not merged yet")
+H2_ROWS = ("h2_alpn", "h2_upload_streaming", "h2_download_streaming", "h2_concurrent_streams", "h2_connect_setting",
+           "h2_websocket", "grpc_unary", "grpc_server_streaming", "grpc_bidi", "grpc_deadline", "grpc_large_messages",
+           "browser")
 
 #: engine -> behaviour -> Gap. A behaviour not listed for an engine is fully supported.
 CAPABILITIES: dict[str, dict[str, Gap]] = {
     "builtin": {
         "engine_validator": Gap("unsupported", "resolves backend names per connection: an unresolvable "
                                                "backend is accepted and answers 502"),
+        **{row: PENDING_BUILTIN_H2 for row in H2_ROWS},
     },
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "
                                           "on the next backend); active checks need nginx Plus"),
+        "h2_websocket": Gap("unsupported", "nginx 1.22 (Debian) does not implement RFC 8441 and does not advertise "
+                                           "it: browsers open websockets over HTTP/1.1, which works (see the browser row)"),
     },
     "caddy": {
         "engine_validator": Gap("unsupported", "resolves backend names per request, like builtin: `caddy validate` "
@@ -613,8 +635,10 @@ def test_capability_table_names_known_engines_and_behaviours() -> None:
         assert engine in ENGINES
         for key, gap in gaps.items():
             assert key in BEHAVIOURS and gap.kind in _LABELS and gap.reason
-    tested = {m.args[0] for name, fn in globals().items() if name.startswith("test_")
-              for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"}
+    import test_conformance_h2
+
+    tested = {m.args[0] for module in (globals(), vars(test_conformance_h2)) for name, fn in module.items()
+              if name.startswith("test_") for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"}
     assert tested == set(BEHAVIOURS)
 
 
