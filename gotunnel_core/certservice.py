@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from .models import CertFiles
+from .models import CertFiles, Listen, RouteTable, Tunnel
 from .paths import StateLayout
 
 
@@ -44,6 +44,12 @@ class CertService:
             self._checked[name] = (_stamp(files.cert), files, pair.not_after - self.issuer.renew_before)
             result[name] = files
         return result
+
+    def route_table(self, listen: Listen, tunnels: Iterable[Tunnel]) -> RouteTable:
+        """The route table an engine serves: `tunnels` sorted by name, each with its certificate,
+        plus the default certificate (issued or renewed as needed). Used by the daemon and `render`."""
+        ordered = tuple(sorted(tunnels, key=lambda t: t.name))
+        return RouteTable(listen, ordered, self.for_tunnels(t.name for t in ordered), self.default())
 
     def default(self) -> CertFiles:
         """The `localhost` certificate served for an SNI name that matches no tunnel."""

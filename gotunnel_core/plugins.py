@@ -83,10 +83,15 @@ def _register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> No
 def make_plugin_manager(
     *,
     load_entrypoints: bool = True,
+    load_defaults: bool = True,
     extra_plugins: Iterable[tuple[str, object]] = (),
     blocked: Iterable[str] | None = None,
 ) -> GotunnelPluginManager:
-    """Build a manager: hook specs, default plugins, entry-point plugins, then `extra_plugins`."""
+    """Build a manager: hook specs, default plugins, entry-point plugins, then `extra_plugins`.
+
+    `load_defaults=False` and `load_entrypoints=False` give a manager with only `extra_plugins`
+    (the CLI registers the core's own command modules that way, without importing any engine).
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     manager = GotunnelPluginManager(pm)
@@ -94,7 +99,7 @@ def make_plugin_manager(
     for name in blocked_names:
         pm.set_blocked(name)
 
-    for name, module_name in DEFAULT_PLUGINS.items():
+    for name, module_name in (DEFAULT_PLUGINS if load_defaults else {}).items():
         if name in blocked_names:
             manager.records.append(PluginRecord(name, "default", module=module_name, status="blocked"))
             continue

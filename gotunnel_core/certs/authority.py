@@ -241,12 +241,6 @@ class CertificateAuthority:
         ips = tuple(str(g.value) for g in subtrees if isinstance(g, x509.IPAddress))
         return dns, ips
 
-    def permits(self, dns_name: str) -> bool:
-        """True when the CA's name constraints allow `dns_name` (wildcards included)."""
-        dns, _ = self._constraints()
-        name = dns_name.lower().rstrip(".")
-        return any(name == s or name.endswith("." + s) for s in dns)
-
     def info(self) -> CAInfo:
         """Inspection data for the CLI (`gotunnel certs ca`)."""
         cert = self.certificate

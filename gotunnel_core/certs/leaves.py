@@ -28,7 +28,6 @@ from ..fsutil import atomic_write, ensure_private_dir
 from .authority import (
     CLOCK_SKEW,
     LOCK_TIMEOUT,
-    CAInfo,
     CertificateAuthority,
     check_private_file,
     key_to_pem,
@@ -292,10 +291,6 @@ class LeafIssuer:
             due_for_renewal=reason is not None,
             due_reason=reason,
         )
-
-    def ca_info(self) -> CAInfo:
-        """Inspection data of the CA these leaves are issued by (creates it if missing)."""
-        return self.ca.info()
 
     def leaf_info(self, name: str) -> LeafInfo:
         """Inspection data for one name; UsageError if no readable certificate is stored."""

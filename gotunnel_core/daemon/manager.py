@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from ..certservice import CertService
 from ..engine import Engine, EngineContext, collect_engines, find_engine
@@ -202,10 +202,7 @@ class TunnelManager:
 
     async def _build_table(self, tunnels: Iterable[Tunnel]) -> RouteTable:
         assert self.certs is not None
-        ordered = tuple(sorted(tunnels, key=lambda t: t.name))
-        certs = await asyncio.to_thread(self.certs.for_tunnels, [t.name for t in ordered])
-        default = await asyncio.to_thread(self.certs.default)
-        return RouteTable(self.listen, ordered, certs, default)
+        return await asyncio.to_thread(self.certs.route_table, self.listen, list(tunnels))
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
@@ -244,6 +241,3 @@ class TunnelManager:
                     await self.renew_certificates()
                 except GotunnelError as exc:
                     log.error("certificate renewal failed", error=exc.message)
-
-
-Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]

@@ -157,12 +157,9 @@ def run_daemon(
     try:
         import uvloop
 
-        server_holder: list[DaemonServer] = []
-
         async def main() -> None:
             server = DaemonServer(layout, settings, plugins)
             server.forget_on_exit = forget_on_exit
-            server_holder.append(server)
             await server.run(initial_tunnels)
 
         uvloop.run(main())

@@ -1,0 +1,111 @@
+"""`engines`, `plugins`, `render` and `validate`: what is installed, and engine configs without a daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..cli.app import CliState, emit_json, pass_state
+from ..errors import UsageError
+from ..hookspecs import hookimpl
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def engines(state: CliState, as_json: bool) -> None:
+    """Installed engines, whether their program is found, and its version."""
+    rows = []
+    for name, spec in sorted(state.engine_specs().items()):
+        probe = spec.engine_class.probe(state.settings.values)
+        rows.append({"name": name, "description": spec.description, "plugin": spec.plugin,
+                     "binary": {"found": probe.found, "path": probe.path, "version": probe.version, "hint": probe.hint}})
+    if as_json:
+        emit_json({"engines": rows})
+        return
+    for row in rows:
+        binary = row["binary"]
+        where = "in-process" if binary["found"] and not binary["path"] else (binary["path"] or "missing")
+        click.echo(f"{row['name']:<10} {'found' if binary['found'] else 'MISSING':<8} {where} {binary['version'] or ''}".rstrip())
+        if not binary["found"] and binary["hint"]:
+            click.echo(f"           {binary['hint']}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def plugins(state: CliState, as_json: bool) -> None:
+    """Installed plugins, where they come from, their hooks, and any that failed to load."""
+    records = state.plugins.records
+    if as_json:
+        emit_json({"plugins": [r.__dict__ for r in records]})
+        return
+    for r in records:
+        origin = f"{r.distribution} {r.version}" if r.distribution else r.module or ""
+        line = f"{r.name:<16} {r.status:<8} {r.source:<12} {origin}"
+        click.echo(line.rstrip())
+        if r.error:
+            click.echo(f"                 error: {r.error}")
+        elif r.hooks:
+            click.echo(f"                 hooks: {', '.join(r.hooks)}")
+
+
+def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
+    """The engine and the route table for the config file's tunnels (the ops use case)."""
+    from ..certservice import CertService
+    from ..engine import EngineContext, find_engine
+    from ..models import Listen
+
+    settings = state.settings
+    if not settings.file_tunnels:
+        where = settings.config_file or "no config file found"
+        raise UsageError(f"nothing to render: no [[tunnels]] in the config file ({where})")
+    tunnels = state.file_tunnels()
+    spec = find_engine(state.engine_specs(), engine_name)
+    layout = state.layout.ensure()
+    listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])
+    table = CertService(layout, settings.values).route_table(listen, tunnels)
+    context = EngineContext(work_dir=layout.engine_dir(spec.name), settings=settings.values, hook=None)
+    return spec.engine_class(context), table
+
+
+@click.command()
+@click.option("--engine", "engine_name", metavar="NAME", help="Engine to render for (default: the global --engine).")
+@click.option("--out", "out_dir", metavar="DIR", help="Write the files into DIR instead of printing them.")
+@click.option("--format", "fmt", metavar="FORMAT",
+              help="Config format, when the engine offers several (caddy: json, caddyfile); default: its native one.")
+@pass_state
+def render(state: CliState, engine_name: str | None, out_dir: str | None, fmt: str | None) -> None:
+    """Render the engine config for the config file's tunnels, without starting anything."""
+    from ..engine import write_rendered
+
+    engine, table = engine_and_table(state, engine_name or state.settings["engine"])
+    files = engine.render_format(table, fmt)
+    if out_dir:
+        for path in write_rendered(files, Path(out_dir)):
+            click.echo(str(path))
+        return
+    for name, content in sorted(files.items()):
+        if len(files) > 1:
+            click.echo(f"# ---- {name}")
+        click.echo(content, nl=not content.endswith("\n"))
+
+
+@click.command()
+@click.option("--engine", "engine_name", metavar="NAME", help="Engine to validate for (default: the global --engine).")
+@pass_state
+def validate(state: CliState, engine_name: str | None) -> None:
+    """Render the config file's tunnels, then run the engine's own validator."""
+    import asyncio
+
+    engine, table = engine_and_table(state, engine_name or state.settings["engine"])
+    asyncio.run(engine.validate(table))
+    click.echo(f"ok: {len(table.tunnels)} tunnel(s) valid for engine {engine.name or engine_name}")
+
+
+@hookimpl
+def gotunnel_register_commands(cli: click.Group) -> None:
+    for command in (engines, plugins, render, validate):
+        cli.add_command(command)

@@ -1,0 +1,184 @@
+"""`start`, `stop`, `list` and `status`: the tunnel commands, talking to the user's daemon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..cli.app import CliState, emit_json, pass_state
+from ..errors import RuntimeFailure, UsageError
+from ..hookspecs import hookimpl
+
+
+def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
+                       redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
+    """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
+    from ..models import Backend, Tunnel, parse_port
+
+    if domain is None:
+        if port or backends:
+            raise UsageError("--port/--backend need --domain NAME")
+        file_tunnels = state.file_tunnels()
+        if not file_tunnels:
+            raise UsageError("no --domain given and the config file declares no [[tunnels]]",
+                             hint="gotunnel start -d myapp -p 3000")
+        return file_tunnels
+    if port and backends:
+        raise UsageError("give either --port or --backend, not both")
+    if port:
+        urls: list[Any] = [f"http://127.0.0.1:{parse_port(port)}"]
+    elif backends:
+        urls = list(backends)
+    else:
+        raise UsageError(f"tunnel {domain!r} needs a backend: --port PORT or --backend URL")
+    raw: dict[str, Any] = {"name": domain, "backends": [_backend_entry(u) for u in urls]}
+    if https is not None:
+        raw["https"] = https
+    if redirect_https:
+        raw["redirect_https"] = True
+    if health_path:
+        raw["health"] = {"path": health_path}
+    return [Tunnel.from_raw(raw)]
+
+
+def _backend_entry(raw: str) -> Any:
+    """A `--backend` value as the tunnel table holds it: a URL, or `{url, weight}` for `URL,weight=N`."""
+    from ..models import Backend
+
+    backend = Backend.parse(raw)
+    return backend.url if "," not in raw else {"url": backend.url, "weight": backend.weight}
+
+
+@click.command()
+@click.option("--domain", "-d", metavar="NAME", help="Tunnel name: NAME.localhost and NAME.local.")
+@click.option("--port", "-p", metavar="PORT", help="Backend port on 127.0.0.1.")
+@click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable), optionally URL,weight=N.")
+@click.option("--https/--no-https", "https", default=None, help="Serve HTTPS too (default on).")
+@click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
+@click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
+@click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
+@click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
+@pass_state
+def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
+          redirect_https: bool, health_path: str | None, foreground: bool, as_json: bool) -> None:
+    """Start a tunnel (or every tunnel of the config file) and print its URLs."""
+    from ..engine import find_engine
+
+    settings = state.settings
+    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
+    spec = find_engine(state.engine_specs(), settings["engine"])
+    binary = spec.engine_class.probe(settings.values)
+    if not binary.found:
+        raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)
+    payload = [t.to_dict() for t in tunnels]
+    if foreground:
+        _run_foreground(state, payload)
+        return
+    started = state.client(spawn=True).request("start", tunnels=payload)
+    if as_json:
+        emit_json({"tunnels": started})
+        return
+    for item in started:
+        click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
+        for url in item["urls"]:
+            click.echo(f"  {url}")
+
+
+def _run_foreground(state: CliState, payload: list[Any]) -> None:
+    from ..daemon.client import DaemonClient
+    from ..daemon.server import run_daemon
+    from ..logs import configure
+
+    layout = state.layout.ensure()
+    if DaemonClient(layout).ping() is not None:
+        raise RuntimeFailure("a gotunnel daemon is already running",
+                             hint="use `gotunnel start` without --foreground, or `gotunnel stop --all`")
+    configure(state.settings["log_format"], state.settings["log_level"])
+    click.echo("gotunnel running in the foreground; Ctrl-C stops and removes its tunnels", err=True)
+    run_daemon(layout, state.settings.values, state.plugins, initial_tunnels=payload, forget_on_exit=True)
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "stop_all", is_flag=True, help="Stop every tunnel and the daemon.")
+@pass_state
+def stop(state: CliState, names: tuple[str, ...], stop_all: bool) -> None:
+    """Stop tunnels by name, or everything with --all."""
+    from ..daemon.client import DaemonNotRunning
+    from ..models import parse_tunnel_name
+
+    if stop_all == bool(names):
+        raise UsageError("name the tunnels to stop, or use --all")
+    parsed = [parse_tunnel_name(n) for n in names]
+    if stop_all:
+        _stop_all(state)
+        return
+    try:
+        stopped = state.client(spawn=False).request("stop", names=parsed)
+    except DaemonNotRunning:
+        raise RuntimeFailure(f"no tunnel named {parsed[0]!r}: no gotunnel daemon is running") from None
+    for name in stopped:
+        click.echo(f"stopped {name}")
+
+
+def _stop_all(state: CliState) -> None:
+    from ..daemon.launcher import stop_daemon
+    from ..state import TunnelStore
+
+    layout = state.layout.ensure()
+    result = stop_daemon(layout)
+    if result is None:
+        TunnelStore(layout.tunnels_file, layout.tunnels_lock).update(lambda _: [])
+        click.echo("no daemon running; cleared the saved tunnels")
+        return
+    for name in result["stopped"]:
+        click.echo(f"stopped {name}")
+    click.echo(f"daemon (pid {result['pid']}) stopped")
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def list_(state: CliState, as_json: bool) -> None:
+    """List running tunnels."""
+    client = state.client(spawn=False)
+    tunnels = client.request("list") if client.ping() is not None else []
+    if as_json:
+        emit_json({"tunnels": tunnels})
+        return
+    if not tunnels:
+        click.echo("no tunnels running")
+    for item in tunnels:
+        click.echo(f"{item['name']:<24} {', '.join(b['url'] for b in item['backends'])}  {' '.join(item['urls'])}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def status(state: CliState, as_json: bool) -> None:
+    """Daemon pid, engine, ports, tunnels and certificate expiry."""
+    client = state.client(spawn=False)
+    info = client.request("status") if client.ping() is not None else None
+    if as_json:
+        emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {})})
+        return
+    if info is None:
+        click.echo("daemon: not running")
+        return
+    engine = info["engine"]
+    listen = info["listen"]
+    click.echo(f"daemon: running (pid {info['pid']}), state {info['state_dir']}")
+    click.echo(f"engine: {engine['name']} ({'running' if engine['running'] else 'not running'}) {engine['detail']}".rstrip())
+    click.echo(f"listen: {listen['bind']} http {listen['http_port']} https {listen['https_port']}")
+    click.echo(f"tunnels: {len(info['tunnels'])}")
+    for item in info["tunnels"]:
+        click.echo(f"  {item['name']}: {' '.join(item['urls'])}")
+    for cert in info["certificates"]:
+        click.echo(f"  certificate {cert['name']}: expires {cert['not_after']}")
+
+
+@hookimpl
+def gotunnel_register_commands(cli: click.Group) -> None:
+    for command in (start, stop, list_, status):
+        cli.add_command(command)
