@@ -71,6 +71,7 @@ BEHAVIOURS: dict[str, str] = {
     "h2_concurrent_streams": "HTTP/2: 100 concurrent streams on one connection",
     "h2_connect_setting": "Extended CONNECT (RFC 8441) advertised only where websockets over HTTP/2 are bridged",
     "h2_websocket": "WebSocket inside HTTP/2 (RFC 8441), bridged to an HTTP/1.1 Upgrade",
+    "https_backend_websocket": "WebSocket to an https:// backend that prefers h2 (ALPN): HTTP/1.1 upstream",
     "grpc_unary": "gRPC unary to h2c:// and https:// backends, trailers (grpc-status, grpc-message)",
     "grpc_server_streaming": "gRPC server streaming, unbuffered",
     "grpc_bidi": "gRPC bidirectional streaming, message by message",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,7 +21,7 @@ import pytest
 
 from conformance_backends import WsEchoServer, header_values, pattern, pattern_sha256
 from conftest import wait_for
-from h2_helpers import (FAIL_MESSAGE, MIB, BarrierServer, GrpcBackend, GrpcClient, H2Client, WsFrameReader,
+from h2_helpers import (FAIL_MESSAGE, MIB, AlpnWsEchoServer, BarrierServer, GrpcBackend, GrpcClient, H2Client, WsFrameReader,
                         curl_http_version, ws_frame)
 # The suite's fixtures and its engine parametrisation (a module-level hook) apply here too.
 from test_conformance import CAPABILITIES, Env, app, behaviour, env, pytest_generate_tests  # noqa: F401
@@ -187,6 +189,39 @@ def test_websockets_inside_http2_bridged_to_http11_upgrades(env: Env, app: Any) 
             client.close()
     finally:
         server.close()
+
+
+@behaviour("https_backend_websocket")
+def test_websocket_to_an_https_backend_that_prefers_h2_goes_over_http11(env: Env, tmp_path: Path) -> None:
+    from websockets.sync.client import connect as ws_connect
+
+    from builtin_helpers import make_pki
+
+    server = AlpnWsEchoServer(make_pki(tmp_path / "backend-pki", ["backend"]).certs["backend"])
+    try:
+        env.start("-d", "tlsws", "--backend", server.url)
+        raw = socket.create_connection(("127.0.0.1", env.g.https_port), timeout=10)
+        url = f"wss://{env.url_host('tlsws', True)}/chat"
+        with ws_connect(url, sock=raw, ssl=ssl.create_default_context(cafile=env.ca), open_timeout=10) as ws:
+            ws.send("over http/1.1")
+            assert ws.recv(timeout=10) == "over http/1.1"
+        client = H2Client(env.g.https_port, env.url_host("tlsws", True), env.ca)
+        try:  # and from inside an HTTP/2 connection, where the engine offers that
+            if client.protocol == "h2" and client.remote_settings().get(ENABLE_CONNECT_PROTOCOL) == 1:
+                reader = WsFrameReader()
+                sid = client.request("CONNECT", "/chat", [("sec-websocket-version", "13")], end=False,
+                                     protocol="websocket")
+                client.pump_until(lambda: client.streams[sid].status is not None, 15, "the websocket's response")
+                assert client.streams[sid].status == 200
+                client.streams[sid].on_data = reader.feed
+                client.send(sid, ws_frame("over h2"))
+                client.pump_until(lambda: reader.texts, 15, "the echo")
+                assert reader.texts == ["over h2"]
+        finally:
+            client.close()
+    finally:
+        server.close()
+    assert server.alpn and set(server.alpn) <= {"http/1.1", None}, server.alpn  # never h2 for a websocket
 
 
 # ----- gRPC ----------------------------------------------------------------------------------------------
