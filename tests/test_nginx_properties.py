@@ -46,7 +46,8 @@ HOSTNAME = st.from_regex(r"(\*\.)?[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]{
 SHAPED: dict[str, Any] = {
     "name": HOSTNAME,
     "backend url": st.builds(lambda s, h, p, path: f"{s}://{h}:{p}{path}", st.sampled_from(["http", "https", "h2c"]),
-                             st.sampled_from(["127.0.0.1", "localhost", "[::1]"]), st.integers(0, 70000), PATHISH),
+                             st.sampled_from(["127.0.0.1", "localhost", "[::1]"]), st.integers(0, 70000),
+                             PATHISH | CLEAN_PATH),
     "backend path prefix": PATHISH | CLEAN_PATH,
     "backend weight": st.integers(-5, 2000).map(str),
     "health path": PATHISH | CLEAN_PATH,
