@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conformance_backends import WsEchoServer
+
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 CERTUTIL = shutil.which("certutil")
 
@@ -171,14 +173,13 @@ window.gotunnelResult = new Promise((resolve) => {
 """
 
 
-class PageAndWebsocketServer:
-    """A backend for the browser: `/` is `PAGE`, `/ws` a websocket echo (the `websockets` library);
-    `handshakes` keeps the headers of every websocket handshake that arrived."""
+class PageAndWebsocketServer(WsEchoServer):
+    """A backend for the browser: `/` is `PAGE`, `/ws` a websocket echo; `handshakes` keeps the
+    headers of every websocket handshake that arrived."""
 
     def __init__(self) -> None:
         from websockets.datastructures import Headers
         from websockets.http11 import Response
-        from websockets.sync.server import serve
 
         self.handshakes: list[dict[str, str]] = []
         self.pages = 0
@@ -194,18 +195,4 @@ class PageAndWebsocketServer:
             return Response(200, "OK", Headers([("Content-Type", "text/html; charset=utf-8"),
                                                 ("Content-Length", str(len(body)))]), body)
 
-        def echo(ws: Any) -> None:
-            for message in ws:
-                ws.send(message)
-
-        self.server = serve(echo, "127.0.0.1", 0, process_request=process_request)
-        self.port = self.server.socket.getsockname()[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
+        super().__init__(process_request=process_request)

@@ -200,23 +200,25 @@ class AppServer(ThreadingHTTPServer):
 
 
 class WsEchoServer:
-    """A websocket echo server on a thread; `close()` stops it."""
+    """A websocket echo server on a thread; `close()` stops it. With `ssl_context` it serves TLS (an
+    https:// backend); `process_request(connection, request)` may answer a request itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, process_request: Any = None) -> None:
         from websockets.sync.server import serve
 
         def echo(ws: Any) -> None:
             for message in ws:
                 ws.send(message)
 
-        self.server = serve(echo, LOCAL, 0)
+        self.server = serve(echo, LOCAL, 0, ssl=ssl_context, process_request=process_request)
         self.port = self.server.socket.getsockname()[1]
+        self.scheme = "http" if ssl_context is None else "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://{LOCAL}:{self.port}"
+        return f"{self.scheme}://{LOCAL}:{self.port}"
 
     def close(self) -> None:
         self.server.shutdown()

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from conformance_backends import WsEchoServer
+
 LOCAL = "127.0.0.1"
 
 
@@ -201,14 +203,12 @@ class WsFrameReader:
                 next(self._parser)
 
 
-class AlpnWsEchoServer:
+class AlpnWsEchoServer(WsEchoServer):
     """A websocket echo server on TLS that picks h2 whenever a client offers it (ALPN h2, http/1.1),
     as Node's and Vite's HTTPS dev servers do: a proxy that offers h2 for a websocket fails here.
     `alpn` records what each connection negotiated."""
 
     def __init__(self, cert: Any) -> None:
-        from websockets.sync.server import serve
-
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert.cert, cert.key)
         ctx.set_alpn_protocols(["h2", "http/1.1"])
@@ -217,21 +217,7 @@ class AlpnWsEchoServer:
         def process_request(connection: Any, request: Any) -> None:
             self.alpn.append(connection.socket.selected_alpn_protocol())
 
-        def echo(ws: Any) -> None:
-            for message in ws:
-                ws.send(message)
-
-        self.server = serve(echo, LOCAL, 0, ssl=ctx, process_request=process_request)
-        self.port = self.server.socket.getsockname()[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"https://{LOCAL}:{self.port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
+        super().__init__(ssl_context=ctx, process_request=process_request)
 
 
 # ----- a backend that proves concurrency -----------------------------------------------------------------

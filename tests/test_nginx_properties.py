@@ -155,6 +155,16 @@ HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=
     lambda v: v == v.strip(" "))
 
 
+def header_rules_table(backend_url: str, values: list[str], ports: tuple[int, int], cert: Any, default: Any) -> RouteTable:
+    """Tunnel `app` to `backend_url`, adding value i as request header X-V<i> and response header X-R<i>."""
+    tunnel = Tunnel.from_raw({
+        "name": "app", "backends": [backend_url],
+        "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
+                    "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
+    })
+    return RouteTable(Listen("127.0.0.1", *ports), (tunnel,), {"app": cert}, default)
+
+
 def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any) -> None:
     from gotunnel_nginx.engine import NginxEngine
 
@@ -166,12 +176,7 @@ def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any
     loop = asyncio.new_event_loop()
 
     def table(values: list[str]) -> RouteTable:
-        tunnel = Tunnel.from_raw({
-            "name": "app", "backends": [backend.url],
-            "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
-                        "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
-        })
-        return RouteTable(Listen("127.0.0.1", http_port, https_port), (tunnel,), {"app": pki.certs["shared"]}, pki.default)
+        return header_rules_table(backend.url, values, (http_port, https_port), pki.certs["shared"], pki.default)
 
     loop.run_until_complete(engine.start(table(["start"])))
     try:
@@ -213,12 +218,7 @@ def test_header_values_pass_through_real_nginx_grpc_verbatim(tmp_path: Path) -> 
     loop = asyncio.new_event_loop()
 
     def table(values: list[str]) -> RouteTable:
-        tunnel = Tunnel.from_raw({
-            "name": "app", "backends": [backend.url],
-            "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
-                        "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
-        })
-        return RouteTable(Listen("127.0.0.1", http_port, https_port), (tunnel,), {"app": pki.certs["app"]}, pki.default)
+        return header_rules_table(backend.url, values, (http_port, https_port), pki.certs["app"], pki.default)
 
     loop.run_until_complete(engine.start(table(["start"])))
     client = GrpcClient(https_port, f"app.localhost:{https_port}", str(pki.ca_file))
