@@ -120,7 +120,7 @@ http {{
   scgi_temp_path {self.dir}/tmp-scgi;
   server {{
     listen 127.0.0.1:{self.port};
-    listen 127.0.0.1:{self.tls_port} ssl;
+    listen 127.0.0.1:{self.tls_port} ssl http2;
     ssl_certificate {self.certs.cert};
     ssl_certificate_key {self.certs.key};
     location = /1mib {{ root {www}; default_type application/octet-stream; }}
@@ -331,7 +331,7 @@ class NginxRef(Engine):
         servers = "".join(f"""
   server {{
     listen 127.0.0.1:{self.http_port};
-    listen 127.0.0.1:{self.https_port} ssl;
+    listen 127.0.0.1:{self.https_port} ssl http2;
     server_name {n}.localhost;
     location / {{ proxy_pass http://backend; }}
   }}""" for n in self.names)
@@ -371,7 +371,7 @@ http {{
   }}
   server {{
     listen 127.0.0.1:{self.http_port} default_server;
-    listen 127.0.0.1:{self.https_port} ssl default_server;
+    listen 127.0.0.1:{self.https_port} ssl http2 default_server;
     return 404;
   }}{servers}
 }}
@@ -545,7 +545,8 @@ class EnvoyRef(Engine):
         self._write_routes()
         tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": str(self.certs.cert)},
+            "common_tls_context": {"alpn_protocols": ["h2", "http/1.1"],
+                                   "tls_certificates": [{"certificate_chain": {"filename": str(self.certs.cert)},
                                                           "private_key": {"filename": str(self.certs.key)}}]}}}
         big = 1_000_000_000
         bootstrap = {

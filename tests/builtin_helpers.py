@@ -25,13 +25,7 @@ from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 LOCAL = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return s.getsockname()[1]
-
-
-from conftest import wait_for  # noqa: E402,F401 - one polling helper for every test module
+from conftest import free_port, wait_for  # noqa: E402,F401 - one port and polling helper for every test module
 
 
 # -- certificates -----------------------------------------------------------------------------
@@ -249,6 +243,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 class EchoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # a proxy may open 100 connections at once (HTTP/2 streams)
 
     def __init__(self, name: str = "echo", port: int = 0, handler: type = EchoHandler) -> None:
         super().__init__((LOCAL, port), handler)

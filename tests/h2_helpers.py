@@ -1,6 +1,11 @@
-"""HTTP/2 and gRPC for the conformance suite: a real HTTP/2 client (the `h2` library on a TLS socket
-that negotiates ALPN), websocket frames for RFC 8441 streams, and real gRPC servers (grpcio) on
-h2c or TLS with a client for them. Everything listens on 127.0.0.1 on free ports.
+"""HTTP/2 and gRPC for tests.
+
+- A small synchronous HTTP/2 client: TLS with ALPN and the `h2` library on a socket. It is a real
+  client (the python-hyper state machine) driven by hand, so tests can also send what a
+  well-behaved client never would (raw frames) and read the GOAWAY the server answers.
+- Websocket frames for RFC 8441 streams, backends for the conformance suite (a barrier proving
+  concurrency, a TLS websocket server preferring h2), real gRPC servers (grpcio) on h2c or TLS
+  with a client for them, and `curl --http2`. Everything listens on 127.0.0.1 on free ports.
 """
 
 from __future__ import annotations
@@ -8,162 +13,231 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 
 from conformance_backends import WsEchoServer
 
 LOCAL = "127.0.0.1"
 
 
-# ----- an HTTP/2 client ------------------------------------------------------------------------------
-
 @dataclass
-class H2Stream:
-    """What arrived on one stream. `on_data` (if set) takes the body instead of `body`."""
-
-    status: int | None = None
+class Response:
+    status: int = 0
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     trailers: list[tuple[str, str]] = field(default_factory=list)
     ended: bool = False
-    reset: int | None = None  # the error code of a RST_STREAM
-    on_data: Callable[[bytes], None] | None = None
+    reset: int | None = None
+    on_data: Callable[[bytes], None] | None = None  # takes the body instead of `body` when set
 
     def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name.lower()), None)
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+class Closed(Exception):
+    """The server closed the connection; `goaway` holds the error code it sent, if any."""
+
+    def __init__(self, goaway: int | None, last_stream_id: int | None = None) -> None:
+        super().__init__(f"connection closed (GOAWAY {goaway})")
+        self.goaway = goaway
+        self.last_stream_id = last_stream_id
+
+
+def tls_socket(port: int, sni: str, ca: str | None, alpn: tuple[str, ...] = ("h2",), timeout: float = 10) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
+    ctx.set_alpn_protocols(list(alpn))
+    raw = socket.create_connection((LOCAL, port), timeout=timeout)
+    return ctx.wrap_socket(raw, server_hostname=sni)
 
 
 class H2Client:
-    """One TLS connection to 127.0.0.1:`port` with SNI `host`, trusting only `ca`, offering `alpn`.
+    """One HTTP/2 connection; `request` runs one exchange, `start`/`pump` drive several at once."""
 
-    When the server picks h2, `request`/`send`/`wait` drive HTTP/2 streams with the `h2` library;
-    received data is acknowledged at once, so flow control never stalls a download.
-    """
-
-    def __init__(self, port: int, host: str, ca: str, alpn: Iterable[str] = ("h2", "http/1.1"),
-                 timeout: float = 30.0) -> None:
-        import h2.config
-        import h2.connection
-
-        ctx = ssl.create_default_context(cafile=ca)
-        ctx.set_alpn_protocols(list(alpn))
-        raw = socket.create_connection((LOCAL, port), timeout=timeout)
-        self.sock = ctx.wrap_socket(raw, server_hostname=host.split(":")[0])
-        self.protocol = self.sock.selected_alpn_protocol()
-        self.authority = host
-        self.streams: dict[int, H2Stream] = {}
-        self.settings_seen = False
-        self.terminated: Any = None  # the ConnectionTerminated event (GOAWAY), if any
+    def __init__(self, port: int, sni: str, ca: str | None, settings: dict[int, int] | None = None,
+                 window: int | None = None, timeout: float = 15, alpn: tuple[str, ...] = ("h2",)) -> None:
+        self.sock = tls_socket(port, sni, ca, alpn=alpn, timeout=timeout)
+        self.alpn = self.sock.selected_alpn_protocol()
+        self.authority = sni
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        if self.protocol == "h2":
-            self.conn.initiate_connection()
-            self._flush()
+        if settings:
+            self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
+        self.responses: dict[int, Response] = {}
+        self.goaway: int | None = None
+        self.last_stream_id: int | None = None
+        self.remote_settings: dict[int, int] = {}
+        self.settings_received = False  # the server's first SETTINGS frame arrived
+        self.auto_ack = True
+        if self.alpn != "h2":  # offered http/1.1 too and got it: no HTTP/2 to speak
+            return
+        self.conn.initiate_connection()
+        if window:
+            self.conn.increment_flow_control_window(window)
+        self.sock.sendall(self.conn.data_to_send())
 
-    # -- plumbing ---------------------------------------------------------------------------------
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def pump(self) -> None:
-        """Read once from the socket and handle every event it yields."""
-        import h2.events as ev
-
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        for event in self.conn.receive_data(data):
-            stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
-            if isinstance(event, ev.RemoteSettingsChanged):
-                self.settings_seen = True
-            elif isinstance(event, ev.ResponseReceived) and stream is not None:
-                stream.headers = list(event.headers)
-                stream.status = int(dict(event.headers)[":status"])
-            elif isinstance(event, ev.InformationalResponseReceived):
-                pass
-            elif isinstance(event, ev.DataReceived) and stream is not None:
-                if stream.on_data is not None:
-                    stream.on_data(event.data)
-                else:
-                    stream.body.extend(event.data)
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, ev.TrailersReceived) and stream is not None:
-                stream.trailers = list(event.headers)
-            elif isinstance(event, ev.StreamEnded) and stream is not None:
-                stream.ended = True
-            elif isinstance(event, ev.StreamReset) and stream is not None:
-                stream.reset = event.error_code
-                stream.ended = True
-            elif isinstance(event, ev.ConnectionTerminated):
-                self.terminated = event
-        self._flush()
-
-    def pump_until(self, done: Callable[[], bool], timeout: float = 30.0, what: str = "the server") -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            if self.terminated is not None:
-                raise ConnectionError(f"GOAWAY from the server: {self.terminated}")
-            self.pump()
-
-    def remote_settings(self) -> dict[int, int]:
-        """The server's SETTINGS (its first SETTINGS frame must arrive first)."""
-        self.pump_until(lambda: self.settings_seen, 10, "the server's SETTINGS")
-        return {int(k): v for k, v in self.conn.remote_settings.items()}
-
-    # -- streams ----------------------------------------------------------------------------------
-    def request(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), *, end: bool = True,
-                protocol: str | None = None, on_data: Callable[[bytes], None] | None = None) -> int:
-        """Open a stream (HEADERS only; `end=False` leaves the body to `send`)."""
+    # -- sending -----------------------------------------------------------------------------
+    def start(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None,
+              body: bytes | None = None, end: bool = True, authority: str | None = None) -> int:
         sid = self.conn.get_next_available_stream_id()
-        pseudo = [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
-        if protocol is not None:  # RFC 8441 extended CONNECT
-            pseudo.insert(1, (":protocol", protocol))
-        self.streams[sid] = H2Stream(on_data=on_data)
-        self.conn.send_headers(sid, pseudo + list(headers), end_stream=end)
-        self._flush()
+        head = [(":method", method), (":scheme", "https"), (":authority", authority or self.authority), (":path", path)]
+        head += headers or []
+        self.conn.send_headers(sid, head, end_stream=end and body is None)
+        self.responses[sid] = Response()
+        self.flush()
+        if body is not None:
+            self.send_body(sid, body, end=end)
         return sid
 
-    def send(self, sid: int, data: bytes, end: bool = False) -> None:
-        """Send `data` on a stream as flow control allows (reading the server's WINDOW_UPDATEs)."""
+    def send_body(self, sid: int, data: bytes, end: bool = False) -> None:
+        """Send within flow control, reading the server's frames while the window is closed."""
         view = memoryview(data)
         while view:
             window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
             if window <= 0:
-                self.pump()
-                if self.streams[sid].reset is not None:
-                    raise ConnectionError(f"stream {sid} reset by the server ({self.streams[sid].reset})")
+                self.pump(0.5)
                 continue
             self.conn.send_data(sid, bytes(view[:window]))
             view = view[window:]
-            self._flush()
+            self.flush()
         if end:
             self.conn.end_stream(sid)
-            self._flush()
+            self.flush()
 
-    def wait(self, sid: int, timeout: float = 60.0) -> H2Stream:
-        stream = self.streams[sid]
-        self.pump_until(lambda: stream.ended, timeout, f"stream {sid} to end")
-        return stream
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
 
-    def get(self, path: str, headers: Iterable[tuple[str, str]] = (), timeout: float = 30.0) -> H2Stream:
-        return self.wait(self.request("GET", path, headers), timeout)
+    def send_raw(self, data: bytes) -> None:
+        self.flush()
+        self.sock.sendall(data)
+
+    # -- receiving -----------------------------------------------------------------------------
+    def pump(self, timeout: float = 5.0) -> list[Any]:
+        """Read once (up to `timeout`) and handle the events; raises Closed on EOF."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return []
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            raise Closed(self.goaway, self.last_stream_id) from None
+        if not data:
+            raise Closed(self.goaway, self.last_stream_id)
+        events = self.conn.receive_data(data)
+        for ev in events:
+            r = self.responses.get(getattr(ev, "stream_id", -1))
+            if isinstance(ev, h2.events.ResponseReceived) and r is not None:
+                r.headers = [(k, v) for k, v in ev.headers if not k.startswith(":")]  # type: ignore[misc]
+                r.status = int(dict(ev.headers)[":status"])  # type: ignore[arg-type]
+            elif isinstance(ev, h2.events.DataReceived):
+                if r is not None and r.on_data is not None:
+                    r.on_data(ev.data)
+                elif r is not None:
+                    r.body += ev.data
+                if self.auto_ack and ev.flow_controlled_length:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.TrailersReceived) and r is not None:
+                r.trailers = list(ev.headers)  # type: ignore[arg-type]
+            elif isinstance(ev, h2.events.StreamEnded) and r is not None:
+                r.ended = True
+            elif isinstance(ev, h2.events.StreamReset) and r is not None:
+                r.reset = ev.error_code
+                r.ended = True
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev.error_code
+                self.last_stream_id = ev.last_stream_id
+            elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.settings_received = True
+                self.remote_settings.update({int(k): v.new_value for k, v in ev.changed_settings.items()})
+        self.flush()
+        return events
+
+    def wait(self, sid: int, timeout: float = 15.0) -> Response:
+        deadline = time.monotonic() + timeout
+        r = self.responses[sid]
+        while not r.ended:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stream {sid} did not end within {timeout} s")
+            self.pump(0.5)
+        return r
+
+    def wait_closed(self, timeout: float = 10.0) -> Closed:
+        """Read until the server closes the connection; returns what it said."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.pump(0.5)
+            except Closed as closed:
+                return closed
+            except h2.exceptions.ProtocolError:
+                # our own state machine refuses what follows the server's GOAWAY: read raw
+                return self._drain_raw(deadline)
+        raise AssertionError("the server did not close the connection")
+
+    def _drain_raw(self, deadline: float) -> Closed:
+        code = read_goaway(self.sock, max(0.5, deadline - time.monotonic()))
+        return Closed(self.goaway if code is None else code, self.last_stream_id)
+
+    def request(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None,
+                body: bytes | None = None, authority: str | None = None) -> Response:
+        return self.wait(self.start(method, path, headers, body, authority=authority))
 
     def close(self) -> None:
         try:
-            if self.protocol == "h2":
-                self.conn.close_connection()
-                self._flush()
+            self.sock.close()
         except OSError:
             pass
-        self.sock.close()
+
+
+def raw_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes((ftype, flags)) + struct.pack(">I", sid) + payload
+
+
+def read_goaway(sock: ssl.SSLSocket, timeout: float = 10.0) -> int | None:
+    """Read raw frames until EOF; the error code of the GOAWAY seen (None if none)."""
+    frames = read_frames(sock, lambda fs: False, timeout)
+    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in frames if t == 7]
+    return codes[0] if codes else None
+
+
+def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[tuple[int, int, int, bytes]]:
+    """Read raw frames (type, flags, stream id, payload) until `done(frames)` is true or EOF."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    frames: list[tuple[int, int, int, bytes]] = []
+    sock.settimeout(0.5)
+    while time.monotonic() < deadline and not done(frames):
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
+            buf = buf[9 + length:]
+    return frames
 
 
 # ----- websocket frames on an RFC 8441 stream -----------------------------------------------------------

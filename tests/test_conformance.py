@@ -83,18 +83,12 @@ BEHAVIOURS: dict[str, str] = {
 ENGINES = ("builtin", "nginx", "caddy", "envoy")
 
 PENDING_BUILTIN = "pending builtin engine work"
-#: The builtin engine's HTTP/2 (server side, RFC 8441, h2 upstream for gRPC) lands from branch h2-builtin.
-PENDING_BUILTIN_H2 = Gap("pending", "HTTP/2 in the builtin engine (issue 12) is not merged yet")
-H2_ROWS = ("h2_alpn", "h2_upload_streaming", "h2_download_streaming", "h2_concurrent_streams", "h2_connect_setting",
-           "h2_websocket", "grpc_unary", "grpc_server_streaming", "grpc_bidi", "grpc_deadline", "grpc_large_messages",
-           "browser")
 
 #: engine -> behaviour -> Gap. A behaviour not listed for an engine is fully supported.
 CAPABILITIES: dict[str, dict[str, Gap]] = {
     "builtin": {
         "engine_validator": Gap("unsupported", "resolves backend names per connection: an unresolvable "
                                                "backend is accepted and answers 502"),
-        **{row: PENDING_BUILTIN_H2 for row in H2_ROWS},
     },
     "nginx": {
         "health_ejection": Gap("variant", "passive only (max_fails/fail_timeout, failed requests retried "

@@ -21,8 +21,8 @@ import pytest
 
 from conformance_backends import WsEchoServer, header_values, pattern, pattern_sha256
 from conftest import wait_for
-from h2_helpers import (FAIL_MESSAGE, MIB, AlpnWsEchoServer, BarrierServer, GrpcBackend, GrpcClient, H2Client, WsFrameReader,
-                        curl_http_version, ws_frame)
+from h2_helpers import (FAIL_MESSAGE, MIB, AlpnWsEchoServer, BarrierServer, GrpcBackend, GrpcClient, H2Client,
+                        WsFrameReader, curl_http_version, ws_frame)
 # The suite's fixtures and its engine parametrisation (a module-level hook) apply here too.
 from test_conformance import CAPABILITIES, Env, app, behaviour, env, pytest_generate_tests  # noqa: F401
 
@@ -37,11 +37,35 @@ def bridges_h2_websockets(engine: str) -> bool:
     return gap is None or gap.kind != "unsupported"
 
 
-def h2_client(env: Env, name: str, **kw: Any) -> H2Client:
-    client = H2Client(env.g.https_port, env.url_host(name, True), env.ca, **kw)
-    if kw.get("alpn") is None:
-        assert client.protocol == "h2", f"{env.engine} negotiated {client.protocol!r}, not h2"
+def h2_client(env: Env, name: str, *, require_h2: bool = True, timeout: float = 15) -> H2Client:
+    """A TLS connection to tunnel `name` offering h2 and http/1.1 by ALPN, as browsers do (:authority
+    with the port, as browsers send it); with `require_h2`, the engine must have picked h2."""
+    client = H2Client(env.g.https_port, f"{name}.localhost", env.ca, alpn=("h2", "http/1.1"), timeout=timeout)
+    client.authority = env.url_host(name, True)
+    if require_h2:
+        assert client.alpn == "h2", f"{env.engine} negotiated {client.alpn!r}, not h2"
     return client
+
+
+def pump_until(client: H2Client, done: Any, timeout: float = 15, what: str = "the server") -> None:
+    wait_for(lambda: done() or (client.pump(0.2) is not None and done()), timeout, what=what)
+
+
+def server_settings(client: H2Client) -> dict[int, int]:
+    pump_until(client, lambda: client.settings_received, 10, "the server's SETTINGS")
+    return client.remote_settings
+
+
+def open_websocket(client: H2Client, path: str) -> tuple[int, WsFrameReader]:
+    """An RFC 8441 websocket (extended CONNECT) on `client`; the reader collects the server's frames."""
+    sid = client.start("CONNECT", path, [(":protocol", "websocket"), ("sec-websocket-version", "13")], end=False)
+    response = client.responses[sid]
+    pump_until(client, lambda: response.status or response.ended, 15, "the websocket's response")
+    assert response.status == 200, (response.headers, bytes(response.body))
+    reader = WsFrameReader()
+    reader.feed(bytes(response.body))
+    response.on_data = reader.feed
+    return sid, reader
 
 
 # ----- HTTP/2 by ALPN -----------------------------------------------------------------------------------
@@ -54,7 +78,7 @@ def test_http2_negotiated_by_alpn_for_requests_and_responses(env: Env, app: Any)
     assert (version, status) == ("2", "200")
     client = h2_client(env, "h2")
     try:
-        got = client.get("/p?q=1", [("x-custom", "one"), ("user-agent", "h2-test")])
+        got = client.request("GET", "/p?q=1", [("x-custom", "one"), ("user-agent", "h2-test")])
         assert got.status == 200 and got.header("x-backend") == "h2"
         echo = json.loads(got.body)
         host = env.url_host("h2", True)
@@ -64,10 +88,8 @@ def test_http2_negotiated_by_alpn_for_requests_and_responses(env: Env, app: Any)
         assert header_values(echo, "X-Forwarded-Host") == [host]
         assert header_values(echo, "X-Custom") == ["one"]
         body = b"posted over h2 " * 1000
-        sid = client.request("POST", "/post", [("content-type", "text/plain"), ("content-length", str(len(body)))],
-                             end=False)
-        client.send(sid, body, end=True)
-        posted = client.wait(sid)
+        posted = client.request("POST", "/post", [("content-type", "text/plain"), ("content-length", str(len(body)))],
+                                body)
         assert posted.status == 200 and json.loads(posted.body)["body"] == body.decode()
     finally:
         client.close()
@@ -77,8 +99,8 @@ def test_http2_negotiated_by_alpn_for_requests_and_responses(env: Env, app: Any)
 def test_no_http2_offers_only_http11(env: Env, app: Any) -> None:
     backend = app("h1")
     env.g("--no-http2", "start", "-d", "h1", "-p", str(backend.port), check=True)  # the flag reaches the daemon
-    client = H2Client(env.g.https_port, env.url_host("h1", True), env.ca, alpn=("h2", "http/1.1"))
-    assert client.protocol in ("http/1.1", None)
+    client = h2_client(env, "h1", require_h2=False)
+    assert client.alpn in ("http/1.1", None)
     client.close()
     version, status = curl_http_version(env.g.https_port, env.url_host("h1", True), env.ca, "/", "--http2")
     assert (version, status) == ("1.1", "200")
@@ -94,11 +116,11 @@ def test_http2_upload_100mib_streamed(env: Env, app: Any) -> None:
     env.start("-d", "up", "-p", str(backend.port))
     client = h2_client(env, "up", timeout=120)
     try:
-        sid = client.request("POST", "/upload", [("content-type", "application/octet-stream")], end=False)
+        sid = client.start("POST", "/upload", [("content-type", "application/octet-stream")], end=False)
         for part in pattern(MIB100):
-            client.send(sid, part)
+            client.send_body(sid, part)
         last_sent = time.time()
-        client.send(sid, b"", end=True)
+        client.send_body(sid, b"", end=True)
         got = client.wait(sid, timeout=120)
     finally:
         client.close()
@@ -120,7 +142,9 @@ def test_http2_download_100mib_streamed(env: Env, app: Any) -> None:
 
     client = h2_client(env, "down", timeout=120)
     try:
-        got = client.wait(client.request("GET", f"/download/{MIB100}", on_data=take), timeout=120)
+        sid = client.start("GET", f"/download/{MIB100}")
+        client.responses[sid].on_data = take  # hashed as it arrives (nothing else is read before this)
+        got = client.wait(sid, timeout=120)
     finally:
         client.close()
     assert got.status == 200 and total[0] == MIB100 and digest.hexdigest() == pattern_sha256(MIB100)
@@ -133,8 +157,8 @@ def test_100_concurrent_streams_on_one_connection(env: Env) -> None:
         env.start("-d", "many", "--backend", backend.url)
         client = h2_client(env, "many")
         try:
-            assert client.remote_settings().get(0x3, 1 << 31) >= 100  # SETTINGS_MAX_CONCURRENT_STREAMS
-            streams = [client.request("GET", f"/barrier/{i}") for i in range(100)]
+            assert server_settings(client).get(0x3, 1 << 31) >= 100  # SETTINGS_MAX_CONCURRENT_STREAMS
+            streams = [client.start("GET", f"/barrier/{i}") for i in range(100)]
             results = [client.wait(sid, timeout=60) for sid in streams]
         finally:
             client.close()
@@ -151,7 +175,7 @@ def test_extended_connect_advertised_only_where_bridged(env: Env, app: Any) -> N
     env.start("-d", "set", "-p", str(app().port))
     client = h2_client(env, "set")
     try:
-        advertised = client.remote_settings().get(ENABLE_CONNECT_PROTOCOL, 0) == 1
+        advertised = server_settings(client).get(ENABLE_CONNECT_PROTOCOL, 0) == 1
     finally:
         client.close()
     assert advertised == bridges_h2_websockets(env.engine), (
@@ -165,26 +189,17 @@ def test_websockets_inside_http2_bridged_to_http11_upgrades(env: Env, app: Any) 
         env.start("-d", "ws", "--backend", server.url)
         client = h2_client(env, "ws")
         try:
-            assert client.remote_settings().get(ENABLE_CONNECT_PROTOCOL) == 1
-            readers, sids = [], []
-            for _ in range(3):  # three websockets at once on one connection
-                reader = WsFrameReader()
-                sid = client.request("CONNECT", "/chat", [("sec-websocket-version", "13")], end=False,
-                                     protocol="websocket")
-                client.pump_until(lambda: client.streams[sid].status is not None or client.streams[sid].ended,
-                                  15, "the websocket's response")
-                assert client.streams[sid].status == 200, (client.streams[sid].headers, bytes(client.streams[sid].body))
-                client.streams[sid].on_data = reader.feed
-                readers.append(reader)
-                sids.append(sid)
-            for i, sid in enumerate(sids):
-                client.send(sid, ws_frame(f"hello {i}"))
-            for i, reader in enumerate(readers):
-                client.pump_until(lambda: len(reader.texts) >= 1, 15, f"the echo on websocket {i}")
+            assert server_settings(client).get(ENABLE_CONNECT_PROTOCOL) == 1
+            sockets = [open_websocket(client, "/chat") for _ in range(3)]  # three at once on one connection
+            for i, (sid, _) in enumerate(sockets):
+                client.send_body(sid, ws_frame(f"hello {i}"))
+            for i, (_, reader) in enumerate(sockets):
+                pump_until(client, lambda: len(reader.texts) >= 1, 15, f"the echo on websocket {i}")
                 assert reader.texts == [f"hello {i}"]
-            client.send(sids[0], ws_frame("again"))
-            client.pump_until(lambda: len(readers[0].texts) == 2, 15, "the second echo")
-            assert readers[0].texts[1] == "again"
+            sid, reader = sockets[0]
+            client.send_body(sid, ws_frame("again"))
+            pump_until(client, lambda: len(reader.texts) == 2, 15, "the second echo")
+            assert reader.texts[1] == "again"
         finally:
             client.close()
     finally:
@@ -205,17 +220,12 @@ def test_websocket_to_an_https_backend_that_prefers_h2_goes_over_http11(env: Env
         with ws_connect(url, sock=raw, ssl=ssl.create_default_context(cafile=env.ca), open_timeout=10) as ws:
             ws.send("over http/1.1")
             assert ws.recv(timeout=10) == "over http/1.1"
-        client = H2Client(env.g.https_port, env.url_host("tlsws", True), env.ca)
+        client = h2_client(env, "tlsws", require_h2=False)
         try:  # and from inside an HTTP/2 connection, where the engine offers that
-            if client.protocol == "h2" and client.remote_settings().get(ENABLE_CONNECT_PROTOCOL) == 1:
-                reader = WsFrameReader()
-                sid = client.request("CONNECT", "/chat", [("sec-websocket-version", "13")], end=False,
-                                     protocol="websocket")
-                client.pump_until(lambda: client.streams[sid].status is not None, 15, "the websocket's response")
-                assert client.streams[sid].status == 200
-                client.streams[sid].on_data = reader.feed
-                client.send(sid, ws_frame("over h2"))
-                client.pump_until(lambda: reader.texts, 15, "the echo")
+            if client.alpn == "h2" and server_settings(client).get(ENABLE_CONNECT_PROTOCOL) == 1:
+                sid, reader = open_websocket(client, "/chat")
+                client.send_body(sid, ws_frame("over h2"))
+                pump_until(client, lambda: reader.texts, 15, "the echo")
                 assert reader.texts == ["over h2"]
         finally:
             client.close()

@@ -21,6 +21,7 @@ class Settings:
     drain_timeout: float = 5.0  # how long stop() lets in-flight requests finish
     upstream_idle_timeout: float = 30.0  # idle pooled upstream connections are closed after this
     max_idle_upstream: int = 512  # idle pooled connections kept per backend
+    http2: bool = True  # offer h2 by ALPN on the HTTPS listener
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> "Settings":

@@ -146,11 +146,20 @@ class BuiltinEngine(Engine):
 
         loop = asyncio.get_running_loop()
         self._settings = settings or Settings.from_mapping(self.context.settings)
-        self._certs = CertStore()
+        http2 = self._settings.http2
+        self._certs = CertStore(http2)
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
                         hook_on=self._hook_enabled(), log=self.context.log)
-        sni = SniSelector(lambda: st.router, snapshot)
+        https_protocol: Any = lambda: ClientProtocol(st, True)  # noqa: E731
+        if http2:
+            from .h2_protocol import AlpnDispatch
+            from .h2_upstream import Upstreams
+
+            st.h2 = Upstreams(loop, self._settings.max_idle_upstream, self._settings.upstream_idle_timeout,
+                              self._settings.via)
+            https_protocol = lambda: AlpnDispatch(st)  # noqa: E731
+        sni = SniSelector(lambda: st.router, snapshot, http2)
         listen = table.listen
         where: list[dict[str, Any]] = [
             {"host": listen.bind, "port": listen.http_port, "reuse_address": True, "backlog": 2048},
@@ -161,7 +170,7 @@ class BuiltinEngine(Engine):
         try:
             self._servers.append(await loop.create_server(lambda: ClientProtocol(st, False), **where[0]))
             self._servers.append(await loop.create_server(
-                lambda: ClientProtocol(st, True), ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
+                https_protocol, ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
                 **where[1]))
         except OSError as exc:
             for server in self._servers:
@@ -199,6 +208,8 @@ class BuiltinEngine(Engine):
         self._backends = states
         self._sync_health(states)
         self._prune_pools(states)
+        if st.h2 is not None:
+            st.h2.prune({(s.backend.scheme, s.backend.host, s.backend.port) for s in states.values()})
 
     async def stop(self) -> None:
         from .protocol import IDLE
@@ -229,6 +240,8 @@ class BuiltinEngine(Engine):
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        if st.h2 is not None:
+            st.h2.close()
         self._servers = []
         self.st = None
 
@@ -245,6 +258,8 @@ class BuiltinEngine(Engine):
                 conn.check_timeouts(now, s.header_timeout, s.idle_timeout)
             for pool in list(self._pools.values()):
                 pool.sweep(now)
+            if st.h2 is not None:
+                st.h2.sweep(now)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this process (what `health().extra` shows; summed over workers by the supervisor)."""
