@@ -5,8 +5,9 @@ the pid whose process tree is the proxy, `apply_route_change(i)` adds one route 
 `stop()` stops what it started by pid. The measured tunnel is always `bench` (bench.localhost),
 declared last, after the extra ones, so a linear scan pays its full price.
 
-Adding gotunnel's own external engines later is one line: `GotunnelEngine("nginx")` drives
-`gotunnel --engine nginx start ...` exactly as the builtin adapter drives the builtin engine.
+gotunnel's own engines, builtin and external (`gotunnel-envoy`, `gotunnel-nginx`, ...), share one
+adapter: `GotunnelEngine` drives `gotunnel --engine NAME start ...` for any installed engine, a
+third-party one included.
 """
 
 from __future__ import annotations
@@ -599,7 +600,7 @@ def make_engine(name: str, workdir: Path, certs: Certs, python: str) -> Engine:
         return Direct(workdir, certs)
     if name == "builtin":
         return GotunnelEngine(workdir, certs, "builtin", python)
-    if name.startswith("gotunnel-"):  # gotunnel's own supervised engines, once they exist
+    if name.startswith("gotunnel-"):  # any installed engine through the CLI: gotunnel-nginx, gotunnel-haproxy, ...
         return GotunnelEngine(workdir, certs, name.removeprefix("gotunnel-"), python)
     if name == "nginx-ref":
         return NginxRef(workdir, certs)

@@ -407,8 +407,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| engine | changes (failed) | applied in s | req/s | p99 ms | socket errors | non-2xx | last route serves |",
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
         for name, r in res["reload-under-load"]["engines"].items():
-            lines.append(f"| {name} | {r['changes']} ({r['change_failures_count']}) | {r['changes_seconds']} | {_f(r['rps'])} | {_f(r['p99_ms'], 1)} | "
-                         f"{sum(r['socket_errors'].values())} {_errs(r['socket_errors'])} | {r['non_2xx_3xx']} | {r['last_route_serves']} |")
+            lines.append(f"| {name} | {r['changes']} ({r['change_failures_count']}) | {r['changes_seconds']} | "
+                         f"{_f(r['rps'])} | {_f(r['p99_ms'], 1)} | "
+                         f"{sum(r['socket_errors'].values())} {_errs(r['socket_errors'])} | {r['non_2xx_3xx']} | "
+                         f"{r['last_route_serves']} |")
         lines.append("")
     if "idle-memory" in res:
         lines += ["Memory (RSS of the proxy process tree):", "",

@@ -14,7 +14,7 @@ from ..hookspecs import hookimpl
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
                        redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
-    from ..models import Backend, Tunnel, parse_port
+    from ..models import Tunnel, parse_port
 
     if domain is None:
         if port or backends:
@@ -68,6 +68,7 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
     spec = find_engine(state.engine_specs(), settings["engine"])
+    state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
     if not binary.found:
         raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)

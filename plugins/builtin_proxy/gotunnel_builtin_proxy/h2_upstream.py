@@ -101,8 +101,11 @@ class H1Pool(Pool):
 
     __slots__ = ()
 
+    def get(self) -> "H1Relay | None":  # type: ignore[override]
+        return super().get()  # type: ignore[return-value]
+
     async def connect(self) -> "H1Relay":  # type: ignore[override]
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self._ssl is not None:
             kwargs = {"ssl": self._ssl, "server_hostname": self.host}
         _, proto = await asyncio.wait_for(

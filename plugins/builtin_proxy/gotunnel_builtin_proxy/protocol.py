@@ -426,8 +426,8 @@ class ClientProtocol(asyncio.Protocol):
             head, sep, port = name.rpartition(b":")
             if sep and port.isdigit():
                 name = head
-        port = self.st.router.table.listen.https_port
-        location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + target
+        https_port = self.st.router.table.listen.https_port
+        location = b"https://" + name + (b"" if https_port == 443 else b":%d" % https_port) + target
         self._local(req, simple_response(308, b"", b"", headers=[(b"Location", location)],
                                          close=not req.keep_alive, http10_keep_alive=not req.http11))
 
