@@ -247,7 +247,8 @@ def grpc_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Grp
 
 
 @pytest.fixture
-def grpc_client(env: Env, grpc_backend: GrpcBackend) -> Iterator[GrpcClient]:
+def grpc_client(grpc_backend: GrpcBackend, env: Env) -> Iterator[GrpcClient]:
+    # The backend listens before `env` picks the tunnel ports, so the kernel cannot hand it one of them.
     env.start("-d", "grpc", "--backend", grpc_backend.url)
     client = GrpcClient(env.g.https_port, env.url_host("grpc", True), env.ca)
     yield client
