@@ -12,6 +12,9 @@ PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy
 DIST_VENV ?= .venv-dist
 DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
+# Plugin tests: -P keeps the plugin's own directory off sys.path, so its source package does not
+# shadow the installed wheel the tests are meant to exercise.
+DIST_PYTEST := -P $(PYTEST)
 
 .PHONY: setup demo test test-core test-plugins dist dist-env lint bench team-sim clean
 
@@ -50,9 +53,9 @@ dist-env: dist $(DIST_PY)
 # code as plain Python (GOTUNNEL_PURE_PYTHON=1), so both builds pass the same tests.
 test-plugins: dist-env
 	@status=0; for p in $(PLUGIN_DIRS); do echo "== $$p"; \
-	  (cd $$p && $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; done; \
+	  (cd $$p && $(CURDIR)/$(DIST_PY) $(DIST_PYTEST) $(PYTEST_ARGS)) || status=1; done; \
 	  echo "== plugins/builtin_proxy (pure-Python hot path)"; \
-	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; \
+	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) $(DIST_PYTEST) $(PYTEST_ARGS)) || status=1; \
 	  exit $$status
 
 # Static checks: ruff (lint) and mypy (types) on the core and the plugins; see pyproject.toml.
