@@ -129,8 +129,15 @@ class SupervisedEngine(Engine):
 
     def environment(self) -> Mapping[str, str]:
         """Variables added to the daemon's environment for the program and its validator
-        (Caddy: its data and config dirs inside the work directory). Default: none."""
+        (Caddy: its data and config dirs inside the work directory; nginx: `NGINX`, naming the
+        listening sockets it inherits). Default: none."""
         return {}
+
+    def validator_message(self, output: str, config_dir: Path) -> str:
+        """The validator's `output` as the one-line reason a refused config shows (exit 2). Default:
+        each non-empty line minus nginx-style timestamps and `pid#tid: ` prefixes and `config_dir/`,
+        joined with "; "; an engine whose validator talks differently cleans its own."""
+        return _clean_validator_output(output, config_dir)
 
     def ignore_stderr_line(self, line: str) -> bool:
         """True for a stderr line not worth logging (it still counts for `stderr_since`)."""
@@ -140,11 +147,14 @@ class SupervisedEngine(Engine):
         """Clean up what a crashed instance may have left (stale sockets)."""
 
     def open_listeners(self, table: RouteTable) -> None:
-        """Bind what the daemon itself listens on for the engine (see `ListenerSockets`); called
-        once per start, after a leftover engine was stopped. Default: the engine binds its ports."""
+        """Bind what the daemon itself listens on for the engine (see `ListenerSockets`), or take
+        `context.listeners.dup()` when the daemon was given the sockets (an engine with
+        `serves_given_sockets`); called once per start, after a leftover engine was stopped.
+        Default: the engine binds its ports."""
 
     def inherited_fds(self) -> Sequence[int]:
-        """File descriptors every spawned engine process inherits (from `open_listeners`)."""
+        """File descriptors the program inherits under the same numbers (from `open_listeners`);
+        its validator inherits them too, as `nginx -t` binds every address it does not inherit."""
         return ()
 
     def close_listeners(self) -> None:
@@ -306,9 +316,10 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30)
+        code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30,
+                                              pass_fds=self.inherited_fds())
         if code != 0:
-            message = _clean_validator_output(output, config_dir) or f"exit status {code}"
+            message = self.validator_message(output, config_dir) or f"exit status {code}"
             raise EngineValidationError(f"{self.name} refused the configuration: {message}",
                                         hint="the running configuration was kept")
 

@@ -54,7 +54,8 @@ class Runtime(Protocol):
         """Start the engine; every line it writes to stderr goes to `on_stderr`; `pass_fds` are
         inherited under the same numbers (listening sockets the daemon owns)."""
 
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
+                  pass_fds: Sequence[int] = ()) -> tuple[int, str]:
         """Run a short command (the engine's validator) to completion: (exit status, output)."""
 
     def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
@@ -146,7 +147,8 @@ class ProcessRuntime:
         reader = asyncio.get_running_loop().create_task(_forward_lines(proc.stderr, on_stderr))
         return _Process(proc, reader, argv)
 
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
+                  pass_fds: Sequence[int] = ()) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -155,6 +157,7 @@ class ProcessRuntime:
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)

@@ -62,6 +62,7 @@ class CaddyEngine(SupervisedEngine):
             "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed connection ejects a "
             "backend for the passive window"),
     }
+    serves_given_sockets = True  # `fd/N` listener addresses, as for the sockets the daemon binds itself
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
@@ -141,7 +142,8 @@ class CaddyEngine(SupervisedEngine):
     # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
-        self._listeners = ListenerSockets(table.listen)
+        given = self.context.listeners  # the root-bound 80/443 of `gotunnel ports`, or None
+        self._listeners = given.dup() if given is not None else ListenerSockets(table.listen)
 
     def inherited_fds(self) -> Sequence[int]:
         return self._listeners.fds() if self._listeners is not None else ()

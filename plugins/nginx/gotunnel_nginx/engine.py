@@ -14,12 +14,14 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
-from gotunnel_core.engine import Capability
+from gotunnel_core.engine import Capability, EngineContext
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
+from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
+                                      run_for_output)
 from gotunnel_core.values import integer
 
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
@@ -44,7 +46,15 @@ class NginxEngine(SupervisedEngine):
         "h2_websocket": Capability.unsupported(
             "nginx 1.22 (Debian) does not implement RFC 8441 and does not advertise it: browsers open websockets "
             "over HTTP/1.1, which works (see the browser row)"),
+        "host_header_backend_each": Capability.unsupported(
+            "nginx builds the request before it picks a server of the upstream block, so with several "
+            "backends every backend gets the first one's host:port"),
     }
+    serves_given_sockets = True
+
+    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
+        super().__init__(context, runtime)
+        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -70,6 +80,28 @@ class NginxEngine(SupervisedEngine):
     def validate_command(self, binary: str, work: WorkDir, config_dir: Path) -> list[str]:
         root = self.runtime.map_path(str(work.root))
         return [binary, "-t", "-q", "-p", root + "/", "-e", "stderr", "-c", str(config_dir / "nginx.conf")]
+
+    # ----- sockets the daemon was given (ports 80/443 through `gotunnel ports`) ----------------------
+    # nginx adopts the listening sockets named in its NGINX environment variable ("fd;fd;", its
+    # binary-upgrade mechanism) whose address matches a `listen` directive, and keeps them across
+    # reloads; `nginx -t` inherits them too, as it binds every listen address it does not inherit.
+    def open_listeners(self, table: RouteTable) -> None:
+        self.close_listeners()
+        if self.context.listeners is not None:
+            self._given = self.context.listeners.dup()
+
+    def inherited_fds(self) -> Sequence[int]:
+        given = self._given
+        return tuple(given.port_fds(0).values()) if given is not None else ()  # side 0: where new connections go
+
+    def close_listeners(self) -> None:
+        if self._given is not None:
+            self._given.close()
+            self._given = None
+
+    def environment(self) -> Mapping[str, str]:
+        fds = self.inherited_fds()
+        return {"NGINX": "".join(f"{fd};" for fd in fds)} if fds else {}
 
     def before_spawn(self) -> None:
         if self.socket_path("ctl.sock") is None:
