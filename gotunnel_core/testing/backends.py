@@ -328,7 +328,9 @@ class AlpnWsEchoServer(WsEchoServer):
 
 
 class _BarrierHandler(BaseHTTPRequestHandler):
-    """`GET /barrier/N`: answers only once N requests wait together (else 504 after the deadline)."""
+    """`GET /barrier/N`: answers only once N requests wait together (else 504 after the deadline);
+    any other path answers at once (a probe, such as the Host check `start` makes, takes no place
+    at the barrier)."""
 
     protocol_version = "HTTP/1.1"
     server: "BarrierServer"
@@ -337,11 +339,17 @@ class _BarrierHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not self.path.startswith("/barrier/"):
+            self._answer(200, b"ok")
+            return
         try:
             index = self.server.barrier.wait(timeout=self.server.deadline)
             status, body = 200, b"%d" % index
         except threading.BrokenBarrierError:
             status, body = 504, b"not all requests arrived together"
+        self._answer(status, body)
+
+    def _answer(self, status: int, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
