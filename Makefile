@@ -13,7 +13,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
 
 demo: setup
 	$(PY) examples/demo.py

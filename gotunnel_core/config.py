@@ -111,6 +111,16 @@ class Setting:
         return "GOTUNNEL_" + self.name.upper()
 
 
+def _providers(raw: object) -> list[str]:
+    from .providers import PROVIDERS
+
+    names = _str_list(raw)
+    unknown = [name for name in names if name not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown provider {unknown[0]!r}; available: {', '.join(sorted(PROVIDERS))}")
+    return sorted(set(names))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("engine", _parse_str, "builtin", "proxy engine: builtin, nginx, caddy, envoy, or a plugin's"),
     Setting("state_dir", _parse_opt_path, None, "directory for the daemon socket, state, certificates and logs"),
@@ -134,6 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("via", _parse_bool, False, "builtin engine: add a Via header"),
     Setting("cert_validity_days", _int_range(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", _int_range(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
     Setting("ca_extra_suffixes", _str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -150,7 +150,13 @@ def list_(state: CliState, as_json: bool) -> None:
     if not tunnels:
         click.echo("no tunnels running")
     for item in tunnels:
-        click.echo(f"{item['name']:<24} {', '.join(b['url'] for b in item['backends'])}  {' '.join(item['urls'])}")
+        backends = ", ".join(b["url"] for b in item["backends"]) if not item.get("problem") else "unreachable"
+        click.echo(f"{item['name']:<24} {backends}  {' '.join(item['urls'])}")
+        if item.get("source", "user") != "user":
+            click.echo(f"{'':<24} from {item['source']}: {item['origin']}")
+        if item.get("problem"):
+            click.echo(f"{'':<24} why: {item['problem']}")
+            click.echo(f"{'':<24} fix: {item['fix']}")
 
 
 @click.command()
@@ -173,7 +179,16 @@ def status(state: CliState, as_json: bool) -> None:
     click.echo(f"listen: {listen['bind']} http {listen['http_port']} https {listen['https_port']}")
     click.echo(f"tunnels: {len(info['tunnels'])}")
     for item in info["tunnels"]:
-        click.echo(f"  {item['name']}: {' '.join(item['urls'])}")
+        source = "" if item.get("source", "user") == "user" else f"  <- {item['origin']}"
+        click.echo(f"  {item['name']}: {' '.join(item['urls'])}{source}")
+        if item.get("problem"):
+            click.echo(f"    unreachable: {item['problem']}")
+            click.echo(f"    fix: {item['fix']}")
+    for name, provider in sorted(info.get("providers", {}).items()):
+        state_text = "connected" if provider["connected"] else f"not connected: {provider['error']} (retrying)"
+        click.echo(f"provider {name}: {state_text}")
+    for problem in info.get("problems", []):
+        click.echo(f"  problem: {problem['origin']}: {problem['problem']}")
     for cert in info["certificates"]:
         click.echo(f"  certificate {cert['name']}: expires {cert['not_after']}")
 

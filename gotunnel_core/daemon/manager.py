@@ -3,11 +3,16 @@
 Every change goes through one asyncio lock: validate, build the new route table, let the
 engine apply it, persist it, then notify plugins. A change the engine refuses is never
 persisted and the running configuration stays.
+
+The engine serves the user's tunnels plus those of providers (Docker containers by label, see
+`gotunnel_core.providers`). Provided tunnels are not persisted, and a user's tunnel always wins
+over a provided one of the same name (the provided one is then reported as a conflict).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any, Iterable, Mapping
@@ -19,8 +24,10 @@ from ..logs import get_logger
 from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager
+from ..providers import Provider, ProvidedTunnel, ProviderProblem, load_provider
 from ..state import TunnelStore
 from ..urls import tunnel_urls
+from .explainer import Explainer
 
 log = get_logger("gotunnel.daemon")
 
@@ -48,11 +55,19 @@ class TunnelManager:
         self.started_at = time.time()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: source -> the tunnels and refused declarations a provider handed over last
+        self.provided: dict[str, list[ProvidedTunnel]] = {}
+        self.provider_problems: dict[str, list[ProviderProblem]] = {}
+        self.providers: dict[str, Provider] = {}
+        self._provider_tasks: dict[str, asyncio.Task[None]] = {}
+        self.explainer: Explainer | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------
 
     async def startup(self) -> None:
         """Create the engine, restore the persisted tunnels and start serving them."""
+        self.loop = asyncio.get_running_loop()
         specs = collect_engines(self.plugins.pm)
         spec = find_engine(specs, self.settings["engine"])
         work_dir = self.layout.engine_dir(spec.name)
@@ -81,13 +96,24 @@ class TunnelManager:
                 log.warning("name not announced", tunnel=tunnel.name, error=exc.message)
         for tunnel in self.tunnels.values():
             self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
-        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
         self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
+        for name in self.wanted_providers():
+            try:
+                await self.start_provider(name, persist=False)
+            except GotunnelError as exc:  # e.g. Docker is down: keep retrying in the background
+                log.warning("provider not connected; retrying in the background", provider=name, error=exc.message)
+                self._run_provider(name, self.providers[name])
+        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid(),
+                 providers=sorted(self.providers))
 
     async def shutdown(self, *, forget: bool = False) -> None:
         """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
         for task in self._tasks:
             task.cancel()
+        for name in list(self.providers):
+            await self._close_provider(name)
+        if self.explainer is not None:
+            await self.explainer.close()
         async with self._lock:
             tunnels = list(self.tunnels.values())
             if self.engine is not None:
@@ -165,12 +191,143 @@ class TunnelManager:
             log.info("certificates renewed", names=due)
             return due
 
+    # ----- providers --------------------------------------------------------------------------
+
+    def wanted_providers(self) -> list[str]:
+        """Providers to follow: the `providers` setting plus those `gotunnel docker watch` turned on."""
+        return sorted(set(self.settings.get("providers") or []) | set(self._watched()))
+
+    def _watched(self) -> list[str]:
+        try:
+            data = json.loads(self.layout.providers_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(n) for n in data.get("watch", [])] if isinstance(data, dict) else []
+
+    def _persist_watch(self, name: str, on: bool) -> None:
+        from ..fsutil import atomic_write
+
+        watched = set(self._watched())
+        watched = watched | {name} if on else watched - {name}
+        atomic_write(self.layout.providers_file, json.dumps({"watch": sorted(watched)}) + "\n", mode=0o600)
+
+    async def explainer_url(self) -> str:
+        """The loopback URL of the daemon's 502 explainer (started on first use)."""
+        if self.explainer is None:
+            self.explainer = Explainer(self._explain)
+        await self.explainer.start()
+        return self.explainer.url
+
+    def _explain(self, name: str) -> tuple[str, str] | None:
+        for entries in self.provided.values():
+            for entry in entries:
+                if entry.tunnel.name == name and entry.problem:
+                    return entry.problem, entry.fix or ""
+        return None
+
+    async def start_provider(self, name: str, *, persist: bool = True) -> dict[str, Any]:
+        """Follow provider `name` (connect and publish now; fail with its reason if it cannot)."""
+        if name not in self.providers:
+            self.providers[name] = load_provider(name, self)
+        provider = self.providers[name]
+        if name not in self._provider_tasks:
+            try:
+                await provider.start()
+            except BaseException:
+                if persist:  # asked for by a command: report the failure, keep nothing half-started
+                    self.providers.pop(name, None)
+                raise
+            self._run_provider(name, provider)
+        if persist:
+            await asyncio.to_thread(self._persist_watch, name, True)
+        return {"provider": name, **provider.status(),
+                "tunnels": [self.describe_provided(p) for p in self.provided.get(name, [])],
+                "problems": [p.to_dict() for p in self.provider_problems.get(name, [])]}
+
+    def _run_provider(self, name: str, provider: Provider) -> None:
+        self._provider_tasks[name] = asyncio.create_task(provider.run(), name=f"provider-{name}")
+
+    async def stop_provider(self, name: str) -> list[str]:
+        """Stop following `name` and stop serving its tunnels; returns their names."""
+        gone = [p.tunnel.name for p in self.provided.get(name, [])]
+        await self._close_provider(name)
+        await self.set_provided(name, [], [])
+        await asyncio.to_thread(self._persist_watch, name, False)
+        return gone
+
+    async def _close_provider(self, name: str) -> None:
+        task = self._provider_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        provider = self.providers.pop(name, None)
+        if provider is not None:
+            await provider.close()
+
+    async def set_provided(self, source: str, tunnels: list[ProvidedTunnel], problems: list[ProviderProblem]) -> None:
+        """Replace everything `source` provides, and serve it (a user's tunnel of the same name wins)."""
+        async with self._lock:
+            before = self._served(self.tunnels)
+            old = self.provided.get(source, []), self.provider_problems.get(source, [])
+            self.provided[source], self.provider_problems[source] = list(tunnels), list(problems)
+            after = self._served(self.tunnels)
+            if after != before:
+                try:
+                    await self._apply(self.tunnels)
+                except BaseException:
+                    self.provided[source], self.provider_problems[source] = old
+                    raise
+            added = [t for n, t in after.items() if before.get(n) != t]
+            removed = [t for n, t in before.items() if n not in after]
+            for tunnel in removed:
+                self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
+            for tunnel in added:
+                self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
+            try:
+                await self._withdraw_names(removed)
+                await self._publish_names([t for t in added if t.name not in before])
+            except GotunnelError as exc:
+                log.warning("name not announced", error=exc.message)
+            if added or removed:
+                log.info("provided tunnels changed", source=source, added=sorted(t.name for t in added),
+                         removed=sorted(t.name for t in removed))
+
+    def _served(self, user: Mapping[str, Tunnel]) -> dict[str, Tunnel]:
+        """What the engine serves: the user's tunnels, then every provided one whose name is free."""
+        served = dict(user)
+        for source in sorted(self.provided):
+            for entry in self.provided[source]:
+                served.setdefault(entry.tunnel.name, entry.tunnel)
+        return served
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Provided tunnels not served because the user has a tunnel of that name."""
+        return [{"source": e.source, "origin": e.origin, "tunnel": e.tunnel.name,
+                 "problem": f"tunnel {e.tunnel.name!r} is also a user tunnel (`gotunnel start`); the user's is served. "
+                            f"Rename the label or `gotunnel stop {e.tunnel.name}`"}
+                for entries in self.provided.values() for e in entries if e.tunnel.name in self.tunnels]
+
+    def describe_provided(self, entry: ProvidedTunnel) -> dict[str, Any]:
+        return {**self.describe(entry.tunnel), **entry.to_dict()}
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every served tunnel as `list --json` shows it (user and provided), sorted by name."""
+        rows = [self.describe(t) for t in self.tunnels.values()]
+        rows += [self.describe_provided(e) for entries in self.provided.values() for e in entries
+                 if e.tunnel.name not in self.tunnels]
+        return sorted(rows, key=lambda row: row["name"])
+
+    # ----- descriptions --------------------------------------------------------------------------
+
     def urls(self, tunnel: Tunnel) -> list[str]:
         return tunnel_urls(tunnel, self.listen, mdns=bool(self.settings["mdns"]))
 
     def describe(self, tunnel: Tunnel) -> dict[str, Any]:
-        """A tunnel as `list --json` shows it: its canonical form plus URLs."""
-        return {**tunnel.to_dict(), "urls": self.urls(tunnel)}
+        """A tunnel as `list --json` shows it: its canonical form plus URLs; `source` says who made it."""
+        return {**tunnel.to_dict(), "urls": self.urls(tunnel), "source": "user"}
 
     def status(self) -> dict[str, Any]:
         health = self.engine.health() if self.engine else None
@@ -185,7 +342,10 @@ class TunnelManager:
                 **({"extra": dict(health.extra)} if health and health.extra else {}),
             },
             "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
-            "tunnels": [self.describe(t) for t in sorted(self.tunnels.values(), key=lambda t: t.name)],
+            "tunnels": self.listing(),
+            "providers": {name: p.status() for name, p in sorted(self.providers.items())},
+            "problems": [p.to_dict() for source in sorted(self.provider_problems)
+                         for p in self.provider_problems[source]] + self.conflicts(),
             "certificates": self.certs.expiry() if self.certs else [],
             "names": names_status,
         }
@@ -206,7 +366,7 @@ class TunnelManager:
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
-        table = await self._build_table(desired.values())
+        table = await self._build_table(self._served(desired).values())
         await self.engine.validate(table)
         await self.engine.apply(table)
         self.table = table
