@@ -146,3 +146,67 @@ def docker_tracker(docker_client: Any) -> Iterator[Tracker]:
         yield tracker
     finally:
         tracker.cleanup()
+
+
+class PrivateDockerd:
+    """A second dockerd with its own socket, data root and exec root, that a test may stop and
+    restart (the shared one is never touched). Stopped by its pid; its containers are removed by id."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sock = root / "d.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.sock}"
+
+    def start(self) -> Any:
+        import docker
+
+        from conftest import wait_for
+
+        dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+        if not os.path.exists(dockerd) or os.geteuid() != 0:
+            pytest.skip("a private dockerd needs root and dockerd (docker.io)")
+        log = open(self.root / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(
+            [dockerd, "-H", self.host, "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+             "--pidfile", str(self.root / "dockerd.pid"), "--iptables=false", "--ip-masq=false", "--bridge=none",
+             "--storage-driver=vfs"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def up() -> Any:
+            assert self.proc is not None and self.proc.poll() is None, (self.root / "dockerd.log").read_text()[-2000:]
+            try:
+                client = docker.DockerClient(base_url=self.host, timeout=120)
+                return client if client.ping() else None
+            except Exception:  # noqa: BLE001 - not answering yet
+                return None
+
+        return wait_for(up, timeout=60, interval=0.2, what="the private dockerd")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        """Remove every container by id, stop the engine, and delete its data root."""
+        if self.proc is not None and self.proc.poll() is None:
+            import docker
+
+            try:
+                client = docker.DockerClient(base_url=self.host, timeout=30)
+                for container in client.containers.list(all=True):
+                    container.remove(force=True)
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.stop()
+        subprocess.run(["rm", "-rf", str(self.root / "data"), str(self.root / "exec")], check=False)

@@ -203,3 +203,35 @@ def _ipam(subnet: str) -> Any:
     import docker
 
     return docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+
+
+@pytest.mark.slow
+def test_provider_reconnects_and_resyncs_after_the_docker_engine_restarts(gotunnel: Gotunnel, tmp_path: Any,
+                                                                          docker_client: Any) -> None:  # noqa: F811
+    """A private dockerd (its own socket and data root) so the test can stop and restart it."""
+    from docker_helpers import PrivateDockerd
+
+    engine = PrivateDockerd(tmp_path)
+    try:
+        client = engine.start()
+        image = busybox_image(client)
+        gotunnel.env["DOCKER_HOST"] = engine.host
+        gotunnel("docker", "watch", check=True)
+        first, second = free_port(), free_port()
+        client.containers.run(image, httpd("before", first), detach=True, network_mode="host",
+                              labels={"gotunnel.name": "before", "gotunnel.port": str(first)})
+        wait_for(lambda: body(gotunnel, "before")[0] == 200, timeout=5, what="before.localhost")
+        client.close()
+        engine.stop()  # its containers die with it
+        wait_for(lambda: not gotunnel.json("status")["providers"]["docker"]["connected"], timeout=10,
+                 what="the provider to notice the engine is gone")
+        assert gotunnel.json("status")["providers"]["docker"]["error"]
+        client = engine.start()
+        client.containers.run(image, httpd("after", second), detach=True, network_mode="host",
+                              labels={"gotunnel.name": "after", "gotunnel.port": str(second)})
+        wait_for(lambda: body(gotunnel, "after")[0] == 200, timeout=20, what="after.localhost once reconnected")
+        assert "before" not in listing(gotunnel)  # resynced: its container no longer runs
+        assert gotunnel.json("status")["providers"]["docker"]["connected"] is True
+        client.close()
+    finally:
+        engine.cleanup()
