@@ -136,6 +136,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("debug", _parse_bool, False, "show tracebacks for errors"),
     Setting("template_dir", _parse_opt_path, None, "directory with engine template overrides"),
     Setting("engine_bin", _parse_opt_path, None, "program of the selected external engine (default: found on PATH)"),
+    Setting("runtime", _choice("process", "docker"), "process",
+            "how external engines run: process (a child of the daemon) or docker (their official image)"),
     Setting("workers", _int_range(1, 64), 1, "builtin engine: worker processes"),
     Setting("max_header_size", _int_range(1024, 1 << 20), 65536, "builtin engine: largest request head in bytes (431 above)"),
     Setting("header_timeout", _float_range(0.1, 3600), 10.0, "builtin engine: absolute deadline for a request head, seconds"),

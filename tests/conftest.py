@@ -24,6 +24,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With GOTUNNEL_RUNTIME=docker the external engines run in containers: build their images
+    here (no image can be pulled) and point GOTUNNEL_<ENGINE>_IMAGE at them, before any test
+    module asks which engines are installed."""
+    if os.environ.get("GOTUNNEL_RUNTIME", "").lower() == "docker":
+        from docker_helpers import use_docker_runtime_images
+
+        try:
+            use_docker_runtime_images()
+        except BaseException as exc:  # noqa: BLE001 - pytest.skip outside a test: Docker is missing
+            print(f"GOTUNNEL_RUNTIME=docker, but the engine images could not be built: {exc}", file=sys.stderr)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

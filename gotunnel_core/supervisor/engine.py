@@ -14,6 +14,10 @@ how to tell that it serves a given configuration generation. This base does the 
 - restarts a crashed engine with exponential backoff, re-applying the current table, and gives
   up after `max_crashes` crashes within `crash_window` seconds (shown by `gotunnel status`);
 - stops it gracefully (`stop_signal`), then SIGKILLs the whole process group after a deadline.
+
+Where the program runs is the runtime's business (`runtime = "process" | "docker"`, per engine
+`GOTUNNEL_<ENGINE>_RUNTIME`): with `docker`, the engine's `docker_image` (or the `image` option)
+runs its `docker_program` in a container (see `docker_runtime`).
 """
 
 from __future__ import annotations
@@ -58,11 +62,15 @@ class SupervisedEngine(Engine):
     backoff_max: float = 10.0
     #: Lines of engine stderr kept for error messages.
     stderr_tail: int = 40
+    #: The docker runtime: the pinned official image (engine option `image` overrides it) and the
+    #: program's name inside it (default: the first of `binary_candidates`).
+    docker_image: str = ""
+    docker_program: str = ""
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
         self.work = WorkDir(context.work_dir)
-        self.runtime: Runtime = runtime or _runtime_for(context.settings, self.name)
+        self.runtime: Runtime = runtime or _runtime_for(context.settings, type(self), self.work.root)
         self.log = context.log or get_logger(f"gotunnel.engine.{self.name}")
         self._lock = asyncio.Lock()
         self._proc: EngineProcess | None = None
@@ -133,6 +141,16 @@ class SupervisedEngine(Engine):
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
         return find_binary(settings, cls.name, cls.binary_candidates, cls.version_of, cls.install_hint)
+
+    @classmethod
+    def probe_runtime(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        """`probe` for the configured runtime: the program on this machine, or Docker and the image."""
+        if runtime_name(settings, cls.name) == "docker":
+            from .docker_runtime import DockerRuntime
+
+            return DockerRuntime(cls.name, docker_image(settings, cls), Path("/nonexistent/engines") / cls.name,
+                                 cls.docker_program or cls.binary_candidates[0]).probe()
+        return cls.probe(settings)
 
     async def validate(self, table: RouteTable) -> None:
         binary = self._require_binary()
@@ -223,6 +241,8 @@ class SupervisedEngine(Engine):
             "gave_up": self._gave_up,
             "runtime": self.runtime.name,
         }
+        if getattr(self.runtime, "image", None):
+            extra["image"] = self.runtime.image  # type: ignore[attr-defined]
         if self._binary is not None:
             extra.update(binary=self._binary.path, version=self._binary.version)
         if self._gave_up:
@@ -246,10 +266,11 @@ class SupervisedEngine(Engine):
 
     def _require_binary(self) -> str:
         if self._binary is None or not self._binary.found:
-            self._binary = self.probe(self.context.settings)
+            probe = getattr(self.runtime, "probe", None)  # a container runtime checks Docker and the image
+            self._binary = probe() if probe is not None else self.probe(self.context.settings)
         if not self._binary.found or not self._binary.path:
-            raise RuntimeFailure(f"the {self.name} engine needs the {self.name} program, which was not found",
-                                 hint=self._binary.hint)
+            what = f"the {self.name} program" if self.runtime.name == "process" else f"Docker and the {self.name} image"
+            raise RuntimeFailure(f"the {self.name} engine needs {what}, which was not found", hint=self._binary.hint)
         return self._binary.path
 
     def _files(self, table: RouteTable, generation: int) -> dict[str, str]:
@@ -431,12 +452,35 @@ class SupervisedEngine(Engine):
                     break
 
 
-def _runtime_for(settings: Mapping[str, Any], engine: str) -> Runtime:
-    """The runtime named by the engine option `runtime` (only `process` exists today)."""
-    name = engine_option(settings, engine, "runtime") or "process"
-    if name == "process":
-        return ProcessRuntime()
-    raise RuntimeFailure(f"unknown runtime {name!r} for engine {engine!r}; available: process")
+RUNTIMES = ("process", "docker")
+
+
+def runtime_name(settings: Mapping[str, Any], engine: str) -> str:
+    """The engine option `runtime`, else the `runtime` setting (`--runtime`, GOTUNNEL_RUNTIME), else process."""
+    name = engine_option(settings, engine, "runtime") or settings.get("runtime") or os.environ.get("GOTUNNEL_RUNTIME")
+    name = str(name or "process").lower()
+    if name not in RUNTIMES:
+        raise RuntimeFailure(f"unknown runtime {name!r} for engine {engine!r}; available: {', '.join(RUNTIMES)}")
+    return name
+
+
+def docker_image(settings: Mapping[str, Any], engine_class: type["SupervisedEngine"]) -> str:
+    """The engine's image: the option `image` (GOTUNNEL_<ENGINE>_IMAGE), else its pinned default."""
+    image = engine_option(settings, engine_class.name, "image") or engine_class.docker_image
+    if not image:
+        raise RuntimeFailure(f"the {engine_class.name} engine has no Docker image",
+                             hint=f"set GOTUNNEL_{engine_class.name.upper()}_IMAGE or [engines.{engine_class.name}] image")
+    return str(image)
+
+
+def _runtime_for(settings: Mapping[str, Any], engine_class: type["SupervisedEngine"], work_dir: Path) -> Runtime:
+    """The runtime `runtime_name` names, set up for this engine."""
+    if runtime_name(settings, engine_class.name) == "docker":
+        from .docker_runtime import DockerRuntime
+
+        program = engine_class.docker_program or engine_class.binary_candidates[0]
+        return DockerRuntime(engine_class.name, docker_image(settings, engine_class), work_dir, program)
+    return ProcessRuntime()
 
 
 def _clean_validator_output(output: str, config_dir: Path) -> str:

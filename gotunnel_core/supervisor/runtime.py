@@ -47,6 +47,8 @@ class Runtime(Protocol):
     """Starts engines, runs their validators, and cleans up engines left over by a dead daemon."""
 
     name: str
+    #: Whether `spawn` can hand the engine listening sockets (`pass_fds`); a container cannot.
+    passes_fds: bool
 
     def map_path(self, path: str) -> str:
         """The name under which the engine sees a host path (identity for plain processes)."""
@@ -129,6 +131,7 @@ class ProcessRuntime:
     """Runs the engine as a child process of the daemon, as the daemon's own user."""
 
     name = "process"
+    passes_fds = True
 
     def map_path(self, path: str) -> str:
         return path

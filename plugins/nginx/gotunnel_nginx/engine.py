@@ -33,6 +33,8 @@ class NginxEngine(SupervisedEngine):
     binary_candidates = ("nginx",)
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
+    #: The docker runtime's image (official, pinned; GOTUNNEL_NGINX_IMAGE overrides it).
+    docker_image = "nginx:1.28.0"
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
