@@ -87,16 +87,17 @@ def test_container_of_a_dead_daemon_is_removed_at_the_next_start(gotunnel: Gotun
 
 def test_engine_output_goes_into_the_daemon_log(gotunnel: Gotunnel, echo_backend: Any,
                                                docker_client: Any) -> None:  # noqa: F811
-    g = use_docker(gotunnel, "caddy", docker_client)
+    g = use_docker(gotunnel, "envoy", docker_client)
+    g.env["GOTUNNEL_ENVOY_LOG_LEVEL"] = "info"  # Envoy then reports its startup
     g("start", "-d", "app", "-p", str(echo_backend().port), check=True)
     assert serves(g, "app")
 
-    def caddy_lines() -> list[dict[str, Any]]:
+    def envoy_lines() -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in (g.state_dir / "daemon.log").read_text().splitlines() if line.startswith("{")]
-        return [entry for entry in lines if entry.get("event") == "engine" and "caddy" in entry.get("logger", "")
-                and "serving initial configuration" in entry.get("line", "")]
+        return [entry for entry in lines if entry.get("event") == "engine" and "[info]" in entry.get("line", "")
+                and "starting main dispatch loop" in entry.get("line", "")]
 
-    wait_for(caddy_lines, timeout=10, what="Caddy's own log line in the daemon log")
+    wait_for(envoy_lines, timeout=10, what="Envoy's own log line in the daemon log")
 
 
 @pytest.mark.parametrize("problem", ["no-docker", "no-image"])
