@@ -143,6 +143,18 @@ class Tracker:
         container.reload()
         return container
 
+    def testcontainer(self, image: str, command: Any, **kwargs: Any) -> Any:
+        """Start a container through testcontainers (ryuk off: its image cannot be pulled here);
+        returns the docker SDK container. Removed by id at teardown like the others."""
+        from testcontainers.core.container import DockerContainer
+
+        wrapper = DockerContainer(image).with_command(command).with_kwargs(**kwargs)
+        wrapper.start()
+        container = wrapper.get_wrapped_container()
+        self.containers.append(container.id)
+        container.reload()
+        return container
+
     def network(self, name: str, **kwargs: Any) -> Any:
         network = self.client.networks.create(name, **kwargs)
         self.networks.append(network.id)

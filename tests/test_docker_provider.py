@@ -165,7 +165,7 @@ def test_several_tunnels_per_container_and_compose_labels(gotunnel: Gotunnel, do
                                                           bb: str) -> None:
     gotunnel("docker", "watch", check=True)
     p1, p2 = free_port(), free_port()
-    docker_tracker.run(bb, httpd("multi", p1, p2), network_mode="host", labels={
+    docker_tracker.testcontainer(bb, httpd("multi", p1, p2), network_mode="host", labels={
         "gotunnel.site.name": "site", "gotunnel.site.port": str(p1),
         "gotunnel.admin.name": "admin.site", "gotunnel.admin.port": str(p2), "gotunnel.admin.https": "false",
         "com.docker.compose.project": "shop", "com.docker.compose.service": "front",
@@ -181,8 +181,8 @@ def test_several_tunnels_per_container_and_compose_labels(gotunnel: Gotunnel, do
 def test_existing_containers_are_picked_up_when_the_daemon_starts(gotunnel: Gotunnel, docker_tracker: Tracker,  # noqa: F811
                                                                   echo_backend: Any, bb: str) -> None:
     port = free_port()
-    docker_tracker.run(bb, httpd("early", port), network_mode="host",
-                       labels={"gotunnel.name": "early", "gotunnel.port": str(port)})
+    docker_tracker.testcontainer(bb, httpd("early", port), network_mode="host",
+                                 labels={"gotunnel.name": "early", "gotunnel.port": str(port)})
     gotunnel.env["GOTUNNEL_PROVIDERS"] = "docker"
     gotunnel("start", "-d", "mine", "-p", str(echo_backend().port), check=True)  # spawns the daemon
     assert body(gotunnel, "early") == (200, b"early\n")  # served by the time the daemon answers
