@@ -63,7 +63,7 @@ def _tar(files: Mapping[str, bytes | Path], dockerfile: str) -> bytes:
 
 def build_image(client: Any, name: str, files: Mapping[str, bytes | Path], dockerfile: str,
                 buildargs: Mapping[str, str] | None = None) -> str:
-    """Build (or reuse) `gotunnel-test/<name>:<content hash>`; returns the tag."""
+    """Build (or reuse) `gotunnel-test/<name>:<content hash>` on `client`'s engine; returns the tag."""
     context = _tar(files, dockerfile)
     digest = hashlib.sha256(context + repr(sorted((buildargs or {}).items())).encode()).hexdigest()[:16]
     tag = f"gotunnel-test/{name}:{digest}"
@@ -82,7 +82,10 @@ def build_image(client: Any, name: str, files: Mapping[str, bytes | Path], docke
     argv = [*cli, "build", "--network", "none", "-q", "-t", tag]
     for key, value in (buildargs or {}).items():
         argv += ["--build-arg", f"{key}={value}"]
-    proc = subprocess.run([*argv, "-"], input=context, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    if getattr(client, "docker_host", None):  # a private engine (PrivateDockerd), not DOCKER_HOST's
+        env["DOCKER_HOST"] = client.docker_host
+    proc = subprocess.run([*argv, "-"], input=context, capture_output=True, env=env)
     if proc.returncode != 0:
         raise AssertionError(f"building {tag} failed: {proc.stderr.decode(errors='replace')[-3000:]}")
     return tag
@@ -219,6 +222,7 @@ class PrivateDockerd:
             assert self.proc is not None and self.proc.poll() is None, (self.root / "dockerd.log").read_text()[-2000:]
             try:
                 client = docker.DockerClient(base_url=self.host, timeout=120)
+                client.docker_host = self.host  # for build_image's docker CLI
                 return client if client.ping() else None
             except Exception:  # noqa: BLE001 - not answering yet
                 return None
@@ -275,6 +279,17 @@ def _add_tree(tar: tarfile.TarFile, path: str, arcname: str) -> None:
     tar.add(path, arcname=arcname, filter=keep)
 
 
+def _add_libraries(tar: tarfile.TarFile, libraries: Iterable[str]) -> None:
+    """Each library at its real path, plus a symlink under the name binaries ask for."""
+    for lib in sorted(libraries):
+        real = os.path.realpath(lib)
+        _add_tree(tar, real, real.lstrip("/"))
+        if real != lib:
+            info = tarfile.TarInfo(lib.lstrip("/"))
+            info.type, info.linkname = tarfile.SYMTYPE, real
+            tar.addfile(info)
+
+
 def python_rootfs() -> bytes:
     """A root filesystem with Debian's python3.11, its stdlib, the libraries they load, and pip."""
     if not os.path.exists(PYTHON):
@@ -298,13 +313,7 @@ def python_rootfs() -> bytes:
         glibc = subprocess.run(["dpkg", "-L", "libc6", "libgcc-s1", "libstdc++6", "zlib1g"], capture_output=True,
                                text=True).stdout.split()
         glibc = [p for p in glibc if ".so" in os.path.basename(p) and "/gconv/" not in p and os.path.isfile(p)]
-        for lib in sorted(shared_libraries([PYTHON, *dynload]) | set(glibc)):
-            real = os.path.realpath(lib)
-            _add_tree(tar, real, real.lstrip("/"))
-            if real != lib:  # keep the name the binary asks for
-                info = tarfile.TarInfo(lib.lstrip("/"))
-                info.type, info.linkname = tarfile.SYMTYPE, real
-                tar.addfile(info)
+        _add_libraries(tar, shared_libraries([PYTHON, *dynload]) | set(glibc))
         _add_tree(tar, os.path.dirname(pip.__file__), "usr/local/lib/python3.11/dist-packages/pip")
         passwd = b"root:x:0:0:root:/root:/bin/false\ngotunnel:x:10001:10001::/data:/bin/false\n"
         for name, data in (("etc/passwd", passwd), ("etc/group", b"root:x:0:\ngotunnel:x:10001:\n")):
@@ -336,13 +345,7 @@ def rootfs_image(client: Any, name: str, programs: Mapping[str, str], dirs: Iter
             tar.addfile(info)
         for name_in_image, host_path in sorted(programs.items()):
             _add_tree(tar, os.path.realpath(host_path), name_in_image.lstrip("/"))
-        for lib in sorted(shared_libraries([os.path.realpath(p) for p in programs.values()])):
-            real = os.path.realpath(lib)
-            _add_tree(tar, real, real.lstrip("/"))
-            if real != lib:
-                info = tarfile.TarInfo(lib.lstrip("/"))
-                info.type, info.linkname = tarfile.SYMTYPE, real
-                tar.addfile(info)
+        _add_libraries(tar, shared_libraries([os.path.realpath(p) for p in programs.values()]))
         for path, data in (("etc/passwd", _PASSWD), ("etc/group", _GROUP)):
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), 0o644

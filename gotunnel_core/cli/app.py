@@ -99,6 +99,11 @@ class CliState:
 
         return connect(self.settings, self.layout, spawn=spawn)
 
+    def ask_running_daemon(self, op: str) -> Any:
+        """The answer of this state directory's daemon to `op`, or None when no daemon runs (none is spawned)."""
+        client = self.client(spawn=False)
+        return client.request(op) if client.ping() is not None else None
+
 
 pass_state = click.make_pass_decorator(CliState)
 

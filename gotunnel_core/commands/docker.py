@@ -52,8 +52,7 @@ def unwatch(state: CliState) -> None:
 @pass_state
 def docker_status(state: CliState, as_json: bool) -> None:
     """Whether the daemon follows Docker, the containers' tunnels, and the labels it refused."""
-    client = state.client(spawn=False)
-    info = client.request("status") if client.ping() is not None else None
+    info = state.ask_running_daemon("status")
     provider = (info or {}).get("providers", {}).get("docker")
     tunnels = [t for t in (info or {}).get("tunnels", []) if t.get("source") == "docker"]
     problems = [p for p in (info or {}).get("problems", []) if p.get("source") == "docker"]

@@ -145,8 +145,7 @@ def _stop_all(state: CliState) -> None:
 @pass_state
 def list_(state: CliState, as_json: bool) -> None:
     """List running tunnels."""
-    client = state.client(spawn=False)
-    tunnels = client.request("list") if client.ping() is not None else []
+    tunnels = state.ask_running_daemon("list") or []
     if as_json:
         emit_json({"tunnels": tunnels})
         return
@@ -167,8 +166,7 @@ def list_(state: CliState, as_json: bool) -> None:
 @pass_state
 def status(state: CliState, as_json: bool) -> None:
     """Daemon pid, engine, ports, tunnels and certificate expiry."""
-    client = state.client(spawn=False)
-    info = client.request("status") if client.ping() is not None else None
+    info = state.ask_running_daemon("status")
     if as_json:
         emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {})})
         return

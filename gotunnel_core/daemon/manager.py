@@ -12,7 +12,6 @@ over a provided one of the same name (the provided one is then reported as a con
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from typing import Any, Iterable, Mapping
@@ -24,10 +23,10 @@ from ..logs import get_logger
 from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager
-from ..providers import Provider, ProvidedTunnel, ProviderProblem, load_provider
+from ..providers import ProvidedTunnel, ProviderProblem
 from ..state import TunnelStore
 from ..urls import tunnel_urls
-from .explainer import Explainer
+from .provider_host import ProviderHost
 
 log = get_logger("gotunnel.daemon")
 
@@ -59,9 +58,7 @@ class TunnelManager:
         #: source -> the tunnels and refused declarations a provider handed over last
         self.provided: dict[str, list[ProvidedTunnel]] = {}
         self.provider_problems: dict[str, list[ProviderProblem]] = {}
-        self.providers: dict[str, Provider] = {}
-        self._provider_tasks: dict[str, asyncio.Task[None]] = {}
-        self.explainer: Explainer | None = None
+        self.provider_host = ProviderHost(layout, settings, self, self._explain)
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -97,23 +94,15 @@ class TunnelManager:
         for tunnel in self.tunnels.values():
             self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
         self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
-        for name in self.wanted_providers():
-            try:
-                await self.start_provider(name, persist=False)
-            except GotunnelError as exc:  # e.g. Docker is down: keep retrying in the background
-                log.warning("provider not connected; retrying in the background", provider=name, error=exc.message)
-                self._run_provider(name, self.providers[name])
+        await self.provider_host.start_wanted()
         log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid(),
-                 providers=sorted(self.providers))
+                 providers=sorted(self.provider_host.providers))
 
     async def shutdown(self, *, forget: bool = False) -> None:
         """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
         for task in self._tasks:
             task.cancel()
-        for name in list(self.providers):
-            await self._close_provider(name)
-        if self.explainer is not None:
-            await self.explainer.close()
+        await self.provider_host.close()
         async with self._lock:
             tunnels = list(self.tunnels.values())
             if self.engine is not None:
@@ -142,7 +131,7 @@ class TunnelManager:
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
-            fresh = [t for t in new if t.name not in self.tunnels]
+            fresh = [t for t in new if t.name not in self._served(self.tunnels)]
             # Claim the names first: a name another host answers for fails `start` before anything changes.
             await self._publish_names(fresh)
             try:
@@ -171,7 +160,7 @@ class TunnelManager:
             await self._apply(desired)
             await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
             self.tunnels = desired
-            await self._withdraw_names(gone)
+            await self._withdraw_names([t for t in gone if t.name not in self._served(desired)])
             for tunnel in gone:
                 self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
                 self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
@@ -193,30 +182,9 @@ class TunnelManager:
 
     # ----- providers --------------------------------------------------------------------------
 
-    def wanted_providers(self) -> list[str]:
-        """Providers to follow: the `providers` setting plus those `gotunnel docker watch` turned on."""
-        return sorted(set(self.settings.get("providers") or []) | set(self._watched()))
-
-    def _watched(self) -> list[str]:
-        try:
-            data = json.loads(self.layout.providers_file.read_text())
-        except (OSError, ValueError):
-            return []
-        return [str(n) for n in data.get("watch", [])] if isinstance(data, dict) else []
-
-    def _persist_watch(self, name: str, on: bool) -> None:
-        from ..fsutil import atomic_write
-
-        watched = set(self._watched())
-        watched = watched | {name} if on else watched - {name}
-        atomic_write(self.layout.providers_file, json.dumps({"watch": sorted(watched)}) + "\n", mode=0o600)
-
     async def explainer_url(self) -> str:
-        """The loopback URL of the daemon's 502 explainer (started on first use)."""
-        if self.explainer is None:
-            self.explainer = Explainer(self._explain)
-        await self.explainer.start()
-        return self.explainer.url
+        """Where provided tunnels that nothing can reach are sent (the daemon's 502 explainer)."""
+        return await self.provider_host.explainer_url()
 
     def _explain(self, name: str) -> tuple[str, str] | None:
         for entries in self.provided.values():
@@ -226,46 +194,18 @@ class TunnelManager:
         return None
 
     async def start_provider(self, name: str, *, persist: bool = True) -> dict[str, Any]:
-        """Follow provider `name` (connect and publish now; fail with its reason if it cannot)."""
-        if name not in self.providers:
-            self.providers[name] = load_provider(name, self)
-        provider = self.providers[name]
-        if name not in self._provider_tasks:
-            try:
-                await provider.start()
-            except BaseException:
-                if persist:  # asked for by a command: report the failure, keep nothing half-started
-                    self.providers.pop(name, None)
-                raise
-            self._run_provider(name, provider)
-        if persist:
-            await asyncio.to_thread(self._persist_watch, name, True)
+        """`docker watch`: follow provider `name` now and across restarts; what it serves and refused."""
+        provider = await self.provider_host.start(name, persist=persist)
         return {"provider": name, **provider.status(),
                 "tunnels": [self.describe_provided(p) for p in self.provided.get(name, [])],
                 "problems": [p.to_dict() for p in self.provider_problems.get(name, [])]}
 
-    def _run_provider(self, name: str, provider: Provider) -> None:
-        self._provider_tasks[name] = asyncio.create_task(provider.run(), name=f"provider-{name}")
-
     async def stop_provider(self, name: str) -> list[str]:
-        """Stop following `name` and stop serving its tunnels; returns their names."""
+        """`docker unwatch`: stop following `name` and stop serving its tunnels; returns their names."""
         gone = [p.tunnel.name for p in self.provided.get(name, [])]
-        await self._close_provider(name)
+        await self.provider_host.stop(name)
         await self.set_provided(name, [], [])
-        await asyncio.to_thread(self._persist_watch, name, False)
         return gone
-
-    async def _close_provider(self, name: str) -> None:
-        task = self._provider_tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        provider = self.providers.pop(name, None)
-        if provider is not None:
-            await provider.close()
 
     async def set_provided(self, source: str, tunnels: list[ProvidedTunnel], problems: list[ProviderProblem]) -> None:
         """Replace everything `source` provides, and serve it (a user's tunnel of the same name wins)."""
@@ -343,7 +283,7 @@ class TunnelManager:
             },
             "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
             "tunnels": self.listing(),
-            "providers": {name: p.status() for name, p in sorted(self.providers.items())},
+            "providers": self.provider_host.status(),
             "problems": [p.to_dict() for source in sorted(self.provider_problems)
                          for p in self.provider_problems[source]] + self.conflicts(),
             "certificates": self.certs.expiry() if self.certs else [],

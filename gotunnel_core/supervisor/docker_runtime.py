@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from ..engine import BinaryStatus
 from ..errors import RuntimeFailure
-from .runtime import StderrSink
+from .runtime import StderrSink, hand_line, live_children
 
 #: Labels on every engine container (never `gotunnel.*`: those declare tunnels to the Docker provider).
 LABEL_ENGINE = "io.gotunnel.engine"
@@ -100,22 +100,7 @@ class _Container:
 
     def children(self) -> dict[int, str]:
         """The engine's workers: the main process's children, seen from the host's pid namespace."""
-        import psutil
-
-        result: dict[int, str] = {}
-        if self.pid is None:
-            return result
-        try:
-            kids = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return result
-        for kid in kids:
-            try:
-                if kid.status() != psutil.STATUS_ZOMBIE:
-                    result[kid.pid] = " ".join(kid.cmdline())
-            except psutil.NoSuchProcess:
-                continue
-        return result
+        return live_children(self.pid) if self.pid is not None else {}
 
 
 def _forward_logs(container: Any, sink: StderrSink) -> None:
@@ -126,12 +111,7 @@ def _forward_logs(container: Any, sink: StderrSink) -> None:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                text = line.decode("utf-8", "replace").rstrip()
-                if text:
-                    try:
-                        sink(text)
-                    except Exception:  # noqa: BLE001 - logging must never kill the reader
-                        pass
+                hand_line(line, sink)
     except Exception:  # noqa: BLE001 - container removed or Docker gone: the supervisor sees the exit
         return
 

@@ -102,21 +102,8 @@ class _Process:
         return await self._proc.wait()
 
     def children(self) -> dict[int, str]:
-        import psutil
-
         assert self.pid is not None
-        result: dict[int, str] = {}
-        try:
-            kids = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return result
-        for kid in kids:
-            try:
-                if kid.status() != psutil.STATUS_ZOMBIE:
-                    result[kid.pid] = " ".join(kid.cmdline())
-            except psutil.NoSuchProcess:
-                continue
-        return result
+        return live_children(self.pid)
 
     def identity(self) -> dict[str, Any]:
         import psutil
@@ -220,6 +207,24 @@ class ProcessRuntime:
             return "killed"
 
 
+def live_children(pid: int) -> dict[int, str]:
+    """The live (not zombie) children of `pid`: pid -> command line (nginx retitles its workers)."""
+    import psutil
+
+    result: dict[int, str] = {}
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return result
+    for kid in kids:
+        try:
+            if kid.status() != psutil.STATUS_ZOMBIE:
+                result[kid.pid] = " ".join(kid.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+    return result
+
+
 def _same_command(actual: Sequence[str], spawned: Sequence[str]) -> bool:
     """Whether a live command line is the one we spawned. Programs may retitle themselves
     (nginx shows `nginx: master process <argv>`), so the spawned argv must appear in order."""
@@ -277,9 +282,14 @@ async def _forward_lines(stream: asyncio.StreamReader | None, sink: StderrSink) 
             return
         if not line:
             return
-        text = line.decode("utf-8", "replace").rstrip()
-        if text:
-            try:
-                sink(text)
-            except Exception:  # noqa: BLE001 - logging must never kill the reader
-                pass
+        hand_line(line, sink)
+
+
+def hand_line(line: bytes, sink: StderrSink) -> None:
+    """Give one line of engine output to `sink` (blank lines dropped; a failing sink never stops the reader)."""
+    text = line.decode("utf-8", "replace").rstrip()
+    if text:
+        try:
+            sink(text)
+        except Exception:  # noqa: BLE001 - logging must never kill the reader
+            pass
