@@ -118,3 +118,32 @@ def test_view_from_docker_inspect() -> None:
     assert (v.name, v.exposed, v.network_mode) == ("shop-api-1", (8000,), "shop_default")
     assert v.networks == (Network("shop_default", "172.30.0.7", "172.30.0.0/16"),)
     assert v.published == {8000: (("0.0.0.0", 49153),)}
+
+
+def test_explainer_gives_details_to_this_machine_only() -> None:
+    """The 502 explainer answers by Host; container details only for a loopback client (by the
+    X-Forwarded-For entry the engine appends), not for a LAN peer asking for NAME.local."""
+    import asyncio
+
+    from gotunnel_core.daemon.explainer import Explainer
+
+    async def ask(explainer: Explainer, forwarded_for: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", explainer.port)
+        writer.write(f"GET / HTTP/1.1\r\nHost: lonely.local:8080\r\nX-Forwarded-For: {forwarded_for}\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return data
+
+    async def main() -> tuple[bytes, bytes]:
+        explainer = Explainer(lambda name: ("container secret-db-1 is on net 10.9.0.0/24", "publish it")
+                              if name == "lonely" else None)
+        await explainer.start()
+        try:
+            return await ask(explainer, "127.0.0.1"), await ask(explainer, "127.0.0.1, 192.0.2.7")
+        finally:
+            await explainer.close()
+
+    local, lan = asyncio.run(main())
+    assert local.startswith(b"HTTP/1.1 502 ") and b"secret-db-1" in local and b"publish it" in local
+    assert lan.startswith(b"HTTP/1.1 502 ") and b"secret-db-1" not in lan and b"10.9.0.0" not in lan
+    assert b"lonely" in lan and b"gotunnel status" in lan

@@ -72,7 +72,10 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     spec = find_engine(state.engine_specs(), settings["engine"])
     binary = getattr(spec.engine_class, "probe_runtime", spec.engine_class.probe)(settings.values)
     if not binary.found:
-        what = "its program was not found" if settings["runtime"] == "process" else "its Docker image is not usable"
+        from ..supervisor.engine import SupervisedEngine, runtime_name
+
+        docker = issubclass(spec.engine_class, SupervisedEngine) and runtime_name(settings.values, spec.name) == "docker"
+        what = "its Docker image is not usable" if docker else "its program was not found"
         raise RuntimeFailure(f"engine {spec.name!r} cannot start: {what}", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]
     if foreground:

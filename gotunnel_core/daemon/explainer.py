@@ -4,11 +4,16 @@ It listens on loopback only and answers every request with a 502 page saying, fo
 the Host header names, why its container cannot be reached and what to change. Every engine
 (builtin, or nginx/Caddy/Envoy in a process or a host-network container) reaches loopback and
 passes a backend's 502 through unchanged, so the explanation needs nothing engine-specific.
+
+The details (container names, networks, subnets) are for the developer on this machine: a
+client whose address, as the engine appends it to X-Forwarded-For, is not loopback (a LAN peer
+asking for `NAME.local`) gets the 502 without them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Callable
 
 from ..models import NAME_SUFFIXES
@@ -27,6 +32,15 @@ def tunnel_of_host(host: str) -> str:
         if name.endswith("." + suffix):
             return name[: -len(suffix) - 1]
     return name
+
+
+def _from_loopback(forwarded_for: str) -> bool:
+    """Whether the engine's client (the last X-Forwarded-For entry, the one the engine added) is local."""
+    last = forwarded_for.rsplit(",", 1)[-1].strip()
+    try:
+        return ipaddress.ip_address(last.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class Explainer:
@@ -58,16 +72,14 @@ class Explainer:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
             writer.close()
             return
-        host = ""
+        headers: dict[str, str] = {}
         for line in head[:MAX_HEAD].decode("latin-1").split("\r\n")[1:]:
             key, _, value = line.partition(":")
-            if key.strip().lower() in ("host", "x-forwarded-host") and value.strip():
-                host = value.strip()
-                if key.strip().lower() == "host":
-                    break
-        name = tunnel_of_host(host)
-        found = self.lookup(name)
-        problem, fix = found if found else ("this tunnel's container cannot be reached", "see `gotunnel status`")
+            headers.setdefault(key.strip().lower(), value.strip())
+        name = tunnel_of_host(headers.get("host") or headers.get("x-forwarded-host") or "")
+        found = self.lookup(name) if _from_loopback(headers.get("x-forwarded-for", "")) else None
+        problem, fix = found if found else ("its container cannot be reached from this machine",
+                                            "`gotunnel status` on that machine says why")
         body = unreachable_page(name, problem, fix).encode()
         writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; charset=utf-8\r\n"
                      b"Cache-Control: no-store\r\nConnection: close\r\n"

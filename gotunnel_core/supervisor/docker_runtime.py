@@ -148,13 +148,7 @@ class DockerRuntime:
             client = self.client()
         except RuntimeFailure as exc:
             return BinaryStatus(False, None, None, hint=f"{exc.message}; {exc.hint}")
-        try:
-            image = client.images.get(self.image)
-        except Exception:  # noqa: BLE001 - ImageNotFound, or Docker trouble
-            return BinaryStatus(False, f"docker:{self.image}", None, hint=(
-                f"the image {self.image} is not on this Docker engine: `docker pull {self.image}`, or set "
-                f"GOTUNNEL_{self.engine.upper()}_IMAGE / [engines.{self.engine}] image to one that is"))
-        return BinaryStatus(True, f"docker:{self.image}", (image.id or "")[7:19])
+        return probe_image(client, self.engine, self.image)
 
     def _mounts(self) -> list[Any]:
         from docker.types import Mount
@@ -275,6 +269,31 @@ class DockerRuntime:
             container.remove(force=True)
             removed.append(container.id)
         return removed
+
+
+def probe_image(client: Any, engine: str, image: str) -> BinaryStatus:
+    """`docker:<image>` and its short id when the engine has the image, else how to get it."""
+    try:
+        found = client.images.get(image)
+    except Exception:  # noqa: BLE001 - ImageNotFound, or Docker trouble
+        return BinaryStatus(False, f"docker:{image}", None, hint=(
+            f"the image {image} is not on this Docker engine: `docker pull {image}`, or set "
+            f"GOTUNNEL_{engine.upper()}_IMAGE / [engines.{engine}] image to one that is"))
+    return BinaryStatus(True, f"docker:{image}", (found.id or "")[7:19])
+
+
+def probe_docker(engine: str, image: str) -> BinaryStatus:
+    """`probe` without a runtime (the CLI, before any daemon): Docker reachable and the image present."""
+    from ..docker.client import connect
+
+    try:
+        client = connect()
+    except RuntimeFailure as exc:
+        return BinaryStatus(False, None, None, hint=f"{exc.message}; {exc.hint}")
+    try:
+        return probe_image(client, engine, image)
+    finally:
+        client.close()
 
 
 def _engine_env(env: Mapping[str, str]) -> dict[str, str]:

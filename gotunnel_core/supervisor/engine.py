@@ -146,10 +146,9 @@ class SupervisedEngine(Engine):
     def probe_runtime(cls, settings: Mapping[str, Any]) -> BinaryStatus:
         """`probe` for the configured runtime: the program on this machine, or Docker and the image."""
         if runtime_name(settings, cls.name) == "docker":
-            from .docker_runtime import DockerRuntime
+            from .docker_runtime import probe_docker
 
-            return DockerRuntime(cls.name, docker_image(settings, cls), Path("/nonexistent/engines") / cls.name,
-                                 cls.docker_program or cls.binary_candidates[0]).probe()
+            return probe_docker(cls.name, docker_image(settings, cls))
         return cls.probe(settings)
 
     async def validate(self, table: RouteTable) -> None:
