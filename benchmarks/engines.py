@@ -5,8 +5,9 @@ the pid whose process tree is the proxy, `apply_route_change(i)` adds one route 
 `stop()` stops what it started by pid. The measured tunnel is always `bench` (bench.localhost),
 declared last, after the extra ones, so a linear scan pays its full price.
 
-Adding gotunnel's own external engines later is one line: `GotunnelEngine("nginx")` drives
-`gotunnel --engine nginx start ...` exactly as the builtin adapter drives the builtin engine.
+gotunnel's own engines, builtin and external (`gotunnel-envoy`, `gotunnel-nginx`, ...), share one
+adapter: `GotunnelEngine` drives `gotunnel --engine NAME start ...` for any installed engine, a
+third-party one included.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ http {{
   scgi_temp_path {self.dir}/tmp-scgi;
   server {{
     listen 127.0.0.1:{self.port};
-    listen 127.0.0.1:{self.tls_port} ssl;
+    listen 127.0.0.1:{self.tls_port} ssl http2;
     ssl_certificate {self.certs.cert};
     ssl_certificate_key {self.certs.key};
     location = /1mib {{ root {www}; default_type application/octet-stream; }}
@@ -331,7 +332,7 @@ class NginxRef(Engine):
         servers = "".join(f"""
   server {{
     listen 127.0.0.1:{self.http_port};
-    listen 127.0.0.1:{self.https_port} ssl;
+    listen 127.0.0.1:{self.https_port} ssl http2;
     server_name {n}.localhost;
     location / {{ proxy_pass http://backend; }}
   }}""" for n in self.names)
@@ -371,7 +372,7 @@ http {{
   }}
   server {{
     listen 127.0.0.1:{self.http_port} default_server;
-    listen 127.0.0.1:{self.https_port} ssl default_server;
+    listen 127.0.0.1:{self.https_port} ssl http2 default_server;
     return 404;
   }}{servers}
 }}
@@ -545,7 +546,8 @@ class EnvoyRef(Engine):
         self._write_routes()
         tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": str(self.certs.cert)},
+            "common_tls_context": {"alpn_protocols": ["h2", "http/1.1"],
+                                   "tls_certificates": [{"certificate_chain": {"filename": str(self.certs.cert)},
                                                           "private_key": {"filename": str(self.certs.key)}}]}}}
         big = 1_000_000_000
         bootstrap = {
@@ -598,7 +600,7 @@ def make_engine(name: str, workdir: Path, certs: Certs, python: str) -> Engine:
         return Direct(workdir, certs)
     if name == "builtin":
         return GotunnelEngine(workdir, certs, "builtin", python)
-    if name.startswith("gotunnel-"):  # gotunnel's own supervised engines, once they exist
+    if name.startswith("gotunnel-"):  # any installed engine through the CLI: gotunnel-nginx, gotunnel-haproxy, ...
         return GotunnelEngine(workdir, certs, name.removeprefix("gotunnel-"), python)
     if name == "nginx-ref":
         return NginxRef(workdir, certs)

@@ -27,10 +27,11 @@ import psutil
 from .engines import (ENGINE_CPU, ENGINE_NAMES, LOAD_CPU, MEASURED, Backend, Engine, GotunnelEngine, SMALL_BODY,
                       make_certs, make_engine)
 from .util import cmd_version, http_status, machine_info, raise_nofile, tree_cpu_seconds
+from .h2loadrun import H2Load
 from .wrkrun import Wrk, WrkResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
-THROUGHPUT = ("http-small", "https-small", "http-1mib", "1000-tunnels")
+THROUGHPUT = ("http-small", "https-small", "h2-small", "http-1mib", "1000-tunnels")
 SCENARIOS = (*THROUGHPUT, "reload-under-load", "idle-memory")
 REFERENCE = "nginx-ref"
 MiB = 1 << 20
@@ -38,6 +39,7 @@ MiB = 1 << 20
 TARGETS = [  # (id, description, scenario, check)
     ("http_vs_nginx", "builtin >= 0.5x nginx-ref req/s, HTTP small", "http-small", 0.5),
     ("https_vs_nginx", "builtin >= 0.6x nginx-ref req/s, HTTPS small", "https-small", 0.6),
+    ("h2_vs_nginx", "builtin >= 0.5x nginx-ref req/s, HTTP/2 small (h2load -c10 -m10)", "h2-small", 0.5),
     ("vs_envoy", "builtin >= 1.0x envoy-ref req/s, HTTP small", "http-small", 1.0),
     ("vs_caddy", "builtin >= 1.5x caddy-ref req/s, HTTP small", "http-small", 1.5),
     ("tunnels_1000", "builtin with 1,000 tunnels >= 0.95x of one tunnel (same rounds)", "1000-tunnels", 0.95),
@@ -51,7 +53,7 @@ def log(msg: str) -> None:
 
 
 def url_for(scenario: str, engine: Engine) -> str:
-    if scenario == "https-small":
+    if scenario in ("https-small", "h2-small"):
         return f"https://{MEASURED}.localhost:{engine.https_port}/"
     path = "/1mib" if scenario == "http-1mib" else "/"
     return f"http://{MEASURED}.localhost:{engine.http_port}{path}"
@@ -77,6 +79,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "engine_cpu_pct": median([s.get("engine_cpu_pct") for s in samples]),
         "req_per_cpu_s": median([s.get("req_per_cpu_s") for s in samples]),
         "cpu_busy_pct": [median([s["cpu_busy_pct"][i] for s in samples]) for i in range(len(samples[0]["cpu_busy_pct"]))],
+        "protocol": ",".join(sorted({s["protocol"] for s in samples if s.get("protocol")})) or None,
         "rounds": samples,
     }
 
@@ -88,6 +91,7 @@ class Bench:
         self.certs = make_certs(workdir, self.python)
         self.backend = Backend(workdir, self.certs)
         self.wrk = Wrk(workdir, LOAD_CPU)
+        self.h2load = H2Load(LOAD_CPU)
         self.engines = []
         self.skipped: dict[str, str] = {}
         for name in args.engines:
@@ -102,12 +106,13 @@ class Bench:
 
     def measure(self, engine: Engine, scenario: str) -> dict[str, Any]:
         url = url_for(scenario, engine)
+        load = self.h2load if scenario == "h2-small" else self.wrk
         if self.args.warmup > 0:
-            self.wrk.run(url, self.args.warmup)
+            load.run(url, self.args.warmup)
         before = self.backend.requests()
         pid = engine.pid or (self.backend.proc.pid if self.backend.proc else None)
         cpu, cpu0 = CpuMeter(), tree_cpu_seconds(pid) if pid else 0.0
-        res = self.wrk.run(url, self.args.duration)
+        res = load.run(url, self.args.duration)
         busy = cpu.busy()
         used = (tree_cpu_seconds(pid) - cpu0) if pid else 0.0
         after = self.backend.requests()
@@ -345,7 +350,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         value: float | None = None
         per_cpu: float | None = None
         ok: bool | None = None
-        if tid in ("http_vs_nginx", "https_vs_nginx", "vs_envoy", "vs_caddy", "tunnels_1000"):
+        if tid in ("http_vs_nginx", "https_vs_nginx", "h2_vs_nginx", "vs_envoy", "vs_caddy", "tunnels_1000"):
             other = {"vs_envoy": "envoy-ref", "vs_caddy": "caddy-ref", "tunnels_1000": "builtin@1"}.get(tid, REFERENCE)
             value, per_cpu = ratio(scn, "builtin", other), ratio(scn, "builtin", other, "req_per_cpu_s")
             if value is not None:
@@ -388,7 +393,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for s in thr:
             for name, r in res[s]["engines"].items():
-                lines.append(f"| {s} | {name} | {_f(r['rps'])} | {_f(r['x_nginx'], 2)} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | "
+                shown = f"{name} ({r['protocol']})" if r.get("protocol") else name
+                lines.append(f"| {s} | {shown} | {_f(r['rps'])} | {_f(r['x_nginx'], 2)} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | "
                              f"{r['socket_errors']} / {r['non_2xx_3xx']} | {_f(r['backend_requests'])} / {r['requests']} | "
                              f"{_f(r['engine_cpu_pct'])} | {_f(r['req_per_cpu_s'])} | {_f(r.get('x_nginx_per_cpu'), 2)} | "
                              f"{' / '.join(f'{x:.0f}' for x in r['cpu_busy_pct'])} |")
@@ -401,8 +407,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| engine | changes (failed) | applied in s | req/s | p99 ms | socket errors | non-2xx | last route serves |",
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
         for name, r in res["reload-under-load"]["engines"].items():
-            lines.append(f"| {name} | {r['changes']} ({r['change_failures_count']}) | {r['changes_seconds']} | {_f(r['rps'])} | {_f(r['p99_ms'], 1)} | "
-                         f"{sum(r['socket_errors'].values())} {_errs(r['socket_errors'])} | {r['non_2xx_3xx']} | {r['last_route_serves']} |")
+            lines.append(f"| {name} | {r['changes']} ({r['change_failures_count']}) | {r['changes_seconds']} | "
+                         f"{_f(r['rps'])} | {_f(r['p99_ms'], 1)} | "
+                         f"{sum(r['socket_errors'].values())} {_errs(r['socket_errors'])} | {r['non_2xx_3xx']} | "
+                         f"{r['last_route_serves']} |")
         lines.append("")
     if "idle-memory" in res:
         lines += ["Memory (RSS of the proxy process tree):", "",
@@ -458,9 +466,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def preflight() -> None:
     if (os.cpu_count() or 1) < 2 or not {LOAD_CPU, ENGINE_CPU} <= os.sched_getaffinity(0):
         raise SystemExit(f"bench needs CPUs {LOAD_CPU} and {ENGINE_CPU} (pinning); this process may use {sorted(os.sched_getaffinity(0))}")
-    for tool in ("wrk", "taskset", "/usr/sbin/nginx"):
+    for tool in ("wrk", "h2load", "taskset", "/usr/sbin/nginx"):
         if not shutil.which(tool):
-            raise SystemExit(f"bench needs {tool} (apt-get install wrk nginx-light util-linux)")
+            raise SystemExit(f"bench needs {tool} (apt-get install wrk nghttp2-client nginx-light util-linux)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"started_at": started_at, "machine": machine_info(), "config": {
         "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds, "reload_duration": args.reload_duration,
         "changes": args.changes, "idle_connections": args.idle_connections, "wrk": "-t1 -c50 --latency (keep-alive)",
+        "h2load": "-t1 -c10 -m10 (h2-small)",
         "engine_cpu": ENGINE_CPU, "load_cpu": LOAD_CPU, "nofile": nofile, "quick": args.quick,
         "scenarios": args.scenarios, "engines": args.engines}}
     bench: Bench | None = None

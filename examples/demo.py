@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from pathlib import Path
 
 
 def free_port(preferred: int) -> int:

@@ -13,88 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import UsageError, ValidationError
+from .errors import UsageError
 from .models import parse_bind, parse_port
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise ValueError("must be a boolean (1/0/true/false)")
-
-
-def _parse_str(raw: object) -> str:
-    if not isinstance(raw, str):
-        raise ValueError("must be a string")
-    return raw
-
-
-def _parse_opt_path(raw: object) -> str | None:
-    if raw is None or raw == "":
-        return None
-    if not isinstance(raw, str) or "\0" in raw:
-        raise ValueError("must be a path")
-    return os.path.expanduser(raw)
-
-
-def _choice(*allowed: str) -> Callable[[object], str]:
-    def parse(raw: object) -> str:
-        if not isinstance(raw, str) or raw.lower() not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return raw.lower()
-
-    return parse
-
-
-def _int_range(low: int, high: int) -> Callable[[object], int]:
-    def parse(raw: object) -> int:
-        if isinstance(raw, str) and raw.strip().isdigit():
-            raw = int(raw)
-        if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
-            raise ValueError(f"must be an integer from {low} to {high}")
-        return raw
-
-    return parse
-
-
-def _float_range(low: float, high: float) -> Callable[[object], float]:
-    def parse(raw: object) -> float:
-        if isinstance(raw, str):
-            try:
-                raw = float(raw)
-            except ValueError:
-                raise ValueError(f"must be a number from {low:g} to {high:g}") from None
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not low <= raw <= high:
-            raise ValueError(f"must be a number from {low:g} to {high:g}")
-        return float(raw)
-
-    return parse
-
-
-def _str_list(raw: object) -> list[str]:
-    if isinstance(raw, str):
-        return [part.strip() for part in raw.split(",") if part.strip()]
-    if isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
-        return [item.strip() for item in raw if item.strip()]
-    raise ValueError("must be a list of strings (comma-separated in the environment)")
-
-
-def _wrap(parser: Callable[[object], Any]) -> Callable[[object], Any]:
-    """Adapt model parsers (which raise ValidationError) to the ValueError protocol here."""
-
-    def parse(raw: object) -> Any:
-        try:
-            return parser(raw)
-        except ValidationError as exc:
-            raise ValueError(exc.reason) from None
-
-    return parse
-
+from .values import boolean, choice, from_model, integer, optional_path, str_list, text
 
 @dataclass(frozen=True)
 class Setting:
@@ -114,7 +35,7 @@ class Setting:
 def _providers(raw: object) -> list[str]:
     from .providers import PROVIDERS
 
-    names = _str_list(raw)
+    names = str_list(raw)
     unknown = [name for name in names if name not in PROVIDERS]
     if unknown:
         raise ValueError(f"unknown provider {unknown[0]!r}; available: {', '.join(sorted(PROVIDERS))}")
@@ -122,36 +43,34 @@ def _providers(raw: object) -> list[str]:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("engine", _parse_str, "builtin", "proxy engine: builtin, nginx, caddy, envoy, or a plugin's"),
-    Setting("state_dir", _parse_opt_path, None, "directory for the daemon socket, state, certificates and logs"),
-    Setting("http_port", _wrap(parse_port), 8080, "port of the HTTP listener"),
-    Setting("https_port", _wrap(parse_port), 8443, "port of the HTTPS listener"),
-    Setting("bind", _wrap(parse_bind), "0.0.0.0", "address the listeners bind to"),
-    Setting("mdns", _parse_bool, True, "advertise NAME.local on the LAN with mDNS"),
-    Setting("mdns_interface", _str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
-    Setting("hosts", _parse_bool, False, "also write NAME.local entries into the hosts file"),
-    Setting("hosts_file", _parse_opt_path, None, "hosts file to manage (default: the system's)"),
-    Setting("log_format", _choice("auto", "console", "json"), "auto", "log format: auto (console on a TTY), console or json"),
-    Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
-    Setting("debug", _parse_bool, False, "show tracebacks for errors"),
-    Setting("template_dir", _parse_opt_path, None, "directory with engine template overrides"),
-    Setting("engine_bin", _parse_opt_path, None, "program of the selected external engine (default: found on PATH)"),
-    Setting("runtime", _choice("process", "docker"), "process",
+    Setting("engine", text, "builtin", "proxy engine: builtin, nginx, caddy, envoy, or a plugin's"),
+    Setting("state_dir", optional_path, None, "directory for the daemon socket, state, certificates and logs"),
+    Setting("http_port", from_model(parse_port), 8080, "port of the HTTP listener"),
+    Setting("https_port", from_model(parse_port), 8443, "port of the HTTPS listener"),
+    Setting("bind", from_model(parse_bind), "0.0.0.0", "address the listeners bind to"),
+    Setting("mdns", boolean, True, "advertise NAME.local on the LAN with mDNS"),
+    Setting("mdns_interface", str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
+    Setting("hosts", boolean, False, "also write NAME.local entries into the hosts file"),
+    Setting("hosts_file", optional_path, None, "hosts file to manage (default: the system's)"),
+    Setting("log_format", choice("auto", "console", "json"), "auto", "log format: auto (console on a TTY), console or json"),
+    Setting("log_level", choice("debug", "info", "warning", "error"), "info", "log level"),
+    Setting("debug", boolean, False, "show tracebacks for errors"),
+    Setting("template_dir", optional_path, None, "directory with engine template overrides"),
+    Setting("engine_bin", optional_path, None, "program of the selected external engine (default: found on PATH)"),
+    Setting("runtime", choice("process", "docker"), "process",
             "how external engines run: process (a child of the daemon) or docker (their official image)"),
-    Setting("workers", _int_range(1, 64), 1, "builtin engine: worker processes"),
-    Setting("max_header_size", _int_range(1024, 1 << 20), 65536, "builtin engine: largest request head in bytes (431 above)"),
-    Setting("header_timeout", _float_range(0.1, 3600), 10.0, "builtin engine: absolute deadline for a request head, seconds"),
-    Setting("idle_timeout", _float_range(0.1, 86400), 75.0, "builtin engine: idle timeout of connections and bodies, seconds"),
-    Setting("max_connections", _int_range(1, 1_000_000), 10000, "builtin engine: most concurrent client connections"),
-    Setting("via", _parse_bool, False, "builtin engine: add a Via header"),
-    Setting("cert_validity_days", _int_range(1, 397), 90, "validity of tunnel certificates, days"),
-    Setting("cert_renew_days", _int_range(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
+    Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
     Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
-    Setting("ca_extra_suffixes", _str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
+    Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: Tables allowed in the config file besides the settings above.
 FILE_TABLES = {"tunnels", "engines"}
+#: Top-level keys (and GOTUNNEL_<KEY> variables) of older versions, now engine options: still
+#: accepted, passed on unparsed, and read by every engine that declares the option with
+#: `legacy=True` (builtin, and Envoy/Caddy for those they honour). `[engines.<engine>]` wins.
+LEGACY_ENGINE_KEYS = ("workers", "max_header_size", "header_timeout", "idle_timeout", "max_connections", "via")
 
 
 @dataclass
@@ -216,7 +135,7 @@ def resolve(
     file_data = load_config_file(config_path) if config_path else {}
 
     for key in file_data:
-        if key not in SETTINGS_BY_NAME and key not in FILE_TABLES:
+        if key not in SETTINGS_BY_NAME and key not in FILE_TABLES and key not in LEGACY_ENGINE_KEYS:
             raise UsageError(
                 f"config file {str(config_path)!r}: unknown key {key!r}",
                 hint="known keys: " + ", ".join(sorted([*SETTINGS_BY_NAME, *FILE_TABLES])),
@@ -250,5 +169,15 @@ def resolve(
     engines = file_data.get("engines", {})
     if not isinstance(engines, dict):
         raise UsageError(f"config file {str(config_path)!r}: key 'engines' must be a table")
-    values["engines"] = engines  # per-engine tables ([engines.nginx] ...), read through engine_option()
+    for name, table in engines.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"config file {str(config_path)!r}: [engines.{name}] must be a table")
+    values["engines"] = engines  # per-engine tables ([engines.nginx] ...), parsed by each engine's options
+    values["config_file"] = str(config_path) if config_path else None
+    for key in LEGACY_ENGINE_KEYS:  # parsed (and validated) by the engines that still read them
+        legacy_env = "GOTUNNEL_" + key.upper()
+        if env.get(legacy_env) not in (None, ""):
+            values[key] = env[legacy_env]
+        elif key in file_data:
+            values[key] = file_data[key]
     return Resolved(values, sources, config_path, tunnels, engines)

@@ -1,8 +1,15 @@
 """The engine interface every proxy engine implements, and the registry that finds engines by name.
 
 An engine turns a `RouteTable` into served traffic. `render` is pure (the ops use case:
-`gotunnel render`), `validate` asks the engine's own validator, and `start`/`apply`/`stop`
-run it; `apply` must not drop in-flight requests or open websockets.
+`gotunnel render`), `validate` asks the engine's own validator (`gotunnel validate`), and
+`start`/`apply`/`stop` run it. `start` and `apply` validate the table themselves, once, as part
+of switching (the daemon calls nothing else first): a table the engine refuses raises
+`EngineValidationError` and the running configuration stays. `apply` must not drop in-flight
+requests or open websockets.
+
+An engine class also declares, next to its code, its `options` (`EngineOption`: typed, with
+defaults and help; read with `self.option(name)`) and its `capabilities` (how it departs from the
+conformance suite's behaviours; the README matrix is generated from them).
 """
 
 from __future__ import annotations
@@ -10,9 +17,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .errors import RuntimeFailure, UsageError
+from .options import EngineOption, EngineOptions, resolve_options
 
 if TYPE_CHECKING:
     import pluggy
@@ -49,6 +57,45 @@ class EngineContext:
     log: Any = None  # structlog logger bound to the engine
 
 
+#: How an engine does one behaviour of the conformance suite (`gotunnel_core.testing.conformance`).
+CAPABILITY_KINDS = ("supported", "variant", "unsupported", "pending")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """How an engine does one conformance behaviour, declared next to its code (`Engine.capabilities`).
+
+    `supported`: the suite's test runs and must pass. `variant`: it runs and must pass, and the
+    README matrix notes the difference. `unsupported`: the engine cannot do it; the test is skipped
+    with the reason. `pending`: not done yet; the test runs as a strict expected failure, so the
+    day it passes the suite says so. Every kind but `supported` needs a reason.
+    """
+
+    kind: str = "supported"
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CAPABILITY_KINDS:
+            raise ValueError(f"capability kind {self.kind!r} is not one of {', '.join(CAPABILITY_KINDS)}")
+        if self.kind != "supported" and not self.reason.strip():
+            raise ValueError(f"a {self.kind!r} capability needs a reason")
+
+    @classmethod
+    def variant(cls, reason: str) -> "Capability":
+        return cls("variant", reason)
+
+    @classmethod
+    def unsupported(cls, reason: str) -> "Capability":
+        return cls("unsupported", reason)
+
+    @classmethod
+    def pending(cls, reason: str) -> "Capability":
+        return cls("pending", reason)
+
+
+SUPPORTED = Capability()
+
+
 class EngineValidationError(UsageError):
     """The engine's own validator refused a rendered configuration; carries its message."""
 
@@ -60,9 +107,42 @@ class Engine(abc.ABC):
     #: Formats `gotunnel render --format` accepts; the first is the native one `render` returns.
     #: Empty: only the native format.
     formats: tuple[str, ...] = ()
+    #: Conformance behaviour key -> how this engine departs from it (see `Capability`). A key not
+    #: listed is fully supported; the README's engine matrix is generated from these declarations.
+    capabilities: ClassVar[Mapping[str, Capability]] = {}
+    #: This class's own options; `declared_options()` merges them over the class hierarchy (a
+    #: subclass may redeclare a base option, e.g. to change its default).
+    options: ClassVar[tuple[EngineOption, ...]] = ()
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context
+        self._option_values: EngineOptions | None = None
+
+    @property
+    def option_values(self) -> EngineOptions:
+        """The effective, validated options, resolved on first use from `context.settings` and the
+        environment (a bad or unknown one: `ValidationError`/`UsageError`, exit 2)."""
+        if self._option_values is None:
+            self._option_values = self.resolve_options(self.context.settings)
+        return self._option_values
+
+    @classmethod
+    def declared_options(cls) -> dict[str, EngineOption]:
+        """Every option of this engine by name, base classes' first."""
+        merged: dict[str, EngineOption] = {}
+        for klass in reversed(cls.__mro__):
+            for option in vars(klass).get("options", ()):
+                merged[option.name] = option
+        return merged
+
+    @classmethod
+    def resolve_options(cls, settings: Mapping[str, Any], env: Mapping[str, str] | None = None) -> EngineOptions:
+        """The engine's options from resolved settings and the environment (see `gotunnel_core.options`)."""
+        return resolve_options(cls.name, cls.declared_options().values(), settings, env)
+
+    def option(self, name: str) -> Any:
+        """The effective value of a declared option."""
+        return self.option_values[name]
 
     @abc.abstractmethod
     def render(self, table: "RouteTable") -> dict[str, str]:
@@ -75,16 +155,18 @@ class Engine(abc.ABC):
         offered = ", ".join(self.formats) if self.formats else "only its native format"
         raise UsageError(f"engine {self.name!r} cannot render format {fmt!r}; it renders {offered}")
 
-    async def validate(self, table: "RouteTable") -> None:
-        """Check a rendered table with the engine's own validator; raise EngineValidationError."""
+    async def validate(self, table: "RouteTable") -> None:  # noqa: B027 - a no-op default, not abstract
+        """Check a table with the engine's own validator, changing nothing (`gotunnel validate`);
+        raise EngineValidationError."""
 
     @abc.abstractmethod
     async def start(self, table: "RouteTable") -> None:
-        """Start serving `table`; return once the listeners accept connections."""
+        """Validate `table` and start serving it; return once the listeners accept connections."""
 
     @abc.abstractmethod
     async def apply(self, table: "RouteTable") -> None:
-        """Switch to `table` with zero downtime; on failure the running config stays."""
+        """Validate `table` and switch to it with zero downtime; on failure (EngineValidationError
+        for a refused table) the running config stays. Called alone: nobody validates first."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -99,6 +181,11 @@ class Engine(abc.ABC):
         """Find the engine's program (if it needs one) and its version, for `gotunnel engines`."""
         return BinaryStatus(found=True, path=None, version=None)
 
+    @classmethod
+    def capability(cls, behaviour: str) -> Capability:
+        """How this engine does `behaviour` (a conformance suite key): `SUPPORTED` unless declared."""
+        return cls.capabilities.get(behaviour, SUPPORTED)
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -108,21 +195,6 @@ class EngineSpec:
     engine_class: type[Engine]
     description: str = ""
     plugin: str = ""
-
-
-def engine_option(settings: Mapping[str, Any], engine: str, key: str, env: Mapping[str, str] | None = None) -> Any:
-    """An engine-specific option: `--engine-bin` (for `bin`, when `engine` is selected), then
-    the environment `GOTUNNEL_<ENGINE>_<KEY>`, then the config file's `[engines.<engine>]` table."""
-    import os
-
-    env = os.environ if env is None else env
-    if key == "bin" and settings.get("engine") == engine and settings.get("engine_bin"):
-        return settings["engine_bin"]
-    from_env = env.get(f"GOTUNNEL_{engine.upper()}_{key.upper()}")
-    if from_env:
-        return from_env
-    table = (settings.get("engines") or {}).get(engine) or {}
-    return table.get(key)
 
 
 def write_rendered(files: Mapping[str, str], out_dir: Path) -> list[Path]:
@@ -141,24 +213,25 @@ def write_rendered(files: Mapping[str, str], out_dir: Path) -> list[Path]:
 
 
 def collect_engines(pm: "pluggy.PluginManager") -> dict[str, EngineSpec]:
-    """Ask every plugin for its engines; refuse two engines with one name."""
+    """Ask every plugin for its engines (`gotunnel_register_engines`, through `call_hook`: a plugin
+    whose hook fails is logged and skipped); refuse two engines with one name."""
+    from .plugins import call_hook
+
     specs: dict[str, EngineSpec] = {}
     problems: list[str] = []
 
-    for impl in pm.hook.gotunnel_register_engines.get_hookimpls():
-        plugin_name = impl.plugin_name
-
-        def register(spec: EngineSpec, _plugin: str = plugin_name) -> None:
-            spec = EngineSpec(spec.name, spec.engine_class, spec.description, spec.plugin or _plugin)
+    def registrar(plugin: str) -> dict[str, Any]:
+        def register(spec: EngineSpec) -> None:
+            spec = EngineSpec(spec.name, spec.engine_class, spec.description, spec.plugin or plugin)
             if spec.name in specs:
                 problems.append(
-                    f"engine {spec.name!r} is registered by both {specs[spec.name].plugin!r} and {spec.plugin!r}"
-                )
+                    f"engine {spec.name!r} is registered by both {specs[spec.name].plugin!r} and {spec.plugin!r}")
                 return
             specs[spec.name] = spec
 
-        kwargs = {"register": register}
-        impl.function(*[kwargs[arg] for arg in impl.argnames])
+        return {"register": register}
+
+    call_hook(pm, "gotunnel_register_engines", registrar)
     if problems:
         raise RuntimeFailure(problems[0], hint="uninstall one of the two plugins, or block one with GOTUNNEL_DISABLE_PLUGINS")
     return specs

@@ -4,6 +4,11 @@ The set is deliberately small: engines are classes behind `gotunnel_core.engine.
 the hooks only announce them, add CLI commands, observe the tunnel lifecycle, and let a plugin
 inspect or answer requests on the builtin engine. An implementation may accept fewer arguments
 than its spec, so specs can grow without breaking plugins.
+
+Every call goes through pluggy, so `wrapper=True` implementations wrap it and
+GOTUNNEL_TRACE_HOOKS traces it. The registration and lifecycle hooks are called once per plugin
+(`gotunnel_core.plugins.call_hook`): an implementation that raises is logged and skipped, and the
+other plugins still run.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ def gotunnel_register_engines(register: "Callable[[EngineSpec], None]") -> None:
 
     Called once when the engine registry is built (by `start`, `render`, `validate`, `engines`
     and the daemon). Call `register(EngineSpec(...))` for each engine the plugin provides; two
-    engines with the same name are refused with an error naming both plugins.
+    engines with the same name are refused with an error naming both plugins. The engine class
+    declares its options and capabilities itself (`gotunnel_core.engine.Engine`).
 
     :param register: callback that adds one engine spec to the registry.
     :return: nothing.

@@ -28,6 +28,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
     """Route structlog to `stream` (the current stderr by default) in the chosen format and level."""
     if stream is None or stream is sys.stderr:
         stream = _CurrentStderr()  # type: ignore[assignment]
+    assert stream is not None
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     renderer: structlog.types.Processor
@@ -44,7 +45,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -71,7 +71,7 @@ def parse_tunnel_name(raw: object) -> str:
         label = _encode_label(label, raw)
         if len(label) > 63:
             raise ValidationError("tunnel name", raw, f"label {label[:20]}... is {len(label)} characters; the limit is 63")
-        if not _LABEL_RE.match(label):
+        if not _LABEL_RE.fullmatch(label):
             raise ValidationError(
                 "tunnel name",
                 raw,
@@ -90,7 +90,7 @@ def parse_tunnel_name(raw: object) -> str:
 
 def parse_path(raw: object, field_name: str = "path") -> str:
     """Validate an absolute URL path (path prefix or health-check path) with a safe character set."""
-    if not isinstance(raw, str) or not _PATH_RE.match(raw):
+    if not isinstance(raw, str) or not _PATH_RE.fullmatch(raw):
         raise ValidationError(
             field_name,
             raw,
@@ -121,7 +121,7 @@ def _parse_host(host: str, raw: str) -> str:
     except ValueError:
         pass
     labels = host.rstrip(".").split(".")
-    if not host or any(not _LABEL_RE.match(label) for label in labels):
+    if not host or any(not _LABEL_RE.fullmatch(label) for label in labels):
         raise ValidationError("backend", raw, f"host {host!r} is neither an IP address nor a valid host name")
     return host.rstrip(".").lower()
 
@@ -172,8 +172,8 @@ class Backend:
             parts = urlsplit(url)
         except ValueError as exc:  # e.g. an unbalanced '[' ("Invalid IPv6 URL")
             raise ValidationError("backend", raw, f"is not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https"):
-            raise ValidationError("backend", raw, "scheme must be http or https")
+        if parts.scheme not in ("http", "https", "h2c"):
+            raise ValidationError("backend", raw, "scheme must be http, https or h2c")
         if parts.username is not None or parts.password is not None:
             raise ValidationError("backend", raw, "credentials in the URL are not supported")
         if parts.query or parts.fragment or url.endswith(("?", "#")):
@@ -258,7 +258,7 @@ class HealthCheck:
 
 def parse_header_name(raw: object) -> str:
     """An RFC 9110 token; returned as given (engines compare case-insensitively)."""
-    if not isinstance(raw, str) or not _HEADER_NAME_RE.match(raw) or len(raw) > 256:
+    if not isinstance(raw, str) or not _HEADER_NAME_RE.fullmatch(raw) or len(raw) > 256:
         raise ValidationError("header name", raw, "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)")
     return raw
 

@@ -2,7 +2,9 @@
 `gotunnel` entry-point group, each loaded on its own so a broken plugin is reported and skipped.
 
 Nothing happens at import time; callers build a manager with `make_plugin_manager()` when a
-command needs plugins.
+command needs plugins. Hooks are called through pluggy only: `pm.hook.<name>(...)` where one
+failure may fail the call (the core's own command modules; `gotunnel_request`, whose caller
+answers 500), and `call_hook` everywhere a failing plugin must be logged and skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -147,6 +149,35 @@ def _load_entrypoints(manager: GotunnelPluginManager, blocked_names: set[str]) -
         manager.records.append(
             PluginRecord(ep.name, "entry point", dist_name, dist_version, ep.value, hooks=_hook_names(pm, plugin))
         )
+
+
+def call_hook(pm: pluggy.PluginManager, name: str,
+              kwargs: Mapping[str, Any] | Callable[[str], Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    """Call hook `name` once per implementing plugin, each call through pluggy, so
+    GOTUNNEL_TRACE_HOOKS traces it and `wrapper=True` implementations wrap it; a plugin that
+    raises is logged and skipped and the others still run. `kwargs` may be a function of the
+    plugin's name (per-plugin callbacks, e.g. `register`). Returns (plugin name, result) for
+    each plugin that returned, in pluggy's call order (last registered first)."""
+    caller = getattr(pm.hook, name)
+    plain = [impl for impl in caller.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+    results: list[tuple[str, Any]] = []
+    for impl in reversed(plain):
+        others = [other.plugin for other in plain if other is not impl]
+        arguments = kwargs(impl.plugin_name) if callable(kwargs) else kwargs
+        try:
+            outcome = pm.subset_hook_caller(name, remove_plugins=others)(**arguments)
+        except Exception as exc:  # noqa: BLE001 - one plugin's bug must not break the daemon or the CLI
+            _log_hook_failure(name, impl.plugin_name, f"{type(exc).__name__}: {exc}")
+            continue
+        results.append((impl.plugin_name, outcome))
+    return results
+
+
+def _log_hook_failure(hook: str, plugin: str, error: str) -> None:
+    import structlog
+
+    structlog.get_logger("gotunnel.plugins").warning("plugin hook failed; skipped", hook=hook, plugin=plugin,
+                                                     error=error)
 
 
 def _log_failure(name: str, dist: str | None, error: str) -> None:

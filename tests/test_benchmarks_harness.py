@@ -75,3 +75,34 @@ def test_profile_summary_ranks_self_and_drops_frames_on_every_stack() -> None:
     assert s["samples"] == 40
     assert s["top_self"][0] == ["handle (protocol.py)", 75.0]
     assert all(not f.startswith("main") for f, _ in s["top_inclusive"])
+
+
+H2LOAD_OUT = """starting benchmark...
+spawning thread #0: 10 total client(s). Timing-based test with 0s of warm-up time and 5s of main duration for 1 total client(s)
+TLS Protocol: TLSv1.3
+Cipher: TLS_AES_256_GCM_SHA384
+Server Temp Key: X25519 253 bits
+Application protocol: h2
+Main benchmark duration is over for thread #0. Stopping all clients.
+
+finished in 5.09s, 8147.60 req/s, 835.55KB/s
+requests: 40738 total, 40838 started, 40738 done, 40737 succeeded, 1 failed, 0 errored, 0 timeout
+status codes: 40737 2xx, 0 3xx, 1 4xx, 0 5xx
+traffic: 4.08MB (4277801) total, 1.16MB (1219151) headers (space savings 78.11%), 488.86KB (500592) data
+                     min         max         mean         sd        +/- sd
+time for request:      763us     52.51ms     11.83ms      4.19ms    75.23%
+time for connect:     4.21ms     10.93ms      7.69ms      2.33ms    60.00%
+time to 1st byte:    12.43ms     21.01ms     16.58ms      2.91ms    60.00%
+req/s           :     791.21      842.47      814.71       17.43    60.00%
+"""
+
+
+def test_parses_h2load_rate_protocol_and_failures() -> None:
+    from benchmarks.h2loadrun import parse_h2load_output
+
+    res = parse_h2load_output(H2LOAD_OUT)
+    assert res.rps == 8147.60 and res.protocol == "h2" and res.requests == 40737
+    assert res.non_2xx_3xx == 1 and res.socket_errors["write"] == 1 and res.mean_ms == 11.83
+    assert res.to_dict()["protocol"] == "h2"
+    with pytest.raises(ValueError):
+        parse_h2load_output("connect error")

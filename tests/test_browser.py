@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 

@@ -14,8 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
-from cli_helpers import http_get
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing.daemon import http_get
+from gotunnel_core.testing import Gotunnel, wait_for
 
 
 def header(echo: dict[str, Any], name: str) -> list[str]:
@@ -60,7 +60,7 @@ def test_two_tunnels_over_http_and_https(gotunnel: Gotunnel, echo_backend: Any) 
 
 
 def test_unreachable_backend_gets_502_naming_it(gotunnel: Gotunnel) -> None:
-    from conftest import free_port
+    from gotunnel_core.testing import free_port
 
     dead = free_port()
     gotunnel("start", "-d", "dead", "-p", str(dead), check=True)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import stop_pid, wait_for
+from gotunnel_core.testing import stop_pid, wait_for
 from test_mdns import _addrs_are, _advertiser, _ip, _resolver, netns_pair, procs  # noqa: F401 - fixtures
 
 

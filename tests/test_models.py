@@ -99,6 +99,8 @@ def test_tunnel_from_config_table_round_trips() -> None:
         {"response": {"remove": ["a:b"]}},
         {"request": {"add": {"X-A": "\x00"}}},
         {"sideways": {}},
+        {"response": {"add": {"X-Trailing\n": "x"}}},  # `$` in a regex matches before a final newline
+        {"request": {"remove": ["X-Trailing\n"]}},
     ],
 )
 def test_header_rules_refuse_injection(headers: dict) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pluggy
 import pytest
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 from gotunnel_core import hookspecs
 from gotunnel_core.engine import Engine, EngineSpec, collect_engines, find_engine
 from gotunnel_core.errors import RuntimeFailure, UsageError
@@ -77,7 +77,8 @@ def test_duplicate_engine_names_both_plugins() -> None:
 
 def test_unknown_engine_lists_installed() -> None:
     manager = make_plugin_manager(load_entrypoints=False, blocked=())
-    with pytest.raises(UsageError, match=r"unknown engine 'x'; installed: builtin(, caddy)?(, envoy)?(, nginx)? \(is gotunnel-x installed\?\)"):
+    installed = r"builtin(, caddy)?(, envoy)?(, nginx)?"
+    with pytest.raises(UsageError, match=rf"unknown engine 'x'; installed: {installed} \(is gotunnel-x installed\?\)"):
         find_engine(collect_engines(manager.pm), "x")
 
 
@@ -191,12 +192,27 @@ def test_broken_plugin_does_not_break_other_commands(gotunnel: Gotunnel, plugin_
     assert missing.code == 2 and missing.err.startswith("error: ")
 
 
+def hook_signature(name: str) -> str:
+    """A hook's exact signature as the README writes it: `name(arg: Type, ...) -> Return`."""
+    import inspect
+
+    sig = inspect.signature(getattr(hookspecs, name))
+    params = ", ".join(f"{p.name}: {str(p.annotation).strip(chr(39))}" for p in sig.parameters.values())
+    return f"{name}({params}) -> {str(sig.return_annotation).strip(chr(39))}"
+
+
 def test_every_hook_has_a_test_and_documentation() -> None:
-    """Meta-test: each hook is exercised by some test and documented in the README's hook table."""
-    here = Path(__file__).parent
-    tests = "\n".join(p.read_text() for p in here.glob("test_*.py") if p.name != "test_plugins.py")
-    tests += HELLO_PLUGIN
-    readme = (here.parent / "README.md").read_text()
+    """Meta-test (datasette's): each hook has a test named `test_hook_<hook>` (in the core's or a
+    plugin's tests) and the README documents it with its exact signature."""
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    files = [*repo.glob("tests/test_*.py"), *repo.glob("plugins/*/tests/test_*.py")]
+    sources = "\n".join(p.read_text() for p in files if p.name != "test_plugins.py") + HELLO_PLUGIN
+    named = set(re.findall(r"^def (test_hook_\w+)\(", "\n".join(p.read_text() for p in files), re.M))
+    readme = (repo / "README.md").read_text().replace("\\|", "|")  # a table cell escapes its pipes
     for name in (n for n in dir(hookspecs) if n.startswith("gotunnel_")):
-        assert name in tests, f"no test exercises {name}"
+        assert name in sources, f"no test exercises {name}"
+        assert f"test_hook_{name}" in named, f"no test named test_hook_{name}"
         assert f"`{name}(" in readme, f"README does not document {name}"
+        assert f"`{hook_signature(name)}`" in readme, f"README lacks the exact signature `{hook_signature(name)}`"

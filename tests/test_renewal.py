@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, wait_for
 
 
 class KeepAlive:

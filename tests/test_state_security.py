@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Gotunnel
+from gotunnel_core.testing import Gotunnel
 from trust_helpers import CERTUTIL, UPDATE_CA, new_nss_db, nss_valid_ssl_ca, system_dirs
 
 

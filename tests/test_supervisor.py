@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import free_port
+from gotunnel_core.testing import free_port
 from gotunnel_core.engine import EngineContext, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import Listen, RouteTable, Tunnel
@@ -219,3 +219,23 @@ def test_missing_program_and_failed_start_are_reported(tmp_path: Path) -> None:
         "import sys\nif '--check' in sys.argv: sys.exit(0)\nprint('fake: cannot bind', file=sys.stderr); sys.exit(2)\n")
     with pytest.raises(RuntimeFailure, match="fake exited with status 2 while starting: fake: cannot bind"):
         run(broken.start(table("one")))
+
+
+def test_each_route_change_runs_the_validator_once(tmp_path: Path) -> None:
+    """`apply` validates (the contract in gotunnel_core/engine.py) and nobody validates before it:
+    the engine's validator runs exactly once per start and per route change."""
+    engine = make(tmp_path)
+    checks = engine.work.root / "checks"
+    source = (engine.work.root / "fake.py").read_text()
+    (engine.work.root / "fake.py").write_text(source.replace(
+        'if sys.argv[1] == "--check":\n', f'if sys.argv[1] == "--check":\n    open({str(checks)!r}, "a").write("x")\n', 1))
+
+    async def scenario() -> None:
+        first = table("one")
+        await engine.start(first)
+        assert checks.read_text() == "x"
+        await engine.apply(RouteTable(first.listen, table("one", "two").tunnels))
+        assert checks.read_text() == "xx"
+        await engine.stop()
+
+    run(scenario())

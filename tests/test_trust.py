@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, Gotunnel
+from gotunnel_core.testing import Gotunnel
 from trust_helpers import (
     CERTUTIL,
     UPDATE_CA,
@@ -30,6 +30,8 @@ from trust_helpers import (
     nss_valid_ssl_ca,
     system_dirs,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 needs_update_ca = pytest.mark.skipif(UPDATE_CA is None, reason="update-ca-certificates (ca-certificates) not installed")
 needs_certutil = pytest.mark.skipif(CERTUTIL is None, reason="certutil (libnss3-tools) not installed")

@@ -86,7 +86,7 @@ def log_lines(log: Path) -> list[str]:
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, uid, gid)
         for name in files:
             os.chown(os.path.join(root, name), uid, gid)

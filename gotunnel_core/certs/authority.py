@@ -169,7 +169,7 @@ class CertificateAuthority:
                 f"unsupported CA key type in {self.key_path} (expected EC)",
                 hint=f"remove {self.directory} to create a new CA (it must be trusted again)",
             )
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
             raise RuntimeFailure(
                 f"CA key {self.key_path} does not match certificate {self.cert_path}",
                 hint=f"remove {self.directory} to create a new CA (it must be trusted again)",
@@ -202,7 +202,7 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(
-                x509.NameConstraints(permitted_subtrees=dns_subtrees + ip_subtrees, excluded_subtrees=None),
+                x509.NameConstraints(permitted_subtrees=[*dns_subtrees, *ip_subtrees], excluded_subtrees=None),
                 critical=True,
             )
             .add_extension(ski, critical=False)

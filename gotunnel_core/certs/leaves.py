@@ -139,7 +139,7 @@ def _cert_sans(cert: x509.Certificate) -> tuple[set[str], set[IPAddress]]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return set(), set()
-    return set(san.get_values_for_type(x509.DNSName)), set(san.get_values_for_type(x509.IPAddress))
+    return set(san.get_values_for_type(x509.DNSName)), set(san.get_values_for_type(x509.IPAddress))  # type: ignore[arg-type]
 
 
 class LeafIssuer:

@@ -93,6 +93,12 @@ class CliState:
 
         return collect_engines(self.plugins.pm)
 
+    def engine_options(self) -> dict[str, Any]:
+        """Every installed engine's effective options (`options.EngineOptions`), checked: a bad
+        value or an unknown key in any `[engines.<name>]` table is a usage error (exit 2)."""
+        settings = self.settings.values
+        return {name: spec.engine_class.resolve_options(settings) for name, spec in sorted(self.engine_specs().items())}
+
     def client(self, *, spawn: bool) -> Any:
         """A client for this state directory's daemon, spawning one when `spawn` (see `launcher.connect`)."""
         from ..daemon.launcher import connect
@@ -147,9 +153,11 @@ class GotunnelGroup(click.Group):
         """Let plugins add commands (core names are never replaced)."""
         self.load_core_commands()
         self._plugins_loaded = True
+        from ..plugins import call_hook
+
         state = ctx.find_object(CliState) or CliState()
         core = dict(self.commands)
-        state.plugins.hook.gotunnel_register_commands(cli=self)
+        call_hook(state.plugins.pm, "gotunnel_register_commands", {"cli": self})  # a broken plugin is skipped
         self.commands.update(core)
 
 

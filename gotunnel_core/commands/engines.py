@@ -64,6 +64,7 @@ def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
         raise UsageError(f"nothing to render: no [[tunnels]] in the config file ({where})")
     tunnels = state.file_tunnels()
     spec = find_engine(state.engine_specs(), engine_name)
+    state.engine_options()  # bad engine options fail here, naming the key
     layout = state.layout.ensure()
     listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])
     table = CertService(layout, settings.values).route_table(listen, tunnels)

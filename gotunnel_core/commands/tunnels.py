@@ -14,7 +14,7 @@ from ..hookspecs import hookimpl
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
                        redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
-    from ..models import Backend, Tunnel, parse_port
+    from ..models import Tunnel, parse_port
 
     if domain is None:
         if port or backends:
@@ -70,6 +70,7 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
     spec = find_engine(state.engine_specs(), settings["engine"])
+    state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = getattr(spec.engine_class, "probe_runtime", spec.engine_class.probe)(settings.values)
     if not binary.found:
         from ..supervisor.engine import SupervisedEngine, runtime_name

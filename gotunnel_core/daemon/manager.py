@@ -1,7 +1,7 @@
 """The tunnel manager: owns the desired state, the engine, certificates and names, in the daemon.
 
-Every change goes through one asyncio lock: validate, build the new route table, let the
-engine apply it, persist it, then notify plugins. A change the engine refuses is never
+Every change goes through one asyncio lock: build the new route table, let the engine apply it
+(which validates it, once), persist it, then notify plugins. A change the engine refuses is never
 persisted and the running configuration stays.
 
 The engine serves the user's tunnels plus those of providers (Docker containers by label, see
@@ -22,7 +22,7 @@ from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
-from ..plugins import GotunnelPluginManager
+from ..plugins import GotunnelPluginManager, call_hook
 from ..providers import ProvidedTunnel, ProviderProblem
 from ..state import TunnelStore
 from ..urls import tunnel_urls
@@ -307,18 +307,12 @@ class TunnelManager:
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
         table = await self._build_table(self._served(desired).values())
-        await self.engine.validate(table)
-        await self.engine.apply(table)
+        await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed
         self.table = table
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook; a failing plugin is logged, never allowed to break the daemon."""
-        caller = getattr(self.plugins.hook, hook_name)
-        for impl in caller.get_hookimpls():
-            try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception as exc:  # noqa: BLE001
-                log.warning("plugin hook failed", hook=hook_name, plugin=impl.plugin_name, error=str(exc))
+        """Call a lifecycle hook; a failing plugin is logged and skipped, never allowed to break the daemon."""
+        call_hook(self.plugins.pm, hook_name, kwargs)
 
     async def _renewal_loop(self) -> None:
         """Renew certificates on a timer, and at once when a wall-clock jump shows the machine slept."""

@@ -133,7 +133,7 @@ async def probe_names(
     for zc, _ in responders:
         zc.async_add_listener(listener, None)
     try:
-        for i in range(count):
+        for _ in range(count):
             for zc, addresses in responders:
                 zc.async_send(_probe_packet(bases, addresses))
             deadline = time.monotonic() + interval

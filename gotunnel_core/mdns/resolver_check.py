@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from typing import Any
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ def evaluate(
     details.append(f"avahi-daemon {'running' if avahi else 'not running'}")
     if resolved_mdns is not None:
         details.append(f"systemd-resolved MulticastDNS {'on' if resolved_mdns else 'off'}")
-    result = dict(nss_mdns=mdns, nss_resolve=resolve, avahi_running=avahi, resolved_mdns=resolved_mdns)
+    result: dict[str, Any] = dict(nss_mdns=mdns, nss_resolve=resolve, avahi_running=avahi, resolved_mdns=resolved_mdns)
 
     if mdns and avahi:
         return ResolverCheck("ok", details=details, **result)

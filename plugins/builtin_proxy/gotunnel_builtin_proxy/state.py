@@ -30,3 +30,4 @@ class ProxyState:
     rejected_total: int = 0
     upstream_errors: int = 0
     log: Any = None
+    h2: Any = None  # h2_upstream.Upstreams when HTTP/2 is on: the pools HTTP/2 streams use

@@ -16,12 +16,16 @@ if TYPE_CHECKING:
     from .router import Router
 
 
-def _server_context() -> ssl.SSLContext:
-    """Modern server defaults: TLS 1.2+, HTTP/1.1 by ALPN, no compression or renegotiation."""
+def _server_context(http2: bool = False) -> ssl.SSLContext:
+    """Modern server defaults: TLS 1.2+, h2 (when on) and HTTP/1.1 by ALPN, no compression or renegotiation.
+
+    Every per-certificate context carries the same ALPN list: OpenSSL selects the protocol
+    with the context the SNI callback switched to.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return ctx
 
 
@@ -36,7 +40,8 @@ class CertSnapshot:
 class CertStore:
     """Loads certificate/key pairs into contexts, re-reading a pair only when its files changed."""
 
-    def __init__(self) -> None:
+    def __init__(self, http2: bool = False) -> None:
+        self.http2 = http2
         self._cache: dict[tuple[str, str], tuple[tuple[int, ...], ssl.SSLContext]] = {}
 
     def context_for(self, files: CertFiles) -> ssl.SSLContext:
@@ -49,7 +54,7 @@ class CertStore:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        ctx = _server_context()
+        ctx = _server_context(self.http2)
         try:
             ctx.load_cert_chain(files.cert, files.key)
         except (OSError, ssl.SSLError) as exc:
@@ -79,10 +84,10 @@ class SniSelector:
     request side can answer 421 when Host names another tunnel.
     """
 
-    def __init__(self, get_router: Callable[[], "Router"], snapshot: CertSnapshot) -> None:
+    def __init__(self, get_router: Callable[[], "Router"], snapshot: CertSnapshot, http2: bool = False) -> None:
         self.get_router = get_router
         self.snapshot = snapshot
-        self.base = _server_context()
+        self.base = _server_context(http2)
         self.base.sni_callback = self._on_sni
 
     def _on_sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -335,6 +335,16 @@ def _backend_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
+class PooledConnection(Protocol):
+    """What `Pool` needs of a connection it keeps idle (`UpstreamProtocol`, HTTP/2's `H1Relay`)."""
+
+    closed: bool
+    idle: bool
+    reused: bool
+    t_idle: float
+    transport: Any
+
+
 class Pool:
     """Idle keep-alive connections to one backend address (shared by every tunnel using it)."""
 
@@ -346,7 +356,7 @@ class Pool:
         self.scheme = scheme
         self.host = host
         self.port = port
-        self.idle: list[UpstreamProtocol] = []
+        self.idle: list[Any] = []  # PooledConnection: UpstreamProtocol here, H1Relay in h2_upstream.H1Pool
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.via = via
@@ -365,7 +375,7 @@ class Pool:
 
     async def connect(self) -> UpstreamProtocol:
         """Open a fresh connection (raises OSError / TimeoutError when the backend is down)."""
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self._ssl is not None:
             kwargs = {"ssl": self._ssl, "server_hostname": self.host}
         _, proto = await asyncio.wait_for(
@@ -374,7 +384,7 @@ class Pool:
         )
         return proto
 
-    def release(self, up: UpstreamProtocol) -> None:
+    def release(self, up: PooledConnection) -> None:
         if self.closed or len(self.idle) >= self.max_idle:
             up.transport.close()
             return
@@ -383,7 +393,7 @@ class Pool:
         up.t_idle = time.monotonic()
         self.idle.append(up)
 
-    def discard(self, up: UpstreamProtocol) -> None:
+    def discard(self, up: PooledConnection) -> None:
         try:
             self.idle.remove(up)
         except ValueError:

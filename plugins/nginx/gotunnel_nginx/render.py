@@ -157,7 +157,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         import jinja2
 
         if isinstance(exc, jinja2.TemplateError):
-            where = f" ({exc.filename}:{exc.lineno})" if getattr(exc, "lineno", None) else ""
+            where = f" ({getattr(exc, 'filename', None)}:{getattr(exc, 'lineno', None)})" if getattr(exc, "lineno", None) else ""
             raise EngineValidationError(f"nginx template error{where}: {exc}") from None
         raise
     files = {
@@ -191,21 +191,8 @@ def generation_conf(generation: int) -> str:
     return f'return 200 "{int(generation)}\\n";\n'
 
 
-def render_options(settings: Mapping[str, Any], option: Any) -> RenderOptions:
-    """Options from settings (`option(key)` reads [engines.nginx] / GOTUNNEL_NGINX_*)."""
-
-    def number(key: str, default: int, low: int, high: int) -> int:
-        raw = option(key)
-        if raw in (None, ""):
-            return default
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"engine option nginx.{key} = {raw!r} must be an integer from {low} to {high}") from None
-        if not low <= value <= high:
-            raise UsageError(f"engine option nginx.{key} = {raw!r} must be an integer from {low} to {high}")
-        return value
-
+def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> RenderOptions:
+    """Render options from the settings and the engine's (validated) options."""
     user = None
     if os.geteuid() == 0:
         import grp
@@ -216,9 +203,9 @@ def render_options(settings: Mapping[str, Any], option: Any) -> RenderOptions:
         user = (pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name)
     level = settings.get("log_level") or "info"
     return RenderOptions(
-        workers=number("workers", 1, 1, 64),
-        worker_connections=number("worker_connections", 4096, 64, 1_000_000),
-        keepalive=number("keepalive", 256, 1, 10000),
+        workers=options["workers"],
+        worker_connections=options["worker_connections"],
+        keepalive=options["keepalive"],
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
         template_dir=settings.get("template_dir"),

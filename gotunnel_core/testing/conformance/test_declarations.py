@@ -1,0 +1,34 @@
+"""Checks of the suite itself, run with every engine selection: each selected engine's capability
+declarations name behaviours the suite has, and each behaviour is one marked test."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from . import load_rows
+
+
+def test_capability_declarations_name_known_behaviours(request: pytest.FixtureRequest) -> None:
+    from ..plugin import engine_selection
+
+    behaviours = load_rows()
+    selection = engine_selection(request.config)
+    checked = 0
+    for name in selection.names:
+        spec = selection.specs.get(name)
+        if spec is None:
+            continue
+        unknown = sorted(set(spec.engine_class.capabilities) - set(behaviours))
+        assert not unknown, f"engine {name!r} declares capabilities for unknown behaviours: {unknown}"
+        checked += 1
+    assert checked or not selection.names
+
+
+def test_every_behaviour_is_one_marked_test() -> None:
+    for key, row in load_rows().items():
+        module, _, function = row.test.partition(":")
+        fn = getattr(importlib.import_module(module), function)
+        marks = [m.args[0] for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"]
+        assert marks == [key], (key, row.test, marks)

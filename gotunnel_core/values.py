@@ -1,0 +1,103 @@
+"""Parsers for setting and option values, shared by core settings (`config.py`) and engine options
+(`options.py`): each takes a raw value (from TOML, the environment or a flag) and returns the typed
+value, or raises ValueError with the reason ("must be an integer from 1 to 64"), which the caller
+turns into one `error:` line naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .errors import ValidationError
+
+Parser = Callable[[object], Any]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def boolean(raw: object) -> bool:
+    """true/false (TOML), or 1/0/true/false/yes/no/on/off (environment)."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ValueError("must be a boolean (1/0/true/false)")
+
+
+def text(raw: object) -> str:
+    """Any string."""
+    if not isinstance(raw, str):
+        raise ValueError("must be a string")
+    return raw
+
+
+def optional_path(raw: object) -> str | None:
+    """A file or directory name (`~` expanded); empty means unset."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or "\0" in raw:
+        raise ValueError("must be a path")
+    return os.path.expanduser(raw)
+
+
+def choice(*allowed: str) -> Parser:
+    """One of `allowed` (case-insensitive)."""
+
+    def parse(raw: object) -> str:
+        if not isinstance(raw, str) or raw.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return raw.lower()
+
+    return parse
+
+
+def integer(low: int, high: int) -> Parser:
+    """A whole number from `low` to `high`."""
+
+    def parse(raw: object) -> int:
+        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            raw = int(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return raw
+
+    return parse
+
+
+def number(low: float, high: float) -> Parser:
+    """A number (seconds, usually) from `low` to `high`."""
+
+    def parse(raw: object) -> float:
+        if isinstance(raw, str):
+            try:
+                raw = float(raw)
+            except ValueError:
+                raise ValueError(f"must be a number from {low:g} to {high:g}") from None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not low <= raw <= high:
+            raise ValueError(f"must be a number from {low:g} to {high:g}")
+        return float(raw)
+
+    return parse
+
+
+def str_list(raw: object) -> list[str]:
+    """A list of strings (comma-separated in the environment)."""
+    if isinstance(raw, str):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        return [item.strip() for item in raw if item.strip()]
+    raise ValueError("must be a list of strings (comma-separated in the environment)")
+
+
+def from_model(parser: Callable[[Any], Any]) -> Parser:
+    """Adapt a model parser (which raises ValidationError) to the ValueError protocol here."""
+
+    def parse(raw: object) -> Any:
+        try:
+            return parser(raw)
+        except ValidationError as exc:
+            raise ValueError(exc.reason) from None
+
+    return parse

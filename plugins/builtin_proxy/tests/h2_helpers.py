@@ -1,0 +1,222 @@
+"""A small synchronous HTTP/2 client for tests: TLS with ALPN h2 and the `h2` library on a socket.
+
+It is a real client (the python-hyper state machine) driven by hand, so tests can also send
+what a well-behaved client never would (raw frames) and read the GOAWAY the server answers.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+LOCAL = "127.0.0.1"
+
+
+@dataclass
+class Response:
+    status: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    ended: bool = False
+    reset: int | None = None
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+class Closed(Exception):
+    """The server closed the connection; `goaway` holds the error code it sent, if any."""
+
+    def __init__(self, goaway: int | None, last_stream_id: int | None = None) -> None:
+        super().__init__(f"connection closed (GOAWAY {goaway})")
+        self.goaway = goaway
+        self.last_stream_id = last_stream_id
+
+
+def tls_socket(port: int, sni: str, ca: str | None, alpn: tuple[str, ...] = ("h2",), timeout: float = 10) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
+    ctx.set_alpn_protocols(list(alpn))
+    raw = socket.create_connection((LOCAL, port), timeout=timeout)
+    return ctx.wrap_socket(raw, server_hostname=sni)
+
+
+class H2Client:
+    """One HTTP/2 connection; `request` runs one exchange, `start`/`pump` drive several at once."""
+
+    def __init__(self, port: int, sni: str, ca: str | None, settings: dict[int, int] | None = None,
+                 window: int | None = None, timeout: float = 15) -> None:
+        self.sock = tls_socket(port, sni, ca, timeout=timeout)
+        self.alpn = self.sock.selected_alpn_protocol()
+        self.authority = sni
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        if settings:
+            self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
+        self.conn.initiate_connection()
+        if window:
+            self.conn.increment_flow_control_window(window)
+        self.sock.sendall(self.conn.data_to_send())
+        self.responses: dict[int, Response] = {}
+        self.goaway: int | None = None
+        self.last_stream_id: int | None = None
+        self.remote_settings: dict[int, int] = {}
+        self.auto_ack = True
+
+    # -- sending -----------------------------------------------------------------------------
+    def start(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None,
+              body: bytes | None = None, end: bool = True, authority: str | None = None) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        head = [(":method", method), (":scheme", "https"), (":authority", authority or self.authority), (":path", path)]
+        head += headers or []
+        self.conn.send_headers(sid, head, end_stream=end and body is None)
+        self.responses[sid] = Response()
+        self.flush()
+        if body is not None:
+            self.send_body(sid, body, end=end)
+        return sid
+
+    def send_body(self, sid: int, data: bytes, end: bool = False) -> None:
+        """Send within flow control, reading the server's frames while the window is closed."""
+        view = memoryview(data)
+        while view:
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                self.pump(0.5)
+                continue
+            self.conn.send_data(sid, bytes(view[:window]))
+            view = view[window:]
+            self.flush()
+        if end:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def send_raw(self, data: bytes) -> None:
+        self.flush()
+        self.sock.sendall(data)
+
+    # -- receiving -----------------------------------------------------------------------------
+    def pump(self, timeout: float = 5.0) -> list[Any]:
+        """Read once (up to `timeout`) and handle the events; raises Closed on EOF."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return []
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            raise Closed(self.goaway, self.last_stream_id) from None
+        if not data:
+            raise Closed(self.goaway, self.last_stream_id)
+        events = self.conn.receive_data(data)
+        for ev in events:
+            r = self.responses.get(getattr(ev, "stream_id", -1))
+            if isinstance(ev, h2.events.ResponseReceived) and r is not None:
+                r.headers = [(k, v) for k, v in ev.headers if not k.startswith(":")]  # type: ignore[misc]
+                r.status = int(dict(ev.headers)[":status"])  # type: ignore[arg-type]
+            elif isinstance(ev, h2.events.DataReceived):
+                if r is not None:
+                    r.body += ev.data
+                if self.auto_ack and ev.flow_controlled_length:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.TrailersReceived) and r is not None:
+                r.trailers = list(ev.headers)  # type: ignore[arg-type]
+            elif isinstance(ev, h2.events.StreamEnded) and r is not None:
+                r.ended = True
+            elif isinstance(ev, h2.events.StreamReset) and r is not None:
+                r.reset = ev.error_code
+                r.ended = True
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev.error_code
+                self.last_stream_id = ev.last_stream_id
+            elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.remote_settings.update({int(k): v.new_value for k, v in ev.changed_settings.items()})
+        self.flush()
+        return events
+
+    def wait(self, sid: int, timeout: float = 15.0) -> Response:
+        deadline = time.monotonic() + timeout
+        r = self.responses[sid]
+        while not r.ended:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stream {sid} did not end within {timeout} s")
+            self.pump(0.5)
+        return r
+
+    def wait_closed(self, timeout: float = 10.0) -> Closed:
+        """Read until the server closes the connection; returns what it said."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.pump(0.5)
+            except Closed as closed:
+                return closed
+            except h2.exceptions.ProtocolError:
+                # our own state machine refuses what follows the server's GOAWAY: read raw
+                return self._drain_raw(deadline)
+        raise AssertionError("the server did not close the connection")
+
+    def _drain_raw(self, deadline: float) -> Closed:
+        code = read_goaway(self.sock, max(0.5, deadline - time.monotonic()))
+        return Closed(self.goaway if code is None else code, self.last_stream_id)
+
+    def request(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None,
+                body: bytes | None = None, authority: str | None = None) -> Response:
+        return self.wait(self.start(method, path, headers, body, authority=authority))
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def raw_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes((ftype, flags)) + struct.pack(">I", sid) + payload
+
+
+def read_goaway(sock: ssl.SSLSocket, timeout: float = 10.0) -> int | None:
+    """Read raw frames until EOF; the error code of the GOAWAY seen (None if none)."""
+    frames = read_frames(sock, lambda fs: False, timeout)
+    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in frames if t == 7]
+    return codes[0] if codes else None
+
+
+def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[tuple[int, int, int, bytes]]:
+    """Read raw frames (type, flags, stream id, payload) until `done(frames)` is true or EOF."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    frames: list[tuple[int, int, int, bytes]] = []
+    sock.settimeout(0.5)
+    while time.monotonic() < deadline and not done(frames):
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
+            buf = buf[9 + length:]
+    return frames

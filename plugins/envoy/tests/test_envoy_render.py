@@ -1,0 +1,176 @@
+"""The Envoy renderer: golden files, Envoy's own validator, and injection-proofing (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from envoy_helpers import envoy_validate, needs_envoy, sample_table
+from gotunnel_core.errors import ValidationError
+from gotunnel_core.models import Tunnel
+
+render = pytest.importorskip("gotunnel_envoy.render")
+
+GOLDEN = Path(__file__).parent / "golden" / "envoy-sample"  # golden/envoy: the CLI golden test
+OPTIONS = render.EnvoyOptions(work_dir=Path("/state/engines/envoy"), admin_socket="/state/engines/envoy/run/admin.sock")
+
+
+def test_golden_render() -> None:
+    """The rendered files for a table using every feature; GOTUNNEL_UPDATE_GOLDEN=1 rewrites them."""
+    files = render.render_files(sample_table(), OPTIONS)
+    files["validate.json"] = render.dumps(render.static_bootstrap(sample_table(), OPTIONS))
+    if os.environ.get("GOTUNNEL_UPDATE_GOLDEN") == "1":
+        for old in GOLDEN.rglob("*.json"):
+            old.unlink()
+        for name, content in files.items():
+            (GOLDEN / name).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / name).write_text(content)
+    stored = {str(p.relative_to(GOLDEN)): p.read_text() for p in GOLDEN.rglob("*.json")}
+    assert sorted(stored) == sorted(files)
+    for name, content in files.items():
+        assert content == stored[name], f"{name} differs from the golden file (GOTUNNEL_UPDATE_GOLDEN=1 to accept)"
+
+
+def test_render_is_pure_and_versions_follow_content() -> None:
+    one = render.render_files(sample_table(), OPTIONS)
+    assert one == render.render_files(sample_table(), OPTIONS)
+    changed = sample_table(tunnels=[{"name": "web", "backends": ["http://127.0.0.1:3001"]}])
+    two = render.render_files(changed, OPTIONS)
+    version = lambda files, name: json.loads(files[name])["version_info"]  # noqa: E731
+    assert version(one, "cds.json") != version(two, "cds.json")
+    same = sample_table(tunnels=[{"name": "web", "backends": ["http://127.0.0.1:3000"]}])
+    assert version(render.render_files(same, OPTIONS), "rds/tls.json") != version(one, "rds/tls.json")  # others gone
+    assert render.render_files(same, OPTIONS)["bootstrap.json"] == one["bootstrap.json"]
+
+
+def test_bootstrap_admin_is_never_public_and_resources_are_watched_files() -> None:
+    boot = json.loads(render.render_files(sample_table(), OPTIONS)["bootstrap.json"])
+    assert boot["admin"]["address"] == {"pipe": {"path": "/state/engines/envoy/run/admin.sock", "mode": 0o600}}
+    tcp = render.bootstrap(render.EnvoyOptions(work_dir=Path("/w"), admin_socket=None))
+    assert tcp["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 0}
+    for key in ("lds_config", "cds_config"):
+        source = boot["dynamic_resources"][key]["path_config_source"]
+        assert source["path"].startswith("/state/engines/envoy/current/")
+        assert source["watched_directory"]["path"] == "/state/engines/envoy"
+
+
+def test_filter_chains_by_sni_and_circuit_breakers_raised() -> None:
+    lds = json.loads(render.render_files(sample_table(), OPTIONS)["lds.json"])
+    https = [listener for listener in lds["resources"] if listener["name"].startswith("https_")][0]
+    names = {c["name"]: c["filter_chain_match"]["server_names"] for c in https["filter_chains"]}
+    assert names["tls_web"] == ["web.localhost", "web.local"]
+    assert names["tls__wild.preview"] == ["*.preview.localhost", "*.preview.local"]
+    assert "tls_plain" not in names  # https = false
+    assert https["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+    assert https["default_filter_chain"]["name"] == "tls_default"
+    cds = json.loads(render.render_files(sample_table(), OPTIONS)["cds.json"])
+    for c in cds["resources"]:
+        for threshold in c["circuit_breakers"]["thresholds"]:
+            assert threshold["max_connections"] >= 1_000_000 and threshold["max_requests"] >= 1_000_000
+    api = [c for c in cds["resources"] if c["name"] == "tunnel_api"][0]
+    weights = [e["load_balancing_weight"] for e in api["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert weights == [3, 1] and api["lb_policy"] == "ROUND_ROBIN"
+    assert api["health_checks"][0]["http_health_check"]["path"] == "/v2/health"
+    assert "outlier_detection" in api
+
+
+def test_percent_in_header_values_is_escaped_for_envoys_formatter() -> None:
+    assert render.escape_format("100% %DOWNSTREAM_REMOTE_ADDRESS%") == "100%% %%DOWNSTREAM_REMOTE_ADDRESS%%"
+    rds = json.loads(render.render_files(sample_table(), OPTIONS)["rds/http.json"])
+    api = [v for v in rds["resources"][0]["virtual_hosts"] if v["name"] == "tunnel_api"][0]
+    assert api["routes"][0]["redirect"] == {"https_redirect": True, "port_redirect": 8443, "response_code": "PERMANENT_REDIRECT"}
+    tls = json.loads(render.render_files(sample_table(), OPTIONS)["rds/tls.json"])
+    route = [v for v in tls["resources"][0]["virtual_hosts"] if v["name"] == "tunnel_api"][0]["routes"][0]
+    adds = {h["header"]["key"]: h["header"]["value"] for h in route["request_headers_to_add"]}
+    assert adds["X-Pct"] == "100%% %%DOWNSTREAM_REMOTE_ADDRESS%%"
+    assert route["route"]["prefix_rewrite"] == "/v2/"
+
+
+def test_what_envoy_cannot_do_is_refused_with_the_tunnel_named() -> None:
+    host = Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:1", "headers": {"request": {"add": {"Host": "x"}}}})
+    with pytest.raises(ValidationError, match="'h'.*Host"):
+        render.render_files(sample_table(tunnels=[host.to_dict()]), OPTIONS)
+    mixed = {"name": "m", "backends": ["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"]}
+    with pytest.raises(ValidationError, match="one path prefix"):
+        render.render_files(sample_table(tunnels=[mixed]), OPTIONS)
+
+
+@needs_envoy
+def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
+    from gotunnel_core.testing.engines import make_pki
+
+    pki = make_pki(tmp_path / "pki", ["web", "api", "*.preview", "secure"])
+    table = sample_table(certs=pki.certs, default=pki.default)
+    config = tmp_path / "validate.json"
+    config.write_text(render.dumps(render.static_bootstrap(table, OPTIONS)))
+    result = envoy_validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----- injection: whatever the models accept renders into a config Envoy accepts, literally ----------
+
+_header_name = st.from_regex(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,40}\Z")
+_header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60).map(lambda s: s.strip(" "))
+_path = st.lists(st.from_regex(r"\A(?:[A-Za-z0-9\-_~!&()*+,=:@]|%[0-9A-F]{2}){1,12}\Z"), min_size=1, max_size=3).map(
+    lambda parts: "/" + "/".join(parts))
+_label = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?\Z")
+
+
+@pytest.fixture(scope="module")
+def shared_pki(tmp_path_factory: pytest.TempPathFactory):
+    from gotunnel_core.testing.engines import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"), ["any"])
+
+
+@needs_envoy
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    name=st.tuples(st.booleans(), st.lists(_label, min_size=1, max_size=3)),
+    req_add=st.dictionaries(_header_name, _header_value, max_size=3),
+    req_remove=st.lists(_header_name, max_size=2),
+    resp_add=st.dictionaries(_header_name, _header_value, max_size=3),
+    prefix=st.one_of(st.just(""), _path),
+    health=st.one_of(st.none(), _path),
+)
+@example(name=(False, ["a"]), req_add={"X-A": "%REQ(:path)% 100%"}, req_remove=["Connection"],
+         resp_add={"Host": "x"}, prefix="/p%41", health="/h")  # Host: refused by the renderer, not by Envoy
+@example(name=(True, ["w"]), req_add={"Transfer-Encoding": "x", "Content-Length": "1"}, req_remove=["X-Forwarded-For"],
+         resp_add={"Connection": "close"}, prefix="", health=None)
+def test_hypothesis_injection(tmp_path_factory: pytest.TempPathFactory, shared_pki, name, req_add, req_remove, resp_add,
+                              prefix, health) -> None:
+    wildcard, labels = name
+    raw = {
+        "name": ("*." if wildcard else "") + ".".join(labels),
+        "backends": [f"http://127.0.0.1:3000{prefix}"],
+        "headers": {"request": {"add": req_add, "remove": req_remove}, "response": {"add": resp_add}},
+    }
+    if health is not None:
+        raw["health"] = {"path": health}
+    try:
+        tunnel = Tunnel.from_raw(raw)
+    except ValidationError:
+        return  # the models refuse it: nothing reaches Envoy
+    table = sample_table(tunnels=[tunnel.to_dict()], certs={tunnel.name: shared_pki.certs["any"]},
+                         default=shared_pki.default)
+    try:
+        files = render.render_files(table, OPTIONS)
+    except ValidationError as exc:
+        assert "envoy engine" in exc.reason  # a documented refusal, never a crash
+        return
+    # Structure: every user value is exactly one JSON string, escaped for Envoy's formatter.
+    route = json.loads(files["rds/http.json"])["resources"][0]["virtual_hosts"][0]["routes"][0]
+    adds = {h["header"]["key"]: h["header"]["value"] for h in route["request_headers_to_add"][1:]}
+    assert adds == {k: v.replace("%", "%%") for k, v in tunnel.headers.request.add}
+    for value in adds.values():  # no formatter command survives: every % is doubled
+        assert value.replace("%%", "") .count("%") == 0
+    work = tmp_path_factory.mktemp("inject")
+    config = work / "validate.json"
+    config.write_text(render.dumps(render.static_bootstrap(table, OPTIONS)))
+    result = envoy_validate(config)
+    assert result.returncode == 0, (raw, result.stdout + result.stderr)

@@ -1,0 +1,85 @@
+"""Engine options: declared by each engine (type, default, help), validated like core settings with
+one-line errors and exit 2, shown with their source by `config show`, each also an environment
+variable `GOTUNNEL_<ENGINE>_<OPTION>`; the old top-level keys of builtin settings still work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gotunnel_core.errors import UsageError, ValidationError
+from gotunnel_core.options import EngineOption, option_env, resolve_options
+from gotunnel_core.testing import Gotunnel
+from gotunnel_core.values import integer, number
+
+
+def write_config(g: Gotunnel, text: str) -> None:
+    (g.state_dir.parent / "gotunnel.toml").write_text(text)
+
+
+def test_unknown_engine_option_key_is_refused_naming_it(gotunnel: Gotunnel) -> None:
+    write_config(gotunnel, "[engines.nginx]\nbogus = 1\n")
+    for args in (["config", "show"], ["start", "-d", "web", "-p", "3000"]):
+        result = gotunnel(*args)
+        assert result.code == 2, result.err
+        first = result.err.splitlines()[0]
+        assert first.startswith("error: ") and "[engines.nginx]" in first and "'bogus'" in first
+        assert "keepalive" in result.err  # the hint lists the engine's options
+    assert gotunnel.daemon_pid() is None  # refused before a daemon was spawned
+
+
+def test_out_of_range_engine_option_names_value_and_range(gotunnel: Gotunnel) -> None:
+    write_config(gotunnel, "[engines.envoy]\ndrain_time = -5\n")
+    result = gotunnel("config", "show")
+    assert result.code == 2
+    assert result.err.splitlines()[0] == (f"error: config file '{gotunnel.state_dir.parent / 'gotunnel.toml'}': "
+                                          "invalid [engines.envoy] drain_time -5: must be an integer from 0 to 3600")
+    bad_env = gotunnel("config", "show", extra_env={"GOTUNNEL_CADDY_GRACE_PERIOD": "soon"})
+    assert bad_env.code == 2 and "GOTUNNEL_CADDY_GRACE_PERIOD 'soon'" in bad_env.err.splitlines()[0]
+
+
+def test_config_show_lists_engine_options_with_their_source(gotunnel: Gotunnel) -> None:
+    write_config(gotunnel, "workers = 2\n[engines.nginx]\nkeepalive = 64\n[engines.haproxy]\nmaxconn = 10\n")
+    shown = gotunnel.json("config", "show")
+    engines = shown["engines"]
+    assert engines["nginx"]["keepalive"] == {"value": 64, "source": engines["nginx"]["keepalive"]["source"],
+                                             "env": "GOTUNNEL_NGINX_KEEPALIVE"}
+    assert engines["nginx"]["keepalive"]["source"].startswith("file:")
+    assert engines["nginx"]["workers"]["source"] == "default"
+    assert engines["builtin"]["workers"] == {"value": 2, "source": "setting", "env": "GOTUNNEL_BUILTIN_WORKERS"}
+    assert engines["envoy"]["workers"]["value"] == 2  # Envoy honours the old top-level key too
+    assert shown["uninstalled_engine_tables"] == ["haproxy"]
+    text = gotunnel("config", "show", extra_env={"GOTUNNEL_BUILTIN_WORKERS": "3"}, check=True).out
+    assert "[engines.builtin]" in text
+    line = next(row for row in text.splitlines() if row.strip().startswith("workers") and "GOTUNNEL_BUILTIN" in row)
+    assert line.split()[1:4] == ["3", "env", "GOTUNNEL_BUILTIN_WORKERS"]
+    assert "[engines.haproxy]  (engine not installed here; ignored)" in text
+
+
+def test_precedence_env_file_legacy_default() -> None:
+    declared = [EngineOption("workers", integer(1, 64), 1, "w", legacy=True),
+                EngineOption("grace", number(0, 10), 5.0, "g")]
+    settings: dict[str, Any] = {"engines": {"toy": {"workers": 4}}, "workers": "2", "config_file": "/c.toml"}
+    resolved = resolve_options("toy", declared, settings, env={})
+    assert resolved["workers"] == 4 and resolved.entries["workers"].source == "file:/c.toml"
+    assert resolved["grace"] == 5.0 and resolved.entries["grace"].source == "default"
+    resolved = resolve_options("toy", declared, {"workers": "2"}, env={})
+    assert resolved["workers"] == 2 and resolved.entries["workers"].source == "setting"
+    resolved = resolve_options("toy", declared, settings, env={"GOTUNNEL_TOY_WORKERS": "9"})
+    assert resolved["workers"] == 9 and resolved.entries["workers"].source == "env"
+    with pytest.raises(ValidationError, match=r"GOTUNNEL_TOY_GRACE '11': must be a number from 0 to 10"):
+        resolve_options("toy", declared, {}, env={"GOTUNNEL_TOY_GRACE": "11"})
+    with pytest.raises(UsageError, match=r"\[engines.toy\] has no option 'typo'"):
+        resolve_options("toy", declared, {"engines": {"toy": {"typo": 1}}}, env={})
+    assert option_env("my-engine", "max_conn") == "GOTUNNEL_MY_ENGINE_MAX_CONN"
+
+
+def test_every_engine_option_is_declared_with_help_and_a_valid_default() -> None:
+    from gotunnel_core.testing.matrix import installed_engines
+
+    for name, spec in installed_engines().items():
+        for option in spec.engine_class.declared_options().values():
+            assert option.help, (name, option.name)
+            if option.default is not None:
+                assert option.parse(option.default) == option.default, (name, option.name)
