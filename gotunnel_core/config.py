@@ -57,8 +57,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("debug", boolean, False, "show tracebacks for errors"),
     Setting("template_dir", optional_path, None, "directory with engine template overrides"),
     Setting("engine_bin", optional_path, None, "program of the selected external engine (default: found on PATH)"),
-    Setting("runtime", choice("process", "docker"), "process",
-            "how external engines run: process (a child of the daemon) or docker (their official image)"),
+    Setting("runtime", choice("process", "docker"), None,
+            "how external engines run: process (a child of the daemon) or docker (their official image); "
+            "unset: each engine's option `runtime` (process)"),
     Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
     Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),

@@ -19,7 +19,7 @@ def engines(state: CliState, as_json: bool) -> None:
     """Installed engines, whether their program is found, and its version."""
     rows = []
     for name, spec in sorted(state.engine_specs().items()):
-        probe = getattr(spec.engine_class, "probe_runtime", spec.engine_class.probe)(state.settings.values)
+        probe = spec.engine_class.probe(state.settings.values)
         rows.append({"name": name, "description": spec.description, "plugin": spec.plugin,
                      "binary": {"found": probe.found, "path": probe.path, "version": probe.version, "hint": probe.hint}})
     if as_json:

@@ -70,12 +70,10 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
     spec = find_engine(state.engine_specs(), settings["engine"])
-    state.engine_options()  # a bad engine option fails here, before a daemon is spawned
-    binary = getattr(spec.engine_class, "probe_runtime", spec.engine_class.probe)(settings.values)
+    options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
+    binary = spec.engine_class.probe(settings.values)
     if not binary.found:
-        from ..supervisor.engine import SupervisedEngine, runtime_name
-
-        docker = issubclass(spec.engine_class, SupervisedEngine) and runtime_name(settings.values, spec.name) == "docker"
+        docker = options.get(spec.name, {}).get("runtime") == "docker"
         what = "its Docker image is not usable" if docker else "its program was not found"
         raise RuntimeFailure(f"engine {spec.name!r} cannot start: {what}", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]

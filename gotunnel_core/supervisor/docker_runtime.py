@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from ..engine import BinaryStatus
 from ..errors import RuntimeFailure
+from ..options import option_env
 from .runtime import StderrSink, hand_line, live_children
 
 #: Labels on every engine container (never `gotunnel.*`: those declare tunnels to the Docker provider).
@@ -142,14 +143,6 @@ class DockerRuntime:
             self._client = connect()
         return self._client
 
-    def probe(self) -> BinaryStatus:
-        """Whether Docker answers and has the image (nothing is pulled implicitly)."""
-        try:
-            client = self.client()
-        except RuntimeFailure as exc:
-            return BinaryStatus(False, None, None, hint=f"{exc.message}; {exc.hint}")
-        return probe_image(client, self.engine, self.image)
-
     def _mounts(self) -> list[Any]:
         from docker.types import Mount
 
@@ -207,7 +200,7 @@ class DockerRuntime:
             raise
         except Exception as exc:  # noqa: BLE001 - docker.errors.*: one line
             raise RuntimeFailure(f"could not start the {self.engine} container from {self.image}: {_one_line(exc)}",
-                                 hint=f"check the image (GOTUNNEL_{self.engine.upper()}_IMAGE) and `docker info`") from None
+                                 hint=f"check the image ({option_env(self.engine, 'image')}) and `docker info`") from None
         self._running = _Container(container, loop, on_stderr)
         return self._running
 
@@ -278,12 +271,12 @@ def probe_image(client: Any, engine: str, image: str) -> BinaryStatus:
     except Exception:  # noqa: BLE001 - ImageNotFound, or Docker trouble
         return BinaryStatus(False, f"docker:{image}", None, hint=(
             f"the image {image} is not on this Docker engine: `docker pull {image}`, or set "
-            f"GOTUNNEL_{engine.upper()}_IMAGE / [engines.{engine}] image to one that is"))
+            f"{option_env(engine, 'image')} / [engines.{engine}] image to one that is"))
     return BinaryStatus(True, f"docker:{image}", (found.id or "")[7:19])
 
 
 def probe_docker(engine: str, image: str) -> BinaryStatus:
-    """`probe` without a runtime (the CLI, before any daemon): Docker reachable and the image present."""
+    """`SupervisedEngine.probe` under the docker runtime: Docker reachable and the image present."""
     from ..docker.client import connect
 
     try:

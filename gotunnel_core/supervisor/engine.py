@@ -5,7 +5,8 @@ how to tell that it serves a given configuration generation (the contract: READM
 engine", and the methods under "what a subclass provides" and "what a subclass may use" below).
 This base does the rest:
 
-- finds the program (`find_binary`) and refuses to start without it, saying how to install it;
+- finds the program (`find_binary`), or under the docker runtime Docker and the engine's image,
+  and refuses to start without it, saying how to get it;
 - lays out the work directory (`WorkDir`) and stops an engine left over by a dead daemon, by
   its pidfile record, only when pid, create time and command line all match;
 - renders every change into a new generation directory, runs the engine's own validator on it
@@ -18,9 +19,11 @@ This base does the rest:
   up after `max_crashes` crashes within `crash_window` seconds (shown by `gotunnel status`);
 - stops it gracefully (`stop_signal`), then SIGKILLs the whole process group after a deadline.
 
-Where the program runs is the runtime's business (`runtime = "process" | "docker"`, per engine
-`GOTUNNEL_<ENGINE>_RUNTIME`): with `docker`, the engine's `docker_image` (or the `image` option)
-runs its `docker_program` in a container (see `docker_runtime`).
+Where the program runs is the runtime's business, chosen by the option `runtime` (the setting
+`runtime`, `--runtime` or GOTUNNEL_RUNTIME for every engine; GOTUNNEL_<ENGINE>_RUNTIME or
+`[engines.<engine>] runtime` for one): `process` (a child of the daemon, `ProcessRuntime`) or
+`docker` (the option `image`, pinned by each engine to its official image, runs the program
+`binary_candidates[0]` in a container: `docker_runtime.DockerRuntime`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
 from ..options import EngineOption, option_env
-from ..values import choice, integer, number, optional_path
+from ..values import choice, image_reference, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
@@ -61,15 +64,16 @@ class SupervisedEngine(Engine):
     stop_signal: int = signal.SIGTERM
     #: Lines of engine stderr kept for error messages.
     stderr_tail: int = 40
-    #: The docker runtime: the pinned official image (engine option `image` overrides it) and the
-    #: program's name inside it (default: the first of `binary_candidates`).
-    docker_image: str = ""
-    docker_program: str = ""
     #: Options every supervised engine has (a subclass adds its own, or redeclares one to change
     #: its default, e.g. Envoy's `ready_deadline`).
     options: ClassVar[tuple[EngineOption, ...]] = (
         EngineOption("bin", optional_path, None, "the engine's program (default: found on PATH, then the [bin] extra)"),
-        EngineOption("runtime", choice("process", "docker"), "process", "how the program runs: process or docker"),
+        # legacy=True: the setting `runtime` (--runtime, GOTUNNEL_RUNTIME) applies to every engine, below its own.
+        EngineOption("runtime", choice("process", "docker"), "process",
+                     "how the program runs: process (a child of the daemon) or docker (in a container of `image`)",
+                     legacy=True),
+        EngineOption("image", image_reference, None,
+                     "the Docker image the docker runtime runs (an engine pins its official one; nothing is pulled)"),
         EngineOption("max_crashes", integer(1, 1000), 5, "crashes within crash_window before the daemon gives up"),
         EngineOption("crash_window", number(1, 86400), 60.0, "seconds over which crashes are counted"),
         EngineOption("backoff", number(0.01, 60), 0.2, "first restart delay, seconds (doubling up to backoff_max)"),
@@ -82,7 +86,7 @@ class SupervisedEngine(Engine):
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
         self.work = WorkDir(context.work_dir)
-        self.runtime: Runtime = runtime or _runtime_for(context.settings, type(self), self.work.root)
+        self.runtime: Runtime = runtime or self._runtime_for_options()
         self.log = context.log or get_logger(f"gotunnel.engine.{self.name}")
         self._lock = asyncio.Lock()
         self._proc: EngineProcess | None = None
@@ -184,19 +188,25 @@ class SupervisedEngine(Engine):
 
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        """The program from the option `bin`, else PATH, else `packaged_binary`; and its version."""
+        """What runs the engine under its option `runtime`: the program (`probe_program`), or with
+        `docker` a Docker engine that answers and has the option `image` (nothing is pulled; the
+        path is `docker:<image>`). `gotunnel engines`, `start` and the test kit ask this."""
+        options = cls.resolve_options(settings)
+        if options["runtime"] == "docker":
+            from .docker_runtime import probe_docker
+
+            if not options["image"]:
+                return BinaryStatus(False, None, None, hint=cls._no_image_hint())
+            return probe_docker(cls.name, options["image"])
+        return cls.probe_program(settings)
+
+    @classmethod
+    def probe_program(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        """The program on this machine, whatever the runtime: the option `bin`, else PATH, else
+        `packaged_binary`; and its version."""
         where = f"--engine-bin, {option_env(cls.name, 'bin')} or [engines.{cls.name}] bin"
         return find_binary(cls.resolve_options(settings)["bin"], cls.binary_candidates, cls.version_of,
                            cls.install_hint, cls.packaged_binary, where)
-
-    @classmethod
-    def probe_runtime(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        """`probe` for the configured runtime: the program on this machine, or Docker and the image."""
-        if runtime_name(settings, cls.name) == "docker":
-            from .docker_runtime import probe_docker
-
-            return probe_docker(cls.name, docker_image(settings, cls))
-        return cls.probe(settings)
 
     async def validate(self, table: RouteTable) -> None:
         binary = self._require_binary()
@@ -287,8 +297,8 @@ class SupervisedEngine(Engine):
             "gave_up": self._gave_up,
             "runtime": self.runtime.name,
         }
-        if getattr(self.runtime, "image", None):
-            extra["image"] = self.runtime.image  # type: ignore[attr-defined]
+        if self.runtime.name == "docker":
+            extra["image"] = self.option("image")
         if self._binary is not None:
             extra.update(binary=self._binary.path, version=self._binary.version)
         if self._gave_up:
@@ -303,10 +313,25 @@ class SupervisedEngine(Engine):
 
     # ----- internals ------------------------------------------------------------------------------
 
+    def _runtime_for_options(self) -> Runtime:
+        """The runtime the option `runtime` names, set up for this engine."""
+        if self.option("runtime") == "docker":
+            from .docker_runtime import DockerRuntime
+
+            image = self.option("image")
+            if not image:
+                raise RuntimeFailure(f"the {self.name} engine has no Docker image", hint=self._no_image_hint())
+            program = (self.binary_candidates or (self.name,))[0]
+            return DockerRuntime(self.name, image, self.work.root, program)
+        return ProcessRuntime()
+
+    @classmethod
+    def _no_image_hint(cls) -> str:
+        return f"set {option_env(cls.name, 'image')} or [engines.{cls.name}] image, or use the process runtime"
+
     def _require_binary(self) -> str:
         if self._binary is None or not self._binary.found:
-            probe = getattr(self.runtime, "probe", None)  # a container runtime checks Docker and the image
-            self._binary = probe() if probe is not None else self.probe(self.context.settings)
+            self._binary = self.probe(self.context.settings)
         if not self._binary.found or not self._binary.path:
             what = f"the {self.name} program" if self.runtime.name == "process" else f"Docker and the {self.name} image"
             raise RuntimeFailure(f"the {self.name} engine needs {what}, which was not found", hint=self._binary.hint)
@@ -489,42 +514,6 @@ class SupervisedEngine(Engine):
                     self.log.warning("engine restarted", pid=self._proc.pid if self._proc else None,
                                      restarts=self._restarts)
                     break
-
-
-RUNTIMES = ("process", "docker")
-
-
-def engine_option(settings: Mapping[str, Any], engine: str, key: str) -> Any:
-    """An engine option's raw value from GOTUNNEL_<ENGINE>_<KEY> or `[engines.<engine>]` (merge shim)."""
-    return os.environ.get(option_env(engine, key)) or ((settings.get("engines") or {}).get(engine) or {}).get(key)
-
-
-def runtime_name(settings: Mapping[str, Any], engine: str) -> str:
-    """The engine option `runtime`, else the `runtime` setting (`--runtime`, GOTUNNEL_RUNTIME), else process."""
-    name = engine_option(settings, engine, "runtime") or settings.get("runtime") or os.environ.get("GOTUNNEL_RUNTIME")
-    name = str(name or "process").lower()
-    if name not in RUNTIMES:
-        raise RuntimeFailure(f"unknown runtime {name!r} for engine {engine!r}; available: {', '.join(RUNTIMES)}")
-    return name
-
-
-def docker_image(settings: Mapping[str, Any], engine_class: type["SupervisedEngine"]) -> str:
-    """The engine's image: the option `image` (GOTUNNEL_<ENGINE>_IMAGE), else its pinned default."""
-    image = engine_option(settings, engine_class.name, "image") or engine_class.docker_image
-    if not image:
-        raise RuntimeFailure(f"the {engine_class.name} engine has no Docker image",
-                             hint=f"set GOTUNNEL_{engine_class.name.upper()}_IMAGE or [engines.{engine_class.name}] image")
-    return str(image)
-
-
-def _runtime_for(settings: Mapping[str, Any], engine_class: type["SupervisedEngine"], work_dir: Path) -> Runtime:
-    """The runtime `runtime_name` names, set up for this engine."""
-    if runtime_name(settings, engine_class.name) == "docker":
-        from .docker_runtime import DockerRuntime
-
-        program = engine_class.docker_program or engine_class.binary_candidates[0]
-        return DockerRuntime(engine_class.name, docker_image(settings, engine_class), work_dir, program)
-    return ProcessRuntime()
 
 
 def _clean_validator_output(output: str, config_dir: Path) -> str:

@@ -2,7 +2,8 @@
 
 Engines never start programs themselves: `SupervisedEngine` asks its runtime to `spawn` the
 engine and to `run` its validator, and hands the engine paths through `map_path`. `ProcessRuntime`
-is the only runtime; the protocol keeps engines independent of how their program runs.
+runs a child process, `docker_runtime.DockerRuntime` a container; the protocol keeps engines
+independent of how their program runs.
 """
 
 from __future__ import annotations

