@@ -8,6 +8,8 @@ The same `Runtime` protocol as `ProcessRuntime`, so engines stay unchanged:
   work directory is mounted read-write (its `run/` holds the control sockets the supervisor
   talks to: nginx's status socket, Caddy's admin socket, Envoy's admin socket), its `configs/`
   read-only over it (rendered configs), and the state directory's `certs/` read-only;
+- the container's environment is the engine's own variables (`SupervisedEngine.environment()`),
+  never the daemon's, which hold nothing for the engine and may hold secrets;
 - the container runs as the daemon's own user, is labelled with the owning state and work
   directories, and a container left by a dead daemon is found by those labels and removed by id;
 - signals go through the Docker API (`kill`), so nginx reloads with SIGHUP as a process does;
@@ -163,7 +165,7 @@ class DockerRuntime:
             "image": self.image,
             "command": [self.program, *argv[1:]],
             "entrypoint": [],
-            "environment": _engine_env(env),
+            "environment": dict(env),
             "working_dir": cwd,
             "user": f"{os.getuid()}:{os.getgid()}",
             "network_mode": "host",
@@ -210,7 +212,7 @@ class DockerRuntime:
         try:
             if running is not None and running.returncode is None:
                 result = await asyncio.wait_for(asyncio.to_thread(
-                    running.container.exec_run, command, environment=_engine_env(env), workdir=cwd,
+                    running.container.exec_run, command, environment=dict(env), workdir=cwd,
                     user=f"{os.getuid()}:{os.getgid()}"), timeout)
                 return int(result.exit_code if result.exit_code is not None else -1), result.output.decode("utf-8", "replace")
             return await asyncio.wait_for(asyncio.to_thread(self._run_once, argv, env, cwd), timeout)
@@ -287,11 +289,6 @@ def probe_docker(engine: str, image: str) -> BinaryStatus:
         return probe_image(client, engine, image)
     finally:
         client.close()
-
-
-def _engine_env(env: Mapping[str, str]) -> dict[str, str]:
-    """What the engine adds to the daemon's environment (never the daemon's own variables)."""
-    return {key: value for key, value in env.items() if os.environ.get(key) != value}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -140,8 +140,9 @@ class SupervisedEngine(Engine):
         when the program refuses it): the supervisor then swaps `current` back."""
 
     def environment(self) -> Mapping[str, str]:
-        """Variables added to the daemon's environment for the program and its validator
-        (Caddy: its data and config dirs inside the work directory). Default: none."""
+        """The program's own variables, for it and its validator (Caddy: its data and config dirs
+        inside the work directory): a process gets them on top of the daemon's environment, a
+        container only these (never the daemon's). Default: none."""
         return {}
 
     def ignore_stderr_line(self, line: str) -> bool:
@@ -351,7 +352,7 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30)
+        code, output = await self.runtime.run(argv, env=self.environment(), cwd=str(self.work.root), timeout=30)
         if code != 0:
             message = _clean_validator_output(output, config_dir) or f"exit status {code}"
             raise EngineValidationError(f"{self.name} refused the configuration: {message}",
@@ -368,9 +369,6 @@ class SupervisedEngine(Engine):
             self.work.discard(generation)
             raise
         return generation
-
-    def _program_env(self) -> dict[str, str]:
-        return {**os.environ, **self.environment()}
 
     def _on_stderr(self, line: str) -> None:
         self._tail.append(line)
@@ -391,7 +389,7 @@ class SupervisedEngine(Engine):
         self.before_spawn()
         mark = self._lines_seen
         argv = self.command(binary, self.work)
-        proc = await self.runtime.spawn(argv, env=self._program_env(), cwd=str(self.work.root), on_stderr=self._on_stderr,
+        proc = await self.runtime.spawn(argv, env=self.environment(), cwd=str(self.work.root), on_stderr=self._on_stderr,
                                         pass_fds=self.inherited_fds())
         try:
             self.work.write_record(proc.identity())

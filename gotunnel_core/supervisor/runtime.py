@@ -55,10 +55,13 @@ class Runtime(Protocol):
     async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str,
                     on_stderr: StderrSink, pass_fds: Sequence[int] = ()) -> EngineProcess:
         """Start the engine; every line it writes to stderr goes to `on_stderr`; `pass_fds` are
-        inherited under the same numbers (listening sockets the daemon owns)."""
+        inherited under the same numbers (listening sockets the daemon owns). `env` holds the
+        engine's own variables (`SupervisedEngine.environment()`): a process gets them on top of
+        the daemon's environment, a container gets only them."""
 
     async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
-        """Run a short command (the engine's validator) to completion: (exit status, output)."""
+        """Run a short command (the engine's validator) to completion: (exit status, output);
+        `env` as for `spawn`."""
 
     def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
         """Stop the engine described by `record` if (and only if) it is still that very process.
@@ -129,7 +132,7 @@ class ProcessRuntime:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
+            env={**os.environ, **env},
             cwd=cwd,
             start_new_session=True,  # own process group: signals to the daemon's group miss it
             pass_fds=tuple(pass_fds),
@@ -143,7 +146,7 @@ class ProcessRuntime:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=dict(env),
+            env={**os.environ, **env},
             cwd=cwd,
             start_new_session=True,
         )
