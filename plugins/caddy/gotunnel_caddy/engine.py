@@ -9,7 +9,10 @@ the running one in place. Readiness means: both ports accept connections and the
 returns exactly the config in `current`. Graceful stop is SIGTERM (Caddy drains for the
 config's grace period); crash restart and orphan cleanup come from `SupervisedEngine`. The
 daemon binds the HTTP and HTTPS ports and Caddy inherits them (`fd/N`), so no config load
-ever closes a listening socket with connections queued on it.
+ever closes a listening socket with connections queued on it. Under a runtime that cannot hand
+over sockets (`Runtime.passes_fds` False: the docker runtime's container) Caddy binds its ports
+itself, as it does outside gotunnel, and a route change is a plain `/load`: new connections that
+arrive during the switch may then be reset (see README "Caddy").
 
 Caddy's automatic HTTPS and its internal CA are off: it serves the certificate files gotunnel's
 CA issued, like every other engine, and its data/config dirs point into the work directory so
@@ -138,8 +141,8 @@ class CaddyEngine(SupervisedEngine):
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
         if not self.runtime.passes_fds:
-            # A container cannot inherit the daemon's sockets: Caddy binds its ports itself and
-            # rebinds them on each load (SO_REUSEPORT), as it does outside gotunnel.
+            # The program cannot inherit the daemon's sockets (a container): Caddy binds its ports
+            # itself and rebinds them on each load (SO_REUSEPORT), as it does outside gotunnel.
             return
         self._listeners = ListenerSockets(table.listen)
 
