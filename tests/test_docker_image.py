@@ -16,16 +16,17 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from cli_helpers import http_get
-from conftest import REPO, free_port, wait_for
+from gotunnel_core.testing import free_port, wait_for
+from gotunnel_core.testing.daemon import http_get
 from docker_helpers import (Tracker, build_image, busybox_image, docker_or_skip, python_base_image,  # noqa: F401
                             docker_client, docker_tracker)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import http_get
-from conftest import Gotunnel, free_port, wait_for
+from gotunnel_core.testing import Gotunnel, free_port, wait_for
+from gotunnel_core.testing.daemon import http_get
 from docker_helpers import Tracker, busybox_image, docker_client, docker_tracker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.docker

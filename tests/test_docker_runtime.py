@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import engine_status, serves, use_engine
-from conftest import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing.daemon import engine_status, serves, use_engine
 from docker_helpers import docker_client, docker_or_skip, engine_image  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.docker
@@ -59,6 +59,24 @@ def test_engine_container_labels_mounts_user_and_crash_restart(gotunnel: Gotunne
 
     g("stop", "--all", check=True)
     assert engine_containers(docker_client, g, "nginx") == []
+
+
+def test_container_environment_is_the_engines_own_never_the_daemons(gotunnel: Gotunnel, echo_backend: Any,
+                                                                    docker_client: Any) -> None:  # noqa: F811
+    """A container gets the engine's `environment()` (Caddy: its data and config dirs, GOMAXPROCS)
+    and the image's own variables, never the daemon's."""
+    g = use_docker(gotunnel, "caddy", docker_client)
+    g.env["GOTUNNEL_CADDY_GOMAXPROCS"] = "1"
+    g.env["DAEMON_SECRET"] = "never-in-the-container"
+    g("start", "-d", "app", "-p", str(echo_backend().port), check=True)
+    assert serves(g, "app")
+    [container] = engine_containers(docker_client, g, "caddy")
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    home = g.state_dir / "engines" / "caddy" / "home"
+    assert env["XDG_DATA_HOME"] == str(home / "data") and env["XDG_CONFIG_HOME"] == str(home / "config")
+    assert env["GOMAXPROCS"] == "1"
+    assert set(env) == {"XDG_DATA_HOME", "XDG_CONFIG_HOME", "GOMAXPROCS", "PATH"}  # PATH: the image's ENV
+    g("stop", "--all", check=True)
 
 
 def test_container_of_a_dead_daemon_is_removed_at_the_next_start(gotunnel: Gotunnel, echo_backend: Any,
