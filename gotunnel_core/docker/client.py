@@ -21,7 +21,7 @@ def docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def connect(timeout: float = 10.0) -> Any:
+def connect(timeout: int = 10) -> Any:
     """A `docker.DockerClient` that answered a ping; RuntimeFailure naming the cause otherwise."""
     try:
         import docker
