@@ -124,6 +124,7 @@ http {{
     listen 127.0.0.1:{self.tls_port} ssl http2;
     ssl_certificate {self.certs.cert};
     ssl_certificate_key {self.certs.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
     location = /1mib {{ root {www}; default_type application/octet-stream; }}
     location / {{ return 200 "hello world\\n"; }}
   }}
@@ -163,6 +164,8 @@ http {{
 class Engine:
     name = "?"
     proxy = True  # False for `direct`: no routing, reload or memory scenario
+    #: Worker processes (nginx worker_processes, builtin `workers`); 1 everywhere but `workers-2`.
+    workers = 1
 
     def __init__(self, workdir: Path, certs: Certs) -> None:
         self.workdir, self.certs = workdir, certs
@@ -251,7 +254,8 @@ class GotunnelEngine(Engine):
         url = f"http://127.0.0.1:{backend.port}"
         lines = [f'[[tunnels]]\nname = "{n}"\nbackends = ["{url}"]\n' for n in [*extra_names(tunnels - 1), MEASURED]]
         cfg.write_text("\n".join(lines))
-        env = {**os.environ, "GOTUNNEL_MDNS": "0", "XDG_CONFIG_HOME": str(self.dir / "xdg")}
+        env = {**os.environ, "GOTUNNEL_MDNS": "0", "XDG_CONFIG_HOME": str(self.dir / "xdg"),
+               "GOTUNNEL_WORKERS": str(self.workers)}
         subprocess.run(["taskset", "-c", str(ENGINE_CPU), *self._base(), "--config", str(cfg), "start"],
                        check=True, capture_output=True, env=env, timeout=300, cwd=self.dir)
         status = json.loads(subprocess.run([*self._base(), "status", "--json"], check=True, capture_output=True,
@@ -307,7 +311,12 @@ class GotunnelEngine(Engine):
             import httptools
             import uvloop
 
-            out += f" (uvloop {uvloop.__version__}, httptools {httptools.__version__})"
+            out += f" (uvloop {uvloop.__version__}, httptools {httptools.__version__}"
+            if self.engine == "builtin":
+                import gotunnel_builtin_proxy
+
+                out += ", compiled hot path" if gotunnel_builtin_proxy.compiled() else ", pure-Python hot path"
+            out += ")"
         except ImportError:
             pass
         return out
@@ -316,7 +325,9 @@ class GotunnelEngine(Engine):
 class NginxRef(Engine):
     """nginx configured by hand as the reference proxy, with the builtin engine's features:
     Host routing (one server block per tunnel), TLS with the gotunnel-issued cert, upstream
-    keep-alive (keepalive + HTTP/1.1 + Connection ""), X-Forwarded-For/-Proto/-Host, 1 worker."""
+    keep-alive (keepalive + HTTP/1.1 + Connection ""), X-Forwarded-For/-Proto/-Host, 1 worker.
+    TLS 1.2 and 1.3 like every gotunnel engine: Debian's nginx 1.22 defaults to TLS 1.2 at most,
+    whose ticket resumption skips the key exchange a TLS 1.3 resumption (as browsers do it) pays."""
 
     name = "nginx-ref"
 
@@ -337,7 +348,7 @@ class NginxRef(Engine):
     location / {{ proxy_pass http://backend; }}
   }}""" for n in self.names)
         return f"""
-worker_processes 1;
+worker_processes {self.workers};
 daemon off;
 user root;
 pid {d}/nginx.pid;
@@ -365,6 +376,7 @@ http {{
   proxy_set_header X-Forwarded-Host $http_host;
   ssl_certificate {self.certs.cert};
   ssl_certificate_key {self.certs.key};
+  ssl_protocols TLSv1.2 TLSv1.3;
   upstream backend {{
     server 127.0.0.1:{self.backend.port};
     keepalive 128;
@@ -595,7 +607,17 @@ class EnvoyRef(Engine):
 ENGINE_NAMES = ("direct", "builtin", "gotunnel-envoy", "nginx-ref", "caddy-ref", "envoy-ref")
 
 
-def make_engine(name: str, workdir: Path, certs: Certs, python: str) -> Engine:
+def make_engine(name: str, workdir: Path, certs: Certs, python: str, workers: int = 1) -> Engine:
+    """The adapter for `name`; `workers` > 1 only for builtin and nginx-ref (the `workers-2` scenario)."""
+    engine = _make_engine(name, workdir, certs, python)
+    if workers != 1:
+        if not isinstance(engine, (GotunnelEngine, NginxRef)) or engine.name not in ("builtin", "nginx-ref"):
+            raise ValueError(f"{name} has no worker setting in the harness")
+        engine.workers = workers
+    return engine
+
+
+def _make_engine(name: str, workdir: Path, certs: Certs, python: str) -> Engine:
     if name == "direct":
         return Direct(workdir, certs)
     if name == "builtin":

@@ -26,23 +26,33 @@ import psutil
 
 from .engines import (ENGINE_CPU, ENGINE_NAMES, LOAD_CPU, MEASURED, Backend, Engine, GotunnelEngine, SMALL_BODY,
                       make_certs, make_engine)
-from .util import cmd_version, http_status, machine_info, raise_nofile, tree_cpu_seconds
 from .h2loadrun import H2Load
+from .util import cmd_version, http_status, machine_info, raise_nofile, tree_connections, tree_cpu_by_process
 from .wrkrun import Wrk, WrkResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
-THROUGHPUT = ("http-small", "https-small", "h2-small", "http-1mib", "1000-tunnels")
+THROUGHPUT = ("http-small", "https-small", "https-handshake", "h2-small", "http-1mib", "1000-tunnels", "workers-2")
 SCENARIOS = (*THROUGHPUT, "reload-under-load", "idle-memory")
 REFERENCE = "nginx-ref"
 MiB = 1 << 20
 
-TARGETS = [  # (id, description, scenario, check)
-    ("http_vs_nginx", "builtin >= 0.5x nginx-ref req/s, HTTP small", "http-small", 0.5),
-    ("https_vs_nginx", "builtin >= 0.6x nginx-ref req/s, HTTPS small", "https-small", 0.6),
+#: Suffix of the second engine of a pair measured in the same rounds: one tunnel (`1000-tunnels`),
+#: two workers (`workers-2`).
+ONE_TUNNEL, TWO_WORKERS = "@1", "@2w"
+
+TARGETS = [  # (id, description, scenario, limit) -- issue 20, plus h2 and the earlier peers
+    ("http_vs_nginx", "builtin >= 0.8x nginx-ref req/s and per CPU-s, HTTP small", "http-small", 0.8),
+    ("http_p99", "builtin p99 <= 1.5x nginx-ref p99, HTTP small", "http-small", 1.5),
+    ("https_vs_nginx", "builtin >= 0.75x nginx-ref req/s, HTTPS small (keep-alive)", "https-small", 0.75),
+    ("handshake_vs_nginx", "builtin >= 0.7x nginx-ref req/s, HTTPS with a new resumed TLS handshake per request",
+     "https-handshake", 0.7),
     ("h2_vs_nginx", "builtin >= 0.5x nginx-ref req/s, HTTP/2 small (h2load -c10 -m10)", "h2-small", 0.5),
     ("vs_envoy", "builtin >= 1.0x envoy-ref req/s, HTTP small", "http-small", 1.0),
     ("vs_caddy", "builtin >= 1.5x caddy-ref req/s, HTTP small", "http-small", 1.5),
-    ("tunnels_1000", "builtin with 1,000 tunnels >= 0.95x of one tunnel (same rounds)", "1000-tunnels", 0.95),
+    ("tunnels_1000", "builtin with 1,000 tunnels >= 0.97x of one tunnel (median of per-round ratios)", "1000-tunnels",
+     0.97),
+    ("workers_2", "builtin workers = 2: a second worker adds >= 0.8x of one worker (from req per CPU-s)", "workers-2",
+     0.8),
     ("reload_errors", "builtin: zero failed requests during 100 route changes", "reload-under-load", 0),
     ("idle_rss", "builtin RSS < 60 MiB with 1,000 idle keep-alive connections", "idle-memory", 60),
 ]
@@ -53,7 +63,7 @@ def log(msg: str) -> None:
 
 
 def url_for(scenario: str, engine: Engine) -> str:
-    if scenario in ("https-small", "h2-small"):
+    if scenario in ("https-small", "https-handshake", "h2-small"):
         return f"https://{MEASURED}.localhost:{engine.https_port}/"
     path = "/1mib" if scenario == "http-1mib" else "/"
     return f"http://{MEASURED}.localhost:{engine.http_port}{path}"
@@ -84,6 +94,11 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def per_round_ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "rps") -> list[float]:
+    """a[i] / b[i] for rounds measured back to back: neighbours' load shifts both sides of a pair alike."""
+    return [round(x[key] / y[key], 3) for x, y in zip(a, b) if x.get(key) and y.get(key)]
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args, self.workdir = args, workdir
@@ -106,22 +121,38 @@ class Bench:
 
     def measure(self, engine: Engine, scenario: str) -> dict[str, Any]:
         url = url_for(scenario, engine)
-        load = self.h2load if scenario == "h2-small" else self.wrk
+        close = scenario == "https-handshake"  # Connection: close, so wrk opens (and resumes) TLS per request
+        if scenario == "h2-small":
+            start, finish = (lambda u, d: self.h2load.run(u, d)), (lambda p, timeout: p)
+        else:
+            start, finish = (lambda u, d: self.wrk.start(u, d, close)), self.wrk.finish
         if self.args.warmup > 0:
-            load.run(url, self.args.warmup)
+            finish(start(url, self.args.warmup), timeout=self.args.warmup + 30)
         before = self.backend.requests()
         pid = engine.pid or (self.backend.proc.pid if self.backend.proc else None)
-        cpu, cpu0 = CpuMeter(), tree_cpu_seconds(pid) if pid else 0.0
-        res = load.run(url, self.args.duration)
+        cpu, cpu0 = CpuMeter(), tree_cpu_by_process(pid) if pid else {}
+        proc = start(url, self.args.duration)
+        conns: dict[int, int] = {}
+        if engine.workers > 1 and pid:
+            time.sleep(min(2.0, self.args.duration / 2))
+            conns = tree_connections(pid, int(url.rsplit(":", 1)[1].split("/")[0]))
+        res = finish(proc, timeout=self.args.duration + 30)
         busy = cpu.busy()
-        used = (tree_cpu_seconds(pid) - cpu0) if pid else 0.0
+        cpu1 = tree_cpu_by_process(pid) if pid else {}
+        per_proc = sorted((round(t - cpu0.get(p, 0.0), 2) for p, t in cpu1.items()), reverse=True)
+        used = sum(per_proc)
         after = self.backend.requests()
         got = (after - before - 1) if before is not None and after is not None else None
         # On a shared machine the engine may not get its whole core: its own CPU time tells, and
         # requests per CPU second of the engine is far less sensitive to the neighbours than req/s.
-        return {**res.to_dict(), "backend_requests": got, "cpu_busy_pct": busy,
-                "engine_cpu_pct": round(100.0 * used / res.duration_s, 1) if res.duration_s else None,
-                "req_per_cpu_s": round(res.requests / used) if used > 0 else None}
+        out = {**res.to_dict(), "backend_requests": got, "cpu_busy_pct": busy,
+               "engine_cpu_pct": round(100.0 * used / res.duration_s, 1) if res.duration_s else None,
+               "req_per_cpu_s": round(res.requests / used) if used > 0 else None}
+        if engine.workers > 1:
+            # how the work and wrk's connections spread over the processes (workers and their parent)
+            out["cpu_s_by_process"] = [t for t in per_proc if t > 0]
+            out["connections_by_process"] = sorted((n for n in conns.values() if n), reverse=True)
+        return out
 
     def throughput(self, scenario: str) -> None:
         """Alternate rounds over the engines; for 1000-tunnels each engine runs twice side by side,
@@ -131,7 +162,15 @@ class Bench:
         if scenario == "1000-tunnels":
             for e in self.engines:
                 if e.proxy:
-                    runs += [(e.name, e, 1000), (f"{e.name}@1", make_engine(e.name, self.workdir, self.certs, self.python), 1)]
+                    runs += [(e.name, e, 1000),
+                             (e.name + ONE_TUNNEL, make_engine(e.name, self.workdir, self.certs, self.python), 1)]
+        elif scenario == "workers-2":
+            # one and two workers side by side, all on the engine CPU: on this 2-CPU machine the second
+            # worker cannot get a core of its own, so what is compared is requests per CPU second
+            for e in self.engines:
+                if e.name in ("builtin", REFERENCE):
+                    runs += [(e.name, e, 1),
+                             (e.name + TWO_WORKERS, make_engine(e.name, self.workdir, self.certs, self.python, workers=2), 1)]
         else:
             runs = [(e.name, e, 1) for e in self.engines]
         samples: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in runs}
@@ -156,14 +195,29 @@ class Bench:
         engines = {n: summarise(v) for n, v in samples.items() if v}
         self.results[scenario] = {"tunnels": 1000 if scenario == "1000-tunnels" else 1, "engines": engines}
         for label, summary in engines.items():
-            ref_label = REFERENCE + ("@1" if label.endswith("@1") else "")
+            suffix = next((x for x in (ONE_TUNNEL, TWO_WORKERS) if label.endswith(x)), "")
+            ref_label = REFERENCE + suffix
             ref = engines.get(ref_label, {}).get("rps")
             summary["x_nginx"] = round(summary["rps"] / ref, 3) if ref and summary["rps"] else None
             ref_eff = engines.get(ref_label, {}).get("req_per_cpu_s")
             summary["x_nginx_per_cpu"] = round(summary["req_per_cpu_s"] / ref_eff, 3) if ref_eff and summary["req_per_cpu_s"] else None
-            one = engines.get(f"{label}@1", {}).get("rps")
+            if ref_label in samples and ref_label != label:
+                summary["x_nginx_rounds"] = per_round_ratios(samples[label], samples[ref_label])
+                summary["x_nginx_per_cpu_rounds"] = per_round_ratios(samples[label], samples[ref_label], "req_per_cpu_s")
+            one = engines.get(label + ONE_TUNNEL, {}).get("rps")
             if one and summary["rps"]:
                 summary["x_one_tunnel"] = round(summary["rps"] / one, 3)
+                summary["x_one_tunnel_rounds"] = per_round_ratios(samples[label], samples[label + ONE_TUNNEL])
+                summary["x_one_tunnel_median_of_rounds"] = median(summary["x_one_tunnel_rounds"])
+            two = label + TWO_WORKERS
+            if two in samples:
+                # per CPU second, two workers against one; with a core per worker the second worker
+                # adds this ratio x 2 - 1 of one worker's throughput (when both stay busy)
+                ratios = per_round_ratios(samples[two], samples[label], "req_per_cpu_s")
+                summary["two_workers_per_cpu_rounds"] = ratios
+                eff = median(ratios)
+                summary["two_workers_per_cpu"] = eff
+                summary["second_worker_adds"] = round(2 * eff - 1, 3) if eff else None
 
     def reload_under_load(self) -> None:
         out: dict[str, Any] = {}
@@ -350,9 +404,23 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         value: float | None = None
         per_cpu: float | None = None
         ok: bool | None = None
-        if tid in ("http_vs_nginx", "https_vs_nginx", "h2_vs_nginx", "vs_envoy", "vs_caddy", "tunnels_1000"):
-            other = {"vs_envoy": "envoy-ref", "vs_caddy": "caddy-ref", "tunnels_1000": "builtin@1"}.get(tid, REFERENCE)
+        if tid in ("http_vs_nginx", "https_vs_nginx", "handshake_vs_nginx", "h2_vs_nginx", "vs_envoy", "vs_caddy"):
+            other = {"vs_envoy": "envoy-ref", "vs_caddy": "caddy-ref"}.get(tid, REFERENCE)
             value, per_cpu = ratio(scn, "builtin", other), ratio(scn, "builtin", other, "req_per_cpu_s")
+            if value is not None:
+                ok = value >= limit and (tid != "http_vs_nginx" or (per_cpu is not None and per_cpu >= limit))
+        elif tid == "http_p99":
+            value = ratio(scn, "builtin", REFERENCE, "p99_ms")
+            if value is not None:
+                ok = value <= limit
+        elif tid == "tunnels_1000":
+            value = rps(scn, "builtin", "x_one_tunnel_median_of_rounds")
+            per_cpu = ratio(scn, "builtin", "builtin" + ONE_TUNNEL, "req_per_cpu_s")
+            if value is not None:
+                ok = value >= limit
+        elif tid == "workers_2":
+            value = rps(scn, "builtin", "second_worker_adds")
+            per_cpu = rps(scn, "builtin", "two_workers_per_cpu")
             if value is not None:
                 ok = value >= limit
         elif tid == "reload_errors":
@@ -399,8 +467,20 @@ def render_markdown(report: dict[str, Any]) -> str:
                              f"{_f(r['engine_cpu_pct'])} | {_f(r['req_per_cpu_s'])} | {_f(r.get('x_nginx_per_cpu'), 2)} | "
                              f"{' / '.join(f'{x:.0f}' for x in r['cpu_busy_pct'])} |")
         if "1000-tunnels" in res:
-            ratios = {n: r.get("x_one_tunnel") for n, r in res["1000-tunnels"]["engines"].items() if r.get("x_one_tunnel")}
-            lines += ["", "1,000 tunnels vs one tunnel, same rounds: " + ", ".join(f"{n} {v:.2f}x" for n, v in ratios.items())]
+            rounds = {n: r for n, r in res["1000-tunnels"]["engines"].items() if r.get("x_one_tunnel")}
+            lines += ["", "1,000 tunnels vs one tunnel, median of per-round ratios (rounds): " + ", ".join(
+                f"{n} {r['x_one_tunnel_median_of_rounds']:.2f}x ({', '.join(f'{x:.2f}' for x in r['x_one_tunnel_rounds'])})"
+                for n, r in rounds.items())]
+        if "workers-2" in res:
+            w2 = {n: r for n, r in res["workers-2"]["engines"].items() if r.get("two_workers_per_cpu")}
+            lines += ["", "Two workers vs one, both on the engine CPU, req per CPU-s (rounds); with a core per worker the "
+                      "second adds 2 x ratio - 1: " + ", ".join(
+                          f"{n} {r['two_workers_per_cpu']:.2f}x ({', '.join(f'{x:.2f}' for x in r['two_workers_per_cpu_rounds'])}) "
+                          f"-> adds {r['second_worker_adds']:.2f}x" for n, r in w2.items())]
+            for n, r in res["workers-2"]["engines"].items():
+                split = [s.get("connections_by_process") for s in r["rounds"] if s.get("connections_by_process")]
+                if split:
+                    lines.append(f"- {n}: wrk's 50 connections per worker process, by round: {split}")
         lines.append("")
     if "reload-under-load" in res:
         lines += [f"Reload under load ({res['reload-under-load']['duration_s']} s of wrk while routes are added one by one):", "",

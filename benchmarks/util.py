@@ -38,15 +38,19 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None
             pass
 
 
-def tree_rss(pid: int) -> int:
-    """Resident set size in bytes of a process plus all its descendants (nginx: master + workers)."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (nginx: master + workers; builtin: daemon + workers)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    """Resident set size in bytes of a process plus all its descendants (nginx: master + workers)."""
     total = 0
-    for proc in procs:
+    for proc in _tree(pid):
         try:
             total += proc.memory_info().rss
         except psutil.NoSuchProcess:
@@ -54,30 +58,34 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by a process and its descendants that are alive now."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
+def tree_cpu_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU seconds so far of each live process in the tree of `pid` (workers apart)."""
+    out: dict[int, float] = {}
+    for proc in _tree(pid):
         try:
             t = proc.cpu_times()
-            total += t.user + t.system
+            out[proc.pid] = t.user + t.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return out
+
+
+def tree_connections(pid: int, port: int) -> dict[int, int]:
+    """Established TCP connections on local `port` held by each process of the tree of `pid`
+    (how the kernel spread the load generator's connections over worker processes)."""
+    out: dict[int, int] = {}
+    for proc in _tree(pid):
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out[proc.pid] = sum(1 for c in conns if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+    return out
 
 
 def pin_tree(pid: int, cpus: set[int]) -> None:
     """Pin every thread of a process and of its descendants to `cpus` (sched_setaffinity is per thread)."""
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for proc in procs:
+    for proc in _tree(pid):
         for tid in os.listdir(f"/proc/{proc.pid}/task") if os.path.isdir(f"/proc/{proc.pid}/task") else []:
             try:
                 os.sched_setaffinity(int(tid), cpus)

@@ -3,6 +3,11 @@
 wrk takes the TLS SNI and the Host header from the URL's host, so the URL names `bench.localhost`;
 a tiny Lua script overrides `wrk.resolve` to connect to 127.0.0.1 instead, so neither /etc/hosts nor
 DNS is involved. The script defines no request/response hook, so wrk's hot path stays native.
+
+With `close=True` the script also sends `Connection: close`: the server closes after each response
+and wrk reconnects, so every request pays a new TCP connection and, over HTTPS, a new TLS handshake.
+wrk keeps the session its OpenSSL client got and offers it again, so handshakes are resumed (TLS 1.3
+session tickets), as browsers do.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ wrk.resolve = function(host, service)
   wrk.addrs = wrk.lookup("127.0.0.1", service)
 end
 """
+CLOSE_LUA = 'wrk.headers["Connection"] = "close"\n'
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 _SIZE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -88,17 +94,22 @@ def parse_wrk_output(text: str) -> WrkResult:
 class Wrk:
     """wrk pinned to the load-generator CPU, always -t1 -c50 --latency unless told otherwise."""
 
-    def __init__(self, workdir: Path, cpu: int, threads: int = 1, connections: int = 50, wrk_bin: str = "wrk") -> None:
+    def __init__(self, workdir: Path, cpu: int, threads: int = 1, connections: int = 50, wrk_bin: str = "wrk",
+                 timeout_s: int = 2) -> None:
         self.script = workdir / "resolve.lua"
         self.script.write_text(RESOLVE_LUA)
+        self.close_script = workdir / "resolve-close.lua"
+        self.close_script.write_text(RESOLVE_LUA + CLOSE_LUA)
         self.cpu, self.threads, self.connections, self.bin = cpu, threads, connections, wrk_bin
+        self.timeout_s = timeout_s  # wrk's per-request timeout (its default, 2 s, unless under valgrind)
 
-    def argv(self, url: str, duration: float) -> list[str]:
+    def argv(self, url: str, duration: float, close: bool = False) -> list[str]:
         return ["taskset", "-c", str(self.cpu), self.bin, f"-t{self.threads}", f"-c{self.connections}",
-                f"-d{max(1, int(round(duration)))}s", "--latency", "-s", str(self.script), url]
+                f"-d{max(1, int(round(duration)))}s", f"--timeout={self.timeout_s}s", "--latency",
+                "-s", str(self.close_script if close else self.script), url]
 
-    def start(self, url: str, duration: float) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.argv(url, duration), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start(self, url: str, duration: float, close: bool = False) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(url, duration, close), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(self, proc: subprocess.Popen[str], timeout: float) -> WrkResult:
         try:
@@ -111,5 +122,5 @@ class Wrk:
             raise RuntimeError(f"wrk failed ({proc.returncode}): {err.strip()} {out.strip()}")
         return parse_wrk_output(out)
 
-    def run(self, url: str, duration: float) -> WrkResult:
-        return self.finish(self.start(url, duration), timeout=duration + 30)
+    def run(self, url: str, duration: float, close: bool = False) -> WrkResult:
+        return self.finish(self.start(url, duration, close), timeout=duration + 30)

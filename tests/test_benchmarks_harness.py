@@ -106,3 +106,33 @@ def test_parses_h2load_rate_protocol_and_failures() -> None:
     assert res.to_dict()["protocol"] == "h2"
     with pytest.raises(ValueError):
         parse_h2load_output("connect error")
+
+
+def test_per_round_ratios_pair_rounds_measured_back_to_back():
+    pytest.importorskip("psutil")
+    from benchmarks.run import per_round_ratios
+
+    a = [{"rps": 90.0}, {"rps": 50.0}, {"rps": None}]
+    b = [{"rps": 100.0}, {"rps": 100.0}, {"rps": 80.0}]
+    assert per_round_ratios(a, b) == [0.9, 0.5]
+
+
+def test_issue_20_targets_read_medians_of_rounds_and_per_cpu_figures():
+    pytest.importorskip("psutil")
+    from benchmarks.run import evaluate_targets
+
+    results = {
+        "http-small": {"engines": {"builtin": {"rps": 80.0, "req_per_cpu_s": 70.0, "p99_ms": 3.0},
+                                   "nginx-ref": {"rps": 100.0, "req_per_cpu_s": 100.0, "p99_ms": 2.5}}},
+        "1000-tunnels": {"engines": {"builtin": {"rps": 90.0, "req_per_cpu_s": 90.0, "x_one_tunnel_median_of_rounds": 0.98},
+                                     "builtin@1": {"rps": 100.0, "req_per_cpu_s": 100.0}}},
+        "workers-2": {"engines": {"builtin": {"two_workers_per_cpu": 0.95, "second_worker_adds": 0.9}}},
+    }
+    got = {t["id"]: t for t in evaluate_targets(results)}
+    # 0.8x by req/s but 0.7x per CPU second: the HTTP target needs both
+    assert got["http_vs_nginx"]["value"] == 0.8 and got["http_vs_nginx"]["status"] == "MISS"
+    assert got["http_p99"]["value"] == 1.2 and got["http_p99"]["status"] == "pass"
+    # the ratio of medians (0.9) would miss; the median of per-round ratios decides
+    assert got["tunnels_1000"]["value"] == 0.98 and got["tunnels_1000"]["status"] == "pass"
+    assert got["workers_2"]["value"] == 0.9 and got["workers_2"]["status"] == "pass"
+    assert got["https_vs_nginx"]["status"] == "n/a"

@@ -178,7 +178,9 @@ class BuiltinEngine(Engine):
         if socks is not None:
             where = [{"sock": socks[0]}, {"sock": socks[1]}]
         try:
-            self._servers.append(await loop.create_server(lambda: ClientProtocol(st, False), **where[0]))
+            # ClientProtocol is an asyncio protocol by its methods, not by inheritance (protocol.py)
+            self._servers.append(await loop.create_server(
+                lambda: ClientProtocol(st, False), **where[0]))  # type: ignore[arg-type,return-value]
             self._servers.append(await loop.create_server(
                 https_protocol, ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
                 **where[1]))

@@ -1092,7 +1092,7 @@ class AlpnDispatch(asyncio.Protocol):
             st.connections_total += 1
             proto = H2Protocol(st, getattr(sslobj, "gotunnel_sni", NO_SNI))
         else:
-            proto = ClientProtocol(st, True)
+            proto = ClientProtocol(st, True)  # type: ignore[assignment]  # a protocol by its methods
         transport.set_protocol(proto)  # type: ignore[attr-defined]
         proto.connection_made(transport)
 

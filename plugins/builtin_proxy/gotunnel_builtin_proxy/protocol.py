@@ -1,8 +1,13 @@
-"""Client side: one asyncio.Protocol per accepted connection, parsing requests with httptools.
+"""Client side: one asyncio protocol per accepted connection, parsing requests with httptools.
 
 Each request is routed by Host (and SNI on HTTPS), its head rebuilt from the parsed headers
 (hop-by-hop removed, X-Forwarded-* set) and sent to a pooled upstream connection; bodies are
 re-framed and streamed with backpressure. Pipelined requests are queued and answered in order.
+
+This module and upstream.py are the hot path. When Cython is present at install time they are
+compiled, typed by protocol.pxd / upstream.pxd beside them (so these classes implement the
+protocol interface themselves instead of subclassing asyncio.Protocol: a compiled class cannot
+extend a Python one); the .py files stay the one source and run as they are without Cython.
 """
 
 from __future__ import annotations
@@ -75,8 +80,8 @@ class Req:
         self.local = False
 
 
-class ClientProtocol(asyncio.Protocol):
-    """A client connection on the HTTP or HTTPS listener."""
+class ClientProtocol:
+    """A client connection on the HTTP or HTTPS listener (an asyncio.Protocol by its methods)."""
 
     def __init__(self, st: "ProxyState", https: bool) -> None:
         self.st = st
@@ -135,6 +140,10 @@ class ClientProtocol(asyncio.Protocol):
                 up.transport.close()
         self.active = None
         self.pipeline = None
+        # The parser holds this protocol for its callbacks: dropping it here lets reference counting
+        # free the pair at once instead of leaving a cycle for the garbage collector.
+        self.parser = None  # type: ignore[assignment]
+        self.parsing = None
 
     def close(self) -> None:
         """Close after what was written (used by timeouts and shutdown)."""
@@ -380,7 +389,7 @@ class ClientProtocol(asyncio.Protocol):
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
         req.route = route
-        if conn is not None or route.req_remove:
+        if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
@@ -545,7 +554,8 @@ class ClientProtocol(asyncio.Protocol):
         """The upstream response was fully relayed."""
         if self.upstream is up:
             self.upstream = None
-        self._resume(P_UPSTREAM)
+        if self.paused:
+            self._resume(P_UPSTREAM)
         req = self.active
         if req is None or self.phase == CLOSED:
             return
@@ -644,7 +654,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         self.phase = IDLE
         self.t_phase = time.monotonic()
-        self._resume(P_PIPELINE)
+        if self.paused:
+            self._resume(P_PIPELINE)
 
     # -- timeouts ------------------------------------------------------------------------------
     def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:

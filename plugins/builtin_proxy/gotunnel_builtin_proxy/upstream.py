@@ -35,8 +35,11 @@ WRITE_HIGH = 256 * 1024
 CONNECT_TIMEOUT = 10.0
 
 
-class UpstreamProtocol(asyncio.Protocol):
-    """One connection to a backend; attached to at most one client exchange at a time."""
+class UpstreamProtocol:
+    """One connection to a backend; attached to at most one client exchange at a time.
+
+    An asyncio.Protocol by its methods (not by inheritance: see protocol.py on the compiled build).
+    """
 
     __slots__ = (
         "pool", "transport", "parser", "client", "ct", "req", "headers", "idle", "closed", "t_idle",
@@ -93,6 +96,13 @@ class UpstreamProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(WRITE_HIGH)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        finally:
+            # The parser refers back to this protocol: dropping it leaves no cycle for the collector.
+            self.parser = None  # type: ignore[assignment]
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.idle:
             self.pool.discard(self)
@@ -112,6 +122,10 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.client = None
         client.upstream_lost(self, exc)
+
+    def eof_received(self) -> bool:
+        """The backend half-closed: let the transport close (a close-delimited body ends there)."""
+        return False
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -379,7 +393,8 @@ class Pool:
         if self._ssl is not None:
             kwargs = {"ssl": self._ssl, "server_hostname": self.host}
         _, proto = await asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamProtocol(self), self.host, self.port, **kwargs),
+            self.loop.create_connection(lambda: UpstreamProtocol(self), self.host, self.port,  # type: ignore[type-var]
+                                        **kwargs),
             CONNECT_TIMEOUT,
         )
         return proto

@@ -1,0 +1,140 @@
+"""The builtin engine's request path alone: `python -m benchmarks.hotpath [--browser] [--callgrind]`.
+
+One client connection and one pooled upstream connection of the real protocol classes, on
+in-memory transports: N requests go through the client side's parser, routing and head rebuild,
+the canned backend response through the upstream side's parser and relay. No sockets, so what is
+left is the Python (or compiled) code plus httptools: the part of a request's cost this project
+writes. `--callgrind` runs this twice under valgrind (N and 6N requests) and prints the
+difference per request: instructions, repeatable to a fraction of a percent on a busy machine.
+GOTUNNEL_PURE_PYTHON=1 measures the pure-Python build where the compiled one is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+WRK = b"GET / HTTP/1.1\r\nHost: bench.localhost:8080\r\n\r\n"
+BROWSER = (b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: bench.localhost:8080\r\n"
+           b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120\r\nAccept: */*\r\n"
+           b"Accept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n"
+           b"Referer: http://bench.localhost:8080/\r\nCookie: a=b; c=d\r\nSec-Fetch-Dest: script\r\n"
+           b"Sec-Fetch-Mode: no-cors\r\nSec-Fetch-Site: same-origin\r\nConnection: keep-alive\r\n\r\n")
+#: What the bench backend (nginx) answers.
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 03 Dec 2026 10:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\nhello world\n")
+
+
+class MemoryTransport:
+    """Just enough of an asyncio transport: keeps the last bytes written."""
+
+    def __init__(self) -> None:
+        self.last = b""
+
+    def write(self, data: bytes) -> None:
+        self.last = data
+
+    def writelines(self, parts: Any) -> None:
+        self.last = b"".join(parts)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+    def set_write_buffer_limits(self, *args: Any) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def run(requests: int, request: bytes) -> float:
+    """Seconds for `requests` proxied requests after a warm-up (engine built as the daemon builds it)."""
+    from gotunnel_builtin_proxy.config import Settings
+    from gotunnel_builtin_proxy.engine import BuiltinEngine
+    from gotunnel_builtin_proxy.protocol import ClientProtocol
+    from gotunnel_builtin_proxy.state import ProxyState
+    from gotunnel_builtin_proxy.tls import CertStore
+    from gotunnel_builtin_proxy.upstream import UpstreamProtocol
+    from gotunnel_core.engine import EngineContext
+    from gotunnel_core.models import Listen, RouteTable, Tunnel
+
+    engine = BuiltinEngine(EngineContext(work_dir=Path(tempfile.gettempdir()), settings={}))
+    engine._settings, engine._certs = Settings(), CertStore()  # what serve() sets before _build
+    table = RouteTable(Listen("127.0.0.1", 8080, 8443),
+                       (Tunnel.from_raw({"name": "bench", "backends": ["http://127.0.0.1:9"]}),), {}, None)
+    router, _, _ = engine._build(table)
+    st = ProxyState(loop=asyncio.get_running_loop(), settings=engine._settings, router=router)
+    pool = next(iter(engine._pools.values()))
+    up, up_transport = UpstreamProtocol(pool), MemoryTransport()
+    up.connection_made(up_transport)
+    pool.release(up)
+    client, client_transport = ClientProtocol(st, False), MemoryTransport()
+    client.connection_made(client_transport)
+    for _ in range(200):
+        client.data_received(request)
+        up.data_received(RESPONSE)
+    proxied = up_transport.last.startswith(request.split(b" ", 1)[0])
+    if not (proxied and client_transport.last.endswith(b"hello world\n")):
+        raise RuntimeError("the request was not proxied")
+    gc.collect()
+    t0 = time.perf_counter()
+    for _ in range(requests):
+        client.data_received(request)
+        up.data_received(RESPONSE)
+    return time.perf_counter() - t0
+
+
+def instructions_per_request(requests: int, browser: bool) -> float:
+    """Instructions (callgrind) of 6N minus N requests, per request: start-up and warm-up cancel out."""
+    totals = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (requests, 6 * requests):
+            out = Path(tmp) / f"cg.{n}"
+            argv = [sys.executable, "-m", "benchmarks.hotpath", "-n", str(n), *(["--browser"] if browser else [])]
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], check=True,
+                           capture_output=True)
+            totals.append(int(re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.M).group(1)))
+    return (totals[1] - totals[0]) / (5 * requests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.hotpath", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--requests", type=int, default=None,
+                   help="requests (default 100,000; 1,000 with --callgrind)")
+    p.add_argument("--browser", action="store_true", help="a 12-header browser request instead of wrk's 1 header")
+    p.add_argument("--callgrind", action="store_true", help="instructions per request instead of time")
+    args = p.parse_args(argv)
+    import gotunnel_builtin_proxy
+
+    compiled = getattr(gotunnel_builtin_proxy, "compiled", lambda: False)  # absent before the compiled build
+    build = "compiled" if compiled() else "pure-Python"
+    kind = "browser" if args.browser else "wrk"
+    if args.callgrind:
+        per = instructions_per_request(args.requests or 1000, args.browser)
+        print(f"{per:,.0f} instructions per request ({kind}-style request, {build} build)")
+        return 0
+    import uvloop
+
+    n = args.requests or 100_000
+    seconds = uvloop.run(run(n, BROWSER if args.browser else WRK))
+    print(f"{1e6 * seconds / n:.2f} us per request ({kind}-style request, {build} build, {n:,} requests)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+# Types for the optional compiled build of protocol.py (see its docstring): C fields instead of
+# instance dictionaries and slot descriptors, and C calls between the hot-path methods. Every
+# field of the Python classes is declared here, public so other modules (and tests) read them.
+
+cimport cython
+
+from gotunnel_builtin_proxy.upstream cimport UpstreamProtocol
+
+
+@cython.final
+cdef class Req:
+    cdef public bytes url, method
+    cdef public list headers, head_parts
+    cdef public bint http11, keep_alive, upgrade, is_head, head_done, complete, chunked, discard, local
+    cdef public object body, route, backend, tried
+    cdef public Py_ssize_t body_size
+
+
+@cython.final
+cdef class ClientProtocol:
+    cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf
+    cdef public bint https, activity, write_paused, resp_done, eof
+    cdef public bytes xfp, peer_ip
+    cdef public tuple peer
+    cdef public Req parsing, active
+    cdef public int phase, paused
+    cdef public double t_phase
+    cdef public Py_ssize_t head_bytes, chunk_len
+
+    cpdef close(self)
+    cpdef _pause(self, int reason)
+    cpdef _resume(self, int reason)
+    cpdef _reject(self, status, message)
+    cpdef _dispatch(self, Req req)
+    cpdef _local(self, Req req, bytes response)
+    cpdef _send(self, Req req, backend)
+    @cython.locals(up=UpstreamProtocol)
+    cpdef _attach(self, Req req, up)
+    cpdef response_done(self, up, bint keep_alive)
+    cpdef _finish_exchange(self)

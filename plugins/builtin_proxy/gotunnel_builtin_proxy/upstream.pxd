@@ -1,0 +1,29 @@
+# Types for the optional compiled build of upstream.py (see protocol.py's docstring).
+
+cimport cython
+
+
+@cython.final
+cdef class UpstreamProtocol:
+    cdef public object pool, transport, parser, client, ct, req
+    cdef public list headers, out
+    cdef public double t_idle
+    cdef public bint idle, closed, activity, out_chunked, finished, head_sent, got_bytes, interim, broken
+    cdef public bint until_close, reset_parser, upgrade_ok, upgraded, client_ka, reused, paused_by_client, via, keep
+
+    cpdef _reset(self)
+    cpdef attach(self, client, req)
+    cpdef _complete(self)
+
+
+# Not final: h2_upstream.H1Pool extends it (and pools its own connection class).
+cdef class Pool:
+    cdef public object loop, _ssl
+    cdef public str scheme, host
+    cdef public int port, max_idle
+    cdef public list idle
+    cdef public double idle_timeout
+    cdef public bint via, closed
+
+    cpdef get(self)
+    cpdef release(self, up)
