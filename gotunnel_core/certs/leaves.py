@@ -93,25 +93,45 @@ def build_leaf(
     not_after: datetime,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """Sign a serverAuth leaf for arbitrary SANs (low level: no files, no name constraints check)."""
+    key = new_private_key()
+    return sign_leaf(ca, key.public_key(), dns_names, ip_addresses, not_before=not_before, not_after=not_after), key
+
+
+def sign_leaf(
+    ca: CertificateAuthority,
+    public_key: ec.EllipticCurvePublicKey,
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str | IPAddress] = (),
+    *,
+    not_before: datetime,
+    not_after: datetime,
+    subject: x509.Name | None = None,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
+) -> x509.Certificate:
+    """Sign a leaf for `public_key` (a key that may live elsewhere, e.g. from a CSR).
+
+    `usage` is the one extended key usage (serverAuth, or clientAuth for team members);
+    `subject` replaces the default (CN = the first DNS name).
+    """
     ca_cert = ca.certificate
     not_after = min(not_after, ca_cert.not_valid_after_utc)  # never outlive the CA
     ips = [ipaddress.ip_address(ip) for ip in ip_addresses]
-    key = new_private_key()
     cn = dns_names[0] if dns_names else (str(ips[0]) if ips else "")
     # An IP in the CN would be checked by OpenSSL as a DNS name against the constraints; skip it.
-    subject = (
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        if dns_names and len(cn) <= 64
-        else x509.Name([])
-    )
+    if subject is None:
+        subject = (
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+            if dns_names and len(cn) <= 64
+            else x509.Name([])
+        )
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ip) for ip in ips]
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -124,14 +144,13 @@ def build_leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        # RFC 5280: SAN must be critical when the subject is empty.
-        .add_extension(x509.SubjectAlternativeName(sans), critical=not subject.rdns)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca.private_key, hashes.SHA256())
     )
-    return cert, key
+    if sans:  # RFC 5280: SAN must be critical when the subject is empty.
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=not subject.rdns)
+    return builder.sign(ca.private_key, hashes.SHA256())
 
 
 def _cert_sans(cert: x509.Certificate) -> tuple[set[str], set[IPAddress]]:

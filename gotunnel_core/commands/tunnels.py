@@ -167,11 +167,17 @@ def list_(state: CliState, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_state
 def status(state: CliState, as_json: bool) -> None:
-    """Daemon pid, engine, ports, tunnels and certificate expiry."""
+    """Daemon pid, engine, ports, tunnels and certificate expiry (and the team agent's hub and names)."""
+    from ..team.status import agent_status
+
     info = state.ask_running_daemon("status")
+    team_agent = agent_status(state.layout.root)
     if as_json:
-        emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {})})
+        emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {}), "agent": team_agent})
         return
+    if team_agent is not None:
+        click.echo(f"team agent: {'connected to ' + team_agent['hub'] if team_agent['connected'] else 'not connected'}, "
+                   f"publishing {', '.join(team_agent['published']) or 'nothing'}")
     if info is None:
         click.echo("daemon: not running")
         return

@@ -17,6 +17,10 @@ Layout (relative to the engine's config directory, `<work_dir>/current` when run
     cds.json                one cluster per tunnel (weights, health checks, outlier detection)
     rds/<name>.json         one route configuration per connection manager
 
+The same builders serve the team edge (`gotunnel_envoy.team`): with `EnvoyOptions.ads` every
+subscription points at the ADS stream instead of a file, and `suffixes` replaces `.localhost`
+/ `.local` with the team domain; the hub then sends these very resources over delta xDS.
+
 Envoy reads LDS/CDS/RDS through `path_config_source` with `watched_directory` = the work dir:
 the supervisor publishes a new generation by renaming the `current` symlink, which is a move
 in the watched directory, and Envoy re-reads every file through the new link. Route changes
@@ -28,13 +32,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from gotunnel_core import pages
 from gotunnel_core.errors import ValidationError
-from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, RouteTable, Tunnel
+from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
 T = "type.googleapis.com/"
 HCM_TYPE = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -81,6 +85,18 @@ class EnvoyOptions:
     max_connections: int = 10000
     via: bool = False
     upstream_idle_timeout: float = 30.0
+    #: Host suffixes every tunnel answers under (the team edge: its team domain).
+    suffixes: tuple[str, ...] = NAME_SUFFIXES
+    #: Subscribe RDS through the ADS stream (the team edge) instead of watched files.
+    ads: bool = False
+    #: The 404 page lists the active tunnels (off on a team edge: thousands of names).
+    list_tunnels_on_404: bool = True
+    #: Tunnel name -> the Host header sent upstream (the team edge: the agent's local name).
+    upstream_hosts: Mapping[str, str] = field(default_factory=dict)
+    #: (name, labels): the HTTPS connection manager picks its route configuration by the first
+    #: `labels` labels of the Host (scoped routes, SRDS; the team edge: one per name) instead
+    #: of one RDS resource for every name.
+    scoped_routes: tuple[str, int] | None = None
 
     @property
     def config_dir(self) -> Path:
@@ -116,17 +132,17 @@ def cluster_name(tunnel: Tunnel) -> str:
     return f"tunnel_{_slug(tunnel.name)}"
 
 
-def _domains(tunnel: Tunnel) -> list[str]:
+def _domains(tunnel: Tunnel, suffixes: tuple[str, ...] = NAME_SUFFIXES) -> list[str]:
     """Every Host a tunnel answers: `NAME.SUFFIX`, also with a trailing dot (ports are ignored
     by `ignore_port_in_host_matching`). A wildcard `*.x` becomes Envoy's suffix wildcard."""
     out: list[str] = []
-    for suffix in NAME_SUFFIXES:
+    for suffix in suffixes:
         out += [f"{tunnel.name}.{suffix}", f"{tunnel.name}.{suffix}."]
     return out
 
 
-def _server_names(tunnel: Tunnel) -> list[str]:
-    return [f"{tunnel.name}.{suffix}" for suffix in NAME_SUFFIXES]
+def _server_names(tunnel: Tunnel, suffixes: tuple[str, ...] = NAME_SUFFIXES) -> list[str]:
+    return [f"{tunnel.name}.{suffix}" for suffix in suffixes]
 
 
 # ----- pages --------------------------------------------------------------------------------------------
@@ -257,12 +273,14 @@ def _path_prefix(tunnel: Tunnel) -> str:
     return prefixes.pop()
 
 
-def _forward_route(tunnel: Tunnel) -> dict[str, Any]:
+def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None) -> dict[str, Any]:
     req, resp = tunnel.headers.request, tunnel.headers.response
     action: dict[str, Any] = {
         "cluster": cluster_name(tunnel),
         "timeout": "0s",  # no response deadline: SSE and long polls stream for as long as they like
     }
+    if options is not None and tunnel.name in options.upstream_hosts:
+        action["host_rewrite_literal"] = options.upstream_hosts[tunnel.name]
     prefix = _path_prefix(tunnel)
     if prefix:
         action["prefix_rewrite"] = prefix + "/"
@@ -295,10 +313,10 @@ def _forward_route(tunnel: Tunnel) -> dict[str, Any]:
     return route
 
 
-def _one_label_match(tunnel: Tunnel) -> dict[str, Any]:
+def _one_label_match(tunnel: Tunnel, names: tuple[str, ...] = NAME_SUFFIXES) -> dict[str, Any]:
     """Envoy's `*.x.localhost` also matches `a.b.x.localhost`; gotunnel's wildcard is one label."""
     base = _re2_literal(tunnel.name[2:])
-    suffixes = "|".join(_re2_literal(s) for s in NAME_SUFFIXES)
+    suffixes = "|".join(_re2_literal(s) for s in names)
     regex = rf"(?i)^[^.:\[\]]+\.{base}\.(?:{suffixes})\.?(?::[0-9]+)?$"
     return {"name": ":authority", "string_match": {"safe_regex": {"regex": regex}}}
 
@@ -316,25 +334,29 @@ def _not_found_route(meta: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: dict[str, str]) -> dict[str, Any]:
+def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: dict[str, str],
+                  options: EnvoyOptions | None = None) -> dict[str, Any]:
+    suffixes = options.suffixes if options is not None else NAME_SUFFIXES
     if plain_http and tunnel.redirect_https:
         redirect: dict[str, Any] = {"https_redirect": True, "response_code": "PERMANENT_REDIRECT"}
         if table.listen.https_port != 443:
             redirect["port_redirect"] = table.listen.https_port
         main: dict[str, Any] = {"name": tunnel.name, "match": {"prefix": "/"}, "redirect": redirect}
     else:
-        main = _forward_route(tunnel)
+        main = _forward_route(tunnel, options)
     routes = [main]
     if tunnel.is_wildcard:
-        main["match"]["headers"] = [_one_label_match(tunnel)]
+        main["match"]["headers"] = [_one_label_match(tunnel, suffixes)]
         routes.append(_not_found_route(nf_meta))
-    return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel), "routes": routes}
+    return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel, suffixes), "routes": routes}
 
 
-def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool) -> dict[str, Any]:
+def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool,
+                 options: EnvoyOptions | None = None) -> dict[str, Any]:
     """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all."""
-    nf_meta = _not_found_metadata(table, table.tunnels)
-    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta) for t in served]
+    listed = table.tunnels if options is None or options.list_tunnels_on_404 else ()
+    nf_meta = _not_found_metadata(table, listed)
+    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta, options) for t in served]
     vhosts.append({"name": "not_found", "domains": ["*"], "routes": [_not_found_route(nf_meta)]})
     return {
         "@type": ROUTE_CONFIG_TYPE,
@@ -366,6 +388,9 @@ def _preserve_case() -> dict[str, Any]:
 
 
 def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
+    """Where a subscription reads its resources: a watched file, or the ADS stream (team edge)."""
+    if options.ads:
+        return ADS_SOURCE
     return {
         "path_config_source": {
             "path": str(options.config_dir / rel),
@@ -373,6 +398,22 @@ def _path_source(options: EnvoyOptions, rel: str) -> dict[str, Any]:
         },
         "resource_api_version": "V3",
     }
+
+
+def _routes_source(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
+    """Where a connection manager's routes come from: one RDS resource, or (HTTPS on a team
+    edge) one per name, picked by the Host's leading labels through scoped routes."""
+    if options.scoped_routes is not None and stat_prefix == "https":
+        name, labels = options.scoped_routes
+        return {"scoped_routes": {
+            "name": name,
+            "scope_key_builder": {"fragments": [
+                {"header_value_extractor": {"name": ":authority", "element_separator": ".", "index": index}}
+                for index in range(labels)]},
+            "rds_config_source": _path_source(options, "rds"),
+            "scoped_rds": {"scoped_rds_config_source": _path_source(options, "srds")},
+        }}
+    return {"rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")}}
 
 
 def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
@@ -398,7 +439,7 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, An
         "http_protocol_options": {"accept_http_10": True, "header_key_format": _preserve_case()},
         "http2_protocol_options": {"allow_connect": True},  # websockets over HTTP/2 (RFC 8441)
         "upgrade_configs": [{"upgrade_type": "websocket"}],
-        "rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")},
+        **_routes_source(options, stat_prefix, rds_name),
         "local_reply_config": local_reply_config(),
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}}],
@@ -408,16 +449,29 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, An
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
 
 
+#: The config source of a resource delivered on the ADS stream (LDS/CDS in the team bootstrap,
+#: RDS and SDS inside them).
+ADS_SOURCE: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+
+
 def _downstream_tls(cert: CertFiles) -> dict[str, Any]:
+    return _downstream_tls_context({"tls_certificates": [{"certificate_chain": {"filename": cert.cert},
+                                                          "private_key": {"filename": cert.key}}]})
+
+
+def sds_downstream_tls(*secret_names: str) -> dict[str, Any]:
+    """A TLS transport socket whose certificates are SDS secrets (on the ADS stream), picked by
+    SNI among them: Envoy swaps a rotated certificate in place, without touching the listener."""
+    return _downstream_tls_context({"tls_certificate_sds_secret_configs": [
+        {"name": name, "sds_config": ADS_SOURCE} for name in secret_names]})
+
+
+def _downstream_tls_context(certificates: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": DOWNSTREAM_TLS_TYPE,
-            "common_tls_context": {
-                "tls_certificates": [{"certificate_chain": {"filename": cert.cert},
-                                      "private_key": {"filename": cert.key}}],
-                "alpn_protocols": ["h2", "http/1.1"],
-            },
+            "common_tls_context": {**certificates, "alpn_protocols": ["h2", "http/1.1"]},
         },
     }
 
@@ -436,29 +490,62 @@ def _chain_metadata(cert: CertFiles, digests: Mapping[str, str]) -> dict[str, An
     return {"filter_metadata": {NS: {"cert": digests.get(cert.cert, ""), "key": digests.get(cert.key, "")}}}
 
 
-def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI)."""
-    digests = digests or {}
-    listen = table.listen
-    out: list[dict[str, Any]] = [{
+def http_listener(listen: Listen, options: EnvoyOptions, rds_name: str = "http") -> dict[str, Any]:
+    """The plain HTTP listener: one connection manager on the route configuration `rds_name`."""
+    return {
         "@type": LISTENER_TYPE,
         "name": f"http_{listen.bind}_{listen.http_port}",
         "address": _address(listen.bind, listen.http_port),
         # Envoy binds with SO_REUSEPORT by default: a stale proxy on the same port would then
         # silently share the connections. Without it, a taken port fails the start loudly.
         "enable_reuse_port": False,
-        "filter_chains": [{"name": "http", "filters": [_hcm(options, "http", "http")]}],
-    }]
+        "filter_chains": [{"name": "http", "filters": [_hcm(options, "http", rds_name)]}],
+    }
+
+
+def tls_chain(name: str, server_names: list[str], transport_socket: dict[str, Any], options: EnvoyOptions,
+              rds_name: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One HTTPS filter chain: picked by SNI (any SNI when `server_names` is empty), terminating
+    TLS, then routing by `rds_name` (or by scoped routes, see `EnvoyOptions.scoped_routes`)."""
+    chain: dict[str, Any] = {
+        "name": name,
+        "transport_socket": transport_socket,
+        "filters": [_hcm(options, "https", rds_name)],
+    }
+    if server_names:
+        chain["filter_chain_match"] = {"server_names": server_names}
+    if metadata is not None:
+        chain["metadata"] = metadata
+    return chain
+
+
+def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI)."""
+    digests = digests or {}
+    listen = table.listen
+    out: list[dict[str, Any]] = [http_listener(listen, options)]
     chains = [
-        {
-            "name": f"tls_{_slug(t.name)}",
-            "filter_chain_match": {"server_names": _server_names(t)},
-            "transport_socket": _downstream_tls(table.certs[t.name]),
-            "filters": [_hcm(options, "https", "tls")],
-            "metadata": _chain_metadata(table.certs[t.name], digests),
-        }
+        tls_chain(f"tls_{_slug(t.name)}", _server_names(t, options.suffixes), _downstream_tls(table.certs[t.name]),
+                  options, "tls", _chain_metadata(table.certs[t.name], digests))
         for t in _tls_tunnels(table)
     ]
+    out.append(https_listener(listen, chains, _default_chain(table, options, digests)))
+    return out
+
+
+def _default_chain(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str]) -> dict[str, Any] | None:
+    if table.default_cert is None:
+        return None
+    return {
+        "name": "tls_default",
+        "transport_socket": _downstream_tls(table.default_cert),
+        "filters": [_hcm(options, "https", "tls")],
+        "metadata": _chain_metadata(table.default_cert, digests),
+    }
+
+
+def https_listener(listen: Listen, chains: list[dict[str, Any]], default_chain: dict[str, Any] | None) -> dict[str, Any]:
+    """The HTTPS listener: `chains` by SNI, else `default_chain` (or, with neither, a closed port)."""
     https: dict[str, Any] = {
         "@type": LISTENER_TYPE,
         "name": f"https_{listen.bind}_{listen.https_port}",
@@ -468,13 +555,8 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
                               "typed_config": {"@type": TLS_INSPECTOR_TYPE}}],
         "filter_chains": chains,
     }
-    if table.default_cert is not None:
-        https["default_filter_chain"] = {
-            "name": "tls_default",
-            "transport_socket": _downstream_tls(table.default_cert),
-            "filters": [_hcm(options, "https", "tls")],
-            "metadata": _chain_metadata(table.default_cert, digests),
-        }
+    if default_chain is not None:
+        https["default_filter_chain"] = default_chain
     elif not chains:
         # Nothing to serve over TLS yet: still hold the port (as every engine does) and close
         # each connection at once.
@@ -483,11 +565,10 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
             "filters": [{"name": "envoy.filters.network.direct_response",
                          "typed_config": {"@type": DIRECT_RESPONSE_TYPE}}],
         }
-    out.append(https)
-    return out
+    return https
 
 
-def route_configs(table: RouteTable) -> dict[str, dict[str, Any]]:
+def route_configs(table: RouteTable, options: EnvoyOptions | None = None) -> dict[str, dict[str, Any]]:
     """Every RouteConfiguration by name (one file each: an RDS file holds exactly one).
 
     `http` serves every tunnel; `tls` is shared by every TLS filter chain (each tunnel's and the
@@ -495,9 +576,9 @@ def route_configs(table: RouteTable) -> dict[str, dict[str, Any]]:
     file. The price: on a tunnel's TLS connection a Host naming another TLS tunnel is served
     where the builtin engine answers 421.
     """
-    configs = {"http": route_config("http", table, table.tunnels, plain_http=True)}
+    configs = {"http": route_config("http", table, table.tunnels, plain_http=True, options=options)}
     if _tls_tunnels(table) or table.default_cert is not None:
-        configs["tls"] = route_config("tls", table, _tls_tunnels(table), plain_http=False)
+        configs["tls"] = route_config("tls", table, _tls_tunnels(table), plain_http=False, options=options)
     return configs
 
 
@@ -648,7 +729,7 @@ def render_documents(table: RouteTable, options: EnvoyOptions,
         "lds.json": _discovery(listeners(table, options, digests)),
         "cds.json": _discovery([cluster(t, options) for t in table.tunnels]),
     }
-    for name, config in route_configs(table).items():
+    for name, config in route_configs(table, options).items():
         docs[f"rds/{name}.json"] = _discovery([config])
     return docs
 

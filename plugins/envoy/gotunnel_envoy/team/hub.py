@@ -1,0 +1,165 @@
+"""`gotunnel hub`: one stateless control-plane replica.
+
+One gRPC port, mutual TLS (client certificates from the team CA are required): delta ADS for
+the Envoy edges and the agent API for agents. All state is in etcd; the hub reads the team
+(domain, CA) there at start, follows every change with one watch, issues the edges'
+certificates into etcd, and keeps its agents' leases alive. Run as many as you like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+import structlog
+
+from gotunnel_core.certs import CertificateAuthority
+from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, ensure_certs
+from gotunnel_core.team.etcd import Etcd
+from gotunnel_core.team.identity import issue_server
+from gotunnel_core.team.service import AgentService
+from gotunnel_core.team.store import TeamView, load_team
+
+from .xds import AdsServer, XdsCache
+
+log = structlog.get_logger("gotunnel.hub")
+
+#: Seconds between two rounds of edge-certificate issuing (see `_cert_keeper`).
+CERT_ROUND = 0.3
+#: The hub's own server certificate lives this long; a hub re-issues it when it restarts.
+SERVER_CERT_VALIDITY = timedelta(days=30)
+
+
+@dataclass
+class HubOptions:
+    listen: str
+    etcd: str
+    lease_ttl: int = 10
+    edge_cert_validity: timedelta = DEFAULT_VALIDITY
+
+
+async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: object,
+                       validity: timedelta, wake: asyncio.Event) -> None:
+    """Issue and rotate edge certificates: on every name change, and periodically for expiry."""
+    period = max(1.0, min(60.0, validity.total_seconds() / 12))
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), period)
+        except asyncio.TimeoutError:
+            pass
+        # At most one round per CERT_ROUND: every round re-sends the changed buckets to every
+        # edge, so a burst of new users shares rounds.
+        await asyncio.sleep(CERT_ROUND)
+        wake.clear()
+        try:
+            if await ensure_certs(etcd, view, ca, team, validity) < 0:  # type: ignore[arg-type]
+                # Lost a race with another hub: look again once its certificates arrived
+                # (with jitter, so two hubs do not keep colliding).
+                await asyncio.sleep(0.05 + random.random() * 0.1)
+                wake.set()
+        except Exception as exc:  # noqa: BLE001 - etcd down: the next round retries
+            log.warning("hub.cert_issue_failed", error=f"{type(exc).__name__}")
+
+
+async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Run the hub until `stop` is set."""
+    etcd = Etcd.from_urls(options.etcd)
+    try:
+        record = await load_team(etcd)
+    except grpc.aio.AioRpcError as exc:
+        await etcd.close()
+        raise RuntimeFailure(f"etcd at {options.etcd} did not answer: {exc.code().name}") from None
+    team = record.team
+    ca = CertificateAuthority.in_memory(record.ca_cert, record.ca_key)
+    cert, key, _ = issue_server(ca, [team.hub_name], SERVER_CERT_VALIDITY)
+    hub_id = f"{socket.gethostname()}:{options.listen}:{os.getpid()}"
+
+    wake_certs = asyncio.Event()
+    view = TeamView(etcd)
+    cache = XdsCache(view, team)
+    agents = AgentService(etcd, view, ca, team, hub_id, lease_ttl=options.lease_ttl)
+    ads = AdsServer(cache, view)
+
+    async def notify_streams() -> None:
+        async with cache.changed:
+            cache.changed.notify_all()
+
+    def on_change(kinds: set[str]) -> None:
+        cache.dirty.set()
+        if "names" in kinds:
+            wake_certs.set()
+        if "revoked" in kinds:
+            agents.revoked_sessions()
+            asyncio.ensure_future(notify_streams())
+
+    view.on_change = on_change
+    server = grpc.aio.server(options=[
+        # Dead agents are found by their missing pings (one lease TTL); keep-alives only
+        # clean up connections, leniently, so a busy client is not cut off.
+        ("grpc.keepalive_time_ms", 10000), ("grpc.keepalive_timeout_ms", 10000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000), ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 0), ("grpc.max_send_message_length", 256 << 20),
+    ])
+    server.add_generic_rpc_handlers((agents.handler(), ads.handler()))
+    creds = grpc.ssl_server_credentials([(key, cert + ca.cert_pem())], root_certificates=ca.cert_pem(),
+                                        require_client_auth=True)
+    try:
+        server.add_secure_port(options.listen, creds)
+    except RuntimeError as exc:
+        await etcd.close()
+        raise RuntimeFailure(f"cannot listen on {options.listen}: {exc}", hint="pick a free ADDR:PORT") from None
+    tasks = [asyncio.create_task(view.run()), asyncio.create_task(cache.run()), asyncio.create_task(agents.keep_leases()),
+             asyncio.create_task(_cert_keeper(etcd, view, ca, team, options.edge_cert_validity, wake_certs))]
+    await view.ready.wait()
+    cache.rebuild()
+    wake_certs.set()
+    await server.start()
+    log.warning("hub.ready", listen=options.listen, team=team.domain, hub=hub_id)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(grace=1.0)
+        for task in tasks:
+            task.cancel()
+        await etcd.close()
+
+
+def _few_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at two before gRPC starts its threads: with one arena per
+    thread, a hub's RSS grows by tens of MiB of fragmented, never-returned heap."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
+def run(options: HubOptions) -> None:
+    """The `gotunnel hub` process: serve until SIGTERM/SIGINT."""
+    _few_malloc_arenas()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(options, stop)
+
+    started = time.monotonic()
+    asyncio.run(main())
+    log.info("hub.stopped", after=round(time.monotonic() - started, 1))

