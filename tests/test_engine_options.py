@@ -119,3 +119,22 @@ def test_bad_runtime_or_image_fails_in_one_line_before_a_daemon(gotunnel: Gotunn
         assert result.code == 2 and result.out == ""
         assert result.err.splitlines()[0] == f"error: {message}", result.err
     assert gotunnel.daemon_pid() is None
+
+
+@pytest.mark.parametrize("reference", ["nginx:1.28.0", "envoyproxy/envoy:v1.40.0", "gotunnel-test/nginx:dfcadd1ea1dcbf19",
+                                       "localhost:5000/team/caddy", "registry.example.com/a/b:c", "reg:5000/x",
+                                       "caddy@sha256:" + "a" * 64])
+def test_image_reference_accepts_docker_references(reference: str) -> None:
+    from gotunnel_core.values import image_reference
+
+    assert image_reference(reference) == reference
+    assert image_reference("") is None
+
+
+@pytest.mark.parametrize("reference", ["Nginx", "Nginx/x", "nginx:", "a b", " nginx", "nginx;rm -rf /", "-x",
+                                       "nginx:1\n", "a//b", "x" * 300, 7])
+def test_image_reference_refuses_anything_else(reference: Any) -> None:
+    from gotunnel_core.values import image_reference
+
+    with pytest.raises(ValueError, match="must be a Docker image reference"):
+        image_reference(reference)
