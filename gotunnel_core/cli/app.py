@@ -33,6 +33,9 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.hosts",
     "gotunnel_core.commands.doctor",
     "gotunnel_core.commands.docker",
+    "gotunnel_core.commands.run",
+    "gotunnel_core.commands.urls",
+    "gotunnel_core.commands.ports",
     "gotunnel_core.commands.team",
 )
 
@@ -53,6 +56,9 @@ class CliState:
             from ..logs import configure
 
             self._resolved = resolve(self.flags)
+            from ..ports.client import standard_port_defaults
+
+            standard_port_defaults(self._resolved.values, self._resolved.sources)
             # The CLI shows warnings and errors; info lines belong in the daemon's log.
             wanted = "debug" if self._resolved["debug"] else self._resolved["log_level"]
             configure(self._resolved["log_format"], wanted if wanted in ("debug", "error") else "warning")

@@ -7,18 +7,19 @@ from typing import Any
 import click
 
 from ..cli.app import CliState, emit_json, pass_state
-from ..errors import RuntimeFailure, UsageError
+from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..hookspecs import hookimpl
 
 
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-                       redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
+                       redirect_https: bool, health_path: str | None, state: CliState,
+                       host_header: str | None = None) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from ..models import Tunnel, parse_port
 
     if domain is None:
-        if port or backends:
-            raise UsageError("--port/--backend need --domain NAME")
+        if port or backends or host_header:
+            raise UsageError("--port/--backend/--host-header need --domain NAME")
         file_tunnels = state.file_tunnels()
         if not file_tunnels and state.settings["providers"]:
             return []  # serve what the providers (Docker containers) declare
@@ -41,7 +42,14 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["redirect_https"] = True
     if health_path:
         raw["health"] = {"path": health_path}
+    if host_header is not None:
+        raw["host_header"] = host_header
     return [Tunnel.from_raw(raw)]
+
+
+#: `--host-header` help, shared by `start` and `run`.
+HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
+                    "or a literal host[:port].")
 
 
 def _backend_entry(raw: str) -> Any:
@@ -59,16 +67,18 @@ def _backend_entry(raw: str) -> Any:
 @click.option("--https/--no-https", "https", default=None, help="Serve HTTPS too (default on).")
 @click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
 @click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
+@click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-          redirect_https: bool, health_path: str | None, foreground: bool, as_json: bool) -> None:
+          redirect_https: bool, health_path: str | None, host_header: str | None, foreground: bool,
+          as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     from ..engine import find_engine
 
     settings = state.settings
-    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
+    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header)
     spec = find_engine(state.engine_specs(), settings["engine"])
     options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
@@ -80,14 +90,28 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     if foreground:
         _run_foreground(state, payload)
         return
-    started = state.client(spawn=True).request("start", tunnels=payload)
+    client = state.client(spawn=True)
+    started = client.request("start", tunnels=payload)
     if as_json:
         emit_json({"tunnels": started})
+    else:
+        for item in started:
+            click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
+            for url in item["urls"]:
+                click.echo(f"  {url}")
+    warn_host_refusals(started, client)
+
+
+def warn_host_refusals(described: list[Any], client: Any) -> None:
+    """On stderr: each backend that refuses the Host it gets through the tunnel, with the fix."""
+    from ..hostcheck import check_described, warning_lines
+
+    try:
+        lines = warning_lines(check_described(described, client.ping() or {}))
+    except (GotunnelError, KeyError, ValueError):
         return
-    for item in started:
-        click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
-        for url in item["urls"]:
-            click.echo(f"  {url}")
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _run_foreground(state: CliState, payload: list[Any]) -> None:

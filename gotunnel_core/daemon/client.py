@@ -125,7 +125,10 @@ def ensure_daemon(layout: StateLayout, argv: Sequence[str], deadline: float = 30
                 return client
             if process is not None and process.poll() is not None:
                 tail = _output_tail(layout.daemon_output)
-                last = tail.splitlines()[-1] if tail else f"exit code {process.returncode}"
+                lines = tail.splitlines()
+                # The daemon's own one-line error (a hint may follow it), else its last line.
+                errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+                last = errors[-1] if errors else lines[-1] if lines else f"exit code {process.returncode}"
                 raise RuntimeFailure(f"the daemon failed to start: {last}", hint=f"full output: {layout.daemon_output}")
             time.sleep(0.05)
         raise RuntimeFailure(f"the daemon did not answer within {deadline:g} s", hint="see `gotunnel logs`")

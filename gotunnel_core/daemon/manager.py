@@ -14,19 +14,22 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..certservice import CertService
-from ..engine import Engine, EngineContext, collect_engines, find_engine
+from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
-from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
+from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager, call_hook
 from ..providers import ProvidedTunnel, ProviderProblem
 from ..state import TunnelStore
 from ..urls import tunnel_urls
 from .provider_host import ProviderHost
+
+if TYPE_CHECKING:
+    from ..supervisor.listeners import ListenerSockets
 
 log = get_logger("gotunnel.daemon")
 
@@ -35,6 +38,15 @@ log = get_logger("gotunnel.daemon")
 RENEW_CHECK_INTERVAL = 3600.0
 CLOCK_TICK = 15.0
 SLEEP_JUMP = 60.0
+
+
+class TunnelNameTaken(RuntimeFailure):
+    """A start without `force` named a tunnel that other backends already serve."""
+
+    def __init__(self, name: str, current: Tunnel) -> None:
+        backends = ", ".join(b.url for b in current.backends)
+        super().__init__(f"tunnel {name!r} is already served by {backends}",
+                         hint=f"--force replaces it; or choose another name with -d NAME (`gotunnel stop {name}` frees it)")
 
 
 class TunnelManager:
@@ -59,6 +71,7 @@ class TunnelManager:
         self.provided: dict[str, list[ProvidedTunnel]] = {}
         self.provider_problems: dict[str, list[ProviderProblem]] = {}
         self.provider_host = ProviderHost(layout, settings, self, self._explain)
+        self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -69,11 +82,13 @@ class TunnelManager:
         spec = find_engine(specs, self.settings["engine"])
         work_dir = self.layout.engine_dir(spec.name)
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        received = await asyncio.to_thread(self._receive_listeners, spec, specs)
         context = EngineContext(
             work_dir=work_dir,
             settings=dict(self.settings),
             hook=self.plugins.hook,
             log=get_logger(f"gotunnel.engine.{spec.name}"),
+            listeners=received,
         )
         self.engine = spec.engine_class(context)
         self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
@@ -98,6 +113,25 @@ class TunnelManager:
         log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid(),
                  providers=sorted(self.provider_host.providers))
 
+    def _receive_listeners(self, spec: EngineSpec, specs: Mapping[str, EngineSpec]) -> ListenerSockets | None:
+        """The root-bound sockets of `gotunnel ports` when our ports need them (None otherwise); an
+        engine that cannot serve on them is refused with the reason it declares."""
+        from ..ports.client import needs_broker, receive_listeners
+
+        engine_class = spec.engine_class
+        if needs_broker(self.listen) and not engine_class.serves_given_sockets:
+            why = engine_class.capability("given_sockets").reason or "it does not serve on sockets it is given"
+            able = [name for name, other in specs.items() if other.engine_class.serves_given_sockets]
+            raise RuntimeFailure(
+                f"the {spec.name} engine cannot serve on ports {self.listen.http_port}/{self.listen.https_port} "
+                f"without root: {why}",
+                hint=f"on these ports use --engine {' or '.join(sorted(able)) or '(none installed)'}, "
+                     "or ports of 1024 and above (see docs/ports.md)")
+        received = receive_listeners(self.listen)
+        if received is not None:
+            self._listeners = received
+        return received
+
     async def shutdown(self, *, forget: bool = False) -> None:
         """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
         for task in self._tasks:
@@ -121,13 +155,25 @@ class TunnelManager:
                 for tunnel in tunnels:
                     self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
                 self.tunnels = {}
+            if self._listeners is not None:
+                self._listeners.close()  # our copies; the broker keeps the ports
+                self._listeners = None
 
     # ----- operations ----------------------------------------------------------------------
 
-    async def start_tunnels(self, raw_tunnels: list[Any]) -> list[dict[str, Any]]:
-        """Add or replace tunnels; returns each with its URLs once the engine serves it."""
+    async def start_tunnels(self, raw_tunnels: list[Any], *, force: bool = True) -> list[dict[str, Any]]:
+        """Add or replace tunnels; returns each with its URLs once the engine serves it.
+
+        Without `force`, a name already served by other backends is refused (`TunnelNameTaken`)
+        before anything changes; the same backends again just update the tunnel's options.
+        """
         new = [Tunnel.from_raw(raw) for raw in raw_tunnels]
         async with self._lock:
+            if not force:
+                for tunnel in new:
+                    current = self.tunnels.get(tunnel.name)
+                    if current is not None and current.backends != tunnel.backends:
+                        raise TunnelNameTaken(tunnel.name, current)
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
@@ -147,10 +193,21 @@ class TunnelManager:
                 self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
             return [self.describe(t) for t in new]
 
-    async def stop_tunnels(self, raw_names: list[str]) -> list[str]:
-        """Stop and forget the named tunnels; unknown names are refused before anything changes."""
+    async def stop_tunnels(self, raw_names: list[str], if_backends: Mapping[str, list[str]] | None = None) -> list[str]:
+        """Stop and forget the named tunnels; unknown names are refused before anything changes.
+
+        With `if_backends` (name -> backend URLs), a tunnel is stopped only while it still has
+        exactly those backends, and names that are gone or were replaced are skipped: how `run`
+        removes the tunnel it added without touching one another command put in its place.
+        """
         names = [parse_tunnel_name(n) for n in raw_names]
         async with self._lock:
+            if if_backends is not None:
+                wanted = {parse_tunnel_name(n): [Backend.parse(u).url for u in urls] for n, urls in if_backends.items()}
+                names = [n for n in names if n in self.tunnels
+                         and [b.url for b in self.tunnels[n].backends] == wanted.get(n)]
+                if not names:
+                    return []
             missing = [n for n in names if n not in self.tunnels]
             if missing:
                 running = ", ".join(sorted(self.tunnels)) or "none"

@@ -52,8 +52,10 @@ class DaemonServer:
         self.forget_on_exit = False
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
-            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", []))),
-            "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", []))),
+            # `force` (default true: `start` replaces, as it always did) false refuses a name other
+            # backends serve; `if_backends` makes `stop` skip tunnels that were replaced meanwhile.
+            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", [])), force=a.get("force", True) is not False),
+            "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", [])), _mapping_or_none(a.get("if_backends"))),
             "stop_all": self._stop_all,
             "list": self._list,
             "status": self._status,
@@ -144,6 +146,15 @@ class DaemonServer:
                 except FileNotFoundError:
                     pass
             log.info("daemon stopped", forget=self.forget_on_exit)
+
+
+def _mapping_or_none(raw: Any) -> dict[str, list[str]] | None:
+    """`if_backends` of a `stop` request: name -> list of backend URLs, or absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise UsageError("malformed request to the daemon: if_backends must map names to URL lists")
+    return raw
 
 
 def run_daemon(

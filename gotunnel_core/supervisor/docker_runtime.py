@@ -206,7 +206,8 @@ class DockerRuntime:
         self._running = _Container(container, loop, on_stderr)
         return self._running
 
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
+                  pass_fds: Sequence[int] = ()) -> tuple[int, str]:
         running = self._running
         command = [self.program, *argv[1:]]
         try:

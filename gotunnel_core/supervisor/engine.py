@@ -46,6 +46,7 @@ from ..models import CertFiles, RouteTable
 from ..options import EngineOption, option_env
 from ..values import choice, image_reference, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
+from .listeners import ListenerSockets
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
 from .workdir import WorkDir
@@ -141,9 +142,16 @@ class SupervisedEngine(Engine):
 
     def environment(self) -> Mapping[str, str]:
         """The program's own variables, for it and its validator (Caddy: its data and config dirs
-        inside the work directory): a process gets them on top of the daemon's environment, a
-        container only these (never the daemon's). Default: none."""
+        inside the work directory; nginx: `NGINX`, naming the listening sockets it inherits): a
+        process gets them on top of the daemon's environment, a container only these (never the
+        daemon's). Default: none."""
         return {}
+
+    def validator_message(self, output: str, config_dir: Path) -> str:
+        """The validator's `output` as the one-line reason a refused config shows (exit 2). Default:
+        each non-empty line minus nginx-style timestamps and `pid#tid: ` prefixes and `config_dir/`,
+        joined with "; "; an engine whose validator talks differently cleans its own."""
+        return _clean_validator_output(output, config_dir)
 
     def ignore_stderr_line(self, line: str) -> bool:
         """True for a stderr line not worth logging (it still counts for `stderr_since`)."""
@@ -153,17 +161,31 @@ class SupervisedEngine(Engine):
         """Clean up what a crashed instance may have left (stale sockets)."""
 
     def open_listeners(self, table: RouteTable) -> None:
-        """Bind what the daemon itself listens on for the engine (see `ListenerSockets`); called
-        once per start, after a leftover engine was stopped. Default: the engine binds its ports."""
+        """Bind what the daemon itself listens on for the engine (see `ListenerSockets`), or take
+        `context.listeners.dup()` when the daemon was given the sockets (an engine with
+        `serves_given_sockets`); called once per start, after a leftover engine was stopped.
+        Default: the engine binds its ports."""
 
     def inherited_fds(self) -> Sequence[int]:
-        """File descriptors every spawned engine process inherits (from `open_listeners`)."""
+        """File descriptors the program inherits under the same numbers (from `open_listeners`);
+        its validator inherits them too, as `nginx -t` binds every address it does not inherit."""
         return ()
 
     def close_listeners(self) -> None:
         """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
 
     # ----- what a subclass may use ------------------------------------------------------------------
+
+    def given_listeners(self) -> ListenerSockets | None:
+        """The daemon's listening sockets for this engine (the root-bound 80/443 of `gotunnel
+        ports`), or None; refused in one line when the runtime cannot hand sockets to the program
+        (a container), since the engine could then not serve on those ports at all."""
+        given = self.context.listeners
+        if given is not None and not self.runtime.passes_fds:
+            raise RuntimeFailure(
+                f"the {self.name} engine in a container cannot serve on the sockets `gotunnel ports` hands the daemon",
+                hint="use runtime = process on ports 80/443, or ports of 1024 and above")
+        return given
 
     @property
     def process(self) -> EngineProcess | None:
@@ -352,9 +374,10 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=self.environment(), cwd=str(self.work.root), timeout=30)
+        code, output = await self.runtime.run(argv, env=self.environment(), cwd=str(self.work.root), timeout=30,
+                                              pass_fds=self.inherited_fds())
         if code != 0:
-            message = _clean_validator_output(output, config_dir) or f"exit status {code}"
+            message = self.validator_message(output, config_dir) or f"exit status {code}"
             raise EngineValidationError(f"{self.name} refused the configuration: {message}",
                                         hint="the running configuration was kept")
 

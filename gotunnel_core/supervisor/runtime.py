@@ -59,9 +59,10 @@ class Runtime(Protocol):
         engine's own variables (`SupervisedEngine.environment()`): a process gets them on top of
         the daemon's environment, a container gets only them."""
 
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
+                  pass_fds: Sequence[int] = ()) -> tuple[int, str]:
         """Run a short command (the engine's validator) to completion: (exit status, output);
-        `env` as for `spawn`."""
+        `env` and `pass_fds` as for `spawn`."""
 
     def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
         """Stop the engine described by `record` if (and only if) it is still that very process.
@@ -140,7 +141,8 @@ class ProcessRuntime:
         reader = asyncio.get_running_loop().create_task(_forward_lines(proc.stderr, on_stderr))
         return _Process(proc, reader, argv)
 
-    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[int, str]:
+    async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
+                  pass_fds: Sequence[int] = ()) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -149,6 +151,7 @@ class ProcessRuntime:
             env={**os.environ, **env},
             cwd=cwd,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)

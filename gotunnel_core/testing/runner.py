@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,16 +21,47 @@ from typing import Any, Callable, Iterator
 _HANDED_OUT: set[int] = set()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' source ports (Linux default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    """True if a listener could bind `port` on 127.0.0.1 right now (no SO_REUSEADDR, so a port
+    still in TIME_WAIT counts as taken)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now, never one this test process handed out before
-    (two calls in a row may otherwise get the same port back from the kernel)."""
+    """A TCP port free on 127.0.0.1 right now, never one this test process handed out before.
+
+    Ports come at random from below the kernel's ephemeral range: a port the kernel hands out
+    for `bind(0)` is also one it uses as the source port of outgoing connections, so a busy test
+    (a load loop, a proxy's upstream pool) could take it before the server meant to listen on it
+    starts; random picks also keep parallel test processes apart."""
+    low = 10000
+    high = min(_ephemeral_range()[0], 65536) - 1
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
+        port = random.randint(low, high) if high > low else _kernel_port()
+        if port not in _HANDED_OUT and _bindable(port):
             _HANDED_OUT.add(port)
             return port
+
+
+def _kernel_port() -> int:
+    """A port the kernel picks (fallback when the ephemeral range leaves no room below it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:

@@ -6,9 +6,11 @@ what a well-behaved client never would (raw frames) and read the GOAWAY the serv
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,3 +222,60 @@ def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[t
             frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
             buf = buf[9 + length:]
     return frames
+
+
+class H2cEchoServer:
+    """A cleartext HTTP/2 (`h2c://`) backend on a free port: answers every stream with a JSON echo
+    of the request's header fields, pseudo-headers included (what `:authority` reached it)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((LOCAL, 0))
+        self.port = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"h2c://{LOCAL}:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        heads: dict[int, list[tuple[str, str]]] = {}
+        try:
+            sock.sendall(conn.data_to_send())
+            while data := sock.recv(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        heads[event.stream_id] = [(str(k), str(v)) for k, v in event.headers]
+                    elif isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id in heads:
+                        body = json.dumps({"headers": heads.pop(event.stream_id)}).encode()
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
+                                                            ("content-length", str(len(body)))])
+                        conn.send_data(event.stream_id, body, end_stream=True)
+                sock.sendall(conn.data_to_send())
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()

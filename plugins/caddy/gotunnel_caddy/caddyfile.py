@@ -101,6 +101,10 @@ def _reverse_proxy(tunnel: Tunnel, via: bool) -> list[str]:
     add(f"\t\tstream_close_delay {duration(STREAM_CLOSE_DELAY)}")
     add("\t\theader_up X-Forwarded-Proto {scheme}")
     add("\t\theader_up X-Forwarded-Host {hostport}")
+    if tunnel.host_header == "backend":
+        add("\t\theader_up Host {http.reverse_proxy.upstream.hostport}")
+    elif tunnel.host_header != "preserve":
+        add(f"\t\theader_up Host {literal(tunnel.host_header, chr(9) * 2)}")
     for name, value in tunnel.headers.request.add:
         add(f"\t\theader_up {name} {literal(value, chr(9) * 2)}")
     for name in sorted(set(tunnel.headers.request.remove) | (set() if via else {"Via"})):

@@ -66,6 +66,7 @@ class CaddyEngine(SupervisedEngine):
             "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed connection ejects a "
             "backend for the passive window"),
     }
+    serves_given_sockets = True  # `fd/N` listener addresses, as for the sockets the daemon binds itself
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
@@ -140,11 +141,12 @@ class CaddyEngine(SupervisedEngine):
     # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
+        given = self.given_listeners()  # the root-bound 80/443 of `gotunnel ports`, or None
         if not self.runtime.passes_fds:
             # The program cannot inherit the daemon's sockets (a container): Caddy binds its ports
             # itself and rebinds them on each load (SO_REUSEPORT), as it does outside gotunnel.
             return
-        self._listeners = ListenerSockets(table.listen)
+        self._listeners = given.dup() if given is not None else ListenerSockets(table.listen)
 
     def inherited_fds(self) -> Sequence[int]:
         return self._listeners.fds() if self._listeners is not None else ()

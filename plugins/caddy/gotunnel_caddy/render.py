@@ -216,11 +216,12 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
         health["passive"] = {"fail_duration": duration(eject), "max_fails": 1}
     if health:
         handler["health_checks"] = health
-    request = _header_ops(
-        tunnel.headers.request.add,
-        tunnel.headers.request.remove,
-        {"X-Forwarded-Proto": ["{http.request.scheme}"], "X-Forwarded-Host": ["{http.request.hostport}"]},
-    )
+    fixed = {"X-Forwarded-Proto": ["{http.request.scheme}"], "X-Forwarded-Host": ["{http.request.hostport}"]}
+    if tunnel.host_header == "backend":
+        fixed["Host"] = ["{http.reverse_proxy.upstream.hostport}"]
+    elif tunnel.host_header != "preserve":
+        fixed["Host"] = [caddy_literal(tunnel.host_header)]
+    request = _header_ops(tunnel.headers.request.add, tunnel.headers.request.remove, fixed)
     response = _header_ops(tunnel.headers.response.add, tunnel.headers.response.remove)
     if not via:
         # Caddy adds `Via: 1.1 Caddy` both ways; the other engines add Via only with `via = true`.

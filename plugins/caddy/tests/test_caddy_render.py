@@ -20,13 +20,13 @@ from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 STATE = "/var/lib/gotunnel-golden"
 
 TUNNELS = [
-    {"name": "web", "backends": ["http://127.0.0.1:3000"]},
+    {"name": "web", "backends": ["http://127.0.0.1:3000"], "host_header": "backend"},
     {"name": "api", "backends": [{"url": "http://127.0.0.1:4000/v2", "weight": 3}, {"url": "http://[::1]:4001/v2", "weight": 1}],
      "redirect_https": True,
      "health": {"path": "/health", "interval": 5, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 3},
      "headers": {"request": {"add": {"X-Env": "dev {env.HOME}"}, "remove": ["Cookie"]},
                  "response": {"add": {"X-Frame-Options": "DENY"}, "remove": ["Server"]}}},
-    {"name": "*.preview", "backends": ["https://localhost:5443"], "https": False},
+    {"name": "*.preview", "backends": ["https://localhost:5443"], "https": False, "host_header": "preview.internal:5443"},
 ]
 
 
@@ -69,6 +69,8 @@ def test_golden_table_validates_and_the_caddyfile_adapts_to_the_same_pages(tmp_p
     assert _strings(adapted, "body") - {"Misdirected Request: the TLS name does not match Host"} \
         == _strings(native, "body") - {"Misdirected Request: the TLS name does not match Host\n"}
     assert _strings(adapted, "X-Env") == _strings(native, "X-Env") == {"dev \\{env.HOME\\}"}
+    assert _strings(adapted, "Host") == _strings(native, "Host") == {"{http.reverse_proxy.upstream.hostport}",
+                                                                     "preview.internal:5443"}
 
 
 def _strings(node: object, key: str) -> set[str]:

@@ -74,7 +74,11 @@ class EnvoyEngine(SupervisedEngine):
             "Envoy resolves backend names at run time (STRICT_DNS clusters) and `envoy --mode validate` does not "
             "resolve them: an unresolvable backend is accepted and answers 503 until it resolves (other bad "
             "configs, e.g. an unreadable certificate, are refused)"),
+        "given_sockets": Capability.unsupported(
+            "Envoy cannot serve on a listening socket it did not bind (it takes no inherited descriptors: "
+            "envoyproxy/envoy#3596), so an unprivileged daemon cannot run it on ports 80/443"),
     }
+    serves_given_sockets = False  # see capabilities["given_sockets"]
 
     # ----- rendering ------------------------------------------------------------------------------
     def render_options(self) -> Any:

@@ -258,7 +258,8 @@ def _check_header_rules(tunnel: Tunnel) -> None:
             if name.lower() in RESTRICTED_HEADERS:
                 raise ValidationError(
                     f"headers.{direction}", name,
-                    f"tunnel {tunnel.name!r}: the envoy engine cannot set or remove {name!r} (Host is always the client's)",
+                    f"tunnel {tunnel.name!r}: the envoy engine cannot set or remove {name!r} with header rules "
+                    "(set host_header instead)",
                 )
 
 
@@ -284,6 +285,10 @@ def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None) -> dict[
     prefix = _path_prefix(tunnel)
     if prefix:
         action["prefix_rewrite"] = prefix + "/"
+    if tunnel.host_header == "backend":
+        action["auto_host_rewrite"] = True  # each endpoint's `hostname` is its host:port
+    elif tunnel.host_header != "preserve":
+        action["host_rewrite_literal"] = tunnel.host_header
     if len(tunnel.backends) > 1:
         # Like the builtin engine: a refused connection is retried on another backend.
         action["retry_policy"] = {
