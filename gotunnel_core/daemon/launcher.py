@@ -27,6 +27,8 @@ def daemon_argv(settings: Any, layout: StateLayout) -> list[str]:
             "--http-port", str(s["http_port"]), "--https-port", str(s["https_port"]), "--bind", s["bind"],
             "--http2" if s["http2"] else "--no-http2", "--mdns" if s["mdns"] else "--no-mdns",
             "--hosts" if s["hosts"] else "--no-hosts", "--log-format", "json", "--log-level", s["log_level"]]
+    if s["runtime"]:
+        argv += ["--runtime", s["runtime"]]
     for iface in s["mdns_interface"]:
         argv += ["--mdns-interface", iface]
     if s["engine_bin"]:

