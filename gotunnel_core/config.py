@@ -48,6 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", from_model(parse_port), 8080, "port of the HTTP listener"),
     Setting("https_port", from_model(parse_port), 8443, "port of the HTTPS listener"),
     Setting("bind", from_model(parse_bind), "0.0.0.0", "address the listeners bind to"),
+    Setting("http2", boolean, True, "offer HTTP/2 (ALPN h2) besides HTTP/1.1 on the HTTPS listener"),
     Setting("mdns", boolean, True, "advertise NAME.local on the LAN with mDNS"),
     Setting("mdns_interface", str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
     Setting("hosts", boolean, False, "also write NAME.local entries into the hosts file"),

@@ -186,6 +186,7 @@ def _import(module_name: str) -> Any:
 @click.option("--http-port", metavar="PORT", help="HTTP listener port (default 8080).")
 @click.option("--https-port", metavar="PORT", help="HTTPS listener port (default 8443).")
 @click.option("--bind", metavar="ADDR", help="Listen address (default 0.0.0.0).")
+@click.option("--http2/--no-http2", default=None, help="Offer HTTP/2 on the HTTPS listener (default on).")
 @click.option("--mdns/--no-mdns", default=None, help="Advertise NAME.local on the LAN (default on).")
 @click.option("--mdns-interface", multiple=True, metavar="IFACE", help="Interface (name or address) for mDNS; repeatable.")
 @click.option("--hosts/--no-hosts", default=None, help="Also write NAME.local into the hosts file (default off).")

@@ -72,6 +72,7 @@ class DaemonServer:
             "bind": self.settings["bind"],
             "http_port": self.settings["http_port"],
             "https_port": self.settings["https_port"],
+            "http2": self.settings["http2"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
         }

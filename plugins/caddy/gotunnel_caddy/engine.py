@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,7 +35,7 @@ from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProce
                                       Runtime, SupervisedEngine, WorkDir, run_for_output)
 from gotunnel_core.values import boolean, image_reference, integer, number
 
-from .render import RenderOptions, render_json
+from .render import EXTENDED_CONNECT_GODEBUG, RenderOptions, render_json
 
 CONFIG_FILE = "caddy.json"
 CADDYFILE = "Caddyfile"
@@ -73,12 +74,16 @@ class CaddyEngine(SupervisedEngine):
         self._listeners: ListenerSockets | None = None
 
     def environment(self) -> Mapping[str, str]:
-        """Caddy's data and config dirs inside the work directory (it writes nothing into $HOME)."""
+        """Caddy's data and config dirs inside the work directory (it writes nothing into $HOME), its
+        cores, and with `http2` the GODEBUG under which Go advertises RFC 8441 (see render.py)."""
         home = self.work.root / "home"
         env = {"XDG_DATA_HOME": self.runtime.map_path(str(home / "data")),
                "XDG_CONFIG_HOME": self.runtime.map_path(str(home / "config"))}
         if self.option("gomaxprocs") is not None:
             env["GOMAXPROCS"] = str(self.option("gomaxprocs"))
+        if self.context.settings.get("http2", True):
+            godebug = os.environ.get("GODEBUG", "")
+            env["GODEBUG"] = f"{godebug},{EXTENDED_CONNECT_GODEBUG}" if godebug else EXTENDED_CONNECT_GODEBUG
         return env
 
     # ----- rendering ------------------------------------------------------------------------------
@@ -100,6 +105,7 @@ class CaddyEngine(SupervisedEngine):
             storage_dir=self.runtime.map_path(str(self.work.root / "data")),
             grace_period=self.option("grace_period"),
             via=self.option("via"),
+            http2=bool(self.context.settings.get("http2", True)),
             listen_fds=self._listen_fds(),
         )
 

@@ -88,7 +88,8 @@ class EnvoyEngine(SupervisedEngine):
         o = self.option
         return EnvoyOptions(work_dir=root.absolute(), admin_socket=self.socket_path("admin.sock"),
                             idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
-                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"))
+                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"),
+                            http2=bool(self.context.settings.get("http2", True)))
 
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import cert_digests, dumps, render_documents, static_bootstrap

@@ -44,6 +44,9 @@ class NginxEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
             "active checks need nginx Plus"),
+        "h2_websocket": Capability.unsupported(
+            "nginx 1.22 (Debian) does not implement RFC 8441 and does not advertise it: browsers open websockets "
+            "over HTTP/1.1, which works (see the browser row)"),
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),

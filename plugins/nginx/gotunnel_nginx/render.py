@@ -41,6 +41,7 @@ class RenderOptions:
     keepalive: int = 256
     log_level: str = "warn"
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
+    http2: bool = True  # offer h2 by ALPN on the HTTPS listener (the `http2` setting)
     template_dir: str | None = None
 
 
@@ -88,6 +89,8 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
         "name": tunnel.name,
         "upstream": f"gt_{index}",
         "scheme": first.scheme,
+        # gRPC requests to an https backend go through the grpc module (HTTP/2, ALPN h2).
+        "grpc_branch": first.scheme == "https",
         "prefix": first.path,
         "tls_name": None if is_ip(first.host) else first.host,
         "server_names": _server_names(tunnel),
@@ -116,6 +119,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "keepalive": options.keepalive,
         "log_level": options.log_level if options.log_level in ("debug", "info", "notice", "warn", "error") else "warn",
         "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
+        "http2": options.http2,
         "listen": {
             "http": _listen(listen.bind, listen.http_port),
             "https": _listen(listen.bind, listen.https_port),
@@ -174,5 +178,6 @@ def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> R
         keepalive=options["keepalive"],
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
+        http2=bool(settings.get("http2", True)),
         template_dir=settings.get("template_dir"),
     )
