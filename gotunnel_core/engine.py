@@ -15,8 +15,9 @@ conformance suite's behaviours; the README matrix is generated from them).
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .errors import RuntimeFailure, UsageError
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from .metrics.stats import EngineStats
     from .models import RouteTable
+    from .supervisor.listeners import ListenerSockets
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class EngineContext:
     settings: Mapping[str, Any]
     hook: Any = None  # pluggy HookRelay of the plugin manager
     log: Any = None  # structlog logger bound to the engine
+    #: Listening sockets the daemon was given for the listen ports (ports below 1024, from the port
+    #: broker of `gotunnel ports`), or None: the engine binds its ports itself. An engine with
+    #: `serves_given_sockets` serves on them through its own `listeners.dup()`, which it closes when
+    #: it stops; the originals stay open (the daemon and the broker keep the ports).
+    listeners: ListenerSockets | None = None
 
 
 #: How an engine does one behaviour of the conformance suite (`gotunnel_core.testing.conformance`).
@@ -114,6 +121,10 @@ class Engine(abc.ABC):
     #: This class's own options; `declared_options()` merges them over the class hierarchy (a
     #: subclass may redeclare a base option, e.g. to change its default).
     options: ClassVar[tuple[EngineOption, ...]] = ()
+    #: Whether the engine serves on listening sockets the daemon hands it (`EngineContext.listeners`),
+    #: which is how an unprivileged daemon serves on ports 80/443. The daemon refuses such ports to
+    #: an engine without it, quoting the reason its `capabilities` give for `given_sockets`.
+    serves_given_sockets: ClassVar[bool] = False
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context
@@ -207,17 +218,39 @@ class EngineSpec:
     plugin: str = ""
 
 
+class RenderedLink(str):
+    """A rendered file that is a symbolic link to an existing file instead of content; the string
+    is the link's absolute target. For a file an engine must find under a name of its own (HAProxy
+    loads a certificate's key from `<certificate>.key`) without copying a secret into a config
+    directory or into `gotunnel render --out`."""
+
+    def __new__(cls, target: str) -> "RenderedLink":
+        if not os.path.isabs(target) or any(ord(ch) < 0x20 for ch in target):
+            raise ValueError(f"a rendered link needs an absolute target path, not {target!r}")
+        return super().__new__(cls, target)
+
+
 def write_rendered(files: Mapping[str, str], out_dir: Path) -> list[Path]:
-    """Write rendered files under `out_dir`, refusing names that would escape it."""
+    """Write rendered files under `out_dir` (a `RenderedLink` as a symbolic link), refusing names
+    that would escape it; a file or link already at a name is replaced, never written through."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     root = out_dir.resolve()
     for rel, content in sorted(files.items()):
-        target = (out_dir / rel).resolve()
-        if root not in target.parents:
+        name = PurePath(rel).name
+        parent = (root / rel).parent.resolve()
+        if name in ("", ".", "..") or (parent != root and root not in parent.parents):
             raise RuntimeFailure(f"engine rendered a file outside the output directory: {rel!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        parent.mkdir(parents=True, exist_ok=True)
+        target = parent / name
+        if target.is_symlink():
+            target.unlink()  # an earlier render's link: replace it, never write into what it names
+        if isinstance(content, RenderedLink):
+            if target.exists():
+                target.unlink()
+            os.symlink(str(content), target)
+        else:
+            target.write_text(content)
         written.append(target)
     return written
 

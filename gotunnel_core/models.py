@@ -27,6 +27,8 @@ _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PATH_RE = re.compile(r"^/(?:[A-Za-z0-9\-._~!&()*+,=:@/]|%[0-9A-Fa-f]{2})*$")
 _MAX_NAME = 253 - len(".localhost")
 _MAX_HEADER_VALUE = 4096
+#: Backend URL schemes: HTTP/1.1, TLS (ALPN h2 or http/1.1), cleartext HTTP/2 (prior knowledge).
+BACKEND_SCHEMES = ("http", "https", "h2c")
 
 
 def _encode_label(label: str, raw: str) -> str:
@@ -128,7 +130,11 @@ def _parse_host(host: str, raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """One upstream server of a tunnel: scheme, host, port, optional path prefix and weight."""
+    """One upstream server of a tunnel: scheme, host, port, optional path prefix and weight.
+
+    Schemes: `http` (HTTP/1.1), `https` (TLS, offered ALPN `h2` and `http/1.1`) and `h2c`
+    (cleartext HTTP/2 with prior knowledge, e.g. a gRPC server's insecure port).
+    """
 
     scheme: str
     host: str
@@ -149,7 +155,7 @@ class Backend:
 
     @classmethod
     def parse(cls, raw: object, weight: object = 1) -> "Backend":
-        """Parse `http://host:port/prefix` (also `URL,weight=N`) or a `{url, weight}` mapping."""
+        """Parse `http://host:port/prefix` (also `https://`, `h2c://`; `URL,weight=N`) or a `{url, weight}` mapping."""
         if isinstance(raw, Mapping):
             unknown = set(raw) - {"url", "weight"}
             if unknown:
@@ -172,7 +178,7 @@ class Backend:
             parts = urlsplit(url)
         except ValueError as exc:  # e.g. an unbalanced '[' ("Invalid IPv6 URL")
             raise ValidationError("backend", raw, f"is not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https", "h2c"):
+        if parts.scheme not in BACKEND_SCHEMES:
             raise ValidationError("backend", raw, "scheme must be http, https or h2c")
         if parts.username is not None or parts.password is not None:
             raise ValidationError("backend", raw, "credentials in the URL are not supported")
@@ -327,7 +333,41 @@ class HeaderRules:
         return {"request": self.request.to_dict(), "response": self.response.to_dict()}
 
 
-_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers"}
+#: `host_header` modes besides a literal value: the client's Host, or the chosen backend's `host:port`.
+HOST_HEADER_MODES: tuple[str, ...] = ("preserve", "backend")
+_HOST_PORT_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def parse_host_header(raw: object) -> str:
+    """`preserve` (the client's Host, the default), `backend` (the backend's `host:port`), or a
+    literal `host[:port]` sent upstream as Host (a host name or IP literal; IPv6 in brackets)."""
+    if not isinstance(raw, str):
+        raise ValidationError("host_header", raw, "must be 'preserve', 'backend' or a host[:port]")
+    if raw in HOST_HEADER_MODES:
+        return raw
+    match = _HOST_PORT_RE.fullmatch(raw)
+    if match is None:
+        raise ValidationError("host_header", raw, "must be 'preserve', 'backend' or a host[:port] such as example.test:3000")
+    host, port = match.group("host"), match.group("port")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValidationError("host_header", raw, f"{host} is not an IPv6 address") from None
+    else:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            labels = host.lower().rstrip(".").split(".")
+            if any(not _LABEL_RE.fullmatch(label) for label in labels) or len(host) > 253:
+                raise ValidationError("host_header", raw, f"{host!r} is neither an IP address nor a valid host name "
+                                      "(letters, digits, inner hyphens and dots)") from None
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValidationError("host_header", raw, "port must be a number from 1 to 65535")
+    return raw.lower()
+
+
+_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +380,8 @@ class Tunnel:
     redirect_https: bool = False
     health: HealthCheck | None = None
     headers: HeaderRules = field(default_factory=HeaderRules)
+    #: What the backend sees as Host: `preserve`, `backend` or a literal `host[:port]` (`parse_host_header`).
+    host_header: str = "preserve"
 
     @property
     def is_wildcard(self) -> bool:
@@ -377,7 +419,16 @@ class Tunnel:
             redirect_https=_bool(raw.get("redirect_https", False), "redirect_https"),
             health=None if health_raw is None else HealthCheck.parse(health_raw),
             headers=HeaderRules.parse(raw.get("headers", {})),
+            host_header=parse_host_header(raw.get("host_header", "preserve")),
         )
+
+    def upstream_host(self, client_host: str, backend: Backend) -> str:
+        """The Host header `backend` receives for a request that arrived with `client_host`."""
+        if self.host_header == "preserve":
+            return client_host
+        if self.host_header == "backend":
+            return backend.address
+        return self.host_header
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form (what `from_raw` accepts and the state file stores)."""
@@ -388,6 +439,7 @@ class Tunnel:
             "redirect_https": self.redirect_https,
             "health": None if self.health is None else self.health.to_dict(),
             "headers": self.headers.to_dict(),
+            "host_header": self.host_header,
         }
 
 

@@ -39,17 +39,22 @@ def tunnel_urls(tunnel: Tunnel, listen: Listen) -> list[str]:
     return urls
 
 
-def not_found_page(host: str, tunnels: Sequence[Tunnel], listen: Listen) -> str:
-    """404: no tunnel answers for `host`; lists the active tunnels with their URLs."""
+def not_found_page(host: str, tunnels: Sequence[Tunnel], listen: Listen, max_listed: int | None = None) -> str:
+    """404: no tunnel answers for `host`; lists the active tunnels with their URLs (the first
+    `max_listed` by name, then how many more, for an engine that serves a page from a bounded buffer)."""
     if tunnels:
         items = []
-        for tunnel in sorted(tunnels, key=lambda t: t.name):
+        ordered = sorted(tunnels, key=lambda t: t.name)
+        listed = ordered if max_listed is None else ordered[:max(0, max_listed)]
+        for tunnel in listed:
             links = " ".join(
                 f"<a href=\"{escape(u)}\">{escape(u)}</a>" if "*" not in u else f"<code>{escape(u)}</code>"
                 for u in tunnel_urls(tunnel, listen)
             )
             items.append(f"<li><code>{escape(tunnel.name)}</code>: {links}</li>")
         listing = "<p>Active tunnels:</p>\n<ul>\n" + "\n".join(items) + "\n</ul>"
+        if len(listed) < len(ordered):
+            listing += f"\n<p>... and {len(ordered) - len(listed)} more (<code>gotunnel list</code> shows them all).</p>"
     else:
         listing = "<p>No tunnels are active. Start one with <code>gotunnel start -d NAME -p PORT</code>.</p>"
     body = f"<p>No tunnel answers for <code>{escape(host or '(no Host header)')}</code>.</p>\n{listing}"
@@ -77,3 +82,13 @@ def unavailable_page(tunnel_name: str, backends: Sequence[Backend | str]) -> str
         f"<ul>\n{items}\n</ul>"
     )
     return _page("503: no healthy backend", body)
+
+
+def unreachable_page(tunnel_name: str, problem: str, fix: str) -> str:
+    """502: a provided tunnel (a container) that no address reaches; says why and what to change."""
+    body = (
+        f"<p>Tunnel <code>{escape(tunnel_name)}</code> has no backend gotunnel can reach: {escape(problem)}.</p>\n"
+        f"<p>To fix it: {escape(fix)}.</p>\n"
+        "<p class=\"muted\">`gotunnel status` shows the same.</p>"
+    )
+    return _page("502: container unreachable", body)

@@ -19,3 +19,24 @@ def tunnel_urls(tunnel: Tunnel, listen: Listen, *, mdns: bool) -> list[str]:
         if tunnel.https:
             urls.append(_url("https", host, listen.https_port))
     return urls
+
+
+def _host(url: str) -> str:
+    """`https://myapp.local:8443/` -> `myapp.local`."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    return authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+
+
+def pick_url(urls: list[str], *, lan: bool, plain: bool, name: str) -> str:
+    """One of a tunnel's `urls`: https (or http with `plain`) on `.localhost` (or `.local` with `lan`)."""
+    from .errors import RuntimeFailure
+
+    scheme = "http" if plain else "https"
+    suffix = ".local" if lan else ".localhost"
+    for url in urls:
+        if url.startswith(scheme + "://") and _host(url).endswith(suffix):
+            return url
+    if lan and not any(_host(url).endswith(".local") for url in urls):
+        raise RuntimeFailure(f"tunnel {name!r} has no .local URL: mDNS is off",
+                             hint="restart the daemon with mDNS on: gotunnel stop --all, then gotunnel --mdns start ...")
+    raise RuntimeFailure(f"tunnel {name!r} serves no {scheme}:// URL", hint="it was started with --no-https: use --http")

@@ -58,6 +58,8 @@ def test_any_accepted_name_is_safe_ascii(raw: str) -> None:
         ("https://example.internal", "https://example.internal:443", 1),
         ("http://[::1]:8000", "http://[::1]:8000", 1),
         ("http://127.0.0.1:3000,weight=5", "http://127.0.0.1:3000", 5),
+        ("h2c://127.0.0.1:50051", "h2c://127.0.0.1:50051", 1),  # cleartext HTTP/2 (a gRPC server)
+        ("H2C://grpc.internal", "h2c://grpc.internal:80", 1),
     ],
 )
 def test_backends(raw: str, url: str, weight: int) -> None:
@@ -67,7 +69,7 @@ def test_backends(raw: str, url: str, weight: int) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["ftp://x:1", "http://x:0", "http://x:65536", "http://x:abc", "http://user:pw@x:1", "http://x:1/?q", "http://x:1/#f",
+    ["ftp://x:1", "h2://x:1", "grpc://x:1", "http://x:0", "http://x:65536", "http://x:abc", "http://user:pw@x:1", "http://x:1/?q", "http://x:1/#f",
      "http://x:1/a b", "http://x:1/a;b", "http://x y:1", "http://:1", "http://x:1/../etc", "http://x:1,weight=0",
      "http://x:1,weight=1001", "http://x:1,color=red", "http://x:1/a\"b", "http://x:1/{a}", 42],
 )
@@ -111,3 +113,30 @@ def test_header_rules_refuse_injection(headers: dict) -> None:
 def test_unknown_tunnel_key_is_refused() -> None:
     with pytest.raises(ValidationError, match="unknown key"):
         Tunnel.from_raw({"name": "a", "backends": ["http://127.0.0.1:1"], "colour": "red"})
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("preserve", "preserve"), ("backend", "backend"), ("Example.TEST", "example.test"),
+    ("api.example.test:9000", "api.example.test:9000"), ("127.0.0.1:80", "127.0.0.1:80"), ("[::1]:3000", "[::1]:3000"),
+])
+def test_host_header_modes_and_literals(raw: str, expected: str) -> None:
+    tunnel = Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000", "host_header": raw})
+    assert tunnel.host_header == expected
+    assert Tunnel.from_raw(tunnel.to_dict()) == tunnel
+    backend = tunnel.backends[0]
+    seen = tunnel.upstream_host("h.localhost:8080", backend)
+    assert seen == {"preserve": "h.localhost:8080", "backend": "127.0.0.1:3000"}.get(expected, expected)
+
+
+@pytest.mark.parametrize("raw", ["", "a b", "x\r\nX-Injected: 1", "host:0", "host:65536", "[nope]:1", "a:b:c",
+                                 "under_score", "{env.HOME}", "$host", 80, None, "-lead",
+                                 # a final newline: `$` would match before it (fullmatch does not)
+                                 "example.test\n", "example.test:80\n", "[::1]\n", "1.2.3.4\n"])
+def test_bad_host_header_is_refused_naming_it(raw: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000", "host_header": raw})
+    assert info.value.field == "host_header" and repr(raw) in info.value.message
+
+
+def test_host_header_defaults_to_preserve() -> None:
+    assert Tunnel.from_raw({"name": "h", "backends": "http://127.0.0.1:3000"}).host_header == "preserve"

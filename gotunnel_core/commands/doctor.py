@@ -15,7 +15,8 @@ from ..hookspecs import hookimpl
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_state
 def doctor(state: CliState, as_json: bool) -> None:
-    """Check this machine: .local resolution, mDNS interfaces, engines, state directory."""
+    """Check this machine (.local resolution, mDNS interfaces, engine) and that each running
+    tunnel's backend accepts the Host it gets (Vite, Django and Rails refuse unknown names)."""
     from dataclasses import asdict
 
     from ..engine import find_engine
@@ -31,7 +32,9 @@ def doctor(state: CliState, as_json: bool) -> None:
         interfaces = {"error": exc.message}
     spec = find_engine(state.engine_specs(), settings["engine"])
     probe = spec.engine_class.probe(settings.values)
+    tunnels = _tunnel_checks(state)
     report = {
+        "tunnels": tunnels,
         "local_resolution": asdict(resolution),
         "mdns": {"enabled": settings["mdns"], "interfaces": interfaces},
         "engine": {"name": spec.name, "found": probe.found, "path": probe.path, "version": probe.version, "hint": probe.hint},
@@ -54,6 +57,29 @@ def doctor(state: CliState, as_json: bool) -> None:
     click.echo(f"[{'ok' if probe.found else 'MISSING'}] engine {spec.name}: {probe.path or 'in-process'} {probe.version or ''}".rstrip())
     if not probe.found and probe.hint:
         click.echo(f"       fix: {probe.hint}")
+    for tunnel in tunnels:
+        if not tunnel["refusals"]:
+            click.echo(f"[ok] tunnel {tunnel['name']}: its backend accepts the names it is reached by")
+        for refusal in tunnel["refusals"]:
+            click.echo(f"[WARN] tunnel {tunnel['name']}: the backend ({refusal['framework']}) refuses the Host "
+                       f"{refusal['host']!r} (HTTP {refusal['status']})")
+            click.echo(f"       fix: {refusal['fix']}  (or start the tunnel with --host-header backend)")
+
+
+def _tunnel_checks(state: CliState) -> list[dict[str, Any]]:
+    """Each running tunnel and the Host refusals of its backend (none when no daemon runs)."""
+    from ..daemon.client import DaemonClient
+    from ..hostcheck import check_described
+
+    client = DaemonClient(state.layout)
+    info = client.ping()
+    if info is None:
+        return []
+    result = []
+    for item in client.request("list"):
+        refusals = check_described([item], info)
+        result.append({"name": item["name"], "refusals": [r.to_dict() for r in refusals]})
+    return result
 
 
 @hookimpl

@@ -80,7 +80,7 @@ def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
 @pass_state
 def render(state: CliState, engine_name: str | None, out_dir: str | None, fmt: str | None) -> None:
     """Render the engine config for the config file's tunnels, without starting anything."""
-    from ..engine import write_rendered
+    from ..engine import RenderedLink, write_rendered
 
     engine, table = engine_and_table(state, engine_name or state.settings["engine"])
     files = engine.render_format(table, fmt)
@@ -91,6 +91,8 @@ def render(state: CliState, engine_name: str | None, out_dir: str | None, fmt: s
     for name, content in sorted(files.items()):
         if len(files) > 1:
             click.echo(f"# ---- {name}")
+        if isinstance(content, RenderedLink):
+            content = f"-> {content}\n"  # a link to an existing file (a key): its target, never its content
         click.echo(content, nl=not content.endswith("\n"))
 
 

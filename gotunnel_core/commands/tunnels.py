@@ -7,19 +7,22 @@ from typing import Any
 import click
 
 from ..cli.app import CliState, emit_json, pass_state
-from ..errors import RuntimeFailure, UsageError
+from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..hookspecs import hookimpl
 
 
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-                       redirect_https: bool, health_path: str | None, state: CliState) -> list[Any]:
+                       redirect_https: bool, health_path: str | None, state: CliState,
+                       host_header: str | None = None) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from ..models import Tunnel, parse_port
 
     if domain is None:
-        if port or backends:
-            raise UsageError("--port/--backend need --domain NAME")
+        if port or backends or host_header:
+            raise UsageError("--port/--backend/--host-header need --domain NAME")
         file_tunnels = state.file_tunnels()
+        if not file_tunnels and state.settings["providers"]:
+            return []  # serve what the providers (Docker containers) declare
         if not file_tunnels:
             raise UsageError("no --domain given and the config file declares no [[tunnels]]",
                              hint="gotunnel start -d myapp -p 3000")
@@ -39,7 +42,14 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["redirect_https"] = True
     if health_path:
         raw["health"] = {"path": health_path}
+    if host_header is not None:
+        raw["host_header"] = host_header
     return [Tunnel.from_raw(raw)]
+
+
+#: `--host-header` help, shared by `start` and `run`.
+HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
+                    "or a literal host[:port].")
 
 
 def _backend_entry(raw: str) -> Any:
@@ -57,33 +67,51 @@ def _backend_entry(raw: str) -> Any:
 @click.option("--https/--no-https", "https", default=None, help="Serve HTTPS too (default on).")
 @click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
 @click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
+@click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-          redirect_https: bool, health_path: str | None, foreground: bool, as_json: bool) -> None:
+          redirect_https: bool, health_path: str | None, host_header: str | None, foreground: bool,
+          as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     from ..engine import find_engine
 
     settings = state.settings
-    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state)
+    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header)
     spec = find_engine(state.engine_specs(), settings["engine"])
-    state.engine_options()  # a bad engine option fails here, before a daemon is spawned
+    options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
     if not binary.found:
-        raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)
+        docker = options.get(spec.name, {}).get("runtime") == "docker"
+        what = "its Docker image is not usable" if docker else "its program was not found"
+        raise RuntimeFailure(f"engine {spec.name!r} cannot start: {what}", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]
     if foreground:
         _run_foreground(state, payload)
         return
-    started = state.client(spawn=True).request("start", tunnels=payload)
+    client = state.client(spawn=True)
+    started = client.request("start", tunnels=payload)
     if as_json:
         emit_json({"tunnels": started})
+    else:
+        for item in started:
+            click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
+            for url in item["urls"]:
+                click.echo(f"  {url}")
+    warn_host_refusals(started, client)
+
+
+def warn_host_refusals(described: list[Any], client: Any) -> None:
+    """On stderr: each backend that refuses the Host it gets through the tunnel, with the fix."""
+    from ..hostcheck import check_described, warning_lines
+
+    try:
+        lines = warning_lines(check_described(described, client.ping() or {}))
+    except (GotunnelError, KeyError, ValueError):
         return
-    for item in started:
-        click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
-        for url in item["urls"]:
-            click.echo(f"  {url}")
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _run_foreground(state: CliState, payload: list[Any]) -> None:
@@ -143,15 +171,20 @@ def _stop_all(state: CliState) -> None:
 @pass_state
 def list_(state: CliState, as_json: bool) -> None:
     """List running tunnels."""
-    client = state.client(spawn=False)
-    tunnels = client.request("list") if client.ping() is not None else []
+    tunnels = state.ask_running_daemon("list") or []
     if as_json:
         emit_json({"tunnels": tunnels})
         return
     if not tunnels:
         click.echo("no tunnels running")
     for item in tunnels:
-        click.echo(f"{item['name']:<24} {', '.join(b['url'] for b in item['backends'])}  {' '.join(item['urls'])}")
+        backends = ", ".join(b["url"] for b in item["backends"]) if not item.get("problem") else "unreachable"
+        click.echo(f"{item['name']:<24} {backends}  {' '.join(item['urls'])}")
+        if item.get("source", "user") != "user":
+            click.echo(f"{'':<24} from {item['source']}: {item['origin']}")
+        if item.get("problem"):
+            click.echo(f"{'':<24} why: {item['problem']}")
+            click.echo(f"{'':<24} fix: {item['fix']}")
 
 
 @click.command()
@@ -161,8 +194,7 @@ def status(state: CliState, as_json: bool) -> None:
     """Daemon pid, engine, ports, tunnels and certificate expiry (and the team agent's hub and names)."""
     from ..team.status import agent_status
 
-    client = state.client(spawn=False)
-    info = client.request("status") if client.ping() is not None else None
+    info = state.ask_running_daemon("status")
     team_agent = agent_status(state.layout.root)
     if as_json:
         emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {}), "agent": team_agent})
@@ -180,7 +212,16 @@ def status(state: CliState, as_json: bool) -> None:
     click.echo(f"listen: {listen['bind']} http {listen['http_port']} https {listen['https_port']}")
     click.echo(f"tunnels: {len(info['tunnels'])}")
     for item in info["tunnels"]:
-        click.echo(f"  {item['name']}: {' '.join(item['urls'])}")
+        source = "" if item.get("source", "user") == "user" else f"  <- {item['origin']}"
+        click.echo(f"  {item['name']}: {' '.join(item['urls'])}{source}")
+        if item.get("problem"):
+            click.echo(f"    unreachable: {item['problem']}")
+            click.echo(f"    fix: {item['fix']}")
+    for name, provider in sorted(info.get("providers", {}).items()):
+        state_text = "connected" if provider["connected"] else f"not connected: {provider['error']} (retrying)"
+        click.echo(f"provider {name}: {state_text}")
+    for problem in info.get("problems", []):
+        click.echo(f"  problem: {problem['origin']}: {problem['problem']}")
     for cert in info["certificates"]:
         click.echo(f"  certificate {cert['name']}: expires {cert['not_after']}")
 

@@ -124,9 +124,10 @@ def ensure_daemon(layout: StateLayout, argv: Sequence[str], deadline: float = 30
             if client.ping() is not None:
                 return client
             if process is not None and process.poll() is not None:
-                lines = _output_tail(layout.daemon_output).splitlines()
-                errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
-                # The daemon's own one-line error (its `hint:` line follows it), else its last words.
+                tail = _output_tail(layout.daemon_output)
+                lines = tail.splitlines()
+                # The daemon's own one-line error (a hint may follow it), else its last line.
+                errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
                 last = errors[-1] if errors else lines[-1] if lines else f"exit code {process.returncode}"
                 raise RuntimeFailure(f"the daemon failed to start: {last}", hint=f"full output: {layout.daemon_output}")
             time.sleep(0.05)

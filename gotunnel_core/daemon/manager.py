@@ -3,6 +3,10 @@
 Every change goes through one asyncio lock: build the new route table, let the engine apply it
 (which validates it, once), persist it, then notify plugins. A change the engine refuses is never
 persisted and the running configuration stays.
+
+The engine serves the user's tunnels plus those of providers (Docker containers by label, see
+`gotunnel_core.providers`). Provided tunnels are not persisted, and a user's tunnel always wins
+over a provided one of the same name (the provided one is then reported as a conflict).
 """
 
 from __future__ import annotations
@@ -10,19 +14,24 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .. import tracing
 from ..certservice import CertService
-from ..engine import Engine, EngineContext, collect_engines, find_engine
+from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..metrics.collector import DaemonMetrics, MetricsSnapshot
-from ..models import Listen, RouteTable, Tunnel, parse_tunnel_name
+from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager, call_hook
+from ..providers import ProvidedTunnel, ProviderProblem
 from ..state import TunnelStore
 from ..urls import tunnel_urls
+from .provider_host import ProviderHost
+
+if TYPE_CHECKING:
+    from ..supervisor.listeners import ListenerSockets
 
 log = get_logger("gotunnel.daemon")
 
@@ -31,6 +40,15 @@ log = get_logger("gotunnel.daemon")
 RENEW_CHECK_INTERVAL = 3600.0
 CLOCK_TICK = 15.0
 SLEEP_JUMP = 60.0
+
+
+class TunnelNameTaken(RuntimeFailure):
+    """A start without `force` named a tunnel that other backends already serve."""
+
+    def __init__(self, name: str, current: Tunnel) -> None:
+        backends = ", ".join(b.url for b in current.backends)
+        super().__init__(f"tunnel {name!r} is already served by {backends}",
+                         hint=f"--force replaces it; or choose another name with -d NAME (`gotunnel stop {name}` frees it)")
 
 
 class TunnelManager:
@@ -51,20 +69,29 @@ class TunnelManager:
         self.metrics = DaemonMetrics(settings["engine"])
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: source -> the tunnels and refused declarations a provider handed over last
+        self.provided: dict[str, list[ProvidedTunnel]] = {}
+        self.provider_problems: dict[str, list[ProviderProblem]] = {}
+        self.provider_host = ProviderHost(layout, settings, self, self._explain)
+        self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
 
     # ----- lifecycle -----------------------------------------------------------------------
 
     async def startup(self) -> None:
         """Create the engine, restore the persisted tunnels and start serving them."""
+        self.loop = asyncio.get_running_loop()
         specs = collect_engines(self.plugins.pm)
         spec = find_engine(specs, self.settings["engine"])
         work_dir = self.layout.engine_dir(spec.name)
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        received = await asyncio.to_thread(self._receive_listeners, spec, specs)
         context = EngineContext(
             work_dir=work_dir,
             settings=dict(self.settings),
             hook=self.plugins.hook,
             log=get_logger(f"gotunnel.engine.{spec.name}"),
+            listeners=received,
         )
         self.engine = spec.engine_class(context)
         self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
@@ -84,13 +111,35 @@ class TunnelManager:
                 log.warning("name not announced", tunnel=tunnel.name, error=exc.message)
         for tunnel in self.tunnels.values():
             self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
-        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
         self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
+        await self.provider_host.start_wanted()
+        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid(),
+                 providers=sorted(self.provider_host.providers))
+
+    def _receive_listeners(self, spec: EngineSpec, specs: Mapping[str, EngineSpec]) -> ListenerSockets | None:
+        """The root-bound sockets of `gotunnel ports` when our ports need them (None otherwise); an
+        engine that cannot serve on them is refused with the reason it declares."""
+        from ..ports.client import needs_broker, receive_listeners
+
+        engine_class = spec.engine_class
+        if needs_broker(self.listen) and not engine_class.serves_given_sockets:
+            why = engine_class.capability("given_sockets").reason or "it does not serve on sockets it is given"
+            able = [name for name, other in specs.items() if other.engine_class.serves_given_sockets]
+            raise RuntimeFailure(
+                f"the {spec.name} engine cannot serve on ports {self.listen.http_port}/{self.listen.https_port} "
+                f"without root: {why}",
+                hint=f"on these ports use --engine {' or '.join(sorted(able)) or '(none installed)'}, "
+                     "or ports of 1024 and above (see docs/ports.md)")
+        received = receive_listeners(self.listen)
+        if received is not None:
+            self._listeners = received
+        return received
 
     async def shutdown(self, *, forget: bool = False) -> None:
         """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
         for task in self._tasks:
             task.cancel()
+        await self.provider_host.close()
         async with self._lock:
             tunnels = list(self.tunnels.values())
             if self.engine is not None:
@@ -109,17 +158,29 @@ class TunnelManager:
                 for tunnel in tunnels:
                     self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
                 self.tunnels = {}
+            if self._listeners is not None:
+                self._listeners.close()  # our copies; the broker keeps the ports
+                self._listeners = None
 
     # ----- operations ----------------------------------------------------------------------
 
-    async def start_tunnels(self, raw_tunnels: list[Any]) -> list[dict[str, Any]]:
-        """Add or replace tunnels; returns each with its URLs once the engine serves it."""
+    async def start_tunnels(self, raw_tunnels: list[Any], *, force: bool = True) -> list[dict[str, Any]]:
+        """Add or replace tunnels; returns each with its URLs once the engine serves it.
+
+        Without `force`, a name already served by other backends is refused (`TunnelNameTaken`)
+        before anything changes; the same backends again just update the tunnel's options.
+        """
         new = [Tunnel.from_raw(raw) for raw in raw_tunnels]
         async with self._lock:
+            if not force:
+                for tunnel in new:
+                    current = self.tunnels.get(tunnel.name)
+                    if current is not None and current.backends != tunnel.backends:
+                        raise TunnelNameTaken(tunnel.name, current)
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
-            fresh = [t for t in new if t.name not in self.tunnels]
+            fresh = [t for t in new if t.name not in self._served(self.tunnels)]
             # Claim the names first: a name another host answers for fails `start` before anything changes.
             await self._publish_names(fresh)
             try:
@@ -135,10 +196,21 @@ class TunnelManager:
                 self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
             return [self.describe(t) for t in new]
 
-    async def stop_tunnels(self, raw_names: list[str]) -> list[str]:
-        """Stop and forget the named tunnels; unknown names are refused before anything changes."""
+    async def stop_tunnels(self, raw_names: list[str], if_backends: Mapping[str, list[str]] | None = None) -> list[str]:
+        """Stop and forget the named tunnels; unknown names are refused before anything changes.
+
+        With `if_backends` (name -> backend URLs), a tunnel is stopped only while it still has
+        exactly those backends, and names that are gone or were replaced are skipped: how `run`
+        removes the tunnel it added without touching one another command put in its place.
+        """
         names = [parse_tunnel_name(n) for n in raw_names]
         async with self._lock:
+            if if_backends is not None:
+                wanted = {parse_tunnel_name(n): [Backend.parse(u).url for u in urls] for n, urls in if_backends.items()}
+                names = [n for n in names if n in self.tunnels
+                         and [b.url for b in self.tunnels[n].backends] == wanted.get(n)]
+                if not names:
+                    return []
             missing = [n for n in names if n not in self.tunnels]
             if missing:
                 running = ", ".join(sorted(self.tunnels)) or "none"
@@ -148,7 +220,7 @@ class TunnelManager:
             await self._apply(desired)
             await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
             self.tunnels = desired
-            await self._withdraw_names(gone)
+            await self._withdraw_names([t for t in gone if t.name not in self._served(desired)])
             for tunnel in gone:
                 self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
                 self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
@@ -168,12 +240,94 @@ class TunnelManager:
             log.info("certificates renewed", names=due)
             return due
 
+    # ----- providers --------------------------------------------------------------------------
+
+    async def explainer_url(self) -> str:
+        """Where provided tunnels that nothing can reach are sent (the daemon's 502 explainer)."""
+        return await self.provider_host.explainer_url()
+
+    def _explain(self, name: str) -> tuple[str, str] | None:
+        for entries in self.provided.values():
+            for entry in entries:
+                if entry.tunnel.name == name and entry.problem:
+                    return entry.problem, entry.fix or ""
+        return None
+
+    async def start_provider(self, name: str, *, persist: bool = True) -> dict[str, Any]:
+        """`docker watch`: follow provider `name` now and across restarts; what it serves and refused."""
+        provider = await self.provider_host.start(name, persist=persist)
+        return {"provider": name, **provider.status(),
+                "tunnels": [self.describe_provided(p) for p in self.provided.get(name, [])],
+                "problems": [p.to_dict() for p in self.provider_problems.get(name, [])]}
+
+    async def stop_provider(self, name: str) -> list[str]:
+        """`docker unwatch`: stop following `name` and stop serving its tunnels; returns their names."""
+        gone = [p.tunnel.name for p in self.provided.get(name, [])]
+        await self.provider_host.stop(name)
+        await self.set_provided(name, [], [])
+        return gone
+
+    async def set_provided(self, source: str, tunnels: list[ProvidedTunnel], problems: list[ProviderProblem]) -> None:
+        """Replace everything `source` provides, and serve it (a user's tunnel of the same name wins)."""
+        async with self._lock:
+            before = self._served(self.tunnels)
+            old = self.provided.get(source, []), self.provider_problems.get(source, [])
+            self.provided[source], self.provider_problems[source] = list(tunnels), list(problems)
+            after = self._served(self.tunnels)
+            if after != before:
+                try:
+                    await self._apply(self.tunnels)
+                except BaseException:
+                    self.provided[source], self.provider_problems[source] = old
+                    raise
+            added = [t for n, t in after.items() if before.get(n) != t]
+            removed = [t for n, t in before.items() if n not in after]
+            for tunnel in removed:
+                self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
+            for tunnel in added:
+                self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
+            try:
+                await self._withdraw_names(removed)
+                await self._publish_names([t for t in added if t.name not in before])
+            except GotunnelError as exc:
+                log.warning("name not announced", error=exc.message)
+            if added or removed:
+                log.info("provided tunnels changed", source=source, added=sorted(t.name for t in added),
+                         removed=sorted(t.name for t in removed))
+
+    def _served(self, user: Mapping[str, Tunnel]) -> dict[str, Tunnel]:
+        """What the engine serves: the user's tunnels, then every provided one whose name is free."""
+        served = dict(user)
+        for source in sorted(self.provided):
+            for entry in self.provided[source]:
+                served.setdefault(entry.tunnel.name, entry.tunnel)
+        return served
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Provided tunnels not served because the user has a tunnel of that name."""
+        return [{"source": e.source, "origin": e.origin, "tunnel": e.tunnel.name,
+                 "problem": f"tunnel {e.tunnel.name!r} is also a user tunnel (`gotunnel start`); the user's is served. "
+                            f"Rename the label or `gotunnel stop {e.tunnel.name}`"}
+                for entries in self.provided.values() for e in entries if e.tunnel.name in self.tunnels]
+
+    def describe_provided(self, entry: ProvidedTunnel) -> dict[str, Any]:
+        return {**self.describe(entry.tunnel), **entry.to_dict()}
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every served tunnel as `list --json` shows it (user and provided), sorted by name."""
+        rows = [self.describe(t) for t in self.tunnels.values()]
+        rows += [self.describe_provided(e) for entries in self.provided.values() for e in entries
+                 if e.tunnel.name not in self.tunnels]
+        return sorted(rows, key=lambda row: row["name"])
+
+    # ----- descriptions --------------------------------------------------------------------------
+
     def urls(self, tunnel: Tunnel) -> list[str]:
         return tunnel_urls(tunnel, self.listen, mdns=bool(self.settings["mdns"]))
 
     def describe(self, tunnel: Tunnel) -> dict[str, Any]:
-        """A tunnel as `list --json` shows it: its canonical form plus URLs."""
-        return {**tunnel.to_dict(), "urls": self.urls(tunnel)}
+        """A tunnel as `list --json` shows it: its canonical form plus URLs; `source` says who made it."""
+        return {**tunnel.to_dict(), "urls": self.urls(tunnel), "source": "user"}
 
     def status(self) -> dict[str, Any]:
         health = self.engine.health() if self.engine else None
@@ -188,7 +342,10 @@ class TunnelManager:
                 **({"extra": dict(health.extra)} if health and health.extra else {}),
             },
             "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
-            "tunnels": [self.describe(t) for t in sorted(self.tunnels.values(), key=lambda t: t.name)],
+            "tunnels": self.listing(),
+            "providers": self.provider_host.status(),
+            "problems": [p.to_dict() for source in sorted(self.provider_problems)
+                         for p in self.provider_problems[source]] + self.conflicts(),
             "certificates": self.certs.expiry() if self.certs else [],
             "names": names_status,
         }
@@ -230,7 +387,7 @@ class TunnelManager:
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
-        table = await self._build_table(desired.values())
+        table = await self._build_table(self._served(desired).values())
         started = time.monotonic()
         with tracing.span("engine.apply", engine=self.settings["engine"], tunnels=len(table.tunnels)):
             await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed

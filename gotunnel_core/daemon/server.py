@@ -53,13 +53,17 @@ class DaemonServer:
         self.forget_on_exit = False
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
-            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", []))),
-            "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", []))),
+            # `force` (default true: `start` replaces, as it always did) false refuses a name other
+            # backends serve; `if_backends` makes `stop` skip tunnels that were replaced meanwhile.
+            "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", [])), force=a.get("force", True) is not False),
+            "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", [])), _mapping_or_none(a.get("if_backends"))),
             "stop_all": self._stop_all,
             "list": self._list,
             "status": self._status,
             "renew": lambda a: self.manager.renew_certificates(list(a.get("names", []))),
             "metrics": self._metrics,
+            "watch": lambda a: self.manager.start_provider(str(a.get("provider", ""))),
+            "unwatch": lambda a: self.manager.stop_provider(str(a.get("provider", ""))),
         }
         self.metrics_endpoint: Any = None
         self.audit = AuditLog(layout.audit_log)
@@ -73,12 +77,13 @@ class DaemonServer:
             "http_port": self.settings["http_port"],
             "https_port": self.settings["https_port"],
             "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint is not None else None,
+            "http2": self.settings["http2"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [self.manager.describe(t) for t in sorted(self.manager.tunnels.values(), key=lambda t: t.name)]
+        return self.manager.listing()
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}
@@ -199,6 +204,15 @@ class DaemonServer:
                 except FileNotFoundError:
                     pass
             log.info("daemon stopped", forget=self.forget_on_exit)
+
+
+def _mapping_or_none(raw: Any) -> dict[str, list[str]] | None:
+    """`if_backends` of a `stop` request: name -> list of backend URLs, or absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise UsageError("malformed request to the daemon: if_backends must map names to URL lists")
+    return raw
 
 
 def run_daemon(

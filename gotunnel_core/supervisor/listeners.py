@@ -54,6 +54,35 @@ class ListenerSockets:
             self.close()
             raise
 
+    @classmethod
+    def adopt(cls, listen: Listen, sides: dict[int, list[socket.socket]]) -> "ListenerSockets":
+        """Sockets bound elsewhere (the root-bound ports of `gotunnel ports`): port -> its sockets,
+        two per port forming a steerable SO_REUSEPORT group where the binder made them so."""
+        self = cls.__new__(cls)
+        self.listen = listen
+        self._sides = {port: list(socks) for port, socks in sides.items()}
+        self.steerable = sys.platform.startswith("linux") and all(len(s) == 2 for s in sides.values())
+        self.side = 0
+        if self.steerable:
+            self.steer(0)  # a previous daemon may have left new connections steered to side 1
+        return self
+
+    def dup(self) -> "ListenerSockets":
+        """The same listening sockets under new descriptors, for an engine to own and close."""
+        return ListenerSockets.adopt(self.listen, {port: [sock.dup() for sock in socks]
+                                                   for port, socks in self._sides.items()})
+
+    def socket_of(self, port: int, side: int = 0) -> socket.socket:
+        """The socket object of `port` on `side` (for servers in this process)."""
+        return self._sides[port][side]
+
+    def close_idle_sides(self) -> None:
+        """Close every socket but the serving side's (a server that never switches sides)."""
+        for socks in self._sides.values():
+            for index, sock in enumerate(socks):
+                if index != self.side:
+                    sock.close()
+
     def port_fds(self, side: int | None = None) -> dict[int, int]:
         """port -> file descriptor of `side` (default: the side new connections go to)."""
         index = self.side if side is None else side

@@ -1,10 +1,12 @@
 """Helpers for tests that drive the real CLI and daemon (`Gotunnel`): plain/TLS GETs by tunnel
-name, selecting an external engine, and what the daemon reports about its engine."""
+name, selecting an external engine, what the daemon reports about its engine, and which of the
+engine's processes are alive."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 from typing import Any
@@ -54,3 +56,17 @@ def use_engine(g: Gotunnel, engine: str, binary: str | None = None) -> Gotunnel:
 def supervisor_record(g: Gotunnel, engine: str) -> dict[str, Any]:
     """What the supervisor recorded about its engine process (pid, create time, argv)."""
     return json.loads((g.state_dir / "engines" / engine / "supervisor.json").read_text())
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`: an engine's master and workers."""
+    import psutil
+
+    alive = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return alive

@@ -5,7 +5,8 @@ tests call `check_render_golden(gotunnel, "myengine", tests_dir / "golden" / "my
 
 Machine-specific parts are normalised: the state directory becomes `<STATE>`, nginx's `user`
 line (present only when the daemon runs as root) is dropped, and Envoy's certificate digests
-(fresh certificates every run) and the content hashes derived from them become `<DIGEST>`.
+(fresh certificates every run) and the content hashes derived from them become `<DIGEST>`. A
+rendered link (`RenderedLink`) is compared as `-> target`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ bind = "127.0.0.1"
 [[tunnels]]
 name = "web"
 backends = ["http://127.0.0.1:3000"]
+host_header = "backend"
 
 [[tunnels]]
 name = "api"
@@ -45,11 +47,16 @@ headers.response.remove = ["Server"]
 [[tunnels]]
 name = "*.preview"
 backends = ["http://127.0.0.1:5000/app"]
+host_header = "preview.internal:5000"
 
 [[tunnels]]
 name = "plain"
 backends = ["https://localhost:6443"]
 https = false
+
+[[tunnels]]
+name = "grpc"
+backends = ["h2c://127.0.0.1:50051"]
 """
 
 
@@ -58,6 +65,11 @@ def _normalise(text: str, state: Path) -> str:
     text = text.replace(str(state), "<STATE>")
     text = re.sub(r'"(cert|key|version_info)": "[0-9a-f]{16}"', r'"\1": "<DIGEST>"', text)
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
+
+
+def _content(path: Path) -> str:
+    """A rendered file's text; a rendered link (`RenderedLink`) as `-> target`."""
+    return f"-> {os.readlink(path)}\n" if path.is_symlink() else path.read_text()
 
 
 def check_render_golden(gotunnel: Gotunnel, engine: str, golden_dir: Path, tmp_path: Path, fmt: str | None = None) -> None:
@@ -71,8 +83,8 @@ def check_render_golden(gotunnel: Gotunnel, engine: str, golden_dir: Path, tmp_p
     result = gotunnel("--config", str(config), "render", "--engine", engine, "--out", str(out),
                       *(["--format", fmt] if fmt else []))
     assert result.code == 0, result.err
-    rendered = {p.relative_to(out).as_posix(): _normalise(p.read_text(), gotunnel.state_dir)
-                for p in sorted(out.rglob("*")) if p.is_file()}
+    rendered = {p.relative_to(out).as_posix(): _normalise(_content(p), gotunnel.state_dir)
+                for p in sorted(out.rglob("*")) if p.is_file() or p.is_symlink()}
     if os.environ.get("GOTUNNEL_UPDATE_GOLDEN") == "1":
         shutil.rmtree(golden_dir, ignore_errors=True)
         for name, text in rendered.items():
@@ -89,4 +101,4 @@ def check_render_golden(gotunnel: Gotunnel, engine: str, golden_dir: Path, tmp_p
     # The golden config is also a valid one, by the engine's own validator.
     checked = gotunnel("--config", str(config), "validate", "--engine", engine)
     assert checked.code == 0, checked.err
-    assert "4 tunnel(s) valid" in checked.out
+    assert "5 tunnel(s) valid" in checked.out

@@ -32,3 +32,20 @@ def test_every_behaviour_is_one_marked_test() -> None:
         fn = getattr(importlib.import_module(module), function)
         marks = [m.args[0] for m in getattr(fn, "pytestmark", []) if m.name == "behaviour"]
         assert marks == [key], (key, row.test, marks)
+
+
+def test_given_sockets_switch_agrees_with_the_capability(request: pytest.FixtureRequest) -> None:
+    """`Engine.serves_given_sockets` is what the daemon reads; an engine without it says why in its
+    `given_sockets` capability (the daemon's refusal and the README matrix quote that reason)."""
+    from ..plugin import engine_selection
+
+    selection = engine_selection(request.config)
+    for name in selection.names:
+        spec = selection.specs.get(name)
+        if spec is None:
+            continue
+        engine_class = spec.engine_class
+        declared_unsupported = engine_class.capability("given_sockets").kind == "unsupported"
+        assert engine_class.serves_given_sockets != declared_unsupported, (
+            f"engine {name!r}: serves_given_sockets is {engine_class.serves_given_sockets} but the given_sockets "
+            f"capability is {engine_class.capability('given_sockets').kind!r}; set one to match the other")

@@ -23,6 +23,7 @@ class BackendState:
     pool: "Pool"
     health: HealthCheck | None = None
     prefix: bytes = b""
+    host_header: bytes = b""  # `host:port`: the Host sent upstream when a tunnel's host_header is "backend"
     current: int = 0
     healthy: bool = True  # verdict of active checks (always True without checks)
     ejected_until: float = 0.0  # passive ejection deadline (monotonic), 0 = not ejected
@@ -32,6 +33,7 @@ class BackendState:
 
     def __post_init__(self) -> None:
         self.prefix = self.backend.path.encode("ascii")
+        self.host_header = self.backend.address.encode("ascii")
 
     def available(self) -> bool:
         if not self.healthy:

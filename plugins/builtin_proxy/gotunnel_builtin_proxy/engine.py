@@ -39,6 +39,7 @@ class BuiltinEngine(Engine):
         "engine_validator": Capability.unsupported(
             "resolves backend names per connection: an unresolvable backend is accepted and answers 502"),
     }
+    serves_given_sockets = True  # in-process (`socket_of`), and workers inherit them
 
     def __init__(self, context: EngineContext) -> None:
         super().__init__(context)
@@ -184,6 +185,10 @@ class BuiltinEngine(Engine):
             {"host": listen.bind, "port": listen.http_port, "reuse_address": True, "backlog": 2048},
             {"host": listen.bind, "port": listen.https_port, "reuse_address": True, "backlog": 2048},
         ]
+        if socks is None and self.context.listeners is not None:  # ports 80/443 through `gotunnel ports`
+            given = self.context.listeners.dup()
+            socks = (given.socket_of(listen.http_port), given.socket_of(listen.https_port))
+            given.close_idle_sides()
         if socks is not None:
             where = [{"sock": socks[0]}, {"sock": socks[1]}]
         try:

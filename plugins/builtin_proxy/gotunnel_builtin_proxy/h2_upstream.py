@@ -165,7 +165,9 @@ class H1Relay(asyncio.Protocol):
         parts = [b"GET" if stream.websocket else req.method, b" "]
         if req.path != b"*":
             parts.append(backend.prefix)
-        parts += (req.path, b" HTTP/1.1\r\nHost: ", req.authority, CRLF)
+        route = stream.route
+        assert route is not None
+        parts += (req.path, b" HTTP/1.1\r\nHost: ", route.upstream_authority(backend, req.authority), CRLF)
         for name, value in fields:
             if name != b"te":
                 parts += (name, b": ", value, CRLF)
@@ -544,7 +546,10 @@ class H2Backend(asyncio.Protocol):
         stream.relay = relay
         scheme = b"https" if self.pool.key[0] == "https" else b"http"
         path = req.path if req.path == b"*" else backend.prefix + req.path
-        head = [(b":method", req.method), (b":scheme", scheme), (b":authority", req.authority), (b":path", path)]
+        route = stream.route
+        assert route is not None
+        authority = route.upstream_authority(backend, req.authority)
+        head = [(b":method", req.method), (b":scheme", scheme), (b":authority", authority), (b":path", path)]
         head += fields
         if req.content_length >= 0:
             head.append((b"content-length", b"%d" % req.content_length))

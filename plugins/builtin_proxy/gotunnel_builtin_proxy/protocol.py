@@ -410,10 +410,10 @@ class ClientProtocol:
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
         if self.tracer is not None:
             start_request_span(st, req, route, out, self.https)
-        # Request line first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", headers...]
-        out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n")
+        # Request line and Host first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", "Host: ",
+        # host, CRLF, headers...]; `_attach` fills in the chosen backend's prefix (and host:port).
+        out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF)
         out += (
-            b"Host: ", host, CRLF,
             b"X-Forwarded-For: ", (xff + b", " + self.peer_ip) if xff else self.peer_ip, CRLF,
             self.xfp,
             b"X-Forwarded-Host: ", host, CRLF,
@@ -547,6 +547,8 @@ class ClientProtocol:
         parts = req.head_parts
         if parts[3] != b"*":  # OPTIONS * takes no path prefix
             parts[2] = req.backend.prefix  # type: ignore[union-attr]
+        if req.route.host_from_backend:  # type: ignore[union-attr]
+            parts[6] = req.backend.host_header  # type: ignore[union-attr]
         head = b"".join(parts)
         body = req.body
         if body is None:

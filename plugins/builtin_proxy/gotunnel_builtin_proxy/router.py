@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from gotunnel_core.models import RouteTable, Tunnel
+from gotunnel_core.models import HOST_HEADER_MODES, RouteTable, Tunnel
 
 from .metrics import RouteCounters
 
 if TYPE_CHECKING:
-    from .balancer import Balancer
+    from .balancer import Balancer, BackendState
 
 _SUFFIXES = ((".localhost", 10), (".local", 6))
 _CACHE_MAX = 4096
@@ -34,6 +34,8 @@ class Route:
     resp_add: bytes = b""
     resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
     stats: RouteCounters = field(default_factory=RouteCounters)  # the engine's counters of this tunnel
+    upstream_host: bytes = b""  # a literal host_header; empty: the client's Host (or the backend's)
+    host_from_backend: bool = False  # host_header = "backend": each backend's own host:port
 
     @classmethod
     def build(cls, tunnel: Tunnel, balancer: "Balancer") -> "Route":
@@ -49,7 +51,15 @@ class Route:
             resp_add=_header_block(resp.add),
             resp_drop=frozenset(n.lower().encode() for n in resp.remove)
             | frozenset(n.lower().encode() for n, _ in resp.add),
+            upstream_host=b"" if tunnel.host_header in HOST_HEADER_MODES else tunnel.host_header.encode("ascii"),
+            host_from_backend=tunnel.host_header == "backend",
         )
+
+    def upstream_authority(self, backend: "BackendState", client_host: bytes) -> bytes:
+        """The Host (HTTP/2: `:authority`) `backend` receives for a request sent with `client_host`."""
+        if self.host_from_backend:
+            return backend.host_header
+        return self.upstream_host or client_host
 
 
 def tunnel_name_of(host: str) -> str | None:

@@ -85,8 +85,17 @@ class WorkerSupervisor:
         hook = self.context.hook
         with contextlib.suppress(AttributeError):
             self._hooks = bool(hook is not None and hook.gotunnel_request.get_hookimpls())
-        self.socks = [_listen(table.listen.bind, table.listen.http_port),
-                      _listen(table.listen.bind, table.listen.https_port)]
+        given = self.context.listeners  # ports 80/443 through `gotunnel ports`, or None
+        if given is not None:
+            given = given.dup()
+            self.socks = [given.socket_of(table.listen.http_port), given.socket_of(table.listen.https_port)]
+            given.close_idle_sides()
+            for sock in self.socks:
+                sock.setblocking(False)
+                sock.set_inheritable(True)
+        else:
+            self.socks = [_listen(table.listen.bind, table.listen.http_port),
+                          _listen(table.listen.bind, table.listen.https_port)]
         self.table = table
         try:
             await asyncio.gather(*(self._spawn(i) for i in range(self.settings.workers)))

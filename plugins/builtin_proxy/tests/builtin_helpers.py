@@ -21,21 +21,22 @@ from gotunnel_core.testing.engines import (LOCAL, EchoHandler, EchoServer, LoopT
 class EngineThread(LoopThread):
     """A BuiltinEngine on a uvloop event loop in a background thread."""
 
-    def __init__(self, tmp: Path, settings: dict[str, Any] | None = None, hook: Any = None) -> None:
+    def __init__(self, tmp: Path, settings: dict[str, Any] | None = None, hook: Any = None,
+                 listeners: Any = None) -> None:
         import uvloop
 
         from gotunnel_builtin_proxy.engine import BuiltinEngine
 
-        super().__init__(BuiltinEngine(EngineContext(work_dir=tmp, settings=settings or {}, hook=hook)),
-                         uvloop.new_event_loop())
+        context = EngineContext(work_dir=tmp, settings=settings or {}, hook=hook, listeners=listeners)
+        super().__init__(BuiltinEngine(context), uvloop.new_event_loop())
 
 
 @pytest.fixture
 def engine_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[EngineThread] = []
 
-    def make(settings: dict[str, Any] | None = None, hook: Any = None) -> EngineThread:
-        eng = EngineThread(tmp_path, settings, hook)
+    def make(settings: dict[str, Any] | None = None, hook: Any = None, listeners: Any = None) -> EngineThread:
+        eng = EngineThread(tmp_path, settings, hook, listeners)
         made.append(eng)
         return eng
 

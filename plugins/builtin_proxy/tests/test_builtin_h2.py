@@ -17,7 +17,7 @@ from builtin_helpers import (  # noqa: F401  (fixtures)
     LOCAL, EchoServer, backend_a, backend_b, echo_json, engine_factory, free_port, make_table, pki, ports, wait_for,
 )
 from gotunnel_core.testing.backends import WsEchoServer
-from h2_helpers import H2Client, tls_socket
+from gotunnel_core.testing.h2client import H2cEchoServer, H2Client, tls_socket
 from test_builtin_routing import _hook_relay, _Plugin
 from test_builtin_stream import RssWatcher
 
@@ -361,3 +361,48 @@ def test_stop_sends_goaway(engine_factory, backend_a, ports, pki):
     with pytest.raises(OSError):
         socket.create_connection((LOCAL, ports[1]), timeout=2).close()
 
+
+
+def test_host_header_modes_on_streams(engine_factory, backend_a, backend_b, ports, pki):
+    """`host_header` holds on HTTP/2 streams too, towards HTTP/1.1 and HTTP/2 (`h2c://`) backends:
+    the Host or `:authority` the backend sees, and X-Forwarded-Host keeping the client's."""
+    h2c = H2cEchoServer()
+    try:
+        eng = engine_factory()
+        eng.start(make_table([
+            {"name": "alpha", "backends": [backend_a.url, backend_b.url], "host_header": "backend"},
+            {"name": "beta", "backends": backend_a.url, "host_header": "API.example.test:9000"},
+            # (names the test PKI has certificates for)
+            {"name": "multi", "backends": h2c.url, "host_header": "backend"},
+            {"name": "redir", "backends": h2c.url, "host_header": "rpc.example.test"},
+            {"name": "down", "backends": h2c.url},
+        ], *ports, pki))
+        seen: dict[str, set[str]] = {"A": set(), "B": set()}
+        c = client(ports[1], pki, "alpha")
+        try:
+            for _ in range(6):
+                info = echo_json(bytes(c.request("GET", "/").body))
+                seen[info["server"]].add(info["hdr"]["host"])
+                assert info["hdr"]["x-forwarded-host"] == "alpha.localhost"
+        finally:
+            c.close()
+        assert seen == {"A": {f"{LOCAL}:{backend_a.port}"}, "B": {f"{LOCAL}:{backend_b.port}"}}
+        c = client(ports[1], pki, "beta")
+        try:
+            assert echo_json(bytes(c.request("GET", "/").body))["hdr"]["host"] == "api.example.test:9000"
+        finally:
+            c.close()
+        for name, authority in (("multi", f"{LOCAL}:{h2c.port}"), ("redir", "rpc.example.test"),
+                                ("down", "down.localhost")):
+            c = client(ports[1], pki, name)
+            try:
+                r = c.request("GET", "/")
+                assert r.status == 200
+                fields = json.loads(bytes(r.body))["headers"]
+                assert [v for k, v in fields if k == ":authority"] == [authority], (name, fields)
+                assert [v for k, v in fields if k == "x-forwarded-host"] == [f"{name}.localhost"]
+                assert not [k for k, _ in fields if k == "host"]
+            finally:
+                c.close()
+    finally:
+        h2c.close()

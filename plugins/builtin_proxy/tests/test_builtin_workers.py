@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from builtin_helpers import (  # noqa: F401  (fixtures)
-    backend_a, backend_b, echo_json, engine_factory, http_get, make_table, pki, ports, wait_for,
+    backend_a, backend_b, echo_json, engine_factory, http_get, https_get, make_table, pki, ports, wait_for,
 )
 
 
@@ -52,3 +52,36 @@ def test_workers_serve_follow_route_changes_and_restart(engine_factory, backend_
         eng.close()
     for pid in live:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steerable", [False, True], ids=["one-socket", "steerable-pair"])
+def test_workers_serve_on_the_sockets_the_daemon_hands_them(engine_factory, backend_a, ports, pki, steerable):
+    """Ports 80/443 through `gotunnel ports`: with `workers = 2` the workers inherit the given
+    sockets (the conformance row `given_sockets` covers the in-process engine), and stopping the
+    engine leaves the daemon's sockets listening."""
+    import socket
+
+    from gotunnel_core.models import Listen
+    from gotunnel_core.supervisor import ListenerSockets
+
+    given = ListenerSockets(Listen("127.0.0.1", *ports), steer=steerable)  # no SO_REUSEPORT unless steerable
+    try:
+        eng = engine_factory({"workers": 2}, listeners=given)
+        eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports, pki))
+        try:
+            pids = eng.engine._workers.pids()
+            assert len(pids) == 2
+            for _ in range(20):
+                status, _, body = http_get(ports[0], "alpha.localhost")
+                assert status == 200 and echo_json(body)["server"] == "A"
+            status, _, body = https_get(ports[1], pki, "alpha.localhost")
+            assert status == 200 and echo_json(body)["server"] == "A"
+            wait_for(lambda: eng.engine.health().extra["requests_total"] == 21, what="stats from the workers")
+        finally:
+            eng.close()
+        for port in ports:
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass  # queued in the daemon's socket: it still listens
+    finally:
+        given.close()

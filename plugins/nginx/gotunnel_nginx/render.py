@@ -1,10 +1,9 @@
 """Rendering a route table into nginx configuration files with Jinja2.
 
-Templates are found through a `ChoiceLoader`: the user's `template_dir` first, then the
-templates packaged with this distribution, which are also reachable as `default:NAME` so an
-override can `{% extends "default:nginx.conf.j2" %}`. `StrictUndefined` makes a typo in a
-template an error, and autoescape is off (this is not HTML): every value from the route table
-goes through an explicit nginx quoting filter (see `quoting.py`).
+Templates are found as `gotunnel_core.templating` sets up: the user's `template_dir` first, then
+the templates packaged with this distribution, also reachable as `default:NAME` so an override
+can `{% extends "default:nginx.conf.j2" %}`. Every value from the route table goes through an
+explicit nginx quoting filter (see `quoting.py`).
 
 The HTML pages (404 listing, per-tunnel 502) come from `gotunnel_core.pages`, already escaped,
 and are written to files that nginx serves with `error_page` + `internal` locations, so no page
@@ -21,11 +20,12 @@ from typing import Any, Mapping
 
 from gotunnel_core import pages
 from gotunnel_core.engine import EngineValidationError
-from gotunnel_core.errors import UsageError
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
+from gotunnel_core.quoting import is_ip
+from gotunnel_core.templating import render_template, template_environment
 
 from .metrics import LOG_FORMAT
-from .quoting import FILTERS, NginxQuoteError
+from .quoting import FILTERS, NginxQuoteError, ngx_str
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAIN_TEMPLATE = "nginx.conf.j2"
@@ -42,44 +42,18 @@ class RenderOptions:
     keepalive: int = 256
     log_level: str = "warn"
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
+    http2: bool = True  # offer h2 by ALPN on the HTTPS listener (the `http2` setting)
     template_dir: str | None = None
     metrics_socket: str | None = None  # the daemon's access-log datagram socket (metrics), if any
 
 
 def make_environment(template_dir: str | None) -> Any:
-    import jinja2
-
-    packaged = jinja2.FileSystemLoader(str(TEMPLATES))
-    loaders: list[Any] = []
-    if template_dir:
-        if not os.path.isdir(template_dir):
-            raise UsageError(f"template_dir {template_dir!r} is not a directory")
-        loaders.append(jinja2.FileSystemLoader(template_dir))
-    loaders += [jinja2.PrefixLoader({"default": packaged}, delimiter=":"), packaged]
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=False,
-        lstrip_blocks=False,
-    )
-    env.filters.update(FILTERS)
-    return env
+    """The Jinja2 environment: the user's `template_dir`, then the packaged templates (also as `default:`)."""
+    return template_environment(TEMPLATES, template_dir, FILTERS)
 
 
 def _listen(bind: str, port: int) -> str:
     return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _page_name(tunnel: Tunnel) -> str:
@@ -111,11 +85,16 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
     request_remove = [name for name in req.remove if name.lower() not in added]
     first = tunnel.backends[0]
     return {
+        # Host sent upstream: the client's, or one fixed value (`backend`: nginx picks the server
+        # inside the upstream block, so every backend gets the first one's host:port).
+        "host": "$gt_host" if tunnel.host_header == "preserve" else ngx_str(tunnel.upstream_host("", first)),
         "name": tunnel.name,
         "upstream": f"gt_{index}",
         "scheme": first.scheme,
+        # gRPC requests to an https backend go through the grpc module (HTTP/2, ALPN h2).
+        "grpc_branch": first.scheme == "https",
         "prefix": first.path,
-        "tls_name": None if _is_ip(first.host) else first.host,
+        "tls_name": None if is_ip(first.host) else first.host,
         "server_names": _server_names(tunnel),
         "https": tunnel.https,
         "redirect_https": tunnel.redirect_https,
@@ -144,6 +123,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "metrics_socket": options.metrics_socket,
         "metrics_format": LOG_FORMAT,
         "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
+        "http2": options.http2,
         "listen": {
             "http": _listen(listen.bind, listen.http_port),
             "https": _listen(listen.bind, listen.https_port),
@@ -153,17 +133,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "pages_dir": PAGES_DIR,
         "tunnels": [tunnel_view(i, t, table.certs.get(t.name)) for i, t in enumerate(table.tunnels)],
     }
-    try:
-        config = env.get_template(MAIN_TEMPLATE).render(context)
-    except NginxQuoteError as exc:
-        raise EngineValidationError(f"nginx: {exc}") from None
-    except Exception as exc:  # jinja2 errors in a user's template override
-        import jinja2
-
-        if isinstance(exc, jinja2.TemplateError):
-            where = f" ({getattr(exc, 'filename', None)}:{getattr(exc, 'lineno', None)})" if getattr(exc, "lineno", None) else ""
-            raise EngineValidationError(f"nginx template error{where}: {exc}") from None
-        raise
+    config = render_template(env, MAIN_TEMPLATE, context, engine="nginx", quote_errors=(NginxQuoteError,))
     files = {
         "nginx.conf": config,
         "generation.conf": generation_conf(0),
@@ -214,6 +184,7 @@ def render_options(settings: Mapping[str, Any], options: Mapping[str, Any],
         keepalive=options["keepalive"],
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
+        http2=bool(settings.get("http2", True)),
         template_dir=settings.get("template_dir"),
         metrics_socket=metrics_socket,
     )

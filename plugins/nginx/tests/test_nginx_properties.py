@@ -1,7 +1,8 @@
 """Property tests: no string can break out of the nginx config.
 
-1. Every field that reaches the nginx template gets arbitrary text: either the model refuses it
-   with a clear ValidationError, or the rendered config passes `nginx -t`.
+1. Every field that reaches the nginx template gets arbitrary text (the kit's
+   `gotunnel_core.testing.injection`): either the model refuses it with a clear ValidationError,
+   or the rendered config passes `nginx -t`.
 2. Header values that the models accept come out of a real nginx byte for byte (quotes,
    backslashes, `$name`, `;`, braces, `#`): quoting never changes a value, never expands one.
 3. The quoting filters themselves, against a model of nginx's token reader.
@@ -14,7 +15,7 @@ import http.client
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -22,41 +23,12 @@ from hypothesis import strategies as st
 
 from gotunnel_core.testing.engines import make_pki
 from gotunnel_core.testing import free_port
-from gotunnel_core.engine import EngineContext, EngineValidationError
-from gotunnel_core.errors import ValidationError
+from gotunnel_core.engine import EngineContext
 from gotunnel_core.models import Listen, RouteTable, Tunnel
+from gotunnel_core.testing.injection import FIELDS, HEADER_VALUE, check_refused_or_valid
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (CI installs it)")
-
-# Text with everything that matters to nginx's parser and to HTTP: quotes, backslash, `$`,
-# `;`, braces, `#`, spaces, controls (CR, LF, NUL, TAB), non-ASCII.
-NASTY = st.text(alphabet=st.sampled_from(list("aZ09-._~/:@%*$;{}#\"'\\ \t\r\n\x00\x7fé€!&()+,=?[]<>`|^")) | st.characters(),
-                max_size=80)
-
-
-TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcXYZ", min_size=1, max_size=30)
-PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
-PATHISH = st.text(alphabet=list("/abc019-._~!&()*+,=:@%$;{}#\"'\\ "), max_size=40).map(lambda v: "/" + v)
-#: Paths of plain unreserved characters: most PATHISH draws are refused, and a run must also
-#: draw enough accepted values for the "accepted" branch (>= 5 of 60) whatever the seed.
-CLEAN_PATH = st.text(alphabet=list("/abc019-._~"), max_size=40).map(lambda v: "/" + v)
-HOSTNAME = st.from_regex(r"(\*\.)?[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]{1,10}){0,3}", fullmatch=True)
-#: Per field: arbitrary text, plus values shaped like valid ones so the "accepted" branch is hit.
-SHAPED: dict[str, Any] = {
-    "name": HOSTNAME,
-    "backend url": st.builds(lambda h, p, path: f"http://{h}:{p}{path}", st.sampled_from(["127.0.0.1", "localhost", "[::1]"]),
-                             st.integers(0, 70000), PATHISH),
-    "backend path prefix": PATHISH | CLEAN_PATH,
-    "backend weight": st.integers(-5, 2000).map(str),
-    "health path": PATHISH | CLEAN_PATH,
-    "request header name (add)": TOKEN,
-    "request header value": PRINTABLE,
-    "request header name (remove)": TOKEN,
-    "response header name (add)": TOKEN,
-    "response header value": PRINTABLE,
-    "response header name (remove)": TOKEN,
-}
 
 
 @pytest.fixture(scope="module")
@@ -72,82 +44,25 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return NginxEngine(EngineContext(work_dir=work, settings={"engine": "nginx", "engine_bin": NGINX}))
 
 
-def base_tunnel() -> dict[str, Any]:
-    return {
-        "name": "app",
-        "backends": [{"url": "http://127.0.0.1:3000", "weight": 2}, "http://127.0.0.1:3001"],
-        "health": {"path": "/health", "interval": 1, "timeout": 1, "healthy_threshold": 1, "unhealthy_threshold": 2},
-        "headers": {"request": {"add": {"X-A": "1"}, "remove": ["X-B"]},
-                    "response": {"add": {"X-C": "3"}, "remove": ["X-D"]}},
-    }
-
-
-def _set_name(t: dict[str, Any], v: str) -> None:
-    t["name"] = v
-
-
-def _set_backend(t: dict[str, Any], v: str) -> None:
-    t["backends"] = [v]
-
-
-def _set_backend_path(t: dict[str, Any], v: str) -> None:
-    t["backends"] = ["http://127.0.0.1:3000" + v]
-
-
-def _set_weight(t: dict[str, Any], v: str) -> None:
-    t["backends"] = [{"url": "http://127.0.0.1:3000", "weight": v}]
-
-
-def _set_health_path(t: dict[str, Any], v: str) -> None:
-    t["health"]["path"] = v
-
-
-FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
-    "name": _set_name,
-    "backend url": _set_backend,
-    "backend path prefix": _set_backend_path,
-    "backend weight": _set_weight,
-    "health path": _set_health_path,
-    "request header name (add)": lambda t, v: t["headers"]["request"]["add"].update({v: "x"}),
-    "request header value": lambda t, v: t["headers"]["request"]["add"].update({"X-A": v}),
-    "request header name (remove)": lambda t, v: t["headers"]["request"].update(remove=[v]),
-    "response header name (add)": lambda t, v: t["headers"]["response"]["add"].update({v: "x"}),
-    "response header value": lambda t, v: t["headers"]["response"]["add"].update({"X-C": v}),
-    "response header name (remove)": lambda t, v: t["headers"]["response"].update(remove=[v]),
-}
-
-
 @pytest.mark.parametrize("field", list(FIELDS))
 def test_arbitrary_strings_are_refused_or_valid_for_nginx(field: str, engine: Any, pki: Any) -> None:
-    cert = pki.certs["shared"]
-    outcomes = {"refused": 0, "validated": 0}
+    def validate(tunnel: Tunnel) -> None:
+        table = RouteTable(Listen("127.0.0.1", 8080, 8443), (tunnel,), {tunnel.name: pki.certs["shared"]}, pki.default)
+        asyncio.run(engine.validate(table))
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(value=NASTY | SHAPED[field])
-    def check(value: str) -> None:
-        raw = base_tunnel()
-        FIELDS[field](raw, value)
-        try:
-            tunnel = Tunnel.from_raw(raw)
-        except ValidationError as exc:
-            assert exc.message.startswith("invalid ") and exc.reason  # refused, saying which field and why
-            outcomes["refused"] += 1
-            return
-        outcomes["validated"] += 1
-        table = RouteTable(Listen("127.0.0.1", 8080, 8443), (tunnel,), {tunnel.name: cert}, pki.default)
-        try:
-            asyncio.run(engine.validate(table))
-        except EngineValidationError as exc:
-            pytest.fail(f"{field} = {value!r} was accepted by the model but nginx -t refused the config: {exc.message}")
-
-    check()
-    assert outcomes["validated"] >= 5 and outcomes["refused"] >= 5, outcomes  # both branches exercised
+    check_refused_or_valid(field, validate)
 
 
 # ----- values survive a real nginx unchanged -------------------------------------------------------
 
-HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=60).filter(
-    lambda v: v == v.strip(" "))
+def header_rules_table(backend_url: str, values: list[str], ports: tuple[int, int], cert: Any, default: Any) -> RouteTable:
+    """Tunnel `app` to `backend_url`, adding value i as request header X-V<i> and response header X-R<i>."""
+    tunnel = Tunnel.from_raw({
+        "name": "app", "backends": [backend_url],
+        "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
+                    "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
+    })
+    return RouteTable(Listen("127.0.0.1", *ports), (tunnel,), {"app": cert}, default)
 
 
 def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any) -> None:
@@ -161,12 +76,7 @@ def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any
     loop = asyncio.new_event_loop()
 
     def table(values: list[str]) -> RouteTable:
-        tunnel = Tunnel.from_raw({
-            "name": "app", "backends": [backend.url],
-            "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
-                        "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
-        })
-        return RouteTable(Listen("127.0.0.1", http_port, https_port), (tunnel,), {"app": pki.certs["shared"]}, pki.default)
+        return header_rules_table(backend.url, values, (http_port, https_port), pki.certs["shared"], pki.default)
 
     loop.run_until_complete(engine.start(table(["start"])))
     try:
@@ -189,6 +99,46 @@ def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any
 
         check()
     finally:
+        loop.run_until_complete(engine.stop())
+        loop.close()
+        backend.close()
+
+
+def test_header_values_pass_through_real_nginx_grpc_verbatim(tmp_path: Path) -> None:
+    """The same through the grpc module (grpc_set_header, add_header on an h2c tunnel), to a real gRPC
+    backend and back to a real gRPC client over TLS."""
+    from gotunnel_nginx.engine import NginxEngine
+
+    from gotunnel_core.testing.grpc_backend import GrpcBackend, GrpcClient
+
+    pki = make_pki(tmp_path / "pki", ["app"])
+    backend = GrpcBackend()
+    http_port, https_port = free_port(), free_port()
+    engine = NginxEngine(EngineContext(work_dir=tmp_path / "work", settings={"engine": "nginx", "engine_bin": NGINX}))
+    loop = asyncio.new_event_loop()
+
+    def table(values: list[str]) -> RouteTable:
+        return header_rules_table(backend.url, values, (http_port, https_port), pki.certs["app"], pki.default)
+
+    loop.run_until_complete(engine.start(table(["start"])))
+    client = GrpcClient(https_port, f"app.localhost:{https_port}", str(pki.ca_file))
+    try:
+        @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(values=st.lists(HEADER_VALUE, min_size=1, max_size=8))
+        def check(values: list[str]) -> None:
+            assume(all(v.strip() for v in values))
+            loop.run_until_complete(engine.apply(table(values)))
+            backend.metadata.clear()
+            _, call = client.unary_with_call("Unary", b"x")
+            sent = backend.metadata[0]
+            answered = dict(call.initial_metadata())
+            for i, value in enumerate(values):
+                assert sent[f"x-v{i}"] == value
+                assert answered[f"x-r{i}"] == value
+
+        check()
+    finally:
+        client.close()
         loop.run_until_complete(engine.stop())
         loop.close()
         backend.close()

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from gotunnel_core.testing import Gotunnel, wait_for
-from gotunnel_core.testing.daemon import engine_status, http_get, serves, supervisor_record, use_engine
+from gotunnel_core.testing.daemon import engine_status, group_alive, http_get, serves, supervisor_record, use_engine
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
 pytestmark = pytest.mark.skipif(not NGINX, reason="nginx is not installed (CI installs it)")
@@ -32,17 +32,6 @@ def work_dir(g: Gotunnel) -> Any:
 
 def engine_record(g: Gotunnel) -> dict[str, Any]:
     return supervisor_record(g, "nginx")
-
-
-def group_alive(pgid: int) -> list[int]:
-    alive = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return alive
 
 
 def test_engine_runs_unprivileged_inside_the_state_dir(ngx: Gotunnel, echo_backend: Any) -> None:

@@ -1,0 +1,265 @@
+"""Rendering a route table into HAProxy configuration files.
+
+One generation directory holds everything HAProxy reads, and HAProxy runs with `-C <that
+directory>`, so every path in the config is relative to it and the validator (`haproxy -c`) reads
+exactly the files the reload will:
+
+    haproxy.cfg          the configuration (Jinja2 template `haproxy.cfg.j2`, quoting in `quoting.py`)
+    maps/http.map        host name -> backend, for the HTTP frontend (`redirect` for --redirect-https)
+    maps/https.map       host name -> backend, for the HTTPS frontend (only tunnels served over HTTPS)
+    crt-list.txt         each HTTPS tunnel's certificate with its SNI names; the default one first
+    certs/NAME.pem       links to the certificate and its key (`NAME.pem.key`, where HAProxy looks
+                         for it): no copy of a key is ever written (`RenderedLink`)
+    pages/404.html       the 404 listing as a log-format file (it names the requested host)
+    pages/502-NAME.http  the tunnel's 502 page as a raw HTTP response (`errorfile`)
+    pages/503-NAME.html  the tunnel's page when its health checks failed every backend
+
+Host routing is two map lookups (the exact name, then the name with its first label replaced by
+`*` for wildcard tunnels), so 1,000 tunnels cost what one does. The pages come from
+`gotunnel_core.pages`, already escaped, and live in files: no page text is ever inside the config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from gotunnel_core import pages
+from gotunnel_core.engine import EngineValidationError, RenderedLink
+from gotunnel_core.models import CertFiles, RouteTable, Tunnel
+from gotunnel_core.quoting import is_ip
+from gotunnel_core.templating import render_template, template_environment
+
+from .quoting import FILTERS, HAProxyQuoteError, hap_name, lf_literal
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+MAIN_TEMPLATE = "haproxy.cfg.j2"
+CONFIG_FILE = "haproxy.cfg"
+GENERATION_FILE = "generation.txt"
+#: HAProxy weights go from 1 to 256; gotunnel's from 1 to 1000 (scaled down, ratios kept).
+MAX_WEIGHT = 256
+#: Seconds a backend that refused a connection sits out when its tunnel has no active check.
+PASSIVE_EJECT = 10.0
+#: `http-request return` serves a page from one buffer (tune.bufsize, 16 KiB by default, less what
+#: HAProxy keeps for rewrites and headers): the 404 listing is cut to fit.
+MAX_PAGE = 12 * 1024
+#: The requested host in the 404 page: the frontend sets it, with anything but host-name
+#: characters replaced, so the page needs no HTML escaping of it.
+HOST_EXPR = "%[var(txn.gt_page_host)]"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Knobs of the rendered config that do not come from the route table."""
+
+    control_socket: str = "run/ctl.sock"
+    threads: int | None = None
+    maxconn: int | None = None
+    http2: bool = True
+    template_dir: str | None = None
+
+
+def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
+    """Every file of one generation but `generation.txt` (see `generation_file`)."""
+    views = [tunnel_view(t, table.certs.get(t.name)) for t in table.tunnels]
+    listen = table.listen
+    default_cert = table.default_cert or next((v["cert"] for v in views if v["cert"] is not None), None)
+    context = {
+        "options": options,
+        "listen": {
+            "http": _address(listen.bind, listen.http_port),
+            "https": _address(listen.bind, listen.https_port),
+            "bind_options": _bind_options(listen.bind),
+            "https_suffix": "" if listen.https_port == 443 else f":{listen.https_port}",
+        },
+        "tls": default_cert is not None,
+        "wildcards": any(t.is_wildcard for t in table.tunnels),
+        "tunnels": views,
+        "generation_file": GENERATION_FILE,
+    }
+    env = template_environment(TEMPLATES, options.template_dir, FILTERS)
+    files: dict[str, str] = {
+        CONFIG_FILE: render_template(env, MAIN_TEMPLATE, context, engine="haproxy", quote_errors=(HAProxyQuoteError,)),
+        "maps/http.map": _map(views, https=False),
+        "maps/https.map": _map(views, https=True),
+        "crt-list.txt": _crt_list(views, default_cert),
+        "pages/404.html": not_found_page(table),
+    }
+    if default_cert is not None:
+        files.update(_cert_links("default", default_cert))
+    for tunnel, view in zip(table.tunnels, views):
+        if view["cert"] is not None:
+            files.update(_cert_links(view["stem"], view["cert"]))
+        backends = ", ".join(b.url for b in tunnel.backends)
+        files[view["page_502"]] = _http_response(502, "Bad Gateway", pages.bad_gateway_page(
+            tunnel.name, backends, "the connection failed, was reset or timed out"))
+        if view["health"] is not None:
+            files[view["page_503"]] = pages.unavailable_page(tunnel.name, tunnel.backends)
+    return files
+
+
+def generation_file(generation: int) -> dict[str, str]:
+    """What the control socket answers: which configuration generation serves."""
+    return {GENERATION_FILE: f"{int(generation)}\n"}
+
+
+def render_options(settings: Mapping[str, Any], options: Mapping[str, Any], control_socket: str) -> RenderOptions:
+    """Render options from the core settings and the engine's (validated) options."""
+    return RenderOptions(
+        control_socket=control_socket,
+        threads=options["threads"],
+        maxconn=options["maxconn"],
+        http2=bool(settings.get("http2", True)),
+        template_dir=settings.get("template_dir"),
+    )
+
+
+# ----- one tunnel ------------------------------------------------------------------------------------
+
+def _stem(tunnel: Tunnel) -> str:
+    # Tunnel names are RFC 1123 labels (and a leading `*.`): `_` cannot occur otherwise.
+    return tunnel.name.replace("*", "_")
+
+
+def _weights(weights: list[int]) -> list[int]:
+    """gotunnel weights (1-1000) as HAProxy weights (1-256), scaled only when one is above 256."""
+    top = max(weights)
+    if top <= MAX_WEIGHT:
+        return weights
+    return [max(1, round(w * MAX_WEIGHT / top)) for w in weights]
+
+
+def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
+    """What the template needs about one tunnel (values still raw; the template quotes them)."""
+    prefixes = {b.path for b in tunnel.backends}
+    if len(prefixes) > 1:
+        raise EngineValidationError(
+            f"haproxy: the backends of tunnel {tunnel.name!r} must share one path prefix "
+            f"(got {', '.join(b.url for b in tunnel.backends)})")
+    if tunnel.https and cert is None:
+        raise EngineValidationError(f"haproxy: no certificate for tunnel {tunnel.name!r}")
+    stem = _stem(tunnel)
+    prefix = tunnel.backends[0].path
+    health = tunnel.health
+    req, resp = tunnel.headers.request, tunnel.headers.response
+    servers = [
+        {
+            "name": f"s{i}",
+            "address": b.address,
+            "weight": weight,
+            "tls": b.scheme == "https",
+            "sni": b.host if b.scheme == "https" and not is_ip(b.host) else None,
+            "h2": b.scheme == "h2c",
+        }
+        for i, (b, weight) in enumerate(zip(tunnel.backends, _weights([b.weight for b in tunnel.backends])))
+    ]
+    return {
+        "name": tunnel.name,
+        "stem": stem,
+        "backend": "tunnel:" + stem,
+        "hostnames": list(tunnel.hostnames),
+        "https": tunnel.https,
+        "redirect_https": tunnel.redirect_https,
+        "cert": cert if tunnel.https else None,
+        "prefix": prefix,
+        "servers": servers,
+        # A refused connection is retried once, on another backend when there is one.
+        "retries": 1,
+        # Without active checks, several backends get the builtin engine's passive ejection: a
+        # refused connection marks a backend down (`observe layer4`) until a TCP check, every
+        # PASSIVE_EJECT seconds, reaches it again.
+        "passive": PASSIVE_EJECT if health is None and len(tunnel.backends) > 1 else None,
+        "health": None if health is None else {
+            "uri": prefix + health.path,
+            "host": tunnel.backends[0].address,
+            "interval": health.interval,
+            "timeout": health.timeout,
+            "rise": health.healthy_threshold,
+            "fall": health.unhealthy_threshold,
+        },
+        "request_remove": list(req.remove),
+        "request_add": list(req.add),
+        "response_remove": list(resp.remove),
+        "response_add": list(resp.add),
+        "page_502": f"pages/502-{stem}.http",
+        "page_503": f"pages/503-{stem}.html",
+    }
+
+
+# ----- files beside the config --------------------------------------------------------------------------
+
+def _address(bind: str, port: int) -> str:
+    return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
+
+
+def _bind_options(bind: str) -> str:
+    # `::` serves IPv4 too (as the daemon's own listeners do); another IPv6 address only itself.
+    if ":" not in bind:
+        return ""
+    return " v4v6" if ipaddress.ip_address(bind) == ipaddress.IPv6Address("::") else " v6only"
+
+
+def _map(views: list[dict[str, Any]], https: bool) -> str:
+    """`host backend` lines (HAProxy's map format; keys are checked host names)."""
+    lines = []
+    for view in views:
+        if https and not view["https"]:
+            continue
+        target = "redirect" if not https and view["redirect_https"] else view["backend"]
+        lines += [f"{hap_name(host)} {target}" for host in view["hostnames"]]
+    return "".join(line + "\n" for line in lines)
+
+
+def _cert_links(stem: str, cert: CertFiles) -> dict[str, str]:
+    """The certificate and, where HAProxy looks for it, its key: links, never copies."""
+    try:
+        return {f"certs/{stem}.pem": RenderedLink(cert.cert), f"certs/{stem}.pem.key": RenderedLink(cert.key)}
+    except ValueError as exc:
+        raise EngineValidationError(f"haproxy: {exc}") from None
+
+
+def _crt_list(views: list[dict[str, Any]], default_cert: CertFiles | None) -> str:
+    """The default certificate first (served for a name no tunnel has), then each HTTPS tunnel's
+    certificate for exactly its names (HAProxy's wildcard filters match one label, like the cert)."""
+    lines = ["certs/default.pem"] if default_cert is not None else []
+    for view in views:
+        if view["cert"] is not None:
+            lines.append(f"certs/{view['stem']}.pem " + " ".join(hap_name(h) for h in view["hostnames"]))
+    return "".join(line + "\n" for line in lines)
+
+
+def _http_response(status: int, reason: str, html: str) -> str:
+    """A complete HTTP/1.1 response for `errorfile` (HAProxy sends it as is, status included)."""
+    body = html.encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n\r\n{html}")
+
+
+#: Stands for the requested host in the 404 page until it becomes `HOST_EXPR`.
+_HOST_MARK = "gotunnel-requested-host-5d1e0b"
+
+
+def not_found_page(table: RouteTable) -> str:
+    """The 404 page as a log-format file: `%` doubled everywhere but in the one expression that
+    names the requested host; the listing is cut (by name) to what one HAProxy buffer holds."""
+    def page(listed: int | None = None) -> str:
+        return pages.not_found_page(_HOST_MARK, table.tunnels, table.listen, max_listed=listed)
+
+    text = page()
+    if len(text.encode()) > MAX_PAGE:
+        fits, too_many = 0, len(table.tunnels)  # a page grows with what it lists: bisect the count
+        while too_many - fits > 1:
+            middle = (fits + too_many) // 2
+            if len(page(middle).encode()) <= MAX_PAGE:
+                fits = middle
+            else:
+                too_many = middle
+        text = page(fits)
+    assert text.count(_HOST_MARK) == 1
+    return lf_literal(text).replace(_HOST_MARK, HOST_EXPR)
+
+
+__all__ = ["CONFIG_FILE", "GENERATION_FILE", "RenderOptions", "generation_file", "not_found_page",
+           "render_files", "render_options", "tunnel_view"]
