@@ -50,7 +50,7 @@ def test_request_span_is_the_backends_parent(memory_exporter: Any, engine_factor
 def test_http2_request_span_is_the_backends_parent(memory_exporter: Any, engine_factory: Any,  # noqa: F811
                                                     backend_a: Any, ports: Any, tmp_path: Any) -> None:  # noqa: F811
     from builtin_helpers import make_pki
-    from h2_helpers import H2Client
+    from gotunnel_core.testing.h2client import H2Client
 
     pki = make_pki(tmp_path / "pki", ["app"])
     engine = engine_factory()
