@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from .fsutil import atomic_write
 
 #: Keys of an `[engines.NAME]` table that name a program or a directory of templates.
-SENSITIVE_ENGINE_KEYS = frozenset({"bin", "template_dir"})
+SENSITIVE_ENGINE_KEYS = frozenset({"bin", "template_dir", "image"})
 ALLOW_FILE = "allowed-configs.json"
 
 

@@ -15,8 +15,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import UsageError, ValidationError
 from .models import parse_bind, parse_port
-from .values import boolean, choice, from_model, integer, number, optional_path, str_list, text
-
+from .values import boolean, choice, from_model, integer, number, optional_path, optional_text, str_list, text
 
 
 def _file_str_list(raw: object) -> list[str]:
@@ -44,12 +43,23 @@ class Setting:
         return "GOTUNNEL_" + self.name.upper()
 
 
+def _providers(raw: object) -> list[str]:
+    from .providers import PROVIDERS
+
+    names = str_list(raw)
+    unknown = [name for name in names if name not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown provider {unknown[0]!r}; available: {', '.join(sorted(PROVIDERS))}")
+    return sorted(set(names))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("engine", text, "builtin", "proxy engine: builtin, nginx, caddy, envoy, or a plugin's"),
     Setting("state_dir", optional_path, None, "directory for the daemon socket, state, certificates and logs"),
     Setting("http_port", from_model(parse_port), 8080, "port of the HTTP listener"),
     Setting("https_port", from_model(parse_port), 8443, "port of the HTTPS listener"),
     Setting("bind", from_model(parse_bind), "0.0.0.0", "address the listeners bind to"),
+    Setting("http2", boolean, True, "offer HTTP/2 (ALPN h2) besides HTTP/1.1 on the HTTPS listener"),
     Setting("mdns", boolean, True, "advertise NAME.local on the LAN with mDNS"),
     Setting("mdns_interface", str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
     Setting("hosts", boolean, False, "also write NAME.local entries into the hosts file"),
@@ -60,18 +70,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("template_dir", optional_path, None, "directory with engine template overrides", sensitive=True),
     Setting("engine_bin", optional_path, None, "program of the selected external engine (default: found on PATH)",
             sensitive=True),
+    Setting("runtime", choice("process", "docker"), None,
+            "how external engines run: process (a child of the daemon) or docker (their official image); "
+            "unset: each engine's option `runtime` (process)"),
     Setting("upstream_timeout", number(0.1, 86400), 60.0,
             "seconds a backend may take to its first response byte before the client gets 504 (per tunnel too)"),
     Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
     Setting("cert_keep_days", integer(0, 3650), 7,
             "keep a removed tunnel's certificate this many days (reused if it comes back), then delete it"),
+    Setting("metrics_port", integer(0, 65535), 0, "serve Prometheus metrics on 127.0.0.1:PORT (0: off)"),
+    Setting("sentry_dsn", optional_text, None,
+            "send unexpected daemon errors to this Sentry DSN (default: none, nothing is sent)", secret=True,
+            sensitive=True),
+    Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
     Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)",
             sensitive=True),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: Settings whose config-file form is a TOML array (a bare string there is a mistake).
-LIST_SETTINGS = frozenset({"mdns_interface", "ca_extra_suffixes"})
+LIST_SETTINGS = frozenset({"mdns_interface", "ca_extra_suffixes", "providers"})
 #: Settings that do not shape what a daemon serves; every other one is saved with the tunnels
 #: and reused when a daemon restores them (`state.TunnelStore`).
 NOT_SAVED = frozenset({"state_dir", "log_format", "debug"})
@@ -107,7 +125,8 @@ class Resolved:
         return {
             "config_file": str(self.config_file) if self.config_file else None,
             "settings": {
-                s.name: {"value": self.values[s.name], "source": self.sources[s.name], "env": s.env} for s in SETTINGS
+                s.name: {"value": "<hidden>" if s.secret and self.values[s.name] else self.values[s.name],
+                         "source": self.sources[s.name], "env": s.env} for s in SETTINGS
             },
         }
 

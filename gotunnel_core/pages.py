@@ -120,3 +120,13 @@ def loop_page(tunnel_name: str) -> str:
         "<p>Point the tunnel at your server's own port, not at gotunnel's.</p>"
     )
     return _page(TITLES[508], body)
+
+
+def unreachable_page(tunnel_name: str, problem: str, fix: str) -> str:
+    """502: a provided tunnel (a container) that no address reaches; says why and what to change."""
+    body = (
+        f"<p>Tunnel <code>{escape(tunnel_name)}</code> has no backend gotunnel can reach: {escape(problem)}.</p>\n"
+        f"<p>To fix it: {escape(fix)}.</p>\n"
+        "<p class=\"muted\">`gotunnel status` shows the same.</p>"
+    )
+    return _page("502: container unreachable", body)

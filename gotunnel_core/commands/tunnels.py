@@ -25,6 +25,8 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
             raise UsageError("--redirect-code, --upstream-timeout and --lan/--no-lan need --domain NAME; "
                              "in the config file they are keys of [[tunnels]]")
         file_tunnels = state.file_tunnels()
+        if not file_tunnels and state.settings["providers"]:
+            return []  # serve what the providers (Docker containers) declare
         if not file_tunnels:
             raise UsageError("no --domain given and the config file declares no [[tunnels]]",
                              hint="gotunnel start -d myapp -p 3000")
@@ -102,10 +104,12 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
                                  redirect_code=int(redirect_code) if redirect_code else None,
                                  upstream_timeout=upstream_timeout, lan=lan, host_header=host_header)
     spec = find_engine(state.engine_specs(), settings["engine"])
-    state.engine_options()  # a bad engine option fails here, before a daemon is spawned
+    options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
     if not binary.found:
-        raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)
+        docker = options.get(spec.name, {}).get("runtime") == "docker"
+        what = "its Docker image is not usable" if docker else "its program was not found"
+        raise RuntimeFailure(f"engine {spec.name!r} cannot start: {what}", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]
     if foreground:
         _run_foreground(state, payload)
@@ -246,15 +250,20 @@ def _stop_all(state: CliState) -> None:
 @pass_state
 def list_(state: CliState, as_json: bool) -> None:
     """List running tunnels."""
-    client = state.client(spawn=False)
-    tunnels = client.request("list") if client.ping() is not None else []
+    tunnels = state.ask_running_daemon("list") or []
     if as_json:
         emit_json({"tunnels": tunnels})
         return
     if not tunnels:
         click.echo("no tunnels running")
     for item in tunnels:
-        click.echo(f"{item['name']:<24} {_backends_text(item)}  {' '.join(item['urls'])}")
+        backends = _backends_text(item) if not item.get("problem") else "unreachable"
+        click.echo(f"{item['name']:<24} {backends}  {' '.join(item['urls'])}")
+        if item.get("source", "user") != "user":
+            click.echo(f"{'':<24} from {item['source']}: {item['origin']}")
+        if item.get("problem"):
+            click.echo(f"{'':<24} why: {item['problem']}")
+            click.echo(f"{'':<24} fix: {item['fix']}")
 
 
 def _backends_text(item: dict[str, Any]) -> str:
@@ -269,8 +278,7 @@ def status(state: CliState, as_json: bool) -> None:
     """Daemon pid, engine, ports, tunnels and certificate expiry (and the team agent's hub and names)."""
     from ..team.status import agent_status
 
-    client = state.client(spawn=False)
-    info = client.request("status") if client.ping() is not None else None
+    info = state.ask_running_daemon("status")
     team_agent = agent_status(state.layout.root)
     if as_json:
         emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {}), "agent": team_agent})
@@ -288,7 +296,16 @@ def status(state: CliState, as_json: bool) -> None:
     click.echo(f"listen: {listen['bind']} http {listen['http_port']} https {listen['https_port']}")
     click.echo(f"tunnels: {len(info['tunnels'])}")
     for item in info["tunnels"]:
-        click.echo(f"  {item['name']}: {' '.join(item['urls'])} -> {_backends_text(item)}")
+        source = "" if item.get("source", "user") == "user" else f"  <- {item['origin']}"
+        click.echo(f"  {item['name']}: {' '.join(item['urls'])} -> {_backends_text(item)}{source}")
+        if item.get("problem"):
+            click.echo(f"    unreachable: {item['problem']}")
+            click.echo(f"    fix: {item['fix']}")
+    for name, provider in sorted(info.get("providers", {}).items()):
+        state_text = "connected" if provider["connected"] else f"not connected: {provider['error']} (retrying)"
+        click.echo(f"provider {name}: {state_text}")
+    for problem in info.get("problems", []):
+        click.echo(f"  problem: {problem['origin']}: {problem['problem']}")
     for cert in info["certificates"]:
         click.echo(f"  certificate {cert['name']}: expires {cert['not_after']}")
 

@@ -27,8 +27,10 @@ def daemon_argv(settings: Any, layout: StateLayout, *, with_config: bool = True)
     s = settings
     argv = [sys.executable, "-m", "gotunnel_core", "--state-dir", str(layout.root), "--engine", s["engine"],
             "--http-port", str(s["http_port"]), "--https-port", str(s["https_port"]), "--bind", s["bind"],
-            "--mdns" if s["mdns"] else "--no-mdns", "--hosts" if s["hosts"] else "--no-hosts",
-            "--log-format", "json", "--log-level", s["log_level"]]
+            "--http2" if s["http2"] else "--no-http2", "--mdns" if s["mdns"] else "--no-mdns",
+            "--hosts" if s["hosts"] else "--no-hosts", "--log-format", "json", "--log-level", s["log_level"]]
+    if s["runtime"]:
+        argv += ["--runtime", s["runtime"]]
     for iface in s["mdns_interface"]:
         argv += ["--mdns-interface", iface]
     if s["engine_bin"]:

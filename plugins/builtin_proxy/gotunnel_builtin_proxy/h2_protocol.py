@@ -30,6 +30,8 @@ from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 from . import h2_frames as F
 from .h2_upstream import start_exchange
 from .hooks import run_request_hook
+from .metrics import record_h2
+from .tracing import start_stream_span
 from .responses import date_header
 from .upstream import WRITE_HIGH
 
@@ -190,7 +192,7 @@ class H2Stream:
         "conn", "sid", "req", "send_window", "unacked", "remote_closed", "local_closed", "head_sent",
         "pending", "pending_size", "pending_end", "pending_trailers", "relay", "route", "backend", "tried",
         "received", "buffered", "activity", "t_active", "paused", "is_head", "websocket", "discard", "ended",
-        "owed", "recv_window", "t_sent",
+        "owed", "recv_window", "t_sent", "t0", "status", "sent", "span",
     )
 
     def __init__(self, conn: "H2Protocol", sid: int, send_window: int) -> None:
@@ -222,6 +224,10 @@ class H2Stream:
         self.owed = 0  # body bytes forwarded to a relay that could not take more: acknowledged on resume
         self.recv_window = STREAM_WINDOW
         self.t_sent = 0.0  # when the client's request ended: the backend's first-byte timer (upstream_timeout)
+        self.t0 = self.t_active  # metrics: latency from the request head, final status, body bytes sent
+        self.status = 0
+        self.sent = 0
+        self.span: Any = None
 
     # -- request side (called by the connection) ----------------------------------------------
     def on_data(self, data: bytes, end: bool) -> None:
@@ -299,6 +305,8 @@ class H2Stream:
         if self.conn.st.settings.via:
             out.append((b"via", b"2 gotunnel"))
         self.head_sent = True
+        if status >= 200 or status == 101:
+            self.status = status
         block = F.status_field(status) + F.encode_headers(out)
         self.conn.send_headers(self, block, end)
 
@@ -363,6 +371,8 @@ class H2Stream:
         if self.ended:
             return
         self.conn.st.upstream_errors += 1
+        if self.route is not None:
+            self.route.stats.upstream_errors += 1
         if not self.head_sent and self.backend is not None:
             self.conn.bad_gateway(self, self.backend, reason)
         else:
@@ -447,6 +457,7 @@ class H2Protocol(asyncio.Protocol):
         self.st.conns.discard(self)  # type: ignore[arg-type]
         for stream in list(self.streams.values()):
             self._drop(stream)
+            self._end_dropped(stream)
         self.streams.clear()
         self.blocked.clear()
 
@@ -467,6 +478,7 @@ class H2Protocol(asyncio.Protocol):
         self.phase = CLOSED
         for stream in list(self.streams.values()):
             self._drop(stream)
+            self._end_dropped(stream)
         self.streams.clear()
         self.transport.close()
 
@@ -506,6 +518,7 @@ class H2Protocol(asyncio.Protocol):
     def send_data(self, stream: H2Stream, data: bytes, end: bool) -> None:
         """DATA frames within both windows; the rest waits in `stream.pending`."""
         size = len(data)
+        stream.sent += size
         if size:
             allowed = min(self.send_window, stream.send_window)
             if allowed <= 0:
@@ -561,6 +574,8 @@ class H2Protocol(asyncio.Protocol):
     def _forget(self, stream: H2Stream) -> None:
         if not stream.ended:
             stream.ended = True
+            if stream.route is not None:
+                record_h2(stream)
             self.streams.pop(stream.sid, None)
             self.blocked.pop(stream.sid, None)
             if not self.streams:
@@ -577,6 +592,14 @@ class H2Protocol(asyncio.Protocol):
         stream.local_closed = stream.remote_closed = True
         self._drop(stream)
         self._forget(stream)
+
+    @staticmethod
+    def _end_dropped(stream: H2Stream) -> None:
+        """A stream cut off with its connection: it ends here (and is counted once)."""
+        if not stream.ended:
+            stream.ended = True
+            if stream.route is not None:
+                record_h2(stream)
 
     def _drop(self, stream: H2Stream) -> None:
         relay = stream.relay
@@ -958,6 +981,7 @@ class H2Protocol(asyncio.Protocol):
             return self.local(stream, 200, b"", b"")
         if route is None:
             return self._page(stream, 404, pages.table_not_found_page, req.authority.decode("latin-1"), router.table)
+        stream.route = route
         if has_dot_segment(req.path):  # before the backend's path prefix is joined (gotunnel_core.dotsegments)
             return self._page(stream, 400, None)
         if req.hop and req.hop == router.hop_id:
@@ -965,7 +989,6 @@ class H2Protocol(asyncio.Protocol):
         sni = self.sni
         if not (sni is NO_SNI or sni == "" or sni == route.name):
             return self.local(stream, 421, b"Misdirected Request: the TLS name does not match Host\n", TEXT)
-        stream.route = route
         path = req.path
         fields = req.fields
         if req.method == b"CONNECT":
@@ -1015,6 +1038,8 @@ class H2Protocol(asyncio.Protocol):
         backend = route.balancer.pick()
         if backend is None:
             return self._page(stream, 503, pages.unavailable_page, route.name, [s.backend for s in route.balancer.states])
+        if st.tracer is not None:
+            fields = start_stream_span(st, stream, route, fields)
         start_exchange(stream, backend, fields)
 
     def _page(self, stream: H2Stream, status: int, detailed: "Callable[..., str] | None", *args: Any) -> None:
@@ -1030,6 +1055,7 @@ class H2Protocol(asyncio.Protocol):
     def _upstream_timeout(self, stream: H2Stream, route: "Route") -> None:
         """The backend took the request but sent nothing within its tunnel's upstream timeout: 504."""
         self.st.upstream_errors += 1
+        route.stats.upstream_errors += 1
         backend = stream.backend.backend.url if stream.backend is not None else "?"
         self._page(stream, 504, pages.gateway_timeout_page, route.name, backend, route.upstream_timeout)
 
@@ -1051,6 +1077,7 @@ class H2Protocol(asyncio.Protocol):
             fields.append((b"content-type", content_type))
         if status not in (204, 304):
             fields.append((b"content-length", b"%d" % len(body)))
+        stream.status = status
         block = F.status_field(status) + F.encode_headers(fields)
         head_only = stream.is_head or not body
         self.send_headers(stream, block, head_only)

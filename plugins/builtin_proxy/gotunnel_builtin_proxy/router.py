@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from gotunnel_core.models import HOST_HEADER_MODES, RouteTable, Tunnel
 
+from .metrics import RouteCounters
+
 if TYPE_CHECKING:
     from .balancer import Balancer, BackendState
 
@@ -32,6 +34,7 @@ class Route:
     resp_add: bytes = b""
     resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
     upstream_timeout: float = 60.0  # seconds to the backend's first response byte, then 504
+    stats: RouteCounters = field(default_factory=RouteCounters)  # the engine's counters of this tunnel
     upstream_host: bytes = b""  # a literal host_header; empty: the client's Host (or the backend's)
     host_from_backend: bool = False  # host_header = "backend": each backend's own host:port
 

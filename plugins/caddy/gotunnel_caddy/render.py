@@ -30,6 +30,8 @@ from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
 from gotunnel_core.loops import HOP_HEADER
 from gotunnel_core.models import DEFAULT_HOP_ID, NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
+from .metrics import LOGGER, UPSTREAM_ERROR_FIELD, log_config
+
 HTTP_SERVER = "gotunnel_http"
 HTTPS_SERVER = "gotunnel_https"
 DEFAULT_TAG = "gotunnel:default"
@@ -50,6 +52,15 @@ BAD_GATEWAY_REASON = "the connection failed or the backend's answer was invalid"
 STREAM_CLOSE_DELAY = 86400.0
 
 _SENTINEL = "\x00gotunnel-placeholder-{}\x00"
+
+#: The HTTP versions Caddy's transport speaks per backend scheme: HTTP/1.1; for https whatever ALPN
+#: picks of h2 and http/1.1 (Go sends websocket upgrades over HTTP/1.1 regardless); for h2c
+#: cleartext HTTP/2 with prior knowledge.
+UPSTREAM_VERSIONS: dict[str, list[str]] = {"http": ["1.1"], "https": ["1.1", "2"], "h2c": ["h2c", "2"]}
+#: Caddy's Go runtime advertises extended CONNECT (RFC 8441) only with this GODEBUG (off by default
+#: since Go 1.24, golang/go#71128); Caddy's reverse proxy then bridges such websockets to HTTP/1.1
+#: upgrades towards the backend (caddyserver/caddy#6567).
+EXTENDED_CONNECT_GODEBUG = "http2xconnect=1"
 
 
 def caddy_literal(text: str) -> str:
@@ -85,8 +96,11 @@ class RenderOptions:
     grace_period: float = 5.0
     log_level: str = "WARN"
     via: bool = False  # the `via` setting: keep Caddy's own Via header
+    http2: bool = True  # the `http2` setting: offer h2 by ALPN on the HTTPS listener
     #: port -> inherited listening socket (`fd/N`) when the daemon owns the sockets; None: bind.
     listen_fds: Mapping[int, int] | None = None
+    #: The daemon's access-log datagram socket (metrics), if any.
+    metrics_socket: str | None = None
 
     def listen_address(self, bind: str, port: int) -> str:
         if self.listen_fds is not None and port in self.listen_fds:
@@ -120,7 +134,7 @@ def check_backends(tunnel: Tunnel) -> None:
     schemes = {b.scheme for b in tunnel.backends}
     if len(schemes) > 1:
         raise EngineValidationError(
-            f"tunnel {tunnel.name!r} mixes http and https backends; the Caddy engine needs one scheme per tunnel"
+            f"tunnel {tunnel.name!r} mixes {' and '.join(sorted(schemes))} backends; the Caddy engine needs one scheme per tunnel"
         )
     prefixes = {b.path for b in tunnel.backends}
     if len(prefixes) > 1:
@@ -254,6 +268,7 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False, hop_id: str = DEFAULT_HO
     # No Accept-Encoding of the proxy's own: the backend sees the client's, as with the other engines.
     # Time to the backend's response head; then Caddy answers 504 (the error routes' page).
     transport: dict[str, Any] = {"protocol": "http", "compression": False,
+                                 "versions": UPSTREAM_VERSIONS[backends[0].scheme],
                                  "response_header_timeout": duration(upstream_timeout)}
     if backends[0].scheme == "https":
         # Like the builtin engine: a local https backend usually has a self-signed certificate.
@@ -312,20 +327,23 @@ def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = Fa
     return routes
 
 
-def error_routes(table: RouteTable, tunnels: list[Tunnel]) -> list[dict[str, Any]]:
+def error_routes(table: RouteTable, tunnels: list[Tunnel], metrics: bool = False) -> list[dict[str, Any]]:
     """502, 503 and 504 pages per tunnel, for errors the proxy handler returns: the detailed page to
-    loopback peers, the plain one to LAN peers."""
+    loopback peers, the plain one to LAN peers (with metrics on, the access-log record of a 502 or
+    504 is marked as an upstream error)."""
     routes = []
+    mark = [{"handler": "log_append", "key": UPSTREAM_ERROR_FIELD, "value": "1"}] if metrics else []
     for tunnel in tunnels:
         pages_by_status = ((502, bad_gateway_body(tunnel)), (503, unavailable_body(tunnel)),
                            (504, timeout_body(tunnel, table.timeout_of(tunnel))))
         sub = []
         for status, body in pages_by_status:
+            marks = mark if status in (502, 504) else []
             sub += [
                 {"match": [{"vars": {"{http.error.status_code}": [str(status)]}, **LOOPBACK}],
-                 "handle": [_static(status, body, {"Content-Type": HTML})], "terminal": True},
+                 "handle": [*marks, _static(status, body, {"Content-Type": HTML})], "terminal": True},
                 {"match": [{"vars": {"{http.error.status_code}": [str(status)]}}],
-                 "handle": [_static(status, plain_body(status), {"Content-Type": HTML})], "terminal": True},
+                 "handle": [*marks, _static(status, plain_body(status), {"Content-Type": HTML})], "terminal": True},
             ]
         routes.append({
             "match": [{"host": hostnames(tunnel)}],
@@ -363,12 +381,14 @@ def _server(table: RouteTable, port: int, tunnels: list[Tunnel], *, https: bool,
     server: dict[str, Any] = {
         "listen": [options.listen_address(listen.bind, port)],
         "routes": routes,
-        "errors": {"routes": error_routes(table, tunnels)},
+        "errors": {"routes": error_routes(table, tunnels, metrics=options.metrics_socket is not None)},
         "automatic_https": {"disable": True},
         "trusted_proxies": TRUST_ALL,
         # No HTTP/3 (a UDP listener); HTTP/2 only where TLS negotiates it, as browsers use it.
-        "protocols": ["h1", "h2"] if https else ["h1"],
+        "protocols": ["h1", "h2"] if https and options.http2 else ["h1"],
     }
+    if options.metrics_socket is not None:
+        server["logs"] = {"default_logger_name": LOGGER}
     return server
 
 
@@ -437,6 +457,10 @@ def build_config(table: RouteTable, options: RenderOptions | None = None) -> dic
             "tls": tls,
         },
     }
+    if options.metrics_socket is not None:
+        logs = config["logging"]["logs"]
+        logs["default"]["exclude"] = ["http.log.access"]
+        logs[LOGGER] = log_config(check_config_path(options.metrics_socket, "metrics socket"))
     if options.admin_socket is not None:
         config["admin"] = {
             "listen": "unix/" + check_config_path(options.admin_socket, "admin socket"),
