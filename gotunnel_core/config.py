@@ -49,6 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine_bin", optional_path, None, "program of the selected external engine (default: found on PATH)"),
     Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("dashboard", boolean, True, "serve the local dashboard and inspector API on 127.0.0.1:dashboard_port"),
+    Setting("dashboard_port", from_model(parse_port), 7373, "port of the dashboard (loopback only)"),
+    Setting("inspect_body_limit", integer(0, 64 * 1024 * 1024), 1024 * 1024,
+            "bytes of each request and response body the inspector keeps (the rest is cut and marked)"),
+    Setting("inspect_max_requests", integer(1, 100000), 500, "requests the inspector keeps (a ring buffer, oldest dropped)"),
     Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

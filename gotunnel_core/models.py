@@ -361,7 +361,7 @@ def parse_host_header(raw: object) -> str:
     return raw.lower()
 
 
-_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header"}
+_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header", "inspect"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +376,8 @@ class Tunnel:
     headers: HeaderRules = field(default_factory=HeaderRules)
     #: What the backend sees as Host: `preserve`, `backend` or a literal `host[:port]` (`parse_host_header`).
     host_header: str = "preserve"
+    #: Record this tunnel's requests for the dashboard's inspector (`gotunnel_core.inspect`).
+    inspect: bool = False
 
     @property
     def is_wildcard(self) -> bool:
@@ -414,6 +416,7 @@ class Tunnel:
             health=None if health_raw is None else HealthCheck.parse(health_raw),
             headers=HeaderRules.parse(raw.get("headers", {})),
             host_header=parse_host_header(raw.get("host_header", "preserve")),
+            inspect=_bool(raw.get("inspect", False), "inspect"),
         )
 
     def upstream_host(self, client_host: str, backend: Backend) -> str:
@@ -434,6 +437,7 @@ class Tunnel:
             "health": None if self.health is None else self.health.to_dict(),
             "headers": self.headers.to_dict(),
             "host_header": self.host_header,
+            "inspect": self.inspect,
         }
 
 

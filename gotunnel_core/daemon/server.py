@@ -50,6 +50,7 @@ class DaemonServer:
         self.manager = TunnelManager(layout, settings, plugins)
         self.stopping = asyncio.Event()
         self.forget_on_exit = False
+        self.dashboard: Any = None  # DashboardServer, when the `dashboard` setting is on
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
             # `force` (default true: `start` replaces, as it always did) false refuses a name other
@@ -72,6 +73,7 @@ class DaemonServer:
             "https_port": self.settings["https_port"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
+            "dashboard": self.dashboard.info() if self.dashboard is not None else None,
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -121,6 +123,11 @@ class DaemonServer:
         await self.manager.startup()
         if initial_tunnels:
             await self.manager.start_tunnels(initial_tunnels)
+        if self.settings.get("dashboard", True):
+            from ..dashboard.server import DashboardServer
+
+            self.dashboard = DashboardServer(self.manager, self.settings)
+            await self.dashboard.start()
         try:
             self.layout.socket.unlink()
         except FileNotFoundError:
@@ -137,6 +144,8 @@ class DaemonServer:
             await self.stopping.wait()
         finally:
             server.close()
+            if self.dashboard is not None:
+                await self.dashboard.close()
             await self.manager.shutdown(forget=self.forget_on_exit)
             for path in (self.layout.socket, self.layout.pidfile):
                 try:
