@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping
 
-from ..errors import UsageError
+from ..errors import GotunnelError, UsageError
 from ..models import Backend, parse_header_name, parse_header_value
 from .observe import RequestObserver, ResponseObserver
 from .records import Record, RecordStore
@@ -29,14 +29,18 @@ def request_bytes(record: Record, edits: Mapping[str, Any] | None = None) -> byt
                             hint="replay it with an edited body, or raise inspect_body_limit")
     method = str(edits.get("method", record.method))
     path = str(edits.get("path", record.path))
-    if not method.isascii() or not method.isalpha() or not path.startswith("/") or any(c <= " " for c in path):
+    if not method.isascii() or not method.isalpha() or not path.startswith("/") or not path.isascii() \
+            or any(c <= " " or c == "\x7f" for c in path):
         raise ReplayRefused(f"cannot replay as {method!r} {path!r}: not a method and an origin-form path")
-    headers = edits.get("headers", record.request_headers)
-    try:
-        pairs = [(parse_header_name(k), parse_header_value(v)) for k, v in headers]
-    except (TypeError, ValueError) as exc:
-        raise ReplayRefused(f"cannot replay with these headers: {exc}") from None
-    body = edits["body"].encode() if isinstance(edits.get("body"), str) else bytes(record.request_body.data)
+    pairs = record.request_headers  # as the parser read them: no CR, LF or NUL can be in them
+    if "headers" in edits:
+        try:
+            pairs = [(parse_header_name(k), parse_header_value(v)) for k, v in edits["headers"]]
+        except (TypeError, ValueError, GotunnelError) as exc:
+            raise ReplayRefused(f"cannot replay with these headers: {exc}") from None
+    if "body" in edits and not isinstance(edits["body"], str):
+        raise ReplayRefused("cannot replay: an edited body must be a string")
+    body = edits["body"].encode() if "body" in edits else bytes(record.request_body.data)
     lines = [f"{method} {path} HTTP/1.1"]
     lines += [f"{k}: {v}" for k, v in pairs if k.lower() not in _FRAMING]
     if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
