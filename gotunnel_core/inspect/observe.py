@@ -32,7 +32,8 @@ class RequestObserver:
         self.replay_of = replay_of
         #: Requests awaiting their response, in order; None for one that is not recorded.
         self.pending: collections.deque[Record | None] = collections.deque()
-        self.records: list[Record] = []
+        #: The latest request recorded here (a long keep-alive connection must not hold them all).
+        self.last: Record | None = None
         self.alive = True
         self._parser = httptools.HttpRequestParser(self)
         self._record: Record | None = None
@@ -77,7 +78,7 @@ class RequestObserver:
         record.http_version = self._parser.get_http_version()
         record.request_headers = self._headers
         self._record = record
-        self.records.append(record)
+        self.last = record
         self.pending.append(record)
         self.store.publish(record)
 

@@ -55,7 +55,8 @@ async def replay(store: RecordStore, record: Record, backend: Backend, edits: Ma
     requests = RequestObserver(store, record.tunnel, backend.url, replay_of=record.id)
     responses = ResponseObserver(store, requests)
     requests.feed(data)
-    new = requests.records[0]
+    new = requests.last
+    assert new is not None  # `request_bytes` built a request the parser reads
     try:
         reader, writer = await open_backend(backend)
     except (OSError, asyncio.TimeoutError) as exc:
