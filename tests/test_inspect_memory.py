@@ -7,7 +7,7 @@ import http.client
 import json
 import threading
 from http.server import ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Iterator
 
 import psutil
 import pytest

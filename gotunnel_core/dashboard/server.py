@@ -177,7 +177,7 @@ class DashboardServer:
     def _list(self, request: Request) -> Response:
         """`GET /api/requests?tunnel=&method=&status=&path=&limit=`: summaries, newest first."""
         limit = _int(request.query.get("limit", "1000"), "limit")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for record in self.manager.inspector.store.newest_first(**self._filters(request)):
             if len(rows) >= limit:
                 break
