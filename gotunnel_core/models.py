@@ -437,7 +437,8 @@ class Tunnel:
             "health": None if self.health is None else self.health.to_dict(),
             "headers": self.headers.to_dict(),
             "host_header": self.host_header,
-            "inspect": self.inspect,
+            # only when on: state files and team peers of versions without the inspector still read it
+            **({"inspect": True} if self.inspect else {}),
         }
 
 

@@ -202,3 +202,14 @@ def test_stopping_inspection_removes_the_relay(gotunnel: Gotunnel, echo_backend:
     assert through(gotunnel, "toggle", "/two")[0] == 200
     assert backend.hits[-1] == "/two"
     assert [r["path"] for r in dash_json(gotunnel, "/api/requests")["requests"]] == ["/one"]
+
+
+def test_busy_dashboard_port_leaves_tunnels_serving_and_says_why(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    import socket
+
+    backend = echo_backend()
+    with socket.create_server(("127.0.0.1", gotunnel.dashboard_port)):
+        gotunnel("start", "-d", "busy", "-p", str(backend.port), "--inspect", check=True)
+        assert through(gotunnel, "busy", "/still-served")[0] == 200
+        failed = gotunnel("dashboard", "--no-open")
+        assert failed.code != 0 and f"127.0.0.1:{gotunnel.dashboard_port}" in failed.err

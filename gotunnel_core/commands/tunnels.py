@@ -47,8 +47,9 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
     return [Tunnel.from_raw(raw)]
 
 
-#: `--host-header` help, shared by `start` and `run`.
+#: `--inspect` help, shared by `start` and `run`.
 INSPECT_HELP = "Record this tunnel's requests for the dashboard's inspector (`gotunnel dashboard`)."
+#: `--host-header` help, shared by `start` and `run`.
 HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
                     "or a literal host[:port].")
 

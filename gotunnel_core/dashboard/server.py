@@ -149,6 +149,7 @@ class DashboardServer:
             counts[record.tunnel] = counts.get(record.tunnel, 0) + 1
         for tunnel in status["tunnels"]:
             tunnel["recorded"] = counts.get(tunnel["name"], 0)
+            tunnel.setdefault("inspect", False)
         return {
             "tunnels": status["tunnels"],
             "engine": status["engine"],
