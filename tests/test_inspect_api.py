@@ -213,3 +213,24 @@ def test_busy_dashboard_port_leaves_tunnels_serving_and_says_why(gotunnel: Gotun
         assert through(gotunnel, "busy", "/still-served")[0] == 200
         failed = gotunnel("dashboard", "--no-open")
         assert failed.code != 0 and f"127.0.0.1:{gotunnel.dashboard_port}" in failed.err
+
+
+def test_events_stream_pushes_new_requests(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    import socket
+
+    backend = echo_backend()
+    gotunnel("start", "-d", "live", "-p", str(backend.port), "--inspect", check=True)
+    with socket.create_connection(("127.0.0.1", gotunnel.dashboard_port), timeout=15) as sock:
+        sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: gotunnel.localhost:{gotunnel.dashboard_port}\r\n\r\n".encode())
+        received = b""
+        while b"retry:" not in received:
+            received += sock.recv(4096)
+        assert received.startswith(b"HTTP/1.1 200 ") and b"content-type: text/event-stream" in received
+        assert through(gotunnel, "live", "/pushed")[0] == 200
+        events: list[dict[str, Any]] = []
+        while not any(e["path"] == "/pushed" and e["done"] for e in events):
+            chunk = sock.recv(4096)
+            assert chunk, "the stream ended"
+            received += chunk
+            events = [json.loads(line[6:]) for line in received.decode().splitlines() if line.startswith("data: ")]
+        assert events[0]["tunnel"] == "live" and events[-1]["status"] == 200
