@@ -21,12 +21,14 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Sequence
 
 from gotunnel_core.engine import Capability, EngineContext
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import Listen, RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import AdminClient, EngineProcess, Runtime, SupervisedEngine, WorkDir, run_for_output
+from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
+                                      run_for_output)
 from gotunnel_core.values import integer
 
 from .listening import listens_on
@@ -67,12 +69,18 @@ class HAProxyEngine(SupervisedEngine):
         "not_found_page": Capability.variant(
             "the page is served from one 16 KiB buffer (`http-request return`): it lists the tunnels that fit, "
             "by name (about 30), then how many more"),
+        "host_header_backend_each": Capability.variant(
+            "the chosen server's name is sent as Host (`http-send-name-header`), as HAProxy picks the server after "
+            "every header rule ran; server names cannot hold `[` nor repeat, so with several IPv6 backends, or "
+            "one address listed twice, every backend gets the first one's host:port"),
     }
+    serves_given_sockets = True  # `bind fd@N` on the inherited sockets, kept by the master across reloads
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
         self._listen: Listen | None = None
         self._reloads = 0  # the master's reload count, as `show proc` last said
+        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
 
     # ----- rendering ------------------------------------------------------------------------------
     def control_socket(self) -> str:
@@ -93,7 +101,9 @@ class HAProxyEngine(SupervisedEngine):
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        return render_files(table, render_options(self.context.settings, self.option_values, self.control_socket()))
+        given = self._given
+        fds = given.port_fds(0) if given is not None else None  # side 0: where new connections go
+        return render_files(table, render_options(self.context.settings, self.option_values, self.control_socket(), fds))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_file
@@ -130,6 +140,24 @@ class HAProxyEngine(SupervisedEngine):
 
     def ignore_stderr_line(self, line: str) -> bool:
         return bool(_ROUTINE.search(line))
+
+    # ----- sockets the daemon was given (ports 80/443 through `gotunnel ports`) ----------------------
+    # HAProxy serves on inherited descriptors named `fd@N` in `bind`; the master keeps them open
+    # across its re-executions, and a reload hands the new worker the old worker's copies.
+    def open_listeners(self, table: RouteTable) -> None:
+        self.close_listeners()
+        given = self.given_listeners()
+        if given is not None:
+            self._given = given.dup()
+
+    def inherited_fds(self) -> Sequence[int]:
+        given = self._given
+        return tuple(given.port_fds(0).values()) if given is not None else ()
+
+    def close_listeners(self) -> None:
+        if self._given is not None:
+            self._given.close()
+            self._given = None
 
     # ----- readiness and reload -------------------------------------------------------------------
     async def served_generation(self) -> int | None:
