@@ -21,14 +21,12 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Sequence
 
 from gotunnel_core.engine import Capability, EngineContext
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import Listen, RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
-                                      run_for_output)
+from gotunnel_core.supervisor import AdminClient, EngineProcess, Runtime, SupervisedEngine, WorkDir, run_for_output
 from gotunnel_core.values import integer
 
 from .listening import listens_on
@@ -80,7 +78,6 @@ class HAProxyEngine(SupervisedEngine):
         super().__init__(context, runtime)
         self._listen: Listen | None = None
         self._reloads = 0  # the master's reload count, as `show proc` last said
-        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
 
     # ----- rendering ------------------------------------------------------------------------------
     def control_socket(self) -> str:
@@ -101,9 +98,8 @@ class HAProxyEngine(SupervisedEngine):
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        given = self._given
-        fds = given.port_fds(0) if given is not None else None  # side 0: where new connections go
-        return render_files(table, render_options(self.context.settings, self.option_values, self.control_socket(), fds))
+        return render_files(table, render_options(self.context.settings, self.option_values, self.control_socket(),
+                                                  self.given_fds()))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_file
@@ -142,22 +138,9 @@ class HAProxyEngine(SupervisedEngine):
         return bool(_ROUTINE.search(line))
 
     # ----- sockets the daemon was given (ports 80/443 through `gotunnel ports`) ----------------------
-    # HAProxy serves on inherited descriptors named `fd@N` in `bind`; the master keeps them open
-    # across its re-executions, and a reload hands the new worker the old worker's copies.
-    def open_listeners(self, table: RouteTable) -> None:
-        self.close_listeners()
-        given = self.given_listeners()
-        if given is not None:
-            self._given = given.dup()
-
-    def inherited_fds(self) -> Sequence[int]:
-        given = self._given
-        return tuple(given.port_fds(0).values()) if given is not None else ()
-
-    def close_listeners(self) -> None:
-        if self._given is not None:
-            self._given.close()
-            self._given = None
+    # HAProxy serves on inherited descriptors named `fd@N` in `bind` (`given_fds`; the base class
+    # keeps the copies the master inherits); the master keeps them open across its re-executions,
+    # and a reload hands the new worker the old worker's copies.
 
     # ----- readiness and reload -------------------------------------------------------------------
     async def served_generation(self) -> int | None:
