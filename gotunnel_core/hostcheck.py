@@ -13,6 +13,9 @@ from typing import Any, Callable, Mapping
 
 from .models import Backend, Listen, Tunnel
 
+#: Keys a tunnel's description (`start`/`list`) adds to its canonical form (`Tunnel.to_dict`).
+DESCRIPTION_ONLY = frozenset({"urls", "source"})
+
 #: How much of the answer is read (the refusal text is near the top), and how long we wait.
 READ_LIMIT = 64 * 1024
 TIMEOUT = 3.0
@@ -110,7 +113,7 @@ def check_described(described: list[dict[str, Any]], daemon: Mapping[str, Any]) 
     listen = Listen(str(daemon["bind"]), int(daemon["http_port"]), int(daemon["https_port"]))
     refusals: list[Refusal] = []
     for item in described:
-        raw = {k: v for k, v in item.items() if k != "urls"}
+        raw = {k: v for k, v in item.items() if k not in DESCRIPTION_ONLY}
         refusals += check_tunnel(Tunnel.from_raw(raw), listen, mdns=bool(daemon.get("mdns")))
     return refusals
 

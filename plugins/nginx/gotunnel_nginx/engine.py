@@ -23,6 +23,8 @@ from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
 from gotunnel_core.values import image_reference, integer
 
+from .metrics import parse_access_record
+
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
 
@@ -49,14 +51,19 @@ class NginxEngine(SupervisedEngine):
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),
+        "metrics_counters": Capability.variant(
+            "counted from a syslog access-log stream to the daemon (nginx-light has no per-host counters; option "
+            "`metrics`): no active-connections gauge, backend health from the daemon's own TCP probe"),
     }
+    access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        return render_files(table, render_options(self.context.settings, self.option_values))
+        return render_files(table, render_options(self.context.settings, self.option_values,
+                                                  metrics_socket=self.access_log_socket))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_conf
