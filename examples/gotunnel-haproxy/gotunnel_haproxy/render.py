@@ -32,6 +32,7 @@ from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
+from .metrics import LOG_FORMAT
 from .quoting import FILTERS, HAProxyQuoteError, hap_name, is_proxy_name, lf_literal
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -61,6 +62,8 @@ class RenderOptions:
     template_dir: str | None = None
     #: port -> inherited listening socket (`bind fd@N`): the daemon's given sockets, or None to bind.
     listen_fds: Mapping[int, int] | None = None
+    #: the daemon's access-log datagram socket (metrics; the option `metrics`), or None: no log
+    metrics_socket: str | None = None
 
 
 def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
@@ -71,6 +74,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
     default_cert = table.default_cert or next((v["cert"] for v in views if v["cert"] is not None), None)
     context = {
         "options": options,
+        "log_format": LOG_FORMAT,
         "listen": {
             "http": _address(listen.bind, listen.http_port),
             "https": _address(listen.bind, listen.https_port),
@@ -111,10 +115,12 @@ def generation_file(generation: int) -> dict[str, str]:
 
 
 def render_options(settings: Mapping[str, Any], options: Mapping[str, Any], control_socket: str,
-                   listen_fds: Mapping[int, int] | None = None) -> RenderOptions:
-    """Render options from the core settings, the engine's (validated) options and the inherited sockets."""
+                   listen_fds: Mapping[int, int] | None = None, metrics_socket: str | None = None) -> RenderOptions:
+    """Render options from the core settings, the engine's (validated) options, the inherited
+    sockets and the metrics socket."""
     return RenderOptions(
         listen_fds=listen_fds,
+        metrics_socket=metrics_socket,
         control_socket=control_socket,
         threads=options["threads"],
         maxconn=options["maxconn"],
