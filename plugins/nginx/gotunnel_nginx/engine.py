@@ -14,14 +14,13 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
-from gotunnel_core.engine import Capability, EngineContext
+from gotunnel_core.engine import Capability
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
-                                      run_for_output)
+from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
 from gotunnel_core.values import image_reference, integer
 
 from .metrics import parse_access_record
@@ -59,10 +58,6 @@ class NginxEngine(SupervisedEngine):
     access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True
 
-    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
-        super().__init__(context, runtime)
-        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
-
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
@@ -93,21 +88,7 @@ class NginxEngine(SupervisedEngine):
     # nginx adopts the listening sockets named in its NGINX environment variable ("fd;fd;", its
     # binary-upgrade mechanism) whose address matches a `listen` directive, and keeps them across
     # reloads; `nginx -t` inherits them too, as it binds every listen address it does not inherit.
-    def open_listeners(self, table: RouteTable) -> None:
-        self.close_listeners()
-        given = self.given_listeners()
-        if given is not None:
-            self._given = given.dup()
-
-    def inherited_fds(self) -> Sequence[int]:
-        given = self._given
-        return tuple(given.port_fds(0).values()) if given is not None else ()  # side 0: where new connections go
-
-    def close_listeners(self) -> None:
-        if self._given is not None:
-            self._given.close()
-            self._given = None
-
+    # The copies of the given sockets are the base class's (`open_listeners`, `inherited_fds`).
     def environment(self) -> Mapping[str, str]:
         fds = self.inherited_fds()
         return {"NGINX": "".join(f"{fd};" for fd in fds)} if fds else {}
