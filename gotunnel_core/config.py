@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import UsageError
 from .models import parse_bind, parse_port
-from .values import boolean, choice, from_model, integer, optional_path, str_list, text
+from .values import boolean, choice, from_model, integer, optional_path, optional_text, str_list, text
 
 @dataclass(frozen=True)
 class Setting:
@@ -32,12 +32,23 @@ class Setting:
         return "GOTUNNEL_" + self.name.upper()
 
 
+def _providers(raw: object) -> list[str]:
+    from .providers import PROVIDERS
+
+    names = str_list(raw)
+    unknown = [name for name in names if name not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown provider {unknown[0]!r}; available: {', '.join(sorted(PROVIDERS))}")
+    return sorted(set(names))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("engine", text, "builtin", "proxy engine: builtin, nginx, caddy, envoy, or a plugin's"),
     Setting("state_dir", optional_path, None, "directory for the daemon socket, state, certificates and logs"),
     Setting("http_port", from_model(parse_port), 8080, "port of the HTTP listener"),
     Setting("https_port", from_model(parse_port), 8443, "port of the HTTPS listener"),
     Setting("bind", from_model(parse_bind), "0.0.0.0", "address the listeners bind to"),
+    Setting("http2", boolean, True, "offer HTTP/2 (ALPN h2) besides HTTP/1.1 on the HTTPS listener"),
     Setting("mdns", boolean, True, "advertise NAME.local on the LAN with mDNS"),
     Setting("mdns_interface", str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
     Setting("hosts", boolean, False, "also write NAME.local entries into the hosts file"),
@@ -47,8 +58,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("debug", boolean, False, "show tracebacks for errors"),
     Setting("template_dir", optional_path, None, "directory with engine template overrides"),
     Setting("engine_bin", optional_path, None, "program of the selected external engine (default: found on PATH)"),
+    Setting("runtime", choice("process", "docker"), None,
+            "how external engines run: process (a child of the daemon) or docker (their official image); "
+            "unset: each engine's option `runtime` (process)"),
     Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("metrics_port", integer(0, 65535), 0, "serve Prometheus metrics on 127.0.0.1:PORT (0: off)"),
+    Setting("sentry_dsn", optional_text, None,
+            "send unexpected daemon errors to this Sentry DSN (default: none, nothing is sent)", secret=True),
+    Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
     Setting("dashboard", boolean, True, "serve the local dashboard and inspector API on 127.0.0.1:dashboard_port"),
     Setting("dashboard_port", from_model(parse_port), 7373, "port of the dashboard (loopback only)"),
     Setting("inspect_body_limit", integer(0, 64 * 1024 * 1024), 1024 * 1024,
@@ -83,7 +101,8 @@ class Resolved:
         return {
             "config_file": str(self.config_file) if self.config_file else None,
             "settings": {
-                s.name: {"value": self.values[s.name], "source": self.sources[s.name], "env": s.env} for s in SETTINGS
+                s.name: {"value": "<hidden>" if s.secret and self.values[s.name] else self.values[s.name],
+                         "source": self.sources[s.name], "env": s.env} for s in SETTINGS
             },
         }
 

@@ -130,6 +130,11 @@ class StateLayout:
         return self.root / "daemon.log"
 
     @property
+    def audit_log(self) -> Path:
+        """Every control operation, one JSON line each (rotated to audit.jsonl.1 ... by size)."""
+        return self.root / "audit.jsonl"
+
+    @property
     def daemon_output(self) -> Path:
         """The daemon's raw stdout/stderr, for errors before logging is set up."""
         return self.root / "daemon.out"
@@ -151,6 +156,11 @@ class StateLayout:
     def trust_dir(self) -> Path:
         """`gotunnel trust --env`'s bundle of system roots plus the CA."""
         return self.root / "trust"
+
+    @property
+    def providers_file(self) -> Path:
+        """Providers `gotunnel docker watch` turned on (kept across daemon restarts)."""
+        return self.root / "providers.json"
 
     def engine_dir(self, engine: str) -> Path:
         return self.root / "engines" / engine

@@ -5,7 +5,8 @@ how to tell that it serves a given configuration generation (the contract: READM
 engine", and the methods under "what a subclass provides" and "what a subclass may use" below).
 This base does the rest:
 
-- finds the program (`find_binary`) and refuses to start without it, saying how to install it;
+- finds the program (`find_binary`), or under the docker runtime Docker and the engine's image,
+  and refuses to start without it, saying how to get it;
 - lays out the work directory (`WorkDir`) and stops an engine left over by a dead daemon, by
   its pidfile record, only when pid, create time and command line all match;
 - renders every change into a new generation directory, runs the engine's own validator on it
@@ -17,6 +18,12 @@ This base does the rest:
 - restarts a crashed engine with exponential backoff, re-applying the current table, and gives
   up after `max_crashes` crashes within `crash_window` seconds (shown by `gotunnel status`);
 - stops it gracefully (`stop_signal`), then SIGKILLs the whole process group after a deadline.
+
+Where the program runs is the runtime's business, chosen by the option `runtime` (the setting
+`runtime`, `--runtime` or GOTUNNEL_RUNTIME for every engine; GOTUNNEL_<ENGINE>_RUNTIME or
+`[engines.<engine>] runtime` for one): `process` (a child of the daemon, `ProcessRuntime`) or
+`docker` (the option `image`, pinned by each engine to its official image, runs the program
+`binary_candidates[0]` in a container: `docker_runtime.DockerRuntime`).
 """
 
 from __future__ import annotations
@@ -30,18 +37,27 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, write_rendered
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
 from ..options import EngineOption, option_env
-from ..values import choice, integer, number, optional_path
+from ..values import boolean, choice, image_reference, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
+from .listeners import ListenerSockets
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
 from .workdir import WorkDir
+
+if TYPE_CHECKING:
+    from ..metrics.logstream import AccessLogStream, AccessRecordParser
+    from ..metrics.stats import EngineStats
+
+#: The option an engine with an access-log stream (`SupervisedEngine.access_log_parser`) has.
+ACCESS_LOG_OPTION = EngineOption("metrics", boolean, True,
+                                 "count requests per tunnel through an access-log stream to the daemon")
 
 
 class SupervisedEngine(Engine):
@@ -61,7 +77,12 @@ class SupervisedEngine(Engine):
     #: its default, e.g. Envoy's `ready_deadline`).
     options: ClassVar[tuple[EngineOption, ...]] = (
         EngineOption("bin", optional_path, None, "the engine's program (default: found on PATH, then the [bin] extra)"),
-        EngineOption("runtime", choice("process"), "process", "how the program runs (only `process` exists)"),
+        # legacy=True: the setting `runtime` (--runtime, GOTUNNEL_RUNTIME) applies to every engine, below its own.
+        EngineOption("runtime", choice("process", "docker"), "process",
+                     "how the program runs: process (a child of the daemon) or docker (in a container of `image`)",
+                     legacy=True),
+        EngineOption("image", image_reference, None,
+                     "the Docker image the docker runtime runs (an engine pins its official one; nothing is pulled)"),
         EngineOption("max_crashes", integer(1, 1000), 5, "crashes within crash_window before the daemon gives up"),
         EngineOption("crash_window", number(1, 86400), 60.0, "seconds over which crashes are counted"),
         EngineOption("backoff", number(0.01, 60), 0.2, "first restart delay, seconds (doubling up to backoff_max)"),
@@ -70,11 +91,16 @@ class SupervisedEngine(Engine):
         EngineOption("ready_deadline", number(0.1, 3600), 15.0,
                      "seconds the program may take to serve its first or a new configuration"),
     )
+    #: An engine that counts requests through an access-log stream (nginx, Caddy) parses one
+    #: datagram into an `AccessRecord` here. Such an engine also has the option `metrics`
+    #: (`ACCESS_LOG_OPTION`); while it runs with that on, `access_log_socket` names the datagram
+    #: socket its rendered config must log to.
+    access_log_parser: ClassVar["AccessRecordParser | None"] = None
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
         self.work = WorkDir(context.work_dir)
-        self.runtime: Runtime = runtime or _runtime_for(self.option("runtime"))
+        self.runtime: Runtime = runtime or self._runtime_for_options()
         self.log = context.log or get_logger(f"gotunnel.engine.{self.name}")
         self._lock = asyncio.Lock()
         self._proc: EngineProcess | None = None
@@ -90,6 +116,8 @@ class SupervisedEngine(Engine):
         self._gave_up: str | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=self.stderr_tail)
         self._lines_seen = 0
+        self._given_copies: ListenerSockets | None = None  # our copies of the daemon's given sockets
+        self._access_log: AccessLogStream | None = None
         #: True while `apply` renders and loads a config into the running program (False for the
         #: config a program starts on), for engines whose reload config differs (Caddy's side).
         self.reloading = False
@@ -128,9 +156,10 @@ class SupervisedEngine(Engine):
         when the program refuses it): the supervisor then swaps `current` back."""
 
     def environment(self) -> Mapping[str, str]:
-        """Variables added to the daemon's environment for the program and its validator
-        (Caddy: its data and config dirs inside the work directory; nginx: `NGINX`, naming the
-        listening sockets it inherits). Default: none."""
+        """The program's own variables, for it and its validator (Caddy: its data and config dirs
+        inside the work directory; nginx: `NGINX`, naming the listening sockets it inherits): a
+        process gets them on top of the daemon's environment, a container only these (never the
+        daemon's). Default: none."""
         return {}
 
     def validator_message(self, output: str, config_dir: Path) -> str:
@@ -150,17 +179,45 @@ class SupervisedEngine(Engine):
         """Bind what the daemon itself listens on for the engine (see `ListenerSockets`), or take
         `context.listeners.dup()` when the daemon was given the sockets (an engine with
         `serves_given_sockets`); called once per start, after a leftover engine was stopped.
-        Default: the engine binds its ports."""
+        Default: with `serves_given_sockets`, keep copies of the given sockets for the program to
+        inherit (`given_fds` names them for its config); otherwise the program binds its ports."""
+        self.close_listeners()
+        given = self.given_listeners() if self.serves_given_sockets else None
+        if given is not None:
+            self._given_copies = given.dup()
 
     def inherited_fds(self) -> Sequence[int]:
         """File descriptors the program inherits under the same numbers (from `open_listeners`);
-        its validator inherits them too, as `nginx -t` binds every address it does not inherit."""
-        return ()
+        its validator inherits them too, as `nginx -t` binds every address it does not inherit.
+        Default: the given sockets' copies (`given_fds`)."""
+        fds = self.given_fds()
+        return tuple(fds.values()) if fds else ()
 
     def close_listeners(self) -> None:
-        """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
+        """Release what `open_listeners` bound (after the engine stopped or failed to start).
+        Default: close the copies of the given sockets (the daemon's own stay open)."""
+        if self._given_copies is not None:
+            self._given_copies.close()
+            self._given_copies = None
 
     # ----- what a subclass may use ------------------------------------------------------------------
+
+    def given_fds(self) -> dict[int, int] | None:
+        """port -> descriptor the program inherits for the daemon's given socket (the side new
+        connections go to), for the config's listeners; None when the program binds its own."""
+        given = self._given_copies
+        return given.port_fds(0) if given is not None else None
+
+    def given_listeners(self) -> ListenerSockets | None:
+        """The daemon's listening sockets for this engine (the root-bound 80/443 of `gotunnel
+        ports`), or None; refused in one line when the runtime cannot hand sockets to the program
+        (a container), since the engine could then not serve on those ports at all."""
+        given = self.context.listeners
+        if given is not None and not self.runtime.passes_fds:
+            raise RuntimeFailure(
+                f"the {self.name} engine in a container cannot serve on the sockets `gotunnel ports` hands the daemon",
+                hint="use runtime = process on ports 80/443, or ports of 1024 and above")
+        return given
 
     @property
     def process(self) -> EngineProcess | None:
@@ -182,14 +239,62 @@ class SupervisedEngine(Engine):
         path = self.runtime.map_path(str(self.work.run / name))
         return path if socket_path_fits(path) else None
 
+    @property
+    def table(self) -> RouteTable | None:
+        """The route table the program serves (None before `start`); the new one once `apply` succeeded."""
+        return self._table
+
+    @property
+    def access_log_socket(self) -> str | None:
+        """The datagram socket the rendered config sends its access log to, as the program sees the
+        path; None in a plain `render`, and when the option `metrics` is off (see `access_log_parser`)."""
+        if self._access_log is None:
+            return None
+        return self.runtime.map_path(str(self._access_log.path))
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        """The program from the option `bin`, else PATH, else `packaged_binary`; and its version."""
+        """What runs the engine under its option `runtime`: the program (`probe_program`), or with
+        `docker` a Docker engine that answers and has the option `image` (nothing is pulled; the
+        path is `docker:<image>`). `gotunnel engines`, `start` and the test kit ask this."""
+        options = cls.resolve_options(settings)
+        if options["runtime"] == "docker":
+            from .docker_runtime import probe_docker
+
+            if not options["image"]:
+                return BinaryStatus(False, None, None, hint=cls._no_image_hint())
+            return probe_docker(cls.name, options["image"])
+        return cls.probe_program(settings)
+
+    @classmethod
+    def probe_program(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        """The program on this machine, whatever the runtime: the option `bin`, else PATH, else
+        `packaged_binary`; and its version."""
         where = f"--engine-bin, {option_env(cls.name, 'bin')} or [engines.{cls.name}] bin"
         return find_binary(cls.resolve_options(settings)["bin"], cls.binary_candidates, cls.version_of,
                            cls.install_hint, cls.packaged_binary, where)
+
+    @classmethod
+    def declared_options(cls) -> dict[str, EngineOption]:
+        """The options of the class hierarchy, plus `metrics` (`ACCESS_LOG_OPTION`) for an engine
+        that counts through an access-log stream."""
+        merged = super().declared_options()
+        if cls.access_log_parser is not None:
+            merged.setdefault(ACCESS_LOG_OPTION.name, ACCESS_LOG_OPTION)
+        return merged
+
+    async def metrics(self) -> "EngineStats | None":
+        """Restarts, plus the access-log counters of an engine with a stream (see `access_log_parser`);
+        an engine with its own statistics (Envoy) extends this."""
+        from ..metrics.stats import EngineStats
+
+        stats = EngineStats(restarts=self._restarts)
+        if self._access_log is not None:
+            self._access_log.drain()  # what already arrived counts in this scrape
+            stats.tunnels = dict(self._access_log.tunnels)
+        return stats
 
     async def validate(self, table: RouteTable) -> None:
         binary = self._require_binary()
@@ -213,11 +318,13 @@ class SupervisedEngine(Engine):
             await self._reap_orphan()
             self.open_listeners(table)
             try:
+                self._open_access_log(table)
                 generation = await self._prepare(table)
                 self.work.swap(generation)
                 await self._launch(generation, table)
             except BaseException:
                 self.close_listeners()
+                self._close_access_log()
                 raise
             self._table = table
             self.work.prune()
@@ -235,6 +342,9 @@ class SupervisedEngine(Engine):
                 raise EngineValidationError(f"the {self.name} engine cannot change its listen address while running; restart it")
             previous = self.work.current_generation()
             self.reloading = True  # renders below are for the running program's next config
+            if self._access_log is not None:  # count the new tunnels from their first request
+                old = self._table.tunnels if self._table is not None else ()
+                self._access_log.set_tunnels({t.name for t in (*old, *table.tunnels)})
             try:
                 generation = await self._prepare(table)  # raises EngineValidationError; `current` untouched
                 self.work.swap(generation)
@@ -249,6 +359,8 @@ class SupervisedEngine(Engine):
                 self.reloading = False
             self._table = table
             self._generation = generation
+            if self._access_log is not None:
+                self._access_log.set_tunnels(t.name for t in table.tunnels)
             self.work.prune()
             self.log.info("configuration applied", generation=generation, tunnels=len(table.tunnels))
 
@@ -267,6 +379,7 @@ class SupervisedEngine(Engine):
                 await self._terminate(proc)
             self._proc = None
             self.close_listeners()
+            self._close_access_log()
             self.work.clear_record()
 
     def health(self) -> EngineHealth:
@@ -280,6 +393,8 @@ class SupervisedEngine(Engine):
             "gave_up": self._gave_up,
             "runtime": self.runtime.name,
         }
+        if self.runtime.name == "docker":
+            extra["image"] = self.option("image")
         if self._binary is not None:
             extra.update(binary=self._binary.path, version=self._binary.version)
         if self._gave_up:
@@ -294,12 +409,50 @@ class SupervisedEngine(Engine):
 
     # ----- internals ------------------------------------------------------------------------------
 
+    def _open_access_log(self, table: RouteTable) -> None:
+        """Open the datagram socket the program's access log goes to (engines with a parser, with
+        the option `metrics` on); a path too long for a socket address counts nothing, with a warning."""
+        from ..metrics.logstream import AccessLogStream
+
+        parser = type(self).access_log_parser
+        if parser is None or not self.option(ACCESS_LOG_OPTION.name):
+            return
+        if self.socket_path("metrics.sock") is None:
+            self.log.warning("state directory path too long for the metrics socket; requests are not counted",
+                             path=str(self.work.run / "metrics.sock"))
+            return
+        stream = AccessLogStream(self.work.run / "metrics.sock", parser)
+        stream.open()
+        stream.set_tunnels(t.name for t in table.tunnels)
+        self._access_log = stream
+
+    def _close_access_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
+
+    def _runtime_for_options(self) -> Runtime:
+        """The runtime the option `runtime` names, set up for this engine."""
+        if self.option("runtime") == "docker":
+            from .docker_runtime import DockerRuntime
+
+            image = self.option("image")
+            if not image:
+                raise RuntimeFailure(f"the {self.name} engine has no Docker image", hint=self._no_image_hint())
+            program = (self.binary_candidates or (self.name,))[0]
+            return DockerRuntime(self.name, image, self.work.root, program)
+        return ProcessRuntime()
+
+    @classmethod
+    def _no_image_hint(cls) -> str:
+        return f"set {option_env(cls.name, 'image')} or [engines.{cls.name}] image, or use the process runtime"
+
     def _require_binary(self) -> str:
         if self._binary is None or not self._binary.found:
             self._binary = self.probe(self.context.settings)
         if not self._binary.found or not self._binary.path:
-            raise RuntimeFailure(f"the {self.name} engine needs the {self.name} program, which was not found",
-                                 hint=self._binary.hint)
+            what = f"the {self.name} program" if self.runtime.name == "process" else f"Docker and the {self.name} image"
+            raise RuntimeFailure(f"the {self.name} engine needs {what}, which was not found", hint=self._binary.hint)
         return self._binary.path
 
     def _files(self, table: RouteTable, generation: int) -> dict[str, str]:
@@ -316,7 +469,7 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30,
+        code, output = await self.runtime.run(argv, env=self.environment(), cwd=str(self.work.root), timeout=30,
                                               pass_fds=self.inherited_fds())
         if code != 0:
             message = self.validator_message(output, config_dir) or f"exit status {code}"
@@ -334,9 +487,6 @@ class SupervisedEngine(Engine):
             self.work.discard(generation)
             raise
         return generation
-
-    def _program_env(self) -> dict[str, str]:
-        return {**os.environ, **self.environment()}
 
     def _on_stderr(self, line: str) -> None:
         self._tail.append(line)
@@ -357,7 +507,7 @@ class SupervisedEngine(Engine):
         self.before_spawn()
         mark = self._lines_seen
         argv = self.command(binary, self.work)
-        proc = await self.runtime.spawn(argv, env=self._program_env(), cwd=str(self.work.root), on_stderr=self._on_stderr,
+        proc = await self.runtime.spawn(argv, env=self.environment(), cwd=str(self.work.root), on_stderr=self._on_stderr,
                                         pass_fds=self.inherited_fds())
         try:
             self.work.write_record(proc.identity())
@@ -480,13 +630,6 @@ class SupervisedEngine(Engine):
                     self.log.warning("engine restarted", pid=self._proc.pid if self._proc else None,
                                      restarts=self._restarts)
                     break
-
-
-def _runtime_for(name: str) -> Runtime:
-    """The runtime named by the engine option `runtime` (only `process` exists)."""
-    if name == "process":
-        return ProcessRuntime()
-    raise RuntimeFailure(f"unknown runtime {name!r}; available: process")
 
 
 def _clean_validator_output(output: str, config_dir: Path) -> str:

