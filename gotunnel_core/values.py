@@ -91,6 +91,15 @@ def str_list(raw: object) -> list[str]:
     raise ValueError("must be a list of strings (comma-separated in the environment)")
 
 
+def optional(parser: Parser) -> Parser:
+    """`parser`, except that None or an empty string means unset (None)."""
+
+    def parse(raw: object) -> Any:
+        return None if raw is None or raw == "" else parser(raw)
+
+    return parse
+
+
 def from_model(parser: Callable[[Any], Any]) -> Parser:
     """Adapt a model parser (which raises ValidationError) to the ValueError protocol here."""
 
