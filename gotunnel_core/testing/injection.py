@@ -45,6 +45,7 @@ SHAPED: dict[str, Any] = {
     "response header name (add)": TOKEN,
     "response header value": PRINTABLE,
     "response header name (remove)": TOKEN,
+    "host": HOSTNAME,
 }
 #: Header values the models accept (printable ASCII, no outer spaces), for verbatim checks.
 HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=60).filter(
@@ -94,11 +95,19 @@ FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "response header value": _headers("response", "add", "X-C"),
     "response header name (remove)": _headers("response", "remove"),
 }
+#: The fields of output for a proxy gotunnel does not run (`render --for existing`): the tunnel's
+#: fields plus its real names (`hosts`).
+EXISTING_FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    **FIELDS,
+    "host": lambda t, v: t.update(hosts=[v]),
+}
 
 
-def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examples: int = 60) -> dict[str, int]:
-    """Arbitrary text in `field`: the models refuse it, or `validate` (the engine's validator on a
-    table with that tunnel) accepts it. Both branches must be exercised; returns the counts."""
+def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examples: int = 60,
+                           fields: dict[str, Callable[[dict[str, Any], str], None]] = FIELDS) -> dict[str, int]:
+    """Arbitrary text in `field` (a key of `fields`: `FIELDS`, or `EXISTING_FIELDS` for output for
+    an existing proxy): the models refuse it, or `validate` (the engine's validator on a table with
+    that tunnel) accepts it. Both branches must be exercised; returns the counts."""
     import pytest
 
     outcomes = {"refused": 0, "validated": 0}
@@ -107,7 +116,7 @@ def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examp
     @given(value=NASTY | SHAPED[field])
     def check(value: str) -> None:
         raw = base_tunnel()
-        FIELDS[field](raw, value)
+        fields[field](raw, value)
         try:
             tunnel = Tunnel.from_raw(raw)
         except ValidationError as exc:
@@ -125,4 +134,4 @@ def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examp
     return outcomes
 
 
-__all__ = ["FIELDS", "HEADER_VALUE", "NASTY", "SHAPED", "base_tunnel", "check_refused_or_valid"]
+__all__ = ["EXISTING_FIELDS", "FIELDS", "HEADER_VALUE", "NASTY", "SHAPED", "base_tunnel", "check_refused_or_valid"]
