@@ -180,7 +180,7 @@ class Engine(abc.ABC):
         (None: the first). Pure. Paths in it are absolute and every name it defines in the proxy's
         shared namespace starts with `gotunnel_`, so it can sit next to the user's own config."""
         raise UsageError(f"engine {self.name!r} cannot render for an existing proxy",
-                         hint="engines that can: those listing existing_formats (nginx)")
+                         hint="engines that can: those listing existing_formats (nginx, caddy)")
 
     def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
         """Check `output` (as `sync` wrote it) with the proxy's own validator, against the whole

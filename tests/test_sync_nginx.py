@@ -99,7 +99,7 @@ def get_echo(port: int, host: str, ca: Path | None = None) -> tuple[int, dict[st
 def answers_from(port: int, host: str, backend: str, ca: Path | None = None) -> bool:
     try:
         status, _, echo = get_echo(port, host, ca)
-    except OSError:
+    except (OSError, ValueError):  # not listening yet, or another site's answer (not the echo's JSON)
         return False
     return status == 200 and echo["backend"] == backend
 

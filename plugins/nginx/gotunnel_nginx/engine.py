@@ -77,16 +77,10 @@ class NginxEngine(SupervisedEngine):
         options = render_options(self.context.settings, self.option_values)
         return render_existing_files(table, options, self.existing_format(fmt))
 
-    def _program(self) -> str:
-        status = self.probe(self.context.settings)
-        if not status.found or not status.path:
-            raise UsageError("nginx was not found", hint=status.hint)
-        return status.path
-
     def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
         """`nginx -t` on the host's whole config (`main_config`); without one, on the output itself
         (a full nginx.conf) or on a minimal config that includes the fragment."""
-        binary = self._program()
+        binary = self.program()
         with tempfile.TemporaryDirectory(prefix="gotunnel-nginx-t-") as scratch:
             if main_config is not None:
                 argv = [binary, "-t", "-q", "-e", "stderr", "-c", str(main_config)]
@@ -106,7 +100,7 @@ class NginxEngine(SupervisedEngine):
 
     def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
         """`nginx -s reload`, which signals the master named by the pid file of `main_config`."""
-        argv = [self._program(), "-s", "reload", "-e", "stderr"] + (["-c", str(main_config)] if main_config else [])
+        argv = [self.program(), "-s", "reload", "-e", "stderr"] + (["-c", str(main_config)] if main_config else [])
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise RuntimeFailure(f"nginx -s reload failed: {(done.stderr + done.stdout).strip() or '(no output)'}")
