@@ -128,6 +128,10 @@ class Engine(abc.ABC):
     #: Formats of `render_existing` (config for a proxy gotunnel does not run), the first the
     #: default. Empty: the engine offers no such output (`render --for existing` says so, exit 2).
     existing_formats: ClassVar[tuple[str, ...]] = ()
+    #: Whether the proxy picks up `render_existing`'s files as soon as they are in place (Envoy's
+    #: file xDS): `sync` then validates them in a staging directory first, moves them into place
+    #: only when valid, and reloads nothing (unless given --reload-cmd).
+    existing_applies_on_write: ClassVar[bool] = False
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context
@@ -183,8 +187,9 @@ class Engine(abc.ABC):
                          hint="engines that can: those listing existing_formats (nginx, caddy)")
 
     def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
-        """Check `output` (as `sync` wrote it) with the proxy's own validator, against the whole
-        host config `main_config` when given; raise EngineValidationError with its message."""
+        """Check `output` (as `sync` wrote it; a staging copy for `existing_applies_on_write`)
+        with the proxy's own validator, against the whole host config `main_config` when given;
+        raise EngineValidationError with its message."""
         raise UsageError(f"engine {self.name!r} cannot validate a config for an existing proxy")
 
     def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,8 @@ def sync_once(engine: Engine, files: Mapping[str, str], target: SyncTarget) -> S
         target.out.mkdir(parents=True, exist_ok=True)
     elif not target.out.parent.is_dir():
         raise UsageError(f"--out {str(target.out)!r}: directory {str(target.out.parent)!r} does not exist")
+    if engine.existing_applies_on_write:
+        return _sync_watched(engine, files, target, wanted, previous)
     try:
         for path, content in wanted.items():
             atomic_write(path, content, _mode(path))
@@ -123,13 +126,36 @@ def sync_once(engine: Engine, files: Mapping[str, str], target: SyncTarget) -> S
     return SyncResult(True, tuple(wanted))
 
 
-def fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, str], ...]:
+def _sync_watched(engine: Engine, files: Mapping[str, str], target: SyncTarget, wanted: Mapping[Path, str],
+                  previous: Mapping[Path, bytes | None]) -> SyncResult:
+    """For a proxy that loads files as they appear (Envoy's file xDS): validate a staging copy,
+    then move each file into place in the order rendered (clusters before the listeners that
+    name them). A refused config never reaches the watched place."""
+    with tempfile.TemporaryDirectory(prefix="gotunnel-sync-") as scratch:
+        staged = Path(scratch) / (target.out.name if len(files) == 1 else "out")
+        for path, content in output_paths(files, staged).items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        engine.validate_existing(staged, target.main_config, target.fmt)
+    try:
+        for path, content in wanted.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, content, _mode(path))
+    except OSError:
+        _restore(previous)
+        raise
+    if target.reload_cmd:
+        run_reload_cmd(target.reload_cmd)
+    return SyncResult(True, tuple(wanted))
+
+
+def fingerprint(paths: Iterable[Path]) -> dict[Path, str]:
     """The content hash of each source (`-` for a missing one): what `watch` compares."""
-    marks = []
-    for path in sorted(set(paths)):
+    marks = {}
+    for path in set(paths):
         data = _read(path)
-        marks.append((str(path), "-" if data is None else hashlib.sha256(data).hexdigest()))
-    return tuple(marks)
+        marks[path] = "-" if data is None else hashlib.sha256(data).hexdigest()
+    return marks
 
 
 def watch(step: Callable[[], Iterable[Path]], initial_sources: Iterable[Path],
@@ -139,18 +165,19 @@ def watch(step: Callable[[], Iterable[Path]], initial_sources: Iterable[Path],
     sources changes, polling their content every `interval` seconds. A failed step is reported and
     watching goes on (with the sources known so far): the proxy keeps its last good config, as
     `sync_once` guarantees, until an edit fixes the source."""
-    sources = tuple(initial_sources)
-    seen: tuple[tuple[str, str], ...] | None = None
+    sources = set(initial_sources)
+    seen: dict[Path, str] | None = None
     while not should_stop():
         current = fingerprint(sources)
         if current != seen:
             try:
-                found = tuple(step())
+                found = set(step()) or sources
             except GotunnelError as exc:
                 report(exc)
                 found = sources
-            # Compare against what was read before the step, so an edit made during it runs again.
-            seen = current if set(found) == set(sources) else fingerprint(found)
+            # What was read before the step stands for the sources known then, so an edit made
+            # while the step ran is seen on the next round; sources new to this step are read now.
+            seen = {**fingerprint(found - sources), **{p: h for p, h in current.items() if p in found}}
             sources = found
         time.sleep(interval)
 

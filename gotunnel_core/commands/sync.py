@@ -27,7 +27,8 @@ def _sync_step(state: CliState, engine_name: str | None, target: "SyncTarget") -
     result = sync_once(engine, files, target)
     where = ", ".join(str(p) for p in result.files)
     if result.changed:
-        how = "--reload-cmd" if target.reload_cmd else f"{engine.name} reload"
+        how = ("--reload-cmd" if target.reload_cmd else
+               f"{engine.name} reads the files" if engine.existing_applies_on_write else f"{engine.name} reload")
         click.echo(f"synced {where}: validated, applied ({how})")
     else:
         click.echo(f"unchanged {where}")
