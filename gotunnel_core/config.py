@@ -32,12 +32,23 @@ class Setting:
         return "GOTUNNEL_" + self.name.upper()
 
 
+def _providers(raw: object) -> list[str]:
+    from .providers import PROVIDERS
+
+    names = str_list(raw)
+    unknown = [name for name in names if name not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown provider {unknown[0]!r}; available: {', '.join(sorted(PROVIDERS))}")
+    return sorted(set(names))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("engine", text, "builtin", "proxy engine: builtin, nginx, caddy, envoy, or a plugin's"),
     Setting("state_dir", optional_path, None, "directory for the daemon socket, state, certificates and logs"),
     Setting("http_port", from_model(parse_port), 8080, "port of the HTTP listener"),
     Setting("https_port", from_model(parse_port), 8443, "port of the HTTPS listener"),
     Setting("bind", from_model(parse_bind), "0.0.0.0", "address the listeners bind to"),
+    Setting("http2", boolean, True, "offer HTTP/2 (ALPN h2) besides HTTP/1.1 on the HTTPS listener"),
     Setting("mdns", boolean, True, "advertise NAME.local on the LAN with mDNS"),
     Setting("mdns_interface", str_list, [], "interfaces (names or addresses) to announce on; default: private LAN interfaces"),
     Setting("hosts", boolean, False, "also write NAME.local entries into the hosts file"),
@@ -47,8 +58,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("debug", boolean, False, "show tracebacks for errors"),
     Setting("template_dir", optional_path, None, "directory with engine template overrides"),
     Setting("engine_bin", optional_path, None, "program of the selected external engine (default: found on PATH)"),
+    Setting("runtime", choice("process", "docker"), None,
+            "how external engines run: process (a child of the daemon) or docker (their official image); "
+            "unset: each engine's option `runtime` (process)"),
     Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
     Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
     Setting("domain_template", optional(from_model(parse_domain_template)), None,
             "real names for a proxy you run (render --for existing, sync), e.g. '{name}.dev.example.com'"),

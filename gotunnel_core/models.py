@@ -27,6 +27,8 @@ _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PATH_RE = re.compile(r"^/(?:[A-Za-z0-9\-._~!&()*+,=:@/]|%[0-9A-Fa-f]{2})*$")
 _MAX_NAME = 253 - len(".localhost")
 _MAX_HEADER_VALUE = 4096
+#: Backend URL schemes: HTTP/1.1, TLS (ALPN h2 or http/1.1), cleartext HTTP/2 (prior knowledge).
+BACKEND_SCHEMES = ("http", "https", "h2c")
 
 
 def _encode_label(label: str, raw: str) -> str:
@@ -128,7 +130,11 @@ def _parse_host(host: str, raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """One upstream server of a tunnel: scheme, host, port, optional path prefix and weight."""
+    """One upstream server of a tunnel: scheme, host, port, optional path prefix and weight.
+
+    Schemes: `http` (HTTP/1.1), `https` (TLS, offered ALPN `h2` and `http/1.1`) and `h2c`
+    (cleartext HTTP/2 with prior knowledge, e.g. a gRPC server's insecure port).
+    """
 
     scheme: str
     host: str
@@ -149,7 +155,7 @@ class Backend:
 
     @classmethod
     def parse(cls, raw: object, weight: object = 1) -> "Backend":
-        """Parse `http://host:port/prefix` (also `URL,weight=N`) or a `{url, weight}` mapping."""
+        """Parse `http://host:port/prefix` (also `https://`, `h2c://`; `URL,weight=N`) or a `{url, weight}` mapping."""
         if isinstance(raw, Mapping):
             unknown = set(raw) - {"url", "weight"}
             if unknown:
@@ -172,7 +178,7 @@ class Backend:
             parts = urlsplit(url)
         except ValueError as exc:  # e.g. an unbalanced '[' ("Invalid IPv6 URL")
             raise ValidationError("backend", raw, f"is not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https", "h2c"):
+        if parts.scheme not in BACKEND_SCHEMES:
             raise ValidationError("backend", raw, "scheme must be http, https or h2c")
         if parts.username is not None or parts.password is not None:
             raise ValidationError("backend", raw, "credentials in the URL are not supported")

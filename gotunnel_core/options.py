@@ -33,7 +33,8 @@ class EngineOption:
     parse: Parser
     default: Any
     help: str
-    #: Also read the old top-level setting of the same name (`workers`, `via`, ...), below the others.
+    #: Also read the top-level setting of the same name, below the others: an older key now an
+    #: engine option (`workers`, `via`, ...), or a setting for every engine (`runtime`).
     legacy: bool = False
 
 

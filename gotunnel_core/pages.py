@@ -82,3 +82,13 @@ def unavailable_page(tunnel_name: str, backends: Sequence[Backend | str]) -> str
         f"<ul>\n{items}\n</ul>"
     )
     return _page("503: no healthy backend", body)
+
+
+def unreachable_page(tunnel_name: str, problem: str, fix: str) -> str:
+    """502: a provided tunnel (a container) that no address reaches; says why and what to change."""
+    body = (
+        f"<p>Tunnel <code>{escape(tunnel_name)}</code> has no backend gotunnel can reach: {escape(problem)}.</p>\n"
+        f"<p>To fix it: {escape(fix)}.</p>\n"
+        "<p class=\"muted\">`gotunnel status` shows the same.</p>"
+    )
+    return _page("502: container unreachable", body)

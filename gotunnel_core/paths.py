@@ -152,6 +152,11 @@ class StateLayout:
         """`gotunnel trust --env`'s bundle of system roots plus the CA."""
         return self.root / "trust"
 
+    @property
+    def providers_file(self) -> Path:
+        """Providers `gotunnel docker watch` turned on (kept across daemon restarts)."""
+        return self.root / "providers.json"
+
     def engine_dir(self, engine: str) -> Path:
         return self.root / "engines" / engine
 

@@ -7,6 +7,7 @@ turns into one `error:` line naming the key and the value.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable
 
 from .errors import ValidationError
@@ -98,6 +99,25 @@ def optional(parser: Parser) -> Parser:
         return None if raw is None or raw == "" else parser(raw)
 
     return parse
+
+
+#: A Docker image reference: [registry[:port]/]path[:tag][@digest] (distribution/reference's grammar).
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+#: A registry: `localhost`, a dotted name or a name with a port (else the first part is a path component).
+_IMAGE_DOMAIN = rf"(?:(?:localhost|{_IMAGE_LABEL}(?:\.{_IMAGE_LABEL})+)(?::[0-9]+)?/|{_IMAGE_LABEL}:[0-9]+/)"
+_IMAGE_REFERENCE = re.compile(
+    rf"{_IMAGE_DOMAIN}?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+
+
+def image_reference(raw: object) -> str | None:
+    """A Docker image reference (`nginx:1.28.0`, `registry:5000/team/caddy@sha256:...`); empty means unset."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or len(raw) > 255 or not _IMAGE_REFERENCE.fullmatch(raw):
+        raise ValueError("must be a Docker image reference, e.g. nginx:1.28.0")
+    return raw
 
 
 def from_model(parser: Callable[[Any], Any]) -> Parser:

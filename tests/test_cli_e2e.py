@@ -206,6 +206,15 @@ def test_config_show_reports_sources(gotunnel: Gotunnel) -> None:
     assert settings["engine"]["source"] == "default"
 
 
+def test_http2_flag_is_a_setting_and_a_running_daemon_must_match_it(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    shown = gotunnel.json("--no-http2", "config", "show")["settings"]["http2"]
+    assert shown == {"value": False, "source": "flag", "env": "GOTUNNEL_HTTP2"}
+    gotunnel("start", "-d", "a", "-p", str(echo_backend().port), check=True)  # a daemon with HTTP/2 (the default)
+    result = gotunnel("--no-http2", "start", "-d", "b", "-p", "3000")
+    assert result.code == 1 and "http2" in result.err  # not silently served with HTTP/2 on
+    assert [t["name"] for t in gotunnel.json("list")["tunnels"]] == ["a"]
+
+
 def test_help_and_list_stay_light(gotunnel: Gotunnel) -> None:
     probe = (
         "import sys\n"

@@ -37,6 +37,18 @@ def test_type_error_names_file_key_and_reason(tmp_path: Path) -> None:
     assert str(path) in info.value.message and "'http_port'" in info.value.message and "1 to 65535" in info.value.message
 
 
+def test_http2_is_on_by_default_and_follows_flag_env_and_file(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "none")}
+    assert resolve({}, env=env, cwd=tmp_path)["http2"] is True
+    assert resolve({}, env={**env, "GOTUNNEL_HTTP2": "0"}, cwd=tmp_path)["http2"] is False
+    assert resolve({"http2": True}, env={**env, "GOTUNNEL_HTTP2": "0"}, cwd=tmp_path)["http2"] is True
+    (tmp_path / "gotunnel.toml").write_text("http2 = false\n")
+    resolved = resolve({}, env=env, cwd=tmp_path)
+    assert resolved["http2"] is False and resolved.sources["http2"].startswith("file:")
+    with pytest.raises(UsageError, match="GOTUNNEL_HTTP2"):
+        resolve({}, env={**env, "GOTUNNEL_HTTP2": "sometimes"}, cwd=tmp_path)
+
+
 def test_bad_env_boolean_names_variable(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="GOTUNNEL_MDNS"):
         resolve({}, env={"GOTUNNEL_MDNS": "maybe"}, cwd=tmp_path)

@@ -83,3 +83,58 @@ def test_every_engine_option_is_declared_with_help_and_a_valid_default() -> None
             assert option.help, (name, option.name)
             if option.default is not None:
                 assert option.parse(option.default) == option.default, (name, option.name)
+
+
+def test_runtime_and_image_are_declared_options_of_every_supervised_engine(gotunnel: Gotunnel) -> None:
+    """`runtime` (process | docker) and `image` (a pinned official image per engine) are validated
+    options shown by `config show`; the setting `runtime` (--runtime, GOTUNNEL_RUNTIME) applies to
+    every engine below its own option."""
+    engines = gotunnel.json("config", "show")["engines"]
+    pinned = {"nginx": "nginx:1.28.0", "caddy": "caddy:2.11.7", "envoy": "envoyproxy/envoy:v1.40.0"}
+    for name, image in pinned.items():
+        assert engines[name]["runtime"] == {"value": "process", "source": "default", "env": option_env(name, "runtime")}
+        assert engines[name]["image"] == {"value": image, "source": "default", "env": option_env(name, "image")}
+    assert "runtime" not in engines["builtin"] and "image" not in engines["builtin"]
+
+    write_config(gotunnel, '[engines.caddy]\nruntime = "process"\nimage = "registry.local:5000/team/caddy:2"\n')
+    engines = gotunnel.json("--runtime", "docker", "config", "show")["engines"]
+    assert engines["nginx"]["runtime"]["value"] == "docker" and engines["nginx"]["runtime"]["source"] == "setting"
+    assert engines["caddy"]["runtime"]["value"] == "process"  # the engine's own table wins over the setting
+    assert engines["caddy"]["image"]["value"] == "registry.local:5000/team/caddy:2"
+    gotunnel.env.update(GOTUNNEL_RUNTIME="docker", GOTUNNEL_CADDY_RUNTIME="docker")
+    engines = gotunnel.json("config", "show")["engines"]
+    assert engines["envoy"]["runtime"]["value"] == "docker" and engines["caddy"]["runtime"]["source"] == "env"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"GOTUNNEL_NGINX_RUNTIME": "podman"}, "invalid GOTUNNEL_NGINX_RUNTIME 'podman': must be one of process, docker"),
+    ({"GOTUNNEL_RUNTIME": "vm"}, "invalid value 'vm' for GOTUNNEL_RUNTIME: must be one of process, docker"),
+    ({"GOTUNNEL_ENVOY_IMAGE": "Envoy Latest"},
+     "invalid GOTUNNEL_ENVOY_IMAGE 'Envoy Latest': must be a Docker image reference, e.g. nginx:1.28.0"),
+])
+def test_bad_runtime_or_image_fails_in_one_line_before_a_daemon(gotunnel: Gotunnel, env: dict[str, str],
+                                                                message: str) -> None:
+    for args in (["config", "show"], ["--engine", "nginx", "start", "-d", "web", "-p", "3000"]):
+        result = gotunnel(*args, extra_env=env)
+        assert result.code == 2 and result.out == ""
+        assert result.err.splitlines()[0] == f"error: {message}", result.err
+    assert gotunnel.daemon_pid() is None
+
+
+@pytest.mark.parametrize("reference", ["nginx:1.28.0", "envoyproxy/envoy:v1.40.0", "gotunnel-test/nginx:dfcadd1ea1dcbf19",
+                                       "localhost:5000/team/caddy", "registry.example.com/a/b:c", "reg:5000/x",
+                                       "caddy@sha256:" + "a" * 64])
+def test_image_reference_accepts_docker_references(reference: str) -> None:
+    from gotunnel_core.values import image_reference
+
+    assert image_reference(reference) == reference
+    assert image_reference("") is None
+
+
+@pytest.mark.parametrize("reference", ["Nginx", "Nginx/x", "nginx:", "a b", " nginx", "nginx;rm -rf /", "-x",
+                                       "nginx:1\n", "a//b", "x" * 300, 7])
+def test_image_reference_refuses_anything_else(reference: Any) -> None:
+    from gotunnel_core.values import image_reference
+
+    with pytest.raises(ValueError, match="must be a Docker image reference"):
+        image_reference(reference)

@@ -58,6 +58,8 @@ def test_any_accepted_name_is_safe_ascii(raw: str) -> None:
         ("https://example.internal", "https://example.internal:443", 1),
         ("http://[::1]:8000", "http://[::1]:8000", 1),
         ("http://127.0.0.1:3000,weight=5", "http://127.0.0.1:3000", 5),
+        ("h2c://127.0.0.1:50051", "h2c://127.0.0.1:50051", 1),  # cleartext HTTP/2 (a gRPC server)
+        ("H2C://grpc.internal", "h2c://grpc.internal:80", 1),
     ],
 )
 def test_backends(raw: str, url: str, weight: int) -> None:
@@ -67,7 +69,7 @@ def test_backends(raw: str, url: str, weight: int) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["ftp://x:1", "http://x:0", "http://x:65536", "http://x:abc", "http://user:pw@x:1", "http://x:1/?q", "http://x:1/#f",
+    ["ftp://x:1", "h2://x:1", "grpc://x:1", "http://x:0", "http://x:65536", "http://x:abc", "http://user:pw@x:1", "http://x:1/?q", "http://x:1/#f",
      "http://x:1/a b", "http://x:1/a;b", "http://x y:1", "http://:1", "http://x:1/../etc", "http://x:1,weight=0",
      "http://x:1,weight=1001", "http://x:1,color=red", "http://x:1/a\"b", "http://x:1/{a}", 42],
 )

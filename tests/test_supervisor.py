@@ -241,6 +241,37 @@ def test_each_route_change_runs_the_validator_once(tmp_path: Path) -> None:
     run(scenario())
 
 
+class EnvironmentEngine(FakeEngine):
+    """The fake engine with variables of its own (the `environment()` extension point)."""
+
+    def environment(self) -> dict[str, str]:
+        return {"FAKE_MARK": "from-environment()"}
+
+
+def test_environment_reaches_the_program_and_its_validator_over_the_daemons(tmp_path: Path, monkeypatch: Any) -> None:
+    """A process gets the engine's `environment()` on top of the daemon's own variables, in the
+    program and in its validator (the docker runtime gives a container only the engine's own:
+    tests/test_docker_runtime.py)."""
+    monkeypatch.setenv("DAEMON_ONLY", "kept")
+    work = tmp_path / "work"
+    work.mkdir()
+    seen = work / "seen"
+    probe = (f'open({str(seen)!r}, "a").write(sys.argv[1][:7] + " " + os.environ.get("FAKE_MARK", "-") + " "'
+             ' + os.environ.get("DAEMON_ONLY", "-") + "\\n")\n')
+    (work / "fake.py").write_text(FAKE.replace('if sys.argv[1] == "--check":\n', probe + 'if sys.argv[1] == "--check":\n', 1))
+    opts = {"bin": sys.executable, "stop_deadline": 0.5}
+    engine = EnvironmentEngine(EngineContext(work, {"engine": "fake", "engines": {"fake": opts}}))
+
+    async def scenario() -> None:
+        await engine.start(table("one"))
+        await engine.stop()
+
+    run(scenario())
+    check, program = seen.read_text().splitlines()
+    assert check == "--check from-environment() kept"
+    assert program.split(" ", 1)[1] == "from-environment() kept"
+
+
 def test_an_engine_words_its_validators_refusal_itself(tmp_path: Path) -> None:
     """`validator_message` turns the validator's output into the refusal's one-line reason: the
     default cleans it (minus the config directory); an engine may override it."""

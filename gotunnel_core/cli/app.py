@@ -33,6 +33,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.daemon",
     "gotunnel_core.commands.hosts",
     "gotunnel_core.commands.doctor",
+    "gotunnel_core.commands.docker",
     "gotunnel_core.commands.run",
     "gotunnel_core.commands.urls",
     "gotunnel_core.commands.ports",
@@ -112,6 +113,11 @@ class CliState:
 
         return connect(self.settings, self.layout, spawn=spawn)
 
+    def ask_running_daemon(self, op: str) -> Any:
+        """The answer of this state directory's daemon to `op`, or None when no daemon runs (none is spawned)."""
+        client = self.client(spawn=False)
+        return client.request(op) if client.ping() is not None else None
+
 
 pass_state = click.make_pass_decorator(CliState)
 
@@ -181,10 +187,12 @@ def _import(module_name: str) -> Any:
 @click.option("--http-port", metavar="PORT", help="HTTP listener port (default 8080).")
 @click.option("--https-port", metavar="PORT", help="HTTPS listener port (default 8443).")
 @click.option("--bind", metavar="ADDR", help="Listen address (default 0.0.0.0).")
+@click.option("--http2/--no-http2", default=None, help="Offer HTTP/2 on the HTTPS listener (default on).")
 @click.option("--mdns/--no-mdns", default=None, help="Advertise NAME.local on the LAN (default on).")
 @click.option("--mdns-interface", multiple=True, metavar="IFACE", help="Interface (name or address) for mDNS; repeatable.")
 @click.option("--hosts/--no-hosts", default=None, help="Also write NAME.local into the hosts file (default off).")
 @click.option("--engine-bin", metavar="PATH", help="Program of the selected external engine (default: from PATH).")
+@click.option("--runtime", metavar="NAME", help="How nginx/Caddy/Envoy run: process (default) or docker. [GOTUNNEL_RUNTIME]")
 @click.option("--log-format", metavar="FMT", help="auto, console or json.")
 @click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
 @click.option("--debug/--no-debug", default=None, help="Show tracebacks on errors.")

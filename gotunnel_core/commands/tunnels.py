@@ -21,6 +21,8 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         if port or backends or host_header:
             raise UsageError("--port/--backend/--host-header need --domain NAME")
         file_tunnels = state.file_tunnels()
+        if not file_tunnels and state.settings["providers"]:
+            return []  # serve what the providers (Docker containers) declare
         if not file_tunnels:
             raise UsageError("no --domain given and the config file declares no [[tunnels]]",
                              hint="gotunnel start -d myapp -p 3000")
@@ -78,10 +80,12 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header)
     spec = find_engine(state.engine_specs(), settings["engine"])
-    state.engine_options()  # a bad engine option fails here, before a daemon is spawned
+    options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
     if not binary.found:
-        raise RuntimeFailure(f"engine {spec.name!r} cannot start: its program was not found", hint=binary.hint)
+        docker = options.get(spec.name, {}).get("runtime") == "docker"
+        what = "its Docker image is not usable" if docker else "its program was not found"
+        raise RuntimeFailure(f"engine {spec.name!r} cannot start: {what}", hint=binary.hint)
     payload = [t.to_dict() for t in tunnels]
     if foreground:
         _run_foreground(state, payload)
@@ -167,15 +171,20 @@ def _stop_all(state: CliState) -> None:
 @pass_state
 def list_(state: CliState, as_json: bool) -> None:
     """List running tunnels."""
-    client = state.client(spawn=False)
-    tunnels = client.request("list") if client.ping() is not None else []
+    tunnels = state.ask_running_daemon("list") or []
     if as_json:
         emit_json({"tunnels": tunnels})
         return
     if not tunnels:
         click.echo("no tunnels running")
     for item in tunnels:
-        click.echo(f"{item['name']:<24} {', '.join(b['url'] for b in item['backends'])}  {' '.join(item['urls'])}")
+        backends = ", ".join(b["url"] for b in item["backends"]) if not item.get("problem") else "unreachable"
+        click.echo(f"{item['name']:<24} {backends}  {' '.join(item['urls'])}")
+        if item.get("source", "user") != "user":
+            click.echo(f"{'':<24} from {item['source']}: {item['origin']}")
+        if item.get("problem"):
+            click.echo(f"{'':<24} why: {item['problem']}")
+            click.echo(f"{'':<24} fix: {item['fix']}")
 
 
 @click.command()
@@ -185,8 +194,7 @@ def status(state: CliState, as_json: bool) -> None:
     """Daemon pid, engine, ports, tunnels and certificate expiry (and the team agent's hub and names)."""
     from ..team.status import agent_status
 
-    client = state.client(spawn=False)
-    info = client.request("status") if client.ping() is not None else None
+    info = state.ask_running_daemon("status")
     team_agent = agent_status(state.layout.root)
     if as_json:
         emit_json({"running": info is not None, "pid": info["pid"] if info else None, **(info or {}), "agent": team_agent})
@@ -204,7 +212,16 @@ def status(state: CliState, as_json: bool) -> None:
     click.echo(f"listen: {listen['bind']} http {listen['http_port']} https {listen['https_port']}")
     click.echo(f"tunnels: {len(info['tunnels'])}")
     for item in info["tunnels"]:
-        click.echo(f"  {item['name']}: {' '.join(item['urls'])}")
+        source = "" if item.get("source", "user") == "user" else f"  <- {item['origin']}"
+        click.echo(f"  {item['name']}: {' '.join(item['urls'])}{source}")
+        if item.get("problem"):
+            click.echo(f"    unreachable: {item['problem']}")
+            click.echo(f"    fix: {item['fix']}")
+    for name, provider in sorted(info.get("providers", {}).items()):
+        state_text = "connected" if provider["connected"] else f"not connected: {provider['error']} (retrying)"
+        click.echo(f"provider {name}: {state_text}")
+    for problem in info.get("problems", []):
+        click.echo(f"  problem: {problem['origin']}: {problem['problem']}")
     for cert in info["certificates"]:
         click.echo(f"  certificate {cert['name']}: expires {cert['not_after']}")
 

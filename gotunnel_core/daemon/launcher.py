@@ -17,7 +17,7 @@ from ..paths import StateLayout
 from .client import DaemonClient, daemon_alive, ensure_daemon
 
 #: Settings a running daemon was started with that an explicit flag must not silently contradict.
-MATCHED_SETTINGS = ("engine", "bind", "http_port", "https_port")
+MATCHED_SETTINGS = ("engine", "bind", "http_port", "https_port", "http2")
 
 
 def daemon_argv(settings: Any, layout: StateLayout) -> list[str]:
@@ -25,8 +25,10 @@ def daemon_argv(settings: Any, layout: StateLayout) -> list[str]:
     s = settings
     argv = [sys.executable, "-m", "gotunnel_core", "--state-dir", str(layout.root), "--engine", s["engine"],
             "--http-port", str(s["http_port"]), "--https-port", str(s["https_port"]), "--bind", s["bind"],
-            "--mdns" if s["mdns"] else "--no-mdns", "--hosts" if s["hosts"] else "--no-hosts",
-            "--log-format", "json", "--log-level", s["log_level"]]
+            "--http2" if s["http2"] else "--no-http2", "--mdns" if s["mdns"] else "--no-mdns",
+            "--hosts" if s["hosts"] else "--no-hosts", "--log-format", "json", "--log-level", s["log_level"]]
+    if s["runtime"]:
+        argv += ["--runtime", s["runtime"]]
     for iface in s["mdns_interface"]:
         argv += ["--mdns-interface", iface]
     if s["engine_bin"]:
@@ -58,7 +60,7 @@ def check_daemon_matches(settings: Any, client: DaemonClient) -> None:
     """Refuse to silently use a daemon started with other explicitly requested settings."""
     info = client.ping() or {}
     for key in MATCHED_SETTINGS:
-        if settings.sources[key] != "default" and info.get(key) != settings[key]:
+        if settings.sources[key] != "default" and info.get(key, settings[key]) != settings[key]:
             raise RuntimeFailure(
                 f"the running daemon uses {key} {info.get(key)!r}, not {settings[key]!r}",
                 hint="stop it first with `gotunnel stop --all`, then start again",

@@ -3,6 +3,10 @@
 Every change goes through one asyncio lock: build the new route table, let the engine apply it
 (which validates it, once), persist it, then notify plugins. A change the engine refuses is never
 persisted and the running configuration stays.
+
+The engine serves the user's tunnels plus those of providers (Docker containers by label, see
+`gotunnel_core.providers`). Provided tunnels are not persisted, and a user's tunnel always wins
+over a provided one of the same name (the provided one is then reported as a conflict).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from ..logs import get_logger
 from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager, call_hook
+from ..providers import ProvidedTunnel, ProviderProblem
 from ..state import TunnelStore
 from ..urls import tunnel_urls
+from .provider_host import ProviderHost
 
 if TYPE_CHECKING:
     from ..supervisor.listeners import ListenerSockets
@@ -60,12 +66,18 @@ class TunnelManager:
         self.started_at = time.time()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: source -> the tunnels and refused declarations a provider handed over last
+        self.provided: dict[str, list[ProvidedTunnel]] = {}
+        self.provider_problems: dict[str, list[ProviderProblem]] = {}
+        self.provider_host = ProviderHost(layout, settings, self, self._explain)
         self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
 
     # ----- lifecycle -----------------------------------------------------------------------
 
     async def startup(self) -> None:
         """Create the engine, restore the persisted tunnels and start serving them."""
+        self.loop = asyncio.get_running_loop()
         specs = collect_engines(self.plugins.pm)
         spec = find_engine(specs, self.settings["engine"])
         work_dir = self.layout.engine_dir(spec.name)
@@ -96,8 +108,10 @@ class TunnelManager:
                 log.warning("name not announced", tunnel=tunnel.name, error=exc.message)
         for tunnel in self.tunnels.values():
             self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
-        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid())
         self._tasks.append(asyncio.create_task(self._renewal_loop(), name="cert-renewal"))
+        await self.provider_host.start_wanted()
+        log.info("daemon ready", engine=spec.name, tunnels=sorted(self.tunnels), pid=os.getpid(),
+                 providers=sorted(self.provider_host.providers))
 
     def _receive_listeners(self, spec: EngineSpec, specs: Mapping[str, EngineSpec]) -> ListenerSockets | None:
         """The root-bound sockets of `gotunnel ports` when our ports need them (None otherwise); an
@@ -122,6 +136,7 @@ class TunnelManager:
         """Stop serving. With `forget`, the tunnels are also removed from the desired state."""
         for task in self._tasks:
             task.cancel()
+        await self.provider_host.close()
         async with self._lock:
             tunnels = list(self.tunnels.values())
             if self.engine is not None:
@@ -162,7 +177,7 @@ class TunnelManager:
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
-            fresh = [t for t in new if t.name not in self.tunnels]
+            fresh = [t for t in new if t.name not in self._served(self.tunnels)]
             # Claim the names first: a name another host answers for fails `start` before anything changes.
             await self._publish_names(fresh)
             try:
@@ -202,7 +217,7 @@ class TunnelManager:
             await self._apply(desired)
             await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
             self.tunnels = desired
-            await self._withdraw_names(gone)
+            await self._withdraw_names([t for t in gone if t.name not in self._served(desired)])
             for tunnel in gone:
                 self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
                 self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
@@ -222,12 +237,94 @@ class TunnelManager:
             log.info("certificates renewed", names=due)
             return due
 
+    # ----- providers --------------------------------------------------------------------------
+
+    async def explainer_url(self) -> str:
+        """Where provided tunnels that nothing can reach are sent (the daemon's 502 explainer)."""
+        return await self.provider_host.explainer_url()
+
+    def _explain(self, name: str) -> tuple[str, str] | None:
+        for entries in self.provided.values():
+            for entry in entries:
+                if entry.tunnel.name == name and entry.problem:
+                    return entry.problem, entry.fix or ""
+        return None
+
+    async def start_provider(self, name: str, *, persist: bool = True) -> dict[str, Any]:
+        """`docker watch`: follow provider `name` now and across restarts; what it serves and refused."""
+        provider = await self.provider_host.start(name, persist=persist)
+        return {"provider": name, **provider.status(),
+                "tunnels": [self.describe_provided(p) for p in self.provided.get(name, [])],
+                "problems": [p.to_dict() for p in self.provider_problems.get(name, [])]}
+
+    async def stop_provider(self, name: str) -> list[str]:
+        """`docker unwatch`: stop following `name` and stop serving its tunnels; returns their names."""
+        gone = [p.tunnel.name for p in self.provided.get(name, [])]
+        await self.provider_host.stop(name)
+        await self.set_provided(name, [], [])
+        return gone
+
+    async def set_provided(self, source: str, tunnels: list[ProvidedTunnel], problems: list[ProviderProblem]) -> None:
+        """Replace everything `source` provides, and serve it (a user's tunnel of the same name wins)."""
+        async with self._lock:
+            before = self._served(self.tunnels)
+            old = self.provided.get(source, []), self.provider_problems.get(source, [])
+            self.provided[source], self.provider_problems[source] = list(tunnels), list(problems)
+            after = self._served(self.tunnels)
+            if after != before:
+                try:
+                    await self._apply(self.tunnels)
+                except BaseException:
+                    self.provided[source], self.provider_problems[source] = old
+                    raise
+            added = [t for n, t in after.items() if before.get(n) != t]
+            removed = [t for n, t in before.items() if n not in after]
+            for tunnel in removed:
+                self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
+            for tunnel in added:
+                self._notify("gotunnel_tunnel_started", tunnel=tunnel, urls=self.urls(tunnel))
+            try:
+                await self._withdraw_names(removed)
+                await self._publish_names([t for t in added if t.name not in before])
+            except GotunnelError as exc:
+                log.warning("name not announced", error=exc.message)
+            if added or removed:
+                log.info("provided tunnels changed", source=source, added=sorted(t.name for t in added),
+                         removed=sorted(t.name for t in removed))
+
+    def _served(self, user: Mapping[str, Tunnel]) -> dict[str, Tunnel]:
+        """What the engine serves: the user's tunnels, then every provided one whose name is free."""
+        served = dict(user)
+        for source in sorted(self.provided):
+            for entry in self.provided[source]:
+                served.setdefault(entry.tunnel.name, entry.tunnel)
+        return served
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Provided tunnels not served because the user has a tunnel of that name."""
+        return [{"source": e.source, "origin": e.origin, "tunnel": e.tunnel.name,
+                 "problem": f"tunnel {e.tunnel.name!r} is also a user tunnel (`gotunnel start`); the user's is served. "
+                            f"Rename the label or `gotunnel stop {e.tunnel.name}`"}
+                for entries in self.provided.values() for e in entries if e.tunnel.name in self.tunnels]
+
+    def describe_provided(self, entry: ProvidedTunnel) -> dict[str, Any]:
+        return {**self.describe(entry.tunnel), **entry.to_dict()}
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every served tunnel as `list --json` shows it (user and provided), sorted by name."""
+        rows = [self.describe(t) for t in self.tunnels.values()]
+        rows += [self.describe_provided(e) for entries in self.provided.values() for e in entries
+                 if e.tunnel.name not in self.tunnels]
+        return sorted(rows, key=lambda row: row["name"])
+
+    # ----- descriptions --------------------------------------------------------------------------
+
     def urls(self, tunnel: Tunnel) -> list[str]:
         return tunnel_urls(tunnel, self.listen, mdns=bool(self.settings["mdns"]))
 
     def describe(self, tunnel: Tunnel) -> dict[str, Any]:
-        """A tunnel as `list --json` shows it: its canonical form plus URLs."""
-        return {**tunnel.to_dict(), "urls": self.urls(tunnel)}
+        """A tunnel as `list --json` shows it: its canonical form plus URLs; `source` says who made it."""
+        return {**tunnel.to_dict(), "urls": self.urls(tunnel), "source": "user"}
 
     def status(self) -> dict[str, Any]:
         health = self.engine.health() if self.engine else None
@@ -242,7 +339,10 @@ class TunnelManager:
                 **({"extra": dict(health.extra)} if health and health.extra else {}),
             },
             "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
-            "tunnels": [self.describe(t) for t in sorted(self.tunnels.values(), key=lambda t: t.name)],
+            "tunnels": self.listing(),
+            "providers": self.provider_host.status(),
+            "problems": [p.to_dict() for source in sorted(self.provider_problems)
+                         for p in self.provider_problems[source]] + self.conflicts(),
             "certificates": self.certs.expiry() if self.certs else [],
             "names": names_status,
         }
@@ -263,7 +363,7 @@ class TunnelManager:
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
-        table = await self._build_table(desired.values())
+        table = await self._build_table(self._served(desired).values())
         await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed
         self.table = table
 

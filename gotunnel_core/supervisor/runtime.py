@@ -2,7 +2,8 @@
 
 Engines never start programs themselves: `SupervisedEngine` asks its runtime to `spawn` the
 engine and to `run` its validator, and hands the engine paths through `map_path`. `ProcessRuntime`
-is the only runtime; the protocol keeps engines independent of how their program runs.
+runs a child process, `docker_runtime.DockerRuntime` a container; the protocol keeps engines
+independent of how their program runs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Runtime(Protocol):
     """Starts engines, runs their validators, and cleans up engines left over by a dead daemon."""
 
     name: str
+    #: Whether `spawn` can hand the engine listening sockets (`pass_fds`); a container cannot.
+    passes_fds: bool
 
     def map_path(self, path: str) -> str:
         """The name under which the engine sees a host path (identity for plain processes)."""
@@ -52,11 +55,14 @@ class Runtime(Protocol):
     async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str,
                     on_stderr: StderrSink, pass_fds: Sequence[int] = ()) -> EngineProcess:
         """Start the engine; every line it writes to stderr goes to `on_stderr`; `pass_fds` are
-        inherited under the same numbers (listening sockets the daemon owns)."""
+        inherited under the same numbers (listening sockets the daemon owns). `env` holds the
+        engine's own variables (`SupervisedEngine.environment()`): a process gets them on top of
+        the daemon's environment, a container gets only them."""
 
     async def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout: float,
                   pass_fds: Sequence[int] = ()) -> tuple[int, str]:
-        """Run a short command (the engine's validator) to completion: (exit status, output)."""
+        """Run a short command (the engine's validator) to completion: (exit status, output);
+        `env` and `pass_fds` as for `spawn`."""
 
     def reap_orphan(self, record: Mapping[str, Any], stop_signal: int, deadline: float, log: Any) -> str:
         """Stop the engine described by `record` if (and only if) it is still that very process.
@@ -99,21 +105,8 @@ class _Process:
         return await self._proc.wait()
 
     def children(self) -> dict[int, str]:
-        import psutil
-
         assert self.pid is not None
-        result: dict[int, str] = {}
-        try:
-            kids = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return result
-        for kid in kids:
-            try:
-                if kid.status() != psutil.STATUS_ZOMBIE:
-                    result[kid.pid] = " ".join(kid.cmdline())
-            except psutil.NoSuchProcess:
-                continue
-        return result
+        return live_children(self.pid)
 
     def identity(self) -> dict[str, Any]:
         import psutil
@@ -128,6 +121,7 @@ class ProcessRuntime:
     """Runs the engine as a child process of the daemon, as the daemon's own user."""
 
     name = "process"
+    passes_fds = True
 
     def map_path(self, path: str) -> str:
         return path
@@ -139,7 +133,7 @@ class ProcessRuntime:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
+            env={**os.environ, **env},
             cwd=cwd,
             start_new_session=True,  # own process group: signals to the daemon's group miss it
             pass_fds=tuple(pass_fds),
@@ -154,7 +148,7 @@ class ProcessRuntime:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=dict(env),
+            env={**os.environ, **env},
             cwd=cwd,
             start_new_session=True,
             pass_fds=tuple(pass_fds),
@@ -218,6 +212,24 @@ class ProcessRuntime:
             return "killed"
 
 
+def live_children(pid: int) -> dict[int, str]:
+    """The live (not zombie) children of `pid`: pid -> command line (nginx retitles its workers)."""
+    import psutil
+
+    result: dict[int, str] = {}
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return result
+    for kid in kids:
+        try:
+            if kid.status() != psutil.STATUS_ZOMBIE:
+                result[kid.pid] = " ".join(kid.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+    return result
+
+
 def _same_command(actual: Sequence[str], spawned: Sequence[str]) -> bool:
     """Whether a live command line is the one we spawned. Programs may retitle themselves
     (nginx shows `nginx: master process <argv>`), so the spawned argv must appear in order."""
@@ -275,9 +287,14 @@ async def _forward_lines(stream: asyncio.StreamReader | None, sink: StderrSink) 
             return
         if not line:
             return
-        text = line.decode("utf-8", "replace").rstrip()
-        if text:
-            try:
-                sink(text)
-            except Exception:  # noqa: BLE001 - logging must never kill the reader
-                pass
+        hand_line(line, sink)
+
+
+def hand_line(line: bytes, sink: StderrSink) -> None:
+    """Give one line of engine output to `sink` (blank lines dropped; a failing sink never stops the reader)."""
+    text = line.decode("utf-8", "replace").rstrip()
+    if text:
+        try:
+            sink(text)
+        except Exception:  # noqa: BLE001 - logging must never kill the reader
+            pass

@@ -286,26 +286,97 @@ class AppServer(ThreadingHTTPServer):
 
 
 class WsEchoServer:
-    """A websocket echo server on a thread; `close()` stops it."""
+    """A websocket echo server on a thread; `close()` stops it. With `ssl_context` it serves TLS (an
+    https:// backend); `process_request(connection, request)` may answer a request itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, process_request: Any = None) -> None:
         from websockets.sync.server import serve
 
         def echo(ws: Any) -> None:
             for message in ws:
                 ws.send(message)
 
-        self.server = serve(echo, LOCAL, 0)
+        self.server = serve(echo, LOCAL, 0, ssl=ssl_context, process_request=process_request)
         self.port = self.server.socket.getsockname()[1]
+        self.scheme = "http" if ssl_context is None else "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://{LOCAL}:{self.port}"
+        return f"{self.scheme}://{LOCAL}:{self.port}"
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class AlpnWsEchoServer(WsEchoServer):
+    """A websocket echo server on TLS that picks h2 whenever a client offers it (ALPN h2, http/1.1),
+    as Node's and Vite's HTTPS dev servers do: a proxy that offers h2 for a websocket fails here.
+    `alpn` records what each connection negotiated."""
+
+    def __init__(self, cert: Any) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert.cert, cert.key)
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        self.alpn: list[str | None] = []
+
+        def process_request(connection: Any, request: Any) -> None:
+            self.alpn.append(connection.socket.selected_alpn_protocol())
+
+        super().__init__(ssl_context=ctx, process_request=process_request)
+
+
+class _BarrierHandler(BaseHTTPRequestHandler):
+    """`GET /barrier/N`: answers only once N requests wait together (else 504 after the deadline);
+    any other path answers at once (a probe, such as the Host check `start` makes, takes no place
+    at the barrier)."""
+
+    protocol_version = "HTTP/1.1"
+    server: "BarrierServer"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not self.path.startswith("/barrier/"):
+            self._answer(200, b"ok")
+            return
+        try:
+            index = self.server.barrier.wait(timeout=self.server.deadline)
+            status, body = 200, b"%d" % index
+        except threading.BrokenBarrierError:
+            status, body = 504, b"not all requests arrived together"
+        self._answer(status, body)
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class BarrierServer(ThreadingHTTPServer):
+    """An HTTP/1.1 backend whose requests complete only when `parties` of them are in flight at once."""
+
+    daemon_threads = True
+    request_queue_size = 512
+
+    def __init__(self, parties: int, deadline: float = 20.0) -> None:
+        super().__init__((LOCAL, 0), _BarrierHandler)
+        self.barrier = threading.Barrier(parties)
+        self.deadline = deadline
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCAL}:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.barrier.abort()
+        self.shutdown()
+        self.server_close()
 
 
 def tls_context(ca: str) -> ssl.SSLContext:

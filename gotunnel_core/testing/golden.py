@@ -53,6 +53,10 @@ host_header = "preview.internal:5000"
 name = "plain"
 backends = ["https://localhost:6443"]
 https = false
+
+[[tunnels]]
+name = "grpc"
+backends = ["h2c://127.0.0.1:50051"]
 """
 
 
@@ -97,4 +101,4 @@ def check_render_golden(gotunnel: Gotunnel, engine: str, golden_dir: Path, tmp_p
     # The golden config is also a valid one, by the engine's own validator.
     checked = gotunnel("--config", str(config), "validate", "--engine", engine)
     assert checked.code == 0, checked.err
-    assert "4 tunnel(s) valid" in checked.out
+    assert "5 tunnel(s) valid" in checked.out

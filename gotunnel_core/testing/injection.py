@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ..engine import EngineValidationError
@@ -34,8 +34,9 @@ HOSTNAME = st.from_regex(r"(\*\.)?[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]{
 #: Per field: values shaped like valid ones, so the "accepted" branch is hit too.
 SHAPED: dict[str, Any] = {
     "name": HOSTNAME,
-    "backend url": st.builds(lambda h, p, path: f"http://{h}:{p}{path}", st.sampled_from(["127.0.0.1", "localhost", "[::1]"]),
-                             st.integers(0, 70000), PATHISH),
+    "backend url": st.builds(lambda s, h, p, path: f"{s}://{h}:{p}{path}", st.sampled_from(["http", "https", "h2c"]),
+                             st.sampled_from(["127.0.0.1", "localhost", "[::1]"]), st.integers(0, 70000),
+                             PATHISH | CLEAN_PATH),
     "backend path prefix": PATHISH | CLEAN_PATH,
     "backend weight": st.integers(-5, 2000).map(str),
     "health path": PATHISH | CLEAN_PATH,
@@ -52,11 +53,16 @@ HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=
     lambda v: v == v.strip(" ") and bool(v.strip()))
 
 
-def base_tunnel() -> dict[str, Any]:
-    """A tunnel using every option, as the raw table a config file gives."""
+#: Backend schemes: each may render differently (nginx: `http` proxy_* directives, `h2c` grpc_* ones,
+#: `https` both), so every field is tried under each.
+SCHEMES = ("http", "https", "h2c")
+
+
+def base_tunnel(scheme: str = "http") -> dict[str, Any]:
+    """A tunnel using every option, as the raw table a config file gives, with `scheme` backends."""
     return {
         "name": "app",
-        "backends": [{"url": "http://127.0.0.1:3000", "weight": 2}, "http://127.0.0.1:3001"],
+        "backends": [{"url": f"{scheme}://127.0.0.1:3000", "weight": 2}, f"{scheme}://127.0.0.1:3001"],
         "health": {"path": "/health", "interval": 1, "timeout": 1, "healthy_threshold": 1, "unhealthy_threshold": 2},
         "headers": {"request": {"add": {"X-A": "1"}, "remove": ["X-B"]},
                     "response": {"add": {"X-C": "3"}, "remove": ["X-D"]}},
@@ -85,8 +91,8 @@ def _headers(direction: str, op: str, key: str | None = None) -> Callable[[dict[
 FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "name": _set("name"),
     "backend url": lambda t, v: t.update(backends=[v]),
-    "backend path prefix": lambda t, v: t.update(backends=["http://127.0.0.1:3000" + v]),
-    "backend weight": lambda t, v: t.update(backends=[{"url": "http://127.0.0.1:3000", "weight": v}]),
+    "backend path prefix": lambda t, v: t.update(backends=[t["backends"][0]["url"] + v]),
+    "backend weight": lambda t, v: t.update(backends=[{"url": t["backends"][0]["url"], "weight": v}]),
     "health path": lambda t, v: t["health"].update(path=v),
     "request header name (add)": _headers("request", "add"),
     "request header value": _headers("request", "add", "X-A"),
@@ -103,19 +109,39 @@ EXISTING_FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
 }
 
 
+#: Explicit examples on top of the drawn ones, so both branches (refused by the models, accepted and
+#: checked by the engine's validator) are exercised whatever the seed: refused for every field...
+REFUSED_EVERYWHERE = ("\n", "\x00", "a\r\nb", "\t", "\x7f")
+#: ...and accepted, per field.
+ACCEPTED: dict[str, tuple[str, ...]] = {
+    "name": ("app", "a-b", "x1", "web.dev", "*.preview"),
+    "backend url": ("http://127.0.0.1:3000", "https://localhost:443", "h2c://[::1]:50051", "http://localhost:1/a",
+                    "h2c://127.0.0.1:65535/b-c"),
+    "backend path prefix": ("/a", "/b/c", "/x-y", "/1", "/a_b"),
+    "backend weight": ("1", "2", "500", "1000", "7"),
+    "health path": ("/h", "/health", "/a/b", "/x_y", "/z"),
+    "request header name (add)": ("X-A", "X-B1", "Y", "Z-9", "T"),
+    "request header value": ("a", "b c", "$x", "{y}", 'q"'),
+    "request header name (remove)": ("X-A", "X-B1", "Y", "Z-9", "T"),
+    "response header name (add)": ("X-A", "X-B1", "Y", "Z-9", "T"),
+    "response header value": ("a", "b c", "$x", "{y}", 'q"'),
+    "response header name (remove)": ("X-A", "X-B1", "Y", "Z-9", "T"),
+    "host": ("api.example.test", "*.a.example.test", "intranet", "a-b.example", "xn--bcher-kva.example"),
+}
+
+
 def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examples: int = 60,
                            fields: dict[str, Callable[[dict[str, Any], str], None]] = FIELDS) -> dict[str, int]:
     """Arbitrary text in `field` (a key of `fields`: `FIELDS`, or `EXISTING_FIELDS` for output for
     an existing proxy): the models refuse it, or `validate` (the engine's validator on a table with
-    that tunnel) accepts it. Both branches must be exercised; returns the counts."""
+    that tunnel) accepts it, under each backend scheme. Both branches must be exercised; returns
+    the counts."""
     import pytest
 
     outcomes = {"refused": 0, "validated": 0}
 
-    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(value=NASTY | SHAPED[field])
-    def check(value: str) -> None:
-        raw = base_tunnel()
+    def check(value: str, scheme: str) -> None:
+        raw = base_tunnel(scheme)
         fields[field](raw, value)
         try:
             tunnel = Tunnel.from_raw(raw)
@@ -129,9 +155,13 @@ def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examp
         except EngineValidationError as exc:
             pytest.fail(f"{field} = {value!r} was accepted by the model but the engine's validator refused it: {exc.message}")
 
-    check()
+    run = given(value=NASTY | SHAPED[field], scheme=st.sampled_from(SCHEMES))(check)
+    for i, value in enumerate((*REFUSED_EVERYWHERE, *ACCEPTED[field])):
+        run = example(value=value, scheme=SCHEMES[i % len(SCHEMES)])(run)
+    settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])(run)()
     assert outcomes["validated"] >= 5 and outcomes["refused"] >= 5, outcomes  # both branches exercised
     return outcomes
 
 
-__all__ = ["EXISTING_FIELDS", "FIELDS", "HEADER_VALUE", "NASTY", "SHAPED", "base_tunnel", "check_refused_or_valid"]
+__all__ = ["ACCEPTED", "EXISTING_FIELDS", "FIELDS", "HEADER_VALUE", "NASTY", "REFUSED_EVERYWHERE", "SCHEMES", "SHAPED", "base_tunnel",
+           "check_refused_or_valid"]

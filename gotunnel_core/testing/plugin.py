@@ -19,6 +19,7 @@ Blocked like any pytest plugin with `-p no:gotunnel`.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -50,13 +51,23 @@ class EngineSelection:
             if spec is None:
                 self._missing[name] = f"engine {name!r} is not installed"
             else:
-                probe = spec.engine_class.probe({"engine": name})
+                probe = spec.engine_class.probe(_settings_from_environment(name))
                 self._missing[name] = None if probe.found else f"engine {name!r}: {probe.hint}"
         return self._missing[name]
 
     def must_run(self, name: str) -> bool:
         """Whether a missing engine fails the run instead of being skipped."""
         return name in self.required or (self.explicit and name not in self.specs)
+
+
+def _settings_from_environment(engine: str) -> dict[str, Any]:
+    """The settings a CLI run of the suite sees (the environment, e.g. GOTUNNEL_RUNTIME or
+    GOTUNNEL_<ENGINE>_IMAGE, and no config file), with `engine` selected: what to probe."""
+    from ..config import resolve
+
+    with tempfile.TemporaryDirectory() as empty:
+        env = {**os.environ, "XDG_CONFIG_HOME": empty, "GOTUNNEL_ENGINE": engine}
+        return dict(resolve({}, env=env, cwd=Path(empty)).values)
 
 
 _SELECTION = pytest.StashKey[EngineSelection]()

@@ -56,6 +56,12 @@ def test_a_compiled_module_older_than_its_source_is_not_run(tmp_path):
     checkout = tmp_path / "builtin_proxy"
     shutil.copytree(PACKAGE, checkout / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     (checkout / "setup.py").write_text("# a source checkout\n")
+    # An installed wheel's files carry their unpacking times, in no particular order: date the
+    # copies as a fresh build would leave them (every compiled module newer than every source).
+    sources = [*(checkout / PACKAGE.name).glob("*.py"), *(checkout / PACKAGE.name).glob("*.pxd")]
+    built_at = max(p.stat().st_mtime for p in sources) + 1
+    for module in (checkout / PACKAGE.name).glob("*.so"):
+        os.utime(module, (built_at, built_at))
     env = {k: v for k, v in os.environ.items() if k != "GOTUNNEL_PURE_PYTHON"}
     env["PYTHONPATH"] = str(checkout)  # ahead of any installed copy
     fresh = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,

@@ -17,7 +17,7 @@ from builtin_helpers import (  # noqa: F401  (fixtures)
     LOCAL, EchoServer, backend_a, backend_b, echo_json, engine_factory, free_port, make_table, pki, ports, wait_for,
 )
 from gotunnel_core.testing.backends import WsEchoServer
-from h2_helpers import H2cEchoServer, H2Client, tls_socket
+from gotunnel_core.testing.h2client import H2cEchoServer, H2Client, tls_socket
 from test_builtin_routing import _hook_relay, _Plugin
 from test_builtin_stream import RssWatcher
 

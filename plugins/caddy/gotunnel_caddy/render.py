@@ -49,6 +49,15 @@ STREAM_CLOSE_DELAY = 86400.0
 
 _SENTINEL = "\x00gotunnel-placeholder-{}\x00"
 
+#: The HTTP versions Caddy's transport speaks per backend scheme: HTTP/1.1; for https whatever ALPN
+#: picks of h2 and http/1.1 (Go sends websocket upgrades over HTTP/1.1 regardless); for h2c
+#: cleartext HTTP/2 with prior knowledge.
+UPSTREAM_VERSIONS: dict[str, list[str]] = {"http": ["1.1"], "https": ["1.1", "2"], "h2c": ["h2c", "2"]}
+#: Caddy's Go runtime advertises extended CONNECT (RFC 8441) only with this GODEBUG (off by default
+#: since Go 1.24, golang/go#71128); Caddy's reverse proxy then bridges such websockets to HTTP/1.1
+#: upgrades towards the backend (caddyserver/caddy#6567).
+EXTENDED_CONNECT_GODEBUG = "http2xconnect=1"
+
 
 def caddy_literal(text: str) -> str:
     """Escape `text` so Caddy's placeholder replacer yields it verbatim (`{` -> `\\{`, `}` -> `\\}`)."""
@@ -83,6 +92,7 @@ class RenderOptions:
     grace_period: float = 5.0
     log_level: str = "WARN"
     via: bool = False  # the `via` setting: keep Caddy's own Via header
+    http2: bool = True  # the `http2` setting: offer h2 by ALPN on the HTTPS listener
     #: port -> inherited listening socket (`fd/N`) when the daemon owns the sockets; None: bind.
     listen_fds: Mapping[int, int] | None = None
 
@@ -123,7 +133,7 @@ def check_backends(tunnel: Tunnel) -> None:
     schemes = {b.scheme for b in tunnel.backends}
     if len(schemes) > 1:
         raise EngineValidationError(
-            f"tunnel {tunnel.name!r} mixes http and https backends; the Caddy engine needs one scheme per tunnel"
+            f"tunnel {tunnel.name!r} mixes {' and '.join(sorted(schemes))} backends; the Caddy engine needs one scheme per tunnel"
         )
     prefixes = {b.path for b in tunnel.backends}
     if len(prefixes) > 1:
@@ -234,7 +244,8 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
         request["delete"] = sorted(set(request.get("delete", [])) | {"Via"})
     handler["headers"] = {"request": request, "response": response} if response else {"request": request}
     # No Accept-Encoding of the proxy's own: the backend sees the client's, as with the other engines.
-    transport: dict[str, Any] = {"protocol": "http", "compression": False}
+    transport: dict[str, Any] = {"protocol": "http", "compression": False,
+                                 "versions": UPSTREAM_VERSIONS[backends[0].scheme]}
     if backends[0].scheme == "https":
         # Like the builtin engine: a local https backend usually has a self-signed certificate.
         transport["tls"] = {"insecure_skip_verify": True}
@@ -308,7 +319,7 @@ def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, no
         "automatic_https": {"disable": True},
         "trusted_proxies": TRUST_ALL,
         # No HTTP/3 (a UDP listener); HTTP/2 only where TLS negotiates it, as browsers use it.
-        "protocols": ["h1", "h2"] if https else ["h1"],
+        "protocols": ["h1", "h2"] if https and options.http2 else ["h1"],
     }
     return server
 

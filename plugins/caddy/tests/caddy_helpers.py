@@ -34,10 +34,10 @@ needs_caddy = pytest.mark.skipif(caddy_binary() is None, reason="caddy is not in
 class CaddyThread(LoopThread):
     """A CaddyEngine driven from a private asyncio loop in a background thread."""
 
-    def __init__(self, work_dir: Path, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, work_dir: Path, settings: dict[str, Any] | None = None, runtime: Any = None) -> None:
         from gotunnel_caddy.engine import CaddyEngine
 
-        super().__init__(CaddyEngine(EngineContext(work_dir=work_dir, settings=settings or {})))
+        super().__init__(CaddyEngine(EngineContext(work_dir=work_dir, settings=settings or {}), runtime))
         self.work_dir = work_dir
 
     def pid(self) -> int | None:
@@ -79,8 +79,8 @@ def caddy_dir() -> Any:
 def caddy_factory(caddy_dir: Path) -> Any:
     made: list[CaddyThread] = []
 
-    def make(settings: dict[str, Any] | None = None, work_dir: Path | None = None) -> CaddyThread:
-        eng = CaddyThread(work_dir or caddy_dir / "engine", settings)
+    def make(settings: dict[str, Any] | None = None, work_dir: Path | None = None, runtime: Any = None) -> CaddyThread:
+        eng = CaddyThread(work_dir or caddy_dir / "engine", settings, runtime)
         made.append(eng)
         return eng
 

@@ -19,6 +19,7 @@ from gotunnel_core.testing.engines import (  # noqa: F401  (fixtures)
 from caddy_helpers import caddy_dir, caddy_factory, needs_caddy, wait_until  # noqa: F401
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, RouteTable
+from gotunnel_core.supervisor import ProcessRuntime
 
 pytestmark = needs_caddy
 
@@ -454,6 +455,29 @@ def test_caddy_accepts_on_the_daemons_sockets_across_reloads_and_restarts(caddy_
     wait_until(lambda: eng.pid() not in (None, first) and eng.engine.health().running, 20, what="restart")
     assert _listening_inodes(eng.pid()) == ours  # the restarted caddy inherits the same sockets
     assert http_get(ports[0], "alpha.localhost")[0] == 200
+
+
+class SocketlessRuntime(ProcessRuntime):
+    """A process runtime that, like the docker runtime's container, cannot hand the program sockets."""
+
+    passes_fds = False
+
+
+def test_without_inherited_sockets_caddy_binds_its_own_ports(caddy_factory, backend_a, backend_b, ports, pki):
+    """`Runtime.passes_fds` False (the docker runtime): the daemon binds nothing, Caddy listens on
+    the ports itself (`:PORT`, never `fd/N`) and route changes are plain loads."""
+    eng = caddy_factory(runtime=SocketlessRuntime())
+    base = [{"name": "alpha", "backends": backend_a.url}]
+    eng.start(make_table(base, *ports, pki))
+    assert eng.engine.inherited_fds() == ()
+    running_config = eng.call(eng.engine.running_config())
+    listens = {s["listen"][0] for s in running_config["apps"]["http"]["servers"].values()}
+    assert listens == {f"{LOCAL}:{ports[0]}", f"{LOCAL}:{ports[1]}"}
+    held = _listening_inodes(eng.pid())
+    assert len(held) >= 2 and not held & _listening_inodes(os.getpid())  # Caddy's own sockets, none of ours
+    eng.apply(make_table(base + [{"name": "beta", "backends": backend_b.url}], *ports, pki))
+    assert echo_json(http_get(ports[0], "beta.localhost")[2])["server"] == "B"
+    assert https_get(ports[1], pki, "alpha.localhost")[0] == 200
 
 
 def test_port_in_use_fails_start_before_caddy_runs(caddy_factory, backend_a, ports):

@@ -45,7 +45,8 @@ SPICY = ["{env.HOME}", "{$HOME}", "{http.request.uri}", "\\{", "}", "`", '"', "'
          "{host}", "{{.Host}}", "%{x}", "${HOME}", "\\}", "a b"]
 valid = {
     "name": st.from_regex(r"\A(\*\.)?[a-z0-9]{1,10}(\.[a-z0-9]{1,5})?\Z"),
-    "backend": st.builds(lambda host, port, path: f"http://{host}:{port}{path}",
+    "backend": st.builds(lambda scheme, host, port, path: f"{scheme}://{host}:{port}{path}",
+                         st.sampled_from(["http", "https", "h2c"]),  # h2c and https: HTTP/2 transports
                          st.sampled_from(["127.0.0.1", "[::1]", "localhost"]), st.integers(1, 65535),
                          st.sampled_from(["", "/api", "/a/b-c"])),
     "header_name": st.from_regex(r"\AX-[A-Za-z0-9!#$%&'*+.^_`|~-]{1,8}\Z"),
@@ -75,13 +76,13 @@ def _run(argv: list[str], root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
 
 
-def _header_sets(config: dict) -> list[dict]:
+def _proxies(config: dict) -> list[dict]:
     found = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             if node.get("handler") == "reverse_proxy":
-                found.append(node.get("headers", {}))
+                found.append(node)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -90,6 +91,21 @@ def _header_sets(config: dict) -> list[dict]:
 
     walk(config)
     return found
+
+
+def _header_sets(config: dict) -> list[dict]:
+    return [proxy.get("headers", {}) for proxy in _proxies(config)]
+
+
+def _versions(config: dict) -> list[list[str]]:
+    return [proxy["transport"].get("versions", ["1.1", "2"]) for proxy in _proxies(config)]
+
+
+def _offers_h2(config: dict) -> set[bool]:
+    """Whether each TLS server of the config offers HTTP/2 (Caddy's default protocols include h2)."""
+    servers = config["apps"]["http"]["servers"].values()
+    return {"h2" in server.get("protocols", ["h1", "h2", "h3"]) for server in servers
+            if "tls_connection_policies" in server}
 
 
 def _unescape(value: str) -> str:
@@ -107,8 +123,8 @@ def _unescape(value: str) -> str:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
-@given(data=st.data(), broken=st.one_of(st.none(), st.none(), st.sampled_from(FIELDS)))
-def test_arbitrary_fields_are_refused_or_render_a_config_caddy_accepts(scratch, data, broken) -> None:
+@given(data=st.data(), broken=st.one_of(st.none(), st.none(), st.sampled_from(FIELDS)), http2=st.booleans())
+def test_arbitrary_fields_are_refused_or_render_a_config_caddy_accepts(scratch, data, broken, http2) -> None:
     """Every field valid-but-spicy, or one of them replaced by arbitrary text."""
     values = {f: data.draw(nasty_text() if f == broken else valid[f], label=f) for f in FIELDS}
     name, backend, header_name = values["name"], values["backend"], values["header_name"]
@@ -134,8 +150,9 @@ def test_arbitrary_fields_are_refused_or_render_a_config_caddy_accepts(scratch, 
     event("rendered and validated by caddy")
     cert = pki.certs["any"]
     table = RouteTable(Listen("127.0.0.1", 1, 2), (tunnel,), {tunnel.name: cert}, CertFiles(cert.cert, cert.key))
-    opts = RenderOptions(admin_socket=str(root / "admin.sock"), storage_dir=str(root / "data"))
+    opts = RenderOptions(admin_socket=str(root / "admin.sock"), storage_dir=str(root / "data"), http2=http2)
     config = build_config(table, opts)
+    assert _offers_h2(config) == {http2}
     for ops in _header_sets(config):
         assert _unescape(ops["request"]["set"][header_name][0]) == header_value
         assert _unescape(ops["response"]["set"]["X-Resp"][0]) == response_value
@@ -157,3 +174,5 @@ def test_arbitrary_fields_are_refused_or_render_a_config_caddy_accepts(scratch, 
         response = {k.lower(): v for k, v in ops["response"]["set"].items()}
         assert _unescape(request[header_name.lower()][0]) == header_value
         assert _unescape(response["x-resp"][0]) == response_value
+    assert _versions(adapted) == _versions(config)  # the same upstream HTTP versions (h2c, ALPN h2)
+    assert _offers_h2(adapted) == {http2}

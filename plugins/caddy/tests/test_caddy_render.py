@@ -168,3 +168,29 @@ def test_engines_reports_caddy_and_its_version(gotunnel: Gotunnel) -> None:
     missing = gotunnel("engines", "--json", extra_env={"GOTUNNEL_CADDY_BIN": "/nonexistent/caddy"})
     entry = {e["name"]: e for e in json.loads(missing.out)["engines"]}["caddy"]["binary"]
     assert entry["found"] is False and "/nonexistent/caddy" in entry["hint"]
+
+
+def test_http2_setting_and_upstream_http_versions(tmp_path: Path) -> None:
+    from gotunnel_caddy.engine import CaddyEngine
+    from gotunnel_caddy.render import RenderOptions, build_config
+    from gotunnel_core.engine import EngineContext
+
+    listen = Listen("127.0.0.1", 8080, 8443)
+    tunnels = tuple(Tunnel.from_raw({"name": n, "backends": [u]}) for n, u in
+                    (("h1", "http://127.0.0.1:1"), ("tls", "https://127.0.0.1:2"), ("grpc", "h2c://127.0.0.1:3")))
+    certs = {t.name: CertFiles(f"/c/{t.name}.crt", f"/c/{t.name}.key") for t in tunnels}
+
+    def versions(config: dict) -> dict[str, list[str]]:
+        routes = config["apps"]["http"]["servers"]["gotunnel_http"]["routes"][:-1]
+        return {r["match"][0]["host"][0].split(".")[0]: r["handle"][0]["routes"][-1]["handle"][-1]["transport"]["versions"]
+                for r in routes}
+
+    on = build_config(RouteTable(listen, tunnels, certs), RenderOptions())
+    assert on["apps"]["http"]["servers"]["gotunnel_https"]["protocols"] == ["h1", "h2"]
+    assert versions(on) == {"h1": ["1.1"], "tls": ["1.1", "2"], "grpc": ["h2c", "2"]}
+    off = build_config(RouteTable(listen, tunnels, certs), RenderOptions(http2=False))
+    assert off["apps"]["http"]["servers"]["gotunnel_https"]["protocols"] == ["h1"]
+    # Go advertises RFC 8441 (which Caddy bridges) only with this GODEBUG: set when http2 is on.
+    env_on = CaddyEngine(EngineContext(tmp_path / "on", {"engine": "caddy"})).environment()
+    env_off = CaddyEngine(EngineContext(tmp_path / "off", {"engine": "caddy", "http2": False})).environment()
+    assert "http2xconnect=1" in env_on["GODEBUG"].split(",") and "GODEBUG" not in env_off

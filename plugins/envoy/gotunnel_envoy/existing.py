@@ -23,7 +23,7 @@ from gotunnel_core.existing import ExistingSite, ExistingTable
 from gotunnel_core.models import CertFiles, Listen
 
 from .render import (LISTENER_TYPE, TLS_INSPECTOR_TYPE, EnvoyOptions, _address, _discovery, _downstream_tls,
-                     _forward_route, _hcm, _re2_literal, cluster, dumps, route_config_headers)
+                     _forward_route, _hcm, _re2_literal, _websocket_routes, cluster, dumps, route_config_headers)
 
 PREFIX = "gotunnel_"
 
@@ -55,17 +55,21 @@ def _vhost(site: ExistingSite, listen: Listen, plain_http: bool) -> dict[str, An
         main["name"] = PREFIX + site.slug
         main["route"]["cluster"] = _cluster_name(site)
         main.pop("metadata", None)  # gotunnel's pages: not in a proxy gotunnel does not run
-    routes = [main]
-    if any(h.startswith("*.") for h in site.hosts):
+    wildcard = any(h.startswith("*.") for h in site.hosts)
+    if wildcard:
         main["match"]["headers"] = [_one_label_match(site)]
+    # Websocket upgrades (HTTP/1.1 and RFC 8441 over HTTP/2) first, as in the engine's own routes.
+    routes = [main] if "redirect" in main else [*_websocket_routes(tunnel, main), main]
+    if wildcard:
         routes.append({"name": PREFIX + "not_found", "match": {"prefix": "/"},
                        "direct_response": {"status": 404, "body": {"inline_string": "404: no route for this host\n"}}})
     return {"name": PREFIX + site.slug, "domains": _domains(site), "routes": routes}
 
 
-def _manager(options: EnvoyOptions, stat_prefix: str, name: str, vhosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _manager(options: EnvoyOptions, stat_prefix: str, name: str, vhosts: list[dict[str, Any]],
+             tls: bool = False) -> dict[str, Any]:
     """The engine's connection manager with the routes inline and without gotunnel's pages."""
-    hcm = _hcm(options, stat_prefix, name)
+    hcm = _hcm(options, stat_prefix, name, tls=tls)
     config = hcm["typed_config"]
     config.pop("rds", None)
     config.pop("local_reply_config", None)
@@ -98,7 +102,7 @@ def build_resources(table: ExistingTable, options: EnvoyOptions) -> tuple[list[d
     tls_sites = [s for s in sites if s.tls.mode == "files"]
     if tls_sites:
         https_name = f"{PREFIX}https_{listen.https_port}"
-        manager = _manager(options, https_name, https_name, [_vhost(s, listen, False) for s in tls_sites])
+        manager = _manager(options, https_name, https_name, [_vhost(s, listen, False) for s in tls_sites], tls=True)
         listeners.append({
             "@type": LISTENER_TYPE,
             "name": https_name,
@@ -108,7 +112,7 @@ def build_resources(table: ExistingTable, options: EnvoyOptions) -> tuple[list[d
                                   "typed_config": {"@type": TLS_INSPECTOR_TYPE}}],
             # One chain per tunnel, by SNI (Envoy matches `*.x` server names as wildcards).
             "filter_chains": [{"name": PREFIX + s.slug, "filter_chain_match": {"server_names": list(s.hosts)},
-                               "transport_socket": _downstream_tls(CertFiles(s.tls.cert, s.tls.key)),
+                               "transport_socket": _downstream_tls(CertFiles(s.tls.cert, s.tls.key), options.http2),
                                "filters": [copy.deepcopy(manager)]} for s in tls_sites],
         })
     return listeners, clusters

@@ -46,7 +46,8 @@ ROUTER_TYPE = T + "envoy.extensions.filters.http.router.v3.Router"
 TLS_INSPECTOR_TYPE = T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 DOWNSTREAM_TLS_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UPSTREAM_TLS_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-UPSTREAM_HTTP_TYPE = T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_HTTP_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_HTTP_TYPE = T + UPSTREAM_HTTP_KEY
 PRESERVE_CASE_TYPE = T + "envoy.extensions.http.header_formatters.preserve_case.v3.PreserveCaseFormatterConfig"
 PREVIOUS_HOSTS_TYPE = T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 DIRECT_RESPONSE_TYPE = T + "envoy.extensions.filters.network.direct_response.v3.Config"
@@ -71,6 +72,12 @@ RESTRICTED_HEADERS = frozenset({"host"})
 SAFE_HOST_RE = r"^[A-Za-z0-9._~\-:\[\]]+$"
 INVALID_HOST_TEXT = "(a Host header that is not a host name)"
 _SENTINEL = "\x00gotunnel-{}\x00"
+#: RFC 8441: Envoy turns a websocket's HTTP/2 extended CONNECT into an HTTP/1.1 Upgrade towards
+#: the backend but adds no Sec-WebSocket-Key (envoy#8547), which RFC 6455 servers require: they
+#: answer 400 and the browser's websocket fails (a Vite HMR socket never connects). The route for
+#: such requests adds a well-formed key (16 bytes, base64: "gotunnel-rfc8441"). It is a nonce only
+#: towards the backend on this hop; the client's side of the handshake is HTTP/2's own.
+RFC8441_WEBSOCKET_KEY = "Z290dW5uZWwtcmZjODQ0MQ=="
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class EnvoyOptions:
     max_connections: int = 10000
     via: bool = False
     upstream_idle_timeout: float = 30.0
+    http2: bool = True  # offer h2 by ALPN on the HTTPS listener (the `http2` setting)
     #: Host suffixes every tunnel answers under (the team edge: its team domain).
     suffixes: tuple[str, ...] = NAME_SUFFIXES
     #: Subscribe RDS through the ADS stream (the team edge) instead of watched files.
@@ -130,6 +138,11 @@ def _slug(name: str) -> str:
 
 def cluster_name(tunnel: Tunnel) -> str:
     return f"tunnel_{_slug(tunnel.name)}"
+
+
+def websocket_cluster_name(tunnel: Tunnel) -> str:
+    """The cluster websockets use: an https tunnel's HTTP/1.1-only twin (see `clusters`), else the tunnel's."""
+    return cluster_name(tunnel) + "_h1" if _scheme(tunnel) == "https" else cluster_name(tunnel)
 
 
 def _domains(tunnel: Tunnel, suffixes: tuple[str, ...] = NAME_SUFFIXES) -> list[str]:
@@ -309,13 +322,44 @@ def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None) -> dict[
             *_header_adds(req.add),
         ],
     }
-    if req.remove:
-        route["request_headers_to_remove"] = list(req.remove)
+    remove = list(req.remove)
+    if _scheme(tunnel) == "http" and "te" not in {name.lower() for name in remove}:
+        remove.append("te")  # hop-by-hop towards HTTP/1.1; gRPC over HTTP/2 needs its `te: trailers`
+    if remove:
+        route["request_headers_to_remove"] = remove
     if resp.add:
         route["response_headers_to_add"] = _header_adds(resp.add)
     if resp.remove:
         route["response_headers_to_remove"] = list(resp.remove)
     return route
+
+
+def _websocket_routes(tunnel: Tunnel, main: dict[str, Any]) -> list[dict[str, Any]]:
+    """Routes for websocket upgrades, tried before `main` (whose action and headers they copy).
+
+    One for upgrades without a Sec-WebSocket-Key, i.e. RFC 8441 websockets from HTTP/2 clients
+    (see RFC8441_WEBSOCKET_KEY); and for an https tunnel one sending every websocket to the
+    HTTP/1.1-only twin cluster, since a backend that negotiated h2 would get an extended CONNECT.
+    """
+    upgrade = {"name": "upgrade", "string_match": {"exact": "websocket", "ignore_case": True}}
+    no_key = {"name": "sec-websocket-key", "present_match": True, "invert_match": True}
+    routes: list[dict[str, Any]] = []
+    for extra, add_key in (([upgrade, no_key], True), ([upgrade], False)):
+        if not add_key and _scheme(tunnel) != "https":
+            continue
+        route = json.loads(json.dumps(main))  # a deep copy
+        route["name"] = f"{tunnel.name} websocket" + (" (RFC 8441)" if add_key else "")
+        route["match"]["headers"] = route["match"].get("headers", []) + extra
+        route["route"]["cluster"] = websocket_cluster_name(tunnel)
+        if add_key:
+            route["request_headers_to_add"] = route.get("request_headers_to_add", []) + [
+                {"header": {"key": "Sec-WebSocket-Key", "value": RFC8441_WEBSOCKET_KEY}, "append_action": "ADD_IF_ABSENT"},
+                {"header": {"key": "Sec-WebSocket-Version", "value": "13"}, "append_action": "ADD_IF_ABSENT"},
+            ]
+            # The backend's answer to that key means nothing to the HTTP/2 client.
+            route["response_headers_to_remove"] = route.get("response_headers_to_remove", []) + ["Sec-WebSocket-Accept"]
+        routes.append(route)
+    return routes
 
 
 def _one_label_match(tunnel: Tunnel, names: tuple[str, ...] = NAME_SUFFIXES) -> dict[str, Any]:
@@ -349,9 +393,10 @@ def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: 
         main: dict[str, Any] = {"name": tunnel.name, "match": {"prefix": "/"}, "redirect": redirect}
     else:
         main = _forward_route(tunnel, options)
-    routes = [main]
     if tunnel.is_wildcard:
         main["match"]["headers"] = [_one_label_match(tunnel, suffixes)]
+    routes = [main] if "redirect" in main else [*_websocket_routes(tunnel, main), main]
+    if tunnel.is_wildcard:
         routes.append(_not_found_route(nf_meta))
     return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel, suffixes), "routes": routes}
 
@@ -368,7 +413,7 @@ def route_config_headers() -> dict[str, Any]:
             {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
              "append_action": "ADD_IF_ABSENT"},
         ],
-        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal", "te"],
+        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal"],
     }
 
 
@@ -428,11 +473,13 @@ def _routes_source(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> di
     return {"rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")}}
 
 
-def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, Any]:
+def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, *, tls: bool = False) -> dict[str, Any]:
+    # With `http2` off, a TLS connection speaks HTTP/1.1 only (ALPN offers nothing else either).
+    http1_only = tls and not options.http2
     config: dict[str, Any] = {
         "@type": HCM_TYPE,
         "stat_prefix": stat_prefix,
-        "codec_type": "AUTO",
+        "codec_type": "HTTP1" if http1_only else "AUTO",
         "use_remote_address": True,  # the peer is the client: X-Forwarded-Proto from the connection
         "skip_xff_append": True,  # the route configuration appends the peer itself
         # No client is "internal" (Envoy's default trusts loopback and private LANs): Envoy then
@@ -449,13 +496,15 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, An
         "common_http_protocol_options": {"idle_timeout": _seconds(options.idle_timeout),
                                          "headers_with_underscores_action": "ALLOW"},
         "http_protocol_options": {"accept_http_10": True, "header_key_format": _preserve_case()},
-        "http2_protocol_options": {"allow_connect": True},  # websockets over HTTP/2 (RFC 8441)
         "upgrade_configs": [{"upgrade_type": "websocket"}],
         **_routes_source(options, stat_prefix, rds_name),
         "local_reply_config": local_reply_config(),
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}}],
     }
+    if not http1_only:
+        # Websockets over HTTP/2 (RFC 8441), bridged to HTTP/1.1 upgrades (see _websocket_routes).
+        config["http2_protocol_options"] = {"allow_connect": True}
     if options.via:
         config["via"] = "1.1 gotunnel"
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
@@ -466,24 +515,24 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> dict[str, An
 ADS_SOURCE: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
 
 
-def _downstream_tls(cert: CertFiles) -> dict[str, Any]:
+def _downstream_tls(cert: CertFiles, http2: bool) -> dict[str, Any]:
     return _downstream_tls_context({"tls_certificates": [{"certificate_chain": {"filename": cert.cert},
-                                                          "private_key": {"filename": cert.key}}]})
+                                                          "private_key": {"filename": cert.key}}]}, http2)
 
 
-def sds_downstream_tls(*secret_names: str) -> dict[str, Any]:
+def sds_downstream_tls(*secret_names: str, http2: bool = True) -> dict[str, Any]:
     """A TLS transport socket whose certificates are SDS secrets (on the ADS stream), picked by
     SNI among them: Envoy swaps a rotated certificate in place, without touching the listener."""
     return _downstream_tls_context({"tls_certificate_sds_secret_configs": [
-        {"name": name, "sds_config": ADS_SOURCE} for name in secret_names]})
+        {"name": name, "sds_config": ADS_SOURCE} for name in secret_names]}, http2)
 
 
-def _downstream_tls_context(certificates: dict[str, Any]) -> dict[str, Any]:
+def _downstream_tls_context(certificates: dict[str, Any], http2: bool) -> dict[str, Any]:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": DOWNSTREAM_TLS_TYPE,
-            "common_tls_context": {**certificates, "alpn_protocols": ["h2", "http/1.1"]},
+            "common_tls_context": {**certificates, "alpn_protocols": ["h2", "http/1.1"] if http2 else ["http/1.1"]},
         },
     }
 
@@ -522,7 +571,7 @@ def tls_chain(name: str, server_names: list[str], transport_socket: dict[str, An
     chain: dict[str, Any] = {
         "name": name,
         "transport_socket": transport_socket,
-        "filters": [_hcm(options, "https", rds_name)],
+        "filters": [_hcm(options, "https", rds_name, tls=True)],
     }
     if server_names:
         chain["filter_chain_match"] = {"server_names": server_names}
@@ -537,8 +586,9 @@ def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, st
     listen = table.listen
     out: list[dict[str, Any]] = [http_listener(listen, options)]
     chains = [
-        tls_chain(f"tls_{_slug(t.name)}", _server_names(t, options.suffixes), _downstream_tls(table.certs[t.name]),
-                  options, "tls", _chain_metadata(table.certs[t.name], digests))
+        tls_chain(f"tls_{_slug(t.name)}", _server_names(t, options.suffixes),
+                  _downstream_tls(table.certs[t.name], options.http2), options, "tls",
+                  _chain_metadata(table.certs[t.name], digests))
         for t in _tls_tunnels(table)
     ]
     out.append(https_listener(listen, chains, _default_chain(table, options, digests)))
@@ -550,8 +600,8 @@ def _default_chain(table: RouteTable, options: EnvoyOptions, digests: Mapping[st
         return None
     return {
         "name": "tls_default",
-        "transport_socket": _downstream_tls(table.default_cert),
-        "filters": [_hcm(options, "https", "tls")],
+        "transport_socket": _downstream_tls(table.default_cert, options.http2),
+        "filters": [_hcm(options, "https", "tls", tls=True)],
         "metadata": _chain_metadata(table.default_cert, digests),
     }
 
@@ -621,9 +671,45 @@ def _endpoint(backend: Backend) -> dict[str, Any]:
     }
 
 
+def _scheme(tunnel: Tunnel) -> str:
+    """The one scheme of a tunnel's backends (http, https or h2c)."""
+    schemes = {b.scheme for b in tunnel.backends}
+    if len(schemes) > 1:
+        raise ValidationError("backends", [b.url for b in tunnel.backends],
+                              f"tunnel {tunnel.name!r}: the envoy engine needs one scheme for all backends of a tunnel")
+    return schemes.pop()
+
+
+def _upstream_protocol(scheme: str, options: EnvoyOptions, *, http1_only: bool = False) -> dict[str, Any]:
+    """HttpProtocolOptions: HTTP/1.1 to http backends; HTTP/2 with prior knowledge to h2c ones; to
+    https ones whatever ALPN picks (Envoy offers h2 and http/1.1), unless `http1_only`."""
+    http1 = {"header_key_format": _preserve_case()}
+    if scheme == "h2c":
+        config: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": {}}}
+    elif scheme == "https" and not http1_only:
+        config = {"auto_config": {"http_protocol_options": http1, "http2_protocol_options": {}}}
+    else:
+        config = {"explicit_http_config": {"http_protocol_options": http1}}
+    return {"@type": UPSTREAM_HTTP_TYPE,
+            "common_http_protocol_options": {"idle_timeout": _seconds(options.upstream_idle_timeout)}, **config}
+
+
+def clusters(tunnel: Tunnel, options: EnvoyOptions) -> list[dict[str, Any]]:
+    """A tunnel's cluster and, for https backends, an HTTP/1.1-only twin for websockets (which
+    would otherwise go out as an extended CONNECT to a backend that negotiated h2)."""
+    main = cluster(tunnel, options)
+    if _scheme(tunnel) != "https":
+        return [main]
+    twin = json.loads(json.dumps(main))  # a deep copy
+    twin["name"] = twin["load_assignment"]["cluster_name"] = websocket_cluster_name(tunnel)
+    twin["typed_extension_protocol_options"][UPSTREAM_HTTP_KEY] = _upstream_protocol("https", options, http1_only=True)
+    return [main, twin]
+
+
 def cluster(tunnel: Tunnel, options: EnvoyOptions) -> dict[str, Any]:
     """One cluster per tunnel: weighted round robin over its backends."""
     backends = tunnel.backends
+    scheme = _scheme(tunnel)
     thresholds = {"max_connections": UNLIMITED, "max_pending_requests": UNLIMITED,
                   "max_requests": UNLIMITED, "max_retries": UNLIMITED}
     out: dict[str, Any] = {
@@ -638,19 +724,11 @@ def cluster(tunnel: Tunnel, options: EnvoyOptions) -> dict[str, Any]:
         # No panic routing: with every backend unhealthy, answer 503 (like the other engines)
         # instead of sending traffic to backends known to be down.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": UPSTREAM_HTTP_TYPE,
-            "common_http_protocol_options": {"idle_timeout": _seconds(options.upstream_idle_timeout)},
-            "explicit_http_config": {"http_protocol_options": {"header_key_format": _preserve_case()}},
-        }},
+        "typed_extension_protocol_options": {UPSTREAM_HTTP_KEY: _upstream_protocol(scheme, options)},
     }
     if out["type"] == "STRICT_DNS":
         out["dns_lookup_family"] = "V4_PREFERRED"
-    schemes = {b.scheme for b in backends}
-    if "https" in schemes:
-        if len(schemes) > 1:
-            raise ValidationError("backends", [b.url for b in backends],
-                                  f"tunnel {tunnel.name!r}: the envoy engine needs one scheme for all backends of a tunnel")
+    if scheme == "https":
         tls: dict[str, Any] = {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": {}}
         hosts = {b.host for b in backends}
         if len(hosts) == 1 and not _is_ip(next(iter(hosts))):
@@ -669,6 +747,7 @@ def cluster(tunnel: Tunnel, options: EnvoyOptions) -> dict[str, Any]:
             "reuse_connection": False,  # a fresh connection per check, as the builtin engine does
             "http_health_check": {
                 "path": _path_prefix(tunnel) + check.path,
+                **({"codec_client_type": "HTTP2"} if scheme == "h2c" else {}),
                 "expected_statuses": [{"start": 200, "end": 400}],
                 "request_headers_to_add": [{"header": {"key": "User-Agent", "value": "gotunnel-health"},
                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
@@ -739,7 +818,7 @@ def render_documents(table: RouteTable, options: EnvoyOptions,
     docs: dict[str, dict[str, Any]] = {
         "bootstrap.json": bootstrap(options),
         "lds.json": _discovery(listeners(table, options, digests)),
-        "cds.json": _discovery([cluster(t, options) for t in table.tunnels]),
+        "cds.json": _discovery([c for t in table.tunnels for c in clusters(t, options)]),
     }
     for name, config in route_configs(table, options).items():
         docs[f"rds/{name}.json"] = _discovery([config])

@@ -100,6 +100,49 @@ def test_what_envoy_cannot_do_is_refused_with_the_tunnel_named() -> None:
         render.render_files(sample_table(tunnels=[mixed]), OPTIONS)
 
 
+def test_http2_downstream_and_upstream_protocols() -> None:
+    tunnels = [{"name": "h1", "backends": ["http://127.0.0.1:1"]}, {"name": "tls", "backends": ["https://localhost:2"]},
+               {"name": "grpc", "backends": ["h2c://127.0.0.1:3"], "health": {"path": "/h"}}]
+    on = render.render_documents(sample_table(tunnels=tunnels), OPTIONS)
+    chain = [x for x in on["lds.json"]["resources"] if x["name"].startswith("https_")][0]["filter_chains"][0]
+    hcm = chain["filters"][0]["typed_config"]
+    assert chain["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    assert hcm["codec_type"] == "AUTO" and hcm["http2_protocol_options"] == {"allow_connect": True}
+    clusters = {c["name"]: c for c in on["cds.json"]["resources"]}
+    proto = {name: c["typed_extension_protocol_options"][render.UPSTREAM_HTTP_KEY] for name, c in clusters.items()}
+    assert "http_protocol_options" in proto["tunnel_h1"]["explicit_http_config"]
+    assert proto["tunnel_grpc"]["explicit_http_config"] == {"http2_protocol_options": {}}  # h2c: prior knowledge
+    assert clusters["tunnel_grpc"]["health_checks"][0]["http_health_check"]["codec_client_type"] == "HTTP2"
+    assert set(proto["tunnel_tls"]["auto_config"]) == {"http_protocol_options", "http2_protocol_options"}  # ALPN
+    assert "http_protocol_options" in proto["tunnel_tls_h1"]["explicit_http_config"]  # the websockets' twin
+    off = render.render_documents(sample_table(tunnels=tunnels), render.EnvoyOptions(work_dir=Path("/w"), http2=False))
+    chain = [x for x in off["lds.json"]["resources"] if x["name"].startswith("https_")][0]["filter_chains"][0]
+    hcm = chain["filters"][0]["typed_config"]
+    assert chain["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] == ["http/1.1"]
+    assert hcm["codec_type"] == "HTTP1" and "http2_protocol_options" not in hcm
+
+
+def test_websockets_inside_http2_get_a_key_and_https_websockets_the_http11_twin() -> None:
+    tunnels = [{"name": "h1", "backends": ["http://127.0.0.1:1"]}, {"name": "tls", "backends": ["https://localhost:2"]}]
+    rds = render.render_documents(sample_table(tunnels=tunnels), OPTIONS)["rds/tls.json"]["resources"][0]
+    routes = {v["name"]: v["routes"] for v in rds["virtual_hosts"]}
+    rfc8441, main = routes["tunnel_h1"]
+    headers = {h["name"]: h for h in rfc8441["match"]["headers"]}
+    assert headers["upgrade"]["string_match"] == {"exact": "websocket", "ignore_case": True}
+    assert headers["sec-websocket-key"] == {"name": "sec-websocket-key", "present_match": True, "invert_match": True}
+    adds = {h["header"]["key"]: (h["header"]["value"], h["append_action"]) for h in rfc8441["request_headers_to_add"]}
+    assert adds["Sec-WebSocket-Key"] == (render.RFC8441_WEBSOCKET_KEY, "ADD_IF_ABSENT")
+    import base64
+
+    assert len(base64.b64decode(render.RFC8441_WEBSOCKET_KEY)) == 16  # what RFC 6455 servers check
+    assert rfc8441["response_headers_to_remove"] == ["Sec-WebSocket-Accept"]
+    assert "headers" not in main["match"] and main["route"]["cluster"] == rfc8441["route"]["cluster"] == "tunnel_h1"
+    assert main["request_headers_to_remove"] == ["te"]  # hop-by-hop towards HTTP/1.1 only
+    tls_routes = routes["tunnel_tls"]
+    assert [r["route"]["cluster"] for r in tls_routes] == ["tunnel_tls_h1", "tunnel_tls_h1", "tunnel_tls"]
+    assert "request_headers_to_remove" not in tls_routes[-1]  # gRPC over HTTP/2 keeps `te: trailers`
+
+
 @needs_envoy
 def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
     from gotunnel_core.testing.engines import make_pki
@@ -137,17 +180,20 @@ def shared_pki(tmp_path_factory: pytest.TempPathFactory):
     resp_add=st.dictionaries(_header_name, _header_value, max_size=3),
     prefix=st.one_of(st.just(""), _path),
     health=st.one_of(st.none(), _path),
+    scheme=st.sampled_from(["http", "https", "h2c"]),  # h2c and https add HTTP/2 clusters and websocket routes
 )
 @example(name=(False, ["a"]), req_add={"X-A": "%REQ(:path)% 100%"}, req_remove=["Connection"],
-         resp_add={"Host": "x"}, prefix="/p%41", health="/h")  # Host: refused by the renderer, not by Envoy
+         resp_add={"Host": "x"}, prefix="/p%41", health="/h", scheme="http")  # Host: refused by the renderer, not by Envoy
 @example(name=(True, ["w"]), req_add={"Transfer-Encoding": "x", "Content-Length": "1"}, req_remove=["X-Forwarded-For"],
-         resp_add={"Connection": "close"}, prefix="", health=None)
+         resp_add={"Connection": "close"}, prefix="", health=None, scheme="http")
+@example(name=(True, ["w"]), req_add={"Sec-WebSocket-Key": "%x%"}, req_remove=["Upgrade"],
+         resp_add={"Sec-WebSocket-Accept": "y"}, prefix="/g", health="/h", scheme="https")
 def test_hypothesis_injection(tmp_path_factory: pytest.TempPathFactory, shared_pki, name, req_add, req_remove, resp_add,
-                              prefix, health) -> None:
+                              prefix, health, scheme) -> None:
     wildcard, labels = name
     raw = {
         "name": ("*." if wildcard else "") + ".".join(labels),
-        "backends": [f"http://127.0.0.1:3000{prefix}"],
+        "backends": [f"{scheme}://127.0.0.1:3000{prefix}"],
         "headers": {"request": {"add": req_add, "remove": req_remove}, "response": {"add": resp_add}},
     }
     if health is not None:
@@ -164,9 +210,13 @@ def test_hypothesis_injection(tmp_path_factory: pytest.TempPathFactory, shared_p
         assert "envoy engine" in exc.reason  # a documented refusal, never a crash
         return
     # Structure: every user value is exactly one JSON string, escaped for Envoy's formatter.
-    route = json.loads(files["rds/http.json"])["resources"][0]["virtual_hosts"][0]["routes"][0]
-    adds = {h["header"]["key"]: h["header"]["value"] for h in route["request_headers_to_add"][1:]}
-    assert adds == {k: v.replace("%", "%%") for k, v in tunnel.headers.request.add}
+    routes = json.loads(files["rds/http.json"])["resources"][0]["virtual_hosts"][0]["routes"]
+    for route in routes:
+        if route["name"] == "not_found":
+            continue
+        theirs = route["request_headers_to_add"][1:1 + len(tunnel.headers.request.add)]
+        adds = {h["header"]["key"]: h["header"]["value"] for h in theirs}
+        assert adds == {k: v.replace("%", "%%") for k, v in tunnel.headers.request.add}
     for value in adds.values():  # no formatter command survives: every % is doubled
         assert value.replace("%%", "") .count("%") == 0
     work = tmp_path_factory.mktemp("inject")

@@ -24,7 +24,7 @@ from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
                                       run_for_output)
-from gotunnel_core.values import integer
+from gotunnel_core.values import image_reference, integer
 
 if TYPE_CHECKING:
     from gotunnel_core.existing import ExistingTable
@@ -40,6 +40,7 @@ class NginxEngine(SupervisedEngine):
     install_hint = INSTALL_HINT
     stop_signal = signal.SIGQUIT
     options = (
+        EngineOption("image", image_reference, "nginx:1.28.0", "the docker runtime's image (official, pinned)"),
         EngineOption("workers", integer(1, 64), 1, "nginx worker processes"),
         EngineOption("worker_connections", integer(64, 1_000_000), 4096, "connections per worker"),
         EngineOption("keepalive", integer(1, 10000), 256, "idle upstream connections kept per tunnel and worker"),
@@ -48,6 +49,9 @@ class NginxEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "passive only (max_fails/fail_timeout, failed requests retried on the next backend); "
             "active checks need nginx Plus"),
+        "h2_websocket": Capability.unsupported(
+            "nginx 1.22 (Debian) does not implement RFC 8441 and does not advertise it: browsers open websockets "
+            "over HTTP/1.1, which works (see the browser row)"),
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),
@@ -125,8 +129,9 @@ class NginxEngine(SupervisedEngine):
     # reloads; `nginx -t` inherits them too, as it binds every listen address it does not inherit.
     def open_listeners(self, table: RouteTable) -> None:
         self.close_listeners()
-        if self.context.listeners is not None:
-            self._given = self.context.listeners.dup()
+        given = self.given_listeners()
+        if given is not None:
+            self._given = given.dup()
 
     def inherited_fds(self) -> Sequence[int]:
         given = self._given

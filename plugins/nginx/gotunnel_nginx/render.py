@@ -42,6 +42,7 @@ class RenderOptions:
     keepalive: int = 256
     log_level: str = "warn"
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
+    http2: bool = True  # offer h2 by ALPN on the HTTPS listener (the `http2` setting)
     template_dir: str | None = None
 
 
@@ -111,6 +112,8 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, naming: Nami
         "name": tunnel.name,
         "upstream": naming.upstream(index, tunnel),
         "scheme": first.scheme,
+        # gRPC requests to an https backend go through the grpc module (HTTP/2, ALPN h2).
+        "grpc_branch": first.scheme == "https",
         "prefix": first.path,
         "tls_name": None if is_ip(first.host) else first.host,
         "server_names": list(server_names) if server_names is not None else _server_names(tunnel),
@@ -142,6 +145,7 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "keepalive": options.keepalive,
         "log_level": options.log_level if options.log_level in ("debug", "info", "notice", "warn", "error") else "warn",
         "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
+        "http2": options.http2,
         "listen": {
             "http": _listen(listen.bind, listen.http_port),
             "https": _listen(listen.bind, listen.https_port),
@@ -189,6 +193,7 @@ def render_existing_files(table: ExistingTable, options: RenderOptions, fmt: str
         "var_prefix": EXISTING_NAMING.var_prefix,
         # A fragment defines the `$` variable (a `geo` block) only when a value needs it.
         "needs_dollar": fmt == "full" or any("$" in value for value in values),
+        "http2": options.http2,
         "workers": options.workers,
         "worker_connections": options.worker_connections,
         "keepalive": options.keepalive,
@@ -244,5 +249,6 @@ def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> R
         keepalive=options["keepalive"],
         log_level={"debug": "info", "info": "warn", "warning": "warn", "error": "error"}.get(level, "warn"),
         user=user,
+        http2=bool(settings.get("http2", True)),
         template_dir=settings.get("template_dir"),
     )

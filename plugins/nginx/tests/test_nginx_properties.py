@@ -55,6 +55,16 @@ def test_arbitrary_strings_are_refused_or_valid_for_nginx(field: str, engine: An
 
 # ----- values survive a real nginx unchanged -------------------------------------------------------
 
+def header_rules_table(backend_url: str, values: list[str], ports: tuple[int, int], cert: Any, default: Any) -> RouteTable:
+    """Tunnel `app` to `backend_url`, adding value i as request header X-V<i> and response header X-R<i>."""
+    tunnel = Tunnel.from_raw({
+        "name": "app", "backends": [backend_url],
+        "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
+                    "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
+    })
+    return RouteTable(Listen("127.0.0.1", *ports), (tunnel,), {"app": cert}, default)
+
+
 def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any) -> None:
     from gotunnel_nginx.engine import NginxEngine
 
@@ -66,12 +76,7 @@ def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any
     loop = asyncio.new_event_loop()
 
     def table(values: list[str]) -> RouteTable:
-        tunnel = Tunnel.from_raw({
-            "name": "app", "backends": [backend.url],
-            "headers": {"request": {"add": {f"X-V{i}": v for i, v in enumerate(values)}},
-                        "response": {"add": {f"X-R{i}": v for i, v in enumerate(values)}}},
-        })
-        return RouteTable(Listen("127.0.0.1", http_port, https_port), (tunnel,), {"app": pki.certs["shared"]}, pki.default)
+        return header_rules_table(backend.url, values, (http_port, https_port), pki.certs["shared"], pki.default)
 
     loop.run_until_complete(engine.start(table(["start"])))
     try:
@@ -94,6 +99,46 @@ def test_header_values_pass_through_real_nginx_verbatim(tmp_path: Path, pki: Any
 
         check()
     finally:
+        loop.run_until_complete(engine.stop())
+        loop.close()
+        backend.close()
+
+
+def test_header_values_pass_through_real_nginx_grpc_verbatim(tmp_path: Path) -> None:
+    """The same through the grpc module (grpc_set_header, add_header on an h2c tunnel), to a real gRPC
+    backend and back to a real gRPC client over TLS."""
+    from gotunnel_nginx.engine import NginxEngine
+
+    from gotunnel_core.testing.grpc_backend import GrpcBackend, GrpcClient
+
+    pki = make_pki(tmp_path / "pki", ["app"])
+    backend = GrpcBackend()
+    http_port, https_port = free_port(), free_port()
+    engine = NginxEngine(EngineContext(work_dir=tmp_path / "work", settings={"engine": "nginx", "engine_bin": NGINX}))
+    loop = asyncio.new_event_loop()
+
+    def table(values: list[str]) -> RouteTable:
+        return header_rules_table(backend.url, values, (http_port, https_port), pki.certs["app"], pki.default)
+
+    loop.run_until_complete(engine.start(table(["start"])))
+    client = GrpcClient(https_port, f"app.localhost:{https_port}", str(pki.ca_file))
+    try:
+        @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(values=st.lists(HEADER_VALUE, min_size=1, max_size=8))
+        def check(values: list[str]) -> None:
+            assume(all(v.strip() for v in values))
+            loop.run_until_complete(engine.apply(table(values)))
+            backend.metadata.clear()
+            _, call = client.unary_with_call("Unary", b"x")
+            sent = backend.metadata[0]
+            answered = dict(call.initial_metadata())
+            for i, value in enumerate(values):
+                assert sent[f"x-v{i}"] == value
+                assert answered[f"x-r{i}"] == value
+
+        check()
+    finally:
+        client.close()
         loop.run_until_complete(engine.stop())
         loop.close()
         backend.close()

