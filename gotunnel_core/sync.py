@@ -3,7 +3,8 @@ whole config, reload; a refused config puts the previous file back and the proxy
 
 This is what docker-gen + nginx-proxy or consul-template do, with the proxy's own validation and a
 rollback in between. `watch` repeats it whenever a source (the config file, a certificate file)
-changes, polling: a stat every `interval` seconds costs nothing and needs no new dependency.
+changes, polling: hashing a few small files every `interval` seconds costs next to nothing, sees
+edits that keep the modification time, and needs no new dependency.
 """
 
 from __future__ import annotations
