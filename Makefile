@@ -22,7 +22,10 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e '.[test,lint,team,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
+	$(PY) -m pip install -q -e '.[test,lint,otel,sentry,team,docker]' $(foreach p,$(PLUGINS),-e './$(p)')
+	# xds-protos (envoy[team]) ships its own, older opentelemetry/proto/*_pb2.py over the files of
+	# opentelemetry-proto (the OTLP exporter's [otel]), which then fails to import: put them back
+	$(PY) -m pip install -q --force-reinstall --no-deps "$$($(PY) -m pip show opentelemetry-proto | sed -n 's/^Version: /opentelemetry-proto==/p')"
 
 demo: setup
 	$(PY) examples/demo.py
@@ -42,7 +45,7 @@ $(DIST_PY):
 	$(DIST_PY) -m pip install -q --upgrade pip
 
 dist-env: dist $(DIST_PY)
-	cd dist && ../$(DIST_PY) -m pip install -q "$$(ls gotunnel_core-*.whl)[test]" "$$(ls gotunnel_caddy-*.whl)[bin]" \
+	cd dist && ../$(DIST_PY) -m pip install -q "$$(ls gotunnel_core-*.whl)[test,otel]" "$$(ls gotunnel_caddy-*.whl)[bin]" \
 	  "$$(ls gotunnel_envoy-*.whl)[bin]" gotunnel_nginx-*.whl gotunnel_builtin_proxy-*.whl gotunnel_haproxy-*.whl
 	$(DIST_PY) -m pip install -q --force-reinstall --no-deps dist/*.whl
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import UsageError
 from .models import TlsPolicy, parse_bind, parse_domain_template, parse_port
-from .values import boolean, choice, from_model, integer, optional, optional_path, str_list, text
+from .values import boolean, choice, from_model, integer, optional, optional_path, optional_text, str_list, text
 
 @dataclass(frozen=True)
 class Setting:
@@ -63,6 +63,9 @@ SETTINGS: tuple[Setting, ...] = (
             "unset: each engine's option `runtime` (process)"),
     Setting("cert_validity_days", integer(1, 397), 90, "validity of tunnel certificates, days"),
     Setting("cert_renew_days", integer(1, 396), 30, "renew a tunnel certificate this many days before it expires"),
+    Setting("metrics_port", integer(0, 65535), 0, "serve Prometheus metrics on 127.0.0.1:PORT (0: off)"),
+    Setting("sentry_dsn", optional_text, None,
+            "send unexpected daemon errors to this Sentry DSN (default: none, nothing is sent)", secret=True),
     Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
     Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
     Setting("domain_template", optional(from_model(parse_domain_template)), None,
@@ -97,7 +100,8 @@ class Resolved:
         return {
             "config_file": str(self.config_file) if self.config_file else None,
             "settings": {
-                s.name: {"value": self.values[s.name], "source": self.sources[s.name], "env": s.env} for s in SETTINGS
+                s.name: {"value": "<hidden>" if s.secret and self.values[s.name] else self.values[s.name],
+                         "source": self.sources[s.name], "env": s.env} for s in SETTINGS
             },
         }
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from .existing import ExistingTable
+    from .metrics.stats import EngineStats
     from .models import RouteTable
     from .supervisor.listeners import ListenerSockets
 
@@ -224,6 +225,15 @@ class Engine(abc.ABC):
     def health(self) -> EngineHealth:
         """Report whether the engine runs, and anything worth showing in `status`."""
         return EngineHealth(running=False)
+
+    async def metrics(self) -> "EngineStats | None":
+        """Per-tunnel request counters, backend health and restarts, read at each metrics scrape.
+
+        Counters are cumulative since the engine started, keyed by tunnel name (relabel the
+        engine's own statistics to tunnel names). Backend health None: the daemon probes the
+        backends itself. None (the default): the engine counts nothing per request.
+        """
+        return None
 
     @classmethod
     def probe(cls, settings: Mapping[str, Any]) -> BinaryStatus:

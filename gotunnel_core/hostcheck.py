@@ -13,6 +13,12 @@ from typing import Any, Callable, Mapping
 
 from .models import Backend, Listen, Tunnel
 
+#: Keys a tunnel's description (`start`/`list`) adds to its canonical form (`Tunnel.to_dict`).
+DESCRIPTION_ONLY = frozenset({"urls", "source"})
+
+#: The probe's User-Agent, so a test backend (or a log reader) can tell it from a client's request.
+USER_AGENT = "gotunnel-hostcheck"
+
 #: How much of the answer is read (the refusal text is near the top), and how long we wait.
 READ_LIMIT = 64 * 1024
 TIMEOUT = 3.0
@@ -70,7 +76,7 @@ def fetch(backend: Backend, host: str, timeout: float = TIMEOUT) -> tuple[int, b
         conn = http.client.HTTPConnection(backend.host, backend.port, timeout=timeout)
     try:
         conn.putrequest("GET", (backend.path or "") + "/", skip_host=True, skip_accept_encoding=True)
-        for name, value in (("Host", host), ("Accept", "text/html,*/*"), ("User-Agent", "gotunnel-hostcheck"),
+        for name, value in (("Host", host), ("Accept", "text/html,*/*"), ("User-Agent", USER_AGENT),
                             ("Connection", "close")):
             conn.putheader(name, value)
         conn.endheaders()
@@ -110,7 +116,7 @@ def check_described(described: list[dict[str, Any]], daemon: Mapping[str, Any]) 
     listen = Listen(str(daemon["bind"]), int(daemon["http_port"]), int(daemon["https_port"]))
     refusals: list[Refusal] = []
     for item in described:
-        raw = {k: v for k, v in item.items() if k != "urls"}
+        raw = {k: v for k, v in item.items() if k not in DESCRIPTION_ONLY}
         refusals += check_tunnel(Tunnel.from_raw(raw), listen, mdns=bool(daemon.get("mdns")))
     return refusals
 

@@ -130,6 +130,11 @@ class StateLayout:
         return self.root / "daemon.log"
 
     @property
+    def audit_log(self) -> Path:
+        """Every control operation, one JSON line each (rotated to audit.jsonl.1 ... by size)."""
+        return self.root / "audit.jsonl"
+
+    @property
     def daemon_output(self) -> Path:
         """The daemon's raw stdout/stderr, for errors before logging is set up."""
         return self.root / "daemon.out"

@@ -34,6 +34,11 @@ def text(raw: object) -> str:
     return raw
 
 
+def optional_text(raw: object) -> str | None:
+    """Any string; empty means unset."""
+    return None if raw is None or raw == "" else text(raw)
+
+
 def optional_path(raw: object) -> str | None:
     """A file or directory name (`~` expanded); empty means unset."""
     if raw is None or raw == "":

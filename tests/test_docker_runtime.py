@@ -75,7 +75,8 @@ def test_container_environment_is_the_engines_own_never_the_daemons(gotunnel: Go
     home = g.state_dir / "engines" / "caddy" / "home"
     assert env["XDG_DATA_HOME"] == str(home / "data") and env["XDG_CONFIG_HOME"] == str(home / "config")
     assert env["GOMAXPROCS"] == "1"
-    assert set(env) == {"XDG_DATA_HOME", "XDG_CONFIG_HOME", "GOMAXPROCS", "PATH"}  # PATH: the image's ENV
+    assert env["GODEBUG"] == "http2xconnect=1"  # RFC 8441 websockets (the `http2` setting, on by default)
+    assert set(env) == {"XDG_DATA_HOME", "XDG_CONFIG_HOME", "GOMAXPROCS", "GODEBUG", "PATH"}  # PATH: the image's ENV
     g("stop", "--all", check=True)
 
 

@@ -40,7 +40,7 @@ def test_out_of_range_engine_option_names_value_and_range(gotunnel: Gotunnel) ->
 
 
 def test_config_show_lists_engine_options_with_their_source(gotunnel: Gotunnel) -> None:
-    write_config(gotunnel, "workers = 2\n[engines.nginx]\nkeepalive = 64\n[engines.haproxy]\nmaxconn = 10\n")
+    write_config(gotunnel, "workers = 2\n[engines.nginx]\nkeepalive = 64\n[engines.lighttpd]\nmaxconn = 10\n")
     shown = gotunnel.json("config", "show")
     engines = shown["engines"]
     assert engines["nginx"]["keepalive"] == {"value": 64, "source": engines["nginx"]["keepalive"]["source"],
@@ -49,12 +49,12 @@ def test_config_show_lists_engine_options_with_their_source(gotunnel: Gotunnel) 
     assert engines["nginx"]["workers"]["source"] == "default"
     assert engines["builtin"]["workers"] == {"value": 2, "source": "setting", "env": "GOTUNNEL_BUILTIN_WORKERS"}
     assert engines["envoy"]["workers"]["value"] == 2  # Envoy honours the old top-level key too
-    assert shown["uninstalled_engine_tables"] == ["haproxy"]
+    assert shown["uninstalled_engine_tables"] == ["lighttpd"]
     text = gotunnel("config", "show", extra_env={"GOTUNNEL_BUILTIN_WORKERS": "3"}, check=True).out
     assert "[engines.builtin]" in text
     line = next(row for row in text.splitlines() if row.strip().startswith("workers") and "GOTUNNEL_BUILTIN" in row)
     assert line.split()[1:4] == ["3", "env", "GOTUNNEL_BUILTIN_WORKERS"]
-    assert "[engines.haproxy]  (engine not installed here; ignored)" in text
+    assert "[engines.lighttpd]  (engine not installed here; ignored)" in text
 
 
 def test_precedence_env_file_legacy_default() -> None:

@@ -252,6 +252,12 @@ class LeafIssuer:
         return CertPair(name, self.cert_path(name), self.key_path(name), cert.serial_number, cert.not_valid_after_utc)
 
     def _issue(self, name: str) -> CertPair:
+        from .. import tracing
+
+        with tracing.span("certificate.issue", name=name):
+            return self._issue_now(name)
+
+    def _issue_now(self, name: str) -> CertPair:
         now = self.clock()
         dns, ips = leaf_sans(name, self.suffixes)
         cert, key = build_leaf(self.ca, dns, ips, not_before=now - CLOCK_SKEW, not_after=now + self.validity)

@@ -33,6 +33,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.daemon",
     "gotunnel_core.commands.hosts",
     "gotunnel_core.commands.doctor",
+    "gotunnel_core.commands.observe",
     "gotunnel_core.commands.docker",
     "gotunnel_core.commands.run",
     "gotunnel_core.commands.urls",

@@ -71,10 +71,25 @@ def trust(state: CliState, uninstall: bool, check: bool, env_vars: bool, stores:
     if check:
         assert target is not None
         rows, action = service.check(names, target), "check"
-    elif uninstall:
-        rows, action = service.uninstall(names, sudo), "uninstall"
     else:
-        rows, action = service.install(names, sudo), "install"
+        from .. import tracing
+
+        tracing.configure()  # a trust change is a control operation: traced when OTEL_* asks for it
+        try:
+            with tracing.span("trust.uninstall" if uninstall else "trust.install", stores=list(names)):
+                if uninstall:
+                    rows, action = service.uninstall(names, sudo), "uninstall"
+                else:
+                    rows, action = service.install(names, sudo), "install"
+        finally:
+            tracing.shutdown()
+    if action != "check":  # a change to trust stores is a control operation: audited by the CLI itself
+        from ..audit import AuditLog
+
+        with as_invoking_user():
+            AuditLog(layout.audit_log).record(
+                f"trust_{action}", {"stores": [f"{r.store}: {r.status}" for r in rows]}, source="cli",
+                ok=all(r.status not in ("failed", "error") for r in rows))
     if as_json:
         payload: dict[str, Any] = {"action": action, "ca": {"path": str(ca.path), "sha256_fingerprint": ca.fingerprint},
                                    "record": str(layout.trust_record), "stores": [r.to_dict() for r in rows]}

@@ -16,10 +16,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from .. import tracing
 from ..certservice import CertService
 from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
+from ..metrics.collector import DaemonMetrics, MetricsSnapshot
 from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager, call_hook
@@ -64,6 +66,7 @@ class TunnelManager:
         self.certs: CertService | None = None
         self.names: Any = None  # NameService (mDNS + hosts), set in startup
         self.started_at = time.time()
+        self.metrics = DaemonMetrics(settings["engine"])
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -347,6 +350,27 @@ class TunnelManager:
             "names": names_status,
         }
 
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        """What a scrape shows now: the engine's counters (relabelled to tunnel names), backend
+        health (the engine's view, else a TCP probe), tunnels and certificate expiry."""
+        from ..metrics.probe import probe_backends
+        from ..metrics.stats import EngineStats
+
+        tunnels = sorted(self.tunnels.values(), key=lambda t: t.name)
+        stats = (await self.engine.metrics() if self.engine is not None else None) or EngineStats()
+        for tunnel in tunnels:
+            stats.tunnel(tunnel.name)  # every tunnel has its series, zero before its first request
+        backends = stats.backends if stats.backends is not None else await probe_backends(tunnels)
+        certificates = []
+        if self.certs is not None:
+            for leaf in await asyncio.to_thread(self.certs.issuer.list_leaves):
+                certificates.append((leaf.name, leaf.not_after.timestamp()))
+        return MetricsSnapshot(self.settings["engine"], stats, [t.name for t in tunnels], backends, certificates)
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus text exposition of a fresh snapshot."""
+        return self.metrics.render(await self.metrics_snapshot())
+
     # ----- internals -----------------------------------------------------------------------
 
     async def _publish_names(self, tunnels: list[Tunnel]) -> None:
@@ -364,7 +388,10 @@ class TunnelManager:
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
         table = await self._build_table(self._served(desired).values())
-        await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed
+        started = time.monotonic()
+        with tracing.span("engine.apply", engine=self.settings["engine"], tunnels=len(table.tunnels)):
+            await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed
+        self.metrics.observe_reload(time.monotonic() - started)
         self.table = table
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:

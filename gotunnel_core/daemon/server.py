@@ -14,7 +14,8 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable, Mapping
 
-from .. import __version__
+from .. import __version__, error_reports, tracing
+from ..audit import AUDITED_OPS, AuditLog, peer_credentials
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..fsutil import atomic_write
 from ..logs import get_logger
@@ -60,9 +61,12 @@ class DaemonServer:
             "list": self._list,
             "status": self._status,
             "renew": lambda a: self.manager.renew_certificates(list(a.get("names", []))),
+            "metrics": self._metrics,
             "watch": lambda a: self.manager.start_provider(str(a.get("provider", ""))),
             "unwatch": lambda a: self.manager.stop_provider(str(a.get("provider", ""))),
         }
+        self.metrics_endpoint: Any = None
+        self.audit = AuditLog(layout.audit_log)
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -72,6 +76,7 @@ class DaemonServer:
             "bind": self.settings["bind"],
             "http_port": self.settings["http_port"],
             "https_port": self.settings["https_port"],
+            "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint is not None else None,
             "http2": self.settings["http2"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
@@ -83,6 +88,28 @@ class DaemonServer:
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}
 
+    async def _metrics(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        return {"text": (await self.manager.metrics_text()).decode()}
+
+    def _open_metrics_endpoint(self) -> None:
+        """Serve /metrics on 127.0.0.1:metrics_port when set; scrapes run on the daemon's loop."""
+        port = int(self.settings.get("metrics_port") or 0)
+        if not port:
+            return
+        from ..metrics.endpoint import MetricsEndpoint
+
+        loop = asyncio.get_running_loop()
+
+        def render() -> bytes:
+            return asyncio.run_coroutine_threadsafe(self.manager.metrics_text(), loop).result(timeout=30)
+
+        try:
+            self.metrics_endpoint = MetricsEndpoint(port, render)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}",
+                                 hint="pick another metrics_port, or 0 to turn the endpoint off") from None
+        log.info("metrics endpoint listening", address=f"127.0.0.1:{self.metrics_endpoint.port}")
+
     async def _stop_all(self, _: Mapping[str, Any]) -> dict[str, Any]:
         names = sorted(self.manager.tunnels)
         self.forget_on_exit = True
@@ -90,7 +117,9 @@ class DaemonServer:
         return {"stopped": names, "pid": os.getpid()}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve one request on one connection."""
+        """Serve one request on one connection; state-changing operations go to the audit log."""
+        op: str | None = None
+        args: dict[str, Any] = {}
         try:
             line = await reader.readline()
             try:
@@ -101,13 +130,16 @@ class DaemonServer:
                     raise UsageError(f"unknown daemon operation {op!r}")
             except (ValueError, KeyError, TypeError):
                 raise UsageError("malformed request to the daemon") from None
-            response = {"ok": True, "result": await self.ops[op](args)}
+            response = {"ok": True, "result": await self._call(op, args)}
         except GotunnelError as exc:
             response = error_response(exc)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             log.exception("request failed")
+            error_reports.capture(exc)
             response = error_response(RuntimeFailure(f"internal daemon error: {type(exc).__name__}: {exc}",
                                                      hint="see `gotunnel logs`"))
+        if isinstance(op, str) and op in AUDITED_OPS and isinstance(args, dict):
+            self._audit(op, args, response, writer)
         try:
             writer.write(encode(response))
             await writer.drain()
@@ -116,14 +148,37 @@ class DaemonServer:
         finally:
             writer.close()
 
+    async def _call(self, op: str, args: dict[str, Any]) -> Any:
+        """Run one operation; a control operation gets a trace span (when tracing is on)."""
+        if op not in AUDITED_OPS:
+            return await self.ops[op](args)
+        names = [t.get("name") for t in args.get("tunnels") or () if isinstance(t, dict)] or args.get("names")
+        with tracing.span(f"gotunnel {op}", operation=op, tunnels=[str(n) for n in names or ()]):
+            return await self.ops[op](args)
+
+    def _audit(self, op: str, args: Mapping[str, Any], response: Mapping[str, Any],
+               writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        peer = peer_credentials(sock) if sock is not None else None
+        try:
+            self.audit.record(op, args, ok=bool(response.get("ok")), error=response.get("error"), peer=peer)
+        except OSError as exc:  # a full disk must not stop the daemon from answering
+            log.error("audit log not written", error=str(exc), op=op)
+
     async def run(self, initial_tunnels: list[Any] | None = None) -> None:
         """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        await self.manager.startup()
-        if initial_tunnels:
-            await self.manager.start_tunnels(initial_tunnels)
+        self._open_metrics_endpoint()  # first: a taken port fails the daemon before anything starts
+        try:
+            await self.manager.startup()
+            if initial_tunnels:
+                await self.manager.start_tunnels(initial_tunnels)
+        except BaseException:
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.close()
+            raise
         try:
             self.layout.socket.unlink()
         except FileNotFoundError:
@@ -140,6 +195,8 @@ class DaemonServer:
             await self.stopping.wait()
         finally:
             server.close()
+            if self.metrics_endpoint is not None:
+                await asyncio.to_thread(self.metrics_endpoint.close)
             await self.manager.shutdown(forget=self.forget_on_exit)
             for path in (self.layout.socket, self.layout.pidfile):
                 try:
@@ -167,6 +224,8 @@ def run_daemon(
 ) -> None:
     """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
     lock_fd = acquire_daemon_lock(layout)
+    tracing.configure()
+    error_reports.configure(settings)
     try:
         import uvloop
 
@@ -177,5 +236,6 @@ def run_daemon(
 
         uvloop.run(main())
     finally:
+        tracing.shutdown()  # flush the last spans
         os.close(lock_fd)
     sys.stdout.flush()

@@ -37,19 +37,27 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from ..engine import BinaryStatus, Engine, EngineContext, EngineHealth, EngineValidationError, write_rendered
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import CertFiles, RouteTable
 from ..options import EngineOption, option_env
-from ..values import choice, image_reference, integer, number, optional_path
+from ..values import boolean, choice, image_reference, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
 from .listeners import ListenerSockets
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
 from .workdir import WorkDir
+
+if TYPE_CHECKING:
+    from ..metrics.logstream import AccessLogStream, AccessRecordParser
+    from ..metrics.stats import EngineStats
+
+#: The option an engine with an access-log stream (`SupervisedEngine.access_log_parser`) has.
+ACCESS_LOG_OPTION = EngineOption("metrics", boolean, True,
+                                 "count requests per tunnel through an access-log stream to the daemon")
 
 
 class SupervisedEngine(Engine):
@@ -83,6 +91,11 @@ class SupervisedEngine(Engine):
         EngineOption("ready_deadline", number(0.1, 3600), 15.0,
                      "seconds the program may take to serve its first or a new configuration"),
     )
+    #: An engine that counts requests through an access-log stream (nginx, Caddy) parses one
+    #: datagram into an `AccessRecord` here. Such an engine also has the option `metrics`
+    #: (`ACCESS_LOG_OPTION`); while it runs with that on, `access_log_socket` names the datagram
+    #: socket its rendered config must log to.
+    access_log_parser: ClassVar["AccessRecordParser | None"] = None
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context)
@@ -103,6 +116,8 @@ class SupervisedEngine(Engine):
         self._gave_up: str | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=self.stderr_tail)
         self._lines_seen = 0
+        self._given_copies: ListenerSockets | None = None  # our copies of the daemon's given sockets
+        self._access_log: AccessLogStream | None = None
         #: True while `apply` renders and loads a config into the running program (False for the
         #: config a program starts on), for engines whose reload config differs (Caddy's side).
         self.reloading = False
@@ -164,17 +179,34 @@ class SupervisedEngine(Engine):
         """Bind what the daemon itself listens on for the engine (see `ListenerSockets`), or take
         `context.listeners.dup()` when the daemon was given the sockets (an engine with
         `serves_given_sockets`); called once per start, after a leftover engine was stopped.
-        Default: the engine binds its ports."""
+        Default: with `serves_given_sockets`, keep copies of the given sockets for the program to
+        inherit (`given_fds` names them for its config); otherwise the program binds its ports."""
+        self.close_listeners()
+        given = self.given_listeners() if self.serves_given_sockets else None
+        if given is not None:
+            self._given_copies = given.dup()
 
     def inherited_fds(self) -> Sequence[int]:
         """File descriptors the program inherits under the same numbers (from `open_listeners`);
-        its validator inherits them too, as `nginx -t` binds every address it does not inherit."""
-        return ()
+        its validator inherits them too, as `nginx -t` binds every address it does not inherit.
+        Default: the given sockets' copies (`given_fds`)."""
+        fds = self.given_fds()
+        return tuple(fds.values()) if fds else ()
 
     def close_listeners(self) -> None:
-        """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
+        """Release what `open_listeners` bound (after the engine stopped or failed to start).
+        Default: close the copies of the given sockets (the daemon's own stay open)."""
+        if self._given_copies is not None:
+            self._given_copies.close()
+            self._given_copies = None
 
     # ----- what a subclass may use ------------------------------------------------------------------
+
+    def given_fds(self) -> dict[int, int] | None:
+        """port -> descriptor the program inherits for the daemon's given socket (the side new
+        connections go to), for the config's listeners; None when the program binds its own."""
+        given = self._given_copies
+        return given.port_fds(0) if given is not None else None
 
     def given_listeners(self) -> ListenerSockets | None:
         """The daemon's listening sockets for this engine (the root-bound 80/443 of `gotunnel
@@ -207,6 +239,19 @@ class SupervisedEngine(Engine):
         path = self.runtime.map_path(str(self.work.run / name))
         return path if socket_path_fits(path) else None
 
+    @property
+    def table(self) -> RouteTable | None:
+        """The route table the program serves (None before `start`); the new one once `apply` succeeded."""
+        return self._table
+
+    @property
+    def access_log_socket(self) -> str | None:
+        """The datagram socket the rendered config sends its access log to, as the program sees the
+        path; None in a plain `render`, and when the option `metrics` is off (see `access_log_parser`)."""
+        if self._access_log is None:
+            return None
+        return self.runtime.map_path(str(self._access_log.path))
+
     # ----- Engine interface ---------------------------------------------------------------------
 
     @classmethod
@@ -231,6 +276,26 @@ class SupervisedEngine(Engine):
         return find_binary(cls.resolve_options(settings)["bin"], cls.binary_candidates, cls.version_of,
                            cls.install_hint, cls.packaged_binary, where)
 
+    @classmethod
+    def declared_options(cls) -> dict[str, EngineOption]:
+        """The options of the class hierarchy, plus `metrics` (`ACCESS_LOG_OPTION`) for an engine
+        that counts through an access-log stream."""
+        merged = super().declared_options()
+        if cls.access_log_parser is not None:
+            merged.setdefault(ACCESS_LOG_OPTION.name, ACCESS_LOG_OPTION)
+        return merged
+
+    async def metrics(self) -> "EngineStats | None":
+        """Restarts, plus the access-log counters of an engine with a stream (see `access_log_parser`);
+        an engine with its own statistics (Envoy) extends this."""
+        from ..metrics.stats import EngineStats
+
+        stats = EngineStats(restarts=self._restarts)
+        if self._access_log is not None:
+            self._access_log.drain()  # what already arrived counts in this scrape
+            stats.tunnels = dict(self._access_log.tunnels)
+        return stats
+
     async def validate(self, table: RouteTable) -> None:
         binary = self._require_binary()
         self.work.ensure()
@@ -253,11 +318,13 @@ class SupervisedEngine(Engine):
             await self._reap_orphan()
             self.open_listeners(table)
             try:
+                self._open_access_log(table)
                 generation = await self._prepare(table)
                 self.work.swap(generation)
                 await self._launch(generation, table)
             except BaseException:
                 self.close_listeners()
+                self._close_access_log()
                 raise
             self._table = table
             self.work.prune()
@@ -275,6 +342,9 @@ class SupervisedEngine(Engine):
                 raise EngineValidationError(f"the {self.name} engine cannot change its listen address while running; restart it")
             previous = self.work.current_generation()
             self.reloading = True  # renders below are for the running program's next config
+            if self._access_log is not None:  # count the new tunnels from their first request
+                old = self._table.tunnels if self._table is not None else ()
+                self._access_log.set_tunnels({t.name for t in (*old, *table.tunnels)})
             try:
                 generation = await self._prepare(table)  # raises EngineValidationError; `current` untouched
                 self.work.swap(generation)
@@ -289,6 +359,8 @@ class SupervisedEngine(Engine):
                 self.reloading = False
             self._table = table
             self._generation = generation
+            if self._access_log is not None:
+                self._access_log.set_tunnels(t.name for t in table.tunnels)
             self.work.prune()
             self.log.info("configuration applied", generation=generation, tunnels=len(table.tunnels))
 
@@ -307,6 +379,7 @@ class SupervisedEngine(Engine):
                 await self._terminate(proc)
             self._proc = None
             self.close_listeners()
+            self._close_access_log()
             self.work.clear_record()
 
     def health(self) -> EngineHealth:
@@ -340,6 +413,28 @@ class SupervisedEngine(Engine):
         return self._require_binary()
 
     # ----- internals ------------------------------------------------------------------------------
+
+    def _open_access_log(self, table: RouteTable) -> None:
+        """Open the datagram socket the program's access log goes to (engines with a parser, with
+        the option `metrics` on); a path too long for a socket address counts nothing, with a warning."""
+        from ..metrics.logstream import AccessLogStream
+
+        parser = type(self).access_log_parser
+        if parser is None or not self.option(ACCESS_LOG_OPTION.name):
+            return
+        if self.socket_path("metrics.sock") is None:
+            self.log.warning("state directory path too long for the metrics socket; requests are not counted",
+                             path=str(self.work.run / "metrics.sock"))
+            return
+        stream = AccessLogStream(self.work.run / "metrics.sock", parser)
+        stream.open()
+        stream.set_tunnels(t.name for t in table.tunnels)
+        self._access_log = stream
+
+    def _close_access_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
 
     def _runtime_for_options(self) -> Runtime:
         """The runtime the option `runtime` names, set up for this engine."""

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..hostcheck import USER_AGENT as HOSTCHECK_USER_AGENT
 from .backends import WsEchoServer
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
@@ -191,7 +192,8 @@ class PageAndWebsocketServer(WsEchoServer):
                 return None  # the websocket handshake proceeds
             if request.path != "/":
                 return Response(404, "Not Found", Headers([("Content-Length", "0")]), b"")
-            self.pages += 1
+            if request.headers.get("User-Agent") != HOSTCHECK_USER_AGENT:  # not the Host check `start` makes
+                self.pages += 1
             body = PAGE.encode()
             return Response(200, "OK", Headers([("Content-Type", "text/html; charset=utf-8"),
                                                 ("Content-Length", str(len(body)))]), body)

@@ -1,6 +1,7 @@
-"""Optional compiled hot path: with Cython installed (and GOTUNNEL_PURE_PYTHON unset), protocol.py and
-upstream.py are also built as extension modules, typed by the .pxd files beside them. Without Cython,
-or where the C build fails (no compiler), the package installs as pure Python: the same code.
+"""Optional compiled hot path: with Cython installed (and GOTUNNEL_PURE_PYTHON unset), protocol.py,
+upstream.py and metrics.py are also built as extension modules, typed by the .pxd files beside
+them. Without Cython, or where the C build fails (no compiler), the package installs as pure
+Python: the same code.
 Everything else about the distribution is in pyproject.toml.
 """
 
@@ -8,7 +9,8 @@ import os
 
 from setuptools import setup
 
-HOT_PATH = ["gotunnel_builtin_proxy/protocol.py", "gotunnel_builtin_proxy/upstream.py"]
+HOT_PATH = ["gotunnel_builtin_proxy/protocol.py", "gotunnel_builtin_proxy/upstream.py",
+            "gotunnel_builtin_proxy/metrics.py"]
 
 
 def extensions() -> list:

@@ -18,8 +18,11 @@ from gotunnel_core.models import RouteTable
 from .config import OPTIONS
 
 if TYPE_CHECKING:
+    from gotunnel_core.metrics.stats import EngineStats, TunnelStats
+
     from .balancer import BackendState
     from .config import Settings
+    from .metrics import RouteCounters
     from .router import Router
     from .state import ProxyState
     from .tls import CertSnapshot, CertStore, SniSelector
@@ -52,6 +55,7 @@ class BuiltinEngine(Engine):
         self._settings: Settings | None = None
         self._started_at = 0.0
         self._workers: Any = None  # WorkerSupervisor when settings.workers > 1
+        self._tunnel_stats: dict[str, RouteCounters] = {}  # kept across route changes, by tunnel name
 
     def snapshot_settings(self) -> "Settings":
         """The proxy's settings: the validated engine options plus the core's `http2` setting."""
@@ -77,6 +81,7 @@ class BuiltinEngine(Engine):
     def _build(self, table: RouteTable) -> tuple["Router", "CertSnapshot", dict[tuple[Any, ...], "BackendState"]]:
         """Everything for `table`, built aside so a failure leaves the running config untouched."""
         from .balancer import Balancer, BackendState
+        from .metrics import RouteCounters
         from .router import Route, Router
         from .upstream import Pool
 
@@ -101,7 +106,9 @@ class BuiltinEngine(Engine):
                     state = BackendState(backend, pool, tunnel.health)
                 states[key] = state
                 tunnel_states.append(state)
-            routes[tunnel.name] = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+            route = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+            route.stats = self._tunnel_stats.get(tunnel.name) or RouteCounters()
+            routes[tunnel.name] = route
         return Router.build(table, routes), snapshot, states
 
     def _hook_enabled(self) -> bool:
@@ -151,6 +158,8 @@ class BuiltinEngine(Engine):
     async def serve(self, table: RouteTable, socks: "tuple[Any, Any] | None" = None,
                     settings: "Settings | None" = None) -> None:
         """Serve in this process, on new listeners or on already-listening `socks` (HTTP, HTTPS)."""
+        from gotunnel_core import tracing
+
         from .protocol import ClientProtocol
         from .state import ProxyState
         from .tls import CertStore, SniSelector
@@ -161,7 +170,7 @@ class BuiltinEngine(Engine):
         self._certs = CertStore(http2)
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
-                        hook_on=self._hook_enabled(), log=self.context.log)
+                        hook_on=self._hook_enabled(), log=self.context.log, tracer=tracing.tracer("gotunnel.builtin"))
         https_protocol: Any = lambda: ClientProtocol(st, True)  # noqa: E731
         if http2:
             from .h2_protocol import AlpnDispatch
@@ -198,6 +207,7 @@ class BuiltinEngine(Engine):
                 hint="another program uses the port; pick other ports or stop it",
             ) from None
         self.st, self._sni, self._table, self._backends = st, sni, table, states
+        self._keep_stats(router)
         self._started_at = time.monotonic()
         self._sync_health(states)
         self._sweeper = loop.create_task(self._sweep())
@@ -222,6 +232,7 @@ class BuiltinEngine(Engine):
         self._sni.snapshot = snapshot
         st.hook_on = self._hook_enabled()
         self._table = table
+        self._keep_stats(router)
         self._backends = states
         self._sync_health(states)
         self._prune_pools(states)
@@ -295,6 +306,40 @@ class BuiltinEngine(Engine):
                 for s in self._backends.values() if not s.available()
             ),
         }
+
+    def _keep_stats(self, router: "Router") -> None:
+        """The counters of the tunnels served now (a removed tunnel's counters go with it)."""
+        self._tunnel_stats = {r.name: r.stats for r in (*router.exact.values(), *router.wildcard.values())}
+
+    def _tunnels_now(self) -> "dict[str, TunnelStats]":
+        """Each tunnel's counters, with its requests in flight counted from the open connections."""
+        active = dict.fromkeys(self._tunnel_stats, 0)
+        for conn in list(self.st.conns) if self.st is not None else ():
+            streams = getattr(conn, "streams", None)  # HTTP/2: every open stream; HTTP/1.1: the active request
+            routes = [s.route for s in streams.values()] if streams is not None else [getattr(conn.active, "route", None)]
+            for route in routes:
+                if route is not None and route.name in active:
+                    active[route.name] += 1
+        return {name: counters.snapshot(active[name]) for name, counters in self._tunnel_stats.items()}
+
+    def tunnel_stats(self) -> dict[str, Any]:
+        """Per-tunnel counters and backend health of this process, JSON-ready (for the worker channel)."""
+        return {
+            "tunnels": {name: stats.to_dict() for name, stats in self._tunnels_now().items()},
+            "backends": [[key[0], state.backend.url, state.available()] for key, state in self._backends.items()],
+        }
+
+    async def metrics(self) -> "EngineStats | None":
+        from gotunnel_core.metrics.stats import BackendHealth, EngineStats
+
+        if self._workers is not None:
+            return self._workers.metrics()
+        if self.st is None:
+            return EngineStats()
+        return EngineStats(
+            tunnels=self._tunnels_now(),
+            backends=[BackendHealth(key[0], state.backend.url, state.available()) for key, state in self._backends.items()],
+        )
 
     def health(self) -> EngineHealth:
         if self._workers is not None:

@@ -28,6 +28,8 @@ from gotunnel_core import pages
 from . import h2_frames as F
 from .h2_upstream import start_exchange
 from .hooks import run_request_hook
+from .metrics import record_h2
+from .tracing import start_stream_span
 from .responses import date_header
 from .upstream import WRITE_HIGH
 
@@ -185,7 +187,7 @@ class H2Stream:
         "conn", "sid", "req", "send_window", "unacked", "remote_closed", "local_closed", "head_sent",
         "pending", "pending_size", "pending_end", "pending_trailers", "relay", "route", "backend", "tried",
         "received", "buffered", "activity", "t_active", "paused", "is_head", "websocket", "discard", "ended",
-        "owed", "recv_window",
+        "owed", "recv_window", "t0", "status", "sent", "span",
     )
 
     def __init__(self, conn: "H2Protocol", sid: int, send_window: int) -> None:
@@ -216,6 +218,10 @@ class H2Stream:
         self.ended = False  # removed from the connection
         self.owed = 0  # body bytes forwarded to a relay that could not take more: acknowledged on resume
         self.recv_window = STREAM_WINDOW
+        self.t0 = self.t_active  # metrics: latency from the request head, final status, body bytes sent
+        self.status = 0
+        self.sent = 0
+        self.span: Any = None
 
     # -- request side (called by the connection) ----------------------------------------------
     def on_data(self, data: bytes, end: bool) -> None:
@@ -291,6 +297,8 @@ class H2Stream:
         if self.conn.st.settings.via:
             out.append((b"via", b"2 gotunnel"))
         self.head_sent = True
+        if status >= 200 or status == 101:
+            self.status = status
         block = F.status_field(status) + F.encode_headers(out)
         self.conn.send_headers(self, block, end)
 
@@ -355,6 +363,8 @@ class H2Stream:
         if self.ended:
             return
         self.conn.st.upstream_errors += 1
+        if self.route is not None:
+            self.route.stats.upstream_errors += 1
         if not self.head_sent and self.backend is not None:
             self.conn.bad_gateway(self, self.backend, reason)
         else:
@@ -437,6 +447,7 @@ class H2Protocol(asyncio.Protocol):
         self.st.conns.discard(self)  # type: ignore[arg-type]
         for stream in list(self.streams.values()):
             self._drop(stream)
+            self._end_dropped(stream)
         self.streams.clear()
         self.blocked.clear()
 
@@ -457,6 +468,7 @@ class H2Protocol(asyncio.Protocol):
         self.phase = CLOSED
         for stream in list(self.streams.values()):
             self._drop(stream)
+            self._end_dropped(stream)
         self.streams.clear()
         self.transport.close()
 
@@ -496,6 +508,7 @@ class H2Protocol(asyncio.Protocol):
     def send_data(self, stream: H2Stream, data: bytes, end: bool) -> None:
         """DATA frames within both windows; the rest waits in `stream.pending`."""
         size = len(data)
+        stream.sent += size
         if size:
             allowed = min(self.send_window, stream.send_window)
             if allowed <= 0:
@@ -551,6 +564,8 @@ class H2Protocol(asyncio.Protocol):
     def _forget(self, stream: H2Stream) -> None:
         if not stream.ended:
             stream.ended = True
+            if stream.route is not None:
+                record_h2(stream)
             self.streams.pop(stream.sid, None)
             self.blocked.pop(stream.sid, None)
             if not self.streams:
@@ -567,6 +582,14 @@ class H2Protocol(asyncio.Protocol):
         stream.local_closed = stream.remote_closed = True
         self._drop(stream)
         self._forget(stream)
+
+    @staticmethod
+    def _end_dropped(stream: H2Stream) -> None:
+        """A stream cut off with its connection: it ends here (and is counted once)."""
+        if not stream.ended:
+            stream.ended = True
+            if stream.route is not None:
+                record_h2(stream)
 
     def _drop(self, stream: H2Stream) -> None:
         relay = stream.relay
@@ -940,10 +963,10 @@ class H2Protocol(asyncio.Protocol):
         if route is None:
             body = pages.not_found_page(req.authority.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self.local(stream, 404, body.encode(), HTML)
+        stream.route = route
         sni = self.sni
         if not (sni is NO_SNI or sni == "" or sni == route.name):
             return self.local(stream, 421, b"Misdirected Request: the TLS name does not match Host\n", TEXT)
-        stream.route = route
         path = req.path
         fields = req.fields
         if req.method == b"CONNECT":
@@ -993,6 +1016,8 @@ class H2Protocol(asyncio.Protocol):
         if backend is None:
             body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
             return self.local(stream, 503, body.encode(), HTML)
+        if st.tracer is not None:
+            fields = start_stream_span(st, stream, route, fields)
         start_exchange(stream, backend, fields)
 
     def bad_gateway(self, stream: H2Stream, backend: "BackendState", reason: str) -> None:
@@ -1018,6 +1043,7 @@ class H2Protocol(asyncio.Protocol):
             fields.append((b"content-type", content_type))
         if status not in (204, 304):
             fields.append((b"content-length", b"%d" % len(body)))
+        stream.status = status
         block = F.status_field(status) + F.encode_headers(fields)
         head_only = stream.is_head or not body
         self.send_headers(stream, block, head_only)

@@ -71,6 +71,7 @@ def _connect_failed(stream: "H2Stream", backend: "BackendState", fields: list[tu
     assert route is not None
     route.balancer.connect_failed(backend, reason)
     stream.conn.st.upstream_errors += 1
+    route.stats.upstream_errors += 1
     if stream.ended:
         return
     if stream.tried is None:

@@ -4,6 +4,7 @@
 
 cimport cython
 
+from gotunnel_builtin_proxy.metrics cimport RouteCounters
 from gotunnel_builtin_proxy.upstream cimport UpstreamProtocol
 
 
@@ -12,20 +13,22 @@ cdef class Req:
     cdef public bytes url, method
     cdef public list headers, head_parts
     cdef public bint http11, keep_alive, upgrade, is_head, head_done, complete, chunked, discard, local
-    cdef public object body, route, backend, tried
+    cdef public object body, route, backend, tried, span
     cdef public Py_ssize_t body_size
+    cdef public double t0
+    cdef public int status
 
 
 @cython.final
 cdef class ClientProtocol:
-    cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf
+    cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf, tracer
     cdef public bint https, activity, write_paused, resp_done, eof
     cdef public bytes xfp, peer_ip
     cdef public tuple peer
     cdef public Req parsing, active
     cdef public int phase, paused
     cdef public double t_phase
-    cdef public Py_ssize_t head_bytes, chunk_len
+    cdef public Py_ssize_t head_bytes, chunk_len, nin, nout
 
     cpdef close(self)
     cpdef _pause(self, int reason)
@@ -37,4 +40,7 @@ cdef class ClientProtocol:
     @cython.locals(up=UpstreamProtocol)
     cpdef _attach(self, Req req, up)
     cpdef response_done(self, up, bint keep_alive)
+    @cython.locals(counters=RouteCounters)
+    cpdef _count(self, Req req, double now)
+    @cython.locals(now=double)
     cpdef _finish_exchange(self)

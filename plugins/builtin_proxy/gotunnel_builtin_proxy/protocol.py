@@ -22,6 +22,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, par
 from gotunnel_core import pages
 
 from .hooks import run_request_hook
+from .metrics import RouteCounters
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -32,6 +33,7 @@ from .responses import (
     error_response,
     simple_response,
 )
+from .tracing import end_request_span, start_request_span
 from .upstream import WRITE_HIGH
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local",
+        "head_parts", "local", "t0", "status", "span",
     )
 
     def __init__(self) -> None:
@@ -78,6 +80,9 @@ class Req:
         self.tried: list[BackendState] | None = None
         self.head_parts: list[bytes] = []
         self.local = False
+        self.t0 = 0.0  # when the request head began (monotonic): latency metrics
+        self.status = 0  # status of the final response head sent, 0 while none
+        self.span = None  # its trace span, when tracing samples it
 
 
 class ClientProtocol:
@@ -106,6 +111,9 @@ class ClientProtocol:
         self.resp_done = False
         self.upgrade_buf: list[bytes] | None = None
         self.eof = False
+        self.nin = 0  # bytes from the client / to the client since the last counted request
+        self.nout = 0
+        self.tracer = st.tracer  # request spans when the daemon traces (read once per connection)
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -132,6 +140,9 @@ class ClientProtocol:
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
         self.st.conns.discard(self)
+        req = self.active
+        if req is not None and req.route is not None:
+            self._count(req, time.monotonic())  # cut off, or an upgraded connection that ended
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -186,6 +197,7 @@ class ClientProtocol:
     # -- incoming bytes --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:  # type: ignore[override]
         self.activity = True
+        self.nin += len(data)
         phase = self.phase
         if phase == UPGRADED:
             self.upstream.transport.write(data)  # type: ignore[union-attr]
@@ -382,19 +394,22 @@ class ClientProtocol:
             body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
             return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
                                                     head_only=req.is_head, http10_keep_alive=not req.http11))
+        req.route = route
+        req.t0 = self.t_phase  # set when the head began (on_message_begin / _finish_exchange)
         if self.https:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
-        req.route = route
         if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
+        if self.tracer is not None:
+            start_request_span(st, req, route, out, self.https)
         # Request line and Host first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", "Host: ",
         # host, CRLF, headers...]; `_attach` fills in the chosen backend's prefix (and host:port).
         out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF)
@@ -464,6 +479,8 @@ class ClientProtocol:
         req.local = True
         req.discard = True
         req.body = None
+        req.status = int(response[9:12])  # "HTTP/1.1 NNN": simple_response's status line
+        self.nout += len(response)
         self._resume(P_BUFFER)
         self.transport.write(response)
         self.resp_done = True
@@ -493,6 +510,7 @@ class ClientProtocol:
             assert route is not None
             route.balancer.connect_failed(backend, reason)
             self.st.upstream_errors += 1
+            route.stats.upstream_errors += 1
             if req is not self.active or self.phase == CLOSED:
                 return
             if req.tried is None:
@@ -509,6 +527,7 @@ class ClientProtocol:
             return
         if up.closed:  # accepted, then closed at once (a backend shutting down)
             self.st.upstream_errors += 1
+            req.route.stats.upstream_errors += 1  # type: ignore[union-attr]
             self._bad_gateway(req, backend, "the backend closed the connection")
             return
         self._attach(req, up)
@@ -594,6 +613,8 @@ class ClientProtocol:
         self._resume(P_UPSTREAM)
         self.st.upstream_errors += 1
         req = self.active
+        if req is not None and req.route is not None:
+            req.route.stats.upstream_errors += 1
         if req is None or self.phase == CLOSED:
             return
         if up.head_sent:
@@ -634,10 +655,23 @@ class ClientProtocol:
         self.phase = UPGRADE_WAIT
         self.upgrade_buf = [rest] if rest else []
 
+    def _count(self, req: Req, now: float) -> None:
+        """Count `req` (routed, now finished or cut off) for its tunnel, with the bytes since the
+        last counted request of this connection; close its trace span."""
+        counters: RouteCounters = req.route.stats  # type: ignore[union-attr]
+        counters.count(req.status, now - req.t0, self.nin, self.nout)
+        self.nin = 0
+        self.nout = 0
+        if req.span is not None:
+            end_request_span(req)
+
     def _finish_exchange(self) -> None:
         req = self.active
         self.active = None
         self.resp_done = False
+        now = time.monotonic()  # the request's end, and the start of the connection's next phase
+        if req is not None and req.route is not None:
+            self._count(req, now)
         if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):
             self.close()
             return
@@ -647,7 +681,7 @@ class ClientProtocol:
             if not pipeline:
                 self._resume(P_PIPELINE)
             self.active = nxt
-            self.t_phase = time.monotonic()
+            self.t_phase = now
             if nxt.head_done:
                 self.phase = BUSY
                 self._dispatch(nxt)
@@ -655,7 +689,7 @@ class ClientProtocol:
                 self.phase = HEAD
             return
         self.phase = IDLE
-        self.t_phase = time.monotonic()
+        self.t_phase = now
         if self.paused:
             self._resume(P_PIPELINE)
 

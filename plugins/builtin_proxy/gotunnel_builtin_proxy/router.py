@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from gotunnel_core.models import HOST_HEADER_MODES, RouteTable, Tunnel
 
+from .metrics import RouteCounters
+
 if TYPE_CHECKING:
     from .balancer import Balancer, BackendState
 
@@ -31,6 +33,7 @@ class Route:
     req_remove: frozenset[bytes] = frozenset()
     resp_add: bytes = b""
     resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
+    stats: RouteCounters = field(default_factory=RouteCounters)  # the engine's counters of this tunnel
     upstream_host: bytes = b""  # a literal host_header; empty: the client's Host (or the backend's)
     host_from_backend: bool = False  # host_header = "backend": each backend's own host:port
 

@@ -31,3 +31,4 @@ class ProxyState:
     upstream_errors: int = 0
     log: Any = None
     h2: Any = None  # h2_upstream.Upstreams when HTTP/2 is on: the pools HTTP/2 streams use
+    tracer: Any = None  # an OpenTelemetry tracer when the daemon traces (request spans), else None

@@ -139,6 +139,8 @@ class UpstreamProtocol:
         self.activity = True
         if self.upgraded:
             self.ct.write(data)  # type: ignore[union-attr]
+            if self.client is not None:
+                self.client.nout += len(data)
             return
         client = self.client
         if client is None:
@@ -146,6 +148,7 @@ class UpstreamProtocol:
             self.transport.close()
             return
         self.got_bytes = True
+        client.nout += len(data)
         out = self.out
         try:
             self.parser.feed_data(data)
@@ -202,6 +205,7 @@ class UpstreamProtocol:
                 if not req.upgrade:
                     self.broken = True
                     return
+                req.status = 101
                 self.upgrade_ok = True
                 self._write_head(status, req, upgrade=True)
                 return
@@ -210,6 +214,7 @@ class UpstreamProtocol:
                 self._write_head(status, req, interim=True)
             self.headers = []
             return
+        req.status = status
         self._write_head(status, req)
         if req.is_head:
             # llhttp would wait for a body announced by Content-Length: end it here, and give

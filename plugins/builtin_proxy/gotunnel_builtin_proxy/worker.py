@@ -38,7 +38,7 @@ async def _serve(http_fd: int, https_fd: int, control_fd: int) -> None:
         while True:
             await asyncio.sleep(STATS_INTERVAL)
             if engine is not None:
-                send({"op": "stats", "stats": engine.stats()})
+                send({"op": "stats", "stats": {**engine.stats(), **engine.tunnel_stats()}})
 
     reporter = loop.create_task(report())
     try:
@@ -77,6 +77,10 @@ async def _serve(http_fd: int, https_fd: int, control_fd: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     import uvloop
+
+    from gotunnel_core import tracing
+
+    tracing.configure()  # the same OTEL_* environment as the daemon: request spans from every worker
 
     args = [int(a) for a in (argv if argv is not None else sys.argv[1:])]
     uvloop.run(_serve(*args))

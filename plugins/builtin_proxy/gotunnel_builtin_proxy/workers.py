@@ -73,6 +73,7 @@ class WorkerSupervisor:
         self.stopping = False
         self._ids = itertools.count(1)
         self._hooks = False
+        self.restarts = 0
 
     def _worker_settings(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self.settings), "workers": 1}
@@ -162,6 +163,7 @@ class WorkerSupervisor:
             log = self.context.log
             if log is not None:
                 log.warning("builtin worker exited; restarting it", worker=worker.index, code=worker.proc.returncode)
+            self.restarts += 1
             with contextlib.suppress(Exception):
                 await self._spawn(worker.index)
 
@@ -197,6 +199,21 @@ class WorkerSupervisor:
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.alive]
+
+    def metrics(self) -> Any:
+        """Per-tunnel counters summed over the workers' last reports (at most a second old); a
+        backend is up when any worker would use it."""
+        from gotunnel_core.metrics.stats import BackendHealth, EngineStats, TunnelStats
+
+        result = EngineStats(backends=[], restarts=self.restarts)
+        up: dict[tuple[str, str], bool] = {}
+        for w in self.workers:
+            for name, data in (w.stats.get("tunnels") or {}).items():
+                result.tunnel(name).merge(TunnelStats.from_dict(data))
+            for tunnel, url, available in w.stats.get("backends") or ():
+                up[(tunnel, url)] = up.get((tunnel, url), False) or bool(available)
+        result.backends = [BackendHealth(t, u, v) for (t, u), v in sorted(up.items())]
+        return result
 
     def stats(self) -> dict[str, Any]:
         total: dict[str, Any] = {key: 0 for key in _COUNTERS}

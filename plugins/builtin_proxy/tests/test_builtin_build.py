@@ -1,6 +1,6 @@
 """The builtin engine's optional compiled hot path: which build runs, and the switch to the sources.
 
-`make setup` compiles protocol.py and upstream.py with Cython (plugins/builtin_proxy/setup.py);
+`make setup` compiles protocol.py, upstream.py and metrics.py with Cython (plugins/builtin_proxy/setup.py);
 `make test` runs the builtin engine's tests on both builds (the second time with
 GOTUNNEL_PURE_PYTHON=1), so both must pass the same tests.
 """
@@ -21,33 +21,34 @@ import gotunnel_builtin_proxy
 
 PACKAGE = Path(gotunnel_builtin_proxy.__file__).parent
 PROBE = ("import json, gotunnel_builtin_proxy as g, gotunnel_builtin_proxy.protocol as p, "
-         "gotunnel_builtin_proxy.upstream as u; print(json.dumps([g.compiled(), p.__file__, u.__file__]))")
+         "gotunnel_builtin_proxy.upstream as u, gotunnel_builtin_proxy.metrics as m; "
+         "print(json.dumps([g.compiled(), p.__file__, u.__file__, m.__file__]))")
 
 
-def _probe(pure: bool) -> tuple[bool, str, str]:
+def _probe(pure: bool) -> tuple[bool, str, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "GOTUNNEL_PURE_PYTHON"}
     if pure:
         env["GOTUNNEL_PURE_PYTHON"] = "1"
     # outside the plugin's directory: `python -c` puts the working directory first on sys.path
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
                          cwd=tempfile.gettempdir())
-    compiled, protocol, upstream = json.loads(out.stdout)
-    return compiled, protocol, upstream
+    compiled, protocol, upstream, metrics = json.loads(out.stdout)
+    return compiled, protocol, upstream, metrics
 
 
 def test_pure_python_switch_loads_the_sources():
-    compiled, protocol, upstream = _probe(pure=True)
+    compiled, protocol, upstream, metrics = _probe(pure=True)
     assert not compiled
-    assert protocol == str(PACKAGE / "protocol.py") and upstream == str(PACKAGE / "upstream.py")
+    assert [protocol, upstream, metrics] == [str(PACKAGE / f"{name}.py") for name in gotunnel_builtin_proxy.HOT_PATH]
 
 
 def test_compiled_build_is_used_when_installed():
     built = sorted(p.name for p in PACKAGE.glob("*.so"))
     if not built:
         pytest.skip("no compiled hot path installed here (built without Cython or a C compiler)")
-    compiled, protocol, upstream = _probe(pure=False)
+    compiled, protocol, upstream, metrics = _probe(pure=False)
     assert compiled
-    assert Path(protocol).name in built and Path(upstream).name in built
+    assert {Path(protocol).name, Path(upstream).name, Path(metrics).name} <= set(built)
 
 
 def test_a_compiled_module_older_than_its_source_is_not_run(tmp_path):
@@ -68,10 +69,10 @@ def test_a_compiled_module_older_than_its_source_is_not_run(tmp_path):
                            cwd=tmp_path)
     assert json.loads(fresh.stdout)[0] is True
     source = checkout / PACKAGE.name / "protocol.py"
-    later = max(p.stat().st_mtime for p in (checkout / PACKAGE.name).glob("*.so")) + 60
+    later = built_at + 60
     os.utime(source, (later, later))  # edited after the build
     stale = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
                            cwd=tmp_path)
-    compiled, protocol, _ = json.loads(stale.stdout)
+    compiled, protocol, *_ = json.loads(stale.stdout)
     assert not compiled and protocol == str(source)
     assert "older than its sources" in stale.stderr

@@ -37,6 +37,7 @@ from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProce
                                       Runtime, SupervisedEngine, WorkDir, run_for_output)
 from gotunnel_core.values import boolean, image_reference, integer, number
 
+from .metrics import parse_access_record
 from .render import EXTENDED_CONNECT_GODEBUG, RenderOptions, render_json
 
 if TYPE_CHECKING:
@@ -72,7 +73,11 @@ class CaddyEngine(SupervisedEngine):
         "health_ejection": Capability.variant(
             "active checks count only 2xx as healthy (builtin: 2xx/3xx); a failed connection ejects a "
             "backend for the passive window"),
+        "metrics_counters": Capability.variant(
+            "counted from its JSON access log sent to the daemon (option `metrics`): bytes are bodies only, no "
+            "active-connections gauge, backend health from the daemon's own TCP probe"),
     }
+    access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True  # `fd/N` listener addresses, as for the sockets the daemon binds itself
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
@@ -113,6 +118,7 @@ class CaddyEngine(SupervisedEngine):
             via=self.option("via"),
             http2=bool(self.context.settings.get("http2", True)),
             listen_fds=self._listen_fds(),
+            metrics_socket=self.access_log_socket,
         )
 
     def _listen_fds(self) -> dict[int, int] | None:

@@ -28,6 +28,8 @@ from gotunnel_core import pages
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
+from .metrics import LOGGER, UPSTREAM_ERROR_FIELD, log_config
+
 HTTP_SERVER = "gotunnel_http"
 HTTPS_SERVER = "gotunnel_https"
 DEFAULT_TAG = "gotunnel:default"
@@ -95,6 +97,8 @@ class RenderOptions:
     http2: bool = True  # the `http2` setting: offer h2 by ALPN on the HTTPS listener
     #: port -> inherited listening socket (`fd/N`) when the daemon owns the sockets; None: bind.
     listen_fds: Mapping[int, int] | None = None
+    #: The daemon's access-log datagram socket (metrics), if any.
+    metrics_socket: str | None = None
 
     def listen_address(self, bind: str, port: int) -> str:
         if self.listen_fds is not None and port in self.listen_fds:
@@ -285,15 +289,17 @@ def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = Fa
     return routes
 
 
-def error_routes(tunnels: list[Tunnel]) -> list[dict[str, Any]]:
-    """502 and 503 pages per tunnel, for errors the proxy handler returns."""
+def error_routes(tunnels: list[Tunnel], metrics: bool = False) -> list[dict[str, Any]]:
+    """502 and 503 pages per tunnel, for errors the proxy handler returns (with metrics on, the
+    502's access-log record is marked as an upstream error)."""
     routes = []
+    mark = [{"handler": "log_append", "key": UPSTREAM_ERROR_FIELD, "value": "1"}] if metrics else []
     for tunnel in tunnels:
         routes.append({
             "match": [{"host": hostnames(tunnel)}],
             "handle": [{"handler": "subroute", "routes": [
                 {"match": [{"vars": {"{http.error.status_code}": ["502"]}}],
-                 "handle": [_static(502, bad_gateway_body(tunnel), {"Content-Type": HTML})]},
+                 "handle": [*mark, _static(502, bad_gateway_body(tunnel), {"Content-Type": HTML})]},
                 {"match": [{"vars": {"{http.error.status_code}": ["503"]}}],
                  "handle": [_static(503, unavailable_body(tunnel), {"Content-Type": HTML})]},
             ]}],
@@ -315,12 +321,14 @@ def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, no
     server: dict[str, Any] = {
         "listen": [options.listen_address(listen.bind, port)],
         "routes": routes,
-        "errors": {"routes": error_routes(tunnels)},
+        "errors": {"routes": error_routes(tunnels, metrics=options.metrics_socket is not None)},
         "automatic_https": {"disable": True},
         "trusted_proxies": TRUST_ALL,
         # No HTTP/3 (a UDP listener); HTTP/2 only where TLS negotiates it, as browsers use it.
         "protocols": ["h1", "h2"] if https and options.http2 else ["h1"],
     }
+    if options.metrics_socket is not None:
+        server["logs"] = {"default_logger_name": LOGGER}
     return server
 
 
@@ -389,6 +397,10 @@ def build_config(table: RouteTable, options: RenderOptions | None = None) -> dic
             "tls": tls,
         },
     }
+    if options.metrics_socket is not None:
+        logs = config["logging"]["logs"]
+        logs["default"]["exclude"] = ["http.log.access"]
+        logs[LOGGER] = log_config(check_config_path(options.metrics_socket, "metrics socket"))
     if options.admin_socket is not None:
         config["admin"] = {
             "listen": "unix/" + check_config_path(options.admin_socket, "admin socket"),

@@ -38,6 +38,9 @@ INSTALL_HINT = (
     "or put envoy on PATH."
 )
 
+if TYPE_CHECKING:
+    from gotunnel_core.metrics.stats import EngineStats
+
 
 def parse_version(output: str) -> str | None:
     """`envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL` -> `1.40.0`."""
@@ -77,6 +80,9 @@ class EnvoyEngine(SupervisedEngine):
             "Envoy resolves backend names at run time (STRICT_DNS clusters) and `envoy --mode validate` does not "
             "resolve them: an unresolvable backend is accepted and answers 503 until it resolves (other bad "
             "configs, e.g. an unreadable certificate, are refused)"),
+        "metrics_counters": Capability.variant(
+            "read from per-cluster stats: latency is the backend's response time and bytes are counted on the "
+            "backend side; redirects and 421s Envoy answers itself are not counted"),
         "given_sockets": Capability.unsupported(
             "Envoy cannot serve on a listening socket it did not bind (it takes no inherited descriptors: "
             "envoyproxy/envoy#3596), so an unprivileged daemon cannot run it on ports 80/443"),
@@ -321,6 +327,25 @@ class EnvoyEngine(SupervisedEngine):
             if value.strip().isdigit():
                 total += int(value)
         return total
+
+    async def metrics(self) -> "EngineStats | None":
+        """Per-cluster stats (one cluster per tunnel) and `/clusters` health, relabelled to tunnels."""
+        from .metrics import STATS_PATH, backend_health, tunnel_stats
+        from .render import cluster_name
+
+        stats = await super().metrics()
+        table = self.table
+        if table is None or stats is None:
+            return stats
+        clusters = {cluster_name(t): t.name for t in table.tunnels}
+        answer = await self.admin("GET", STATS_PATH, timeout=5.0)
+        if answer is None or answer[0] != 200:
+            raise RuntimeFailure("envoy's admin endpoint did not answer the stats request")
+        stats.tunnels = tunnel_stats(answer[1].decode("utf-8", "replace"), clusters)
+        health = await self.admin("GET", "/clusters", timeout=5.0)
+        if health is not None and health[0] == 200:
+            stats.backends = backend_health(health[1].decode("utf-8", "replace"), table.tunnels, clusters)
+        return stats
 
     def health(self) -> EngineHealth:
         base = super().health()

@@ -16,15 +16,16 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
-from gotunnel_core.engine import Capability, EngineContext, EngineValidationError
+from gotunnel_core.engine import Capability, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
-                                      run_for_output)
+from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
 from gotunnel_core.values import image_reference, integer
+
+from .metrics import parse_access_record
 
 if TYPE_CHECKING:
     from gotunnel_core.existing import ExistingTable
@@ -55,19 +56,20 @@ class NginxEngine(SupervisedEngine):
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),
+        "metrics_counters": Capability.variant(
+            "counted from a syslog access-log stream to the daemon (nginx-light has no per-host counters; option "
+            "`metrics`): no active-connections gauge, backend health from the daemon's own TCP probe"),
     }
+    access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True
     existing_formats = ("fragment", "full")
-
-    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
-        super().__init__(context, runtime)
-        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        return render_files(table, render_options(self.context.settings, self.option_values))
+        return render_files(table, render_options(self.context.settings, self.option_values,
+                                                  metrics_socket=self.access_log_socket))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_conf
@@ -127,21 +129,7 @@ class NginxEngine(SupervisedEngine):
     # nginx adopts the listening sockets named in its NGINX environment variable ("fd;fd;", its
     # binary-upgrade mechanism) whose address matches a `listen` directive, and keeps them across
     # reloads; `nginx -t` inherits them too, as it binds every listen address it does not inherit.
-    def open_listeners(self, table: RouteTable) -> None:
-        self.close_listeners()
-        given = self.given_listeners()
-        if given is not None:
-            self._given = given.dup()
-
-    def inherited_fds(self) -> Sequence[int]:
-        given = self._given
-        return tuple(given.port_fds(0).values()) if given is not None else ()  # side 0: where new connections go
-
-    def close_listeners(self) -> None:
-        if self._given is not None:
-            self._given.close()
-            self._given = None
-
+    # The copies of the given sockets are the base class's (`open_listeners`, `inherited_fds`).
     def environment(self) -> Mapping[str, str]:
         fds = self.inherited_fds()
         return {"NGINX": "".join(f"{fd};" for fd in fds)} if fds else {}

@@ -25,6 +25,7 @@ from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
+from .metrics import LOG_FORMAT
 from .quoting import EXISTING_FILTERS, FILTERS, NginxQuoteError, ngx_str, ngx_str_existing
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -44,6 +45,7 @@ class RenderOptions:
     user: tuple[str, str] | None = None  # (user, group) when the daemon runs as root
     http2: bool = True  # offer h2 by ALPN on the HTTPS listener (the `http2` setting)
     template_dir: str | None = None
+    metrics_socket: str | None = None  # the daemon's access-log datagram socket (metrics), if any
 
 
 def make_environment(template_dir: str | None, existing: bool = False) -> Any:
@@ -144,6 +146,8 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "worker_connections": options.worker_connections,
         "keepalive": options.keepalive,
         "log_level": options.log_level if options.log_level in ("debug", "info", "notice", "warn", "error") else "warn",
+        "metrics_socket": options.metrics_socket,
+        "metrics_format": LOG_FORMAT,
         "user": None if options.user is None else {"name": options.user[0], "group": options.user[1]},
         "http2": options.http2,
         "listen": {
@@ -232,8 +236,10 @@ def generation_conf(generation: int) -> str:
     return f'return 200 "{int(generation)}\\n";\n'
 
 
-def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> RenderOptions:
-    """Render options from the settings and the engine's (validated) options."""
+def render_options(settings: Mapping[str, Any], options: Mapping[str, Any],
+                   metrics_socket: str | None = None) -> RenderOptions:
+    """Render options from the settings and the engine's (validated) options; `metrics_socket`: the
+    daemon's access-log socket while the engine runs with metrics on."""
     user = None
     if os.geteuid() == 0:
         import grp
@@ -251,4 +257,5 @@ def render_options(settings: Mapping[str, Any], options: Mapping[str, Any]) -> R
         user=user,
         http2=bool(settings.get("http2", True)),
         template_dir=settings.get("template_dir"),
+        metrics_socket=metrics_socket,
     )

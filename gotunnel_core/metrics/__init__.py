@@ -1,0 +1,1 @@
+"""Observability: engine-neutral request statistics, the daemon's Prometheus registry and endpoint."""
