@@ -202,6 +202,8 @@ def render_existing_files(table: ExistingTable, options: RenderOptions, fmt: str
         "worker_connections": options.worker_connections,
         "keepalive": options.keepalive,
         "log_level": "warn",
+        "metrics_socket": None,  # gotunnel does not run this nginx: nothing to count
+        "metrics_format": LOG_FORMAT,
         "user": None,
         "listen": {
             "http": _listen(listen.bind, listen.http_port),
