@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import UsageError
-from .models import parse_bind, parse_port
-from .values import boolean, choice, from_model, integer, optional_path, optional_text, str_list, text
+from .models import TlsPolicy, parse_bind, parse_domain_template, parse_port
+from .values import boolean, choice, from_model, integer, optional, optional_path, optional_text, str_list, text
 
 @dataclass(frozen=True)
 class Setting:
@@ -73,6 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
             "bytes of each request and response body the inspector keeps (the rest is cut and marked)"),
     Setting("inspect_max_requests", integer(1, 100000), 500, "requests the inspector keeps (a ring buffer, oldest dropped)"),
     Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)"),
+    Setting("domain_template", optional(from_model(parse_domain_template)), None,
+            "real names for a proxy you run (render --for existing, sync), e.g. '{name}.dev.example.com'"),
+    Setting("tls", optional(from_model(lambda raw: TlsPolicy.parse(raw).to_raw())), None,
+            "default TLS of those names: 'acme', 'off' or {cert = PATH, key = PATH} (file only)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: Tables allowed in the config file besides the settings above.

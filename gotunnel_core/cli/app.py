@@ -26,6 +26,7 @@ from ..errors import GotunnelError, UsageError
 CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.tunnels",
     "gotunnel_core.commands.engines",
+    "gotunnel_core.commands.sync",
     "gotunnel_core.commands.config",
     "gotunnel_core.commands.certs",
     "gotunnel_core.commands.trust",

@@ -407,6 +407,11 @@ class SupervisedEngine(Engine):
             detail = "not started"
         return EngineHealth(running=running, detail=detail, extra=extra)
 
+    def program(self) -> str:
+        """The engine's program (found as `probe` finds it), or RuntimeFailure saying how to install
+        it; for what an engine runs outside its supervised process (`validate_existing`, ...)."""
+        return self._require_binary()
+
     # ----- internals ------------------------------------------------------------------------------
 
     def _open_access_log(self, table: RouteTable) -> None:

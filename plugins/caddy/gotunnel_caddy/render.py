@@ -112,8 +112,13 @@ def hostnames(tunnel: Tunnel) -> list[str]:
     return names + [n + "." for n in names]
 
 
-def _sni_pattern(tunnel: Tunnel) -> str:
-    """RE2 pattern for the TLS server names that belong to `tunnel` (or no SNI at all)."""
+def _sni_pattern(tunnel: Tunnel, server_names: Iterable[str] | None = None) -> str:
+    """RE2 pattern for the TLS server names that belong to `tunnel` (or no SNI at all);
+    `server_names`: real names (`api.example.com`, `*.api.example.com`) instead of NAME.localhost/.local."""
+    if server_names is not None:
+        parts = [r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\." + re.escape(n[2:]) if n.startswith("*.") else re.escape(n)
+                 for n in server_names]
+        return rf"^(?i)(?:(?:{'|'.join(parts)})\.?)?$"
     if tunnel.is_wildcard:
         base = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\." + re.escape(tunnel.name[2:])
     else:
@@ -252,13 +257,16 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
     return handler
 
 
-def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False) -> list[dict[str, Any]]:
-    """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener."""
+def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False,
+                  server_names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener
+    (`server_names`: its real names, for a Caddy gotunnel does not run)."""
     routes: list[dict[str, Any]] = []
     if https:
         # 421 when the TLS name belongs to another tunnel than Host (the builtin engine's check).
+        pattern = _sni_pattern(tunnel, server_names)
         routes.append({
-            "match": [{"not": [{"vars_regexp": {"{http.request.tls.server_name}": {"pattern": _sni_pattern(tunnel)}}}]}],
+            "match": [{"not": [{"vars_regexp": {"{http.request.tls.server_name}": {"pattern": pattern}}}]}],
             "handle": [_static(421, "Misdirected Request: the TLS name does not match Host\n",
                                {"Content-Type": ["text/plain; charset=utf-8"], "Connection": ["close"]})],
             "terminal": True,

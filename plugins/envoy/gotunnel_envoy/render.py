@@ -401,6 +401,22 @@ def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: 
     return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel, suffixes), "routes": routes}
 
 
+def route_config_headers() -> dict[str, Any]:
+    """What every route configuration does to requests: Host ports ignored in matching, and
+    X-Forwarded-For as the other engines write it: the client's list, then ", " and the peer
+    (Envoy's own append writes the machine's address for loopback peers, without a space)."""
+    return {
+        "ignore_port_in_host_matching": True,
+        "request_headers_to_add": [
+            {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+             "append_action": "OVERWRITE_IF_EXISTS"},
+            {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+             "append_action": "ADD_IF_ABSENT"},
+        ],
+        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal"],
+    }
+
+
 def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool,
                  options: EnvoyOptions | None = None) -> dict[str, Any]:
     """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all."""
@@ -412,16 +428,7 @@ def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, pl
         "@type": ROUTE_CONFIG_TYPE,
         "name": name,
         "virtual_hosts": vhosts,
-        "ignore_port_in_host_matching": True,
-        # X-Forwarded-For as the other engines write it: the client's list, then ", " and the peer.
-        # (Envoy's own append writes the machine's address for loopback peers, without a space.)
-        "request_headers_to_add": [
-            {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-             "append_action": "OVERWRITE_IF_EXISTS"},
-            {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-             "append_action": "ADD_IF_ABSENT"},
-        ],
-        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal"],
+        **route_config_headers(),
         # RDS and CDS files are re-read independently: a route may briefly name a cluster that
         # is not loaded yet (the engine waits for both before reporting the change applied).
         "validate_clusters": False,

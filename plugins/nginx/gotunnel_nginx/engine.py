@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from gotunnel_core.engine import Capability
+from gotunnel_core.engine import Capability, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
@@ -24,6 +26,9 @@ from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngin
 from gotunnel_core.values import image_reference, integer
 
 from .metrics import parse_access_record
+
+if TYPE_CHECKING:
+    from gotunnel_core.existing import ExistingTable
 
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
@@ -57,6 +62,7 @@ class NginxEngine(SupervisedEngine):
     }
     access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True
+    existing_formats = ("fragment", "full")
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -69,6 +75,41 @@ class NginxEngine(SupervisedEngine):
         from .render import generation_conf
 
         return {"generation.conf": generation_conf(generation)}
+
+    # ----- an nginx gotunnel does not run (`render --for existing`, `sync`) ---------------------------
+    def render_existing(self, table: "ExistingTable", fmt: str | None) -> dict[str, str]:
+        from .render import render_existing_files, render_options
+
+        options = render_options(self.context.settings, self.option_values)
+        return render_existing_files(table, options, self.existing_format(fmt))
+
+    def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`nginx -t` on the host's whole config (`main_config`); without one, on the output itself
+        (a full nginx.conf) or on a minimal config that includes the fragment."""
+        binary = self.program()
+        with tempfile.TemporaryDirectory(prefix="gotunnel-nginx-t-") as scratch:
+            if main_config is not None:
+                argv = [binary, "-t", "-q", "-e", "stderr", "-c", str(main_config)]
+            elif self.existing_format(fmt) == "full":
+                argv = [binary, "-t", "-q", "-e", "stderr", "-p", scratch + "/", "-c", str(output)]
+            else:
+                from .quoting import ngx_path
+
+                wrapper = Path(scratch) / "nginx.conf"
+                wrapper.write_text(f"pid {ngx_path(scratch + '/nginx.pid')};\nevents {{}}\n"
+                                   f"http {{\n    include {ngx_path(str(output))};\n}}\n")
+                argv = [binary, "-t", "-q", "-e", "stderr", "-p", scratch + "/", "-c", str(wrapper)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            raise EngineValidationError(f"nginx -t refused the configuration: {' / '.join(lines) or '(no output)'}")
+
+    def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`nginx -s reload`, which signals the master named by the pid file of `main_config`."""
+        argv = [self.program(), "-s", "reload", "-e", "stderr"] + (["-c", str(main_config)] if main_config else [])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeFailure(f"nginx -s reload failed: {(done.stderr + done.stdout).strip() or '(no output)'}")
 
     # ----- the program ----------------------------------------------------------------------------
     @classmethod
