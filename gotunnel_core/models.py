@@ -461,7 +461,7 @@ class TlsPolicy:
         return {"cert": self.cert, "key": self.key} if self.mode == "files" else self.mode
 
 
-_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header", "hosts", "tls"}
+_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header", "hosts", "tls", "inspect"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,6 +476,8 @@ class Tunnel:
     headers: HeaderRules = field(default_factory=HeaderRules)
     #: What the backend sees as Host: `preserve`, `backend` or a literal `host[:port]` (`parse_host_header`).
     host_header: str = "preserve"
+    #: Record this tunnel's requests for the dashboard's inspector (`gotunnel_core.inspect`).
+    inspect: bool = False
     #: Real DNS names for a proxy gotunnel does not run (`render --for existing`, `sync`); the
     #: daemon's own engines serve only `hostnames`, and the local CA never signs these.
     hosts: tuple[str, ...] = ()
@@ -524,6 +526,7 @@ class Tunnel:
             health=None if health_raw is None else HealthCheck.parse(health_raw),
             headers=HeaderRules.parse(raw.get("headers", {})),
             host_header=parse_host_header(raw.get("host_header", "preserve")),
+            inspect=_bool(raw.get("inspect", False), "inspect"),
             hosts=hosts,
             tls=None if tls_raw is None else TlsPolicy.parse(tls_raw),
         )
@@ -546,6 +549,8 @@ class Tunnel:
             "health": None if self.health is None else self.health.to_dict(),
             "headers": self.headers.to_dict(),
             "host_header": self.host_header,
+            # only when on: state files and team peers of versions without the inspector still read it
+            **({"inspect": True} if self.inspect else {}),
             **({"hosts": list(self.hosts)} if self.hosts else {}),
             **({"tls": self.tls.to_raw()} if self.tls is not None else {}),
         }

@@ -39,6 +39,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.urls",
     "gotunnel_core.commands.ports",
     "gotunnel_core.commands.team",
+    "gotunnel_core.commands.dashboard",
 )
 
 

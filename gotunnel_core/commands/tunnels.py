@@ -13,13 +13,13 @@ from ..hookspecs import hookimpl
 
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
                        redirect_https: bool, health_path: str | None, state: CliState,
-                       host_header: str | None = None) -> list[Any]:
+                       host_header: str | None = None, inspect: bool = False) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from ..models import Tunnel, parse_port
 
     if domain is None:
-        if port or backends or host_header:
-            raise UsageError("--port/--backend/--host-header need --domain NAME")
+        if port or backends or host_header or inspect:
+            raise UsageError("--port/--backend/--host-header/--inspect need --domain NAME")
         file_tunnels = state.file_tunnels()
         if not file_tunnels and state.settings["providers"]:
             return []  # serve what the providers (Docker containers) declare
@@ -44,9 +44,13 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["health"] = {"path": health_path}
     if host_header is not None:
         raw["host_header"] = host_header
+    if inspect:
+        raw["inspect"] = True
     return [Tunnel.from_raw(raw)]
 
 
+#: `--inspect` help, shared by `start` and `run`.
+INSPECT_HELP = "Record this tunnel's requests for the dashboard's inspector (`gotunnel dashboard`)."
 #: `--host-header` help, shared by `start` and `run`.
 HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
                     "or a literal host[:port].")
@@ -68,17 +72,18 @@ def _backend_entry(raw: str) -> Any:
 @click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
 @click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
 @click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
+@click.option("--inspect", is_flag=True, help=INSPECT_HELP)
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-          redirect_https: bool, health_path: str | None, host_header: str | None, foreground: bool,
+          redirect_https: bool, health_path: str | None, host_header: str | None, inspect: bool, foreground: bool,
           as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     from ..engine import find_engine
 
     settings = state.settings
-    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header)
+    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header, inspect)
     spec = find_engine(state.engine_specs(), settings["engine"])
     options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)

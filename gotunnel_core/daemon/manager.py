@@ -20,6 +20,7 @@ from .. import tracing
 from ..certservice import CertService
 from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure
+from ..inspect.service import Inspector
 from ..logs import get_logger
 from ..metrics.collector import DaemonMetrics, MetricsSnapshot
 from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
@@ -75,6 +76,7 @@ class TunnelManager:
         self.provider_problems: dict[str, list[ProviderProblem]] = {}
         self.provider_host = ProviderHost(layout, settings, self, self._explain)
         self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
+        self.inspector = Inspector(settings)
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -104,6 +106,7 @@ class TunnelManager:
         table = await self._build_table(self.tunnels.values())
         await self.engine.start(table)
         self.table = table
+        await self.inspector.prune(self.tunnels.values())
         for tunnel in self.tunnels.values():
             try:
                 await self._publish_names([tunnel])
@@ -161,6 +164,7 @@ class TunnelManager:
             if self._listeners is not None:
                 self._listeners.close()  # our copies; the broker keeps the ports
                 self._listeners = None
+            await self.inspector.close()
 
     # ----- operations ----------------------------------------------------------------------
 
@@ -382,8 +386,10 @@ class TunnelManager:
             await self.names.withdraw(tunnels)
 
     async def _build_table(self, tunnels: Iterable[Tunnel]) -> RouteTable:
+        """The engine's route table; an inspected tunnel's backends are its recording relays there."""
         assert self.certs is not None
-        return await asyncio.to_thread(self.certs.route_table, self.listen, list(tunnels))
+        served = await self.inspector.engine_tunnels(tunnels)
+        return await asyncio.to_thread(self.certs.route_table, self.listen, served)
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
@@ -393,6 +399,7 @@ class TunnelManager:
             await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed
         self.metrics.observe_reload(time.monotonic() - started)
         self.table = table
+        await self.inspector.prune(desired.values())
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; a failing plugin is logged and skipped, never allowed to break the daemon."""
