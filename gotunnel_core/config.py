@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import UsageError, ValidationError
-from .models import parse_bind, parse_port
-from .values import boolean, choice, from_model, integer, number, optional_path, optional_text, str_list, text
+from .models import TlsPolicy, parse_bind, parse_domain_template, parse_port
+from .values import boolean, choice, from_model, integer, number, optional, optional_path, optional_text, str_list, text
 
 
 def _file_str_list(raw: object) -> list[str]:
@@ -84,8 +84,17 @@ SETTINGS: tuple[Setting, ...] = (
             "send unexpected daemon errors to this Sentry DSN (default: none, nothing is sent)", secret=True,
             sensitive=True),
     Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
+    Setting("dashboard", boolean, True, "serve the local dashboard and inspector API on 127.0.0.1:dashboard_port"),
+    Setting("dashboard_port", from_model(parse_port), 7373, "port of the dashboard (loopback only)"),
+    Setting("inspect_body_limit", integer(0, 64 * 1024 * 1024), 1024 * 1024,
+            "bytes of each request and response body the inspector keeps (the rest is cut and marked)"),
+    Setting("inspect_max_requests", integer(1, 100000), 500, "requests the inspector keeps (a ring buffer, oldest dropped)"),
     Setting("ca_extra_suffixes", str_list, [], "extra DNS suffixes the local CA may sign (set before the CA is created)",
             sensitive=True),
+    Setting("domain_template", optional(from_model(parse_domain_template)), None,
+            "real names for a proxy you run (render --for existing, sync), e.g. '{name}.dev.example.com'"),
+    Setting("tls", optional(from_model(lambda raw: TlsPolicy.parse(raw).to_raw())), None,
+            "default TLS of those names: 'acme', 'off' or {cert = PATH, key = PATH} (file only)"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: Settings whose config-file form is a TOML array (a bare string there is a mistake).

@@ -26,6 +26,7 @@ from .options import EngineOption, EngineOptions, resolve_options
 if TYPE_CHECKING:
     import pluggy
 
+    from .existing import ExistingTable
     from .metrics.stats import EngineStats
     from .models import RouteTable
     from .supervisor.listeners import ListenerSockets
@@ -125,6 +126,13 @@ class Engine(abc.ABC):
     #: which is how an unprivileged daemon serves on ports 80/443. The daemon refuses such ports to
     #: an engine without it, quoting the reason its `capabilities` give for `given_sockets`.
     serves_given_sockets: ClassVar[bool] = False
+    #: Formats of `render_existing` (config for a proxy gotunnel does not run), the first the
+    #: default. Empty: the engine offers no such output (`render --for existing` says so, exit 2).
+    existing_formats: ClassVar[tuple[str, ...]] = ()
+    #: Whether the proxy picks up `render_existing`'s files as soon as they are in place (Envoy's
+    #: file xDS): `sync` then validates them in a staging directory first, moves them into place
+    #: only when valid, and reloads nothing (unless given --reload-cmd).
+    existing_applies_on_write: ClassVar[bool] = False
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context
@@ -170,6 +178,36 @@ class Engine(abc.ABC):
     async def validate(self, table: "RouteTable") -> None:  # noqa: B027 - a no-op default, not abstract
         """Check a table with the engine's own validator, changing nothing (`gotunnel validate`);
         raise EngineValidationError."""
+
+    # ----- optional: a proxy gotunnel does not run (`render --for existing`, `sync`) ------------------
+    def render_existing(self, table: "ExistingTable", fmt: str | None) -> dict[str, str]:
+        """Config for a proxy the user runs: relative file name -> content, one of `existing_formats`
+        (None: the first). Pure. Paths in it are absolute and every name it defines in the proxy's
+        shared namespace starts with `gotunnel_`, so it can sit next to the user's own config."""
+        raise UsageError(f"engine {self.name!r} cannot render for an existing proxy",
+                         hint="engines that can: those listing existing_formats (nginx, caddy)")
+
+    def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """Check `output` (as `sync` wrote it; a staging copy for `existing_applies_on_write`)
+        with the proxy's own validator, against the whole host config `main_config` when given;
+        raise EngineValidationError with its message."""
+        raise UsageError(f"engine {self.name!r} cannot validate a config for an existing proxy")
+
+    def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """Make the running proxy load `output` by its usual means (`nginx -s reload`, ...);
+        `sync --reload-cmd` replaces this. Raise RuntimeFailure when the proxy did not take it."""
+        raise UsageError(f"engine {self.name!r} cannot reload an existing proxy", hint="give --reload-cmd")
+
+    def existing_format(self, fmt: str | None) -> str:
+        """`fmt` checked against `existing_formats` (None: the first); a usage error otherwise."""
+        if not self.existing_formats:
+            raise UsageError(f"engine {self.name!r} cannot render for an existing proxy")
+        if fmt is None:
+            return self.existing_formats[0]
+        if fmt not in self.existing_formats:
+            raise UsageError(f"engine {self.name!r} cannot render format {fmt!r} for an existing proxy; "
+                             f"it renders {', '.join(self.existing_formats)}")
+        return fmt
 
     @abc.abstractmethod
     async def start(self, table: "RouteTable") -> None:

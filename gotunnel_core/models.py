@@ -411,8 +411,102 @@ def parse_host_header(raw: object) -> str:
     return raw.lower()
 
 
+_MAX_PUBLIC_HOST = 253
+
+
+def parse_public_host(raw: object, field_name: str = "host") -> str:
+    """A real DNS name for a proxy gotunnel does not run (`api.example.com`, `*.api.example.com`,
+    `bücher.example`): lower-case ASCII (IDNA 2008) labels, optionally led by one `*.`. Unlike
+    tunnel names nothing is stripped or added; an IP address is refused (it is no server name)."""
+    if not isinstance(raw, str) or raw == "":
+        raise ValidationError(field_name, raw, "must be a non-empty DNS name such as api.example.com")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        raise ValidationError(field_name, raw, "must not contain whitespace or control characters")
+    name = raw[:-1] if raw.endswith(".") else raw
+    labels = name.split(".")
+    wildcard = labels[0] == "*"
+    if wildcard:
+        labels = labels[1:]
+    if wildcard and not labels:
+        raise ValidationError(field_name, raw, "a wildcard needs a base name, as in '*.example.com'")
+    encoded: list[str] = []
+    for label in labels:
+        if label == "":
+            raise ValidationError(field_name, raw, "has an empty label (two dots, or a leading/trailing dot)")
+        if label == "*":
+            raise ValidationError(field_name, raw, "'*' is only allowed as the whole first label, as in '*.example.com'")
+        try:
+            label = _encode_label(label, raw)
+        except ValidationError as exc:
+            raise ValidationError(field_name, raw, exc.reason) from None
+        if len(label) > 63 or not _LABEL_RE.fullmatch(label):
+            raise ValidationError(field_name, raw, f"label {label[:63]!r} is not a DNS label "
+                                  "(1-63 letters, digits and inner hyphens)")
+        encoded.append(label)
+    if encoded[-1].isdigit():
+        raise ValidationError(field_name, raw, "must be a DNS name, not an address (its last label is all digits)")
+    result = ".".join((["*"] if wildcard else []) + encoded)
+    if len(result) > _MAX_PUBLIC_HOST:
+        raise ValidationError(field_name, raw, f"is {len(result)} characters; the limit is {_MAX_PUBLIC_HOST}")
+    return result
+
+
+def parse_domain_template(raw: object) -> str:
+    """`domain_template`, such as `{name}.dev.example.com`: it must hold `{name}` once and give a
+    valid DNS name for a tunnel name (checked with `app`)."""
+    if not isinstance(raw, str) or raw.count("{name}") != 1:
+        raise ValidationError("domain_template", raw, "must contain {name} exactly once, as in '{name}.dev.example.com'")
+    sample = raw.replace("{name}", "app")
+    if "{" in sample or "}" in sample:
+        raise ValidationError("domain_template", raw, "the only placeholder is {name}")
+    try:
+        parse_public_host(sample, "domain_template")
+    except ValidationError as exc:
+        raise ValidationError("domain_template", raw, exc.reason) from None
+    return raw.lower()
+
+
+#: `tls` modes besides `{cert, key}`: the proxy gets certificates itself, or TLS ends elsewhere.
+TLS_MODES: tuple[str, ...] = ("acme", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicy:
+    """How a proxy gotunnel does not run serves a tunnel's real names: `files` (the user's PEM
+    `cert` and `key`), `acme` (the engine gets certificates itself, as Caddy does) or `off`."""
+
+    mode: str
+    cert: str = ""
+    key: str = ""
+
+    @classmethod
+    def parse(cls, raw: object) -> "TlsPolicy":
+        """`"acme"`, `"off"` or a table `{cert = PATH, key = PATH}` (paths checked later, where
+        the config file's directory is known)."""
+        if isinstance(raw, str):
+            if raw.lower() in TLS_MODES:
+                return cls(raw.lower())
+            raise ValidationError("tls", raw, "must be 'acme', 'off' or a table {cert = PATH, key = PATH}")
+        if not isinstance(raw, Mapping):
+            raise ValidationError("tls", raw, "must be 'acme', 'off' or a table {cert = PATH, key = PATH}")
+        unknown = set(raw) - {"cert", "key"}
+        if unknown or "cert" not in raw or "key" not in raw:
+            raise ValidationError("tls", dict(raw), "a table needs exactly the keys 'cert' and 'key'")
+        paths = []
+        for key in ("cert", "key"):
+            value = raw[key]
+            if not isinstance(value, str) or not value or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+                raise ValidationError(f"tls.{key}", value, "must be a file name without control characters")
+            paths.append(value)
+        return cls("files", paths[0], paths[1])
+
+    def to_raw(self) -> Any:
+        """The form `parse` accepts."""
+        return {"cert": self.cert, "key": self.key} if self.mode == "files" else self.mode
+
+
 _TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "redirect_code", "health", "headers",
-                "upstream_timeout", "lan", "host_header"}
+                "upstream_timeout", "lan", "host_header", "hosts", "tls", "inspect"}
 #: Redirect codes `redirect_https` may use: both keep the method and body. 307 (the default) is
 #: temporary, so a browser does not remember it after the project stops redirecting; 308 is cached.
 REDIRECT_CODES = (307, 308)
@@ -437,6 +531,13 @@ class Tunnel:
     lan: bool = True
     #: What the backend sees as Host: `preserve`, `backend` or a literal `host[:port]` (`parse_host_header`).
     host_header: str = "preserve"
+    #: Record this tunnel's requests for the dashboard's inspector (`gotunnel_core.inspect`).
+    inspect: bool = False
+    #: Real DNS names for a proxy gotunnel does not run (`render --for existing`, `sync`); the
+    #: daemon's own engines serve only `hostnames`, and the local CA never signs these.
+    hosts: tuple[str, ...] = ()
+    #: TLS for those names; None: the `tls` setting decides.
+    tls: TlsPolicy | None = None
 
     @property
     def is_wildcard(self) -> bool:
@@ -482,6 +583,11 @@ class Tunnel:
         if isinstance(code, bool) or code not in REDIRECT_CODES:
             raise ValidationError("redirect_code", code, "must be 307 (temporary, the default) or 308 (permanent)")
         timeout = raw.get("upstream_timeout")
+        hosts_raw = raw.get("hosts", [])
+        if isinstance(hosts_raw, str) or not isinstance(hosts_raw, Sequence):
+            raise ValidationError("hosts", hosts_raw, f"tunnel {name!r}: must be a list of DNS names")
+        hosts = tuple(dict.fromkeys(parse_public_host(h) for h in hosts_raw))
+        tls_raw = raw.get("tls")
         return cls(
             name=name,
             backends=backends,
@@ -493,6 +599,9 @@ class Tunnel:
             upstream_timeout=None if timeout is None else parse_upstream_timeout(timeout),
             lan=_bool(raw.get("lan", True), "lan"),
             host_header=parse_host_header(raw.get("host_header", "preserve")),
+            inspect=_bool(raw.get("inspect", False), "inspect"),
+            hosts=hosts,
+            tls=None if tls_raw is None else TlsPolicy.parse(tls_raw),
         )
 
     def upstream_host(self, client_host: str, backend: Backend) -> str:
@@ -515,6 +624,10 @@ class Tunnel:
             "upstream_timeout": self.upstream_timeout,
             "lan": self.lan,
             "host_header": self.host_header,
+            # only when on: state files and team peers of versions without the inspector still read it
+            **({"inspect": True} if self.inspect else {}),
+            **({"hosts": list(self.hosts)} if self.hosts else {}),
+            **({"tls": self.tls.to_raw()} if self.tls is not None else {}),
         }
         if self.redirect_https:
             out["redirect_code"] = self.redirect_code

@@ -97,6 +97,15 @@ def str_list(raw: object) -> list[str]:
     raise ValueError("must be a list of strings (comma-separated in the environment)")
 
 
+def optional(parser: Parser) -> Parser:
+    """`parser`, except that None or an empty string means unset (None)."""
+
+    def parse(raw: object) -> Any:
+        return None if raw is None or raw == "" else parser(raw)
+
+    return parse
+
+
 #: A Docker image reference: [registry[:port]/]path[:tag][@digest] (distribution/reference's grammar).
 _IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"

@@ -26,6 +26,7 @@ from ..errors import GotunnelError, UsageError
 CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.tunnels",
     "gotunnel_core.commands.engines",
+    "gotunnel_core.commands.sync",
     "gotunnel_core.commands.config",
     "gotunnel_core.commands.allow",
     "gotunnel_core.commands.certs",
@@ -39,6 +40,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.urls",
     "gotunnel_core.commands.ports",
     "gotunnel_core.commands.team",
+    "gotunnel_core.commands.dashboard",
 )
 
 

@@ -17,12 +17,15 @@ from ..hookspecs import hookimpl
 @pass_state
 def engines(state: CliState, as_json: bool) -> None:
     """Installed engines, whether their program is found, and its version."""
+    from ..inspect.service import INSPECT_MODE
+
     rows = []
     state.note_ignored()
     for name, spec in sorted(state.engine_specs().items()):
         probe = spec.engine_class.probe(state.settings.values)
         rows.append({"name": name, "description": spec.description, "plugin": spec.plugin,
-                     "binary": {"found": probe.found, "path": probe.path, "version": probe.version, "hint": probe.hint}})
+                     "binary": {"found": probe.found, "path": probe.path, "version": probe.version, "hint": probe.hint},
+                     "inspect": dict(INSPECT_MODE)})
     if as_json:
         emit_json({"engines": rows})
         return
@@ -75,18 +78,51 @@ def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
     return spec.engine_class(context), table
 
 
+def existing_engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
+    """The engine and the `ExistingTable` for the config file's tunnels under their real names
+    (`hosts`, `domain_template`) and TLS (`tls`). The state directory and the local CA are not
+    touched: these names are never signed by it."""
+    from ..engine import EngineContext, find_engine
+    from ..existing import existing_table
+    from ..models import Listen
+
+    settings = state.settings
+    if not settings.file_tunnels:
+        where = settings.config_file or "no config file found"
+        raise UsageError(f"nothing to render: no [[tunnels]] in the config file ({where})")
+    tunnels = state.file_tunnels()
+    spec = find_engine(state.engine_specs(), engine_name)
+    state.engine_options()
+    listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])
+    base_dir = Path(settings.config_file).resolve().parent if settings.config_file else Path.cwd()
+    table = existing_table(tunnels, listen, settings.values, base_dir)
+    context = EngineContext(work_dir=state.layout.engine_dir(spec.name), settings=settings.values, hook=None)
+    engine = spec.engine_class(context)
+    if not engine.existing_formats:
+        raise UsageError(f"engine {spec.name!r} cannot render for an existing proxy")
+    return engine, table
+
+
 @click.command()
 @click.option("--engine", "engine_name", metavar="NAME", help="Engine to render for (default: the global --engine).")
 @click.option("--out", "out_dir", metavar="DIR", help="Write the files into DIR instead of printing them.")
 @click.option("--format", "fmt", metavar="FORMAT",
-              help="Config format, when the engine offers several (caddy: json, caddyfile); default: its native one.")
+              help="Config format, when the engine offers several (caddy: json, caddyfile; for an existing "
+                   "nginx: fragment, full); default: the first one.")
+@click.option("--for", "target", type=click.Choice(["engine", "existing"]), default="engine", show_default=True,
+              help="engine: the config of gotunnel's own supervised engine; existing: for a proxy you run "
+                   "(real names from hosts/domain_template, tls, nothing from the local CA).")
 @pass_state
-def render(state: CliState, engine_name: str | None, out_dir: str | None, fmt: str | None) -> None:
+def render(state: CliState, engine_name: str | None, out_dir: str | None, fmt: str | None, target: str) -> None:
     """Render the engine config for the config file's tunnels, without starting anything."""
     from ..engine import RenderedLink, write_rendered
 
-    engine, table = engine_and_table(state, engine_name or state.settings["engine"])
-    files = engine.render_format(table, fmt)
+    if target == "existing":
+        engine, existing = existing_engine_and_table(state, engine_name or state.settings["engine"])
+        files = engine.render_existing(existing, fmt)
+    else:
+        engine, table = engine_and_table(state, engine_name or state.settings["engine"])
+        files = engine.render_format(table, fmt)
     if out_dir:
         for path in write_rendered(files, Path(out_dir)):
             click.echo(str(path))

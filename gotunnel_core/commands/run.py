@@ -19,7 +19,7 @@ import click
 from ..cli.app import CliState, pass_state
 from ..errors import GotunnelError, UsageError
 from ..hookspecs import hookimpl
-from .tunnels import HOST_HEADER_HELP, tunnels_from_flags, warn_host_refusals
+from .tunnels import HOST_HEADER_HELP, INSPECT_HELP, tunnels_from_flags, warn_host_refusals
 
 #: Default seconds to wait for the command to listen (a cold `npm run dev` may bundle first).
 READY_TIMEOUT = 60.0
@@ -59,13 +59,14 @@ def _check_name_free(state: CliState, name: str, force: bool) -> None:
 @click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
 @click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
 @click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
+@click.option("--inspect", is_flag=True, help=INSPECT_HELP)
 @click.option("--force", is_flag=True, help="Replace a tunnel of that name that another command started.")
 @click.option("--ready-timeout", metavar="SECONDS", type=click.FloatRange(0.1, 3600), default=READY_TIMEOUT,
               show_default=True, help="How long the command may take to listen.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_state
 def run(state: CliState, domain: str | None, port: str | None, https: bool | None, redirect_https: bool,
-        health_path: str | None, host_header: str | None, force: bool, ready_timeout: float,
+        health_path: str | None, host_header: str | None, inspect: bool, force: bool, ready_timeout: float,
         command: tuple[str, ...]) -> None:
     """Run a dev server with a tunnel to it: gotunnel run [OPTIONS] -- CMD ARGS...
 
@@ -93,7 +94,8 @@ def run(state: CliState, domain: str | None, port: str | None, https: bool | Non
         name, source = picked.name, picked.source
     chosen_port = parse_port(port, "--port") if port is not None else free_port()
     # Validate every tunnel option before anything starts (bad input: exit 2, nothing running).
-    tunnels_from_flags(name, str(chosen_port), (), https, redirect_https, health_path, state, host_header=host_header)
+    tunnels_from_flags(name, str(chosen_port), (), https, redirect_https, health_path, state, host_header=host_header,
+                       inspect=inspect)
     settings = state.settings
     _check_name_free(state, name, force)
     prepared = prepare(argv, chosen_port, cwd)
@@ -101,7 +103,8 @@ def run(state: CliState, domain: str | None, port: str | None, https: bool | Non
     for note in prepared.notes:
         say(note)
     code = _run_with_tunnel(state, name, prepared, dict(https=https, redirect_https=redirect_https,
-                                                        health_path=health_path, host_header=host_header),
+                                                        health_path=health_path, host_header=host_header,
+                                                        inspect=inspect),
                             force, ready_timeout, settings)
     sys.stdout.flush()
     sys.exit(code)
@@ -143,7 +146,8 @@ def _run_with_tunnel(state: CliState, name: str, prepared: Any, options: dict[st
 def _add_tunnel(state: CliState, name: str, backend_url: str, options: dict[str, Any], force: bool) -> dict[str, Any]:
     """Ask the daemon (spawning one) to serve the tunnel; print its URLs and any Host refusal."""
     tunnel = tunnels_from_flags(name, None, (backend_url,), options["https"], options["redirect_https"],
-                                options["health_path"], state, host_header=options["host_header"])[0]
+                                options["health_path"], state, host_header=options["host_header"],
+                                inspect=options["inspect"])[0]
     client = state.client(spawn=True)
     started = client.request("start", tunnels=[tunnel.to_dict()], force=force)
     item = started[0]

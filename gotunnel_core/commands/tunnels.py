@@ -14,13 +14,14 @@ from ..hookspecs import hookimpl
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
                        redirect_https: bool, health_path: str | None, state: CliState, *,
                        redirect_code: int | None = None, upstream_timeout: str | None = None,
-                       lan: bool | None = None, host_header: str | None = None) -> list[Any]:
+                       lan: bool | None = None, host_header: str | None = None,
+                       inspect: bool = False) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
     from ..models import Tunnel, parse_port, parse_upstream_timeout
 
     if domain is None:
-        if port or backends or host_header:
-            raise UsageError("--port/--backend/--host-header need --domain NAME")
+        if port or backends or host_header or inspect:
+            raise UsageError("--port/--backend/--host-header/--inspect need --domain NAME")
         if redirect_code is not None or upstream_timeout is not None or lan is not None:
             raise UsageError("--redirect-code, --upstream-timeout and --lan/--no-lan need --domain NAME; "
                              "in the config file they are keys of [[tunnels]]")
@@ -57,9 +58,13 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["lan"] = lan
     if host_header is not None:
         raw["host_header"] = host_header
+    if inspect:
+        raw["inspect"] = True
     return [Tunnel.from_raw(raw)]
 
 
+#: `--inspect` help, shared by `start` and `run`.
+INSPECT_HELP = "Record this tunnel's requests for the dashboard's inspector (`gotunnel dashboard`)."
 #: `--host-header` help, shared by `start` and `run`.
 HOST_HEADER_HELP = ("Host the backend sees: preserve (the client's, default), backend (the backend's host:port) "
                     "or a literal host[:port].")
@@ -89,12 +94,13 @@ def _backend_entry(raw: str) -> Any:
               help="Answer LAN clients on NAME.local (default on); --no-lan keeps the tunnel to this machine.")
 @click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
 @click.option("--force", is_flag=True, help="Replace a tunnel of the same name that has other backends.")
+@click.option("--inspect", is_flag=True, help=INSPECT_HELP)
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
           redirect_https: bool, redirect_code: str | None, health_path: str | None, upstream_timeout: str | None,
-          lan: bool | None, host_header: str | None, force: bool, foreground: bool, as_json: bool) -> None:
+          lan: bool | None, host_header: str | None, force: bool, inspect: bool, foreground: bool, as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
     from ..daemon.protocol import DaemonStopping
     from ..engine import find_engine
@@ -102,7 +108,8 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
     settings = state.settings
     tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state,
                                  redirect_code=int(redirect_code) if redirect_code else None,
-                                 upstream_timeout=upstream_timeout, lan=lan, host_header=host_header)
+                                 upstream_timeout=upstream_timeout, lan=lan, host_header=host_header,
+                                 inspect=inspect)
     spec = find_engine(state.engine_specs(), settings["engine"])
     options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)

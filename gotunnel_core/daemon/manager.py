@@ -20,6 +20,7 @@ from .. import tracing
 from ..certservice import CertService
 from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure, UsageError
+from ..inspect.service import Inspector
 from ..logs import get_logger
 from ..metrics.collector import DaemonMetrics, MetricsSnapshot
 from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
@@ -77,6 +78,7 @@ class TunnelManager:
         self.provider_problems: dict[str, list[ProviderProblem]] = {}
         self.provider_host = ProviderHost(layout, settings, self, self._explain)
         self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
+        self.inspector = Inspector(settings)
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class TunnelManager:
 
         await asyncio.to_thread(self.store.save_settings, saved_settings(self.settings))
         await self._prune_certificates()
+        await self.inspector.prune(self.tunnels.values())
         for tunnel in self.tunnels.values():
             try:
                 await self._publish_names([tunnel])
@@ -171,6 +174,7 @@ class TunnelManager:
             if self._listeners is not None:
                 self._listeners.close()  # our copies; the broker keeps the ports
                 self._listeners = None
+            await self.inspector.close()
 
     # ----- operations ----------------------------------------------------------------------
 
@@ -446,8 +450,10 @@ class TunnelManager:
             await self.names.withdraw(tunnels)
 
     async def _build_table(self, tunnels: Iterable[Tunnel]) -> RouteTable:
+        """The engine's route table; an inspected tunnel's backends are its recording relays there."""
         assert self.certs is not None
-        return await asyncio.to_thread(self.certs.route_table, self.listen, list(tunnels), self._table_options)
+        served = await self.inspector.engine_tunnels(tunnels)
+        return await asyncio.to_thread(self.certs.route_table, self.listen, served, self._table_options)
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
@@ -457,6 +463,7 @@ class TunnelManager:
             await self.engine.apply(table)  # validates, once (the Engine contract); refused: nothing changed
         self.metrics.observe_reload(time.monotonic() - started)
         self.table = table
+        await self.inspector.prune(desired.values())
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; a failing plugin is logged and skipped, never allowed to break the daemon."""

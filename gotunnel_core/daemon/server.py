@@ -51,6 +51,7 @@ class DaemonServer:
         self.manager = TunnelManager(layout, settings, plugins)
         self.stopping = asyncio.Event()
         self.forget_on_exit = False
+        self.dashboard: Any = None  # DashboardServer, when the `dashboard` setting is on
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
             # `force` false refuses a name other backends serve (`gotunnel start` and `gotunnel run`
@@ -86,6 +87,7 @@ class DaemonServer:
             "settings": saved_settings(self.settings),
             # Shutting down: a client must not hand it changes, but wait for it and start another.
             "stopping": self.stopping.is_set(),
+            "dashboard": self.dashboard.info() if self.dashboard is not None else None,
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -188,6 +190,11 @@ class DaemonServer:
             await self.manager.startup()
             if initial_tunnels:
                 await self.manager.start_tunnels(initial_tunnels, force=True)
+            if self.settings.get("dashboard", True):
+                from ..dashboard.server import DashboardServer
+
+                self.dashboard = DashboardServer(self.manager, self.settings)
+                await self.dashboard.start()
         except BaseException:
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
@@ -210,6 +217,8 @@ class DaemonServer:
             await self.stopping.wait()
         finally:
             server.close()
+            if self.dashboard is not None:
+                await self.dashboard.close()
             if self.metrics_endpoint is not None:
                 await asyncio.to_thread(self.metrics_endpoint.close)
             await self.manager.shutdown(forget=self.forget_on_exit)

@@ -117,6 +117,7 @@ class SupervisedEngine(Engine):
         self._gave_up: str | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=self.stderr_tail)
         self._lines_seen = 0
+        self._given_copies: ListenerSockets | None = None  # our copies of the daemon's given sockets
         self._access_log: AccessLogStream | None = None
         #: True while `apply` renders and loads a config into the running program (False for the
         #: config a program starts on), for engines whose reload config differs (Caddy's side).
@@ -179,17 +180,34 @@ class SupervisedEngine(Engine):
         """Bind what the daemon itself listens on for the engine (see `ListenerSockets`), or take
         `context.listeners.dup()` when the daemon was given the sockets (an engine with
         `serves_given_sockets`); called once per start, after a leftover engine was stopped.
-        Default: the engine binds its ports."""
+        Default: with `serves_given_sockets`, keep copies of the given sockets for the program to
+        inherit (`given_fds` names them for its config); otherwise the program binds its ports."""
+        self.close_listeners()
+        given = self.given_listeners() if self.serves_given_sockets else None
+        if given is not None:
+            self._given_copies = given.dup()
 
     def inherited_fds(self) -> Sequence[int]:
         """File descriptors the program inherits under the same numbers (from `open_listeners`);
-        its validator inherits them too, as `nginx -t` binds every address it does not inherit."""
-        return ()
+        its validator inherits them too, as `nginx -t` binds every address it does not inherit.
+        Default: the given sockets' copies (`given_fds`)."""
+        fds = self.given_fds()
+        return tuple(fds.values()) if fds else ()
 
     def close_listeners(self) -> None:
-        """Release what `open_listeners` bound (after the engine stopped or failed to start)."""
+        """Release what `open_listeners` bound (after the engine stopped or failed to start).
+        Default: close the copies of the given sockets (the daemon's own stay open)."""
+        if self._given_copies is not None:
+            self._given_copies.close()
+            self._given_copies = None
 
     # ----- what a subclass may use ------------------------------------------------------------------
+
+    def given_fds(self) -> dict[int, int] | None:
+        """port -> descriptor the program inherits for the daemon's given socket (the side new
+        connections go to), for the config's listeners; None when the program binds its own."""
+        given = self._given_copies
+        return given.port_fds(0) if given is not None else None
 
     def given_listeners(self) -> ListenerSockets | None:
         """The daemon's listening sockets for this engine (the root-bound 80/443 of `gotunnel
@@ -389,6 +407,11 @@ class SupervisedEngine(Engine):
         else:
             detail = "not started"
         return EngineHealth(running=running, detail=detail, extra=extra)
+
+    def program(self) -> str:
+        """The engine's program (found as `probe` finds it), or RuntimeFailure saying how to install
+        it; for what an engine runs outside its supervised process (`validate_existing`, ...)."""
+        return self._require_binary()
 
     # ----- internals ------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ SHAPED: dict[str, Any] = {
     "response header name (add)": TOKEN,
     "response header value": PRINTABLE,
     "response header name (remove)": TOKEN,
+    "host": HOSTNAME,
 }
 #: Header values the models accept (printable ASCII, no outer spaces), for verbatim checks.
 HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=60).filter(
@@ -100,6 +101,12 @@ FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "response header value": _headers("response", "add", "X-C"),
     "response header name (remove)": _headers("response", "remove"),
 }
+#: The fields of output for a proxy gotunnel does not run (`render --for existing`): the tunnel's
+#: fields plus its real names (`hosts`).
+EXISTING_FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    **FIELDS,
+    "host": lambda t, v: t.update(hosts=[v]),
+}
 
 
 #: Explicit examples on top of the drawn ones, so both branches (refused by the models, accepted and
@@ -119,20 +126,23 @@ ACCEPTED: dict[str, tuple[str, ...]] = {
     "response header name (add)": ("X-A", "X-B1", "Y", "Z-9", "T"),
     "response header value": ("a", "b c", "$x", "{y}", 'q"'),
     "response header name (remove)": ("X-A", "X-B1", "Y", "Z-9", "T"),
+    "host": ("api.example.test", "*.a.example.test", "intranet", "a-b.example", "xn--bcher-kva.example"),
 }
 
 
-def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examples: int = 60) -> dict[str, int]:
-    """Arbitrary text in `field`: the models refuse it, or `validate` (the engine's validator on a
-    table with that tunnel) accepts it, under each backend scheme. Both branches must be exercised;
-    returns the counts."""
+def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examples: int = 60,
+                           fields: dict[str, Callable[[dict[str, Any], str], None]] = FIELDS) -> dict[str, int]:
+    """Arbitrary text in `field` (a key of `fields`: `FIELDS`, or `EXISTING_FIELDS` for output for
+    an existing proxy): the models refuse it, or `validate` (the engine's validator on a table with
+    that tunnel) accepts it, under each backend scheme. Both branches must be exercised; returns
+    the counts."""
     import pytest
 
     outcomes = {"refused": 0, "validated": 0}
 
     def check(value: str, scheme: str) -> None:
         raw = base_tunnel(scheme)
-        FIELDS[field](raw, value)
+        fields[field](raw, value)
         try:
             tunnel = Tunnel.from_raw(raw)
         except ValidationError as exc:
@@ -153,5 +163,5 @@ def check_refused_or_valid(field: str, validate: Callable[[Tunnel], None], examp
     return outcomes
 
 
-__all__ = ["ACCEPTED", "FIELDS", "HEADER_VALUE", "NASTY", "REFUSED_EVERYWHERE", "SCHEMES", "SHAPED", "base_tunnel",
+__all__ = ["ACCEPTED", "EXISTING_FIELDS", "FIELDS", "HEADER_VALUE", "NASTY", "REFUSED_EVERYWHERE", "SCHEMES", "SHAPED", "base_tunnel",
            "check_refused_or_valid"]

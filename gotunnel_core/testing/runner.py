@@ -124,6 +124,8 @@ class Gotunnel:
     env: dict[str, str] = field(default_factory=dict)
     #: Extra pids a test started; stopped (by pid) at teardown with the daemon.
     seen_pids: list[int] = field(default_factory=list)
+    #: The daemon's dashboard port (loopback), free at run time like the others.
+    dashboard_port: int = 0
 
     def __call__(self, *args: str, check: bool = False, timeout: float = 90, cwd: Path | None = None,
                  extra_env: dict[str, str] | None = None) -> Result:
@@ -157,8 +159,9 @@ def gotunnel_runner() -> Iterator[Gotunnel]:
     off; its daemon and every pid in `seen_pids` are stopped at the end (the `gotunnel` fixture)."""
     root = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
     state = root / "state"
-    runner = Gotunnel(state, free_port(), free_port())
+    runner = Gotunnel(state, free_port(), free_port(), dashboard_port=free_port())
     runner.env = {
+        "GOTUNNEL_DASHBOARD_PORT": str(runner.dashboard_port),
         "GOTUNNEL_STATE_DIR": str(state),
         "GOTUNNEL_HTTP_PORT": str(runner.http_port),
         "GOTUNNEL_HTTPS_PORT": str(runner.https_port),

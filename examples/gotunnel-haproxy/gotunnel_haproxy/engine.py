@@ -31,6 +31,7 @@ from gotunnel_core.values import integer
 
 from .listening import listens_on
 from .master import show_proc
+from .metrics import parse_access_record
 
 INSTALL_HINT = ("Install HAProxy 2.6 or later with `sudo apt-get install haproxy` (Debian/Ubuntu) "
                 "or `brew install haproxy` (macOS).")
@@ -67,6 +68,13 @@ class HAProxyEngine(SupervisedEngine):
         "not_found_page": Capability.variant(
             "the page is served from one 16 KiB buffer (`http-request return`): it lists the tunnels that fit, "
             "by name (about 30), then how many more"),
+        "host_header_backend_each": Capability.variant(
+            "the chosen server's name is sent as Host (`http-send-name-header`), as HAProxy picks the server after "
+            "every header rule ran; server names cannot hold `[` nor repeat, so with several IPv6 backends, or "
+            "one address listed twice, every backend gets the first one's host:port"),
+        "metrics_counters": Capability.variant(
+            "counted from its access log sent to the daemon (option `metrics`): latency is HAProxy's active time "
+            "(%Ta), no active-connections gauge, backend health from the daemon's own TCP probe"),
         # The issue-19 edges landed in the shipped engines while this example was written; until
         # it renders them too, its rows are expected failures (the suite says when one passes).
         **{key: Capability.pending(f"not yet rendered by this example engine: {what}") for key, what in (
@@ -79,6 +87,8 @@ class HAProxyEngine(SupervisedEngine):
             ("lan_visibility", "plain pages, no .localhost names and no lan = false tunnels for LAN peers"),
         )},
     }
+    access_log_parser = staticmethod(parse_access_record)  # counted from the access log (option `metrics`)
+    serves_given_sockets = True  # `bind fd@N` on the inherited sockets, kept by the master across reloads
 
     def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
         super().__init__(context, runtime)
@@ -104,7 +114,8 @@ class HAProxyEngine(SupervisedEngine):
     def render(self, table: RouteTable) -> dict[str, str]:
         from .render import render_files, render_options
 
-        return render_files(table, render_options(self.context.settings, self.option_values, self.control_socket()))
+        return render_files(table, render_options(self.context.settings, self.option_values, self.control_socket(),
+                                                  self.given_fds(), self.access_log_socket))
 
     def generation_files(self, generation: int) -> dict[str, str]:
         from .render import generation_file
@@ -141,6 +152,11 @@ class HAProxyEngine(SupervisedEngine):
 
     def ignore_stderr_line(self, line: str) -> bool:
         return bool(_ROUTINE.search(line))
+
+    # ----- sockets the daemon was given (ports 80/443 through `gotunnel ports`) ----------------------
+    # HAProxy serves on inherited descriptors named `fd@N` in `bind` (`given_fds`; the base class
+    # keeps the copies the master inherits); the master keeps them open across its re-executions,
+    # and a reload hands the new worker the old worker's copies.
 
     # ----- readiness and reload -------------------------------------------------------------------
     async def served_generation(self) -> int | None:

@@ -61,10 +61,15 @@ def _check_text(value: str) -> str:
 hap_name = host_name
 
 
+def is_proxy_name(text: str) -> bool:
+    """Whether HAProxy accepts `text` as a frontend, backend or server name."""
+    return bool(_PROXY_NAME_RE.fullmatch(text))
+
+
 def hap_proxy(value: object) -> str:
     """A frontend/backend name (HAProxy allows letters, digits and `_.:-`), bare."""
     text = _check(value, "proxy name")
-    if not _PROXY_NAME_RE.fullmatch(text):
+    if not is_proxy_name(text):
         raise HAProxyQuoteError(f"proxy name {text!r} holds characters HAProxy does not allow")
     return text
 

@@ -32,7 +32,8 @@ from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
-from .quoting import FILTERS, HAProxyQuoteError, hap_name, lf_literal
+from .metrics import LOG_FORMAT
+from .quoting import FILTERS, HAProxyQuoteError, hap_name, is_proxy_name, lf_literal
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAIN_TEMPLATE = "haproxy.cfg.j2"
@@ -59,20 +60,28 @@ class RenderOptions:
     maxconn: int | None = None
     http2: bool = True
     template_dir: str | None = None
+    #: port -> inherited listening socket (`bind fd@N`): the daemon's given sockets, or None to bind.
+    listen_fds: Mapping[int, int] | None = None
+    #: the daemon's access-log datagram socket (metrics; the option `metrics`), or None: no log
+    metrics_socket: str | None = None
 
 
 def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
     """Every file of one generation but `generation.txt` (see `generation_file`)."""
     views = [tunnel_view(t, table.certs.get(t.name)) for t in table.tunnels]
     listen = table.listen
+    fds = options.listen_fds or {}
     default_cert = table.default_cert or next((v["cert"] for v in views if v["cert"] is not None), None)
     context = {
         "options": options,
+        "log_format": LOG_FORMAT,
         "listen": {
             "http": _address(listen.bind, listen.http_port),
             "https": _address(listen.bind, listen.https_port),
             "bind_options": _bind_options(listen.bind),
             "https_suffix": "" if listen.https_port == 443 else f":{listen.https_port}",
+            "http_fd": fds.get(listen.http_port),
+            "https_fd": fds.get(listen.https_port),
         },
         "tls": default_cert is not None,
         "wildcards": any(t.is_wildcard for t in table.tunnels),
@@ -105,9 +114,13 @@ def generation_file(generation: int) -> dict[str, str]:
     return {GENERATION_FILE: f"{int(generation)}\n"}
 
 
-def render_options(settings: Mapping[str, Any], options: Mapping[str, Any], control_socket: str) -> RenderOptions:
-    """Render options from the core settings and the engine's (validated) options."""
+def render_options(settings: Mapping[str, Any], options: Mapping[str, Any], control_socket: str,
+                   listen_fds: Mapping[int, int] | None = None, metrics_socket: str | None = None) -> RenderOptions:
+    """Render options from the core settings, the engine's (validated) options, the inherited
+    sockets and the metrics socket."""
     return RenderOptions(
+        listen_fds=listen_fds,
+        metrics_socket=metrics_socket,
         control_socket=control_socket,
         threads=options["threads"],
         maxconn=options["maxconn"],
@@ -144,9 +157,15 @@ def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
     prefix = tunnel.backends[0].path
     health = tunnel.health
     req, resp = tunnel.headers.request, tunnel.headers.response
+    addresses = [b.address for b in tunnel.backends]
+    # `host_header = backend` with several backends: HAProxy picks the server after every
+    # `http-request` rule ran, so only `http-send-name-header Host` can send the chosen one's
+    # address, which then must be its server name (HAProxy refuses `[` in names, and repeats).
+    named = (tunnel.host_header == "backend" and len(addresses) > 1 and len(set(addresses)) == len(addresses)
+             and all(is_proxy_name(a) for a in addresses))
     servers = [
         {
-            "name": f"s{i}",
+            "name": b.address if named else f"s{i}",
             "address": b.address,
             "weight": weight,
             "tls": b.scheme == "https",
@@ -179,6 +198,9 @@ def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
             "rise": health.healthy_threshold,
             "fall": health.unhealthy_threshold,
         },
+        # The Host the backends see: the client's (untouched), the server's name, or one fixed value.
+        "host": None if tunnel.host_header == "preserve" or named else tunnel.upstream_host("", tunnel.backends[0]),
+        "host_by_server": named,
         "request_remove": list(req.remove),
         "request_add": list(req.add),
         "response_remove": list(resp.remove),

@@ -180,3 +180,36 @@ def test_show_proc_is_parsed() -> None:
     assert processes is not None
     assert (processes.reloads, processes.failed, processes.workers, processes.old_workers) == (3, 1, (30294,), (30200,))
     assert parse_show_proc("Unknown command\n") is None
+
+
+def _backend_lines(config: str, name: str) -> list[str]:
+    section = config.split(f"backend tunnel:{name}\n", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in section.splitlines()]
+
+
+def test_host_header_backend_with_several_backends_sends_each_servers_name(tmp_path: Path) -> None:
+    config = engine(tmp_path).render(table({"name": "pair", "host_header": "backend",
+                                            "backends": ["http://127.0.0.1:3000", "http://localhost:3001"]}))["haproxy.cfg"]
+    lines = _backend_lines(config, "pair")
+    assert "http-send-name-header Host" in lines and not any(line.startswith("http-request set-header Host") for line in lines)
+    assert [line.split()[1] for line in lines if line.startswith("server ")] == ["127.0.0.1:3000", "localhost:3001"]
+
+
+@pytest.mark.parametrize("backends", [["http://[::1]:3000", "http://[::1]:3001"],
+                                      ["http://127.0.0.1:3000", "http://127.0.0.1:3000/"]])
+def test_host_header_backend_falls_back_to_the_first_address_where_names_cannot_carry_it(
+        tmp_path: Path, backends: list[str]) -> None:
+    """The declared variant: `[` is no server-name character, and server names must not repeat."""
+    first = Tunnel.from_raw({"name": "pair", "backends": backends}).backends[0].address
+    config = engine(tmp_path).render(table({"name": "pair", "host_header": "backend", "backends": backends}))["haproxy.cfg"]
+    lines = _backend_lines(config, "pair")
+    assert f"http-request set-header Host '{first}'" in lines and "http-send-name-header Host" not in lines
+    assert [line.split()[1] for line in lines if line.startswith("server ")] == ["s0", "s1"]
+
+
+def test_given_sockets_are_bound_by_descriptor(tmp_path: Path) -> None:
+    from gotunnel_haproxy.render import RenderOptions, render_files
+
+    config = render_files(table(WEB), RenderOptions(listen_fds={8080: 7, 8443: 9}))["haproxy.cfg"]
+    assert "    bind fd@7\n" in config and "    bind fd@9 ssl crt-list" in config
+    assert "127.0.0.1:8080" not in config and "127.0.0.1:8443" not in config

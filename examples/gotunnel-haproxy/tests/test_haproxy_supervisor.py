@@ -68,10 +68,17 @@ class HeldResponse:
         self.thread.start()
 
     def _serve(self) -> None:
-        conn, _ = self.listener.accept()
+        while True:
+            conn, _ = self.listener.accept()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            if b"gotunnel-hostcheck" not in head:
+                break
+            # The Host check `start` makes goes straight to the backend: answered, not held.
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            conn.close()
         with conn:
-            while b"\r\n\r\n" not in conn.recv(65536):
-                pass
             conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
             self.released.wait(30)
             conn.sendall(b"5\r\nlast\n\r\n0\r\n\r\n")

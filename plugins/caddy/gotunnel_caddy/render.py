@@ -114,8 +114,13 @@ def hostnames(tunnel: Tunnel) -> list[str]:
     return names + [n + "." for n in names]
 
 
-def _sni_pattern(tunnel: Tunnel) -> str:
-    """RE2 pattern for the TLS server names that belong to `tunnel` (or no SNI at all)."""
+def _sni_pattern(tunnel: Tunnel, server_names: Iterable[str] | None = None) -> str:
+    """RE2 pattern for the TLS server names that belong to `tunnel` (or no SNI at all);
+    `server_names`: real names (`api.example.com`, `*.api.example.com`) instead of NAME.localhost/.local."""
+    if server_names is not None:
+        parts = [r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\." + re.escape(n[2:]) if n.startswith("*.") else re.escape(n)
+                 for n in server_names]
+        return rf"^(?i)(?:(?:{'|'.join(parts)})\.?)?$"
     if tunnel.is_wildcard:
         base = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\." + re.escape(tunnel.name[2:])
     else:
@@ -286,8 +291,9 @@ def _detailed_or_plain(status: int, detailed: str) -> list[dict[str, Any]]:
 
 
 def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False, hop_id: str = DEFAULT_HOP_ID,
-                  upstream_timeout: float = 60.0) -> list[dict[str, Any]]:
-    """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener."""
+                  upstream_timeout: float = 60.0, server_names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener
+    (`server_names`: its real names, for a Caddy gotunnel does not run)."""
     routes: list[dict[str, Any]] = [
         {   # a dot segment in the path: 400, before the prefix is joined (gotunnel_core.dotsegments)
             "match": [{"vars_regexp": {"{http.request.uri}": {"pattern": dotsegments.TARGET_REGEX}}}],
@@ -302,8 +308,9 @@ def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = Fa
     ]
     if https:
         # 421 when the TLS name belongs to another tunnel than Host (the builtin engine's check).
+        pattern = _sni_pattern(tunnel, server_names)
         routes.append({
-            "match": [{"not": [{"vars_regexp": {"{http.request.tls.server_name}": {"pattern": _sni_pattern(tunnel)}}}]}],
+            "match": [{"not": [{"vars_regexp": {"{http.request.tls.server_name}": {"pattern": pattern}}}]}],
             "handle": [_static(421, "Misdirected Request: the TLS name does not match Host\n",
                                {"Content-Type": ["text/plain; charset=utf-8"], "Connection": ["close"]})],
             "terminal": True,

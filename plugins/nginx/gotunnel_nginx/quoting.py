@@ -29,15 +29,30 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def ngx_str(value: object) -> str:
-    """A quoted string for a directive that expands variables; `$` stays a literal `$`."""
+def ngx_str(value: object, dollar: str = "gt_dollar") -> str:
+    """A quoted string for a directive that expands variables; `$` stays a literal `$` (written
+    as the variable `dollar`, which the config defines as `$`)."""
     text = _check(value, "value")
-    return '"' + _escape(text).replace("$", "${gt_dollar}") + '"'
+    return '"' + _escape(text).replace("$", "${" + dollar + "}") + '"'
 
 
-def ngx_str_inner(value: object) -> str:
+def ngx_str_inner(value: object, dollar: str = "gt_dollar") -> str:
     """`ngx_str` without the surrounding quotes, to build one quoted token from several parts."""
-    return ngx_str(value)[1:-1]
+    return ngx_str(value, dollar)[1:-1]
+
+
+#: The `$` variable in configs for an existing nginx, where every name starts with `gotunnel_`.
+EXISTING_DOLLAR = "gotunnel_dollar"
+
+
+def ngx_str_existing(value: object) -> str:
+    """`ngx_str` for an existing nginx (`$` as `${gotunnel_dollar}`)."""
+    return ngx_str(value, EXISTING_DOLLAR)
+
+
+def ngx_str_inner_existing(value: object) -> str:
+    """`ngx_str_inner` for an existing nginx."""
+    return ngx_str_inner(value, EXISTING_DOLLAR)
 
 
 def ngx_lit(value: object) -> str:
@@ -111,3 +126,5 @@ FILTERS = {
     "ngx_int": ngx_int,
     "ngx_cidr": ngx_cidr,
 }
+#: The same filters for configs meant for an nginx gotunnel does not run.
+EXISTING_FILTERS = {**FILTERS, "ngx_str": ngx_str_existing, "ngx_str_inner": ngx_str_inner_existing}

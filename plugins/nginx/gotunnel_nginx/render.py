@@ -21,12 +21,13 @@ from typing import Any, Mapping
 from gotunnel_core import dotsegments, pages
 from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
 from gotunnel_core.engine import EngineValidationError
+from gotunnel_core.existing import ExistingTable
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
 
 from .metrics import LOG_FORMAT
-from .quoting import FILTERS, NginxQuoteError, ngx_str
+from .quoting import EXISTING_FILTERS, FILTERS, NginxQuoteError, ngx_str, ngx_str_existing
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAIN_TEMPLATE = "nginx.conf.j2"
@@ -48,9 +49,10 @@ class RenderOptions:
     metrics_socket: str | None = None  # the daemon's access-log datagram socket (metrics), if any
 
 
-def make_environment(template_dir: str | None) -> Any:
-    """The Jinja2 environment: the user's `template_dir`, then the packaged templates (also as `default:`)."""
-    return template_environment(TEMPLATES, template_dir, FILTERS)
+def make_environment(template_dir: str | None, existing: bool = False) -> Any:
+    """The Jinja2 environment: the user's `template_dir`, then the packaged templates (also as
+    `default:`); `existing`: with the filters of configs for an nginx gotunnel does not run."""
+    return template_environment(TEMPLATES, template_dir, EXISTING_FILTERS if existing else FILTERS)
 
 
 def _listen(bind: str, port: int) -> str:
@@ -70,15 +72,36 @@ def _server_names(tunnel: Tunnel) -> list[str]:
     return list(tunnel.hostnames)
 
 
-def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, upstream_timeout: float = 60.0) -> dict[str, Any]:
-    """What the template needs about one tunnel (all values still raw; the template quotes)."""
+@dataclass(frozen=True)
+class Naming:
+    """Names the config defines: gotunnel's own engine (`gt_`) or an existing nginx (`gotunnel_`)."""
+
+    var_prefix: str = "gt_"
+    quote: Any = ngx_str
+
+    def upstream(self, index: int, tunnel: Tunnel) -> str:
+        if self.var_prefix == "gt_":
+            return f"gt_{index}"
+        return self.var_prefix + tunnel.name.replace("*", "_").replace(".", "_")  # `_` is in no tunnel name
+
+
+ENGINE_NAMING = Naming()
+EXISTING_NAMING = Naming("gotunnel_", ngx_str_existing)
+
+
+def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, upstream_timeout: float = 60.0,
+                naming: Naming = ENGINE_NAMING, server_names: tuple[str, ...] | None = None,
+                https: bool | None = None) -> dict[str, Any]:
+    """What the template needs about one tunnel (all values still raw; the template quotes).
+    `server_names` and `https` override the tunnel's own (`.localhost`/`.local`, its `https`)."""
+    https = tunnel.https if https is None else https
     schemes = {b.scheme for b in tunnel.backends}
     prefixes = {b.path for b in tunnel.backends}
     if len(schemes) > 1 or len(prefixes) > 1:
         raise EngineValidationError(
             f"nginx: the backends of tunnel {tunnel.name!r} must share one scheme and path prefix "
             f"(got {', '.join(b.url for b in tunnel.backends)})")
-    if tunnel.https and cert is None:
+    if https and cert is None:
         raise EngineValidationError(f"nginx: no certificate for tunnel {tunnel.name!r}")
     health = tunnel.health
     # Passive health: after `unhealthy_threshold` failures a backend rests for interval x healthy_threshold.
@@ -92,16 +115,17 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, upstream_tim
     return {
         # Host sent upstream: the client's, or one fixed value (`backend`: nginx picks the server
         # inside the upstream block, so every backend gets the first one's host:port).
-        "host": "$gt_host" if tunnel.host_header == "preserve" else ngx_str(tunnel.upstream_host("", first)),
+        "host": f"${naming.var_prefix}host" if tunnel.host_header == "preserve"
+        else naming.quote(tunnel.upstream_host("", first)),
         "name": tunnel.name,
-        "upstream": f"gt_{index}",
+        "upstream": naming.upstream(index, tunnel),
         "scheme": first.scheme,
         # gRPC requests to an https backend go through the grpc module (HTTP/2, ALPN h2).
         "grpc_branch": first.scheme == "https",
         "prefix": first.path,
         "tls_name": None if is_ip(first.host) else first.host,
-        "server_names": _server_names(tunnel),
-        "https": tunnel.https,
+        "server_names": list(server_names) if server_names is not None else _server_names(tunnel),
+        "https": https,
         "redirect_https": tunnel.redirect_https,
         "redirect_code": tunnel.redirect_code,
         "lan": tunnel.lan,
@@ -126,6 +150,9 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
     env = make_environment(options.template_dir)
     listen = table.listen
     context = {
+        "mode": "engine",
+        "var_prefix": "gt_",
+        "needs_dollar": True,
         "workers": options.workers,
         "worker_connections": options.worker_connections,
         "keepalive": options.keepalive,
@@ -164,6 +191,53 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
             tunnel.name, backends, table.timeout_of(tunnel))
         files["pages/" + _page_name(tunnel, 508)] = pages.loop_page(tunnel.name)
     return files
+
+
+#: `render --for existing` formats: an include-able fragment, or a complete nginx.conf.
+EXISTING_FORMATS = ("fragment", "full")
+
+
+def render_existing_files(table: ExistingTable, options: RenderOptions, fmt: str) -> dict[str, str]:
+    """Config for an nginx gotunnel does not run: `gotunnel.conf`, a fragment to include in its
+    http block (upstream, map and server blocks only), or `nginx.conf`, complete but without
+    `daemon`, `user`, `pid` or temp paths (the host's defaults stay). Every name it defines starts
+    with `gotunnel_`, certificate paths are absolute, and there are no gotunnel pages."""
+    views = []
+    for index, site in enumerate(table.sites):
+        if site.tls.mode == "acme":
+            raise EngineValidationError(
+                f"nginx: tunnel {site.tunnel.name!r} has tls = \"acme\", but nginx does not get certificates "
+                "itself; give tls = {cert = PATH, key = PATH} (from certbot, say), or use Caddy")
+        https = site.tls.mode == "files"
+        cert = CertFiles(site.tls.cert, site.tls.key) if https else None
+        views.append(tunnel_view(index, site.tunnel, cert, naming=EXISTING_NAMING, server_names=site.hosts, https=https))
+    listen = table.listen
+    values = [value for view in views for _, value in (*view["request_add"], *view["response_add"])]
+    context = {
+        "mode": fmt,
+        "var_prefix": EXISTING_NAMING.var_prefix,
+        # A fragment defines the `$` variable (a `geo` block) only when a value needs it.
+        "needs_dollar": fmt == "full" or any("$" in value for value in values),
+        "http2": options.http2,
+        "workers": options.workers,
+        "worker_connections": options.worker_connections,
+        "keepalive": options.keepalive,
+        "log_level": "warn",
+        "metrics_socket": None,  # gotunnel does not run this nginx: nothing to count
+        "metrics_format": LOG_FORMAT,
+        "user": None,
+        "listen": {
+            "http": _listen(listen.bind, listen.http_port),
+            "https": _listen(listen.bind, listen.https_port),
+            "https_suffix": "" if listen.https_port == 443 else f":{listen.https_port}",
+        },
+        "default_cert": None,
+        "pages_dir": "",
+        "tunnels": views,
+    }
+    env = make_environment(options.template_dir, existing=True)
+    config = render_template(env, MAIN_TEMPLATE, context, engine="nginx", quote_errors=(NginxQuoteError,))
+    return {("gotunnel.conf" if fmt == "fragment" else "nginx.conf"): config}
 
 
 #: Stands for the requested host in the 404 page until it becomes an SSI `echo` (see below).

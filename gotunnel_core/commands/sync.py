@@ -1,0 +1,83 @@
+"""`gotunnel sync`: keep a proxy you run in step with the config file (see `gotunnel_core.sync`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import click
+
+from ..cli.app import CliState, pass_state
+from ..errors import GotunnelError
+from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ..sync import SyncTarget
+
+
+def _sync_step(state: CliState, engine_name: str | None, target: "SyncTarget") -> list[Path]:
+    """One render + sync from a fresh read of the config file; returns the files it depends on."""
+    from ..sync import config_sources, sync_once
+    from .engines import existing_engine_and_table
+
+    fresh = CliState(flags=dict(state.flags))  # re-resolves: the config file may have changed
+    engine, table = existing_engine_and_table(fresh, engine_name or fresh.settings["engine"])
+    files = engine.render_existing(table, target.fmt)
+    result = sync_once(engine, files, target)
+    where = ", ".join(str(p) for p in result.files)
+    if result.changed:
+        how = ("--reload-cmd" if target.reload_cmd else
+               f"{engine.name} reads the files" if engine.existing_applies_on_write else f"{engine.name} reload")
+        click.echo(f"synced {where}: validated, applied ({how})")
+    else:
+        click.echo(f"unchanged {where}")
+    tls_files: Iterable[str] = (p for site in table.sites for p in (site.tls.cert, site.tls.key))
+    return config_sources(fresh.settings.config_file, tls_files)
+
+
+@click.command()
+@click.option("--engine", "engine_name", metavar="NAME", help="Engine of the proxy (default: the global --engine).")
+@click.option("--out", "out", metavar="PATH", required=True,
+              help="File to write (e.g. /etc/nginx/conf.d/gotunnel.conf); a directory for several files.")
+@click.option("--main-config", metavar="PATH", help="The proxy's whole config to validate with (e.g. /etc/nginx/nginx.conf).")
+@click.option("--reload-cmd", metavar="CMD", help="Command that reloads the proxy instead of its usual means "
+              "(split like a shell would, not run by one).")
+@click.option("--format", "fmt", metavar="FORMAT", help="Output format (nginx: fragment, full); default: the first.")
+@click.option("--watch", is_flag=True, help="Keep running: sync again whenever the config file or a certificate changes.")
+@click.option("--interval", type=click.FloatRange(0.05, 60), default=0.2, show_default=True,
+              help="With --watch: seconds between checks of the sources.")
+@pass_state
+def sync(state: CliState, engine_name: str | None, out: str, main_config: str | None, reload_cmd: str | None,
+         fmt: str | None, watch: bool, interval: float) -> None:
+    """Render for a proxy you run, write it atomically, validate with the proxy, reload it.
+
+    A configuration the proxy refuses puts the previous file back; the proxy is not reloaded."""
+    from ..errors import UsageError
+    from ..sync import SyncTarget, config_sources
+    from ..sync import watch as watch_sources
+
+    main = Path(main_config).resolve() if main_config else None
+    if main is not None and not main.is_file():
+        raise UsageError(f"--main-config {main_config!r} does not exist")
+    target = SyncTarget(Path(out).resolve(), main, reload_cmd, fmt)
+    if not watch:
+        _sync_step(state, engine_name, target)
+        return
+
+    def report(exc: GotunnelError) -> None:
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.stderr.flush()
+
+    try:
+        watch_sources(lambda: _sync_step(state, engine_name, target),
+                      config_sources(state.settings.config_file), report, interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@hookimpl
+def gotunnel_register_commands(cli: click.Group) -> None:
+    cli.add_command(sync)

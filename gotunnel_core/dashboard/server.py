@@ -1,0 +1,247 @@
+"""The daemon's dashboard listener: the page, the inspector's JSON API and its live event stream.
+
+It listens on its own loopback port (`dashboard_port`), never on the engine's listeners: the bind
+address itself keeps LAN peers out (the engines bind 0.0.0.0, and behind an engine every peer
+would look like loopback), it works the same whatever the engine, and a dashboard problem never
+touches the tunnels' request path. `guard` checks every connection and request on top of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+
+from ..errors import GotunnelError
+from ..logs import get_logger
+from . import guard
+from .http import BadRequest, Request, Response, error_response, json_response, read_request, response_head
+
+if TYPE_CHECKING:
+    from ..daemon.manager import TunnelManager
+
+log = get_logger("gotunnel.dashboard")
+
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/app.css": ("app.css", "text/css; charset=utf-8")}
+_RECORD = re.compile(r"^/api/requests/(\d{1,12})$")
+_REPLAY = re.compile(r"^/api/requests/(\d{1,12})/replay$")
+SSE_KEEPALIVE = 15.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def dashboard_url(port: int) -> str:
+    return f"http://gotunnel.localhost:{port}/"
+
+
+class DashboardServer:
+    """Serves the dashboard on 127.0.0.1 and ::1 at `dashboard_port` while the daemon runs."""
+
+    def __init__(self, manager: "TunnelManager", settings: Mapping[str, Any]) -> None:
+        self.manager = manager
+        self.port = int(settings["dashboard_port"])
+        self.error: str | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return dashboard_url(self.port)
+
+    def info(self) -> dict[str, Any]:
+        return {"url": self.url if self._servers else None, "port": self.port, "error": self.error}
+
+    async def start(self) -> None:
+        """Bind the loopback addresses; a busy port is reported (ping, logs), never fatal to the daemon."""
+        for host in ("127.0.0.1", "::1"):
+            try:
+                self._servers.append(await asyncio.start_server(self._connection, host, self.port))
+            except OSError as exc:
+                if host == "127.0.0.1":
+                    self.error = f"cannot listen on 127.0.0.1:{self.port}: {exc.strerror}"
+                    log.warning("dashboard not served", error=self.error)
+                    return
+        log.info("dashboard listening", url=self.url)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._servers = []
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+            if not peer or not guard.is_loopback(peer[0]) or not guard.same_user(peer[:2], local[:2]):
+                log.warning("dashboard refused a connection", peer=str(peer))
+                return
+            try:
+                request = await read_request(reader)
+            except BadRequest as exc:
+                writer.write(error_response(exc.status, str(exc)).encode())
+                return
+            except (asyncio.TimeoutError, OSError, ConnectionError):
+                return
+            if not guard.host_allowed(request.headers.get("host"), self.port):
+                response = error_response(421, "this is gotunnel's dashboard; use " + self.url)
+            elif not guard.origin_allowed(request.headers.get("origin"), self.port):
+                response = error_response(403, "cross-origin requests are refused")
+            elif request.method == "GET" and request.path == "/api/events":
+                await self._events(request, writer)
+                return
+            else:
+                response = await self._dispatch(request)
+            writer.write(response.encode(head_only=request.method == "HEAD"))
+            await writer.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _dispatch(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        try:
+            if path in STATIC:
+                return self._static(*STATIC[path]) if method in ("GET", "HEAD") else error_response(405, "GET only")
+            if path == "/api/tunnels":
+                return json_response(self.tunnels()) if method == "GET" else error_response(405, "GET only")
+            if path == "/api/requests":
+                return self._list(request) if method == "GET" else error_response(405, "GET only")
+            if path == "/api/requests.har":
+                return self._har(request) if method == "GET" else error_response(405, "GET only")
+            if match := _RECORD.match(path):
+                return self._detail(int(match[1]), request) if method == "GET" else error_response(405, "GET only")
+            if match := _REPLAY.match(path):
+                return await self._replay(int(match[1]), request) if method == "POST" else error_response(405, "POST only")
+            return error_response(404, f"no such page: {path}")
+        except BadRequest as exc:
+            return error_response(exc.status, str(exc))
+        except GotunnelError as exc:
+            return error_response(409, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one failed page never stops the dashboard
+            log.exception("dashboard request failed", path=path)
+            return error_response(500, f"internal error: {type(exc).__name__}")
+
+    # ----- pages -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _static(name: str, content_type: str) -> Response:
+        data = resources.files("gotunnel_core.dashboard").joinpath("static", name).read_bytes()
+        return Response(200, data, content_type)
+
+    def tunnels(self) -> dict[str, Any]:
+        """`GET /api/tunnels`: the tunnels with URLs, backends and inspection, engine state, certificates, trust."""
+        status = self.manager.status()
+        store = self.manager.inspector.store
+        counts: dict[str, int] = {}
+        for record in store.newest_first():
+            counts[record.tunnel] = counts.get(record.tunnel, 0) + 1
+        for tunnel in status["tunnels"]:
+            tunnel["recorded"] = counts.get(tunnel["name"], 0)
+            tunnel.setdefault("inspect", False)
+        return {
+            "tunnels": status["tunnels"],
+            "engine": status["engine"],
+            "listen": status["listen"],
+            "certificates": status["certificates"],
+            "trust": self._trust(),
+            "daemon": {"pid": status["pid"], "started_at": status["started_at"]},
+            "inspector": {"max_requests": self.manager.settings["inspect_max_requests"],
+                          "body_limit": self.manager.settings["inspect_body_limit"], "recorded": len(store)},
+        }
+
+    def _trust(self) -> dict[str, Any]:
+        """The trust stores gotunnel installed its CA into (the record `gotunnel trust` keeps)."""
+        from ..trust import TrustRecord
+
+        try:
+            stores = TrustRecord(self.manager.layout.trust_record).load()
+        except GotunnelError as exc:
+            return {"error": exc.message, "stores": []}
+        return {"stores": sorted(stores)}
+
+    def _filters(self, request: Request) -> dict[str, str | None]:
+        query = request.query
+        return {key: query.get(key) or None for key in ("tunnel", "method", "status", "path")}
+
+    def _list(self, request: Request) -> Response:
+        """`GET /api/requests?tunnel=&method=&status=&path=&limit=`: summaries, newest first."""
+        limit = _int(request.query.get("limit", "1000"), "limit")
+        rows: list[dict[str, Any]] = []
+        for record in self.manager.inspector.store.newest_first(**self._filters(request)):
+            if len(rows) >= limit:
+                break
+            rows.append(record.summary())
+        return json_response({"requests": rows})
+
+    def _record(self, record_id: int) -> Any:
+        record = self.manager.inspector.store.get(record_id)
+        if record is None:
+            raise BadRequest(404, f"no recorded request {record_id} (the inspector keeps the last "
+                                  f"{self.manager.settings['inspect_max_requests']})")
+        return record
+
+    def _detail(self, record_id: int, request: Request) -> Response:
+        return json_response(self._record(record_id).detail(reveal=_flag(request.query.get("reveal"))))
+
+    async def _replay(self, record_id: int, request: Request) -> Response:
+        """`POST /api/requests/ID/replay` (optional JSON body: edits {method, path, headers, body})."""
+        record = self._record(record_id)
+        edits = request.json()
+        if edits is not None and not isinstance(edits, dict):
+            raise BadRequest(400, "the replay body must be a JSON object {method, path, headers, body}")
+        new = await self.manager.inspector.replay(record, edits)
+        return json_response({"id": new.id, "status": new.status, "error": new.error, "replay_of": record.id})
+
+    def _har(self, request: Request) -> Response:
+        from ..inspect.har import har
+
+        records = self.manager.inspector.store.newest_first(**self._filters(request))
+        data = har(records, reveal=_flag(request.query.get("reveal")))
+        return json_response(data, headers=(("content-disposition", 'attachment; filename="gotunnel.har"'),))
+
+    async def _events(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        """`GET /api/events`: Server-Sent Events, one `data:` line of a request summary per change."""
+        tunnel = request.query.get("tunnel")
+        store = self.manager.inspector.store
+        queue = store.subscribe()
+        try:
+            writer.write(response_head(200, "text/event-stream", None) + b"retry: 1000\n\n")
+            await writer.drain()
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE)
+                except asyncio.TimeoutError:
+                    writer.write(b": keep-alive\n\n")
+                else:
+                    if tunnel and event["tunnel"] != tunnel:
+                        continue
+                    writer.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                await writer.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            store.unsubscribe(queue)
+            with contextlib.suppress(OSError):
+                writer.close()
+
+
+def _flag(raw: str | None) -> bool:
+    return raw is not None and raw.lower() in ("1", "true", "yes", "on")
+
+
+def _int(raw: str, name: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) <= 100000:
+        raise BadRequest(400, f"{name}={raw!r}: must be an integer from 1 to 100000")
+    return int(raw)
