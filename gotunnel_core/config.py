@@ -305,17 +305,15 @@ def _load_checked(path: Path, env: Mapping[str, str], honour_programs: bool) -> 
                 hint="known keys: " + ", ".join(sorted([*SETTINGS_BY_NAME, *FILE_TABLES])),
             )
     sensitive = allow.sensitive_keys(file_data)
-    if not sensitive or allow.is_user_config(path, env):
+    if not sensitive or allow.is_user_config(path, env) or allow.is_allowed(path, data, env):
         return file_data, []
     if not honour_programs:
         return allow.without_keys(file_data, sensitive), sensitive
-    if not allow.is_allowed(path, data, env):
-        raise ConfigFileError(
-            f"config file {str(path)!r} sets {', '.join(sensitive)}, which name programs or template "
-            "directories; gotunnel uses them from a project's config file only once you allow that file",
-            hint=f"read the file, then run `gotunnel config allow {path}`",
-        )
-    return file_data, []
+    raise ConfigFileError(
+        f"config file {str(path)!r} sets {', '.join(sensitive)}, which name programs or template "
+        "directories; gotunnel uses them from a project's config file only once you allow that file",
+        hint=f"read the file, then run `gotunnel config allow {path}`",
+    )
 
 
 def _check_combinations(values: Mapping[str, Any], sources: Mapping[str, str], config_path: Path | None) -> None:
@@ -351,7 +349,9 @@ def restore_settings(saved: Mapping[str, Any], state_dir: str) -> Resolved:
     for setting in SETTINGS:
         if setting.name in saved and setting.name not in NOT_SAVED:
             try:
-                values[setting.name] = setting.parse(saved[setting.name])
+                raw = saved[setting.name]
+                # an unset optional setting (`runtime`, `sentry_dsn`, ...) is saved as null
+                values[setting.name] = None if raw is None and setting.default is None else setting.parse(raw)
             except ValueError as exc:
                 raise UsageError(f"saved daemon setting {setting.name} = {saved[setting.name]!r}: {exc}",
                                  hint="`gotunnel stop --all` forgets the saved tunnels and settings") from None

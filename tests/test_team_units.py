@@ -235,7 +235,8 @@ def test_resources_are_the_renderers_and_versions_are_content_hashes() -> None:
     vhost = config.virtual_hosts[0]
     assert list(vhost.domains)[:1] == ["api.alice.team.test"]
     forward = [r for r in vhost.routes if r.route.cluster]  # after the guard routes (dot segments, loops)
-    assert [r.route.host_rewrite_literal for r in forward] == ["api.local"]
+    # the RFC 8441 websocket route, then the tunnel's own: both rewrite the Host
+    assert [r.route.host_rewrite_literal for r in forward] == ["api.local", "api.local"]
     scoped = resources.scope(TEAM, "api.alice.team.test")
     assert scoped.body.type_url.endswith("ScopedRouteConfiguration")
     assert TEAM.scope_key("api.alice.team.test") == ["api", "alice"]

@@ -16,7 +16,7 @@ import pytest
 from builtin_helpers import (  # noqa: F401  (fixtures)
     LOCAL, backend_a, echo_json, engine_factory, make_table, pki, ports,
 )
-from h2_helpers import H2Client, Response
+from gotunnel_core.testing.h2client import H2Client, Response
 
 
 @dataclasses.dataclass

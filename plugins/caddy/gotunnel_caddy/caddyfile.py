@@ -97,7 +97,9 @@ def _split_page(status: int, detailed: str, indent: str = "\t") -> list[str]:
 def _guards(tunnel: Tunnel | None, table: RouteTable) -> list[str]:
     """What every site checks first: CONNECT 405, LAN peers asking `.localhost` (and, for a
     `lan = false` tunnel, any LAN peer) 404, dot segments 400, this gotunnel's loop marker 508."""
-    lines = ["\t@connect method CONNECT", "\thandle @connect {"] + _page(405, plain_body(405), "\t\t") + ["\t}"]
+    # not an RFC 8441 websocket's extended CONNECT, which carries `:protocol`
+    lines = ["\t@connect {", "\t\tmethod CONNECT", "\t\tnot header :protocol *", "\t}", "\thandle @connect {"]
+    lines += _page(405, plain_body(405), "\t\t") + ["\t}"]
     lines += ["\t@lan_localhost {", f"\t\tnot remote_ip {LOOPBACK_RANGES}",
               f"\t\tvars_regexp {{http.request.host}} {token(LOCALHOST_HOST_REGEX)}", "\t}",
               "\thandle @lan_localhost {"] + _page(404, plain_body(404), "\t\t") + ["\t}"]

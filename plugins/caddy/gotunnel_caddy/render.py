@@ -362,9 +362,10 @@ def error_routes(table: RouteTable, tunnels: list[Tunnel], metrics: bool = False
 
 def _lan_guard_routes() -> list[dict[str, Any]]:
     """Routes every server starts with: CONNECT is refused (405; gotunnel is no forward proxy),
-    and a LAN peer asking for a `.localhost` name gets the plain 404 (gotunnel_core.lan)."""
+    except an RFC 8441 websocket's extended CONNECT (it carries `:protocol`), and a LAN peer
+    asking for a `.localhost` name gets the plain 404 (gotunnel_core.lan)."""
     return [
-        {"match": [{"method": ["CONNECT"]}],
+        {"match": [{"method": ["CONNECT"], "not": [{"header": {":protocol": []}}]}],
          "handle": [_static(405, plain_body(405), {"Content-Type": HTML, "Connection": ["close"]})],
          "terminal": True},
         {"match": [{"vars_regexp": {"{http.request.host}": {"pattern": LOCALHOST_HOST_REGEX}}, **NOT_LOOPBACK}],
