@@ -60,7 +60,9 @@ async def show_proc(path: str, timeout: float = 2.0) -> Processes | None:
         writer.write(b"show proc\n")
         writer.write_eof()  # one command, then the master answers and closes
         data = await asyncio.wait_for(reader.read(), timeout)  # to EOF
-    except (OSError, asyncio.TimeoutError):
+    except (OSError, RuntimeError, asyncio.TimeoutError):
+        # RuntimeError: uvloop's "the handler is closed" when the master (re-executing itself
+        # on a reload) closed the connection before the command was written: not answering yet.
         return None
     finally:
         writer.close()
