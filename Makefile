@@ -15,7 +15,7 @@ DIST_PY := $(DIST_VENV)/bin/python
 PYTEST := -m pytest -q -p no:cacheprovider
 DIST_PYTEST := -P $(PYTEST)
 
-.PHONY: setup demo test test-core test-plugins test-docker-runtime test-docker-runtime-rows dist dist-env lint bench team-sim clean wheels image
+.PHONY: setup demo test test-core test-plugins test-docker-runtime test-docker-runtime-rows dist dist-env lint bench team-sim soak clean wheels image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,12 @@ bench: setup
 # against two real hubs and a real etcd (Debian etcd-server). TEAM_SIM_ARGS='--agents 100 --edges 10' for a quick run.
 team-sim: setup
 	$(PY) -m benchmarks.team_sim --out benchmarks/results/team_sim.json $(TEAM_SIM_ARGS)
+
+# Memory under sustained load and route churn (issue 19): each engine's daemon for SOAK_ARGS
+# (default 12 minutes each, 4 of warm-up); fails when RSS keeps growing after the warm-up.
+soak: setup
+	$(PY) -m pip install -q $(BENCH_PIP)
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 # gotunnel's own image (Dockerfile): wheels of the core and the builtin engine with every dependency,
 # built here so `docker build` needs no network. PYTHON_IMAGE picks the base (default python:3.11-slim).

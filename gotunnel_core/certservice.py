@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
@@ -45,11 +46,50 @@ class CertService:
             result[name] = files
         return result
 
-    def route_table(self, listen: Listen, tunnels: Iterable[Tunnel]) -> RouteTable:
+    def route_table(self, listen: Listen, tunnels: Iterable[Tunnel], options: Mapping[str, Any] | None = None) -> RouteTable:
         """The route table an engine serves: `tunnels` sorted by name, each with its certificate,
-        plus the default certificate (issued or renewed as needed). Used by the daemon and `render`."""
+        plus the default certificate (issued or renewed as needed), and `options` (`table_options`).
+        Used by the daemon and `render`."""
         ordered = tuple(sorted(tunnels, key=lambda t: t.name))
-        return RouteTable(listen, ordered, self.for_tunnels(t.name for t in ordered), self.default())
+        return RouteTable(listen, ordered, self.for_tunnels(t.name for t in ordered), self.default(), **(options or {}))
+
+    def release(self, names: Iterable[str]) -> None:
+        """Mark the certificates of removed tunnels as unused from now (their files' mtime), so
+        `prune` keeps them for the grace period; a tunnel coming back reuses its certificate."""
+        for name in names:
+            self._checked.pop(name, None)
+            try:
+                os.utime(self.issuer.cert_path(name))
+            except OSError:
+                pass
+
+    def prune(self, in_use: Iterable[str], keep_days: float) -> list[str]:
+        """Delete the certificate and key of every tunnel not in `in_use` whose certificate was
+        last touched (issued, renewed or released) more than `keep_days` ago; returns the names."""
+        from .certs import DEFAULT_NAME
+        from .certs.names import name_from_filename
+
+        used = set(in_use) | {DEFAULT_NAME}
+        directory = self.issuer.directory
+        if not directory.is_dir():
+            return []
+        cutoff = time.time() - keep_days * 86400
+        removed = []
+        for path in sorted(directory.glob("*.pem")):
+            if path.name.startswith(".") or path.name.endswith("_key.pem"):
+                continue
+            name = name_from_filename(path.name[: -len(".pem")])
+            if name is None or name in used:
+                continue
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+            except OSError:
+                continue
+            self.issuer.remove(name)
+            self._checked.pop(name, None)
+            removed.append(name)
+        return removed
 
     def default(self) -> CertFiles:
         """The `localhost` certificate served for an SNI name that matches no tunnel."""
@@ -74,3 +114,18 @@ def _stamp(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def table_options(settings: Mapping[str, Any], state_root: "os.PathLike[str] | str") -> dict[str, Any]:
+    """The route table's fields that come from settings: the upstream timeout, this state
+    directory's loop marker, and whether `NAME.local` resolves (for the 404 page's links)."""
+    from pathlib import Path
+
+    from .loops import hop_id
+
+    return {
+        "upstream_timeout": float(settings.get("upstream_timeout", 60.0)),
+        "hop_id": hop_id(Path(state_root)),
+        "mdns": bool(settings.get("mdns")),
+        "hosts": bool(settings.get("hosts")),
+    }

@@ -117,6 +117,9 @@ def check_described(described: list[dict[str, Any]], daemon: Mapping[str, Any]) 
     refusals: list[Refusal] = []
     for item in described:
         raw = {k: v for k, v in item.items() if k not in DESCRIPTION_ONLY}
+        # `list` describes each backend with whether it answers (`problem`): not part of the tunnel
+        raw["backends"] = [{k: v for k, v in b.items() if k != "problem"} if isinstance(b, dict) else b
+                           for b in item.get("backends", [])]
         refusals += check_tunnel(Tunnel.from_raw(raw), listen, mdns=bool(daemon.get("mdns")))
     return refusals
 

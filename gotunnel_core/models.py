@@ -32,10 +32,20 @@ BACKEND_SCHEMES = ("http", "https", "h2c")
 
 
 def _encode_label(label: str, raw: str) -> str:
-    """Lower-case one label and turn a non-ASCII label into its punycode (IDNA 2008) form."""
-    if label.isascii():
-        return label.lower()
+    """Lower-case one label and turn a non-ASCII label into its punycode (IDNA 2008) form.
+
+    An ASCII label in punycode form (`xn--...`) must decode to a valid IDN: `xn--zz` would be
+    refused by browsers and certificate checks alike, so it is refused here."""
     import idna
+
+    if label.isascii():
+        label = label.lower()
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise ValidationError("tunnel name", raw, f"label {label!r} is not valid punycode ({exc})") from None
+        return label
 
     try:
         return idna.encode(label, uts46=True).decode("ascii")
@@ -155,7 +165,9 @@ class Backend:
 
     @classmethod
     def parse(cls, raw: object, weight: object = 1) -> "Backend":
-        """Parse `http://host:port/prefix` (also `https://`, `h2c://`; `URL,weight=N`) or a `{url, weight}` mapping."""
+        """Parse `http://host:port/prefix` (also `https://`, `h2c://`; `URL,weight=N`) or a `{url, weight}` mapping.
+
+        Shorthands: `3000` is `http://127.0.0.1:3000`, `host:port` is `http://host:port`."""
         if isinstance(raw, Mapping):
             unknown = set(raw) - {"url", "weight"}
             if unknown:
@@ -172,6 +184,7 @@ class Backend:
             if key.strip() != "weight" or not sep:
                 raise ValidationError("backend", raw, "the only option is ',weight=N'")
             weight = value.strip()
+        url = expand_backend_shorthand(url)
         if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url) or any(ch in url for ch in "\"'\\{};<>`"):
             raise ValidationError("backend", raw, "contains whitespace, control or quoting characters")
         try:
@@ -199,6 +212,20 @@ class Backend:
         if path:
             path = parse_path(path, "backend path")
         return cls(parts.scheme, host, port, path, parse_weight(weight))
+
+
+def expand_backend_shorthand(raw: str) -> str:
+    """`3000` -> `http://127.0.0.1:3000`; `host:port[/path]` -> `http://host:port[/path]`; URLs unchanged."""
+    if "://" in raw:
+        return raw
+    if raw.isascii() and raw.isdigit():
+        return f"http://127.0.0.1:{raw}"
+    if _SHORTHAND_AUTHORITY.fullmatch(raw.split("/", 1)[0]):  # a port is required: `A` is no shorthand
+        return "http://" + raw
+    return raw
+
+
+_SHORTHAND_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):[0-9]+")
 
 
 def parse_weight(raw: object) -> int:
@@ -282,6 +309,23 @@ def parse_header_value(raw: object) -> str:
     return raw
 
 
+#: Headers a header rule may neither set nor remove: they frame the message or route it, and the
+#: proxy writes them itself (a rule `Content-Length: 20` once sent a 3-byte body as 20 bytes on a
+#: reused connection). `Gotunnel-Hop` is the proxy's loop marker (see `loops.py`).
+RESERVED_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
+    "keep-alive", "proxy-connection", "gotunnel-hop",
+})
+
+
+def _rule_header_name(raw: object, direction: str) -> str:
+    name = parse_header_name(raw)
+    if name.lower() in RESERVED_HEADERS:
+        raise ValidationError(f"headers.{direction} header", name,
+                              "frames or routes the message, so the proxy sets it itself; a header rule may not set or remove it")
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderOps:
     """Header rules for one direction: headers to set (replacing) and header names to remove."""
@@ -302,8 +346,8 @@ class HeaderOps:
         remove_raw = raw.get("remove", [])
         if not isinstance(remove_raw, Sequence) or isinstance(remove_raw, str):
             raise ValidationError(f"headers.{direction}.remove", remove_raw, "must be a list of header names")
-        add = tuple(sorted((parse_header_name(k), parse_header_value(v)) for k, v in add_raw.items()))
-        remove = tuple(sorted({parse_header_name(name) for name in remove_raw}))
+        add = tuple(sorted((_rule_header_name(k, direction), parse_header_value(v)) for k, v in add_raw.items()))
+        remove = tuple(sorted({_rule_header_name(name, direction) for name in remove_raw}))
         return cls(add, remove)
 
     def to_dict(self) -> dict[str, Any]:
@@ -461,12 +505,20 @@ class TlsPolicy:
         return {"cert": self.cert, "key": self.key} if self.mode == "files" else self.mode
 
 
-_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "health", "headers", "host_header", "hosts", "tls", "inspect"}
+_TUNNEL_KEYS = {"name", "backends", "https", "redirect_https", "redirect_code", "health", "headers",
+                "upstream_timeout", "lan", "host_header", "hosts", "tls", "inspect"}
+#: Redirect codes `redirect_https` may use: both keep the method and body. 307 (the default) is
+#: temporary, so a browser does not remember it after the project stops redirecting; 308 is cached.
+REDIRECT_CODES = (307, 308)
 
 
 @dataclass(frozen=True, slots=True)
 class Tunnel:
-    """A named route: `NAME.localhost` and `NAME.local` proxied to one or more backends."""
+    """A named route: `NAME.localhost` and `NAME.local` proxied to one or more backends.
+
+    `upstream_timeout` (seconds to the backend's first response byte, then 504) overrides the
+    global setting when set; `lan = False` keeps the tunnel to loopback clients (no `.local`).
+    """
 
     name: str
     backends: tuple[Backend, ...]
@@ -474,6 +526,9 @@ class Tunnel:
     redirect_https: bool = False
     health: HealthCheck | None = None
     headers: HeaderRules = field(default_factory=HeaderRules)
+    redirect_code: int = 307
+    upstream_timeout: float | None = None
+    lan: bool = True
     #: What the backend sees as Host: `preserve`, `backend` or a literal `host[:port]` (`parse_host_header`).
     host_header: str = "preserve"
     #: Record this tunnel's requests for the dashboard's inspector (`gotunnel_core.inspect`).
@@ -493,6 +548,10 @@ class Tunnel:
         """Every host name this tunnel answers on, e.g. `myapp.localhost`, `myapp.local`."""
         return tuple(f"{self.name}.{suffix}" for suffix in NAME_SUFFIXES)
 
+    def same_backends(self, other: "Tunnel") -> bool:
+        """Whether `other` proxies to exactly the same backends (URLs and weights, any order)."""
+        return sorted((b.url, b.weight) for b in self.backends) == sorted((b.url, b.weight) for b in other.backends)
+
     @classmethod
     def from_raw(cls, raw: object) -> "Tunnel":
         """Build from a config-file table or API payload; refuses unknown keys and bad values."""
@@ -506,13 +565,24 @@ class Tunnel:
         name = parse_tunnel_name(raw["name"])
         backends_raw = raw.get("backends")
         if isinstance(backends_raw, (str, Mapping)):
-            backends_raw = [backends_raw]
+            backends_raw = [backends_raw]  # API convenience; a config file must give a list (config.py)
         if not isinstance(backends_raw, Sequence) or not backends_raw:
             raise ValidationError("backends", backends_raw, f"tunnel {name!r} needs at least one backend URL")
         backends = tuple(Backend.parse(item) for item in backends_raw)
         if len(backends) > 64:
             raise ValidationError("backends", len(backends), "at most 64 backends per tunnel")
         health_raw = raw.get("health")
+        https = _bool(raw.get("https", True), "https")
+        redirect = _bool(raw.get("redirect_https", False), "redirect_https")
+        if redirect and not https:
+            raise ValidationError("redirect_https", True, f"tunnel {name!r} has HTTPS off (https = false, --no-https): "
+                                  "there is nothing to redirect to")
+        code = raw.get("redirect_code", 307)
+        if "redirect_code" in raw and not redirect:
+            raise ValidationError("redirect_code", code, f"tunnel {name!r} does not redirect to HTTPS (redirect_https)")
+        if isinstance(code, bool) or code not in REDIRECT_CODES:
+            raise ValidationError("redirect_code", code, "must be 307 (temporary, the default) or 308 (permanent)")
+        timeout = raw.get("upstream_timeout")
         hosts_raw = raw.get("hosts", [])
         if isinstance(hosts_raw, str) or not isinstance(hosts_raw, Sequence):
             raise ValidationError("hosts", hosts_raw, f"tunnel {name!r}: must be a list of DNS names")
@@ -521,10 +591,13 @@ class Tunnel:
         return cls(
             name=name,
             backends=backends,
-            https=_bool(raw.get("https", True), "https"),
-            redirect_https=_bool(raw.get("redirect_https", False), "redirect_https"),
+            https=https,
+            redirect_https=redirect,
             health=None if health_raw is None else HealthCheck.parse(health_raw),
             headers=HeaderRules.parse(raw.get("headers", {})),
+            redirect_code=code,
+            upstream_timeout=None if timeout is None else parse_upstream_timeout(timeout),
+            lan=_bool(raw.get("lan", True), "lan"),
             host_header=parse_host_header(raw.get("host_header", "preserve")),
             inspect=_bool(raw.get("inspect", False), "inspect"),
             hosts=hosts,
@@ -541,19 +614,29 @@ class Tunnel:
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form (what `from_raw` accepts and the state file stores)."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "backends": [{"url": b.url, "weight": b.weight} for b in self.backends],
             "https": self.https,
             "redirect_https": self.redirect_https,
             "health": None if self.health is None else self.health.to_dict(),
             "headers": self.headers.to_dict(),
+            "upstream_timeout": self.upstream_timeout,
+            "lan": self.lan,
             "host_header": self.host_header,
             # only when on: state files and team peers of versions without the inspector still read it
             **({"inspect": True} if self.inspect else {}),
             **({"hosts": list(self.hosts)} if self.hosts else {}),
             **({"tls": self.tls.to_raw()} if self.tls is not None else {}),
         }
+        if self.redirect_https:
+            out["redirect_code"] = self.redirect_code
+        return out
+
+
+def parse_upstream_timeout(raw: object, field_name: str = "upstream_timeout") -> float:
+    """Seconds a backend may take to its first response byte: 0.1 to 86400."""
+    return _number(raw, field_name, 0.1, 86400)
 
 
 def _bool(raw: object, field_name: str) -> bool:
@@ -579,21 +662,37 @@ class Listen:
     https_port: int = 8443
 
 
+#: The loop marker of tables built without a daemon's own id (see `loops.py`).
+DEFAULT_HOP_ID = "gotunnel"
+_HOP_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
 @dataclass(frozen=True, slots=True)
 class RouteTable:
     """Everything an engine needs to serve: listeners, tunnels and each tunnel's certificate.
 
     `certs` maps a tunnel name to its certificate files; `default_cert` is served for an SNI
-    name that matches no tunnel (so the 404 page works over HTTPS too).
+    name that matches no tunnel (so the 404 page works over HTTPS too). `upstream_timeout` is
+    the time to a backend's first response byte for tunnels without their own; `hop_id` is
+    this gotunnel's loop marker (`loops.py`); `mdns`/`hosts` say whether `NAME.local` resolves
+    (announced on the LAN / written into this machine's hosts file), for the 404 page's links.
     """
 
     listen: Listen
     tunnels: tuple[Tunnel, ...] = ()
     certs: Mapping[str, CertFiles] = field(default_factory=dict)
     default_cert: CertFiles | None = None
+    upstream_timeout: float = 60.0
+    hop_id: str = DEFAULT_HOP_ID
+    mdns: bool = True
+    hosts: bool = False
 
     def by_name(self) -> dict[str, Tunnel]:
         return {t.name: t for t in self.tunnels}
+
+    def timeout_of(self, tunnel: Tunnel) -> float:
+        """The tunnel's upstream timeout: its own, else the table's."""
+        return self.upstream_timeout if tunnel.upstream_timeout is None else tunnel.upstream_timeout
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -601,6 +700,10 @@ class RouteTable:
             "tunnels": [t.to_dict() for t in self.tunnels],
             "certs": {name: {"cert": c.cert, "key": c.key} for name, c in sorted(self.certs.items())},
             "default_cert": None if self.default_cert is None else {"cert": self.default_cert.cert, "key": self.default_cert.key},
+            "upstream_timeout": self.upstream_timeout,
+            "hop_id": self.hop_id,
+            "mdns": self.mdns,
+            "hosts": self.hosts,
         }
 
     @classmethod
@@ -613,7 +716,18 @@ class RouteTable:
             tunnels=tuple(Tunnel.from_raw(t) for t in raw.get("tunnels", [])),
             certs={name: CertFiles(c["cert"], c["key"]) for name, c in raw.get("certs", {}).items()},
             default_cert=None if default is None else CertFiles(default["cert"], default["key"]),
+            upstream_timeout=parse_upstream_timeout(raw.get("upstream_timeout", 60.0)),
+            hop_id=parse_hop_id(raw.get("hop_id", DEFAULT_HOP_ID)),
+            mdns=_bool(raw.get("mdns", True), "mdns"),
+            hosts=_bool(raw.get("hosts", False), "hosts"),
         )
+
+
+def parse_hop_id(raw: object) -> str:
+    """A loop marker: letters, digits and hyphens (it is rendered into engine configs)."""
+    if not isinstance(raw, str) or not _HOP_ID_RE.match(raw):
+        raise ValidationError("hop id", raw, "must be 1 to 64 letters, digits or hyphens")
+    return raw
 
 
 def parse_bind(raw: object) -> str:

@@ -41,11 +41,14 @@ class NameService:
             await self.mdns.start()
 
     async def publish(self, tunnels: list[Tunnel], listen: Listen) -> None:
-        """Claim each tunnel's `NAME.local`; on a conflict, release what this call claimed and raise."""
+        """Claim each tunnel's `NAME.local`; on a conflict, release what this call claimed and raise.
+
+        A `lan = false` tunnel is never announced on the LAN; the hosts file (this machine) still
+        gets its entry."""
         if self.mdns is not None:
             claimed: list[str] = []
             try:
-                for tunnel in tunnels:
+                for tunnel in (t for t in tunnels if t.lan):
                     name = base_name(tunnel)
                     await self.mdns.publish(
                         name,
@@ -62,7 +65,7 @@ class NameService:
 
     async def withdraw(self, tunnels: list[Tunnel]) -> None:
         if self.mdns is not None:
-            for tunnel in tunnels:
+            for tunnel in (t for t in tunnels if t.lan):
                 await self.mdns.withdraw(base_name(tunnel))
         if self.hosts is not None:
             await self._hosts_call("remove", [f"{base_name(t)}.local" for t in tunnels])

@@ -211,7 +211,7 @@ def test_http2_flag_is_a_setting_and_a_running_daemon_must_match_it(gotunnel: Go
     assert shown == {"value": False, "source": "flag", "env": "GOTUNNEL_HTTP2"}
     gotunnel("start", "-d", "a", "-p", str(echo_backend().port), check=True)  # a daemon with HTTP/2 (the default)
     result = gotunnel("--no-http2", "start", "-d", "b", "-p", "3000")
-    assert result.code == 1 and "http2" in result.err  # not silently served with HTTP/2 on
+    assert result.code == 2 and "http2" in result.err  # not silently served with HTTP/2 on
     assert [t["name"] for t in gotunnel.json("list")["tunnels"]] == ["a"]
 
 

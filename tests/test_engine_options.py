@@ -97,6 +97,9 @@ def test_runtime_and_image_are_declared_options_of_every_supervised_engine(gotun
     assert "runtime" not in engines["builtin"] and "image" not in engines["builtin"]
 
     write_config(gotunnel, '[engines.caddy]\nruntime = "process"\nimage = "registry.local:5000/team/caddy:2"\n')
+    # an image is a program to run: honoured from a project's config file once the user allows it
+    assert gotunnel.json("config", "show")["engines"]["caddy"]["image"]["value"] == "caddy:2.11.7"
+    gotunnel("config", "allow", str(gotunnel.state_dir.parent / "gotunnel.toml"), check=True)
     engines = gotunnel.json("--runtime", "docker", "config", "show")["engines"]
     assert engines["nginx"]["runtime"]["value"] == "docker" and engines["nginx"]["runtime"]["source"] == "setting"
     assert engines["caddy"]["runtime"]["value"] == "process"  # the engine's own table wins over the setting

@@ -167,7 +167,7 @@ def test_a_taken_name_is_refused_before_the_command_starts_and_force_replaces_it
     log = tmp_path / "signals.log"
     refused = start_run("-d", "taken", "--", sys.executable, str(PORT_APP), cwd=project,
                         env={"SIGNAL_LOG": str(log), "GRANDCHILD": "1"})
-    assert refused.wait() == 1
+    assert refused.wait() == 2
     err = refused.stderr()
     assert f"error: tunnel 'taken' is already served by http://127.0.0.1:{other.port}" in err and "--force" in err
     assert not log.exists()  # the command never started
@@ -185,7 +185,9 @@ def test_exit_leaves_a_tunnel_another_command_replaced(gotunnel: Gotunnel, start
     running = start_run("-d", "mine", "--", sys.executable, str(PORT_APP), cwd=project)
     wait_for(lambda: serves(gotunnel, "mine"), timeout=60, what="the tunnel to serve the app")
     other = echo_backend("other")
-    gotunnel("start", "-d", "mine", "-p", str(other.port), check=True)  # `start` replaces (no --force needed)
+    refused = gotunnel("start", "-d", "mine", "-p", str(other.port))  # no start takes a name silently (issue 19)
+    assert refused.code == 2 and "already served by" in refused.err
+    gotunnel("start", "-d", "mine", "-p", str(other.port), "--force", check=True)
     running.proc.send_signal(signal.SIGTERM)
     running.wait()
     assert tunnel_names(gotunnel) == ["mine"]

@@ -164,10 +164,10 @@ def test_second_owner_is_refused_and_a_revoked_lease_removes_names(etcd_url: str
         etcd = Etcd.from_urls(etcd_url)
         try:
             a, b = await etcd.grant(30), await etcd.grant(30)
-            first = Route("api.alice.team.test", "alice/1", "alice", "http://10.0.0.2:8080", "api.localhost")
+            first = Route("api.alice.team.test", "alice/1", "alice", "http://10.0.0.2:8080", "api.local")
             assert await claim_new(etcd, [first], a)
             await claim(etcd, first, a)  # the owner again: fine
-            twin = Route("api.alice.team.test", "alice/2", "alice", "http://10.0.0.3:8080", "api.localhost")
+            twin = Route("api.alice.team.test", "alice/2", "alice", "http://10.0.0.3:8080", "api.local")
             assert not await claim_new(etcd, [twin], b)
             with pytest.raises(NameTaken) as taken:
                 await claim(etcd, twin, b)
@@ -192,7 +192,7 @@ def test_team_view_follows_changes(etcd_url: str) -> None:
         task = asyncio.create_task(view.run())
         try:
             await asyncio.wait_for(view.ready.wait(), 10)
-            route = Route("web.bob.team.test", "bob/1", "bob", "http://10.0.0.4:8080", "web.localhost")
+            route = Route("web.bob.team.test", "bob/1", "bob", "http://10.0.0.4:8080", "web.local")
             await etcd.put(NAMES + route.fqdn, route.to_json())
             await etcd.put(REVOKED + "mallory", b"{}")
             for _ in range(200):
@@ -226,15 +226,17 @@ def test_resources_are_the_renderers_and_versions_are_content_hashes() -> None:
     from gotunnel_core.team.store import Route
     from gotunnel_envoy.team import resources
 
-    route = Route("api.alice.team.test", "alice/1", "alice", "http://10.0.0.2:8080", "api.localhost")
+    route = Route("api.alice.team.test", "alice/1", "alice", "http://10.0.0.2:8080", "api.local")
     one, two = resources.cluster(TEAM, route), resources.cluster(TEAM, route)
     assert one.version == two.version and one.name == "tunnel_api.alice"
-    moved = resources.cluster(TEAM, Route(*[*route.__dict__.values()][:3], "http://10.0.0.9:8080", "api.localhost"))
+    moved = resources.cluster(TEAM, Route(*[*route.__dict__.values()][:3], "http://10.0.0.9:8080", "api.local"))
     assert moved.version != one.version
     config = route_pb2.RouteConfiguration.FromString(resources.name_routes(TEAM, route).body.value)
     vhost = config.virtual_hosts[0]
     assert list(vhost.domains)[:1] == ["api.alice.team.test"]
-    assert vhost.routes[0].route.host_rewrite_literal == "api.localhost"
+    forward = [r for r in vhost.routes if r.route.cluster]  # after the guard routes (dot segments, loops)
+    # the RFC 8441 websocket route, then the tunnel's own: both rewrite the Host
+    assert [r.route.host_rewrite_literal for r in forward] == ["api.local", "api.local"]
     scoped = resources.scope(TEAM, "api.alice.team.test")
     assert scoped.body.type_url.endswith("ScopedRouteConfiguration")
     assert TEAM.scope_key("api.alice.team.test") == ["api", "alice"]
@@ -260,7 +262,7 @@ def test_bucket_certificates_cover_every_user(etcd_url: str, ca: Any) -> None:
         try:
             await asyncio.wait_for(view.ready.wait(), 10)
             for user in ("alice", "bob"):
-                route = Route(f"api.{user}.team.test", f"{user}/1", user, "http://10.0.0.2:8080", "api.localhost")
+                route = Route(f"api.{user}.team.test", f"{user}/1", user, "http://10.0.0.2:8080", "api.local")
                 await etcd.put(NAMES + route.fqdn, route.to_json())
             for _ in range(200):
                 if len(view.routes) == 2:

@@ -28,6 +28,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.engines",
     "gotunnel_core.commands.sync",
     "gotunnel_core.commands.config",
+    "gotunnel_core.commands.allow",
     "gotunnel_core.commands.certs",
     "gotunnel_core.commands.trust",
     "gotunnel_core.commands.daemon",
@@ -43,11 +44,21 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+#: Commands that act on a config file's programs and templates (run engines, render templates):
+#: they honour such keys from a project's config file once it is allowed (`gotunnel config
+#: allow`). Every other command is an information command and never does.
+ACTION_COMMANDS = frozenset({"start", "run", "render", "validate", "daemon"})
+#: Commands that must work with a broken project config file (they skip it with a warning):
+#: seeing and stopping what runs never depends on the current directory's file.
+LENIENT_COMMANDS = frozenset({"list", "status", "stop", "logs"})
+
+
 @dataclass
 class CliState:
     """Global flags as given on the command line (None = not given), resolved lazily."""
 
     flags: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
     _resolved: Any = None
     _plugins: Any = None
 
@@ -58,7 +69,10 @@ class CliState:
             from ..config import resolve
             from ..logs import configure
 
-            self._resolved = resolve(self.flags)
+            self._resolved = resolve(self.flags, honour_programs=self.command in ACTION_COMMANDS,
+                                     lenient=self.command in LENIENT_COMMANDS)
+            if self._resolved.skipped_file:
+                click.echo(f"warning: ignoring the config file: {self._resolved.skipped_file}", err=True)
             from ..ports.client import standard_port_defaults
 
             standard_port_defaults(self._resolved.values, self._resolved.sources)
@@ -67,14 +81,24 @@ class CliState:
             configure(self._resolved["log_format"], wanted if wanted in ("debug", "error") else "warning")
         return self._resolved
 
+    def note_ignored(self) -> None:
+        """Say which keys of a project's config file this information command left out."""
+        settings = self.settings
+        if settings.ignored:
+            click.echo(f"note: {', '.join(settings.ignored)} from {settings.config_file} not used: information "
+                       "commands never run a project's programs or templates", err=True)
+
     def file_tunnels(self) -> list[Any]:
         """The config file's `[[tunnels]]`, validated; errors name the file and the table."""
         from ..models import Tunnel
+
+        from ..config import check_file_tunnel
 
         settings = self.settings
         tunnels = []
         for index, raw in enumerate(settings.file_tunnels, start=1):
             try:
+                check_file_tunnel(raw)
                 tunnels.append(Tunnel.from_raw(raw))
             except UsageError as exc:
                 raise UsageError(f"config file {str(settings.config_file)!r}: [[tunnels]] #{index}: {exc.message}",
@@ -206,7 +230,8 @@ def cli(ctx: click.Context, config: str | None, mdns_interface: tuple[str, ...],
     \b
       gotunnel start -d myapp -p 3000   ->  https://myapp.localhost:8443
     """
-    ctx.obj = CliState(flags={**flags, "config": config, "mdns_interface": list(mdns_interface) or None})
+    ctx.obj = CliState(flags={**flags, "config": config, "mdns_interface": list(mdns_interface) or None},
+                       command=ctx.invoked_subcommand)
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ..cli.app import CliState, emit_json, pass_state
+from ..errors import UsageError
 from ..hookspecs import hookimpl
 
 
@@ -83,7 +84,11 @@ def cert_renew(state: CliState, names: tuple[str, ...]) -> None:
         renewed = client.request("renew", names=parsed)
     else:
         service = _cert_service(state)
-        targets = parsed or [leaf.name for leaf in service.issuer.list_leaves() if leaf.due_for_renewal]
+        stored = {leaf.name: leaf for leaf in service.issuer.list_leaves()}
+        missing = [n for n in parsed if n not in stored]
+        if missing:
+            raise UsageError(f"no certificate named {missing[0]!r}; stored: {', '.join(sorted(stored)) or 'none'}")
+        targets = parsed or [name for name, leaf in stored.items() if leaf.due_for_renewal]
         renewed = [service.issuer.renew(n).name for n in targets]
     for name in renewed:
         click.echo(f"renewed {name}")

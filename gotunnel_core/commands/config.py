@@ -21,6 +21,7 @@ def config() -> None:
 def config_show(state: CliState, as_json: bool) -> None:
     """Every setting's effective value and where it came from."""
     settings = state.settings
+    state.note_ignored()
     engines = state.engine_options()
     uninstalled = sorted(set(settings.values.get("engines") or {}) - set(engines))
     if as_json:

@@ -24,6 +24,7 @@ def doctor(state: CliState, as_json: bool) -> None:
     from ..mdns.resolver_check import check_local_resolution
 
     settings = state.settings
+    state.note_ignored()
     resolution = check_local_resolution()
     try:
         chosen = select_interfaces(take_snapshot(), settings["mdns_interface"] or None)

@@ -20,6 +20,7 @@ def engines(state: CliState, as_json: bool) -> None:
     from ..inspect.service import INSPECT_MODE
 
     rows = []
+    state.note_ignored()
     for name, spec in sorted(state.engine_specs().items()):
         probe = spec.engine_class.probe(state.settings.values)
         rows.append({"name": name, "description": spec.description, "plugin": spec.plugin,
@@ -57,8 +58,9 @@ def plugins(state: CliState, as_json: bool) -> None:
 
 def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
     """The engine and the route table for the config file's tunnels (the ops use case)."""
-    from ..certservice import CertService
+    from ..certservice import CertService, table_options
     from ..engine import EngineContext, find_engine
+    from ..loops import check_not_own_listener
     from ..models import Listen
 
     settings = state.settings
@@ -68,9 +70,10 @@ def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
     tunnels = state.file_tunnels()
     spec = find_engine(state.engine_specs(), engine_name)
     state.engine_options()  # bad engine options fail here, naming the key
-    layout = state.layout.ensure()
     listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])
-    table = CertService(layout, settings.values).route_table(listen, tunnels)
+    check_not_own_listener(tunnels, listen)
+    layout = state.layout.ensure()
+    table = CertService(layout, settings.values).route_table(listen, tunnels, table_options(settings.values, layout.root))
     context = EngineContext(work_dir=layout.engine_dir(spec.name), settings=settings.values, hook=None)
     return spec.engine_class(context), table
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ..cli.app import CliState, pass_state
-from ..errors import GotunnelError, RuntimeFailure, UsageError
+from ..errors import GotunnelError, UsageError
 from ..hookspecs import hookimpl
 from .tunnels import HOST_HEADER_HELP, INSPECT_HELP, tunnels_from_flags, warn_host_refusals
 
@@ -48,7 +48,7 @@ def _check_name_free(state: CliState, name: str, force: bool) -> None:
     for item in client.request("list"):
         if item["name"] == name:
             backends = ", ".join(b["url"] for b in item["backends"])
-            raise RuntimeFailure(f"tunnel {name!r} is already served by {backends}",
+            raise UsageError(f"tunnel {name!r} is already served by {backends}",
                                  hint=f"--force replaces it; or choose another name with -d NAME (`gotunnel stop {name}` frees it)")
 
 
@@ -94,7 +94,8 @@ def run(state: CliState, domain: str | None, port: str | None, https: bool | Non
         name, source = picked.name, picked.source
     chosen_port = parse_port(port, "--port") if port is not None else free_port()
     # Validate every tunnel option before anything starts (bad input: exit 2, nothing running).
-    tunnels_from_flags(name, str(chosen_port), (), https, redirect_https, health_path, state, host_header, inspect)
+    tunnels_from_flags(name, str(chosen_port), (), https, redirect_https, health_path, state, host_header=host_header,
+                       inspect=inspect)
     settings = state.settings
     _check_name_free(state, name, force)
     prepared = prepare(argv, chosen_port, cwd)
@@ -145,7 +146,8 @@ def _run_with_tunnel(state: CliState, name: str, prepared: Any, options: dict[st
 def _add_tunnel(state: CliState, name: str, backend_url: str, options: dict[str, Any], force: bool) -> dict[str, Any]:
     """Ask the daemon (spawning one) to serve the tunnel; print its URLs and any Host refusal."""
     tunnel = tunnels_from_flags(name, None, (backend_url,), options["https"], options["redirect_https"],
-                                options["health_path"], state, options["host_header"], options["inspect"])[0]
+                                options["health_path"], state, host_header=options["host_header"],
+                                inspect=options["inspect"])[0]
     client = state.client(spawn=True)
     started = client.request("start", tunnels=[tunnel.to_dict()], force=force)
     item = started[0]

@@ -12,14 +12,19 @@ from ..hookspecs import hookimpl
 
 
 def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-                       redirect_https: bool, health_path: str | None, state: CliState,
-                       host_header: str | None = None, inspect: bool = False) -> list[Any]:
+                       redirect_https: bool, health_path: str | None, state: CliState, *,
+                       redirect_code: int | None = None, upstream_timeout: str | None = None,
+                       lan: bool | None = None, host_header: str | None = None,
+                       inspect: bool = False) -> list[Any]:
     """Validate the tunnels to start: from flags, or every `[[tunnels]]` table of the config file."""
-    from ..models import Tunnel, parse_port
+    from ..models import Tunnel, parse_port, parse_upstream_timeout
 
     if domain is None:
         if port or backends or host_header or inspect:
             raise UsageError("--port/--backend/--host-header/--inspect need --domain NAME")
+        if redirect_code is not None or upstream_timeout is not None or lan is not None:
+            raise UsageError("--redirect-code, --upstream-timeout and --lan/--no-lan need --domain NAME; "
+                             "in the config file they are keys of [[tunnels]]")
         file_tunnels = state.file_tunnels()
         if not file_tunnels and state.settings["providers"]:
             return []  # serve what the providers (Docker containers) declare
@@ -40,8 +45,17 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["https"] = https
     if redirect_https:
         raw["redirect_https"] = True
+    if redirect_code is not None:
+        raw["redirect_code"] = redirect_code
     if health_path:
         raw["health"] = {"path": health_path}
+    if upstream_timeout is not None:
+        try:
+            raw["upstream_timeout"] = parse_upstream_timeout(float(upstream_timeout), "--upstream-timeout")
+        except ValueError:
+            raise UsageError(f"invalid --upstream-timeout {upstream_timeout!r}: must be a number of seconds") from None
+    if lan is not None:
+        raw["lan"] = lan
     if host_header is not None:
         raw["host_header"] = host_header
     if inspect:
@@ -67,23 +81,35 @@ def _backend_entry(raw: str) -> Any:
 @click.command()
 @click.option("--domain", "-d", metavar="NAME", help="Tunnel name: NAME.localhost and NAME.local.")
 @click.option("--port", "-p", metavar="PORT", help="Backend port on 127.0.0.1.")
-@click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable), optionally URL,weight=N.")
+@click.option("--backend", "backends", multiple=True, metavar="URL",
+              help="Backend (repeatable): a URL, host:port or a port; optionally URL,weight=N.")
 @click.option("--https/--no-https", "https", default=None, help="Serve HTTPS too (default on).")
 @click.option("--redirect-https", is_flag=True, help="Redirect plain HTTP to HTTPS.")
+@click.option("--redirect-code", type=click.Choice(["307", "308"]), default=None,
+              help="Status of that redirect: 307 temporary (default), 308 permanent (browsers cache it).")
 @click.option("--health-path", metavar="PATH", help="Active health check path, e.g. /health.")
+@click.option("--upstream-timeout", metavar="SECONDS",
+              help="Time the backend may take to its first response byte (default: the upstream_timeout setting).")
+@click.option("--lan/--no-lan", "lan", default=None,
+              help="Answer LAN clients on NAME.local (default on); --no-lan keeps the tunnel to this machine.")
 @click.option("--host-header", metavar="MODE", help=HOST_HEADER_HELP)
+@click.option("--force", is_flag=True, help="Replace a tunnel of the same name that has other backends.")
 @click.option("--inspect", is_flag=True, help=INSPECT_HELP)
 @click.option("--foreground", is_flag=True, help="Run in this terminal; Ctrl-C stops and cleans up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the started tunnels as JSON.")
 @pass_state
 def start(state: CliState, domain: str | None, port: str | None, backends: tuple[str, ...], https: bool | None,
-          redirect_https: bool, health_path: str | None, host_header: str | None, inspect: bool, foreground: bool,
-          as_json: bool) -> None:
+          redirect_https: bool, redirect_code: str | None, health_path: str | None, upstream_timeout: str | None,
+          lan: bool | None, host_header: str | None, force: bool, inspect: bool, foreground: bool, as_json: bool) -> None:
     """Start a tunnel (or every tunnel of the config file) and print its URLs."""
+    from ..daemon.protocol import DaemonStopping
     from ..engine import find_engine
 
     settings = state.settings
-    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state, host_header, inspect)
+    tunnels = tunnels_from_flags(domain, port, backends, https, redirect_https, health_path, state,
+                                 redirect_code=int(redirect_code) if redirect_code else None,
+                                 upstream_timeout=upstream_timeout, lan=lan, host_header=host_header,
+                                 inspect=inspect)
     spec = find_engine(state.engine_specs(), settings["engine"])
     options = state.engine_options()  # a bad engine option fails here, before a daemon is spawned
     binary = spec.engine_class.probe(settings.values)
@@ -96,15 +122,25 @@ def start(state: CliState, domain: str | None, port: str | None, backends: tuple
         _run_foreground(state, payload)
         return
     client = state.client(spawn=True)
-    started = client.request("start", tunnels=payload)
+    try:
+        started = client.request("start", tunnels=payload, force=force)
+    except DaemonStopping:  # `stop --all` raced this start: a fresh daemon takes it
+        client = state.client(spawn=True)
+        started = client.request("start", tunnels=payload, force=force)
     if as_json:
         emit_json({"tunnels": started})
     else:
-        for item in started:
-            click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
-            for url in item["urls"]:
-                click.echo(f"  {url}")
+        print_started(started)
     warn_host_refusals(started, client)
+    warn_if_nothing_listens(tunnels)
+
+
+def print_started(started: list[dict[str, Any]]) -> None:
+    """`NAME -> backends` and the tunnel's URLs, as `start` prints them."""
+    for item in started:
+        click.echo(f"{item['name']} -> {', '.join(b['url'] for b in item['backends'])}")
+        for url in item["urls"]:
+            click.echo(f"  {url}")
 
 
 def warn_host_refusals(described: list[Any], client: Any) -> None:
@@ -119,18 +155,53 @@ def warn_host_refusals(described: list[Any], client: Any) -> None:
         click.echo(line, err=True)
 
 
+def warn_if_nothing_listens(tunnels: list[Any], timeout: float = 0.5) -> None:
+    """Say so when a backend refuses connections yet: the tunnel serves anyway (502 until the
+    server is up, then it just works), but a typo in the port is easier to see now."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    backends = {b.url: b for t in tunnels for b in t.backends}
+
+    def problem(backend: Any) -> str | None:
+        try:
+            socket.create_connection((backend.host, backend.port), timeout=timeout).close()
+        except socket.timeout:
+            return "no answer"
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(16, len(backends) or 1)) as pool:
+        results = dict(zip(backends, pool.map(problem, backends.values())))
+    for url, reason in results.items():
+        if reason is not None:
+            click.echo(f"warning: nothing listens on {url} yet ({reason}); the tunnel serves and "
+                       "reaches it as soon as it is up", err=True)
+
+
 def _run_foreground(state: CliState, payload: list[Any]) -> None:
     from ..daemon.client import DaemonClient
     from ..daemon.server import run_daemon
     from ..logs import configure
+    from ..models import Tunnel
 
     layout = state.layout.ensure()
     if DaemonClient(layout).ping() is not None:
         raise RuntimeFailure("a gotunnel daemon is already running",
                              hint="use `gotunnel start` without --foreground, or `gotunnel stop --all`")
     configure(state.settings["log_format"], state.settings["log_level"])
-    click.echo("gotunnel running in the foreground; Ctrl-C stops and removes its tunnels", err=True)
-    run_daemon(layout, state.settings.values, state.plugins, initial_tunnels=payload, forget_on_exit=True)
+
+    def ready(served: list[dict[str, Any]]) -> None:
+        print_started(served)
+        warn_if_nothing_listens([Tunnel.from_raw(t) for t in payload])
+        click.echo("gotunnel running in the foreground; Ctrl-C stops and removes its tunnels", err=True)
+        import sys
+
+        sys.stdout.flush()
+
+    run_daemon(layout, state.settings.values, state.plugins, initial_tunnels=payload, forget_on_exit=True,
+               on_ready=ready)
 
 
 @click.command()
@@ -157,13 +228,23 @@ def stop(state: CliState, names: tuple[str, ...], stop_all: bool) -> None:
 
 
 def _stop_all(state: CliState) -> None:
+    from ..daemon.client import DaemonClient
     from ..daemon.launcher import stop_daemon
-    from ..state import TunnelStore
+    from ..errors import GotunnelError
+    from ..state import TunnelStore, read_saved
 
     layout = state.layout.ensure()
+    saved, count = read_saved(layout.tunnels_file)
+    if saved is not None and count and DaemonClient(layout).ping() is None:
+        # A daemon died with tunnels: its engine may still serve them. Restoring it (as `list`
+        # would) stops that orphan; then it is stopped like any running daemon.
+        try:
+            state.client(spawn=False)
+        except GotunnelError as exc:
+            click.echo(f"warning: could not restore the saved daemon to stop it: {exc.message}", err=True)
     result = stop_daemon(layout)
     if result is None:
-        TunnelStore(layout.tunnels_file, layout.tunnels_lock).update(lambda _: [])
+        TunnelStore(layout.tunnels_file, layout.tunnels_lock).clear()
         click.echo("no daemon running; cleared the saved tunnels")
         return
     for name in result["stopped"]:
@@ -183,13 +264,18 @@ def list_(state: CliState, as_json: bool) -> None:
     if not tunnels:
         click.echo("no tunnels running")
     for item in tunnels:
-        backends = ", ".join(b["url"] for b in item["backends"]) if not item.get("problem") else "unreachable"
+        backends = _backends_text(item) if not item.get("problem") else "unreachable"
         click.echo(f"{item['name']:<24} {backends}  {' '.join(item['urls'])}")
         if item.get("source", "user") != "user":
             click.echo(f"{'':<24} from {item['source']}: {item['origin']}")
         if item.get("problem"):
             click.echo(f"{'':<24} why: {item['problem']}")
             click.echo(f"{'':<24} fix: {item['fix']}")
+
+
+def _backends_text(item: dict[str, Any]) -> str:
+    """A tunnel's backends, each followed by `(down: ...)` or `(unhealthy: ...)` when it does not serve."""
+    return ", ".join(b["url"] + (f" ({b['problem']})" if b.get("problem") else "") for b in item["backends"])
 
 
 @click.command()
@@ -218,7 +304,7 @@ def status(state: CliState, as_json: bool) -> None:
     click.echo(f"tunnels: {len(info['tunnels'])}")
     for item in info["tunnels"]:
         source = "" if item.get("source", "user") == "user" else f"  <- {item['origin']}"
-        click.echo(f"  {item['name']}: {' '.join(item['urls'])}{source}")
+        click.echo(f"  {item['name']}: {' '.join(item['urls'])} -> {_backends_text(item)}{source}")
         if item.get("problem"):
             click.echo(f"    unreachable: {item['problem']}")
             click.echo(f"    fix: {item['fix']}")

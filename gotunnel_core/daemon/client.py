@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from filelock import FileLock
 
-from ..errors import RuntimeFailure
+from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..paths import StateLayout
 from .protocol import MAX_MESSAGE, encode, raise_for_response
 
@@ -86,49 +86,62 @@ class DaemonClient:
             return None
 
 
-def _output_tail(path: Path, lines: int = 5) -> str:
+def startup_failure(path: Path, returncode: int | None) -> GotunnelError:
+    """The error a daemon that exited while starting reported: its `error:` line and `hint:` line
+    (the CLI error contract), not merely the last line of its output."""
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text[-lines:])
+        lines = path.read_text(errors="replace").strip().splitlines()[-40:]
+    except OSError:
+        lines = []
+    message = hint = None
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("error: "):
+            message = lines[index][len("error: "):]
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            hint = following[len("hint: "):] if following.startswith("hint: ") else None
+            break
+    if message is None:
+        message = lines[-1] if lines else f"exit code {returncode}"
+    hint = f"{hint} (full output: {path})" if hint else f"full output: {path}"
+    cls = UsageError if returncode == 2 else RuntimeFailure
+    return cls(f"the daemon failed to start: {message}", hint=hint)
 
 
 def ensure_daemon(layout: StateLayout, argv: Sequence[str], deadline: float = 30.0) -> DaemonClient:
-    """Return a client for a running daemon, spawning one with `argv` if none is alive.
+    """Return a client for a serving daemon, spawning one with `argv` if none is alive.
 
     A file lock serialises concurrent CLI processes so exactly one spawns; a stale socket or
-    pid file left by a killed daemon is detected through the daemon lock and ignored.
+    pid file left by a killed daemon is detected through the daemon lock and ignored; a daemon
+    that is shutting down (`stop --all`) is waited for, then replaced. Each spawned daemon's
+    output starts a fresh `daemon.out`.
     """
     client = DaemonClient(layout)
-    if client.ping() is not None:
+    if serving(client.ping()):
         return client
     with FileLock(str(layout.spawn_lock), timeout=deadline + 30):
-        if client.ping() is not None:
-            return client
         process: subprocess.Popen[bytes] | None = None
-        if not daemon_alive(layout):
-            with open(layout.daemon_output, "ab") as out:
-                os.chmod(layout.daemon_output, 0o600)
-                process = subprocess.Popen(
-                    list(argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,
-                    cwd=str(layout.root),
-                    close_fds=True,
-                )
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            if client.ping() is not None:
+            if serving(client.ping()):
                 return client
-            if process is not None and process.poll() is not None:
-                tail = _output_tail(layout.daemon_output)
-                lines = tail.splitlines()
-                # The daemon's own one-line error (a hint may follow it), else its last line.
-                errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-                last = errors[-1] if errors else lines[-1] if lines else f"exit code {process.returncode}"
-                raise RuntimeFailure(f"the daemon failed to start: {last}", hint=f"full output: {layout.daemon_output}")
+            if process is None and not daemon_alive(layout):
+                with open(layout.daemon_output, "wb") as out:
+                    os.chmod(layout.daemon_output, 0o600)
+                    process = subprocess.Popen(
+                        list(argv),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=out,
+                        start_new_session=True,
+                        cwd=str(layout.root),
+                        close_fds=True,
+                    )
+            elif process is not None and process.poll() is not None:
+                raise startup_failure(layout.daemon_output, process.returncode)
             time.sleep(0.05)
         raise RuntimeFailure(f"the daemon did not answer within {deadline:g} s", hint="see `gotunnel logs`")
+
+
+def serving(info: dict[str, Any] | None) -> bool:
+    """Whether a `ping` answer comes from a daemon that takes requests (not one shutting down)."""
+    return info is not None and not info.get("stopping")

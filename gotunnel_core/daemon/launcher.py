@@ -1,26 +1,28 @@
 """Finding, spawning and stopping the user's daemon for a command: the CLI side of the daemon's life.
 
-`connect` returns a client for the running daemon and spawns one with this invocation's
-effective settings when asked to (or when saved tunnels wait to be restored); it refuses a
-running daemon started with other explicitly requested settings. Kept free of heavy imports.
+`connect` returns a client for the running daemon. With saved tunnels and no daemon, it spawns
+one that restores them with the settings saved alongside (`gotunnel daemon --restore`), never
+with this invocation's; `start` (`spawn=True`) spawns a fresh one with this invocation's
+effective settings when nothing is saved. A setting this command sets explicitly (flag,
+environment, config file) that contradicts the running daemon's or the saved one is refused
+with both values named (exit 2). Kept free of heavy imports.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from typing import Any
+from typing import Any, Mapping
 
-from ..errors import RuntimeFailure
+from ..errors import RuntimeFailure, UsageError
 from ..paths import StateLayout
-from .client import DaemonClient, daemon_alive, ensure_daemon
+from .client import DaemonClient, daemon_alive, ensure_daemon, serving
 
-#: Settings a running daemon was started with that an explicit flag must not silently contradict.
-MATCHED_SETTINGS = ("engine", "bind", "http_port", "https_port", "http2")
+#: Saved settings a later command may differ in without a conflict (they change no routing).
+UNCOMPARED = frozenset({"log_level", "engines"})
 
 
-def daemon_argv(settings: Any, layout: StateLayout) -> list[str]:
+def daemon_argv(settings: Any, layout: StateLayout, *, with_config: bool = True) -> list[str]:
     """The command that starts a daemon with these effective settings (a `config.Resolved`)."""
     s = settings
     argv = [sys.executable, "-m", "gotunnel_core", "--state-dir", str(layout.root), "--engine", s["engine"],
@@ -33,38 +35,75 @@ def daemon_argv(settings: Any, layout: StateLayout) -> list[str]:
         argv += ["--mdns-interface", iface]
     if s["engine_bin"]:
         argv += ["--engine-bin", s["engine_bin"]]
-    if s.config_file is not None:
+    if with_config and s.config_file is not None:
         argv += ["--config", str(s.config_file.absolute())]
     return argv + ["daemon"]
 
 
+def restore_argv(layout: StateLayout) -> list[str]:
+    """The command that starts a daemon restoring the saved tunnels with the saved settings."""
+    return [sys.executable, "-m", "gotunnel_core", "--state-dir", str(layout.root), "daemon", "--restore"]
+
+
 def connect(settings: Any, layout: StateLayout, *, spawn: bool) -> DaemonClient:
-    """A client for the running daemon; spawns one when `spawn` (or when tunnels wait to be restored)."""
+    """A client for the serving daemon; spawns one when `spawn`, or when tunnels wait to be restored."""
+    from ..state import read_saved
+
     layout.ensure()
     client = DaemonClient(layout)
-    if spawn or (client.ping() is None and has_saved_tunnels(layout)):
-        client = ensure_daemon(layout, daemon_argv(settings, layout))
-        check_daemon_matches(settings, client)
-    return client
+    for _ in range(3):
+        info = client.ping()
+        if serving(info):
+            assert info is not None
+            if spawn:
+                check_matches(settings, info.get("settings") or {}, "the running daemon (pid %d) uses" % info["pid"],
+                              "stop it first with `gotunnel stop --all` (that stops its tunnels), or drop the setting")
+            return client
+        if info is not None:  # shutting down (`stop --all`): let it finish, then go on without it
+            wait_gone(layout)
+        saved, count = read_saved(layout.tunnels_file)
+        if count and saved is not None:
+            if spawn:
+                check_matches(settings, saved, f"the {count} saved tunnel(s) were started with",
+                              "drop the setting to restore them as they were, or forget them with "
+                              "`gotunnel stop --all`")
+            argv = restore_argv(layout)
+        elif spawn or count:
+            argv = daemon_argv(settings, layout, with_config=spawn)
+        else:
+            return client
+        client = ensure_daemon(layout, argv)
+    raise RuntimeFailure("could not reach a serving daemon (it kept stopping)", hint="see `gotunnel logs`")
 
 
-def has_saved_tunnels(layout: StateLayout) -> bool:
-    """Whether the state file holds tunnels a daemon should restore."""
-    try:
-        return bool(json.loads(layout.tunnels_file.read_text()).get("tunnels"))
-    except (OSError, ValueError):
-        return False
+def check_matches(settings: Any, theirs: Mapping[str, Any], whose: str, hint: str) -> None:
+    """Refuse a setting this command sets explicitly that differs from `theirs`; exit 2."""
+    for key, value in theirs.items():
+        if key in UNCOMPARED or key not in settings.values or settings.sources.get(key, "default") == "default":
+            continue
+        if settings[key] != value:
+            raise UsageError(f"{whose} {key} {value!r}, but {_source_label(settings, key)} asks for {settings[key]!r}",
+                             hint=hint)
 
 
-def check_daemon_matches(settings: Any, client: DaemonClient) -> None:
-    """Refuse to silently use a daemon started with other explicitly requested settings."""
-    info = client.ping() or {}
-    for key in MATCHED_SETTINGS:
-        if settings.sources[key] != "default" and info.get(key, settings[key]) != settings[key]:
-            raise RuntimeFailure(
-                f"the running daemon uses {key} {info.get(key)!r}, not {settings[key]!r}",
-                hint="stop it first with `gotunnel stop --all`, then start again",
-            )
+def _source_label(settings: Any, key: str) -> str:
+    source = settings.sources[key]
+    if source == "flag":
+        return "--" + key.replace("_", "-")
+    if source == "env":
+        return "GOTUNNEL_" + key.upper()
+    if source.startswith("file:"):
+        return f"the config file {source[5:]}"
+    return source
+
+
+def wait_gone(layout: StateLayout, deadline: float = 30.0) -> None:
+    """Wait until no daemon holds this state directory's daemon lock."""
+    end = time.monotonic() + deadline
+    while daemon_alive(layout):
+        if time.monotonic() > end:
+            raise RuntimeFailure(f"the daemon did not exit within {deadline:g} s", hint="see `gotunnel logs`")
+        time.sleep(0.05)
 
 
 def stop_daemon(layout: StateLayout, deadline: float = 30.0) -> dict[str, Any] | None:
@@ -72,10 +111,16 @@ def stop_daemon(layout: StateLayout, deadline: float = 30.0) -> dict[str, Any] |
 
     Returns the daemon's answer (`{"pid", "stopped"}`), or None when no daemon was running.
     """
+    from .protocol import DaemonStopping
+
     client = DaemonClient(layout)
     if client.ping() is None:
         return None
-    result: dict[str, Any] = client.request("stop_all")
+    try:
+        result: dict[str, Any] = client.request("stop_all")
+    except DaemonStopping:  # another `stop --all` got there first
+        wait_gone(layout, deadline)
+        return None
     end = time.monotonic() + deadline
     while daemon_alive(layout) or process_alive(result["pid"]):
         if time.monotonic() > end:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .. import tracing
 from ..certservice import CertService
 from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
-from ..errors import GotunnelError, RuntimeFailure
+from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..inspect.service import Inspector
 from ..logs import get_logger
 from ..metrics.collector import DaemonMetrics, MetricsSnapshot
@@ -43,8 +43,9 @@ CLOCK_TICK = 15.0
 SLEEP_JUMP = 60.0
 
 
-class TunnelNameTaken(RuntimeFailure):
-    """A start without `force` named a tunnel that other backends already serve."""
+class TunnelNameTaken(UsageError):
+    """A start without `force` named a tunnel that other backends already serve (exit 2, like
+    every conflict with what runs: the user picks another name or says --force)."""
 
     def __init__(self, name: str, current: Tunnel) -> None:
         backends = ", ".join(b.url for b in current.backends)
@@ -70,6 +71,7 @@ class TunnelManager:
         self.metrics = DaemonMetrics(settings["engine"])
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._table_options: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         #: source -> the tunnels and refused declarations a provider handed over last
         self.provided: dict[str, list[ProvidedTunnel]] = {}
@@ -97,6 +99,9 @@ class TunnelManager:
         )
         self.engine = spec.engine_class(context)
         self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
+        from ..certservice import table_options
+
+        self._table_options = await asyncio.to_thread(table_options, self.settings, self.layout.root)
         from ..names import NameService
 
         self.names = NameService(self.settings, self.layout)
@@ -106,6 +111,11 @@ class TunnelManager:
         table = await self._build_table(self.tunnels.values())
         await self.engine.start(table)
         self.table = table
+        # Saved only once serving works: a daemon restoring them reuses exactly these settings.
+        from ..config import saved_settings
+
+        await asyncio.to_thread(self.store.save_settings, saved_settings(self.settings))
+        await self._prune_certificates()
         await self.inspector.prune(self.tunnels.values())
         for tunnel in self.tunnels.values():
             try:
@@ -157,7 +167,7 @@ class TunnelManager:
             for tunnel in tunnels:
                 self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
             if forget:
-                await asyncio.to_thread(self.store.update, lambda _: [])
+                await asyncio.to_thread(self.store.clear)
                 for tunnel in tunnels:
                     self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
                 self.tunnels = {}
@@ -172,25 +182,35 @@ class TunnelManager:
         """Add or replace tunnels; returns each with its URLs once the engine serves it.
 
         Without `force`, a name already served by other backends is refused (`TunnelNameTaken`)
-        before anything changes; the same backends again just update the tunnel's options.
+        before anything changes: two projects that both call themselves `app` must not silently
+        take each other's tunnel. The same backends again just update the tunnel's options.
         """
+        from ..loops import check_not_own_listener
+
         new = [Tunnel.from_raw(raw) for raw in raw_tunnels]
+        await asyncio.to_thread(check_not_own_listener, new, self.listen)
         async with self._lock:
             if not force:
                 for tunnel in new:
                     current = self.tunnels.get(tunnel.name)
-                    if current is not None and current.backends != tunnel.backends:
+                    if current is not None and not current.same_backends(tunnel):
                         raise TunnelNameTaken(tunnel.name, current)
             desired = dict(self.tunnels)
             for tunnel in new:
                 desired[tunnel.name] = tunnel
             fresh = [t for t in new if t.name not in self._served(self.tunnels)]
+            # A tunnel whose LAN visibility changes is announced again (mDNS skips `lan = false`).
+            relabelled = [self.tunnels[t.name] for t in new
+                          if t.name in self.tunnels and self.tunnels[t.name].lan != t.lan]
+            await self._withdraw_names(relabelled)
             # Claim the names first: a name another host answers for fails `start` before anything changes.
-            await self._publish_names(fresh)
+            announce = fresh + [desired[t.name] for t in relabelled]
             try:
+                await self._publish_names(announce)
                 await self._apply(desired)
             except BaseException:
-                await self._withdraw_names(fresh)
+                await self._withdraw_names(announce)
+                await self._publish_names(relabelled)
                 raise
             await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
             self.tunnels = desired
@@ -224,7 +244,11 @@ class TunnelManager:
             await self._apply(desired)
             await asyncio.to_thread(self.store.update, lambda _: list(desired.values()))
             self.tunnels = desired
-            await self._withdraw_names([t for t in gone if t.name not in self._served(desired)])
+            unserved = [t for t in gone if t.name not in self._served(desired)]
+            await self._withdraw_names(unserved)
+            assert self.certs is not None
+            await asyncio.to_thread(self.certs.release, [t.name for t in unserved])
+            await self._prune_certificates()
             for tunnel in gone:
                 self._notify("gotunnel_tunnel_stopped", tunnel=tunnel)
                 self._notify("gotunnel_tunnel_removed", tunnel=tunnel)
@@ -233,8 +257,12 @@ class TunnelManager:
     async def renew_certificates(self, force: Iterable[str] = ()) -> list[str]:
         """Renew due (or forced) certificates and hand the engine the new files without a restart."""
         assert self.certs is not None
-        forced = set(force)
+        forced = {parse_tunnel_name(n) for n in force}
         async with self._lock:
+            unknown = sorted(forced - set(self.tunnels))
+            if unknown:
+                raise UsageError(f"no tunnel named {unknown[0]!r} to renew the certificate of; "
+                                 f"running: {', '.join(sorted(self.tunnels)) or 'none'}")
             due = [n for n in self.tunnels if n in forced or self.certs.issuer.due(n)]
             for name in forced:
                 await asyncio.to_thread(self.certs.issuer.renew, name)
@@ -314,26 +342,62 @@ class TunnelManager:
                             f"Rename the label or `gotunnel stop {e.tunnel.name}`"}
                 for entries in self.provided.values() for e in entries if e.tunnel.name in self.tunnels]
 
-    def describe_provided(self, entry: ProvidedTunnel) -> dict[str, Any]:
-        return {**self.describe(entry.tunnel), **entry.to_dict()}
+    def describe_provided(self, entry: ProvidedTunnel, problems: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return {**self.describe(entry.tunnel, problems), **entry.to_dict()}
 
-    def listing(self) -> list[dict[str, Any]]:
-        """Every served tunnel as `list --json` shows it (user and provided), sorted by name."""
-        rows = [self.describe(t) for t in self.tunnels.values()]
-        rows += [self.describe_provided(e) for entries in self.provided.values() for e in entries
+    def listing(self, problems: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every served tunnel as `list --json` shows it (user and provided), sorted by name;
+        `problems` as in `describe`."""
+        rows = [self.describe(t, problems) for t in self.tunnels.values()]
+        rows += [self.describe_provided(e, problems) for entries in self.provided.values() for e in entries
                  if e.tunnel.name not in self.tunnels]
         return sorted(rows, key=lambda row: row["name"])
 
     # ----- descriptions --------------------------------------------------------------------------
 
     def urls(self, tunnel: Tunnel) -> list[str]:
-        return tunnel_urls(tunnel, self.listen, mdns=bool(self.settings["mdns"]))
+        return tunnel_urls(tunnel, self.listen, mdns=bool(self.settings["mdns"]), hosts=bool(self.settings["hosts"]))
 
-    def describe(self, tunnel: Tunnel) -> dict[str, Any]:
-        """A tunnel as `list --json` shows it: its canonical form plus URLs; `source` says who made it."""
-        return {**tunnel.to_dict(), "urls": self.urls(tunnel), "source": "user"}
+    async def _prune_certificates(self) -> None:
+        """Delete the certificates of tunnels gone for longer than `cert_keep_days`."""
+        assert self.certs is not None
+        keep = float(self.settings.get("cert_keep_days", 7))
+        removed = await asyncio.to_thread(self.certs.prune, list(self._served(self.tunnels)), keep)
+        if removed:
+            log.info("certificates of removed tunnels deleted", names=removed, kept_days=keep)
 
-    def status(self) -> dict[str, Any]:
+    def describe(self, tunnel: Tunnel, problems: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A tunnel as `list --json` shows it: its canonical form plus URLs; `source` says who made it.
+        With `problems` (`backend_problems`), each backend also says whether it answers (`problem`)."""
+        out = {**tunnel.to_dict(), "urls": self.urls(tunnel), "source": "user"}
+        if problems is not None:
+            out["backends"] = [{**b, "problem": problems.get(b["url"])} for b in out["backends"]]
+        return out
+
+    async def backend_problems(self, timeout: float = 0.5) -> dict[str, str]:
+        """Backend URL -> why it is not serving: marked unhealthy by the engine's checks, or
+        nothing accepts a TCP connection there right now. Backends that answer are left out."""
+        problems: dict[str, str] = {}
+        health = self.engine.health() if self.engine else None
+        for entry in (health.extra.get("unhealthy_backends", ()) if health else ()):
+            url, _, reason = str(entry).partition(" (")
+            problems[url] = "unhealthy: " + (reason.rstrip(")") or "failed its health check")
+        backends = {b.url: b for t in self._served(self.tunnels).values() for b in t.backends if b.url not in problems}
+
+        async def probe(url: str, host: str, port: int) -> None:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            except asyncio.TimeoutError:
+                problems[url] = "down: no answer to a connection"
+            except OSError as exc:
+                problems[url] = f"down: {exc.strerror or exc}"
+            else:
+                writer.close()
+
+        await asyncio.gather(*(probe(url, b.host, b.port) for url, b in backends.items()))
+        return problems
+
+    def status(self, problems: Mapping[str, str] | None = None) -> dict[str, Any]:
         health = self.engine.health() if self.engine else None
         names_status = self.names.status() if self.names is not None else {}
         return {
@@ -346,7 +410,7 @@ class TunnelManager:
                 **({"extra": dict(health.extra)} if health and health.extra else {}),
             },
             "listen": {"bind": self.listen.bind, "http_port": self.listen.http_port, "https_port": self.listen.https_port},
-            "tunnels": self.listing(),
+            "tunnels": self.listing(problems),
             "providers": self.provider_host.status(),
             "problems": [p.to_dict() for source in sorted(self.provider_problems)
                          for p in self.provider_problems[source]] + self.conflicts(),
@@ -389,7 +453,7 @@ class TunnelManager:
         """The engine's route table; an inspected tunnel's backends are its recording relays there."""
         assert self.certs is not None
         served = await self.inspector.engine_tunnels(tunnels)
-        return await asyncio.to_thread(self.certs.route_table, self.listen, served)
+        return await asyncio.to_thread(self.certs.route_table, self.listen, served, self._table_options)
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:
         assert self.engine is not None
@@ -424,5 +488,7 @@ class TunnelManager:
                     log.info("wall clock jumped ahead (machine slept?); checking certificates")
                 try:
                     await self.renew_certificates()
+                    async with self._lock:
+                        await self._prune_certificates()
                 except GotunnelError as exc:
                     log.error("certificate renewal failed", error=exc.message)

@@ -22,7 +22,7 @@ from ..logs import get_logger
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager
 from .manager import TunnelManager
-from .protocol import MAX_MESSAGE, encode, error_response
+from .protocol import MAX_MESSAGE, DaemonStopping, encode, error_response
 
 log = get_logger("gotunnel.daemon")
 
@@ -54,8 +54,9 @@ class DaemonServer:
         self.dashboard: Any = None  # DashboardServer, when the `dashboard` setting is on
         self.ops: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
-            # `force` (default true: `start` replaces, as it always did) false refuses a name other
-            # backends serve; `if_backends` makes `stop` skip tunnels that were replaced meanwhile.
+            # `force` false refuses a name other backends serve (`gotunnel start` and `gotunnel run`
+            # send false unless --force: no project takes another's name); true, the default for
+            # callers that predate it, replaces. `if_backends` makes `stop` skip replaced tunnels.
             "start": lambda a: self.manager.start_tunnels(list(a.get("tunnels", [])), force=a.get("force", True) is not False),
             "stop": lambda a: self.manager.stop_tunnels(list(a.get("names", [])), _mapping_or_none(a.get("if_backends"))),
             "stop_all": self._stop_all,
@@ -70,6 +71,8 @@ class DaemonServer:
         self.audit = AuditLog(layout.audit_log)
 
     async def _ping(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        from ..config import saved_settings
+
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -81,14 +84,19 @@ class DaemonServer:
             "http2": self.settings["http2"],
             "mdns": self.settings["mdns"],
             "state_dir": str(self.layout.root),
+            "settings": saved_settings(self.settings),
+            # Shutting down: a client must not hand it changes, but wait for it and start another.
+            "stopping": self.stopping.is_set(),
             "dashboard": self.dashboard.info() if self.dashboard is not None else None,
         }
 
     async def _list(self, _: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return self.manager.listing()
+        problems = await self.manager.backend_problems()
+        return self.manager.listing(problems)
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self.manager.status(), "version": __version__, "state_dir": str(self.layout.root)}
+        problems = await self.manager.backend_problems()
+        return {**self.manager.status(problems), "version": __version__, "state_dir": str(self.layout.root)}
 
     async def _metrics(self, _: Mapping[str, Any]) -> dict[str, Any]:
         return {"text": (await self.manager.metrics_text()).decode()}
@@ -132,6 +140,8 @@ class DaemonServer:
                     raise UsageError(f"unknown daemon operation {op!r}")
             except (ValueError, KeyError, TypeError):
                 raise UsageError("malformed request to the daemon") from None
+            if self.stopping.is_set() and op != "ping":
+                raise DaemonStopping("the daemon is stopping", hint="run the command again")
             response = {"ok": True, "result": await self._call(op, args)}
         except GotunnelError as exc:
             response = error_response(exc)
@@ -167,8 +177,11 @@ class DaemonServer:
         except OSError as exc:  # a full disk must not stop the daemon from answering
             log.error("audit log not written", error=str(exc), op=op)
 
-    async def run(self, initial_tunnels: list[Any] | None = None) -> None:
-        """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly."""
+    async def run(self, initial_tunnels: list[Any] | None = None,
+                  on_ready: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        """Start everything, serve until SIGTERM/SIGINT or `stop --all`, then shut down cleanly.
+
+        `on_ready` gets every served tunnel (as `list` shows it) once they serve."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -176,7 +189,7 @@ class DaemonServer:
         try:
             await self.manager.startup()
             if initial_tunnels:
-                await self.manager.start_tunnels(initial_tunnels)
+                await self.manager.start_tunnels(initial_tunnels, force=True)
             if self.settings.get("dashboard", True):
                 from ..dashboard.server import DashboardServer
 
@@ -186,6 +199,8 @@ class DaemonServer:
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
             raise
+        if on_ready is not None:
+            on_ready(await self._list({}))
         try:
             self.layout.socket.unlink()
         except FileNotFoundError:
@@ -230,9 +245,13 @@ def run_daemon(
     plugins: GotunnelPluginManager,
     initial_tunnels: list[Any] | None = None,
     forget_on_exit: bool = False,
+    on_ready: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> None:
     """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
+    from ..memory import keep_large_blocks_mmapped
+
     lock_fd = acquire_daemon_lock(layout)
+    keep_large_blocks_mmapped()  # a daemon runs for weeks: keep TLS buffers from fragmenting the heap
     tracing.configure()
     error_reports.configure(settings)
     try:
@@ -241,7 +260,7 @@ def run_daemon(
         async def main() -> None:
             server = DaemonServer(layout, settings, plugins)
             server.forget_on_exit = forget_on_exit
-            await server.run(initial_tunnels)
+            await server.run(initial_tunnels, on_ready)
 
         uvloop.run(main())
     finally:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import collections
 import os
 import re
@@ -470,7 +471,7 @@ class SupervisedEngine(Engine):
         m = self.runtime.map_path
         certs = {name: CertFiles(m(c.cert), m(c.key)) for name, c in table.certs.items()}
         default = None if table.default_cert is None else CertFiles(m(table.default_cert.cert), m(table.default_cert.key))
-        return RouteTable(table.listen, table.tunnels, certs, default)
+        return dataclasses.replace(table, certs=certs, default_cert=default)
 
     async def _run_validator(self, binary: str, config_dir: Path) -> None:
         argv = self.validate_command(binary, self.work, Path(self.runtime.map_path(str(config_dir))))

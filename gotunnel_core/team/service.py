@@ -247,8 +247,10 @@ class Session:
             except ValidationError as exc:
                 refused.append({"name": str(raw)[:80], "reason": exc.message})
                 continue
+            # `NAME.local`: the agent's engine answers `.localhost` names to loopback peers only,
+            # and an edge is a peer on the network (a `lan = false` tunnel stays unpublished there).
             wanted[fqdn] = Route(fqdn, self.member.member_id, self.member.name, f"http://{host}:{port}",
-                                 f"{name}.localhost")
+                                 f"{name}.local")
         return wanted, refused
 
     async def publish(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -449,3 +450,67 @@ def get(port: int, host: str, path: str = "/", ca: str | None = None, headers: d
 
 def header_values(echo: dict[str, Any], name: str) -> list[str]:
     return [v for k, v in echo["headers"] if k.lower() == name.lower()]
+
+
+# ----- raw TCP backends: one that never answers, one that relays (loops) --------------------------------
+
+class _Listener:
+    """A TCP listener on 127.0.0.1 whose accepted connections go to `handle` (on a thread); the
+    base of `SilentServer` and `Relay`."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((LOCAL, 0))
+        self.open: list[socket.socket] = []
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.open.append(conn)
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        """Keep the connection open and never answer (a hung backend)."""
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.open:
+            conn.close()
+
+
+class SilentServer(_Listener):
+    """Accepts connections and reads requests, but never answers (a hung backend)."""
+
+
+class Relay(_Listener):
+    """A TCP relay to 127.0.0.1:`target` (think: a dev server proxying to another URL). Pointed at
+    gotunnel's own port it makes a loop no address check can see."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        super().__init__()
+
+    def handle(self, client: socket.socket) -> None:
+        upstream = socket.create_connection((LOCAL, self.target))
+        self.open.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)

@@ -3,10 +3,10 @@ uses every tunnel option (`CONFIG`), compared file by file, with a diff on a dif
 intended change, regenerate with GOTUNNEL_UPDATE_GOLDEN=1 and review the diff in git. An engine's
 tests call `check_render_golden(gotunnel, "myengine", tests_dir / "golden" / "myengine", tmp_path)`.
 
-Machine-specific parts are normalised: the state directory becomes `<STATE>`, nginx's `user`
-line (present only when the daemon runs as root) is dropped, and Envoy's certificate digests
-(fresh certificates every run) and the content hashes derived from them become `<DIGEST>`. A
-rendered link (`RenderedLink`) is compared as `-> target`.
+Machine-specific parts are normalised: the state directory becomes `<STATE>`, its loop marker
+`<HOP-ID>`, nginx's `user` line (present only when the daemon runs as root) is dropped, and Envoy's
+certificate digests (fresh certificates every run) and the content hashes derived from them become
+`<DIGEST>`. A rendered link (`RenderedLink`) is compared as `-> target`.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ backends = ["h2c://127.0.0.1:50051"]
 
 def _normalise(text: str, state: Path) -> str:
     text = text.replace(str(state), "<STATE>")
+    hop = state / "hop-id"  # this state directory's random loop marker
+    if hop.exists():
+        text = text.replace(hop.read_text().strip(), "<HOP-ID>")
     text = re.sub(r'"(cert|key|version_info)": "[0-9a-f]{16}"', r'"\1": "<DIGEST>"', text)
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("user "))
 

@@ -106,7 +106,7 @@ class BuiltinEngine(Engine):
                     state = BackendState(backend, pool, tunnel.health)
                 states[key] = state
                 tunnel_states.append(state)
-            route = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)))
+            route = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)), table.timeout_of(tunnel))
             route.stats = self._tunnel_stats.get(tunnel.name) or RouteCounters()
             routes[tunnel.name] = route
         return Router.build(table, routes), snapshot, states

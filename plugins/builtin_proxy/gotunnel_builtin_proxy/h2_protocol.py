@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hpack import Decoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
 from gotunnel_core import pages
+from gotunnel_core.dotsegments import has_dot_segment
+from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
 from . import h2_frames as F
 from .h2_upstream import start_exchange
@@ -59,7 +61,7 @@ _PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protoco
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
 #: Request fields the proxy rebuilds or drops when forwarding.
 _REQ_REBUILT = frozenset((b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"te",
-                          b"content-length", b"cookie"))
+                          b"content-length", b"cookie", b"gotunnel-hop"))
 #: Response fields never forwarded to an HTTP/2 client.
 _RESP_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"))
 HTML = b"text/html; charset=utf-8"
@@ -86,7 +88,7 @@ class Request:
     """A validated request head (cached per header block while the HPACK table is unchanged)."""
 
     __slots__ = ("method", "scheme", "path", "authority", "protocol", "fields", "content_length", "cookies",
-                 "xff", "host")
+                 "xff", "host", "hop")
 
     def __init__(self) -> None:
         self.method = b""
@@ -99,6 +101,7 @@ class Request:
         self.cookies: list[bytes] = []
         self.xff: bytes = b""
         self.host: bytes = b""
+        self.hop: bytes = b""  # the loop marker a request arrived with (gotunnel_core.loops)
 
 
 def parse_request(headers: list[tuple[bytes, bytes]]) -> Request:
@@ -138,6 +141,8 @@ def parse_request(headers: list[tuple[bytes, bytes]]) -> Request:
                 if req.host:
                     raise StreamError(F.PROTOCOL_ERROR, "more than one host")
                 req.host = value
+            elif name == b"gotunnel-hop":
+                req.hop = value
             continue
         if name in _CONNECTION_SPECIFIC:
             raise StreamError(F.PROTOCOL_ERROR, f"connection-specific header {name!r}")
@@ -187,7 +192,7 @@ class H2Stream:
         "conn", "sid", "req", "send_window", "unacked", "remote_closed", "local_closed", "head_sent",
         "pending", "pending_size", "pending_end", "pending_trailers", "relay", "route", "backend", "tried",
         "received", "buffered", "activity", "t_active", "paused", "is_head", "websocket", "discard", "ended",
-        "owed", "recv_window", "t0", "status", "sent", "span",
+        "owed", "recv_window", "t_sent", "t0", "status", "sent", "span",
     )
 
     def __init__(self, conn: "H2Protocol", sid: int, send_window: int) -> None:
@@ -218,6 +223,7 @@ class H2Stream:
         self.ended = False  # removed from the connection
         self.owed = 0  # body bytes forwarded to a relay that could not take more: acknowledged on resume
         self.recv_window = STREAM_WINDOW
+        self.t_sent = 0.0  # when the client's request ended: the backend's first-byte timer (upstream_timeout)
         self.t0 = self.t_active  # metrics: latency from the request head, final status, body bytes sent
         self.status = 0
         self.sent = 0
@@ -234,6 +240,7 @@ class H2Stream:
             return
         if end:
             self.remote_closed = True
+            self.t_sent = time.monotonic()
         if self.discard:
             self.ack(len(data))
             return
@@ -274,6 +281,7 @@ class H2Stream:
 
     def on_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         self.remote_closed = True
+        self.t_sent = time.monotonic()
         if self.relay is not None and not self.discard:
             self.relay.end_body(fields)
         if self.local_closed:
@@ -421,6 +429,7 @@ class H2Protocol(asyncio.Protocol):
         self.control_frames = 0
         self.early_resets = 0
         self.refused = 0
+        self.lan = False  # a LAN peer: plain pages, no `.localhost`, no `lan = false` tunnels
 
     # -- lifecycle --------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -430,6 +439,7 @@ class H2Protocol(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
             self.peer_ip = peer[0].encode("ascii")
+            self.lan = not is_loopback_peer(peer[0])
         st.conns.add(self)  # type: ignore[arg-type]
         transport.set_write_buffer_limits(WRITE_HIGH)  # type: ignore[attr-defined]
         self.flood_t = time.monotonic()
@@ -941,6 +951,8 @@ class H2Protocol(asyncio.Protocol):
         stream = H2Stream(self, sid, self.peer_window)
         stream.req = req
         stream.remote_closed = end
+        if end:
+            stream.t_sent = time.monotonic()
         if end and req.content_length > 0:
             self.queue(F.rst_stream(sid, F.PROTOCOL_ERROR))
             return
@@ -960,10 +972,20 @@ class H2Protocol(asyncio.Protocol):
         route = router.lookup(req.authority)
         if route is not None and not route.tunnel.https:
             route = None
+        if route is not None and self.lan and (not route.tunnel.lan or is_localhost_host(req.authority.decode("latin-1"))):
+            route = None  # `.localhost` names and `lan = false` tunnels answer loopback peers only
+        if req.method == b"CONNECT" and not req.protocol:
+            # Plain CONNECT asks for a tunnel to any host: gotunnel is a reverse proxy (every engine: 405).
+            return self._page(stream, 405, None)
+        if req.path == b"*":  # `OPTIONS *`: a question about the server, answered here (as on HTTP/1.1)
+            return self.local(stream, 200, b"", b"")
         if route is None:
-            body = pages.not_found_page(req.authority.decode("latin-1"), router.table.tunnels, router.table.listen)
-            return self.local(stream, 404, body.encode(), HTML)
+            return self._page(stream, 404, pages.table_not_found_page, req.authority.decode("latin-1"), router.table)
         stream.route = route
+        if has_dot_segment(req.path):  # before the backend's path prefix is joined (gotunnel_core.dotsegments)
+            return self._page(stream, 400, None)
+        if req.hop and req.hop == router.hop_id:
+            return self._page(stream, 508, pages.loop_page, route.name)
         sni = self.sni
         if not (sni is NO_SNI or sni == "" or sni == route.name):
             return self.local(stream, 421, b"Misdirected Request: the TLS name does not match Host\n", TEXT)
@@ -1011,19 +1033,31 @@ class H2Protocol(asyncio.Protocol):
             fields += route_pairs(route)[0]
         if st.settings.via:
             fields.append((b"via", b"2 gotunnel"))
+        fields.append((b"gotunnel-hop", router.hop_id))
         stream.is_head = req.method == b"HEAD"
         backend = route.balancer.pick()
         if backend is None:
-            body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
-            return self.local(stream, 503, body.encode(), HTML)
+            return self._page(stream, 503, pages.unavailable_page, route.name, [s.backend for s in route.balancer.states])
         if st.tracer is not None:
             fields = start_stream_span(st, stream, route, fields)
         start_exchange(stream, backend, fields)
 
+    def _page(self, stream: H2Stream, status: int, detailed: "Callable[..., str] | None", *args: Any) -> None:
+        """One of the proxy's own pages: the detailed one (`detailed(*args)`) to a loopback peer,
+        the plain one (naming nothing) to a LAN peer or when there is no detailed one."""
+        body = pages.plain_page(status) if self.lan or detailed is None else detailed(*args)
+        self.local(stream, status, body.encode(), HTML)
+
     def bad_gateway(self, stream: H2Stream, backend: "BackendState", reason: str) -> None:
         route = stream.route
-        body = pages.bad_gateway_page(route.name if route else "?", backend.backend.url, reason)
-        self.local(stream, 502, body.encode(), HTML)
+        self._page(stream, 502, pages.bad_gateway_page, route.name if route else "?", backend.backend.url, reason)
+
+    def _upstream_timeout(self, stream: H2Stream, route: "Route") -> None:
+        """The backend took the request but sent nothing within its tunnel's upstream timeout: 504."""
+        self.st.upstream_errors += 1
+        route.stats.upstream_errors += 1
+        backend = stream.backend.backend.url if stream.backend is not None else "?"
+        self._page(stream, 504, pages.gateway_timeout_page, route.name, backend, route.upstream_timeout)
 
     def local(self, stream: H2Stream, status: int, body: bytes, content_type: bytes,
               extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -1072,6 +1106,11 @@ class H2Protocol(asyncio.Protocol):
             return
         for stream in list(self.streams.values()):
             relay = stream.relay
+            route = stream.route
+            if stream.t_sent and not stream.head_sent and relay is not None and route is not None \
+                    and now - stream.t_sent > route.upstream_timeout:
+                self._upstream_timeout(stream, route)
+                continue
             if stream.activity or (relay is not None and relay.take_activity()):
                 stream.activity = False
                 stream.t_active = now

@@ -15,6 +15,7 @@ cdef class Req:
     cdef public bint http11, keep_alive, upgrade, is_head, head_done, complete, chunked, discard, local
     cdef public object body, route, backend, tried, span
     cdef public Py_ssize_t body_size
+    cdef public double t_sent
     cdef public double t0
     cdef public int status
 
@@ -22,7 +23,7 @@ cdef class Req:
 @cython.final
 cdef class ClientProtocol:
     cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf, tracer
-    cdef public bint https, activity, write_paused, resp_done, eof
+    cdef public bint https, activity, write_paused, resp_done, eof, lan
     cdef public bytes xfp, peer_ip
     cdef public tuple peer
     cdef public Req parsing, active

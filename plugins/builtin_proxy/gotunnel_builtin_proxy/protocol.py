@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from gotunnel_core import pages
+from gotunnel_core.dotsegments import has_dot_segment
+from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
 from .hooks import run_request_hook
 from .metrics import RouteCounters
@@ -58,7 +60,7 @@ class Req:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
         "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local", "t0", "status", "span",
+        "head_parts", "local", "t_sent", "t0", "status", "span",
     )
 
     def __init__(self) -> None:
@@ -80,6 +82,7 @@ class Req:
         self.tried: list[BackendState] | None = None
         self.head_parts: list[bytes] = []
         self.local = False
+        self.t_sent = 0.0  # when the whole request was with the backend (its first-byte timer)
         self.t0 = 0.0  # when the request head began (monotonic): latency metrics
         self.status = 0  # status of the final response head sent, 0 while none
         self.span = None  # its trace span, when tracing samples it
@@ -111,6 +114,7 @@ class ClientProtocol:
         self.resp_done = False
         self.upgrade_buf: list[bytes] | None = None
         self.eof = False
+        self.lan = False  # a LAN peer: plain pages, no `.localhost`, no `lan = false` tunnels
         self.nin = 0  # bytes from the client / to the client since the last counted request
         self.nout = 0
         self.tracer = st.tracer  # request spans when the daemon traces (read once per connection)
@@ -124,6 +128,7 @@ class ClientProtocol:
         if peer:
             self.peer = (peer[0], peer[1])
             self.peer_ip = peer[0].encode("ascii")
+            self.lan = not is_loopback_peer(peer[0])
         self.t_phase = time.monotonic()
         if len(st.conns) >= st.settings.max_connections or st.closing:
             st.rejected_total += 1
@@ -319,8 +324,10 @@ class ClientProtocol:
                 self._finish_exchange()
             return
         up = self.upstream
-        if up is not None and up.req is req and req.chunked:
-            up.transport.write(CHUNK_END)
+        if up is not None and up.req is req:
+            req.t_sent = time.monotonic()
+            if req.chunked:
+                up.transport.write(CHUNK_END)
         elif self.resp_done:
             self._finish_exchange()
 
@@ -330,7 +337,7 @@ class ClientProtocol:
         st = self.st
         st.requests_total += 1
         router = st.router
-        host = te = conn = xff = upg = None
+        host = te = conn = xff = upg = hop = None
         nhost = 0
         out: list[bytes] = []
         headers = req.headers
@@ -341,7 +348,8 @@ class ClientProtocol:
                     host_hdr = value
                     break
             route = router.lookup(host_hdr) if host_hdr is not None else None
-            if route is not None and self._sni_ok(route) and not self._redirects(route):
+            if route is not None and self._sni_ok(route) and not self._redirects(route) \
+                    and self._visible(route, host_hdr):  # type: ignore[arg-type]  # route implies a Host
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
@@ -363,6 +371,8 @@ class ClientProtocol:
                 xff = value if xff is None else xff + b", " + value
             elif kind == 5:
                 upg = value
+            elif kind == 7:
+                hop = value
         if te is not None:
             if te.strip().lower() != b"chunked":
                 return self._reject(400, "unsupported transfer coding")
@@ -370,11 +380,15 @@ class ClientProtocol:
         if nhost > 1:
             return self._reject(400, "more than one Host header")
         target = req.url
+        if req.method == b"CONNECT":
+            return self._reject(405, "CONNECT is not supported: gotunnel is a reverse proxy")
         if target[:1] != b"/":
             if target == b"*":
-                pass
-            elif req.method == b"CONNECT":
-                return self._reject(405, "CONNECT is not supported")
+                if req.method != b"OPTIONS":
+                    return self._reject(400, "only OPTIONS may ask for '*'")
+                # A question about the server itself, answered by the proxy (as every engine does).
+                return self._local(req, simple_response(200, b"", b"", close=not req.keep_alive,
+                                                        http10_keep_alive=not req.http11))
             else:
                 try:
                     parts = parse_url(target)
@@ -390,12 +404,16 @@ class ClientProtocol:
         route = router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
+        if route is not None and not self._visible(route, host):
+            route = None
         if route is None:
-            body = pages.not_found_page(host.decode("latin-1"), router.table.tunnels, router.table.listen)
-            return self._local(req, simple_response(404, body.encode(), HTML, close=not req.keep_alive,
-                                                    head_only=req.is_head, http10_keep_alive=not req.http11))
+            return self._page(req, 404, pages.table_not_found_page, host.decode("latin-1"), router.table)
         req.route = route
         req.t0 = self.t_phase  # set when the head began (on_message_begin / _finish_exchange)
+        if has_dot_segment(target):  # before the backend's path prefix is joined (gotunnel_core.dotsegments)
+            return self._page(req, 400, None)
+        if hop == router.hop_id:
+            return self._page(req, 508, pages.loop_page, route.name)
         if self.https:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(
@@ -426,14 +444,24 @@ class ClientProtocol:
             out.append(CHUNKED)
         if st.settings.via:
             out.append(VIA)
-        out.append(CRLF)
+        out += (router.hop_line, CRLF)
         backend = route.balancer.pick()
         if backend is None:
-            body = pages.unavailable_page(route.name, [s.backend for s in route.balancer.states])
-            return self._local(req, simple_response(503, body.encode(), HTML, close=not req.keep_alive,
-                                                    head_only=req.is_head, http10_keep_alive=not req.http11))
+            return self._page(req, 503, pages.unavailable_page, route.name, [s.backend for s in route.balancer.states])
         req.head_parts = out
         self._send(req, backend)
+
+    def _page(self, req: Req, status: int, detailed: "Callable[..., str] | None", *args: Any) -> None:
+        """Answer one of the proxy's own pages: the detailed one (`detailed(*args)`, built only
+        then) to a loopback peer, the plain one (naming nothing) to a LAN peer or when there is
+        no detailed one. No closures: `_dispatch` is a cpdef method in the compiled build."""
+        body = pages.plain_page(status) if self.lan or detailed is None else detailed(*args)
+        self._local(req, simple_response(status, body.encode(), HTML, close=not req.keep_alive,
+                                         head_only=req.is_head, http10_keep_alive=not req.http11))
+
+    def _visible(self, route: "Route", host: bytes) -> bool:
+        """`.localhost` names and `lan = false` tunnels answer loopback peers only (gotunnel_core.lan)."""
+        return not self.lan or (route.tunnel.lan and not is_localhost_host(host.decode("latin-1")))
 
     def _sni_ok(self, route: "Route") -> bool:
         # 421 only when the handshake named another known tunnel; an SNI naming no tunnel
@@ -452,7 +480,8 @@ class ClientProtocol:
                 name = head
         https_port = self.st.router.table.listen.https_port
         location = b"https://" + name + (b"" if https_port == 443 else b":%d" % https_port) + target
-        self._local(req, simple_response(308, b"", b"", headers=[(b"Location", location)],
+        code = req.route.tunnel.redirect_code if req.route is not None else 307
+        self._local(req, simple_response(code, b"", b"", headers=[(b"Location", location)],
                                          close=not req.keep_alive, http10_keep_alive=not req.http11))
 
     def _run_hook(self, req: Req, route: "Route") -> bool:
@@ -533,9 +562,7 @@ class ClientProtocol:
         self._attach(req, up)
 
     def _bad_gateway(self, req: Req, backend: "BackendState", reason: str) -> None:
-        body = pages.bad_gateway_page(req.route.name if req.route else "?", backend.backend.url, reason)
-        self._local(req, simple_response(502, body.encode(), HTML, close=not req.keep_alive,
-                                         head_only=req.is_head, http10_keep_alive=not req.http11))
+        self._page(req, 502, pages.bad_gateway_page, req.route.name if req.route else "?", backend.backend.url, reason)
 
     def _attach(self, req: Req, up: "UpstreamProtocol") -> None:
         """Bind `up` to the active request and write the head plus any buffered body."""
@@ -551,6 +578,8 @@ class ClientProtocol:
             parts[6] = req.backend.host_header  # type: ignore[union-attr]
         head = b"".join(parts)
         body = req.body
+        if req.complete:
+            req.t_sent = time.monotonic()
         if body is None:
             if req.complete and req.chunked:
                 up.transport.writelines((head, CHUNK_END))
@@ -705,6 +734,11 @@ class ClientProtocol:
                 self.close()
         elif phase == BUSY or phase == UPGRADE_WAIT:
             up = self.upstream
+            req = self.active
+            if up is not None and req is not None and req.t_sent and not up.got_bytes and req.route is not None \
+                    and now - req.t_sent > req.route.upstream_timeout:
+                self._upstream_timeout(req, up)
+                return
             if self.activity or (up is not None and up.activity):
                 self.activity = False
                 if up is not None:
@@ -718,6 +752,19 @@ class ClientProtocol:
                     else:
                         self.transport.write(error_response(504, "backend did not answer in time"))
                 self.close()
+
+    def _upstream_timeout(self, req: Req, up: "UpstreamProtocol") -> None:
+        """The backend took the request but sent nothing within its tunnel's upstream timeout: 504."""
+        route = req.route
+        assert route is not None
+        self.upstream = None
+        up.client = None
+        up.transport.close()
+        self.st.upstream_errors += 1
+        route.stats.upstream_errors += 1
+        req.keep_alive = False
+        backend = req.backend.backend.url if req.backend is not None else "?"
+        self._page(req, 504, pages.gateway_timeout_page, route.name, backend, route.upstream_timeout)
 
 
 class _Reject(Exception):

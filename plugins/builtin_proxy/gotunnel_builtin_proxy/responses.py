@@ -22,8 +22,9 @@ def status_line(status: int) -> bytes:
 
 #: Request headers never forwarded as-is (hop-by-hop, or rebuilt by the proxy).
 #: Values: 0 = drop, 1 = Host, 2 = Connection, 3 = Transfer-Encoding, 4 = X-Forwarded-For,
-#: 5 = Upgrade, 6 = Content-Length.
+#: 5 = Upgrade, 6 = Content-Length, 7 = Gotunnel-Hop (the loop marker, gotunnel_core.loops).
 REQ_SPECIAL: dict[bytes, int] = {
+    b"gotunnel-hop": 7,
     b"host": 1,
     b"connection": 2,
     b"keep-alive": 0,

@@ -33,17 +33,19 @@ class Route:
     req_remove: frozenset[bytes] = frozenset()
     resp_add: bytes = b""
     resp_drop: frozenset[bytes] = frozenset()  # names removed or replaced in responses
+    upstream_timeout: float = 60.0  # seconds to the backend's first response byte, then 504
     stats: RouteCounters = field(default_factory=RouteCounters)  # the engine's counters of this tunnel
     upstream_host: bytes = b""  # a literal host_header; empty: the client's Host (or the backend's)
     host_from_backend: bool = False  # host_header = "backend": each backend's own host:port
 
     @classmethod
-    def build(cls, tunnel: Tunnel, balancer: "Balancer") -> "Route":
+    def build(cls, tunnel: Tunnel, balancer: "Balancer", upstream_timeout: float = 60.0) -> "Route":
         req, resp = tunnel.headers.request, tunnel.headers.response
         req_add_names = frozenset(n.lower().encode() for n, _ in req.add)
         return cls(
             tunnel=tunnel,
             balancer=balancer,
+            upstream_timeout=upstream_timeout,
             name=tunnel.name,
             req_add=_header_block(req.add),
             req_add_names=req_add_names,
@@ -86,10 +88,16 @@ class Router:
     exact: dict[str, Route] = field(default_factory=dict)
     wildcard: dict[str, Route] = field(default_factory=dict)
     _cache: dict[bytes, Route | None] = field(default_factory=dict)
+    hop_id: bytes = b""  # this gotunnel's loop marker (gotunnel_core.loops)
+    hop_line: bytes = b""  # the header line sent upstream with every request
 
     @classmethod
     def build(cls, table: RouteTable, routes: Mapping[str, Route]) -> "Router":
+        from gotunnel_core.loops import HOP_HEADER
+
         router = cls(table)
+        router.hop_id = table.hop_id.encode("ascii")
+        router.hop_line = f"{HOP_HEADER}: {table.hop_id}\r\n".encode("ascii")
         for name, route in routes.items():
             if name.startswith("*."):
                 router.wildcard[name[2:]] = route

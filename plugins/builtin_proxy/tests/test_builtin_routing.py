@@ -154,9 +154,12 @@ def test_keep_alive_client_and_upstream_connection_reuse(running, backend_a):
 def test_redirect_https_on_plain_http(engine_factory, backend_a, ports, pki):
     http_port, https_port = ports
     eng = engine_factory()
-    eng.start(make_table([{"name": "redir", "backends": backend_a.url, "redirect_https": True}], *ports, pki))
+    eng.start(make_table([{"name": "redir", "backends": backend_a.url, "redirect_https": True},
+                          {"name": "perm", "backends": backend_a.url, "redirect_https": True, "redirect_code": 308}],
+                         *ports, pki))
     status, headers, _ = http_get(http_port, f"redir.localhost:{http_port}", "/a/b?c=d")
-    assert status == 308
+    assert status == 307  # temporary by default: browsers do not remember it
+    assert http_get(http_port, f"perm.localhost:{http_port}", "/")[0] == 308
     assert headers["location"] == f"https://redir.localhost:{https_port}/a/b?c=d"
     status, _, body = https_get(https_port, pki, "redir.localhost")
     assert status == 200 and echo_json(body)["server"] == "A"

@@ -18,14 +18,20 @@ Quoting rules (Caddyfile tokens):
 
 from __future__ import annotations
 
+from gotunnel_core import dotsegments
 from gotunnel_core.engine import EngineValidationError
+from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
+from gotunnel_core.loops import HOP_HEADER
 from gotunnel_core.models import NAME_SUFFIXES, RouteTable, Tunnel
 
 from .render import (
     BAD_GATEWAY_REASON, EXTENDED_CONNECT_GODEBUG, PASSIVE_EJECT_SECONDS, STREAM_CLOSE_DELAY, UPSTREAM_VERSIONS,
     RenderOptions, _ordered, _sni_pattern, bad_gateway_body, caddy_literal, check_backends, check_config_path,
-    duration, not_found_body, unavailable_body,
+    duration, loop_body, not_found_body, plain_body, timeout_body, unavailable_body,
 )
+
+#: `remote_ip` ranges of loopback peers (gotunnel_core.lan).
+LOOPBACK_RANGES = " ".join(LOOPBACK_CIDRS)
 
 HEREDOC = "GOTUNNEL_EOF"
 
@@ -73,15 +79,42 @@ def text_block(text: str, indent: str) -> str:
     return f"<<{HEREDOC}\n" + "\n".join(inner + line if line else "" for line in lines) + f"\n{inner}{HEREDOC}"
 
 
-def _page(status: int, body: str, indent: str = "\t") -> list[str]:
+def _page(status: int, body: str, indent: str = "\t", matcher: str = "") -> list[str]:
     """`respond` with an HTML page. The body is already placeholder-escaped, with our own placeholders in."""
+    where = f"{matcher} " if matcher else ""
     return [
-        f"{indent}header Content-Type `text/html; charset=utf-8`",
-        f"{indent}respond {text_block(body, indent)} {status}",
+        f"{indent}header {where}Content-Type `text/html; charset=utf-8`",
+        f"{indent}respond {where}{text_block(body, indent)} {status}",
     ]
 
 
-def _reverse_proxy(tunnel: Tunnel, via: bool) -> list[str]:
+def _split_page(status: int, detailed: str, indent: str = "\t") -> list[str]:
+    """The detailed page for loopback peers, the plain one for the LAN (the JSON's two routes)."""
+    return ([f"{indent}@local_{status} remote_ip {LOOPBACK_RANGES}"]
+            + _page(status, detailed, indent, f"@local_{status}") + _page(status, plain_body(status), indent))
+
+
+def _guards(tunnel: Tunnel | None, table: RouteTable) -> list[str]:
+    """What every site checks first: CONNECT 405, LAN peers asking `.localhost` (and, for a
+    `lan = false` tunnel, any LAN peer) 404, dot segments 400, this gotunnel's loop marker 508."""
+    # not an RFC 8441 websocket's extended CONNECT, which carries `:protocol`
+    lines = ["\t@connect {", "\t\tmethod CONNECT", "\t\tnot header :protocol *", "\t}", "\thandle @connect {"]
+    lines += _page(405, plain_body(405), "\t\t") + ["\t}"]
+    lines += ["\t@lan_localhost {", f"\t\tnot remote_ip {LOOPBACK_RANGES}",
+              f"\t\tvars_regexp {{http.request.host}} {token(LOCALHOST_HOST_REGEX)}", "\t}",
+              "\thandle @lan_localhost {"] + _page(404, plain_body(404), "\t\t") + ["\t}"]
+    if tunnel is None:
+        return lines
+    if not tunnel.lan:
+        lines += [f"\t@lan not remote_ip {LOOPBACK_RANGES}", "\thandle @lan {"] + _page(404, plain_body(404), "\t\t") + ["\t}"]
+    lines += [f"\t@dot_segment vars_regexp {{http.request.uri}} {token(dotsegments.TARGET_REGEX)}",
+              "\thandle @dot_segment {"] + _page(400, plain_body(400), "\t\t") + ["\t}"]
+    lines += [f"\t@loop header {HOP_HEADER} {token(table.hop_id)}", "\thandle @loop {"]
+    lines += _split_page(508, loop_body(tunnel), "\t\t") + ["\t}"]
+    return lines
+
+
+def _reverse_proxy(tunnel: Tunnel, via: bool, table: RouteTable) -> list[str]:
     backends = tunnel.backends
     lines = [f"\treverse_proxy {' '.join(token(b.address) for b in backends)} {{"]
     add = lines.append
@@ -102,6 +135,7 @@ def _reverse_proxy(tunnel: Tunnel, via: bool) -> list[str]:
     add(f"\t\tstream_close_delay {duration(STREAM_CLOSE_DELAY)}")
     add("\t\theader_up X-Forwarded-Proto {scheme}")
     add("\t\theader_up X-Forwarded-Host {hostport}")
+    add(f"\t\theader_up {HOP_HEADER} {token(table.hop_id)}")
     if tunnel.host_header == "backend":
         add("\t\theader_up Host {http.reverse_proxy.upstream.hostport}")
     elif tunnel.host_header != "preserve":
@@ -116,6 +150,7 @@ def _reverse_proxy(tunnel: Tunnel, via: bool) -> list[str]:
         add(f"\t\theader_down -{name}")
     add("\t\ttransport http {")
     add("\t\t\tcompression off")
+    add(f"\t\t\tresponse_header_timeout {duration(table.timeout_of(tunnel))}")
     add(f"\t\t\tversions {' '.join(UPSTREAM_VERSIONS[backends[0].scheme])}")
     if backends[0].scheme == "https":
         add("\t\t\ttls_insecure_skip_verify")
@@ -129,6 +164,7 @@ def _tunnel_site(tunnel: Tunnel, table: RouteTable, *, https: bool, via: bool) -
     port = listen.https_port if https else listen.http_port
     lines = [f"# tunnel {tunnel.name} over {'HTTPS' if https else 'HTTP'}",
              f"{_site_addresses(tunnel, 'https' if https else 'http', port)} {{", _bind(listen.bind)]
+    lines += _guards(tunnel, table)
     if https:
         cert = table.certs.get(tunnel.name) or table.default_cert
         if cert is not None:
@@ -139,7 +175,7 @@ def _tunnel_site(tunnel: Tunnel, table: RouteTable, *, https: bool, via: bool) -
         lines.append("\t}")
     elif tunnel.redirect_https:
         suffix = "" if listen.https_port == 443 else f":{listen.https_port}"
-        lines.append(f"\tredir https://{{host}}{suffix}{{uri}} 308")
+        lines.append(f"\tredir https://{{host}}{suffix}{{uri}} {tunnel.redirect_code}")
         lines.append("}")
         return lines
     if not via:
@@ -147,13 +183,12 @@ def _tunnel_site(tunnel: Tunnel, table: RouteTable, *, https: bool, via: bool) -
     prefix = tunnel.backends[0].path
     if prefix:
         lines.append(f"\trewrite * {token(caddy_literal(prefix) + '{uri}')}")
-    lines += _reverse_proxy(tunnel, via)
-    lines.append("\thandle_errors 502 {")
-    lines += _page(502, bad_gateway_body(tunnel), "\t\t")
-    lines.append("\t}")
-    lines.append("\thandle_errors 503 {")
-    lines += _page(503, unavailable_body(tunnel), "\t\t")
-    lines.append("\t}")
+    lines += _reverse_proxy(tunnel, via, table)
+    for status, body in ((502, bad_gateway_body(tunnel)), (503, unavailable_body(tunnel)),
+                         (504, timeout_body(tunnel, table.timeout_of(tunnel)))):
+        lines.append(f"\thandle_errors {status} {{")
+        lines += _split_page(status, body, "\t\t")
+        lines.append("\t}")
     lines.append("}")
     return lines
 
@@ -166,7 +201,8 @@ def _fallback_site(table: RouteTable, *, https: bool) -> list[str]:
     default = table.default_cert
     if https and default is not None:
         lines.append(f"\ttls {path_token(default.cert, 'default certificate')} {path_token(default.key, 'default key')}")
-    lines += _page(404, not_found_body(table))
+    lines += _guards(None, table)
+    lines += _split_page(404, not_found_body(table))
     lines.append("}")
     return lines
 

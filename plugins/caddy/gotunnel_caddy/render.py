@@ -24,9 +24,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from gotunnel_core import pages
+from gotunnel_core import dotsegments, pages
 from gotunnel_core.engine import EngineValidationError
-from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
+from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
+from gotunnel_core.loops import HOP_HEADER
+from gotunnel_core.models import DEFAULT_HOP_ID, NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
 from .metrics import LOGGER, UPSTREAM_ERROR_FIELD, log_config
 
@@ -164,6 +166,17 @@ def _static(status: int, body: str = "", headers: dict[str, list[str]] | None = 
     return handler
 
 
+#: The connection's own peer on this machine's loopback (`remote_ip` ignores forwarded headers,
+#: unlike `client_ip`): the detailed pages and `.localhost` names are for it (gotunnel_core.lan).
+LOOPBACK = {"remote_ip": {"ranges": list(LOOPBACK_CIDRS)}}
+NOT_LOOPBACK = {"not": [LOOPBACK]}
+
+
+def plain_body(status: int) -> str:
+    """The page a LAN peer gets (names nothing)."""
+    return _page(pages.plain_page(status), {})
+
+
 def not_found_body(table: RouteTable) -> str:
     """The 404 listing page, with the requested host filled in by Caddy at request time.
 
@@ -171,7 +184,7 @@ def not_found_body(table: RouteTable) -> str:
     characters outside RFC 3986's host set (no `<`, `>`, `"`, spaces or braces), so it cannot
     form markup.
     """
-    raw = pages.not_found_page(_SENTINEL.format("host"), table.tunnels, table.listen)
+    raw = pages.table_not_found_page(_SENTINEL.format("host"), table)
     return _page(raw, {"host": "{http.request.host}"})
 
 
@@ -187,6 +200,14 @@ def unavailable_body(tunnel: Tunnel) -> str:
     return _page(pages.unavailable_page(tunnel.name, list(tunnel.backends)), {})
 
 
+def timeout_body(tunnel: Tunnel, seconds: float) -> str:
+    return _page(pages.gateway_timeout_page(tunnel.name, ", ".join(b.url for b in tunnel.backends), seconds), {})
+
+
+def loop_body(tunnel: Tunnel) -> str:
+    return _page(pages.loop_page(tunnel.name), {})
+
+
 def _header_ops(add: tuple[tuple[str, str], ...], remove: tuple[str, ...],
                 fixed: dict[str, list[str]] | None = None) -> dict[str, Any]:
     ops: dict[str, Any] = {}
@@ -200,7 +221,8 @@ def _header_ops(add: tuple[tuple[str, str], ...], remove: tuple[str, ...],
     return ops
 
 
-def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
+def reverse_proxy(tunnel: Tunnel, *, via: bool = False, hop_id: str = DEFAULT_HOP_ID,
+                  upstream_timeout: float = 60.0) -> dict[str, Any]:
     """The `reverse_proxy` handler for one tunnel: balancing, health checks, headers, streaming."""
     backends: tuple[Backend, ...] = tunnel.backends
     handler: dict[str, Any] = {
@@ -235,7 +257,8 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
         health["passive"] = {"fail_duration": duration(eject), "max_fails": 1}
     if health:
         handler["health_checks"] = health
-    fixed = {"X-Forwarded-Proto": ["{http.request.scheme}"], "X-Forwarded-Host": ["{http.request.hostport}"]}
+    fixed = {"X-Forwarded-Proto": ["{http.request.scheme}"], "X-Forwarded-Host": ["{http.request.hostport}"],
+             HOP_HEADER: [hop_id]}
     if tunnel.host_header == "backend":
         fixed["Host"] = ["{http.reverse_proxy.upstream.hostport}"]
     elif tunnel.host_header != "preserve":
@@ -248,8 +271,10 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
         request["delete"] = sorted(set(request.get("delete", [])) | {"Via"})
     handler["headers"] = {"request": request, "response": response} if response else {"request": request}
     # No Accept-Encoding of the proxy's own: the backend sees the client's, as with the other engines.
+    # Time to the backend's response head; then Caddy answers 504 (the error routes' page).
     transport: dict[str, Any] = {"protocol": "http", "compression": False,
-                                 "versions": UPSTREAM_VERSIONS[backends[0].scheme]}
+                                 "versions": UPSTREAM_VERSIONS[backends[0].scheme],
+                                 "response_header_timeout": duration(upstream_timeout)}
     if backends[0].scheme == "https":
         # Like the builtin engine: a local https backend usually has a self-signed certificate.
         transport["tls"] = {"insecure_skip_verify": True}
@@ -257,11 +282,30 @@ def reverse_proxy(tunnel: Tunnel, *, via: bool = False) -> dict[str, Any]:
     return handler
 
 
-def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False,
-                  server_names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def _detailed_or_plain(status: int, detailed: str) -> list[dict[str, Any]]:
+    """Two routes answering `status`: the detailed page to loopback peers, the plain one to the LAN."""
+    return [
+        {"match": [LOOPBACK], "handle": [_static(status, detailed, {"Content-Type": HTML})], "terminal": True},
+        {"handle": [_static(status, plain_body(status), {"Content-Type": HTML})], "terminal": True},
+    ]
+
+
+def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = False, hop_id: str = DEFAULT_HOP_ID,
+                  upstream_timeout: float = 60.0, server_names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """The subroute serving one tunnel on the HTTP (`https=False`) or HTTPS listener
     (`server_names`: its real names, for a Caddy gotunnel does not run)."""
-    routes: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = [
+        {   # a dot segment in the path: 400, before the prefix is joined (gotunnel_core.dotsegments)
+            "match": [{"vars_regexp": {"{http.request.uri}": {"pattern": dotsegments.TARGET_REGEX}}}],
+            "handle": [_static(400, plain_body(400), {"Content-Type": HTML})],
+            "terminal": True,
+        },
+        {   # this gotunnel's own loop marker: the request went round (gotunnel_core.loops)
+            "match": [{"header": {HOP_HEADER: [hop_id]}}],
+            "handle": [{"handler": "subroute", "routes": _detailed_or_plain(508, loop_body(tunnel))}],
+            "terminal": True,
+        },
+    ]
     if https:
         # 421 when the TLS name belongs to another tunnel than Host (the builtin engine's check).
         pattern = _sni_pattern(tunnel, server_names)
@@ -274,7 +318,8 @@ def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = Fa
     elif tunnel.redirect_https:
         port = "" if listen.https_port == 443 else f":{listen.https_port}"
         routes.append({
-            "handle": [_static(308, headers={"Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]})],
+            "handle": [_static(tunnel.redirect_code,
+                               headers={"Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]})],
             "terminal": True,
         })
         return routes
@@ -284,44 +329,67 @@ def tunnel_routes(tunnel: Tunnel, listen: Listen, *, https: bool, via: bool = Fa
     prefix = tunnel.backends[0].path
     if prefix:
         handlers.append({"handler": "rewrite", "uri": caddy_literal(prefix) + "{http.request.uri}"})
-    handlers.append(reverse_proxy(tunnel, via=via))
+    handlers.append(reverse_proxy(tunnel, via=via, hop_id=hop_id, upstream_timeout=upstream_timeout))
     routes.append({"handle": handlers, "terminal": True})
     return routes
 
 
-def error_routes(tunnels: list[Tunnel], metrics: bool = False) -> list[dict[str, Any]]:
-    """502 and 503 pages per tunnel, for errors the proxy handler returns (with metrics on, the
-    502's access-log record is marked as an upstream error)."""
+def error_routes(table: RouteTable, tunnels: list[Tunnel], metrics: bool = False) -> list[dict[str, Any]]:
+    """502, 503 and 504 pages per tunnel, for errors the proxy handler returns: the detailed page to
+    loopback peers, the plain one to LAN peers (with metrics on, the access-log record of a 502 or
+    504 is marked as an upstream error)."""
     routes = []
     mark = [{"handler": "log_append", "key": UPSTREAM_ERROR_FIELD, "value": "1"}] if metrics else []
     for tunnel in tunnels:
+        pages_by_status = ((502, bad_gateway_body(tunnel)), (503, unavailable_body(tunnel)),
+                           (504, timeout_body(tunnel, table.timeout_of(tunnel))))
+        sub = []
+        for status, body in pages_by_status:
+            marks = mark if status in (502, 504) else []
+            sub += [
+                {"match": [{"vars": {"{http.error.status_code}": [str(status)]}, **LOOPBACK}],
+                 "handle": [*marks, _static(status, body, {"Content-Type": HTML})], "terminal": True},
+                {"match": [{"vars": {"{http.error.status_code}": [str(status)]}}],
+                 "handle": [*marks, _static(status, plain_body(status), {"Content-Type": HTML})], "terminal": True},
+            ]
         routes.append({
             "match": [{"host": hostnames(tunnel)}],
-            "handle": [{"handler": "subroute", "routes": [
-                {"match": [{"vars": {"{http.error.status_code}": ["502"]}}],
-                 "handle": [*mark, _static(502, bad_gateway_body(tunnel), {"Content-Type": HTML})]},
-                {"match": [{"vars": {"{http.error.status_code}": ["503"]}}],
-                 "handle": [_static(503, unavailable_body(tunnel), {"Content-Type": HTML})]},
-            ]}],
+            "handle": [{"handler": "subroute", "routes": sub}],
             "terminal": True,
         })
     return routes
 
 
-def _server(listen: Listen, port: int, tunnels: list[Tunnel], *, https: bool, not_found: str,
+def _lan_guard_routes() -> list[dict[str, Any]]:
+    """Routes every server starts with: CONNECT is refused (405; gotunnel is no forward proxy),
+    except an RFC 8441 websocket's extended CONNECT (it carries `:protocol`), and a LAN peer
+    asking for a `.localhost` name gets the plain 404 (gotunnel_core.lan)."""
+    return [
+        {"match": [{"method": ["CONNECT"], "not": [{"header": {":protocol": []}}]}],
+         "handle": [_static(405, plain_body(405), {"Content-Type": HTML, "Connection": ["close"]})],
+         "terminal": True},
+        {"match": [{"vars_regexp": {"{http.request.host}": {"pattern": LOCALHOST_HOST_REGEX}}, **NOT_LOOPBACK}],
+         "handle": [_static(404, plain_body(404), {"Content-Type": HTML})],
+         "terminal": True},
+    ]
+
+
+def _server(table: RouteTable, port: int, tunnels: list[Tunnel], *, https: bool, not_found: str,
             options: RenderOptions) -> dict[str, Any]:
     via = options.via
-    routes = [
-        {"match": [{"host": hostnames(t)}],
-         "handle": [{"handler": "subroute", "routes": tunnel_routes(t, listen, https=https, via=via)}],
+    listen = table.listen
+    routes = _lan_guard_routes() + [
+        {"match": [{"host": hostnames(t), **({} if t.lan else LOOPBACK)}],  # lan = false: loopback peers only
+         "handle": [{"handler": "subroute", "routes": tunnel_routes(
+             t, listen, https=https, via=via, hop_id=table.hop_id, upstream_timeout=table.timeout_of(t))}],
          "terminal": True}
         for t in tunnels
     ]
-    routes.append({"handle": [_static(404, not_found, {"Content-Type": HTML})], "terminal": True})
+    routes += _detailed_or_plain(404, not_found)
     server: dict[str, Any] = {
         "listen": [options.listen_address(listen.bind, port)],
         "routes": routes,
-        "errors": {"routes": error_routes(tunnels, metrics=options.metrics_socket is not None)},
+        "errors": {"routes": error_routes(table, tunnels, metrics=options.metrics_socket is not None)},
         "automatic_https": {"disable": True},
         "trusted_proxies": TRUST_ALL,
         # No HTTP/3 (a UDP listener); HTTP/2 only where TLS negotiates it, as browsers use it.
@@ -376,10 +444,10 @@ def build_config(table: RouteTable, options: RenderOptions | None = None) -> dic
         check_backends(tunnel)
     not_found = not_found_body(table)
     tls, policies = tls_app(table)
-    http_server = _server(table.listen, table.listen.http_port, tunnels, https=False, not_found=not_found,
+    http_server = _server(table, table.listen.http_port, tunnels, https=False, not_found=not_found,
                           options=options)
     served_tls = [t for t in tunnels if t.https]  # a --no-https tunnel answers on HTTP only
-    https_server = _server(table.listen, table.listen.https_port, served_tls, https=True, not_found=not_found,
+    https_server = _server(table, table.listen.https_port, served_tls, https=True, not_found=not_found,
                            options=options)
     https_server["tls_connection_policies"] = policies
     config: dict[str, Any] = {

@@ -93,7 +93,9 @@ def test_validate_and_render_use_caddy(cdy: Gotunnel, tmp_path: Path) -> None:
     ok = cdy("--config", str(config), "validate", check=True)
     assert "valid for engine caddy" in ok.out
     rendered = json.loads(cdy("--config", str(config), "render", check=True).out)
-    routes = rendered["apps"]["http"]["servers"]["gotunnel_http"]["routes"][0]["handle"][0]["routes"]
+    server_routes = rendered["apps"]["http"]["servers"]["gotunnel_http"]["routes"]
+    tunnel = next(r for r in server_routes if "host" in (r.get("match") or [{}])[0])  # after the guard routes
+    routes = tunnel["handle"][0]["routes"]
     assert routes[-1]["handle"][-1]["headers"]["request"]["set"]["X-Env"] == ["\\{env.HOME\\}"]
     missing = cdy("--config", str(config), "--engine-bin", "/nonexistent/caddy", "start")
     assert missing.code != 0 and "/nonexistent/caddy" in missing.err

@@ -94,12 +94,13 @@ def test_structure_of_the_native_config() -> None:
     servers = config["apps"]["http"]["servers"]
     assert {s["automatic_https"]["disable"] for s in servers.values()} == {True}
     assert "pki" not in config["apps"]  # Caddy's internal CA is never configured
-    routes = servers["gotunnel_http"]["routes"]
-    hosts = [r["match"][0]["host"] for r in routes[:-1]]
+    routes = [r for r in servers["gotunnel_http"]["routes"] if "host" in (r.get("match") or [{}])[0]]
+    hosts = [r["match"][0]["host"] for r in routes]
     assert hosts[0][:2] == ["api.localhost", "api.local"] and hosts[-1][:2] == ["*.preview.localhost", "*.preview.local"]
     api = routes[0]["handle"][0]["routes"]
-    assert api[0]["handle"][0]["status_code"] == 308  # redirect_https on the HTTP listener
-    https_api = servers["gotunnel_https"]["routes"][0]["handle"][0]["routes"]
+    assert api[-1]["handle"][0]["status_code"] == 307  # redirect_https on the HTTP listener (temporary by default)
+    https_routes = [r for r in servers["gotunnel_https"]["routes"] if "host" in (r.get("match") or [{}])[0]]
+    https_api = https_routes[0]["handle"][0]["routes"]
     proxy = https_api[-1]["handle"][-1]
     assert https_api[-1]["handle"][1] == {"handler": "rewrite", "uri": "/v2{http.request.uri}"}
     assert proxy["load_balancing"]["selection_policy"] == {"policy": "weighted_round_robin", "weights": [3, 1]}
@@ -181,7 +182,8 @@ def test_http2_setting_and_upstream_http_versions(tmp_path: Path) -> None:
     certs = {t.name: CertFiles(f"/c/{t.name}.crt", f"/c/{t.name}.key") for t in tunnels}
 
     def versions(config: dict) -> dict[str, list[str]]:
-        routes = config["apps"]["http"]["servers"]["gotunnel_http"]["routes"][:-1]
+        routes = [r for r in config["apps"]["http"]["servers"]["gotunnel_http"]["routes"][:-1]
+                  if "host" in r["match"][0]]  # not the guard routes before the tunnels
         return {r["match"][0]["host"][0].split(".")[0]: r["handle"][0]["routes"][-1]["handle"][-1]["transport"]["versions"]
                 for r in routes}
 

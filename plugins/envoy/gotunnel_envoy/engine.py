@@ -86,6 +86,9 @@ class EnvoyEngine(SupervisedEngine):
         "given_sockets": Capability.unsupported(
             "Envoy cannot serve on a listening socket it did not bind (it takes no inherited descriptors: "
             "envoyproxy/envoy#3596), so an unprivileged daemon cannot run it on ports 80/443"),
+        "upstream_timeout": Capability.variant(
+            "per_try_idle_timeout also applies between two reads of a response, so a stream silent for "
+            "upstream_timeout is cut too (builtin: first byte only)"),
     }
     serves_given_sockets = False  # see capabilities["given_sockets"]
     existing_formats = ("xds",)

@@ -30,14 +30,17 @@ only the TLS filter chain of a tunnel whose certificate changed is drained.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from gotunnel_core import pages
+from gotunnel_core import dotsegments, pages
 from gotunnel_core.errors import ValidationError
+from gotunnel_core.lan import LOOPBACK_CIDRS
+from gotunnel_core.loops import HOP_HEADER
 from gotunnel_core.models import NAME_SUFFIXES, Backend, CertFiles, Listen, RouteTable, Tunnel
 
 T = "type.googleapis.com/"
@@ -175,15 +178,16 @@ def _split_page(page: str, *sentinels: str) -> list[str]:
 
 def _not_found_metadata(table: RouteTable, visible: tuple[Tunnel, ...]) -> dict[str, str]:
     mark = _SENTINEL.format("host")
-    head, tail = _split_page(pages.not_found_page(mark, visible, table.listen), mark)
+    names = {"mdns": table.mdns, "hosts": table.hosts}
+    head, tail = _split_page(pages.not_found_page(mark, visible, table.listen, **names), mark)
     return {
         "nf_head": head,
         "nf_tail": tail,
-        "nf_invalid": pages.not_found_page(INVALID_HOST_TEXT, visible, table.listen),
+        "nf_invalid": pages.not_found_page(INVALID_HOST_TEXT, visible, table.listen, **names),
     }
 
 
-def _tunnel_metadata(tunnel: Tunnel) -> dict[str, str]:
+def _tunnel_metadata(tunnel: Tunnel, upstream_timeout: float = 60.0) -> dict[str, str]:
     url, reason = _SENTINEL.format("url"), _SENTINEL.format("reason")
     head, mid, tail = _split_page(pages.bad_gateway_page(tunnel.name, url, reason), url, reason)
     return {
@@ -192,7 +196,32 @@ def _tunnel_metadata(tunnel: Tunnel) -> dict[str, str]:
         "bg_mid": mid,
         "bg_tail": tail,
         "unavailable": pages.unavailable_page(tunnel.name, tunnel.backends),
+        "timeout": pages.gateway_timeout_page(tunnel.name, ", ".join(b.url for b in tunnel.backends), upstream_timeout),
     }
+
+
+#: Loopback and LAN peers get separate filter chains (`direct_source_prefix_ranges`: the
+#: connection's own address, never a header), each with its own route configuration: the LAN's
+#: holds only `lan` tunnels under `.local` names, and its local replies are the plain pages
+#: (gotunnel_core.lan). Route configuration names of the LAN side end in this suffix.
+LAN_SUFFIX = "_lan"
+
+
+def _loopback_ranges() -> list[dict[str, Any]]:
+    return [{"address_prefix": str(net.network_address), "prefix_len": net.prefixlen}
+            for net in map(ipaddress.ip_network, LOOPBACK_CIDRS)]
+
+
+def _plain(status: int) -> dict[str, Any]:
+    """A direct response with the plain page (LAN peers; nothing named)."""
+    return {"status": status, "body": {"inline_string": pages.plain_page(status)}}
+
+
+def _html(route: dict[str, Any]) -> dict[str, Any]:
+    """A direct-response route whose body is an HTML page."""
+    route["response_headers_to_add"] = [{"header": {"key": "Content-Type", "value": HTML},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    return route
 
 
 #: (response flags, the reason shown on the 502 page)
@@ -201,15 +230,16 @@ _BAD_GATEWAY_REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("URX",), "every connection attempt failed"),
     (("UC", "UR"), "the connection was closed before a complete response"),
     (("UPE", "DPE"), "the response was not valid HTTP"),
-    (("UT",), "the response timed out"),
 )
 
 
-def local_reply_config() -> dict[str, Any]:
-    """Mappers turning Envoy's own answers into gotunnel's pages (the same for every manager).
+def local_reply_config(lan: bool = False) -> dict[str, Any]:
+    """Mappers turning Envoy's own answers into gotunnel's pages (the same for every manager of a side).
 
-    Pages come from route metadata (`%METADATA(ROUTE:gotunnel:KEY)%`), so one set of mappers
-    serves every tunnel; the failing backend's URL comes from its endpoint metadata.
+    On the loopback side pages come from route metadata (`%METADATA(ROUTE:gotunnel:KEY)%`), so
+    one set of mappers serves every tunnel; the failing backend's URL comes from its endpoint
+    metadata. On the LAN side (`lan`) every page is the plain one. Both sides first answer
+    `OPTIONS *` (200, empty) and turn Envoy's 403 for CONNECT into 405, as every engine does.
     """
 
     def fmt(text: str) -> dict[str, Any]:
@@ -224,11 +254,42 @@ def local_reply_config() -> dict[str, Any]:
     def flags(*names: str) -> dict[str, Any]:
         return {"response_flag_filter": {"flags": list(names)}}
 
+    def header(name: str, value: str) -> dict[str, Any]:
+        return {"header_filter": {"header": {"name": name, "string_match": {"exact": value}}}}
+
+    def plain(code: int) -> dict[str, Any]:
+        return fmt(escape_format(pages.plain_page(code)))
+
     mappers: list[dict[str, Any]] = [
+        {   # `OPTIONS *` asks about the server itself: no route covers `*`; answer 200, no body
+            "filter": {"and_filter": {"filters": [header(":method", "OPTIONS"), header(":path", "*")]}},
+            "status_code": 200,
+            "body": {"inline_string": ""},
+        },
+        {   # no route takes CONNECT (Envoy answers 404 or 403 itself): gotunnel is no forward proxy, 405
+            "filter": header(":method", "CONNECT"),
+            "status_code": 405,
+            "body_format_override": plain(405),
+        },
+        {   # no route at all: the plain page, never one built from missing metadata
+            "filter": flags("NR"), "status_code": 404, "body_format_override": plain(404),
+        },
+    ]
+    if lan:
+        for lan_flags, code in ((("UH",), 503), (("UT",), 504), (("UF", "URX", "UC", "UR", "UPE", "DPE"), 502)):
+            mappers.append({"filter": flags(*lan_flags), "status_code": code, "body_format_override": plain(code)})
+        mappers.append({"filter": status(404), "body_format_override": plain(404)})
+        return {"mappers": mappers}
+    mappers += [
         {   # every backend unhealthy (active checks or outlier ejection): 503 listing them
             "filter": flags("UH"),
             "status_code": 503,
             "body_format_override": fmt(meta("unavailable")),
+        },
+        {   # nothing from the backend within the upstream timeout
+            "filter": flags("UT"),
+            "status_code": 504,
+            "body_format_override": fmt(meta("timeout")),
         },
     ]
     for names, reason in _BAD_GATEWAY_REASONS:
@@ -287,11 +348,15 @@ def _path_prefix(tunnel: Tunnel) -> str:
     return prefixes.pop()
 
 
-def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None) -> dict[str, Any]:
+def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None, upstream_timeout: float = 60.0) -> dict[str, Any]:
     req, resp = tunnel.headers.request, tunnel.headers.response
     action: dict[str, Any] = {
         "cluster": cluster_name(tunnel),
         "timeout": "0s",  # no response deadline: SSE and long polls stream for as long as they like
+        # ... but the backend must send something within upstream_timeout (504 otherwise): Envoy
+        # measures it from the request sent to the next byte received, so it also applies between
+        # two bytes of a response, as nginx's proxy_read_timeout does.
+        "retry_policy": {"per_try_idle_timeout": _seconds(upstream_timeout)},
     }
     if options is not None and tunnel.name in options.upstream_hosts:
         action["host_rewrite_literal"] = options.upstream_hosts[tunnel.name]
@@ -305,6 +370,7 @@ def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None) -> dict[
     if len(tunnel.backends) > 1:
         # Like the builtin engine: a refused connection is retried on another backend.
         action["retry_policy"] = {
+            **action["retry_policy"],
             "retry_on": "connect-failure",
             "num_retries": min(len(tunnel.backends) - 1, 5),
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
@@ -315,7 +381,7 @@ def _forward_route(tunnel: Tunnel, options: EnvoyOptions | None = None) -> dict[
         "name": tunnel.name,
         "match": {"prefix": "/"},
         "route": action,
-        "metadata": {"filter_metadata": {NS: _tunnel_metadata(tunnel)}},
+        "metadata": {"filter_metadata": {NS: _tunnel_metadata(tunnel, upstream_timeout)}},
         "request_headers_to_add": [
             {"header": {"key": "X-Forwarded-Host", "value": "%REQ(:AUTHORITY)%"},
              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
@@ -383,52 +449,77 @@ def _not_found_route(meta: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _guard_routes(tunnel: Tunnel, table: RouteTable, lan: bool) -> list[dict[str, Any]]:
+    """What a tunnel refuses before proxying: a dot segment in the path (400) and a request
+    carrying this gotunnel's loop marker (508: the detailed page on the loopback side)."""
+    loop = {"name": HOP_HEADER.lower(), "string_match": {"exact": table.hop_id}}
+    loop_page = _plain(508) if lan else {"status": 508, "body": {"inline_string": pages.loop_page(tunnel.name)}}
+    return [
+        _html({"name": "dot_segment", "match": {"safe_regex": {"regex": dotsegments.PATH_REGEX}},
+               "direct_response": _plain(400)}),
+        _html({"name": "loop", "match": {"prefix": "/", "headers": [loop]}, "direct_response": loop_page}),
+    ]
+
+
 def _tunnel_vhost(tunnel: Tunnel, table: RouteTable, plain_http: bool, nf_meta: dict[str, str],
-                  options: EnvoyOptions | None = None) -> dict[str, Any]:
+                  options: EnvoyOptions | None = None, lan: bool = False) -> dict[str, Any]:
     suffixes = options.suffixes if options is not None else NAME_SUFFIXES
     if plain_http and tunnel.redirect_https:
-        redirect: dict[str, Any] = {"https_redirect": True, "response_code": "PERMANENT_REDIRECT"}
+        code = {307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}[tunnel.redirect_code]
+        redirect: dict[str, Any] = {"https_redirect": True, "response_code": code}
         if table.listen.https_port != 443:
             redirect["port_redirect"] = table.listen.https_port
         main: dict[str, Any] = {"name": tunnel.name, "match": {"prefix": "/"}, "redirect": redirect}
     else:
-        main = _forward_route(tunnel, options)
+        main = _forward_route(tunnel, options, table.timeout_of(tunnel))
     if tunnel.is_wildcard:
         main["match"]["headers"] = [_one_label_match(tunnel, suffixes)]
-    routes = [main] if "redirect" in main else [*_websocket_routes(tunnel, main), main]
+    routes = _guard_routes(tunnel, table, lan)
+    routes += [main] if "redirect" in main else [*_websocket_routes(tunnel, main), main]
     if tunnel.is_wildcard:
         routes.append(_not_found_route(nf_meta))
-    return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": _domains(tunnel, suffixes), "routes": routes}
+    domains = _domains(tunnel, suffixes)
+    if lan:  # `.localhost` names answer loopback peers only
+        domains = [d for d in domains if not d.rstrip(".").endswith(".localhost")]
+    return {"name": f"tunnel_{_slug(tunnel.name)}", "domains": domains, "routes": routes}
 
 
-def route_config_headers() -> dict[str, Any]:
+def route_config_headers(hop_id: str | None = None) -> dict[str, Any]:
     """What every route configuration does to requests: Host ports ignored in matching, and
     X-Forwarded-For as the other engines write it: the client's list, then ", " and the peer
-    (Envoy's own append writes the machine's address for loopback peers, without a space)."""
+    (Envoy's own append writes the machine's address for loopback peers, without a space); with
+    `hop_id`, this gotunnel's loop marker (gotunnel_core.loops) on every request upstream."""
+    added: list[dict[str, Any]] = [
+        {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+         "append_action": "OVERWRITE_IF_EXISTS"},
+        {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+         "append_action": "ADD_IF_ABSENT"},
+    ]
+    if hop_id is not None:
+        added.append({"header": {"key": HOP_HEADER, "value": escape_format(hop_id)},
+                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
     return {
         "ignore_port_in_host_matching": True,
-        "request_headers_to_add": [
-            {"header": {"key": "X-Forwarded-For", "value": "%REQ(X-Forwarded-For)%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-             "append_action": "OVERWRITE_IF_EXISTS"},
-            {"header": {"key": "X-Forwarded-For", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
-             "append_action": "ADD_IF_ABSENT"},
-        ],
+        "request_headers_to_add": added,
         "request_headers_to_remove": ["x-envoy-external-address", "x-envoy-internal"],
     }
 
 
 def route_config(name: str, table: RouteTable, served: tuple[Tunnel, ...], *, plain_http: bool,
-                 options: EnvoyOptions | None = None) -> dict[str, Any]:
-    """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all."""
+                 options: EnvoyOptions | None = None, lan: bool = False) -> dict[str, Any]:
+    """One RouteConfiguration: a virtual host per served tunnel, then the 404 catch-all. The LAN
+    side (`lan`) serves only tunnels open to the LAN and carries no tunnel listing."""
     listed = table.tunnels if options is None or options.list_tunnels_on_404 else ()
-    nf_meta = _not_found_metadata(table, listed)
-    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta, options) for t in served]
+    nf_meta = {} if lan else _not_found_metadata(table, listed)
+    if lan:
+        served = tuple(t for t in served if t.lan)
+    vhosts = [_tunnel_vhost(t, table, plain_http, nf_meta, options, lan) for t in served]
     vhosts.append({"name": "not_found", "domains": ["*"], "routes": [_not_found_route(nf_meta)]})
     return {
         "@type": ROUTE_CONFIG_TYPE,
         "name": name,
         "virtual_hosts": vhosts,
-        **route_config_headers(),
+        **route_config_headers(table.hop_id),
         # RDS and CDS files are re-read independently: a route may briefly name a cluster that
         # is not loaded yet (the engine waits for both before reporting the change applied).
         "validate_clusters": False,
@@ -473,7 +564,8 @@ def _routes_source(options: EnvoyOptions, stat_prefix: str, rds_name: str) -> di
     return {"rds": {"route_config_name": rds_name, "config_source": _path_source(options, f"rds/{rds_name}.json")}}
 
 
-def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, *, tls: bool = False) -> dict[str, Any]:
+def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, lan: bool = False, *,
+         tls: bool = False) -> dict[str, Any]:
     # With `http2` off, a TLS connection speaks HTTP/1.1 only (ALPN offers nothing else either).
     http1_only = tls and not options.http2
     config: dict[str, Any] = {
@@ -498,7 +590,7 @@ def _hcm(options: EnvoyOptions, stat_prefix: str, rds_name: str, *, tls: bool = 
         "http_protocol_options": {"accept_http_10": True, "header_key_format": _preserve_case()},
         "upgrade_configs": [{"upgrade_type": "websocket"}],
         **_routes_source(options, stat_prefix, rds_name),
-        "local_reply_config": local_reply_config(),
+        "local_reply_config": local_reply_config(lan),
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}}],
     }
@@ -551,8 +643,23 @@ def _chain_metadata(cert: CertFiles, digests: Mapping[str, str]) -> dict[str, An
     return {"filter_metadata": {NS: {"cert": digests.get(cert.cert, ""), "key": digests.get(cert.key, "")}}}
 
 
-def http_listener(listen: Listen, options: EnvoyOptions, rds_name: str = "http") -> dict[str, Any]:
-    """The plain HTTP listener: one connection manager on the route configuration `rds_name`."""
+def _loopback_match() -> dict[str, Any]:
+    """A filter chain match for connections from a loopback address (the peer's own, never a header)."""
+    return {"direct_source_prefix_ranges": _loopback_ranges()}
+
+
+def http_listener(listen: Listen, options: EnvoyOptions, rds_name: str = "http",
+                  lan_rds_name: str | None = None) -> dict[str, Any]:
+    """The plain HTTP listener: one connection manager on the route configuration `rds_name`;
+    with `lan_rds_name`, that one for loopback peers only and `lan_rds_name` for LAN peers."""
+    chains: list[dict[str, Any]]
+    if lan_rds_name is None:
+        chains = [{"name": "http", "filters": [_hcm(options, "http", rds_name)]}]
+    else:
+        chains = [
+            {"name": "http", "filter_chain_match": _loopback_match(), "filters": [_hcm(options, "http", rds_name)]},
+            {"name": "http" + LAN_SUFFIX, "filters": [_hcm(options, "http", lan_rds_name, lan=True)]},
+        ]
     return {
         "@type": LISTENER_TYPE,
         "name": f"http_{listen.bind}_{listen.http_port}",
@@ -560,50 +667,55 @@ def http_listener(listen: Listen, options: EnvoyOptions, rds_name: str = "http")
         # Envoy binds with SO_REUSEPORT by default: a stale proxy on the same port would then
         # silently share the connections. Without it, a taken port fails the start loudly.
         "enable_reuse_port": False,
-        "filter_chains": [{"name": "http", "filters": [_hcm(options, "http", rds_name)]}],
+        "filter_chains": chains,
     }
 
 
 def tls_chain(name: str, server_names: list[str], transport_socket: dict[str, Any], options: EnvoyOptions,
-              rds_name: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+              rds_name: str, metadata: dict[str, Any] | None = None, *, peers: str = "any") -> dict[str, Any]:
     """One HTTPS filter chain: picked by SNI (any SNI when `server_names` is empty), terminating
-    TLS, then routing by `rds_name` (or by scoped routes, see `EnvoyOptions.scoped_routes`)."""
+    TLS, then routing by `rds_name` (or by scoped routes, see `EnvoyOptions.scoped_routes`).
+    `peers`: "any"; "loopback" (matched for loopback peers only); "lan" (LAN peers' pages)."""
     chain: dict[str, Any] = {
         "name": name,
         "transport_socket": transport_socket,
-        "filters": [_hcm(options, "https", rds_name, tls=True)],
+        "filters": [_hcm(options, "https", rds_name, lan=peers == "lan", tls=True)],
     }
-    if server_names:
-        chain["filter_chain_match"] = {"server_names": server_names}
+    match: dict[str, Any] = {"server_names": server_names} if server_names else {}
+    if peers == "loopback":
+        match.update(_loopback_match())
+    if match:
+        chain["filter_chain_match"] = match
     if metadata is not None:
         chain["metadata"] = metadata
     return chain
 
 
 def listeners(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI)."""
+    """The HTTP listener and the HTTPS listener (one filter chain per TLS tunnel, by SNI), each
+    split by the peer: loopback peers get the full route configurations, LAN peers the `_lan`
+    ones (see LAN_SUFFIX)."""
     digests = digests or {}
     listen = table.listen
-    out: list[dict[str, Any]] = [http_listener(listen, options)]
-    chains = [
-        tls_chain(f"tls_{_slug(t.name)}", _server_names(t, options.suffixes),
-                  _downstream_tls(table.certs[t.name], options.http2), options, "tls",
-                  _chain_metadata(table.certs[t.name], digests))
-        for t in _tls_tunnels(table)
-    ]
-    out.append(https_listener(listen, chains, _default_chain(table, options, digests)))
+    out: list[dict[str, Any]] = [http_listener(listen, options, "http", "http" + LAN_SUFFIX)]
+    chains: list[dict[str, Any]] = []
+    for t in _tls_tunnels(table):
+        for lan in ((False, True) if t.lan else (False,)):
+            suffix = LAN_SUFFIX if lan else ""
+            chains.append(tls_chain(f"tls_{_slug(t.name)}" + suffix, _server_names(t, options.suffixes),
+                                    _downstream_tls(table.certs[t.name], options.http2), options, "tls" + suffix,
+                                    _chain_metadata(table.certs[t.name], digests),
+                                    peers="lan" if lan else "loopback"))
+    default_chain = None
+    if table.default_cert is not None:
+        # Loopback peers without a tunnel's SNI get the full 404 page; everyone else the LAN side's.
+        default_tls = _downstream_tls(table.default_cert, options.http2)
+        chains.append(tls_chain("tls_default", [], default_tls, options, "tls",
+                                _chain_metadata(table.default_cert, digests), peers="loopback"))
+        default_chain = tls_chain("tls_default" + LAN_SUFFIX, [], default_tls, options,
+                                  "tls" + LAN_SUFFIX, _chain_metadata(table.default_cert, digests), peers="lan")
+    out.append(https_listener(listen, chains, default_chain))
     return out
-
-
-def _default_chain(table: RouteTable, options: EnvoyOptions, digests: Mapping[str, str]) -> dict[str, Any] | None:
-    if table.default_cert is None:
-        return None
-    return {
-        "name": "tls_default",
-        "transport_socket": _downstream_tls(table.default_cert, options.http2),
-        "filters": [_hcm(options, "https", "tls", tls=True)],
-        "metadata": _chain_metadata(table.default_cert, digests),
-    }
 
 
 def https_listener(listen: Listen, chains: list[dict[str, Any]], default_chain: dict[str, Any] | None) -> dict[str, Any]:
@@ -636,11 +748,16 @@ def route_configs(table: RouteTable, options: EnvoyOptions | None = None) -> dic
     `http` serves every tunnel; `tls` is shared by every TLS filter chain (each tunnel's and the
     default one), so the config grows linearly with the tunnels and the 404 page exists once per
     file. The price: on a tunnel's TLS connection a Host naming another TLS tunnel is served
-    where the builtin engine answers 421.
+    where the builtin engine answers 421. Each has a `_lan` twin for LAN peers.
     """
-    configs = {"http": route_config("http", table, table.tunnels, plain_http=True, options=options)}
-    if _tls_tunnels(table) or table.default_cert is not None:
-        configs["tls"] = route_config("tls", table, _tls_tunnels(table), plain_http=False, options=options)
+    configs: dict[str, dict[str, Any]] = {}
+    for lan in (False, True):
+        suffix = LAN_SUFFIX if lan else ""
+        configs["http" + suffix] = route_config("http" + suffix, table, table.tunnels, plain_http=True,
+                                                options=options, lan=lan)
+        if _tls_tunnels(table) or table.default_cert is not None:
+            configs["tls" + suffix] = route_config("tls" + suffix, table, _tls_tunnels(table), plain_http=False,
+                                                   options=options, lan=lan)
     return configs
 
 

@@ -94,10 +94,10 @@ def test_refused_config_keeps_the_running_one(env: Gotunnel, echo_backend: Any) 
     current = os.readlink(work_dir(env) / "current")
     pid = engine_record(env)["pid"]
     config = env.state_dir.parent / "gotunnel.toml"
-    config.write_text(f'[[tunnels]]\nname = "bad"\nbackends = ["{backend.url}"]\n'
-                      'headers.request.add = { "Host" = "elsewhere" }\n')
+    # valid for the model, not for Envoy: two backends with different path prefixes (one prefix_rewrite per route)
+    config.write_text(f'[[tunnels]]\nname = "bad"\nbackends = ["{backend.url}/a", "{backend.url}/b"]\n')
     bad = env("--config", str(config), "start")
-    assert bad.code == 2 and "envoy engine cannot set or remove 'Host'" in bad.err
+    assert bad.code == 2 and "one path prefix" in bad.err
     assert os.readlink(work_dir(env) / "current") == current
     assert engine_record(env)["pid"] == pid and engine_status(env)["running"]
     assert serves(env, "good") and http_get(env.http_port, "bad.localhost")[0] == 404
@@ -151,7 +151,8 @@ def test_render_and_validate_from_the_cli(env: Gotunnel, tmp_path: Any) -> None:
     out = tmp_path / "rendered"
     listed = env("--config", str(config), "render", "--out", str(out), check=True).out.split()
     names = sorted(str(p.relative_to(out)) for p in map(__import__("pathlib").Path, listed))
-    assert names == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls.json", "validate.json"]
+    assert names == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/http_lan.json", "rds/tls.json",
+                     "rds/tls_lan.json", "validate.json"]
     rds = json.loads((out / "rds" / "tls.json").read_text())
     assert "100%%" in json.dumps(rds)
     ok = env("--config", str(config), "validate", check=True)

@@ -37,6 +37,6 @@ def test_installed_wheel_registers_and_renders(tmp_path: Path) -> None:
     result = run_with_wheel(site, SCRIPT, tmp_path, str(tmp_path / "work"))
     assert result["module"].startswith(str(site))
     assert result["entry_points"] == ["gotunnel_envoy.plugin"] and result["dist"] == "gotunnel-envoy"
-    assert result["files"] == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/tls.json",
-                               "validate.json"]
+    assert result["files"] == ["bootstrap.json", "cds.json", "lds.json", "rds/http.json", "rds/http_lan.json", "rds/tls.json",
+                               "rds/tls_lan.json", "validate.json"]
     assert '"web.localhost"' in result["lds"]

@@ -56,6 +56,9 @@ class NginxEngine(SupervisedEngine):
         "host_header_backend_each": Capability.unsupported(
             "nginx builds the request before it picks a server of the upstream block, so with several "
             "backends every backend gets the first one's host:port"),
+        "upstream_timeout": Capability.variant(
+            "proxy_read_timeout also applies between two reads of a response, so a stream silent for "
+            "upstream_timeout is cut too (builtin: first byte only)"),
         "metrics_counters": Capability.variant(
             "counted from a syslog access-log stream to the daemon (nginx-light has no per-host counters; option "
             "`metrics`): no active-connections gauge, backend health from the daemon's own TCP probe"),

@@ -98,6 +98,17 @@ def ngx_sni_regex(value: object) -> str:
     return '"^(?:' + "|".join(parts) + ')?$"'
 
 
+def ngx_cidr(value: object) -> str:
+    """An IPv4/IPv6 network (`127.0.0.0/8`) for a `geo` block, unquoted."""
+    import ipaddress
+
+    text = _check(value, "network")
+    try:
+        return str(ipaddress.ip_network(text))
+    except ValueError:
+        raise NginxQuoteError(f"{text!r} is not an IP network") from None
+
+
 #: `host:port` or `[v6]:port` for `server` and `listen`; an integer.
 ngx_address = host_port
 ngx_int = integer
@@ -113,6 +124,7 @@ FILTERS = {
     "ngx_sni_regex": ngx_sni_regex,
     "ngx_address": ngx_address,
     "ngx_int": ngx_int,
+    "ngx_cidr": ngx_cidr,
 }
 #: The same filters for configs meant for an nginx gotunnel does not run.
 EXISTING_FILTERS = {**FILTERS, "ngx_str": ngx_str_existing, "ngx_str_inner": ngx_str_inner_existing}

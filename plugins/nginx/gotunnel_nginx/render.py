@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from gotunnel_core import pages
+from gotunnel_core import dotsegments, pages
+from gotunnel_core.lan import LOCALHOST_HOST_REGEX, LOOPBACK_CIDRS
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.existing import ExistingTable
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
@@ -58,9 +59,13 @@ def _listen(bind: str, port: int) -> str:
     return f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
 
 
-def _page_name(tunnel: Tunnel) -> str:
+def _page_name(tunnel: Tunnel, status: int = 502) -> str:
     # Tunnel names are RFC 1123 labels (and a leading `*.`): `_` cannot occur otherwise.
-    return "502-" + tunnel.name.replace("*", "_") + ".html"
+    return f"{status}-" + tunnel.name.replace("*", "_") + ".html"
+
+
+#: Pages a LAN peer gets instead of the detailed ones (gotunnel_core.lan): `pages/plain-N.html`.
+PLAIN_PAGES = (400, 404, 502, 504, 508)
 
 
 def _server_names(tunnel: Tunnel) -> list[str]:
@@ -84,8 +89,9 @@ ENGINE_NAMING = Naming()
 EXISTING_NAMING = Naming("gotunnel_", ngx_str_existing)
 
 
-def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, naming: Naming = ENGINE_NAMING,
-                server_names: tuple[str, ...] | None = None, https: bool | None = None) -> dict[str, Any]:
+def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, upstream_timeout: float = 60.0,
+                naming: Naming = ENGINE_NAMING, server_names: tuple[str, ...] | None = None,
+                https: bool | None = None) -> dict[str, Any]:
     """What the template needs about one tunnel (all values still raw; the template quotes).
     `server_names` and `https` override the tunnel's own (`.localhost`/`.local`, its `https`)."""
     https = tunnel.https if https is None else https
@@ -121,6 +127,9 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, naming: Nami
         "server_names": list(server_names) if server_names is not None else _server_names(tunnel),
         "https": https,
         "redirect_https": tunnel.redirect_https,
+        "redirect_code": tunnel.redirect_code,
+        "lan": tunnel.lan,
+        "read_timeout_ms": max(1, round(upstream_timeout * 1000)),
         "cert": cert,
         "backends": [{"address": b.address, "weight": b.weight} for b in tunnel.backends],
         "max_fails": max_fails,
@@ -131,6 +140,8 @@ def tunnel_view(index: int, tunnel: Tunnel, cert: CertFiles | None, naming: Nami
         "response_hide": sorted({name for name in resp.remove} | {name for name, _ in resp.add}, key=str.lower),
         "response_add": list(resp.add),
         "page_502": _page_name(tunnel),
+        "page_504": _page_name(tunnel, 504),
+        "page_508": _page_name(tunnel, 508),
     }
 
 
@@ -157,7 +168,12 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         },
         "default_cert": table.default_cert,
         "pages_dir": PAGES_DIR,
-        "tunnels": [tunnel_view(i, t, table.certs.get(t.name)) for i, t in enumerate(table.tunnels)],
+        "plain_pages": PLAIN_PAGES,
+        "loopback_cidrs": LOOPBACK_CIDRS,
+        "localhost_regex": LOCALHOST_HOST_REGEX.removeprefix("(?i)").removeprefix("^"),
+        "dot_segment_regex": dotsegments.TARGET_REGEX.removeprefix("(?i)"),
+        "hop_id": table.hop_id,
+        "tunnels": [tunnel_view(i, t, table.certs.get(t.name), table.timeout_of(t)) for i, t in enumerate(table.tunnels)],
     }
     config = render_template(env, MAIN_TEMPLATE, context, engine="nginx", quote_errors=(NginxQuoteError,))
     files = {
@@ -165,10 +181,15 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "generation.conf": generation_conf(0),
         "pages/404.html": not_found_page(table),
     }
+    for status in PLAIN_PAGES:
+        files[f"pages/plain-{status}.html"] = pages.plain_page(status)
     for tunnel in table.tunnels:
         backends = ", ".join(b.url for b in tunnel.backends)
         files["pages/" + _page_name(tunnel)] = pages.bad_gateway_page(
-            tunnel.name, backends, "the connection failed, was reset or timed out")
+            tunnel.name, backends, "the connection failed or was reset")
+        files["pages/" + _page_name(tunnel, 504)] = pages.gateway_timeout_page(
+            tunnel.name, backends, table.timeout_of(tunnel))
+        files["pages/" + _page_name(tunnel, 508)] = pages.loop_page(tunnel.name)
     return files
 
 
@@ -189,7 +210,7 @@ def render_existing_files(table: ExistingTable, options: RenderOptions, fmt: str
                 "itself; give tls = {cert = PATH, key = PATH} (from certbot, say), or use Caddy")
         https = site.tls.mode == "files"
         cert = CertFiles(site.tls.cert, site.tls.key) if https else None
-        views.append(tunnel_view(index, site.tunnel, cert, EXISTING_NAMING, site.hosts, https))
+        views.append(tunnel_view(index, site.tunnel, cert, naming=EXISTING_NAMING, server_names=site.hosts, https=https))
     listen = table.listen
     values = [value for view in views for _, value in (*view["request_add"], *view["response_add"])]
     context = {
@@ -228,7 +249,7 @@ SSI_HOST = '<!--# echo var="host" encoding="entity" -->'
 def not_found_page(table: RouteTable) -> str:
     """The 404 page, naming the requested host through SSI. Everything else in the page is
     escaped by `pages.py` (a `<` is `&lt;`), so the only SSI directive is the one put here."""
-    page = pages.not_found_page(_HOST_MARK, table.tunnels, table.listen)
+    page = pages.table_not_found_page(_HOST_MARK, table)
     assert page.count(_HOST_MARK) == 1 and "<!--#" not in page
     return page.replace(_HOST_MARK, SSI_HOST)
 

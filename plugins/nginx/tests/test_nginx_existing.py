@@ -64,7 +64,7 @@ def test_full_format_is_a_complete_config_without_user_or_daemon(engine: Any, pk
     conf = write(engine.render_existing(existing(pki, api), "full"), tmp_path)
     text = conf.read_text()
     assert not re.search(r"^\s*(user|daemon|pid|lock_file|\w+_temp_path)\b", text, re.M)
-    assert "events {" in text and "http {" in text and "return 308 https://$host:8443$request_uri;" in text
+    assert "events {" in text and "http {" in text and "return 307 https://$host:8443$request_uri;" in text
     engine.validate_existing(conf, None, "full")
 
 
