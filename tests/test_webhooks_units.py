@@ -161,7 +161,7 @@ SIGNED_JSON = json.dumps({"b": 1, "a": [1, 2], "note": "café"}, ensure_ascii=Fa
 @pytest.mark.parametrize("signed,recorded,rewrite", [
     # The sender signed `signed`; a proxy delivered (and gotunnel recorded) `recorded`.
     (SIGNED_JSON, json.dumps(json.loads(SIGNED_JSON), separators=(",", ":"), ensure_ascii=False).encode(),
-     "with spaces after , and :"),
+     "had spaces after , and :"),
     (json.dumps({"b": 1, "a": 2}, separators=(",", ":")).encode(), b'{"b": 1, "a": 2}', "the sender's was compact"),
     (json.dumps({"b": 1, "a": [1]}, indent=2).encode(), b'{"b":1,"a":[1]}', "indented by 2"),
     (json.dumps({"n": "é"}).encode(), '{"n": "é"}'.encode(), "non-ASCII as \\u escapes"),

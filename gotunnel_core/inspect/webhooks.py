@@ -151,8 +151,8 @@ def verify(headers: Sequence[tuple[str, str]], body: bytes, secret: str, *, prov
     if (kind := _wrong_kind(chosen, secret)) is not None:
         return _set(result, "wrong_kind_of_secret", f"this secret looks like {kind}, not a webhook signing secret: "
                     f"use {_WHERE[chosen]}")
-    return _set(result, "wrong_secret_or_body_changed", f"no {signed.header} signature matches the recorded body "
-                f"with this secret: either it is not {_WHERE[chosen]}, or the body was changed in a way gotunnel "
+    return _set(result, "wrong_secret_or_body_changed", f"the {signed.header} signature does not match the "
+                f"recorded body with this secret: either it is not {_WHERE[chosen]}, or the body was changed in a way gotunnel "
                 "cannot undo (HMAC cannot tell these apart)" + _time_note(skew, limit))
 
 
@@ -281,13 +281,14 @@ def _json_variants(body: bytes) -> Iterator[tuple[str, bytes]]:
         return
     if not isinstance(value, (dict, list)):
         return
-    forms: tuple[tuple[str, dict[str, Any]], ...] = (("compact", {"separators": (",", ":")}), ("with spaces after , and :", {}),
-             ("indented by 2", {"indent": 2}), ("indented by 4", {"indent": 4}))
+    forms: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("was compact", {"separators": (",", ":")}), ("had spaces after , and :", {}),
+        ("was indented by 2", {"indent": 2}), ("was indented by 4", {"indent": 4}))
     for name, options in forms:
         for ascii_only in (False, True):
             text = json.dumps(value, ensure_ascii=ascii_only, **options)
             escaped = ", non-ASCII as \\u escapes" if ascii_only else ""
-            yield f"the JSON was re-serialised (the sender's was {name}{escaped})", text.encode()
+            yield f"the JSON was re-serialised (the sender's {name}{escaped})", text.encode()
 
 
 def _form_variants(body: bytes) -> Iterator[tuple[str, bytes]]:
