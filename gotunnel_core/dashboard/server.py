@@ -126,7 +126,7 @@ class DashboardServer:
             if match := _REPLAY.match(path):
                 return await self._replay(int(match[1]), request) if method == "POST" else error_response(405, "POST only")
             if match := _VERIFY.match(path):
-                return self._verify(int(match[1]), request) if method == "POST" else error_response(405, "POST only")
+                return await self._verify(int(match[1]), request) if method == "POST" else error_response(405, "POST only")
             return error_response(404, f"no such page: {path}")
         except BadRequest as exc:
             return error_response(exc.status, str(exc))
@@ -207,10 +207,11 @@ class DashboardServer:
         new = await self.manager.inspector.replay(record, edits)
         return json_response({"id": new.id, "status": new.status, "error": new.error, "replay_of": record.id})
 
-    def _verify(self, record_id: int, request: Request) -> Response:
+    async def _verify(self, record_id: int, request: Request) -> Response:
         """`POST /api/requests/ID/verify` {provider, secret, tolerance?}: the webhook signature check.
 
-        The secret is used for this one computation: never logged, stored or echoed back."""
+        The secret is used for this one computation: never logged, stored or echoed back. Trying a
+        large body's proxy rewrites takes a while, so it runs in a thread, off the daemon's loop."""
         from ..inspect.webhooks import VerifyInputError, verify_record
 
         record = self._record(record_id)
@@ -226,7 +227,7 @@ class DashboardServer:
         if not isinstance(secret, str):
             raise BadRequest(400, "secret: must be a string (the webhook's signing secret)")
         try:
-            result = verify_record(record, secret, provider, query.get("tolerance"))
+            result = await asyncio.to_thread(verify_record, record, secret, provider, query.get("tolerance"))
         except VerifyInputError as exc:
             raise BadRequest(400, str(exc)) from None
         return json_response({"id": record.id, **result.to_dict()})
