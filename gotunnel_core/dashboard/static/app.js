@@ -159,6 +159,7 @@ async function select(id, reveal = false) {
   if (state.selected !== id) {
     $("#verify-result").textContent = "";
     $("#verify-result").className = "verify-result muted";
+    delete $("#verify-result").dataset.reason;
   }
   state.selected = id;
   state.revealed = reveal;
@@ -201,6 +202,7 @@ async function verifyWebhook(event) {
   if (!secret) { out.textContent = "enter the webhook's signing secret"; out.className = "verify-result bad"; return; }
   out.textContent = "verifying…";
   out.className = "verify-result muted";
+  delete out.dataset.reason;
   try {
     const r = await api(`/api/requests/${state.selected}/verify`, { method: "POST",
       body: JSON.stringify({ provider: $("#v-provider").value, secret }) });
