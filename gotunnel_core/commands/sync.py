@@ -115,6 +115,7 @@ def sync(state: CliState, engine_name: str | None, out: str, main_config: str | 
         from ..docker.follow import ContainerFollower
 
         follower = ContainerFollower(say).start()
+        follower.first_attempt.wait(timeout=30)  # connect() itself gives up after 10 s
     try:
         watch_sources(lambda: _sync_step(state, engine_name, target, follower.views if follower else None),
                       config_sources(state.settings.config_file), report, interval,

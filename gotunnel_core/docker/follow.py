@@ -31,6 +31,9 @@ class ContainerFollower:
         self._stream: Any = None
         self._views: dict[str, ContainerView] = {}
         self._generation = 0
+        #: Set once the first connection attempt is over, either way: the first sync waits for it,
+        #: so restarting `sync --watch` never renders without the containers that are running.
+        self.first_attempt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="docker-follow", daemon=True)
 
     def start(self) -> "ContainerFollower":
@@ -61,12 +64,8 @@ class ContainerFollower:
         self._stop.set()
         with self._lock:
             stream, client = self._stream, self._client
-        for thing in (stream, client):
-            if thing is not None:
-                try:
-                    thing.close()
-                except Exception:  # noqa: BLE001 - closing a dead connection
-                    pass
+        _close(stream)
+        _close(client)
         self._thread.join(timeout=5)
 
     # ----- the thread ----------------------------------------------------------------------------
@@ -74,6 +73,7 @@ class ContainerFollower:
     def _run(self) -> None:
         backoff, lost_said = BACKOFF_INITIAL, False
         while not self._stop.is_set():
+            client: Any = None
             try:
                 client = connect()
                 stream = client.events(decode=True, filters=EVENT_FILTERS)
@@ -82,27 +82,27 @@ class ContainerFollower:
                 reason = exc.message
             except Exception as exc:  # noqa: BLE001 - the SDK raises requests' and its own errors
                 reason = f"cannot reach the Docker engine at {docker_host()}: {describe(exc)}"
+                _close(client)
             else:
                 with self._lock:
                     self._client, self._stream, self._views = client, stream, views
                     self._generation += 1
                 self._say(f"following the Docker engine at {docker_host()}: {len(views)} labelled container(s)")
+                self.first_attempt.set()
                 backoff, lost_said = BACKOFF_INITIAL, False
                 reason = self._follow(stream)
                 with self._lock:
                     self._client, self._stream = None, None
-                for thing in (stream, client):
-                    try:
-                        thing.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                _close(stream)
+                _close(client)
                 if self._stop.is_set():
                     return
                 reason = f"lost the Docker engine at {docker_host()}: {reason}"
             if not lost_said:  # once per outage: retries are not news
-                self._say(f"{reason}; keeping the routes known so far and retrying with backoff (up to "
+                self._say(f"warning: {reason}; keeping the routes known so far and retrying with backoff (up to "
                           f"{BACKOFF_MAX:g} s); start Docker or fix DOCKER_HOST")
                 lost_said = True
+            self.first_attempt.set()
             self._stop.wait(backoff)
             backoff = min(BACKOFF_MAX, backoff * 2)
 
@@ -118,6 +118,15 @@ class ContainerFollower:
         except Exception as exc:  # noqa: BLE001 - any failure ends this stream; _run reconnects
             return describe(exc)
         return "the events stream ended (Docker engine stopped?)"
+
+
+def _close(thing: Any) -> None:
+    """Close a client or an events stream that may already be dead."""
+    if thing is not None:
+        try:
+            thing.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            pass
 
 
 __all__ = ["ContainerFollower"]
