@@ -2,9 +2,10 @@
 whole config, reload; a refused config puts the previous file back and the proxy is not touched.
 
 This is what docker-gen + nginx-proxy or consul-template do, with the proxy's own validation and a
-rollback in between. `watch` repeats it whenever a source (the config file, a certificate file)
-changes, polling: hashing a few small files every `interval` seconds costs next to nothing, sees
-edits that keep the modification time, and needs no new dependency.
+rollback in between. `watch` repeats it whenever a source (the config file, a certificate file,
+with `--docker` the Docker follower's event counter) changes, polling: hashing a few small files
+every `interval` seconds costs next to nothing, sees edits that keep the modification time, and
+needs no new dependency.
 """
 
 from __future__ import annotations
