@@ -257,6 +257,38 @@ def test_hub_sigkill_under_load_fails_no_request(cluster: Cluster) -> None:
     cluster.start_hub(0)
 
 
+def test_every_hub_down_edges_keep_serving_then_reconnect(cluster: Cluster) -> None:
+    names = names_of(cluster)
+    wait_for(lambda: cluster.serving(names, markers(cluster)), timeout=30, what="every name before the hubs go")
+    for index, proc in enumerate(cluster.hub_procs):
+        assert proc is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        cluster.hub_procs[index] = None
+    # No control plane at all: each edge serves the configuration it has, also once the
+    # agents' leases have run out in etcd (nobody refreshes them now), over HTTPS.
+    wait_for(lambda: cluster.serving(names, markers(cluster)), timeout=10, what="the edges serving without hubs")
+    until = time.monotonic() + LEASE_TTL + 2
+    rounds = 0
+    while time.monotonic() < until:
+        assert cluster.serving(names, markers(cluster)), cluster.probe(names)
+        rounds += 1
+    assert rounds >= 3
+    # One hub comes back: the edges reconnect to it, the agents re-register, and a name
+    # registered after the restart reaches both edges.
+    cluster.start_hub(1)
+    hub2 = f"{cluster.hubs[1].address}:{HUB_PORT}"
+    for agent in cluster.agents:
+        wait_for(lambda agent=agent: (s := cluster.agent_status(agent)).get("connected") and s.get("hub") == hub2,
+                 timeout=30, what=f"{agent.name} back on hub2")
+    agent = cluster.agents[1]
+    cluster.gotunnel(agent.machine, "--state-dir", str(agent.state), "start", "-d", "after", "-p", "3000")
+    wait_for(lambda: cluster.serving([*names, f"after.{agent.name}.{DOMAIN}"], {**markers(cluster),
+             f"after.{agent.name}.{DOMAIN}": f"agent {agent.name}"}), timeout=30,
+             what="a registration made after the restart on both edges")
+    cluster.start_hub(0)
+
+
 def test_duplicate_name_is_refused_with_a_clear_message(cluster: Cluster) -> None:
     machine = cluster.agents[2].machine
     twin = Agent("alice", machine, cluster.tmp / "state-alice-twin")
