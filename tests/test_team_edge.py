@@ -23,6 +23,7 @@ import pytest
 
 from gotunnel_core.testing import wait_for
 from netns_helpers import Lan, Machine, require_root_netns
+from team_pki import EtcdPki, make_etcd_pki
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -58,6 +59,7 @@ class Cluster:
     edges: list[Machine]
     agents: list[Agent]
     client: Machine
+    pki: EtcdPki
     extra_states: list[tuple[Machine, Path]] = field(default_factory=list)
 
     @property
@@ -66,7 +68,12 @@ class Cluster:
 
     @property
     def etcd_url(self) -> str:
-        return f"http://{self.etcd.address}:2379"
+        return f"https://{self.etcd.address}:2379"
+
+    @property
+    def etcd_tls(self) -> list[str]:
+        """The flags that let a hub or an admin command into etcd (which requires client certificates)."""
+        return ["--etcd-ca", str(self.pki.ca), "--etcd-cert", str(self.pki.client_cert), "--etcd-key", str(self.pki.client_key)]
 
     @property
     def hub_list(self) -> str:
@@ -101,6 +108,7 @@ class Cluster:
     def start_hub(self, index: int) -> None:
         hub = self.hubs[index]
         self.hub_procs[index] = hub.spawn(*GOTUNNEL, "hub", "--listen", f"{hub.address}:{HUB_PORT}", "--etcd", self.etcd_url,
+                                          *self.etcd_tls,
                                           "--lease-ttl", str(LEASE_TTL), "--edge-cert-validity", str(CERT_VALIDITY),
                                           log=self.tmp / f"hub{index + 1}.log")
 
@@ -110,7 +118,8 @@ class Cluster:
             "etcd", "--name", "team", "--data-dir", str(self.tmp / "etcd"), "--listen-client-urls", url,
             "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:2380",
             "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "team=http://127.0.0.1:2380",
-            log=self.tmp / "etcd.log")
+            "--client-cert-auth", "--trusted-ca-file", str(self.pki.ca), "--cert-file", str(self.pki.server_cert),
+            "--key-file", str(self.pki.server_key), log=self.tmp / "etcd.log")
         return self.etcd_proc
 
     def agent_status(self, agent: Agent) -> dict[str, Any]:
@@ -162,10 +171,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         client = lan.add("client")
         admin = tmp / "admin"
         cluster = Cluster(lan, tmp, admin, etcd, None, hubs, [None, None], edges,  # type: ignore[arg-type]
-                          [Agent(n, m, tmp / f"state-{n}") for n, m in zip(("alice", "bob", "carol"), agent_machines)], client)
+                          [Agent(n, m, tmp / f"state-{n}") for n, m in zip(("alice", "bob", "carol"), agent_machines)], client,
+                          make_etcd_pki(tmp / "etcd-pki", etcd.address))
         cluster.start_etcd()
         wait_for(lambda: cluster.gotunnel(etcd, "--state-dir", str(admin), "team", "init", "--domain", DOMAIN,
-                                          "--etcd", cluster.etcd_url, check=False).returncode == 0, timeout=30, what="etcd up")
+                                          "--etcd", cluster.etcd_url, *cluster.etcd_tls, check=False).returncode == 0,
+                 timeout=30, what="etcd up")
         cluster.start_hub(0)
         cluster.start_hub(1)
         for i, edge in enumerate(edges):
@@ -203,6 +214,21 @@ def test_every_name_answers_through_both_edges_over_https(cluster: Cluster) -> N
     assert out.stdout.split() == ["308", f"https://{cluster.agents[0].fqdn}/x"]
     unknown = cluster.probe([f"api.nobody.{DOMAIN}"])
     assert all(v.startswith("error") for v in unknown.values()), unknown
+
+
+def test_etcd_refuses_a_hub_without_client_certificate(cluster: Cluster) -> None:
+    hub = cluster.hubs[0]
+    ca_only = cluster.gotunnel(hub, "hub", "--listen", f"{hub.address}:{HUB_PORT + 1}", "--etcd", cluster.etcd_url,
+                               "--etcd-ca", str(cluster.pki.ca), check=False)
+    assert ca_only.returncode == 1, ca_only.stderr
+    [line] = [ln for ln in ca_only.stderr.splitlines() if not ln.startswith("hint:")]
+    assert line.startswith(f"error: etcd at {cluster.etcd_url} refused the TLS handshake: etcd requires a client certificate"), line
+    missing = cluster.tmp / "no-such-key.pem"
+    bad = cluster.gotunnel(hub, "hub", "--listen", f"{hub.address}:{HUB_PORT + 1}", "--etcd", cluster.etcd_url,
+                           "--etcd-ca", str(cluster.pki.ca), "--etcd-cert", str(cluster.pki.client_cert),
+                           "--etcd-key", str(missing), check=False)
+    assert bad.returncode == 2 and f"invalid --etcd-key '{missing}'" in bad.stderr, bad.stderr
+    # The hubs of the fixture, with their client certificate, serve (checked by every other test).
 
 
 def test_status_json_shows_hub_and_published_names(cluster: Cluster) -> None:
@@ -347,7 +373,7 @@ def test_revoked_and_foreign_certificates_are_refused(cluster: Cluster) -> None:
     cluster.start_daemon(machine, dave.state, "agent dave", http_port=8082, backend_port=3002)
     cluster.start_agent(dave, cluster.invite("dave"))
     wait_for(lambda: cluster.serving([dave.fqdn]), timeout=30, what="dave published")
-    cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url)
+    cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url, *cluster.etcd_tls)
     wait_for(lambda: cluster.gone([dave.fqdn]), timeout=15, what="the revoked agent's names to go")
     assert dave.proc.wait(30) == 1  # type: ignore[union-attr]
     again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list, check=False)

@@ -23,9 +23,10 @@ import structlog
 from gotunnel_core.certs import CertificateAuthority
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, ensure_certs
-from gotunnel_core.team.etcd import Etcd
+from gotunnel_core.team.etcd import Etcd, unreachable
+from gotunnel_core.team.etcdtls import EtcdTls
 from gotunnel_core.team.identity import issue_server
-from gotunnel_core.team.service import AgentService
+from gotunnel_core.team.service import MEMBER_VALIDITY, AgentService
 from gotunnel_core.team.store import TeamView, load_team
 
 from .xds import AdsServer, XdsCache
@@ -34,7 +35,8 @@ log = structlog.get_logger("gotunnel.hub")
 
 #: Seconds between two rounds of edge-certificate issuing (see `_cert_keeper`).
 CERT_ROUND = 0.3
-#: The hub's own server certificate lives this long; a hub re-issues it when it restarts.
+#: The hub's own server certificate lives this long by default (`--hub-cert-validity`); a hub
+#: re-issues it when it restarts.
 SERVER_CERT_VALIDITY = timedelta(days=30)
 
 
@@ -44,6 +46,9 @@ class HubOptions:
     etcd: str
     lease_ttl: int = 10
     edge_cert_validity: timedelta = DEFAULT_VALIDITY
+    etcd_tls: EtcdTls | None = None
+    hub_cert_validity: timedelta = SERVER_CERT_VALIDITY
+    member_cert_validity: timedelta = MEMBER_VALIDITY
 
 
 async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: object,
@@ -71,21 +76,22 @@ async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
 
 async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Run the hub until `stop` is set."""
-    etcd = Etcd.from_urls(options.etcd)
+    etcd = Etcd.from_urls(options.etcd, options.etcd_tls)
     try:
         record = await load_team(etcd)
     except grpc.aio.AioRpcError as exc:
         await etcd.close()
-        raise RuntimeFailure(f"etcd at {options.etcd} did not answer: {exc.code().name}") from None
+        raise RuntimeFailure(unreachable(options.etcd, exc, options.etcd_tls)) from None
     team = record.team
     ca = CertificateAuthority.in_memory(record.ca_cert, record.ca_key)
-    cert, key, _ = issue_server(ca, [team.hub_name], SERVER_CERT_VALIDITY)
+    cert, key, _ = issue_server(ca, [team.hub_name], options.hub_cert_validity)
     hub_id = f"{socket.gethostname()}:{options.listen}:{os.getpid()}"
 
     wake_certs = asyncio.Event()
     view = TeamView(etcd)
     cache = XdsCache(view, team)
-    agents = AgentService(etcd, view, ca, team, hub_id, lease_ttl=options.lease_ttl)
+    agents = AgentService(etcd, view, ca, team, hub_id, lease_ttl=options.lease_ttl,
+                          member_validity=options.member_cert_validity)
     ads = AdsServer(cache, view)
 
     async def notify_streams() -> None:
