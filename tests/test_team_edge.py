@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 DOMAIN = "team.test"
 HUB_PORT = 7443
 LEASE_TTL = 4
+WARM_UP = LEASE_TTL + 5  # a hub's default warm-up: the lease TTL and an agent's retry round
 CERT_VALIDITY = 45  # seconds: edge certificates rotate every 30 s during the run
 CLIENT = str(Path(__file__).with_name("team_client.py"))
 GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
@@ -302,11 +303,19 @@ def test_every_hub_down_edges_keep_serving_then_reconnect(cluster: Cluster) -> N
     assert rounds >= 3
     # One hub comes back: the edges reconnect to it, the agents re-register, and a name
     # registered after the restart reaches both edges.
+    restarted = time.monotonic()
     cluster.start_hub(1)
     hub2 = f"{cluster.hubs[1].address}:{HUB_PORT}"
-    for agent in cluster.agents:
-        wait_for(lambda agent=agent: (s := cluster.agent_status(agent)).get("connected") and s.get("hub") == hub2,
-                 timeout=30, what=f"{agent.name} back on hub2")
+    # The agents' leases ran out while no hub was up; the hub that comes back lets them
+    # re-register before it answers the edges (its warm-up), so no name blinks.
+    def agents_back() -> bool:
+        assert cluster.serving(names, markers(cluster)), cluster.probe(names)
+        return all((s := cluster.agent_status(a)).get("connected") and s.get("hub") == hub2 for a in cluster.agents)
+
+    wait_for(agents_back, timeout=30, interval=0.2, what="every agent back on hub2")
+    until = restarted + WARM_UP + 4  # past the warm-up (and the hub's start): the edges follow hub2 now
+    while time.monotonic() < until:
+        assert cluster.serving(names, markers(cluster)), cluster.probe(names)
     agent = cluster.agents[1]
     cluster.gotunnel(agent.machine, "--state-dir", str(agent.state), "start", "-d", "after", "-p", "3000")
     wait_for(lambda: cluster.serving([*names, f"after.{agent.name}.{DOMAIN}"], {**markers(cluster),

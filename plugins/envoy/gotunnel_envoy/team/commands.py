@@ -46,11 +46,15 @@ def _listen_address(raw: str) -> str:
               help="Seconds an edge certificate (the team's names) is valid; rotated when a third is left.")
 @click.option("--member-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(300, 397 * 86400),
               help="Seconds a member (agent or edge) certificate issued here is valid; renewed when a third is left.")
+@click.option("--warm-up", "warm_up", type=click.IntRange(0, 3600), metavar="SECONDS",
+              help="Seconds after start before edges get answers, so agents re-register first after an outage of "
+                   "every hub [default: the lease TTL + 5].")
 @click.option("--hub-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(300, 397 * 86400),
               help="Seconds the hub's own server certificate is valid; issued again at every start.")
 @click.pass_obj
 def hub(state: Any, listen: str, etcd_urls: str, etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
-        lease_ttl: int, edge_cert_validity: int, member_cert_validity: int, hub_cert_validity: int) -> None:
+        lease_ttl: int, edge_cert_validity: int, warm_up: int | None, member_cert_validity: int,
+        hub_cert_validity: int) -> None:
     """Run a team hub: the xDS control plane for edges and the API for agents."""
     _needs_team_extra()
     from gotunnel_core.team.etcd import parse_endpoints
@@ -62,7 +66,7 @@ def hub(state: Any, listen: str, etcd_urls: str, etcd_ca: str | None, etcd_cert:
     tls = resolve_etcd_tls(etcd_urls, state.settings.values, etcd_ca, etcd_cert, etcd_key)
     run(HubOptions(_listen_address(listen), etcd_urls, lease_ttl, timedelta(seconds=edge_cert_validity), tls,
                    hub_cert_validity=timedelta(seconds=hub_cert_validity),
-                   member_cert_validity=timedelta(seconds=member_cert_validity)))
+                   member_cert_validity=timedelta(seconds=member_cert_validity), warm_up=warm_up))
 
 
 @click.command()

@@ -22,6 +22,7 @@ import structlog
 
 from gotunnel_core.certs import CertificateAuthority
 from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.team.agent import CONNECT_TIMEOUT, MAX_BACKOFF
 from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, ensure_certs
 from gotunnel_core.team.etcd import Etcd, unreachable
 from gotunnel_core.team.etcdtls import EtcdTls
@@ -49,6 +50,16 @@ class HubOptions:
     etcd_tls: EtcdTls | None = None
     hub_cert_validity: timedelta = SERVER_CERT_VALIDITY
     member_cert_validity: timedelta = MEMBER_VALIDITY
+    #: Seconds before edges get answers (None: `warm_up_seconds`' default; see `serve`).
+    warm_up: float | None = None
+
+    @property
+    def warm_up_seconds(self) -> float:
+        """By default one lease TTL plus the longest an alive agent takes to reach a hub that
+        came back (a dead hub tried first, then the longest back-off)."""
+        if self.warm_up is not None:
+            return self.warm_up
+        return self.lease_ttl + CONNECT_TIMEOUT + MAX_BACKOFF
 
 
 async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: object,
@@ -128,6 +139,12 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
     cache.rebuild()
     wake_certs.set()
     await server.start()
+    # Warm-up: after an outage of every hub longer than the lease TTL, etcd holds none of the
+    # agents' names, and telling the edges now would blank names whose agents are alive and
+    # reconnecting. So agents may re-register at once, but edges get their first answer only
+    # after the warm-up (they keep serving what they have meanwhile); by then only the names
+    # of agents that did not come back are removed.
+    asyncio.get_running_loop().call_later(options.warm_up_seconds, ads.warm.set)
     log.warning("hub.ready", listen=options.listen, team=team.domain, hub=hub_id)
     if ready is not None:
         ready.set()
