@@ -49,8 +49,8 @@ def _listen_address(raw: str) -> str:
 @click.option("--warm-up", "warm_up", type=click.IntRange(0, 3600), metavar="SECONDS",
               help="Seconds after start before edges get answers, so agents re-register first after an outage of "
                    "every hub [default: the lease TTL + 5].")
-@click.option("--hub-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(300, 397 * 86400),
-              help="Seconds the hub's own server certificate is valid; issued again at every start.")
+@click.option("--hub-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(60, 397 * 86400),
+              help="Seconds the hub's own server certificate is valid; renewed when a third is left.")
 @click.pass_obj
 def hub(state: Any, listen: str, etcd_urls: str, etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
         lease_ttl: int, edge_cert_validity: int, warm_up: int | None, member_cert_validity: int,

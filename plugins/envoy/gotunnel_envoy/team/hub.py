@@ -23,7 +23,7 @@ import structlog
 from gotunnel_core.certs import CertificateAuthority
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.team.agent import CONNECT_TIMEOUT, MAX_BACKOFF
-from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, ensure_certs
+from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, due, ensure_certs
 from gotunnel_core.team.etcd import Etcd, unreachable
 from gotunnel_core.team.etcdtls import EtcdTls
 from gotunnel_core.team.identity import issue_server
@@ -36,8 +36,8 @@ log = structlog.get_logger("gotunnel.hub")
 
 #: Seconds between two rounds of edge-certificate issuing (see `_cert_keeper`).
 CERT_ROUND = 0.3
-#: The hub's own server certificate lives this long by default (`--hub-cert-validity`); a hub
-#: re-issues it when it restarts.
+#: The hub's own server certificate lives this long by default (`--hub-cert-validity`); the hub
+#: issues the next one when a third is left (see `ServerCertificate`).
 SERVER_CERT_VALIDITY = timedelta(days=30)
 
 
@@ -60,6 +60,37 @@ class HubOptions:
         if self.warm_up is not None:
             return self.warm_up
         return self.lease_ttl + CONNECT_TIMEOUT + MAX_BACKOFF
+
+
+class ServerCertificate:
+    """The hub's own certificate for `hub.<domain>`: gRPC asks `fetch` on every handshake, and
+    it is issued again when a third of its life is left, so a long-running hub never serves an
+    expired one (edges and agents check the team CA and the name, never the key)."""
+
+    def __init__(self, ca: CertificateAuthority, name: str, validity: timedelta) -> None:
+        self.ca, self.name, self.validity = ca, name, validity
+        self.not_after = 0.0
+        self.config = self._issue()
+
+    def _issue(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, self.not_after = issue_server(self.ca, [self.name], self.validity)
+        return grpc.ssl_server_certificate_configuration([(key, cert + self.ca.cert_pem())],
+                                                         root_certificates=self.ca.cert_pem())
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """None keeps the current certificate; a new configuration replaces it."""
+        if not due(self.not_after, self.validity):
+            return None
+        try:
+            self.config = self._issue()
+        except Exception as exc:  # noqa: BLE001 - keep serving the current one; the next handshake retries
+            log.warning("hub.server_cert_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        log.info("hub.server_cert_renewed", not_after=round(self.not_after))
+        return self.config
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(self.config, self.fetch, require_client_authentication=True)
 
 
 async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: object,
@@ -95,7 +126,7 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
         raise RuntimeFailure(unreachable(options.etcd, exc, options.etcd_tls)) from None
     team = record.team
     ca = CertificateAuthority.in_memory(record.ca_cert, record.ca_key)
-    cert, key, _ = issue_server(ca, [team.hub_name], options.hub_cert_validity)
+    server_cert = ServerCertificate(ca, team.hub_name, options.hub_cert_validity)
     hub_id = f"{socket.gethostname()}:{options.listen}:{os.getpid()}"
 
     wake_certs = asyncio.Event()
@@ -126,8 +157,7 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
         ("grpc.http2.max_ping_strikes", 0), ("grpc.max_send_message_length", 256 << 20),
     ])
     server.add_generic_rpc_handlers((agents.handler(), ads.handler()))
-    creds = grpc.ssl_server_credentials([(key, cert + ca.cert_pem())], root_certificates=ca.cert_pem(),
-                                        require_client_auth=True)
+    creds = server_cert.credentials()
     try:
         server.add_secure_port(options.listen, creds)
     except RuntimeError as exc:
