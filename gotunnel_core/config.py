@@ -94,6 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
             sensitive=True),
     Setting("domain_template", optional(from_model(parse_domain_template)), None,
             "real names for a proxy you run (render --for existing, sync), e.g. '{name}.dev.example.com'"),
+    Setting("etcd_ca", optional_path, None, "team mode: CA certificate that signed etcd's certificate (https:// etcd)"),
+    Setting("etcd_cert", optional_path, None, "team mode: client certificate for etcd (etcd --client-cert-auth)"),
+    Setting("etcd_key", optional_path, None, "team mode: the etcd client certificate's private key (owner-only)"),
     Setting("tls", optional(from_model(lambda raw: TlsPolicy.parse(raw).to_raw())), None,
             "default TLS of those names: 'acme', 'off' or {cert = PATH, key = PATH} (file only)"),
 )
