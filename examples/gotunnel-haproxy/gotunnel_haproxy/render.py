@@ -52,10 +52,11 @@ PASSIVE_EJECT = 10.0
 #: `http-request return` serves a page from one buffer (tune.bufsize, 16 KiB by default, less what
 #: HAProxy keeps for rewrites and headers): the 404 listing is cut to fit.
 MAX_PAGE = 12 * 1024
-#: Statuses of the plain pages a LAN peer gets (and everyone, for 400 and 405).
-PLAIN_STATUSES = (400, 404, 405, 502, 503, 504, 508)
-_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 502: "Bad Gateway",
-            503: "Service Unavailable", 504: "Gateway Timeout", 508: "Loop Detected"}
+#: The plain pages a LAN peer gets (and everyone, for 400 and 405): bodies for `http-request return`,
+#: and complete responses for `errorfile` (HAProxy's own 502 and 504).
+PLAIN_PAGES = (400, 404, 405, 503, 508)
+PLAIN_ERRORFILES = (502, 504)
+_REASONS = {502: "Bad Gateway", 504: "Gateway Timeout"}
 #: The requested host in the 404 page: the frontend sets it, with anything but host-name
 #: characters replaced, so the page needs no HTML escaping of it.
 HOST_EXPR = "%[var(txn.gt_page_host)]"
@@ -125,8 +126,9 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         files[view["page_508"]] = pages.loop_page(tunnel.name)
         if view["health"] is not None:
             files[view["page_503"]] = pages.unavailable_page(tunnel.name, tunnel.backends)
-    for status in PLAIN_STATUSES:
+    for status in PLAIN_PAGES:
         files[f"pages/plain-{status}.html"] = pages.plain_page(status)
+    for status in PLAIN_ERRORFILES:
         files[f"pages/plain-{status}.http"] = _http_response(status, pages.plain_page(status))
     return files
 
@@ -317,5 +319,5 @@ def not_found_page(table: RouteTable) -> str:
     return lf_literal(text).replace(_HOST_MARK, HOST_EXPR)
 
 
-__all__ = ["CONFIG_FILE", "GENERATION_FILE", "PLAIN_STATUSES", "RenderOptions", "generation_file", "not_found_page",
+__all__ = ["CONFIG_FILE", "GENERATION_FILE", "PLAIN_ERRORFILES", "PLAIN_PAGES", "RenderOptions", "generation_file", "not_found_page",
            "render_files", "render_options", "tunnel_view"]
