@@ -97,3 +97,29 @@ def test_two_workers_fall_back_to_the_relay(gotunnel: Gotunnel, echo_backend: An
     assert status == 200 and json.loads(body)["path"] == "/via-relay"
     rows = wait_for(lambda: _records(gotunnel, "relayed", 1), what="a record")
     assert [(r["path"], r["status"]) for r in rows] == [("/via-relay", 200)]
+
+
+def test_inspect_mode_is_the_engines_declaration_and_the_recorder_opens_observers() -> None:
+    """The extension point itself: `Engine.inspect_mode` (relay unless an engine says native) and
+    `InspectRecorder.open`, whose observers record one connection and skip its health checks."""
+    from gotunnel_builtin_proxy.engine import BuiltinEngine
+
+    from gotunnel_core.engine import Engine
+    from gotunnel_core.inspect.native import RELAY, InspectRecorder
+    from gotunnel_core.inspect.records import RecordStore
+    from gotunnel_core.models import Tunnel
+
+    assert Engine.inspect_mode({}) is RELAY and not RELAY.native
+    assert BuiltinEngine.inspect_mode({}).native
+    two = BuiltinEngine.inspect_mode({"workers": 2})
+    assert two.to_dict()["mode"] == "relay" and "workers = 2" in two.detail
+
+    store = RecordStore(10, 4)
+    tunnel = Tunnel.from_raw({"name": "t", "backends": ["http://127.0.0.1:9"], "health": "/hz", "inspect": True})
+    requests, responses = InspectRecorder(store).open(tunnel, tunnel.backends[0])
+    requests.feed(b"GET /hz HTTP/1.1\r\nHost: x\r\n\r\nPOST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabcdef")
+    responses.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    (record,) = store.newest_first()
+    assert (record.tunnel, record.backend, record.method, record.path, record.status) == \
+        ("t", "http://127.0.0.1:9", "POST", "/in", 201)
+    assert record.request_body.to_dict()["truncated"] and record.done

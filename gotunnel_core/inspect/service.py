@@ -6,14 +6,10 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import RuntimeFailure
 from ..models import Backend, Tunnel
-from .native import RELAY, InspectRecorder
+from .native import InspectRecorder
 from .records import Record, RecordStore
 from .relay import RelaySet
 from .replay import replay
-
-#: How inspection works on an engine that does not record natively (`Engine.inspect_mode`).
-INSPECT_MODE = RELAY.to_dict()
-
 
 class Inspector:
     """Records inspected tunnels' traffic and answers the dashboard's questions about it.
