@@ -37,6 +37,7 @@ def test_builtin_records_natively_over_http1_and_http2_with_no_relay(gotunnel: G
     listening = _listening(gotunnel)
     gotunnel("start", "-d", "native", "-p", str(backend.port), "--inspect", check=True)
     assert _inspect_mode(gotunnel)["mode"] == "native"
+    assert dash_json(gotunnel, "/api/tunnels")["inspector"]["mode"] == "native"
 
     status, body = through(gotunnel, "native", "/h1?q=1", "POST", b"ping", {"Content-Type": "text/plain"})
     assert status == 200 and json.loads(body)["body"] == "ping"
@@ -93,6 +94,7 @@ def test_two_workers_fall_back_to_the_relay(gotunnel: Gotunnel, echo_backend: An
     listening = _listening(gotunnel)
     gotunnel("start", "-d", "relayed", "-p", str(backend.port), "--inspect", check=True)
     assert len(_listening(gotunnel) - listening) == 1  # the relay of its one backend
+    assert dash_json(gotunnel, "/api/tunnels")["inspector"]["mode"] == "relay"
     status, body = through(gotunnel, "relayed", "/via-relay")
     assert status == 200 and json.loads(body)["path"] == "/via-relay"
     rows = wait_for(lambda: _records(gotunnel, "relayed", 1), what="a record")

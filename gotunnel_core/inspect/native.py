@@ -11,11 +11,12 @@ relay would have seen, so the records are the same under both modes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..models import Backend, Tunnel
-from .observe import RequestObserver, ResponseObserver, SkipRule
-from .records import RecordStore
+if TYPE_CHECKING:  # observe imports httptools: engines import this module before they serve anything
+    from ..models import Backend, Tunnel
+    from .observe import RequestObserver, ResponseObserver, SkipRule
+    from .records import RecordStore
 
 RELAY_DETAIL = ("an inspected tunnel's route points at a recording HTTP/1.1 relay in the daemon, which forwards to the "
                 "backend unchanged; tunnels that are not inspected do not pass through it")
@@ -40,7 +41,7 @@ class InspectMode:
 RELAY = InspectMode()
 
 
-def health_skip_rule(tunnel: Tunnel) -> SkipRule | None:
+def health_skip_rule(tunnel: "Tunnel") -> "SkipRule | None":
     """Active health checks (GET of the tunnel's health path) are not recorded, in either mode."""
     health = tunnel.health
     return None if health is None else (lambda method, path: method == "GET" and path == health.path)
@@ -49,11 +50,13 @@ def health_skip_rule(tunnel: Tunnel) -> SkipRule | None:
 class InspectRecorder:
     """Opens the observers of one backend connection of an inspected tunnel (`EngineContext.recorder`)."""
 
-    def __init__(self, store: RecordStore) -> None:
+    def __init__(self, store: "RecordStore") -> None:
         self.store = store
 
-    def open(self, tunnel: Tunnel, backend: Backend) -> tuple[RequestObserver, ResponseObserver]:
+    def open(self, tunnel: "Tunnel", backend: "Backend") -> "tuple[RequestObserver, ResponseObserver]":
         """Observers for one new connection to `backend` of `tunnel`: feed them the bytes written
         to it and read from it, in order; call the response observer's `close` when it ends."""
+        from .observe import RequestObserver, ResponseObserver
+
         requests = RequestObserver(self.store, tunnel.name, backend.url, health_skip_rule(tunnel))
         return requests, ResponseObserver(self.store, requests)
