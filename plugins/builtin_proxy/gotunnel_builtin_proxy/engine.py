@@ -59,7 +59,7 @@ class BuiltinEngine(Engine):
         self.st: ProxyState | None = None
         self._servers: list[asyncio.AbstractServer] = []
         #: Shared pools by (scheme, host, port); an inspected tunnel's own by ("inspect", name, backend)
-        #: and ("inspect-h1", name, backend) (see `_recorded_pools`).
+        #: and ("inspect-h1", name, backend) (see `_recorded_state`).
         self._pools: dict[tuple[Any, ...], Pool] = {}
         self._backends: dict[tuple[Any, ...], BackendState] = {}
         self._health_tasks: dict[tuple[Any, ...], asyncio.Task[None]] = {}
@@ -113,20 +113,16 @@ class BuiltinEngine(Engine):
                 recorded = inspected and backend.scheme != "h2c"  # h2c: HTTP/2 bytes, not recorded
                 key = (tunnel.name, backend, tunnel.health, recorded)
                 state = states.get(key) or self._backends.get(key)
-                if state is None:
-                    if recorded:
-                        state = self._recorded_state(loop, tunnel, backend)
-                    else:
-                        pkey = (backend.scheme, backend.host, backend.port)
-                        pool = self._pools.get(pkey)
-                        if pool is None:
-                            pool = Pool(loop, *pkey, max_idle=settings.max_idle_upstream,
-                                        idle_timeout=settings.upstream_idle_timeout, via=settings.via)
-                            self._pools[pkey] = pool
-                        state = BackendState(backend, pool, tunnel.health)
-                elif recorded:
-                    state.pool.tunnel = tunnel  # type: ignore[attr-defined]  # a RecordingPool: the latest version
-                    state.recorded_h1.tunnel = tunnel  # type: ignore[union-attr]
+                if recorded:
+                    state = self._recorded_state(loop, tunnel, backend, state)
+                elif state is None:
+                    pkey = (backend.scheme, backend.host, backend.port)
+                    pool = self._pools.get(pkey)
+                    if pool is None:
+                        pool = Pool(loop, *pkey, max_idle=settings.max_idle_upstream,
+                                    idle_timeout=settings.upstream_idle_timeout, via=settings.via)
+                        self._pools[pkey] = pool
+                    state = BackendState(backend, pool, tunnel.health)
                 states[key] = state
                 tunnel_states.append(state)
             route = Route.build(tunnel, Balancer(tunnel.name, tuple(tunnel_states)), table.timeout_of(tunnel))
@@ -134,26 +130,31 @@ class BuiltinEngine(Engine):
             routes[tunnel.name] = route
         return Router.build(table, routes), snapshot, states
 
-    def _recorded_state(self, loop: asyncio.AbstractEventLoop, tunnel: "Tunnel", backend: "Backend") -> "BackendState":
-        """A backend of an inspected tunnel: recording pools of its own (`recording.py`), the
-        HTTP/1.1 one for HTTP/1.1 clients and an `H1Relay` one for HTTP/2 clients."""
+    def _recorded_state(self, loop: asyncio.AbstractEventLoop, tunnel: "Tunnel", backend: "Backend",
+                        state: "BackendState | None") -> "BackendState":
+        """A backend of an inspected tunnel (`state` when it is kept): recording pools of its own
+        (`recording.py`), one for HTTP/1.1 clients and one of `H1Relay`s for HTTP/2 clients, which
+        record new connections with the tunnel's latest version (its health path)."""
         from .balancer import BackendState
         from .recording import RecordingH1Pool, RecordingPool
 
         settings = self._settings
-        assert settings is not None and self.context.recorder is not None
+        recorder = self.context.recorder
+        assert settings is not None and recorder is not None
         options = {"max_idle": settings.max_idle_upstream, "idle_timeout": settings.upstream_idle_timeout,
                    "via": settings.via}
         pool = self._pools.get(("inspect", tunnel.name, backend))
-        if pool is None:
-            pool = RecordingPool(loop, self.context.recorder, tunnel, backend, **options)
-            self._pools[("inspect", tunnel.name, backend)] = pool
-        state = BackendState(backend, pool, tunnel.health)
+        if not isinstance(pool, RecordingPool):
+            pool = self._pools[("inspect", tunnel.name, backend)] = RecordingPool(
+                loop, recorder, tunnel, backend, **options)
         h1 = self._pools.get(("inspect-h1", tunnel.name, backend))
         if not isinstance(h1, RecordingH1Pool):
-            h1 = RecordingH1Pool(loop, self.context.recorder, tunnel, backend, **options)
-            self._pools[("inspect-h1", tunnel.name, backend)] = h1
-        state.recorded_h1 = h1
+            h1 = self._pools[("inspect-h1", tunnel.name, backend)] = RecordingH1Pool(
+                loop, recorder, tunnel, backend, **options)
+        pool.tunnel = h1.tunnel = tunnel
+        if state is None:
+            state = BackendState(backend, pool, tunnel.health)
+            state.recorded_h1 = h1
         return state
 
     def _hook_enabled(self) -> bool:
