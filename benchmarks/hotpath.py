@@ -61,9 +61,10 @@ class MemoryTransport:
         pass
 
 
-async def run(requests: int, request: bytes, host_header: str | None = None) -> float:
+async def run(requests: int, request: bytes, host_header: str | None = None, inspect: bool = False) -> float:
     """Seconds for `requests` proxied requests after a warm-up (engine built as the daemon builds it),
-    through a tunnel with `host_header` set when given (else the default, `preserve`)."""
+    through a tunnel with `host_header` set when given (else the default, `preserve`); with `inspect`,
+    an inspected tunnel recorded natively (its connection behind `recording.RecordingConnection`)."""
     from gotunnel_builtin_proxy.config import Settings
     from gotunnel_builtin_proxy.engine import BuiltinEngine
     from gotunnel_builtin_proxy.protocol import ClientProtocol
@@ -73,42 +74,58 @@ async def run(requests: int, request: bytes, host_header: str | None = None) -> 
     from gotunnel_core.engine import EngineContext
     from gotunnel_core.models import Listen, RouteTable, Tunnel
 
-    engine = BuiltinEngine(EngineContext(work_dir=Path(tempfile.gettempdir()), settings={}))
+    from gotunnel_core.inspect.native import InspectRecorder
+    from gotunnel_core.inspect.records import RecordStore
+
+    recorder = InspectRecorder(RecordStore(500, 1024 * 1024)) if inspect else None
+    engine = BuiltinEngine(EngineContext(work_dir=Path(tempfile.gettempdir()), settings={}, recorder=recorder))
     engine._settings, engine._certs = Settings(), CertStore()  # what serve() sets before _build
     raw: dict[str, object] = {"name": "bench", "backends": ["http://127.0.0.1:9"]}
     if host_header is not None:
         raw["host_header"] = host_header
+    if inspect:
+        raw["inspect"] = True
     table = RouteTable(Listen("127.0.0.1", 8080, 8443), (Tunnel.from_raw(raw),), {}, None)
     router, _, _ = engine._build(table)
     st = ProxyState(loop=asyncio.get_running_loop(), settings=engine._settings, router=router)
     pool = next(iter(engine._pools.values()))
     up, up_transport = UpstreamProtocol(pool), MemoryTransport()
-    up.connection_made(up_transport)
+    backend_side: Any = up  # what the backend's bytes are handed to
+    if recorder is not None:
+        from gotunnel_builtin_proxy.recording import RecordingConnection
+
+        tunnel = table.tunnels[0]
+        backend_side = RecordingConnection(up, recorder.open(tunnel, tunnel.backends[0]))
+    backend_side.connection_made(up_transport)
     pool.release(up)
     client, client_transport = ClientProtocol(st, False), MemoryTransport()
     client.connection_made(client_transport)
     for _ in range(200):
         client.data_received(request)
-        up.data_received(RESPONSE)
+        backend_side.data_received(RESPONSE)
     proxied = up_transport.last.startswith(request.split(b" ", 1)[0])
     if not (proxied and client_transport.last.endswith(b"hello world\n")):
         raise RuntimeError("the request was not proxied")
+    if recorder is not None and not (len(recorder.store) and next(recorder.store.newest_first()).status == 200):
+        raise RuntimeError("the request was not recorded")
     gc.collect()
     t0 = time.perf_counter()
     for _ in range(requests):
         client.data_received(request)
-        up.data_received(RESPONSE)
+        backend_side.data_received(RESPONSE)
     return time.perf_counter() - t0
 
 
-def instructions_per_request(requests: int, browser: bool, host_header: str | None = None) -> float:
+def instructions_per_request(requests: int, browser: bool, host_header: str | None = None,
+                             inspect: bool = False) -> float:
     """Instructions (callgrind) of 6N minus N requests, per request: start-up and warm-up cancel out."""
     totals = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (requests, 6 * requests):
             out = Path(tmp) / f"cg.{n}"
             argv = [sys.executable, "-m", "benchmarks.hotpath", "-n", str(n), *(["--browser"] if browser else []),
-                    *(["--host-header", host_header] if host_header is not None else [])]
+                    *(["--host-header", host_header] if host_header is not None else []),
+                    *(["--inspect"] if inspect else [])]
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], check=True,
                            capture_output=True)
             totals.append(int(re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.M).group(1)))
@@ -124,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--callgrind", action="store_true", help="instructions per request instead of time")
     p.add_argument("--host-header", metavar="MODE", default=None,
                    help="the tunnel's host_header: preserve (the default), backend, or a host[:port]")
+    p.add_argument("--inspect", action="store_true", help="an inspected tunnel, recorded natively")
     args = p.parse_args(argv)
     import gotunnel_builtin_proxy
 
@@ -131,14 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     build = "compiled" if compiled() else "pure-Python"
     kind = "browser" if args.browser else "wrk"
     mode = f", host_header {args.host_header}" if args.host_header is not None else ""
+    mode += ", inspected" if args.inspect else ""
     if args.callgrind:
-        per = instructions_per_request(args.requests or 1000, args.browser, args.host_header)
+        per = instructions_per_request(args.requests or 1000, args.browser, args.host_header, args.inspect)
         print(f"{per:,.0f} instructions per request ({kind}-style request{mode}, {build} build)")
         return 0
     import uvloop
 
     n = args.requests or 100_000
-    seconds = uvloop.run(run(n, BROWSER if args.browser else WRK, args.host_header))
+    seconds = uvloop.run(run(n, BROWSER if args.browser else WRK, args.host_header, args.inspect))
     print(f"{1e6 * seconds / n:.2f} us per request ({kind}-style request{mode}, {build} build, {n:,} requests)")
     return 0
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from .existing import ExistingTable
+    from .inspect.native import InspectMode, InspectRecorder
     from .metrics.stats import EngineStats
     from .models import RouteTable
     from .supervisor.listeners import ListenerSockets
@@ -64,6 +65,9 @@ class EngineContext:
     #: `serves_given_sockets` serves on them through its own `listeners.dup()`, which it closes when
     #: it stops; the originals stay open (the daemon and the broker keep the ports).
     listeners: ListenerSockets | None = None
+    #: Given to an engine whose `inspect_mode` is `native` (its inspected tunnels come unchanged,
+    #: and it records them itself through this, see `gotunnel_core.inspect.native`); else None.
+    recorder: "InspectRecorder | None" = None
 
 
 #: How an engine does one behaviour of the conformance suite (`gotunnel_core.testing.conformance`).
@@ -133,6 +137,19 @@ class Engine(abc.ABC):
     #: file xDS): `sync` then validates them in a staging directory first, moves them into place
     #: only when valid, and reloads nothing (unless given --reload-cmd).
     existing_applies_on_write: ClassVar[bool] = False
+
+    @classmethod
+    def inspect_mode(cls, settings: Mapping[str, Any]) -> "InspectMode":
+        """How this engine, with `settings`, records tunnels started with `inspect` (`engines --json`).
+
+        The default, `relay`: the daemon routes an inspected tunnel through its recording relay.
+        An engine answering `native` gets inspected tunnels unchanged and `EngineContext.recorder`,
+        and must feed it the bytes of each connection to their backends itself
+        (`gotunnel_core.inspect.native`); the `detail` says how, or why not.
+        """
+        from .inspect.native import RELAY
+
+        return RELAY
 
     def __init__(self, context: EngineContext) -> None:
         self.context = context

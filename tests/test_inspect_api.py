@@ -105,7 +105,8 @@ def test_every_api_endpoint_on_the_builtin_engine(gotunnel: Gotunnel, echo_backe
     assert out == f"http://gotunnel.localhost:{gotunnel.dashboard_port}/"
     assert gotunnel.json("dashboard")["url"] == out
     engines = gotunnel.json("engines")["engines"]
-    assert engines and all(e["inspect"]["mode"] == "relay" for e in engines)
+    modes = {e["name"]: e["inspect"]["mode"] for e in engines}
+    assert modes["builtin"] == "native" and all(m == "relay" for n, m in modes.items() if n != "builtin")
 
 
 def test_inspection_behind_nginx(gotunnel: Gotunnel, echo_backend: Any) -> None:

@@ -17,15 +17,13 @@ from ..hookspecs import hookimpl
 @pass_state
 def engines(state: CliState, as_json: bool) -> None:
     """Installed engines, whether their program is found, and its version."""
-    from ..inspect.service import INSPECT_MODE
-
     rows = []
     state.note_ignored()
     for name, spec in sorted(state.engine_specs().items()):
         probe = spec.engine_class.probe(state.settings.values)
         rows.append({"name": name, "description": spec.description, "plugin": spec.plugin,
                      "binary": {"found": probe.found, "path": probe.path, "version": probe.version, "hint": probe.hint},
-                     "inspect": dict(INSPECT_MODE)})
+                     "inspect": spec.engine_class.inspect_mode(state.settings.values).to_dict()})
     if as_json:
         emit_json({"engines": rows})
         return

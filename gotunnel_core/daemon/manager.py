@@ -97,6 +97,10 @@ class TunnelManager:
             log=get_logger(f"gotunnel.engine.{spec.name}"),
             listeners=received,
         )
+        # An engine that records inspected tunnels itself gets them unchanged, and the recorder.
+        self.inspector.native = spec.engine_class.inspect_mode(self.settings).native
+        if self.inspector.native:
+            context.recorder = self.inspector.recorder
         self.engine = spec.engine_class(context)
         self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
         from ..certservice import table_options
@@ -450,7 +454,8 @@ class TunnelManager:
             await self.names.withdraw(tunnels)
 
     async def _build_table(self, tunnels: Iterable[Tunnel]) -> RouteTable:
-        """The engine's route table; an inspected tunnel's backends are its recording relays there."""
+        """The engine's route table; an inspected tunnel's backends are its recording relays there,
+        unless the engine records natively (`Engine.inspect_mode`)."""
         assert self.certs is not None
         served = await self.inspector.engine_tunnels(tunnels)
         return await asyncio.to_thread(self.certs.route_table, self.listen, served, self._table_options)

@@ -161,7 +161,8 @@ class DashboardServer:
             "trust": self._trust(),
             "daemon": {"pid": status["pid"], "started_at": status["started_at"]},
             "inspector": {"max_requests": self.manager.settings["inspect_max_requests"],
-                          "body_limit": self.manager.settings["inspect_body_limit"], "recorded": len(store)},
+                          "body_limit": self.manager.settings["inspect_body_limit"], "recorded": len(store),
+                          "mode": "native" if self.manager.inspector.native else "relay"},
         }
 
     def _trust(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 from ..logs import get_logger
 from ..models import Backend, Tunnel
 from .observe import RequestObserver, ResponseObserver, SkipRule
+from .native import health_skip_rule
 from .records import RecordStore
 
 log = get_logger("gotunnel.inspect")
@@ -53,8 +54,7 @@ class Relay:
 
     def skip_rule(self) -> SkipRule | None:
         """The engine's active health checks (GET of the health path) are not recorded."""
-        health = self.tunnel.health
-        return None if health is None else (lambda method, path: method == "GET" and path == health.path)
+        return health_skip_rule(self.tunnel)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)

@@ -1,8 +1,8 @@
 """The inspector row: a tunnel started with `--inspect` is recorded and replayable on every engine.
 
-The daemon puts its recording relay between the engine and the backend (`gotunnel_core.inspect`),
-so the row checks what the engine must get right for that: the relay is an ordinary backend to it,
-over HTTP and HTTPS, with websockets still passing through.
+Either the engine records natively (`Engine.inspect_mode`, the builtin engine) or the daemon puts
+its recording relay between the engine and the backend (`gotunnel_core.inspect`); the row checks
+the result, whichever the engine does: recorded over HTTP and HTTPS, with websockets still passing.
 """
 
 from __future__ import annotations

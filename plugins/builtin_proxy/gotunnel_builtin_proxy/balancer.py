@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 from gotunnel_core.models import Backend, HealthCheck
 
 if TYPE_CHECKING:
+    from .h2_upstream import H1Pool
     from .upstream import Pool
 
 #: How long a backend that refused a connection sits out when its tunnel has no active check.
@@ -30,6 +31,9 @@ class BackendState:
     successes: int = 0
     failures: int = 0
     last_error: str = ""
+    #: An inspected tunnel's own recording pool for HTTP/2 clients (`recording.RecordingH1Pool`);
+    #: None otherwise: HTTP/2 streams then use the shared pools by address.
+    recorded_h1: "H1Pool | None" = None
 
     def __post_init__(self) -> None:
         self.prefix = self.backend.path.encode("ascii")

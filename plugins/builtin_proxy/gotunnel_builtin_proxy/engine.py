@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gotunnel_core.engine import Capability, Engine, EngineContext, EngineHealth, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.inspect.native import RELAY, InspectMode
 from gotunnel_core.models import RouteTable
 
 from .config import OPTIONS
 
 if TYPE_CHECKING:
     from gotunnel_core.metrics.stats import EngineStats, TunnelStats
+    from gotunnel_core.models import Backend, Tunnel
 
     from .balancer import BackendState
     from .config import Settings
@@ -41,11 +43,24 @@ class BuiltinEngine(Engine):
     }
     serves_given_sockets = True  # in-process (`socket_of`), and workers inherit them
 
+    @classmethod
+    def inspect_mode(cls, settings: Mapping[str, Any]) -> InspectMode:
+        """Native recording in-process (`recording.py`); with workers, the daemon's relay."""
+        workers = cls.resolve_options(settings)["workers"]
+        if workers > 1:
+            return InspectMode("relay", f"workers = {workers}: the workers are separate processes and the records "
+                                        f"live in the daemon, so " + RELAY.detail)
+        return InspectMode("native", "recorded inside the engine, from the bytes of its own connections to an "
+                                     "inspected tunnel's backends (HTTP/1.1 and HTTP/2 clients alike); h2c backends "
+                                     "are not recorded; tunnels that are not inspected take the usual path")
+
     def __init__(self, context: EngineContext) -> None:
         super().__init__(context)
         self.st: ProxyState | None = None
         self._servers: list[asyncio.AbstractServer] = []
-        self._pools: dict[tuple[str, str, int], Pool] = {}
+        #: Shared pools by (scheme, host, port); an inspected tunnel's own by ("inspect", name, backend)
+        #: and ("inspect-h1", name, backend) (see `_recorded_state`).
+        self._pools: dict[tuple[Any, ...], Pool] = {}
         self._backends: dict[tuple[Any, ...], BackendState] = {}
         self._health_tasks: dict[tuple[Any, ...], asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -93,10 +108,14 @@ class BuiltinEngine(Engine):
         routes: dict[str, Route] = {}
         for tunnel in table.tunnels:
             tunnel_states = []
+            inspected = tunnel.inspect and self.context.recorder is not None and settings.workers == 1
             for backend in tunnel.backends:
-                key = (tunnel.name, backend, tunnel.health)
+                recorded = inspected and backend.scheme != "h2c"  # h2c: HTTP/2 bytes, not recorded
+                key = (tunnel.name, backend, tunnel.health, recorded)
                 state = states.get(key) or self._backends.get(key)
-                if state is None:
+                if recorded:
+                    state = self._recorded_state(loop, tunnel, backend, state)
+                elif state is None:
                     pkey = (backend.scheme, backend.host, backend.port)
                     pool = self._pools.get(pkey)
                     if pool is None:
@@ -110,6 +129,33 @@ class BuiltinEngine(Engine):
             route.stats = self._tunnel_stats.get(tunnel.name) or RouteCounters()
             routes[tunnel.name] = route
         return Router.build(table, routes), snapshot, states
+
+    def _recorded_state(self, loop: asyncio.AbstractEventLoop, tunnel: "Tunnel", backend: "Backend",
+                        state: "BackendState | None") -> "BackendState":
+        """A backend of an inspected tunnel (`state` when it is kept): recording pools of its own
+        (`recording.py`), one for HTTP/1.1 clients and one of `H1Relay`s for HTTP/2 clients, which
+        record new connections with the tunnel's latest version (its health path)."""
+        from .balancer import BackendState
+        from .recording import RecordingH1Pool, RecordingPool
+
+        settings = self._settings
+        recorder = self.context.recorder
+        assert settings is not None and recorder is not None
+        options = {"max_idle": settings.max_idle_upstream, "idle_timeout": settings.upstream_idle_timeout,
+                   "via": settings.via}
+        pool = self._pools.get(("inspect", tunnel.name, backend))
+        if not isinstance(pool, RecordingPool):
+            pool = self._pools[("inspect", tunnel.name, backend)] = RecordingPool(
+                loop, recorder, tunnel, backend, **options)
+        h1 = self._pools.get(("inspect-h1", tunnel.name, backend))
+        if not isinstance(h1, RecordingH1Pool):
+            h1 = self._pools[("inspect-h1", tunnel.name, backend)] = RecordingH1Pool(
+                loop, recorder, tunnel, backend, **options)
+        pool.tunnel = h1.tunnel = tunnel
+        if state is None:
+            state = BackendState(backend, pool, tunnel.health)
+            state.recorded_h1 = h1
+        return state
 
     def _hook_enabled(self) -> bool:
         hook = self.context.hook
@@ -132,7 +178,7 @@ class BuiltinEngine(Engine):
                 self._health_tasks[key] = asyncio.get_running_loop().create_task(run_checks(state, state.health))
 
     def _prune_pools(self, states: dict[tuple[Any, ...], "BackendState"]) -> None:
-        used = {id(s.pool) for s in states.values()}
+        used = {id(s.pool) for s in states.values()} | {id(s.recorded_h1) for s in states.values()}
         for key, pool in list(self._pools.items()):
             if id(pool) not in used:
                 pool.close()

@@ -38,6 +38,14 @@ UPSTREAM_CONN_WINDOW = 16 * 1024 * 1024
 def start_exchange(stream: "H2Stream", backend: "BackendState", fields: list[tuple[bytes, bytes]]) -> None:
     """Relay `stream` to `backend`: HTTP/2 when the backend speaks it, else pooled HTTP/1.1."""
     stream.backend = backend
+    recorded = backend.recorded_h1
+    if recorded is not None:  # a backend of an inspected tunnel: HTTP/1.1 on its recording pool
+        relay = recorded.get()
+        if relay is not None:
+            relay.attach(stream, backend, fields)
+        else:
+            _spawn(stream, _h1_connect(stream, backend, fields, recorded))  # type: ignore[arg-type]
+        return
     registry: Upstreams = stream.conn.st.h2
     b = backend.backend
     key = (b.scheme, b.host, b.port)
