@@ -70,8 +70,7 @@ def bind_listeners(listen: Listen, workers: int) -> list[tuple[socket.socket, so
         raise RuntimeFailure(f"builtin engine {exc.message}",
                              hint="another program uses the port; pick other ports or stop it") from None
     for sock in (*groups[0], *groups[1]):
-        sock.setblocking(False)
-        sock.set_inheritable(True)
+        sock.setblocking(False)  # and not inheritable: `_spawn` passes each worker its own by pass_fds
     pairs = list(zip(groups[0], groups[1]))
     return [pairs[index % count] for index in range(workers)]
 
@@ -124,7 +123,6 @@ class WorkerSupervisor:
             given.close_idle_sides()
             for sock in pair:
                 sock.setblocking(False)
-                sock.set_inheritable(True)
             self.listeners = [pair] * self.settings.workers
         else:
             self.listeners = bind_listeners(table.listen, self.settings.workers)
@@ -140,6 +138,8 @@ class WorkerSupervisor:
         assert self.table is not None
         parent, child = socket.socketpair()
         http, https = self.listeners[index]  # the same sockets again when a crashed worker restarts
+        # Only pass_fds reach the worker: uvloop's spawn ignores close_fds and would hand every
+        # inheritable descriptor (the other workers' sockets) to each child.
         fds = (http.fileno(), https.fileno(), child.fileno())
         try:
             proc = await asyncio.create_subprocess_exec(
