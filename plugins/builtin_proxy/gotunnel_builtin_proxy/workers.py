@@ -3,23 +3,25 @@
 How connections reach the workers:
 - Linux: one SO_REUSEPORT group per port with one socket per worker, each worker inheriting only
   its own; the kernel hashes every new connection (by its addresses) to one member, so the
-  workers share the load evenly. With one shared socket instead, every idle worker wakes for each
-  connection and whichever loop runs first takes it: measured with two workers under `wrk`, one
-  of them got 3 to 4 of every 5 connections.
+  workers share the load evenly (`make bench`, two workers under wrk: 54-64 % of the connections
+  and 51-53 % of the CPU time on the busier one). With one shared socket, every idle worker wakes
+  for each connection and whichever loop runs first takes it: one worker got 74-82 % of them.
+  The hash ignores load: a connection waits for its worker even while the other one is idle.
 - Sockets handed over by the daemon (ports 80/443 through `gotunnel ports`) are single sockets
   bound by a privileged helper; the workers share them (the port cannot be bound again here).
-- macOS and the BSDs accept SO_REUSEPORT but do not balance (the newest socket gets every
-  connection), Windows has no such group: the workers share one socket there too.
-Sharing is the only mode libuv's accept behaviour matters for: since libuv 1.45 (uvloop 0.18+)
-a loop accepts one connection per wake-up, which is what `UV_TCP_SINGLE_ACCEPT=1` used to ask
-for; libuv no longer reads that variable on Unix, so it is not set.
+- macOS and the BSDs accept SO_REUSEPORT but do not balance it (one member gets the
+  connections), Windows has no such group: the workers share one socket there too.
+Sharing is the only case where libuv's accept behaviour matters: since libuv 1.45 (uvloop 0.23
+bundles 1.52) a loop accepts one connection per wake-up, which `UV_TCP_SINGLE_ACCEPT=1` used to
+ask for; libuv no longer reads that variable on Unix, so it is not set.
 
 The listeners are created once in the parent and never closed on reload (closing one socket of
 a reuseport group would reset the connections queued on it). A worker that crashes is restarted
 on the same socket; the connections the kernel hashed to that socket meanwhile wait in its
 backlog (the parent keeps it listening) and are served by the new worker, about a second later,
-instead of being reset. Route tables reach every worker as JSON lines over a socketpair, and
-`apply` returns once every worker acknowledged.
+instead of being reset. A replacement that cannot start is retried for the same reason. Route
+tables reach every worker as JSON lines over a socketpair, and `apply` returns once every worker
+acknowledged.
 """
 
 from __future__ import annotations
