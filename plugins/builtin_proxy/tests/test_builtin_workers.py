@@ -242,3 +242,18 @@ def test_killed_worker_is_restarted_on_its_socket_and_keeps_its_share(engine_fac
     delta = shares_after(eng, before, 200)
     assert_each_serves(delta, 200)
     assert set(delta) == set(pids)
+
+
+def test_a_taken_port_fails_start_in_one_line_and_leaves_nothing_bound(engine_factory, backend_a, ports, pki):
+    """The HTTPS port is taken: start names it, starts no worker, and closes the HTTP port's
+    group it had already bound (the port can be bound again at once)."""
+    from gotunnel_core.errors import RuntimeFailure
+
+    with socket.create_server(("127.0.0.1", ports[1])):
+        eng = engine_factory({"workers": 2})
+        with pytest.raises(RuntimeFailure, match=rf"builtin engine cannot listen on 127\.0\.0\.1:{ports[1]}: "
+                                                 "the port is already in use"):
+            eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports, pki))
+        assert eng.engine._workers is None and not psutil.Process().children()
+    with socket.create_server(("127.0.0.1", ports[0])):
+        pass
