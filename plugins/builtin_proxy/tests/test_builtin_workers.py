@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -257,3 +258,29 @@ def test_a_taken_port_fails_start_in_one_line_and_leaves_nothing_bound(engine_fa
         assert eng.engine._workers is None and not psutil.Process().children()
     with socket.create_server(("127.0.0.1", ports[0])):
         pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LINUX, reason="SO_REUSEPORT balances only on Linux; elsewhere the workers share one socket")
+def test_a_replacement_that_cannot_start_is_retried_until_it_serves(engine_factory, backend_a, ports, pki):
+    """While the tunnel's certificate file is missing, a killed worker's replacements fail to
+    start; they are retried (not left running idle on their socket), and once the file is back
+    the connections that queued on that socket meanwhile are served."""
+    eng = engine_factory({"workers": 2})
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports, pki))
+    cert = Path(pki.certs["alpha"].cert)
+    hidden = cert.with_name(cert.name + ".away")
+    cert.rename(hidden)
+    try:
+        os.kill(eng.engine._workers.pids()[0], signal.SIGKILL)
+        with ThreadPoolExecutor(8) as pool:
+            waiting = [pool.submit(http_get, ports[0], "alpha.localhost", timeout=60) for _ in range(40)]
+            wait_for(lambda: eng.engine._workers.restarts >= 2, timeout=30, what="a failed restart, retried")
+            assert eng.engine.health().extra["workers_alive"] == 1
+            hidden.rename(cert)
+            assert [f.result(timeout=90)[0] for f in waiting] == [200] * 40
+    finally:
+        if hidden.exists():
+            hidden.rename(cert)
+    wait_for(lambda: eng.engine.health().extra["workers_alive"] == 2, timeout=15, what="the worker serving again")
+    assert len(eng.engine._workers.pids()) == 2
