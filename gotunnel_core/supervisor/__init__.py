@@ -10,7 +10,8 @@ such engines share lives here, and this package's names are the public API engin
   `current` symlink swap.
 - `admin`: `AdminClient`, HTTP to the program's admin/control endpoint on a unix socket.
 - `sockets`: the unix socket path limit.
-- `listeners`: listening sockets the daemon binds and the program inherits (`fd/N`).
+- `listeners`: listening sockets the daemon binds and the program inherits (`fd/N`); `bind_group`,
+  one SO_REUSEPORT group of sockets on a port (the builtin engine's workers, one socket each).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from __future__ import annotations
 from .admin import AdminAnswer, AdminClient, AdminUnreachable
 from .binary import PackagedBinary, find_binary, run_for_output
 from .engine import SupervisedEngine
-from .listeners import ListenerSockets
+from .listeners import ListenerSockets, bind_group
 from .runtime import EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
 from .workdir import WorkDir
 
 __all__ = ["AdminAnswer", "AdminClient", "AdminUnreachable", "EngineProcess", "ListenerSockets", "PackagedBinary",
-           "ProcessRuntime", "Runtime", "SupervisedEngine", "WorkDir", "find_binary", "run_for_output",
-           "socket_path_fits"]
+           "ProcessRuntime", "Runtime", "SupervisedEngine", "WorkDir", "bind_group", "find_binary",
+           "run_for_output", "socket_path_fits"]

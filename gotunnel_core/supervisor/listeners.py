@@ -47,7 +47,7 @@ class ListenerSockets:
         self.side = 0
         try:
             for port in (listen.http_port, listen.https_port):
-                self._sides[port] = _bind_group(listen.bind, port, backlog, 2 if self.steerable else 1)
+                self._sides[port] = bind_group(listen.bind, port, backlog, 2 if self.steerable else 1)
             if self.steerable:
                 self.steer(0)
         except BaseException:
@@ -122,8 +122,11 @@ def _address(host: str, port: int) -> tuple[int, int, int, tuple]:
     return family, kind, proto, address
 
 
-def _bind_group(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
-    """`count` listening sockets on host:port; with 2, one SO_REUSEPORT group of exactly these."""
+def bind_group(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on host:port; with more than one, one SO_REUSEPORT group of
+    exactly these (Linux then hashes each new connection to one member, unless a program steers).
+
+    Fails with a `RuntimeFailure` naming host:port when anything already listens there."""
     family, kind, proto, address = _address(host, port)
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     socks: list[socket.socket] = []
@@ -163,4 +166,4 @@ def _socket(family: int, kind: int, proto: int, host: str, *, reuseport: bool) -
     return sock
 
 
-__all__ = ["ListenerSockets"]
+__all__ = ["ListenerSockets", "bind_group"]

@@ -1,8 +1,27 @@
 """Multi-process mode (`workers = N`): the parent keeps the listening sockets, N workers inherit them.
 
+How connections reach the workers:
+- Linux: one SO_REUSEPORT group per port with one socket per worker, each worker inheriting only
+  its own; the kernel hashes every new connection (by its addresses) to one member, so the
+  workers share the load evenly (`make bench`, two workers under wrk: 54-64 % of the connections
+  and 51-53 % of the CPU time on the busier one). With one shared socket, every idle worker wakes
+  for each connection and whichever loop runs first takes it: one worker got 74-82 % of them.
+  The hash ignores load: a connection waits for its worker even while the other one is idle.
+- Sockets handed over by the daemon (ports 80/443 through `gotunnel ports`) are single sockets
+  bound by a privileged helper; the workers share them (the port cannot be bound again here).
+- macOS and the BSDs accept SO_REUSEPORT but do not balance it (one member gets the
+  connections), Windows has no such group: the workers share one socket there too.
+Sharing is the only case where libuv's accept behaviour matters: since libuv 1.45 (uvloop 0.23
+bundles 1.52) a loop accepts one connection per wake-up, which `UV_TCP_SINGLE_ACCEPT=1` used to
+ask for; libuv no longer reads that variable on Unix, so it is not set.
+
 The listeners are created once in the parent and never closed on reload (closing one socket of
-a reuseport group would reset the connections queued on it); route tables reach every worker
-as JSON lines over a socketpair, and `apply` returns once every worker acknowledged.
+a reuseport group would reset the connections queued on it). A worker that crashes is restarted
+on the same socket; the connections the kernel hashed to that socket meanwhile wait in its
+backlog (the parent keeps it listening) and are served by the new worker, about a second later,
+instead of being reset. A replacement that cannot start is retried for the same reason. Route
+tables reach every worker as JSON lines over a socketpair, and `apply` returns once every worker
+acknowledged.
 """
 
 from __future__ import annotations
@@ -10,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import itertools
 import json
 import os
@@ -20,30 +38,43 @@ from typing import Any
 
 from gotunnel_core.engine import EngineContext, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
-from gotunnel_core.models import RouteTable
+from gotunnel_core.models import Listen, RouteTable
 
 from .config import Settings
 
 ACK_TIMEOUT = 15.0
+RESTART_PAUSE = 1.0  # before starting again a worker that died while starting
+BACKLOG = 2048
 _COUNTERS = ("connections", "connections_total", "requests_total", "rejected_connections", "upstream_errors",
              "idle_upstream")
+_PER_WORKER = ("connections", "connections_total", "requests_total")
 
 
-def _listen(bind: str, port: int) -> socket.socket:
-    """A bound, listening, inheritable socket (the parent never accepts on it)."""
-    family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def reuseport_balances() -> bool:
+    """Whether the kernel spreads a SO_REUSEPORT group's connections over its members (Linux 3.9+)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_listeners(listen: Listen, workers: int) -> list[tuple[socket.socket, socket.socket]]:
+    """The (HTTP, HTTPS) listening sockets of each worker: its own pair where the kernel balances
+    a SO_REUSEPORT group, else the same pair for every worker. The parent never accepts on them."""
+    from gotunnel_core.supervisor import bind_group
+
+    count = workers if reuseport_balances() else 1
+    groups: list[list[socket.socket]] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((bind, port))
-        sock.listen(2048)
-        sock.setblocking(False)
-        sock.set_inheritable(True)
-    except OSError as exc:
-        sock.close()
-        raise RuntimeFailure(f"builtin engine cannot listen on {bind}:{port}: {exc}",
+        for port in (listen.http_port, listen.https_port):
+            groups.append(bind_group(listen.bind, port, BACKLOG, count))
+    except RuntimeFailure as exc:
+        for group in groups:
+            for sock in group:
+                sock.close()
+        raise RuntimeFailure(f"builtin engine {exc.message}",
                              hint="another program uses the port; pick other ports or stop it") from None
-    return sock
+    for sock in (*groups[0], *groups[1]):
+        sock.setblocking(False)  # and not inheritable: `_spawn` passes each worker its own by pass_fds
+    pairs = list(zip(groups[0], groups[1]))
+    return [pairs[index % count] for index in range(workers)]
 
 
 class _Worker:
@@ -59,6 +90,7 @@ class _Worker:
         self.stats: dict[str, Any] = {}
         self.alive = True
         self.reader_task: asyncio.Task[None] | None = None
+        self.started = False  # the worker acknowledged `start` and serves
 
 
 class WorkerSupervisor:
@@ -68,7 +100,8 @@ class WorkerSupervisor:
         self.settings = settings
         self.context = context
         self.workers: list[_Worker] = []
-        self.socks: list[socket.socket] = []
+        self.listeners: list[tuple[socket.socket, socket.socket]] = []  # worker index -> (HTTP, HTTPS)
+        self.accept = "shared"  # or "reuseport": one socket per worker (health().extra shows which)
         self.table: RouteTable | None = None
         self.stopping = False
         self._ids = itertools.count(1)
@@ -86,16 +119,16 @@ class WorkerSupervisor:
         with contextlib.suppress(AttributeError):
             self._hooks = bool(hook is not None and hook.gotunnel_request.get_hookimpls())
         given = self.context.listeners  # ports 80/443 through `gotunnel ports`, or None
-        if given is not None:
+        if given is not None:  # single sockets bound by a privileged helper: shared by the workers
             given = given.dup()
-            self.socks = [given.socket_of(table.listen.http_port), given.socket_of(table.listen.https_port)]
+            pair = (given.socket_of(table.listen.http_port), given.socket_of(table.listen.https_port))
             given.close_idle_sides()
-            for sock in self.socks:
+            for sock in pair:
                 sock.setblocking(False)
-                sock.set_inheritable(True)
+            self.listeners = [pair] * self.settings.workers
         else:
-            self.socks = [_listen(table.listen.bind, table.listen.http_port),
-                          _listen(table.listen.bind, table.listen.https_port)]
+            self.listeners = bind_listeners(table.listen, self.settings.workers)
+        self.accept = "reuseport" if len({id(pair) for pair in self.listeners}) > 1 else "shared"
         self.table = table
         try:
             await asyncio.gather(*(self._spawn(i) for i in range(self.settings.workers)))
@@ -106,7 +139,10 @@ class WorkerSupervisor:
     async def _spawn(self, index: int) -> None:
         assert self.table is not None
         parent, child = socket.socketpair()
-        fds = (self.socks[0].fileno(), self.socks[1].fileno(), child.fileno())
+        http, https = self.listeners[index]  # the same sockets again when a crashed worker restarts
+        # Only pass_fds reach the worker: uvloop's spawn ignores close_fds and would hand every
+        # inheritable descriptor (the other workers' sockets) to each child.
+        fds = (http.fileno(), https.fileno(), child.fileno())
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gotunnel_builtin_proxy.worker", *map(str, fds),
@@ -127,6 +163,7 @@ class WorkerSupervisor:
         })
         if not reply.get("ok"):
             raise RuntimeFailure(f"builtin worker {index} failed to start: {reply.get('error')}")
+        worker.started = True
 
     async def _request(self, worker: _Worker, message: dict[str, Any]) -> dict[str, Any]:
         mid = next(self._ids)
@@ -160,12 +197,35 @@ class WorkerSupervisor:
         with contextlib.suppress(ProcessLookupError):
             await worker.proc.wait()
         if not self.stopping:
-            log = self.context.log
-            if log is not None:
-                log.warning("builtin worker exited; restarting it", worker=worker.index, code=worker.proc.returncode)
+            await self._replace(worker)
+
+    async def _replace(self, worker: _Worker) -> None:
+        """Start a new worker on a dead one's sockets. With a socket of its own, a worker must be
+        serving: the connections hashed to its socket wait for it. So a replacement that fails to
+        start is killed (its own watcher then tries again), and one that died starting is retried
+        after a pause rather than in a tight fork loop."""
+        log = self.context.log
+        if log is not None:
+            log.warning("builtin worker exited; restarting it", worker=worker.index, code=worker.proc.returncode)
+        pause = 0.0 if worker.started else RESTART_PAUSE
+        while not self.stopping:
+            if pause:
+                await asyncio.sleep(pause)
+                if self.stopping:
+                    return
             self.restarts += 1
-            with contextlib.suppress(Exception):
+            try:
                 await self._spawn(worker.index)
+                return
+            except Exception as exc:  # noqa: BLE001 - reported, then retried
+                if log is not None:
+                    log.warning("builtin worker failed to restart", worker=worker.index, error=str(exc))
+                replacement = self.workers[worker.index]
+                if replacement is not worker:  # it runs but does not serve: its exit retries
+                    with contextlib.suppress(ProcessLookupError):
+                        replacement.proc.kill()
+                    return
+                pause = RESTART_PAUSE  # not even started (no process): try again
 
     async def apply(self, table: RouteTable) -> None:
         from .tls import CertStore
@@ -192,9 +252,9 @@ class WorkerSupervisor:
             w.writer.close()
             if w.reader_task is not None:
                 w.reader_task.cancel()
-        for sock in self.socks:
+        for sock in {id(s): s for pair in self.listeners for s in pair}.values():
             sock.close()
-        self.socks = []
+        self.listeners = []
         self.workers = []
 
     def pids(self) -> list[int]:
@@ -226,4 +286,8 @@ class WorkerSupervisor:
         total["workers"] = len(self.workers)
         total["workers_alive"] = sum(1 for w in self.workers if w.alive)
         total["worker_pids"] = self.pids()
+        total["worker_accept"] = self.accept
+        # each worker's share (its counters restart from zero when the worker is restarted)
+        total["per_worker"] = [{"index": w.index, "pid": w.proc.pid, "alive": w.alive,
+                                **{key: w.stats.get(key, 0) for key in _PER_WORKER}} for w in self.workers]
         return total
