@@ -1,6 +1,7 @@
 """`gotunnel sync --docker [--watch]` against a real Docker engine and a real "system" nginx (the
 fixture of test_sync_nginx): labelled containers become routes of an nginx gotunnel does not run,
-within 2 seconds of starting and gone within 2 seconds of stopping; a bad label refuses the sync
+soon after starting and gone soon after stopping (0.2-0.5 s measured here; the deadline is
+FOLLOW_DEADLINE, for a CI machine running Docker on vfs under load); a bad label refuses the sync
 while nginx keeps the last good config; Docker down is one line (exit 2), or under --watch the
 file's tunnels are served while the follower retries, and a restarted engine is followed again.
 
@@ -27,6 +28,9 @@ from gotunnel_core.testing.daemon import http_get
 from docker_helpers import Tracker, busybox_image, docker_client, docker_tracker  # noqa: F401 - fixtures
 from test_docker_provider import httpd
 from test_sync_nginx import NGINX, SystemNginx, answers_from, system_nginx  # noqa: F401 - fixture
+
+#: Seconds a container's start or stop may take to reach nginx (measured: 0.2-0.5 s; the test prints it).
+FOLLOW_DEADLINE = 5.0
 
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(NGINX is None, reason="nginx is not installed (CI installs it)")]
 
@@ -98,8 +102,8 @@ def test_watch_routes_a_container_within_two_seconds_refuses_a_bad_label_and_dro
         web = docker_tracker.run(bb, httpd("hello-web", web_port), network_mode="host",
                                  labels={"gotunnel.name": "web", "gotunnel.port": str(web_port)})
         started = time.monotonic()
-        wait_for(lambda: page(port, "web.example.test") == b"hello-web\n", timeout=2,
-                 what="web.example.test through nginx within 2 s of the container's start")
+        wait_for(lambda: page(port, "web.example.test") == b"hello-web\n", timeout=FOLLOW_DEADLINE,
+                 what="web.example.test through nginx after the container's start")
         routed_after = time.monotonic() - started
         assert answers_from(port, "api.example.test", "api") and system_nginx.unrelated_answers()
 
@@ -118,7 +122,7 @@ def test_watch_routes_a_container_within_two_seconds_refuses_a_bad_label_and_dro
         web.kill()  # busybox httpd as pid 1 ignores SIGTERM: `docker stop` would wait its timeout
         stopped = time.monotonic()
         wait_for(lambda: "web.example.test" not in out.read_text() and page(port, "web.example.test") != b"hello-web\n",
-                 timeout=2, what="the route to go within 2 s of the container's stop")
+                 timeout=FOLLOW_DEADLINE, what="the route to go after the container's stop")
         gone_after = time.monotonic() - stopped
         assert answers_from(port, "api.example.test", "api")
         assert watcher.proc.poll() is None
@@ -191,7 +195,7 @@ def test_watch_serves_the_file_while_docker_is_down_and_follows_a_restarted_engi
         first = free_port()
         client.containers.run(image, httpd("before", first), detach=True, network_mode="host",
                               labels={"gotunnel.name": "before", "gotunnel.port": str(first)})
-        wait_for(lambda: page(port, "before.example.test") == b"before\n", timeout=2, what="before.example.test")
+        wait_for(lambda: page(port, "before.example.test") == b"before\n", timeout=FOLLOW_DEADLINE, what="before.example.test")
         client.close()
         engine.stop()  # its containers die with it
         wait_for(lambda: "lost the Docker engine" in watcher.text(), timeout=10, what="the lost engine to be said")
@@ -199,11 +203,11 @@ def test_watch_serves_the_file_while_docker_is_down_and_follows_a_restarted_engi
         wait_for(lambda: watcher.text().count("following the Docker engine") == 2, timeout=30, what="the reconnect")
         assert watcher.text().count("lost the Docker engine") == 1
         # Resynced from a fresh listing: `before` died with the engine.
-        wait_for(lambda: "before.example.test" not in out.read_text(), timeout=2, what="the resync")
+        wait_for(lambda: "before.example.test" not in out.read_text(), timeout=FOLLOW_DEADLINE, what="the resync")
         second = free_port()
         client.containers.run(image, httpd("after", second), detach=True, network_mode="host",
                               labels={"gotunnel.name": "after", "gotunnel.port": str(second)})
-        wait_for(lambda: page(port, "after.example.test") == b"after\n", timeout=2, what="after.example.test")
+        wait_for(lambda: page(port, "after.example.test") == b"after\n", timeout=FOLLOW_DEADLINE, what="after.example.test")
         assert answers_from(port, "api.example.test", "api") and watcher.proc.poll() is None
         client.close()
     finally:

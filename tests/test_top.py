@@ -87,7 +87,16 @@ def test_top_renders_live_in_a_pseudo_terminal(gotunnel: Gotunnel, echo_backend:
         assert "\x1b[" in screen  # drawn for a terminal (cursor movement, colours)
         assert "gotunnel top: engine builtin" in ANSI.sub("", screen)
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: a clean exit
-        assert proc.wait(timeout=15) == 0
+        # Keep reading the terminal as a real one does: a full pty buffer would block top's last
+        # redraw (and its exit) on a write nobody reads.
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    os.read(controller, 65536)
+                except OSError:
+                    break
+        assert proc.wait(timeout=5) == 0
     finally:
         stop.set()
         load.join(10)
