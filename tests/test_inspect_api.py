@@ -101,9 +101,16 @@ def test_every_api_endpoint_on_the_builtin_engine(gotunnel: Gotunnel, echo_backe
     assert status == 200 and b'id="requests"' in page and "frame-ancestors 'none'" in head["content-security-policy"]
     assert dash(gotunnel, "/app.js")[0] == 200 and dash(gotunnel, "/app.css")[0] == 200
     # `gotunnel dashboard` prints the URL; `engines --json` says how each engine inspects.
+    # While the engine serves, that is https://gotunnel.localhost:<https_port>/; the dedicated port too.
     out = gotunnel("dashboard", "--no-open", check=True).out.strip()
-    assert out == f"http://gotunnel.localhost:{gotunnel.dashboard_port}/"
-    assert gotunnel.json("dashboard")["url"] == out
+    assert out == f"https://gotunnel.localhost:{gotunnel.https_port}/"
+    described = gotunnel.json("dashboard")
+    assert described["url"] == described["engine_url"] == out
+    assert described["dedicated_url"] == f"http://gotunnel.localhost:{gotunnel.dashboard_port}/"
+    # The name is the dashboard's: a user's tunnel cannot take it (exit 2, one line, nothing started).
+    refused = gotunnel("start", "-d", "gotunnel", "-p", "1")
+    assert refused.code == 2 and "reserved" in refused.err and len(refused.err.strip().splitlines()) <= 2
+    assert "gotunnel" not in [t["name"] for t in gotunnel.json("list")["tunnels"]]
     engines = gotunnel.json("engines")["engines"]
     assert engines and all(e["inspect"]["mode"] == "relay" for e in engines)
 

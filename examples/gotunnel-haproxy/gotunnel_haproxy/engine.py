@@ -84,7 +84,8 @@ class HAProxyEngine(SupervisedEngine):
             ("proxy_loop", "the Gotunnel-Hop header sent upstream and 508 when it comes back"),
             ("redirect_code", "the tunnel's redirect_code (it always redirects with 308)"),
             ("not_found_links", "the 404 listing without .local links when mDNS and the hosts file are off"),
-            ("lan_visibility", "plain pages, no .localhost names and no lan = false tunnels for LAN peers"),
+            ("lan_visibility", "plain 404 and 502 pages for LAN peers (that they reach no .localhost name and "
+                               "no lan = false tunnel is rendered: the LAN maps)"),
         )},
     }
     access_log_parser = staticmethod(parse_access_record)  # counted from the access log (option `metrics`)

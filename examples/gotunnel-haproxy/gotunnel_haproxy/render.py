@@ -7,6 +7,7 @@ exactly the files the reload will:
     haproxy.cfg          the configuration (Jinja2 template `haproxy.cfg.j2`, quoting in `quoting.py`)
     maps/http.map        host name -> backend, for the HTTP frontend (`redirect` for --redirect-https)
     maps/https.map       host name -> backend, for the HTTPS frontend (only tunnels served over HTTPS)
+    maps/*-lan.map       the same for peers off this machine: `.local` names of `lan = true` tunnels only
     crt-list.txt         each HTTPS tunnel's certificate with its SNI names; the default one first
     certs/NAME.pem       links to the certificate and its key (`NAME.pem.key`, where HAProxy looks
                          for it): no copy of a key is ever written (`RenderedLink`)
@@ -93,6 +94,8 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         CONFIG_FILE: render_template(env, MAIN_TEMPLATE, context, engine="haproxy", quote_errors=(HAProxyQuoteError,)),
         "maps/http.map": _map(views, https=False),
         "maps/https.map": _map(views, https=True),
+        "maps/http-lan.map": _map(views, https=False, lan=True),
+        "maps/https-lan.map": _map(views, https=True, lan=True),
         "crt-list.txt": _crt_list(views, default_cert),
         "pages/404.html": not_found_page(table),
     }
@@ -180,6 +183,7 @@ def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
         "backend": "tunnel:" + stem,
         "hostnames": list(tunnel.hostnames),
         "https": tunnel.https,
+        "lan": tunnel.lan,
         "redirect_https": tunnel.redirect_https,
         "cert": cert if tunnel.https else None,
         "prefix": prefix,
@@ -223,14 +227,16 @@ def _bind_options(bind: str) -> str:
     return " v4v6" if ipaddress.ip_address(bind) == ipaddress.IPv6Address("::") else " v6only"
 
 
-def _map(views: list[dict[str, Any]], https: bool) -> str:
-    """`host backend` lines (HAProxy's map format; keys are checked host names)."""
+def _map(views: list[dict[str, Any]], https: bool, lan: bool = False) -> str:
+    """`host backend` lines (HAProxy's map format; keys are checked host names). With `lan`, what
+    peers off this machine may reach: the `.local` names of `lan = true` tunnels, nothing else."""
     lines = []
     for view in views:
-        if https and not view["https"]:
+        if https and not view["https"] or lan and not view["lan"]:
             continue
         target = "redirect" if not https and view["redirect_https"] else view["backend"]
-        lines += [f"{hap_name(host)} {target}" for host in view["hostnames"]]
+        hosts = [h for h in view["hostnames"] if not (lan and h.endswith(".localhost"))]
+        lines += [f"{hap_name(host)} {target}" for host in hosts]
     return "".join(line + "\n" for line in lines)
 
 
