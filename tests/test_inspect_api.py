@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing.backends import get
 from gotunnel_core.testing.daemon import use_engine
 
 from inspect_helpers import dash, dash_json, require_engine, through
@@ -218,8 +219,14 @@ def test_busy_dashboard_port_leaves_tunnels_serving_and_says_why(gotunnel: Gotun
     with socket.create_server(("127.0.0.1", gotunnel.dashboard_port)):
         gotunnel("start", "-d", "busy", "-p", str(backend.port), "--inspect", check=True)
         assert through(gotunnel, "busy", "/still-served")[0] == 200
-        failed = gotunnel("dashboard", "--no-open")
-        assert failed.code != 0 and f"127.0.0.1:{gotunnel.dashboard_port}" in failed.err
+        # The engine still serves the dashboard; the command says why its own port does not.
+        shown = gotunnel("dashboard", "--no-open", check=True)
+        assert shown.out.strip() == f"https://gotunnel.localhost:{gotunnel.https_port}/"
+        assert f"127.0.0.1:{gotunnel.dashboard_port}" in shown.err
+        assert gotunnel.json("dashboard")["dedicated_url"] is None
+        ca = gotunnel("cert", "ca", "--path", check=True).out.strip()
+        status, _, body = get(gotunnel.https_port, f"gotunnel.localhost:{gotunnel.https_port}", "/api/tunnels", ca=ca)
+        assert status == 200 and [t["name"] for t in json.loads(body)["tunnels"]] == ["busy"]
 
 
 def test_events_stream_pushes_new_requests(gotunnel: Gotunnel, echo_backend: Any) -> None:

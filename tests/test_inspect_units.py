@@ -141,6 +141,11 @@ def test_host_and_origin_guards() -> None:
     for origin in ("null", "https://gotunnel.localhost", "http://gotunnel.localhost:7373", "https://evil.example"):
         assert not guard.engine_origin_allowed(origin, listen), origin
     assert guard.engine_origin_allowed("https://gotunnel.localhost", Listen("0.0.0.0", 80, 443))
+    # the engine appends the real peer last: a LAN peer's forged "127.0.0.1" comes first
+    for forwarded in (None, "127.0.0.1", "10.0.0.1, 127.0.0.1", "::1", "[::1]", "::ffff:127.0.0.1"):
+        assert guard.forwarded_from_this_machine(forwarded), forwarded
+    for forwarded in ("10.0.0.1", "127.0.0.1, 192.168.1.20", "unknown", "", "127.0.0.1,"):
+        assert not guard.forwarded_from_this_machine(forwarded), forwarded
     assert guard.is_loopback("127.0.0.5") and guard.is_loopback("::1") and guard.is_loopback("::ffff:127.0.0.1")
     assert not guard.is_loopback("10.0.0.1") and not guard.is_loopback("::ffff:10.0.0.1")
 
@@ -168,3 +173,12 @@ def test_the_dashboard_route_is_an_ordinary_loopback_only_tunnel() -> None:
     with pytest.raises(UsageError, match="reserved"):
         refuse_reserved("gotunnel")
     assert refuse_reserved("gotunnel-app") == "gotunnel-app"
+
+
+def test_only_engines_able_to_keep_lan_peers_out_get_the_route() -> None:
+    from gotunnel_core.dashboard.route import engine_routes_dashboard
+    from gotunnel_core.engine import Capability
+
+    assert engine_routes_dashboard(Capability()) and engine_routes_dashboard(Capability.variant("differently"))
+    assert not engine_routes_dashboard(Capability.pending("LAN peers reach .localhost names"))
+    assert not engine_routes_dashboard(Capability.unsupported("no loopback-only routes"))

@@ -29,6 +29,8 @@ def dashboard(state: CliState, open_browser: bool, as_json: bool) -> None:
         raise RuntimeFailure(f"the dashboard is not served: {info.get('error')}",
                              hint="choose a free port: dashboard_port = N (GOTUNNEL_DASHBOARD_PORT), then restart the daemon")
     url = info["url"]
+    if info.get("error"):
+        click.echo(f"note: the dashboard's own port is not served: {info['error']}", err=True)
     if as_json:
         emit_json({"url": url, "port": info["port"], "engine_url": info.get("engine_url"),
                    "dedicated_url": info.get("dedicated_url")})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .. import tracing
 from ..certservice import CertService
-from ..dashboard.route import DASHBOARD_NAME, DASHBOARD_ROW, dashboard_tunnel, refuse_reserved
+from ..dashboard.route import DASHBOARD_NAME, DASHBOARD_ROW, dashboard_tunnel, engine_routes_dashboard, refuse_reserved
 from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..inspect.service import Inspector
@@ -103,7 +103,7 @@ class TunnelManager:
         )
         self.engine = spec.engine_class(context)
         routed = spec.engine_class.capability(DASHBOARD_ROW)
-        if self.dashboard_port is not None and routed.kind not in ("supported", "variant"):
+        if self.dashboard_port is not None and not engine_routes_dashboard(routed):
             # An engine that cannot keep LAN peers off a loopback-only route never gets the dashboard's.
             log.warning("dashboard not routed through the engine", engine=spec.name, reason=routed.reason)
             self.dashboard_port = None

@@ -61,6 +61,15 @@ def engine_origin_allowed(origin: str | None, listen: Listen) -> bool:
     return origin is None or origin.lower() in engine_origins(listen)
 
 
+def forwarded_from_this_machine(forwarded_for: str | None) -> bool:
+    """Through the engine, a second line behind its loopback-only routing: the client address the
+    engine appended last to `X-Forwarded-For` must be loopback too (no header: nothing to check)."""
+    if forwarded_for is None:
+        return True
+    last = forwarded_for.rsplit(",", 1)[-1].strip()
+    return is_loopback(last[1:-1] if last.startswith("[") and last.endswith("]") else last)
+
+
 def _proc_hex(address: str, port: int) -> str:
     """An address as /proc/net/tcp{,6} prints it: 32-bit words in host (little-endian) order."""
     packed = ipaddress.ip_address(address.split("%", 1)[0]).packed

@@ -8,6 +8,7 @@ already answer loopback peers only on every engine, which is what keeps LAN peer
 
 from __future__ import annotations
 
+from ..engine import Capability
 from ..errors import ValidationError
 from ..models import Backend, Listen, Tunnel
 
@@ -26,6 +27,12 @@ def refuse_reserved(name: str) -> str:
         raise ValidationError("tunnel name", name, f"is reserved: https://{DASHBOARD_HOST}/ is gotunnel's dashboard",
                               hint="choose another name with -d NAME")
     return name
+
+
+def engine_routes_dashboard(declared: Capability) -> bool:
+    """Whether an engine gets the route, from how it declares the `dashboard` row: not when it says
+    it cannot do it (unsupported) or does not yet (pending), i.e. LAN peers might reach it."""
+    return declared.kind in ("supported", "variant")
 
 
 def dashboard_tunnel(port: int) -> Tunnel:

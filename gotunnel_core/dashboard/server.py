@@ -127,7 +127,11 @@ class DashboardServer:
                                        guard.engine_origin_allowed(origin, self.manager.listen))
             else:
                 hosts_ok, origin_ok = guard.host_allowed(host, self.port), guard.origin_allowed(origin, self.port)
-            if not hosts_ok:
+            if via_engine and not guard.forwarded_from_this_machine(request.headers.get("x-forwarded-for")):
+                log.warning("dashboard refused a request forwarded from off this machine",
+                            forwarded_for=request.headers.get("x-forwarded-for"))
+                response = error_response(403, "gotunnel's dashboard answers this machine only")
+            elif not hosts_ok:
                 response = error_response(421, "this is gotunnel's dashboard; use "
                                           + (self.engine_url if via_engine else self.url))
             elif not origin_ok:

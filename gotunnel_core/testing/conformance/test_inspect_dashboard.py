@@ -82,8 +82,8 @@ def _not_the_dashboard(status: int, body: bytes) -> bool:
             and b"gotunnel's dashboard" not in body)
 
 
-@behaviour("dashboard", "Dashboard at https://gotunnel.localhost:<https-port>/: API, page, live events; "
-                        "loopback only, Host-checked")
+@behaviour("dashboard", "Dashboard through the engine (https://gotunnel.localhost): API, page, live events; "
+                        "this machine only, Host-checked")
 def test_dashboard_through_the_engine(env: Env, app: Any, lan_peer: LanPeer) -> None:
     env.g.env["GOTUNNEL_BIND"] = "0.0.0.0"  # as by default: the engine's ports face the LAN
     backend = app("watched")
