@@ -277,7 +277,9 @@ class TunnelManager:
             due = [n for n in self.tunnels if n in forced or self.certs.issuer.due(n)]
             for name in forced:
                 await asyncio.to_thread(self.certs.issuer.renew, name)
-            if not due and not self.certs.default_due():
+            # The dashboard's route has a certificate too: renewed with the table, not reported as a tunnel's.
+            dashboard_due = self.dashboard_port is not None and self.certs.issuer.due(DASHBOARD_NAME)
+            if not due and not dashboard_due and not self.certs.default_due():
                 return []
             await self._apply(dict(self.tunnels))
             log.info("certificates renewed", names=due)
