@@ -248,3 +248,13 @@ def test_events_stream_pushes_new_requests(gotunnel: Gotunnel, echo_backend: Any
             received += chunk
             events = [json.loads(line[6:]) for line in received.decode().splitlines() if line.startswith("data: ")]
         assert events[0]["tunnel"] == "live" and events[-1]["status"] == 200
+
+
+def test_dashboard_off_means_no_route_either(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    gotunnel.env["GOTUNNEL_DASHBOARD"] = "0"
+    backend = echo_backend()
+    gotunnel("start", "-d", "plain", "-p", str(backend.port), check=True)
+    status, _, body = get(gotunnel.http_port, f"gotunnel.localhost:{gotunnel.http_port}", "/api/tunnels")
+    assert status == 404 and b'"tunnels"' not in body  # the engine's 404: no such route
+    refused = gotunnel("dashboard", "--no-open")
+    assert refused.code == 1 and "serves no dashboard" in refused.err
