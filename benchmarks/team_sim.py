@@ -390,7 +390,7 @@ def main() -> None:
         for i in range(args.hubs):
             port = free_port()
             hubs.append(f"127.0.0.1:{port}")
-            procs.append(subprocess.Popen([*GOTUNNEL, "hub", "--listen", hubs[-1], "--etcd", url, "--lease-ttl", "30"],
+            procs.append(subprocess.Popen([*GOTUNNEL, "hub", "--listen", hubs[-1], "--etcd", url, "--lease-ttl", "30", "--warm-up", "0"],
                                           stdout=open(work / f"hub{i}.log", "wb"), stderr=subprocess.STDOUT))
         for hub in hubs:
             host, port = hub.rsplit(":", 1)

@@ -83,8 +83,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sentry_dsn", optional_text, None,
             "send unexpected daemon errors to this Sentry DSN (default: none, nothing is sent)", secret=True,
             sensitive=True),
-    Setting("providers", _providers, [], "tunnel sources the daemon follows besides you: docker (containers by label)"),
-    Setting("dashboard", boolean, True, "serve the local dashboard and inspector API on 127.0.0.1:dashboard_port"),
+    Setting("providers", _providers, [],
+            "tunnel sources the daemon follows besides you: docker (containers by label); also sync's --docker default"),
+    Setting("dashboard", boolean, True, "serve the local dashboard and inspector API (through the engine at "
+            "https://gotunnel.localhost, and on 127.0.0.1:dashboard_port)"),
     Setting("dashboard_port", from_model(parse_port), 7373, "port of the dashboard (loopback only)"),
     Setting("inspect_body_limit", integer(0, 64 * 1024 * 1024), 1024 * 1024,
             "bytes of each request and response body the inspector keeps (the rest is cut and marked)"),
@@ -93,6 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
             sensitive=True),
     Setting("domain_template", optional(from_model(parse_domain_template)), None,
             "real names for a proxy you run (render --for existing, sync), e.g. '{name}.dev.example.com'"),
+    Setting("etcd_ca", optional_path, None, "team mode: CA certificate that signed etcd's certificate (https:// etcd)"),
+    Setting("etcd_cert", optional_path, None, "team mode: client certificate for etcd (etcd --client-cert-auth)"),
+    Setting("etcd_key", optional_path, None, "team mode: the etcd client certificate's private key (owner-only)"),
     Setting("tls", optional(from_model(lambda raw: TlsPolicy.parse(raw).to_raw())), None,
             "default TLS of those names: 'acme', 'off' or {cert = PATH, key = PATH} (file only)"),
 )

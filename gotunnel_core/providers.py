@@ -40,6 +40,8 @@ class ProviderProblem:
     source: str
     origin: str
     problem: str
+    #: True for a name another container already serves (not a bad label: the older one wins)
+    conflict: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "origin": self.origin, "problem": self.problem}

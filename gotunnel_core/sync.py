@@ -2,9 +2,10 @@
 whole config, reload; a refused config puts the previous file back and the proxy is not touched.
 
 This is what docker-gen + nginx-proxy or consul-template do, with the proxy's own validation and a
-rollback in between. `watch` repeats it whenever a source (the config file, a certificate file)
-changes, polling: hashing a few small files every `interval` seconds costs next to nothing, sees
-edits that keep the modification time, and needs no new dependency.
+rollback in between. `watch` repeats it whenever a source (the config file, a certificate file,
+with `--docker` the Docker follower's event counter) changes, polling: hashing a few small files
+every `interval` seconds costs next to nothing, sees edits that keep the modification time, and
+needs no new dependency.
 """
 
 from __future__ import annotations
@@ -161,16 +162,20 @@ def fingerprint(paths: Iterable[Path]) -> dict[Path, str]:
 
 def watch(step: Callable[[], Iterable[Path]], initial_sources: Iterable[Path],
           report: Callable[[GotunnelError], None], interval: float = 0.2,
-          should_stop: Callable[[], bool] = lambda: False) -> None:
+          should_stop: Callable[[], bool] = lambda: False, marker: Callable[[], object] | None = None) -> None:
     """Run `step` (a sync that returns the sources it read), then again each time one of the
     sources changes, polling their content every `interval` seconds. A failed step is reported and
     watching goes on (with the sources known so far): the proxy keeps its last good config, as
-    `sync_once` guarantees, until an edit fixes the source."""
+    `sync_once` guarantees, until an edit fixes the source. `marker` is one more source, one that
+    is not a file (the Docker follower's event counter): a new value means sync again, and
+    changes between two polls cost one sync."""
     sources = set(initial_sources)
     seen: dict[Path, str] | None = None
+    seen_mark: object = None
     while not should_stop():
         current = fingerprint(sources)
-        if current != seen:
+        mark = marker() if marker is not None else None
+        if current != seen or mark != seen_mark:
             try:
                 found = set(step()) or sources
             except GotunnelError as exc:
@@ -179,7 +184,7 @@ def watch(step: Callable[[], Iterable[Path]], initial_sources: Iterable[Path],
             # What was read before the step stands for the sources known then, so an edit made
             # while the step ran is seen on the next round; sources new to this step are read now.
             seen = {**fingerprint(found - sources), **{p: h for p, h in current.items() if p in found}}
-            sources = found
+            sources, seen_mark = found, mark
         time.sleep(interval)
 
 

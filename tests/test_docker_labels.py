@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from hypothesis import given, strategies as st
 
 from gotunnel_core.docker.address import ContainerView, Network, choose_port, resolve
 from gotunnel_core.docker.labels import parse_labels
 from gotunnel_core.docker.provider import build_tunnels
+from gotunnel_core.docker.routes import container_routes
+from gotunnel_core.errors import UsageError
 
 HOST = [ipaddress.ip_interface("127.0.0.1/8"), ipaddress.ip_interface("172.30.0.1/16")]
 EXPLAINER = "http://127.0.0.1:9"
@@ -147,3 +150,27 @@ def test_explainer_gives_details_to_this_machine_only() -> None:
     assert local.startswith(b"HTTP/1.1 502 ") and b"secret-db-1" in local and b"publish it" in local
     assert lan.startswith(b"HTTP/1.1 502 ") and b"secret-db-1" not in lan and b"10.9.0.0" not in lan
     assert b"lonely" in lan and b"gotunnel status" in lan
+
+
+def test_container_routes_for_sync_refuse_bad_labels_and_warn_about_conflicts_and_unreachables() -> None:
+    """`sync --docker`'s view of the same rules: a bad label refuses the sync naming label and
+    value; a file tunnel's name and an older container's name win with a warning; a container
+    nothing reaches is left out with the fix (there is no explainer in a proxy gotunnel does not run)."""
+    host = view(id="a" * 64, name="web-1", network_mode="host", created="2026-01-01",
+                labels={"gotunnel.name": "web", "gotunnel.port": "8080"})
+    younger = view(id="b" * 64, name="web-2", network_mode="host", created="2026-01-02",
+                   labels={"gotunnel.name": "web", "gotunnel.port": "8081"})
+    shadow = view(id="c" * 64, name="api-1", network_mode="host", labels={"gotunnel.name": "api", "gotunnel.port": "1"})
+    lonely = view(id="d" * 64, name="lonely-1", network_mode="none", labels={"gotunnel.name": "lonely", "gotunnel.port": "80"})
+    routes = container_routes([host, younger, shadow, lonely], ["api"], HOST)
+    assert [(t.name, t.backends[0].url) for t in routes.tunnels] == [("web", "http://127.0.0.1:8080")]
+    warnings = "\n".join(routes.warnings)
+    assert "web-2" in warnings and "duplicate tunnel name" in warnings
+    assert "'api' is also in the config file" in warnings
+    assert "'lonely' left out" in warnings and "fix: publish the port" in warnings
+
+    bad = view(id="e" * 64, name="bad-1", network_mode="host", labels={"gotunnel.name": "bad", "gotunnel.port": "eighty"})
+    with pytest.raises(UsageError) as refused:
+        container_routes([host, bad], [], HOST)
+    assert refused.value.exit_code == 2 and "\n" not in refused.value.message
+    assert "bad-1" in refused.value.message and "gotunnel.port='eighty'" in refused.value.message

@@ -108,7 +108,9 @@ def test_dashboard_in_chromium_lists_shows_unmasks_replays_and_exports(gotunnel:
     page = chromium(url, ca=gotunnel("cert", "ca", "--path", check=True).out.strip())
     wait_for(lambda: page.eval("document.querySelector('#live')?.textContent") == "live", timeout=30,
              what="the page's live event stream")
-    assert "shop" in page.eval("document.querySelector('#tunnels').textContent")
+    # The tunnel list is fetched on its own, independently of the event stream: poll for it too.
+    wait_for(lambda: "shop" in (page.eval("document.querySelector('#tunnels').textContent") or ""), timeout=30,
+             what="the tunnel list to show `shop`")
 
     # A request through the tunnel appears in the open page's list (pushed over SSE, no reload).
     status, _ = through(gotunnel, "shop", "/checkout?cart=7", "POST", b'{"total": 42}',

@@ -23,12 +23,14 @@ import pytest
 
 from gotunnel_core.testing import wait_for
 from netns_helpers import Lan, Machine, require_root_netns
+from team_pki import EtcdPki, make_etcd_pki
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DOMAIN = "team.test"
 HUB_PORT = 7443
 LEASE_TTL = 4
+WARM_UP = LEASE_TTL + 5  # a hub's default warm-up: the lease TTL and an agent's retry round
 CERT_VALIDITY = 45  # seconds: edge certificates rotate every 30 s during the run
 CLIENT = str(Path(__file__).with_name("team_client.py"))
 GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
@@ -58,6 +60,7 @@ class Cluster:
     edges: list[Machine]
     agents: list[Agent]
     client: Machine
+    pki: EtcdPki
     extra_states: list[tuple[Machine, Path]] = field(default_factory=list)
 
     @property
@@ -66,7 +69,12 @@ class Cluster:
 
     @property
     def etcd_url(self) -> str:
-        return f"http://{self.etcd.address}:2379"
+        return f"https://{self.etcd.address}:2379"
+
+    @property
+    def etcd_tls(self) -> list[str]:
+        """The flags that let a hub or an admin command into etcd (which requires client certificates)."""
+        return ["--etcd-ca", str(self.pki.ca), "--etcd-cert", str(self.pki.client_cert), "--etcd-key", str(self.pki.client_key)]
 
     @property
     def hub_list(self) -> str:
@@ -101,6 +109,7 @@ class Cluster:
     def start_hub(self, index: int) -> None:
         hub = self.hubs[index]
         self.hub_procs[index] = hub.spawn(*GOTUNNEL, "hub", "--listen", f"{hub.address}:{HUB_PORT}", "--etcd", self.etcd_url,
+                                          *self.etcd_tls,
                                           "--lease-ttl", str(LEASE_TTL), "--edge-cert-validity", str(CERT_VALIDITY),
                                           log=self.tmp / f"hub{index + 1}.log")
 
@@ -110,7 +119,8 @@ class Cluster:
             "etcd", "--name", "team", "--data-dir", str(self.tmp / "etcd"), "--listen-client-urls", url,
             "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:2380",
             "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "team=http://127.0.0.1:2380",
-            log=self.tmp / "etcd.log")
+            "--client-cert-auth", "--trusted-ca-file", str(self.pki.ca), "--cert-file", str(self.pki.server_cert),
+            "--key-file", str(self.pki.server_key), log=self.tmp / "etcd.log")
         return self.etcd_proc
 
     def agent_status(self, agent: Agent) -> dict[str, Any]:
@@ -162,10 +172,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         client = lan.add("client")
         admin = tmp / "admin"
         cluster = Cluster(lan, tmp, admin, etcd, None, hubs, [None, None], edges,  # type: ignore[arg-type]
-                          [Agent(n, m, tmp / f"state-{n}") for n, m in zip(("alice", "bob", "carol"), agent_machines)], client)
+                          [Agent(n, m, tmp / f"state-{n}") for n, m in zip(("alice", "bob", "carol"), agent_machines)], client,
+                          make_etcd_pki(tmp / "etcd-pki", etcd.address))
         cluster.start_etcd()
         wait_for(lambda: cluster.gotunnel(etcd, "--state-dir", str(admin), "team", "init", "--domain", DOMAIN,
-                                          "--etcd", cluster.etcd_url, check=False).returncode == 0, timeout=30, what="etcd up")
+                                          "--etcd", cluster.etcd_url, *cluster.etcd_tls, check=False).returncode == 0,
+                 timeout=30, what="etcd up")
         cluster.start_hub(0)
         cluster.start_hub(1)
         for i, edge in enumerate(edges):
@@ -203,6 +215,21 @@ def test_every_name_answers_through_both_edges_over_https(cluster: Cluster) -> N
     assert out.stdout.split() == ["308", f"https://{cluster.agents[0].fqdn}/x"]
     unknown = cluster.probe([f"api.nobody.{DOMAIN}"])
     assert all(v.startswith("error") for v in unknown.values()), unknown
+
+
+def test_etcd_refuses_a_hub_without_client_certificate(cluster: Cluster) -> None:
+    hub = cluster.hubs[0]
+    ca_only = cluster.gotunnel(hub, "hub", "--listen", f"{hub.address}:{HUB_PORT + 1}", "--etcd", cluster.etcd_url,
+                               "--etcd-ca", str(cluster.pki.ca), check=False)
+    assert ca_only.returncode == 1, ca_only.stderr
+    [line] = [ln for ln in ca_only.stderr.splitlines() if not ln.startswith("hint:")]
+    assert line.startswith(f"error: etcd at {cluster.etcd_url} refused the TLS handshake: etcd requires a client certificate"), line
+    missing = cluster.tmp / "no-such-key.pem"
+    bad = cluster.gotunnel(hub, "hub", "--listen", f"{hub.address}:{HUB_PORT + 1}", "--etcd", cluster.etcd_url,
+                           "--etcd-ca", str(cluster.pki.ca), "--etcd-cert", str(cluster.pki.client_cert),
+                           "--etcd-key", str(missing), check=False)
+    assert bad.returncode == 2 and f"invalid --etcd-key '{missing}'" in bad.stderr, bad.stderr
+    # The hubs of the fixture, with their client certificate, serve (checked by every other test).
 
 
 def test_status_json_shows_hub_and_published_names(cluster: Cluster) -> None:
@@ -254,6 +281,46 @@ def test_hub_sigkill_under_load_fails_no_request(cluster: Cluster) -> None:
     agent = cluster.agents[0]
     cluster.gotunnel(agent.machine, "--state-dir", str(agent.state), "start", "-d", "web", "-p", "3000")
     wait_for(lambda: cluster.serving([f"web.{agent.name}.{DOMAIN}"]), timeout=30, what="a new name after the failover")
+    cluster.start_hub(0)
+
+
+def test_every_hub_down_edges_keep_serving_then_reconnect(cluster: Cluster) -> None:
+    names = names_of(cluster)
+    wait_for(lambda: cluster.serving(names, markers(cluster)), timeout=30, what="every name before the hubs go")
+    for index, proc in enumerate(cluster.hub_procs):
+        assert proc is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        cluster.hub_procs[index] = None
+    # No control plane at all: each edge serves the configuration it has, also once the
+    # agents' leases have run out in etcd (nobody refreshes them now), over HTTPS.
+    wait_for(lambda: cluster.serving(names, markers(cluster)), timeout=10, what="the edges serving without hubs")
+    until = time.monotonic() + LEASE_TTL + 2
+    rounds = 0
+    while time.monotonic() < until:
+        assert cluster.serving(names, markers(cluster)), cluster.probe(names)
+        rounds += 1
+    assert rounds >= 3
+    # One hub comes back: the edges reconnect to it, the agents re-register, and a name
+    # registered after the restart reaches both edges.
+    restarted = time.monotonic()
+    cluster.start_hub(1)
+    hub2 = f"{cluster.hubs[1].address}:{HUB_PORT}"
+    # The agents' leases ran out while no hub was up; the hub that comes back lets them
+    # re-register before it answers the edges (its warm-up), so no name blinks.
+    def agents_back() -> bool:
+        assert cluster.serving(names, markers(cluster)), cluster.probe(names)
+        return all((s := cluster.agent_status(a)).get("connected") and s.get("hub") == hub2 for a in cluster.agents)
+
+    wait_for(agents_back, timeout=30, interval=0.2, what="every agent back on hub2")
+    until = restarted + WARM_UP + 4  # past the warm-up (and the hub's start): the edges follow hub2 now
+    while time.monotonic() < until:
+        assert cluster.serving(names, markers(cluster)), cluster.probe(names)
+    agent = cluster.agents[1]
+    cluster.gotunnel(agent.machine, "--state-dir", str(agent.state), "start", "-d", "after", "-p", "3000")
+    wait_for(lambda: cluster.serving([*names, f"after.{agent.name}.{DOMAIN}"], {**markers(cluster),
+             f"after.{agent.name}.{DOMAIN}": f"agent {agent.name}"}), timeout=30,
+             what="a registration made after the restart on both edges")
     cluster.start_hub(0)
 
 
@@ -315,7 +382,7 @@ def test_revoked_and_foreign_certificates_are_refused(cluster: Cluster) -> None:
     cluster.start_daemon(machine, dave.state, "agent dave", http_port=8082, backend_port=3002)
     cluster.start_agent(dave, cluster.invite("dave"))
     wait_for(lambda: cluster.serving([dave.fqdn]), timeout=30, what="dave published")
-    cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url)
+    cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url, *cluster.etcd_tls)
     wait_for(lambda: cluster.gone([dave.fqdn]), timeout=15, what="the revoked agent's names to go")
     assert dave.proc.wait(30) == 1  # type: ignore[union-attr]
     again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list, check=False)

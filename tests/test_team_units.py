@@ -5,11 +5,14 @@ error contract. The whole system in network namespaces is tests/test_team_edge.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -128,20 +131,21 @@ def test_token_ttl_bounds() -> None:
 
 # ----- etcd --------------------------------------------------------------------------------------
 
-@pytest.fixture()
-def etcd_url(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _etcd(tmp_path: Path, pki: Any = None) -> Iterator[str]:
+    """A real etcd on loopback; with `pki`, over TLS and requiring client certificates."""
     if shutil.which("etcd") is None:
         pytest.skip("needs etcd (Debian etcd-server)")
     client, peer = free_port(), free_port()
-    url = f"http://127.0.0.1:{client}"
+    url = f"{'https' if pki else 'http'}://127.0.0.1:{client}"
+    tls = ["--client-cert-auth", "--trusted-ca-file", str(pki.ca), "--cert-file", str(pki.server_cert),
+           "--key-file", str(pki.server_key)] if pki else []
     proc = subprocess.Popen(["etcd", "--name", "t", "--data-dir", str(tmp_path / "etcd"), "--listen-client-urls", url,
                              "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                              "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                             "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
+                             "--initial-cluster", f"t=http://127.0.0.1:{peer}", *tls],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import socket
-
         def up() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", client), 0.5).close()
@@ -154,6 +158,12 @@ def etcd_url(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture()
+def etcd_url(tmp_path: Path) -> Iterator[str]:
+    with _etcd(tmp_path) as url:
+        yield url
 
 
 def test_second_owner_is_refused_and_a_revoked_lease_removes_names(etcd_url: str) -> None:
@@ -297,6 +307,19 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     (("team", "init", "--domain", "team.test", "--template", "{user}"), "template"),
     (("team", "invite", "Bad_Name"), "member name"),
     (("hub", "--listen", "nowhere", "--etcd", "http://127.0.0.1:1"), "--listen"),
+    (("hub", "--listen", "127.0.0.1:7443", "--etcd", "https://127.0.0.1:1", "--etcd-ca", "/nonexistent/ca.pem"),
+     "invalid --etcd-ca '/nonexistent/ca.pem'"),
+    (("hub", "--listen", "127.0.0.1:7443", "--etcd", "https://127.0.0.1:1", "--etcd-cert", "/x.pem"), "needs --etcd-key"),
+    (("team", "revoke", "bob", "--etcd", "https://127.0.0.1:1", "--etcd-key", "/nonexistent/k.pem", "--etcd-cert",
+      "/nonexistent/c.pem"), "invalid --etcd-cert '/nonexistent/c.pem'"),
+    (("team", "init", "--domain", "team.test", "--etcd", "https://127.0.0.1:1", "--etcd-ca", "/etc/hostname"),
+     "invalid --etcd-ca '/etc/hostname': is not a PEM file"),
+    (("hub", "--listen", "127.0.0.1:7443", "--etcd", "https://127.0.0.1:1", "--member-cert-validity", "5"),
+     "'--member-cert-validity': 5 is not in the range"),
+    (("hub", "--listen", "127.0.0.1:7443", "--etcd", "https://127.0.0.1:1", "--hub-cert-validity", "1y"),
+     "'--hub-cert-validity': '1y' is not a valid integer"),
+    (("hub", "--listen", "127.0.0.1:7443", "--etcd", "https://127.0.0.1:1", "--edge-cert-validity", "0"),
+     "'--edge-cert-validity': 0 is not in the range"),
     (("edge", "--hub", "10.0.0.1", "--http-port", "80"), "--hub"),
     (("agent", "--hub", "10.0.0.1:7443", "--token", "gtt1_garbage"), "--token"),
 ])
@@ -327,3 +350,102 @@ def test_team_init_is_idempotent_and_refuses_another_domain(tmp_path: Path) -> N
     assert shown["permitted_dns"] == ["team.test"]
     key = tmp_path / "state" / "team" / "ca" / "ca-key.pem"
     assert key.stat().st_mode & 0o077 == 0
+
+
+# ----- etcd over TLS with client certificates, and the hub's certificate lifetimes ---------------------
+
+def test_team_commands_reach_a_tls_etcd_only_with_a_client_certificate(tmp_path: Path) -> None:
+    from team_pki import make_etcd_pki
+
+    pki = make_etcd_pki(tmp_path / "pki", "127.0.0.1")
+    with _etcd(tmp_path, pki) as url:
+        refused = _cli(tmp_path, "team", "init", "--domain", "team.test", "--etcd", url, "--etcd-ca", str(pki.ca))
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.splitlines()[0].startswith(
+            f"error: etcd at {url} refused the TLS handshake: etcd requires a client certificate"), refused.stderr
+        assert "ssl_transport_security" not in refused.stderr  # gRPC's own log lines stay quiet
+        wrong_ca = _cli(tmp_path, "team", "revoke", "bob", "--etcd", url)
+        assert wrong_ca.returncode == 1 and "not signed by --etcd-ca" in wrong_ca.stderr.splitlines()[0], wrong_ca.stderr
+        flags = ["--etcd-ca", str(pki.ca), "--etcd-cert", str(pki.client_cert), "--etcd-key", str(pki.client_key)]
+        stored = _cli(tmp_path, "team", "init", "--domain", "team.test", "--etcd", url, *flags)
+        assert stored.returncode == 0 and "stored the team in etcd" in stored.stdout, stored.stderr
+        # The same files as settings (environment here; config-file keys etcd_ca/etcd_cert/etcd_key alike).
+        env = {**os.environ, "GOTUNNEL_ETCD_CA": str(pki.ca), "GOTUNNEL_ETCD_CERT": str(pki.client_cert),
+               "GOTUNNEL_ETCD_KEY": str(pki.client_key)}
+        revoked = subprocess.run([*GOTUNNEL, "--state-dir", str(tmp_path / "state"), "team", "revoke", "bob", "--etcd", url],
+                                 capture_output=True, text=True, timeout=60, env=env)
+        assert revoked.returncode == 0 and "revoked bob" in revoked.stdout, revoked.stderr
+
+
+def test_an_etcd_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    from team_pki import make_etcd_pki
+
+    pki = make_etcd_pki(tmp_path / "pki", "127.0.0.1")
+    pki.client_key.chmod(0o640)
+    result = _cli(tmp_path, "team", "revoke", "bob", "--etcd", "https://127.0.0.1:1", "--etcd-ca", str(pki.ca),
+                  "--etcd-cert", str(pki.client_cert), "--etcd-key", str(pki.client_key))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[0] == (f"error: key file {str(pki.client_key)!r} is accessible by other users "
+                                             "(mode 0640)"), result.stderr
+    assert "chmod 600" in result.stderr
+
+
+@pytest.mark.slow
+def test_hub_over_tls_etcd_issues_certificates_with_the_configured_lifetimes(tmp_path: Path) -> None:
+    import ssl
+
+    from cryptography import x509
+
+    from team_pki import make_etcd_pki
+
+    pki = make_etcd_pki(tmp_path / "pki", "127.0.0.1")
+    flags = ["--etcd-ca", str(pki.ca), "--etcd-cert", str(pki.client_cert), "--etcd-key", str(pki.client_key)]
+    with _etcd(tmp_path, pki) as url:
+        assert _cli(tmp_path, "team", "init", "--domain", "team.test", "--etcd", url, *flags).returncode == 0
+        port = free_port()
+        hub = subprocess.Popen([*GOTUNNEL, "hub", "--listen", f"127.0.0.1:{port}", "--etcd", url, *flags,
+                                "--hub-cert-validity", "60", "--member-cert-validity", "900"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        agent = None
+        try:
+            def hub_cert() -> bytes | None:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                try:
+                    with socket.create_connection(("127.0.0.1", port), 1) as raw:
+                        with ctx.wrap_socket(raw, server_hostname="hub.team.test") as tls:
+                            return tls.getpeercert(binary_form=True)
+                except OSError:
+                    return None
+
+            served = x509.load_der_x509_certificate(wait_for(hub_cert, timeout=30, what="the hub's TLS port"))
+            left = served.not_valid_after_utc - datetime.now(timezone.utc)
+            assert timedelta(seconds=30) <= left <= timedelta(seconds=60), left
+            token = _cli(tmp_path, "team", "invite", "alice").stdout.strip()
+            agent_state = tmp_path / "agent-state"
+            agent = subprocess.Popen([*GOTUNNEL, "--state-dir", str(agent_state), "agent", "--hub", f"127.0.0.1:{port}",
+                                      "--token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cert_file = agent_state / "team" / "agent" / "cert.pem"
+            wait_for(cert_file.exists, timeout=30, what="the agent's member certificate")
+            member = x509.load_pem_x509_certificate(cert_file.read_bytes())
+            left = member.not_valid_after_utc - datetime.now(timezone.utc)
+            assert timedelta(minutes=10) <= left <= timedelta(minutes=15), left
+            # The hub's certificate is renewed in place when a third of its life is left, and
+            # agents keep connecting to the renewed one (they check the team CA and the name).
+            renewed = wait_for(lambda: (c := hub_cert()) and (new := x509.load_der_x509_certificate(c)).serial_number
+                               != served.serial_number and new, timeout=60, interval=1, what="a renewed hub certificate")
+            assert renewed.not_valid_after_utc > served.not_valid_after_utc
+            assert renewed.not_valid_after_utc - datetime.now(timezone.utc) > timedelta(seconds=30)
+            # A member enrolling now verifies the renewed certificate (team CA, hub name) and gets in.
+            token = _cli(tmp_path, "team", "invite", "bob").stdout.strip()
+            bob_state = tmp_path / "bob"
+            agent.terminate()
+            agent.wait(15)
+            agent = subprocess.Popen([*GOTUNNEL, "--state-dir", str(bob_state), "agent", "--hub", f"127.0.0.1:{port}",
+                                      "--token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for((bob_state / "team" / "agent" / "cert.pem").exists, timeout=30, what="an enrolment after the renewal")
+        finally:
+            for proc in (agent, hub):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(15)

@@ -41,6 +41,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "gotunnel_core.commands.ports",
     "gotunnel_core.commands.team",
     "gotunnel_core.commands.dashboard",
+    "gotunnel_core.commands.inspector",
 )
 
 

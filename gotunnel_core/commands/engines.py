@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -78,19 +78,23 @@ def engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
     return spec.engine_class(context), table
 
 
-def existing_engine_and_table(state: CliState, engine_name: str) -> tuple[Any, Any]:
+def existing_engine_and_table(state: CliState, engine_name: str,
+                              containers: Callable[[list[str]], Sequence[Any]] | None = None) -> tuple[Any, Any]:
     """The engine and the `ExistingTable` for the config file's tunnels under their real names
     (`hosts`, `domain_template`) and TLS (`tls`). The state directory and the local CA are not
-    touched: these names are never signed by it."""
+    touched: these names are never signed by it. `containers` (sync --docker) adds tunnels: it
+    gets the file's tunnel names and returns those not already taken."""
     from ..engine import EngineContext, find_engine
     from ..existing import existing_table
     from ..models import Listen
 
     settings = state.settings
-    if not settings.file_tunnels:
+    if not settings.file_tunnels and containers is None:
         where = settings.config_file or "no config file found"
         raise UsageError(f"nothing to render: no [[tunnels]] in the config file ({where})")
-    tunnels = state.file_tunnels()
+    tunnels = state.file_tunnels() if settings.file_tunnels else []
+    if containers is not None:
+        tunnels = [*tunnels, *containers([t.name for t in tunnels])]
     spec = find_engine(state.engine_specs(), engine_name)
     state.engine_options()
     listen = Listen(settings["bind"], settings["http_port"], settings["https_port"])

@@ -17,6 +17,7 @@ import click
 
 from ..errors import RuntimeFailure, UsageError
 from ..hookspecs import hookimpl
+from ..team.etcdtls import etcd_tls_options
 
 
 def _team_dir(state: Any) -> Path:
@@ -36,28 +37,44 @@ def _local_team(state: Any) -> tuple[Any, Any]:
     return team_ca(_team_dir(state) / "ca", team.domain), team
 
 
-def _etcd_client(urls: str) -> Any:
+def _etcd_client(urls: str, tls: Any) -> Any:
+    from ..team import quiet_grpc_core
+
+    quiet_grpc_core()
     try:
         from ..team.etcd import Etcd
     except ImportError as exc:
         raise RuntimeFailure(f"team mode needs its extra: {exc.name} is not installed",
                              hint="pip install 'gotunnel-core[team]'") from None
-    return Etcd.from_urls(urls)
+    return Etcd.from_urls(urls, tls)
 
 
-async def _with_etcd(urls: str, action: Any) -> Any:
-    etcd = _etcd_client(urls)
+async def _with_etcd(urls: str, tls: Any, action: Any) -> Any:
+    etcd = _etcd_client(urls, tls)
     try:
         return await action(etcd)
     except Exception as exc:
         import grpc
 
+        from ..team.etcd import unreachable
+
         if isinstance(exc, grpc.aio.AioRpcError):
-            raise RuntimeFailure(f"etcd at {urls} did not answer: {exc.code().name}",
-                                 hint="check --etcd and that etcd runs") from None
+            raise RuntimeFailure(unreachable(urls, exc, tls),
+                                 hint="check --etcd (and --etcd-ca/--etcd-cert/--etcd-key) and that etcd runs") from None
         raise
     finally:
         await etcd.close()
+
+
+def _etcd_tls(state: Any, urls: str, ca: str | None, cert: str | None, key: str | None) -> Any:
+    from ..team import quiet_grpc_core
+
+    quiet_grpc_core()
+    from ..team.etcd import parse_endpoints
+    from ..team.etcdtls import resolve_etcd_tls
+
+    parse_endpoints(urls)
+    return resolve_etcd_tls(urls, state.settings.values, ca, cert, key)
 
 
 @click.group()
@@ -69,13 +86,16 @@ def team() -> None:
 @click.option("--domain", required=True, metavar="DOMAIN", help="The team domain, e.g. dev.example.com.")
 @click.option("--template", default="{name}.{user}", show_default=True, help="Published names under the domain.")
 @click.option("--etcd", "etcd_urls", metavar="URL[,URL...]", help="Also store the team in this etcd (hubs read it there).")
+@etcd_tls_options
 @click.pass_obj
-def team_init(state: Any, domain: str, template: str, etcd_urls: str | None) -> None:
+def team_init(state: Any, domain: str, template: str, etcd_urls: str | None, etcd_ca: str | None,
+              etcd_cert: str | None, etcd_key: str | None) -> None:
     """Create the team CA (name-constrained to DOMAIN) in this state directory."""
     from ..certs.names import validate_suffix
     from ..fsutil import atomic_write, ensure_private_dir
     from ..team.identity import Team, fingerprint, parse_template, team_ca
 
+    tls = _etcd_tls(state, etcd_urls, etcd_ca, etcd_cert, etcd_key) if etcd_urls else None
     domain = validate_suffix(domain.lower().rstrip("."))
     wanted = Team(domain, parse_template(template))
     state.layout.ensure()
@@ -94,7 +114,7 @@ def team_init(state: Any, domain: str, template: str, etcd_urls: str | None) -> 
         from ..team.store import TeamRecord, publish_team
 
         rec = TeamRecord(wanted, ca.cert_pem(), ca.key_path.read_bytes())
-        stored = asyncio.run(_with_etcd(etcd_urls, lambda etcd: publish_team(etcd, rec)))
+        stored = asyncio.run(_with_etcd(etcd_urls, tls, lambda etcd: publish_team(etcd, rec)))
         click.echo(f"{'stored the team in' if stored else 'the team was already in'} etcd {etcd_urls}")
 
 
@@ -118,15 +138,20 @@ def team_invite(state: Any, name: str, ttl: str, role: str) -> None:
 @team.command("revoke")
 @click.argument("name")
 @click.option("--etcd", "etcd_urls", required=True, metavar="URL[,URL...]", help="The team's etcd.")
-def team_revoke(name: str, etcd_urls: str) -> None:
+@etcd_tls_options
+@click.pass_obj
+def team_revoke(state: Any, name: str, etcd_urls: str, etcd_ca: str | None, etcd_cert: str | None,
+                etcd_key: str | None) -> None:
     """Refuse member NAME from now on: its sessions end and its names go."""
     import time
 
     from ..team.identity import parse_member_name
-    from ..team.store import REVOKED
 
     name = parse_member_name(name)
-    asyncio.run(_with_etcd(etcd_urls, lambda etcd: etcd.put(REVOKED + name, json.dumps({"at": time.time()}).encode())))
+    tls = _etcd_tls(state, etcd_urls, etcd_ca, etcd_cert, etcd_key)  # first: it quiets gRPC before grpc loads
+    from ..team.store import REVOKED
+
+    asyncio.run(_with_etcd(etcd_urls, tls, lambda etcd: etcd.put(REVOKED + name, json.dumps({"at": time.time()}).encode())))
     click.echo(f"revoked {name}")
 
 
@@ -153,6 +178,9 @@ def team_show(state: Any, as_json: bool) -> None:
 @click.pass_obj
 def agent(state: Any, hubs: str, token: str | None) -> None:
     """Publish this machine's tunnels to the team as NAME.USER.<team domain>."""
+    from ..team import quiet_grpc_core
+
+    quiet_grpc_core()
     from ..team.agent import Agent, daemon_source
     from ..team.api import parse_hubs
     from ..team.member import ensure, member_dir

@@ -33,6 +33,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("inde
           "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/app.css": ("app.css", "text/css; charset=utf-8")}
 _RECORD = re.compile(r"^/api/requests/(\d{1,12})$")
 _REPLAY = re.compile(r"^/api/requests/(\d{1,12})/replay$")
+_VERIFY = re.compile(r"^/api/requests/(\d{1,12})/verify$")
 SSE_KEEPALIVE = 15.0
 SSE_HEADERS = (("x-accel-buffering", "no"),)
 
@@ -164,6 +165,8 @@ class DashboardServer:
                 return self._detail(int(match[1]), request) if method == "GET" else error_response(405, "GET only")
             if match := _REPLAY.match(path):
                 return await self._replay(int(match[1]), request) if method == "POST" else error_response(405, "POST only")
+            if match := _VERIFY.match(path):
+                return await self._verify(int(match[1]), request) if method == "POST" else error_response(405, "POST only")
             return error_response(404, f"no such page: {path}")
         except BadRequest as exc:
             return error_response(exc.status, str(exc))
@@ -243,6 +246,31 @@ class DashboardServer:
             raise BadRequest(400, "the replay body must be a JSON object {method, path, headers, body}")
         new = await self.manager.inspector.replay(record, edits)
         return json_response({"id": new.id, "status": new.status, "error": new.error, "replay_of": record.id})
+
+    async def _verify(self, record_id: int, request: Request) -> Response:
+        """`POST /api/requests/ID/verify` {provider, secret, tolerance?}: the webhook signature check.
+
+        The secret is used for this one computation: never logged, stored or echoed back. Trying a
+        large body's proxy rewrites takes a while, so it runs in a thread, off the daemon's loop."""
+        from ..inspect.webhooks import VerifyInputError, verify_record
+
+        record = self._record(record_id)
+        query = request.json()
+        if not isinstance(query, dict):
+            raise BadRequest(400, 'the verify body must be a JSON object {"provider", "secret", "tolerance"}')
+        unknown = sorted(set(query) - {"provider", "secret", "tolerance"})
+        if unknown:
+            raise BadRequest(400, f"unknown field {unknown[0]!r}: the verify body takes provider, secret, tolerance")
+        provider, secret = query.get("provider", "auto"), query.get("secret")
+        if not isinstance(provider, str):
+            raise BadRequest(400, f"provider {provider!r}: must be stripe, github, slack or auto")
+        if not isinstance(secret, str):
+            raise BadRequest(400, "secret: must be a string (the webhook's signing secret)")
+        try:
+            result = await asyncio.to_thread(verify_record, record, secret, provider, query.get("tolerance"))
+        except VerifyInputError as exc:
+            raise BadRequest(400, str(exc)) from None
+        return json_response({"id": record.id, **result.to_dict()})
 
     def _har(self, request: Request) -> Response:
         from ..inspect.har import har

@@ -7,11 +7,16 @@ DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH like the `docker` CLI does.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuntimeFailure
 
+if TYPE_CHECKING:
+    from .address import ContainerView
+
 SDK_HINT = "install the Docker support: pip install 'gotunnel-core[docker]'"
+#: The events the provider and `sync --watch` follow: container lifecycle and network (dis)connects.
+EVENT_FILTERS = {"type": ["container", "network"]}
 START_HINT = ("start Docker (`sudo systemctl start docker`, or Docker Desktop), or point DOCKER_HOST at a running "
               "Docker engine")
 
@@ -36,6 +41,15 @@ def connect(timeout: int = 10) -> Any:
         raise RuntimeFailure(f"cannot reach the Docker engine at {docker_host()}: {describe(exc)}",
                              hint=START_HINT) from None
     return client
+
+
+def labelled_containers(client: Any) -> "dict[str, ContainerView]":
+    """The running containers with `gotunnel.*` labels, as `ContainerView`s by id."""
+    from .address import ContainerView
+    from .labels import has_tunnel_labels
+
+    views = (ContainerView.from_inspect(c.attrs) for c in client.containers.list())
+    return {view.id: view for view in views if has_tunnel_labels(view.labels)}
 
 
 def describe(exc: BaseException) -> str:

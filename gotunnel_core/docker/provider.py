@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..errors import GotunnelError, RuntimeFailure
 from ..logs import get_logger
 from ..models import Backend, HealthCheck, Tunnel
 from ..providers import ProvidedTunnel, ProviderProblem
 from .address import ContainerView, choose_port, local_networks, resolve
-from .client import connect, describe
+from .client import EVENT_FILTERS, connect, describe, labelled_containers
 from .labels import has_tunnel_labels, parse_labels
 
 log = get_logger("gotunnel.docker")
@@ -49,7 +49,8 @@ def build_tunnels(views: Iterable[ContainerView], explainer_url: str,
         for item in labelled:
             if item.name in owner:
                 problems.append(ProviderProblem("docker", view.origin, (
-                    f"label {item.label('name')}={item.name!r}: duplicate tunnel name; {owner[item.name]} already serves it")))
+                    f"label {item.label('name')}={item.name!r}: duplicate tunnel name; {owner[item.name]} already serves it"),
+                    conflict=True))
                 continue
             owner[item.name] = view.origin
             port, why = choose_port(view, item.port)
@@ -96,18 +97,13 @@ class DockerProvider:
         client = await asyncio.to_thread(connect)
         try:
             # Subscribe first: a container started while we list is then seen in the stream.
-            stream = await asyncio.to_thread(client.events, decode=True,
-                                             filters={"type": ["container", "network"]})
-            running = await asyncio.to_thread(client.containers.list)
+            stream = await asyncio.to_thread(client.events, decode=True, filters=EVENT_FILTERS)
+            labelled = await asyncio.to_thread(labelled_containers, client)
         except Exception as exc:  # noqa: BLE001 - the SDK raises requests' and its own errors
             await asyncio.to_thread(client.close)
             raise RuntimeFailure(f"the Docker engine stopped answering: {describe(exc)}") from None
         self.client, self._stream = client, stream
-        self.containers = {}
-        for container in running:
-            view = ContainerView.from_inspect(container.attrs)
-            if has_tunnel_labels(view.labels):
-                self.containers[view.id] = view
+        self.containers = labelled
         self.connected_since, self.error, self.retry_in = time.time(), None, None
         threading.Thread(target=self._read_events, args=(stream,), name="docker-events", daemon=True).start()
         log.info("following the Docker engine", containers=sorted(v.name for v in self.containers.values()))
@@ -173,7 +169,7 @@ class DockerProvider:
                             await self._refresh(ids)
                         return str(event[2])
                     continue  # the end of a stream we already replaced
-                ids |= _affected(event, self.containers)
+                ids |= affected_containers(event, self.containers)
             if ids:
                 await self._refresh(ids)
 
@@ -230,8 +226,8 @@ class DockerProvider:
                 pass
 
 
-def _affected(event: Any, followed: dict[str, ContainerView]) -> set[str]:
-    """Container ids whose tunnels an event may change."""
+def affected_containers(event: Any, followed: Mapping[str, Any]) -> set[str]:
+    """Container ids whose tunnels an event may change (`followed`: the ids known to have some)."""
     if not isinstance(event, dict):
         return set()
     actor = event.get("Actor") or {}

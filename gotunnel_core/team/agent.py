@@ -28,6 +28,13 @@ from .status import STATUS_FILE
 
 log = structlog.get_logger("gotunnel.agent")
 
+#: Seconds an agent waits for one hub to answer before it tries the next.
+CONNECT_TIMEOUT = 3.0
+#: Longest pause between two connection attempts; with CONNECT_TIMEOUT, the longest an alive
+#: agent takes to reach a hub that just came back (one dead hub tried first). Hubs wait this
+#: long after a start before answering edges (see `gotunnel_envoy.team.hub`).
+MAX_BACKOFF = 2.0
+
 #: What to publish: (the port edges reach this machine's engine on, tunnel names); None = unknown yet.
 Source = Callable[[], Awaitable[tuple[int, list[str]] | None]]
 #: Ping at least this often; the hub's lease TTL (in its answers) makes it a quarter of the TTL.
@@ -115,12 +122,12 @@ class Agent:
                 await asyncio.wait_for(stop.wait(), backoff)
             except asyncio.TimeoutError:
                 pass
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _session(self, hub: str, stop: asyncio.Event) -> None:
         options = api.channel_options(self.creds.team.hub_name)
         async with grpc.aio.secure_channel(hub, self.creds.channel_credentials(), options=options) as channel:
-            await asyncio.wait_for(channel.channel_ready(), 3)
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
             call = channel.stream_stream(api.SESSION, request_serializer=api.encode, response_deserializer=api.decode)
             outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 

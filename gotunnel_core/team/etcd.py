@@ -19,6 +19,7 @@ import grpc
 from aetcd import rpc
 
 from ..errors import ValidationError
+from .etcdtls import EtcdTls
 
 #: How long one unary etcd call may take before it counts as failed.
 CALL_TIMEOUT = 5.0
@@ -85,6 +86,25 @@ class WatchEvent:
     revision: int
 
 
+#: What gRPC's details say when the TLS handshake failed (etcd refused us, or we refused it).
+_TLS_FAILURES = ("TSI_", "SSL", "ssl", "handshake", "certificate")
+
+
+def unreachable(urls: str, exc: grpc.aio.AioRpcError, tls: EtcdTls | None = None) -> str:
+    """One line for a failed etcd call: the status and gRPC's reason, and for a failed TLS
+    handshake what is most likely missing (a refused handshake must not read like a dead etcd)."""
+    detail = " ".join(str(exc.details() or "").split())[:300]
+    if any(mark in detail for mark in _TLS_FAILURES):
+        if "CERTIFICATE_VERIFY_FAILED" in detail:
+            why = "etcd's certificate is not signed by --etcd-ca (or, without it, by a CA this system trusts)"
+        elif tls is None or not tls.client_auth:
+            why = "etcd requires a client certificate (--etcd-cert and --etcd-key)"
+        else:
+            why = "check that --etcd-ca signed etcd's certificate and that etcd trusts --etcd-cert"
+        return f"etcd at {urls} refused the TLS handshake: {why} ({detail})"
+    return f"etcd at {urls} did not answer: {exc.code().name}" + (f" ({detail})" if detail else "")
+
+
 class WatchReset(Exception):
     """The watch cannot resume (the revision was compacted, or etcd was replaced): re-list."""
 
@@ -119,8 +139,10 @@ class Etcd:
         self.watcher = rpc.WatchStub(self.channel)
 
     @classmethod
-    def from_urls(cls, urls: str) -> "Etcd":
-        return cls(parse_endpoints(urls))
+    def from_urls(cls, urls: str, tls: "EtcdTls | None" = None) -> "Etcd":
+        if tls is None:
+            return cls(parse_endpoints(urls))
+        return cls(parse_endpoints(urls), ca=tls.ca, cert=tls.cert, key=tls.key)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -31,6 +31,10 @@ from .store import AGENTS, ENROLLED, NameTaken, Route, TeamView, claim, claim_ne
 
 log = structlog.get_logger("gotunnel.hub")
 
+#: How long a member (agent or edge) certificate issued by a hub lives by default
+#: (`gotunnel hub --member-cert-validity`); members renew theirs when a third is left.
+MEMBER_VALIDITY = timedelta(days=30)
+
 #: Most names one agent may publish (a bound on what one member can make every edge hold).
 MAX_NAMES = 256
 
@@ -61,7 +65,7 @@ class AgentService:
     team: Team
     hub_id: str
     lease_ttl: int = 10
-    member_validity: timedelta = timedelta(days=30)
+    member_validity: timedelta = MEMBER_VALIDITY
     sessions: dict[int, "Session"] = field(default_factory=dict)
 
     def handler(self) -> grpc.GenericRpcHandler:

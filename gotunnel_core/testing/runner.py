@@ -128,10 +128,12 @@ class Gotunnel:
     dashboard_port: int = 0
 
     def __call__(self, *args: str, check: bool = False, timeout: float = 90, cwd: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> Result:
+                 extra_env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+        """Run `gotunnel ARGS`; `stdin`, when given, is fed to it (else it inherits the test's stdin)."""
         env = {**os.environ, **self.env, **(extra_env or {})}
         proc = subprocess.run([sys.executable, "-m", "gotunnel_core", *args], capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=cwd or self.state_dir.parent)
+                              env=env, timeout=timeout, cwd=cwd or self.state_dir.parent,
+                              input=stdin)
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise AssertionError(f"gotunnel {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")

@@ -75,18 +75,9 @@ class HAProxyEngine(SupervisedEngine):
         "metrics_counters": Capability.variant(
             "counted from its access log sent to the daemon (option `metrics`): latency is HAProxy's active time "
             "(%Ta), no active-connections gauge, backend health from the daemon's own TCP probe"),
-        # The issue-19 edges landed in the shipped engines while this example was written; until
-        # it renders them too, its rows are expected failures (the suite says when one passes).
-        **{key: Capability.pending(f"not yet rendered by this example engine: {what}") for key, what in (
-            ("upstream_timeout", "`timeout server` from upstream_timeout and the 504 page"),
-            ("dot_segments", "a path ACL answering 400 before the prefix is joined"),
-            ("odd_methods", "CONNECT 405 (HAProxy answers 400) and `OPTIONS *` 200"),
-            ("proxy_loop", "the Gotunnel-Hop header sent upstream and 508 when it comes back"),
-            ("redirect_code", "the tunnel's redirect_code (it always redirects with 308)"),
-            ("not_found_links", "the 404 listing without .local links when mDNS and the hosts file are off"),
-            ("lan_visibility", "plain 404 and 502 pages for LAN peers (that they reach no .localhost name and "
-                               "no lan = false tunnel is rendered: the LAN maps)"),
-        )},
+        "upstream_timeout": Capability.variant(
+            "`timeout server` also applies between two reads of a response, so a stream silent for "
+            "upstream_timeout is cut too (builtin: first byte only)"),
     }
     access_log_parser = staticmethod(parse_access_record)  # counted from the access log (option `metrics`)
     serves_given_sockets = True  # `bind fd@N` on the inherited sockets, kept by the master across reloads

@@ -5,15 +5,18 @@ directory>`, so every path in the config is relative to it and the validator (`h
 exactly the files the reload will:
 
     haproxy.cfg          the configuration (Jinja2 template `haproxy.cfg.j2`, quoting in `quoting.py`)
-    maps/http.map        host name -> backend, for the HTTP frontend (`redirect` for --redirect-https)
+    maps/http.map        host name -> backend, for the HTTP frontend (`redirect-307`/`-308` for --redirect-https)
     maps/https.map       host name -> backend, for the HTTPS frontend (only tunnels served over HTTPS)
-    maps/*-lan.map       the same for peers off this machine: `.local` names of `lan = true` tunnels only
+    maps/*-lan.map       the same for LAN peers: no `.localhost` names, no `lan = false` tunnels,
+                         and each tunnel's `lan:` twin backend (plain pages, gotunnel_core.lan)
     crt-list.txt         each HTTPS tunnel's certificate with its SNI names; the default one first
     certs/NAME.pem       links to the certificate and its key (`NAME.pem.key`, where HAProxy looks
                          for it): no copy of a key is ever written (`RenderedLink`)
     pages/404.html       the 404 listing as a log-format file (it names the requested host)
-    pages/502-NAME.http  the tunnel's 502 page as a raw HTTP response (`errorfile`)
+    pages/502-NAME.http  the tunnel's 502 page as a raw HTTP response (`errorfile`); 504 likewise
     pages/503-NAME.html  the tunnel's page when its health checks failed every backend
+    pages/508-NAME.html  the tunnel's proxy-loop page (gotunnel_core.loops)
+    pages/plain-N.*      what a LAN peer gets instead: the status and nothing else
 
 Host routing is two map lookups (the exact name, then the name with its first label replaced by
 `*` for wildcard tunnels), so 1,000 tunnels cost what one does. The pages come from
@@ -27,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from gotunnel_core import pages
+from gotunnel_core import dotsegments, pages
 from gotunnel_core.engine import EngineValidationError, RenderedLink
+from gotunnel_core.lan import LOOPBACK_CIDRS, is_localhost_host
+from gotunnel_core.loops import HOP_HEADER
 from gotunnel_core.models import CertFiles, RouteTable, Tunnel
 from gotunnel_core.quoting import is_ip
 from gotunnel_core.templating import render_template, template_environment
@@ -47,6 +52,11 @@ PASSIVE_EJECT = 10.0
 #: `http-request return` serves a page from one buffer (tune.bufsize, 16 KiB by default, less what
 #: HAProxy keeps for rewrites and headers): the 404 listing is cut to fit.
 MAX_PAGE = 12 * 1024
+#: The plain pages a LAN peer gets (and everyone, for 400 and 405): bodies for `http-request return`,
+#: and complete responses for `errorfile` (HAProxy's own 502 and 504).
+PLAIN_PAGES = (400, 404, 405, 503, 508)
+PLAIN_ERRORFILES = (502, 504)
+_REASONS = {502: "Bad Gateway", 504: "Gateway Timeout"}
 #: The requested host in the 404 page: the frontend sets it, with anything but host-name
 #: characters replaced, so the page needs no HTML escaping of it.
 HOST_EXPR = "%[var(txn.gt_page_host)]"
@@ -69,7 +79,7 @@ class RenderOptions:
 
 def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
     """Every file of one generation but `generation.txt` (see `generation_file`)."""
-    views = [tunnel_view(t, table.certs.get(t.name)) for t in table.tunnels]
+    views = [tunnel_view(t, table.certs.get(t.name), table.timeout_of(t)) for t in table.tunnels]
     listen = table.listen
     fds = options.listen_fds or {}
     default_cert = table.default_cert or next((v["cert"] for v in views if v["cert"] is not None), None)
@@ -88,6 +98,10 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         "wildcards": any(t.is_wildcard for t in table.tunnels),
         "tunnels": views,
         "generation_file": GENERATION_FILE,
+        "loopback_cidrs": LOOPBACK_CIDRS,
+        "dot_segment_regex": dotsegments.PATH_REGEX.removeprefix("(?i)"),
+        "hop_header": HOP_HEADER,
+        "hop_id": table.hop_id,
     }
     env = template_environment(TEMPLATES, options.template_dir, FILTERS)
     files: dict[str, str] = {
@@ -105,10 +119,17 @@ def render_files(table: RouteTable, options: RenderOptions) -> dict[str, str]:
         if view["cert"] is not None:
             files.update(_cert_links(view["stem"], view["cert"]))
         backends = ", ".join(b.url for b in tunnel.backends)
-        files[view["page_502"]] = _http_response(502, "Bad Gateway", pages.bad_gateway_page(
-            tunnel.name, backends, "the connection failed, was reset or timed out"))
+        files[view["page_502"]] = _http_response(502, pages.bad_gateway_page(
+            tunnel.name, backends, "the connection failed or was reset"))
+        files[view["page_504"]] = _http_response(504, pages.gateway_timeout_page(
+            tunnel.name, backends, table.timeout_of(tunnel)))
+        files[view["page_508"]] = pages.loop_page(tunnel.name)
         if view["health"] is not None:
             files[view["page_503"]] = pages.unavailable_page(tunnel.name, tunnel.backends)
+    for status in PLAIN_PAGES:
+        files[f"pages/plain-{status}.html"] = pages.plain_page(status)
+    for status in PLAIN_ERRORFILES:
+        files[f"pages/plain-{status}.http"] = _http_response(status, pages.plain_page(status))
     return files
 
 
@@ -147,8 +168,9 @@ def _weights(weights: list[int]) -> list[int]:
     return [max(1, round(w * MAX_WEIGHT / top)) for w in weights]
 
 
-def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
-    """What the template needs about one tunnel (values still raw; the template quotes them)."""
+def tunnel_view(tunnel: Tunnel, cert: CertFiles | None, upstream_timeout: float = 60.0) -> dict[str, Any]:
+    """What the template needs about one tunnel (values still raw; the template quotes them);
+    `upstream_timeout` is the table's answer for it (`RouteTable.timeout_of`)."""
     prefixes = {b.path for b in tunnel.backends}
     if len(prefixes) > 1:
         raise EngineValidationError(
@@ -182,9 +204,12 @@ def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
         "stem": stem,
         "backend": "tunnel:" + stem,
         "hostnames": list(tunnel.hostnames),
+        # What LAN peers may ask for: no `.localhost` names, nothing of a `lan = false` tunnel.
+        "lan_hostnames": [h for h in tunnel.hostnames if not is_localhost_host(h)] if tunnel.lan else [],
         "https": tunnel.https,
-        "lan": tunnel.lan,
         "redirect_https": tunnel.redirect_https,
+        "redirect_code": tunnel.redirect_code,
+        "upstream_timeout": upstream_timeout,
         "cert": cert if tunnel.https else None,
         "prefix": prefix,
         "servers": servers,
@@ -211,6 +236,8 @@ def tunnel_view(tunnel: Tunnel, cert: CertFiles | None) -> dict[str, Any]:
         "response_add": list(resp.add),
         "page_502": f"pages/502-{stem}.http",
         "page_503": f"pages/503-{stem}.html",
+        "page_504": f"pages/504-{stem}.http",
+        "page_508": f"pages/508-{stem}.html",
     }
 
 
@@ -228,15 +255,17 @@ def _bind_options(bind: str) -> str:
 
 
 def _map(views: list[dict[str, Any]], https: bool, lan: bool = False) -> str:
-    """`host backend` lines (HAProxy's map format; keys are checked host names). With `lan`, what
-    peers off this machine may reach: the `.local` names of `lan = true` tunnels, nothing else."""
+    """`host backend` lines (HAProxy's map format; keys are checked host names); `lan`: the map
+    for LAN peers, with their names and each tunnel's `lan:` twin backend."""
     lines = []
     for view in views:
-        if https and not view["https"] or lan and not view["lan"]:
+        if https and not view["https"]:
             continue
-        target = "redirect" if not https and view["redirect_https"] else view["backend"]
-        hosts = [h for h in view["hostnames"] if not (lan and h.endswith(".localhost"))]
-        lines += [f"{hap_name(host)} {target}" for host in hosts]
+        if not https and view["redirect_https"]:
+            target = f"redirect-{view['redirect_code']}"
+        else:
+            target = ("lan:" if lan else "") + view["backend"]
+        lines += [f"{hap_name(host)} {target}" for host in (view["lan_hostnames"] if lan else view["hostnames"])]
     return "".join(line + "\n" for line in lines)
 
 
@@ -258,10 +287,10 @@ def _crt_list(views: list[dict[str, Any]], default_cert: CertFiles | None) -> st
     return "".join(line + "\n" for line in lines)
 
 
-def _http_response(status: int, reason: str, html: str) -> str:
+def _http_response(status: int, html: str) -> str:
     """A complete HTTP/1.1 response for `errorfile` (HAProxy sends it as is, status included)."""
     body = html.encode()
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
+    return (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: text/html; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n\r\n{html}")
 
 
@@ -273,7 +302,8 @@ def not_found_page(table: RouteTable) -> str:
     """The 404 page as a log-format file: `%` doubled everywhere but in the one expression that
     names the requested host; the listing is cut (by name) to what one HAProxy buffer holds."""
     def page(listed: int | None = None) -> str:
-        return pages.not_found_page(_HOST_MARK, table.tunnels, table.listen, max_listed=listed)
+        return pages.not_found_page(_HOST_MARK, table.tunnels, table.listen, max_listed=listed,
+                                    mdns=table.mdns, hosts=table.hosts)
 
     text = page()
     if len(text.encode()) > MAX_PAGE:
@@ -289,5 +319,5 @@ def not_found_page(table: RouteTable) -> str:
     return lf_literal(text).replace(_HOST_MARK, HOST_EXPR)
 
 
-__all__ = ["CONFIG_FILE", "GENERATION_FILE", "RenderOptions", "generation_file", "not_found_page",
+__all__ = ["CONFIG_FILE", "GENERATION_FILE", "PLAIN_ERRORFILES", "PLAIN_PAGES", "RenderOptions", "generation_file", "not_found_page",
            "render_files", "render_options", "tunnel_view"]

@@ -49,8 +49,12 @@ def test_maps_and_crt_list_route_each_name_to_its_tunnel(tmp_path: Path) -> None
     assert files["maps/http.map"].splitlines() == [
         "*.preview.localhost tunnel:_.preview", "*.preview.local tunnel:_.preview",
         "plain.localhost tunnel:plain", "plain.local tunnel:plain",
-        "secure.localhost redirect", "secure.local redirect",
+        "secure.localhost redirect-307", "secure.local redirect-307",
         "web.localhost tunnel:web", "web.local tunnel:web"]
+    # LAN peers: no .localhost name, each tunnel's `lan:` twin (plain pages)
+    assert files["maps/http-lan.map"].splitlines() == [
+        "*.preview.local lan:tunnel:_.preview", "plain.local lan:tunnel:plain",
+        "secure.local redirect-307", "web.local lan:tunnel:web"]
     https = files["maps/https.map"]
     assert "plain" not in https and "secure.localhost tunnel:secure" in https  # a --no-https tunnel is not on HTTPS
     assert files["crt-list.txt"].splitlines() == [
@@ -89,7 +93,8 @@ def test_backends_may_mix_schemes_but_not_path_prefixes(tmp_path: Path) -> None:
         "http://127.0.0.1:3000/app", "https://api.example.test:8443/app", "h2c://127.0.0.1:50051/app"]}))["haproxy.cfg"]
     assert "server s1 api.example.test:8443 weight 1 check inter 10000ms rise 1 fall 1 observe layer4 error-limit 1 " \
            "on-error mark-down ssl verify none sni str(api.example.test)" in conf
-    assert "server s2 127.0.0.1:50051 weight 1" in conf and conf.count("proto h2") == 1
+    assert "server s2 127.0.0.1:50051 weight 1" in conf and conf.count("proto h2") == 2  # the tunnel and its LAN twin
+    assert "server s2 127.0.0.1:50051 weight 1 track tunnel:mix/s2 proto h2" in conf  # the twin follows its health
     assert "http-request set-path '/app'%[path]" in conf
     with pytest.raises(EngineValidationError, match="share one path prefix"):
         engine(tmp_path).render(table({"name": "x", "backends": ["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"]}))

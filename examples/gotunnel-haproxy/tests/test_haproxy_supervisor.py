@@ -72,7 +72,13 @@ class HeldResponse:
             conn, _ = self.listener.accept()
             head = b""
             while b"\r\n\r\n" not in head:
-                head += conn.recv(65536)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                head += chunk
+            if not head.endswith(b"\r\n\r\n"):
+                conn.close()  # a TCP probe (the daemon's backend health check) that sent no request
+                continue
             if b"gotunnel-hostcheck" not in head:
                 break
             # The Host check `start` makes goes straight to the backend: answered, not held.

@@ -1,4 +1,5 @@
-// gotunnel dashboard: tunnels, and the inspector's live request list, detail, replay and HAR export.
+// gotunnel dashboard: tunnels, and the inspector's live request list, detail, replay, webhook
+// signature verification and HAR export.
 // Plain JavaScript with no dependencies: it ships inside the Python package and works offline.
 "use strict";
 
@@ -155,6 +156,11 @@ function meta(target, pairs) {
 }
 
 async function select(id, reveal = false) {
+  if (state.selected !== id) {
+    $("#verify-result").textContent = "";
+    $("#verify-result").className = "verify-result muted";
+    delete $("#verify-result").dataset.reason;
+  }
   state.selected = id;
   state.revealed = reveal;
   const d = await api(`/api/requests/${id}${reveal ? "?reveal=1" : ""}`);
@@ -188,6 +194,29 @@ async function replay() {
   }
 }
 
+// The secret goes to the loopback API for this one check; the daemon neither keeps nor logs it.
+async function verifyWebhook(event) {
+  event.preventDefault();
+  const out = $("#verify-result");
+  const secret = $("#v-secret").value;
+  if (!secret) { out.textContent = "enter the webhook's signing secret"; out.className = "verify-result bad"; return; }
+  out.textContent = "verifying…";
+  out.className = "verify-result muted";
+  delete out.dataset.reason;
+  try {
+    const r = await api(`/api/requests/${state.selected}/verify`, { method: "POST",
+      body: JSON.stringify({ provider: $("#v-provider").value, secret }) });
+    const head = r.ok ? `✓ verified (${r.provider})` : `✗ ${r.reason}${r.provider ? ` (${r.provider})` : ""}`;
+    out.replaceChildren(el("span", { class: "verdict" }, head), ": " + r.detail,
+      ...r.notes.map((note) => el("div", { class: "small muted" }, "note: " + note)));
+    out.className = r.ok ? "verify-result ok" : "verify-result bad";
+    out.dataset.reason = r.reason;
+  } catch (error) {
+    out.textContent = "verify failed: " + error.message;
+    out.className = "verify-result bad";
+  }
+}
+
 async function copyCurl() {
   const d = await api(`/api/requests/${state.selected}?reveal=1`);
   const quote = (s) => "'" + String(s).replace(/'/g, "'\\''") + "'";
@@ -206,6 +235,7 @@ async function copyCurl() {
 
 $("#replay").addEventListener("click", replay);
 $("#copy-curl").addEventListener("click", copyCurl);
+$("#verify-form").addEventListener("submit", verifyWebhook);
 for (const id of ["#f-tunnel", "#f-method"]) $(id).addEventListener("change", () => loadRequests());
 for (const id of ["#f-status", "#f-path"]) $(id).addEventListener("input", () => render());
 $("#filters").addEventListener("submit", (e) => { e.preventDefault(); loadRequests(); });

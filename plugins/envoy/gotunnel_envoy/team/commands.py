@@ -9,9 +9,13 @@ from typing import Any
 import click
 
 from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.team.etcdtls import etcd_tls_options
 
 
 def _needs_team_extra() -> None:
+    from gotunnel_core.team import quiet_grpc_core
+
+    quiet_grpc_core()
     try:
         import aetcd  # noqa: F401
         import grpc  # noqa: F401
@@ -35,19 +39,34 @@ def _listen_address(raw: str) -> str:
 @click.command()
 @click.option("--listen", required=True, metavar="ADDR:PORT", help="The hub's port (xDS and agent API, mutual TLS).")
 @click.option("--etcd", "etcd_urls", required=True, metavar="URL[,URL...]", help="The team's etcd cluster.")
+@etcd_tls_options
 @click.option("--lease-ttl", default=10, show_default=True, type=click.IntRange(2, 3600),
               help="Seconds an agent's names outlive the agent when it vanishes without a word.")
 @click.option("--edge-cert-validity", default=7 * 86400, show_default=True, type=click.IntRange(30, 397 * 86400),
-              help="Seconds an edge certificate is valid; rotated when a third is left.")
-def hub(listen: str, etcd_urls: str, lease_ttl: int, edge_cert_validity: int) -> None:
+              help="Seconds an edge certificate (the team's names) is valid; rotated when a third is left.")
+@click.option("--member-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(300, 397 * 86400),
+              help="Seconds a member (agent or edge) certificate issued here is valid; renewed when a third is left.")
+@click.option("--warm-up", "warm_up", type=click.IntRange(0, 3600), metavar="SECONDS",
+              help="Seconds after start before edges get answers, so agents re-register first after an outage of "
+                   "every hub [default: the lease TTL + 5].")
+@click.option("--hub-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(60, 397 * 86400),
+              help="Seconds the hub's own server certificate is valid; renewed when a third is left.")
+@click.pass_obj
+def hub(state: Any, listen: str, etcd_urls: str, etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
+        lease_ttl: int, edge_cert_validity: int, warm_up: int | None, member_cert_validity: int,
+        hub_cert_validity: int) -> None:
     """Run a team hub: the xDS control plane for edges and the API for agents."""
     _needs_team_extra()
     from gotunnel_core.team.etcd import parse_endpoints
+    from gotunnel_core.team.etcdtls import resolve_etcd_tls
 
     from .hub import HubOptions, run
 
     parse_endpoints(etcd_urls)
-    run(HubOptions(_listen_address(listen), etcd_urls, lease_ttl, timedelta(seconds=edge_cert_validity)))
+    tls = resolve_etcd_tls(etcd_urls, state.settings.values, etcd_ca, etcd_cert, etcd_key)
+    run(HubOptions(_listen_address(listen), etcd_urls, lease_ttl, timedelta(seconds=edge_cert_validity), tls,
+                   hub_cert_validity=timedelta(seconds=hub_cert_validity),
+                   member_cert_validity=timedelta(seconds=member_cert_validity), warm_up=warm_up))
 
 
 @click.command()

@@ -22,10 +22,12 @@ import structlog
 
 from gotunnel_core.certs import CertificateAuthority
 from gotunnel_core.errors import RuntimeFailure
-from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, ensure_certs
-from gotunnel_core.team.etcd import Etcd
+from gotunnel_core.team.agent import CONNECT_TIMEOUT, MAX_BACKOFF
+from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, due, ensure_certs
+from gotunnel_core.team.etcd import Etcd, unreachable
+from gotunnel_core.team.etcdtls import EtcdTls
 from gotunnel_core.team.identity import issue_server
-from gotunnel_core.team.service import AgentService
+from gotunnel_core.team.service import MEMBER_VALIDITY, AgentService
 from gotunnel_core.team.store import TeamView, load_team
 
 from .xds import AdsServer, XdsCache
@@ -34,7 +36,8 @@ log = structlog.get_logger("gotunnel.hub")
 
 #: Seconds between two rounds of edge-certificate issuing (see `_cert_keeper`).
 CERT_ROUND = 0.3
-#: The hub's own server certificate lives this long; a hub re-issues it when it restarts.
+#: The hub's own server certificate lives this long by default (`--hub-cert-validity`); the hub
+#: issues the next one when a third is left (see `ServerCertificate`).
 SERVER_CERT_VALIDITY = timedelta(days=30)
 
 
@@ -44,6 +47,50 @@ class HubOptions:
     etcd: str
     lease_ttl: int = 10
     edge_cert_validity: timedelta = DEFAULT_VALIDITY
+    etcd_tls: EtcdTls | None = None
+    hub_cert_validity: timedelta = SERVER_CERT_VALIDITY
+    member_cert_validity: timedelta = MEMBER_VALIDITY
+    #: Seconds before edges get answers (None: `warm_up_seconds`' default; see `serve`).
+    warm_up: float | None = None
+
+    @property
+    def warm_up_seconds(self) -> float:
+        """By default one lease TTL plus the longest an alive agent takes to reach a hub that
+        came back (a dead hub tried first, then the longest back-off)."""
+        if self.warm_up is not None:
+            return self.warm_up
+        return self.lease_ttl + CONNECT_TIMEOUT + MAX_BACKOFF
+
+
+class ServerCertificate:
+    """The hub's own certificate for `hub.<domain>`: gRPC asks `fetch` on every handshake, and
+    it is issued again when a third of its life is left, so a long-running hub never serves an
+    expired one (edges and agents check the team CA and the name, never the key)."""
+
+    def __init__(self, ca: CertificateAuthority, name: str, validity: timedelta) -> None:
+        self.ca, self.name, self.validity = ca, name, validity
+        self.not_after = 0.0
+        self.config = self._issue()
+
+    def _issue(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, self.not_after = issue_server(self.ca, [self.name], self.validity)
+        return grpc.ssl_server_certificate_configuration([(key, cert + self.ca.cert_pem())],
+                                                         root_certificates=self.ca.cert_pem())
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """None keeps the current certificate; a new configuration replaces it."""
+        if not due(self.not_after, self.validity):
+            return None
+        try:
+            self.config = self._issue()
+        except Exception as exc:  # noqa: BLE001 - keep serving the current one; the next handshake retries
+            log.warning("hub.server_cert_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        log.info("hub.server_cert_renewed", not_after=round(self.not_after))
+        return self.config
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(self.config, self.fetch, require_client_authentication=True)
 
 
 async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, team: object,
@@ -71,21 +118,22 @@ async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
 
 async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Run the hub until `stop` is set."""
-    etcd = Etcd.from_urls(options.etcd)
+    etcd = Etcd.from_urls(options.etcd, options.etcd_tls)
     try:
         record = await load_team(etcd)
     except grpc.aio.AioRpcError as exc:
         await etcd.close()
-        raise RuntimeFailure(f"etcd at {options.etcd} did not answer: {exc.code().name}") from None
+        raise RuntimeFailure(unreachable(options.etcd, exc, options.etcd_tls)) from None
     team = record.team
     ca = CertificateAuthority.in_memory(record.ca_cert, record.ca_key)
-    cert, key, _ = issue_server(ca, [team.hub_name], SERVER_CERT_VALIDITY)
+    server_cert = ServerCertificate(ca, team.hub_name, options.hub_cert_validity)
     hub_id = f"{socket.gethostname()}:{options.listen}:{os.getpid()}"
 
     wake_certs = asyncio.Event()
     view = TeamView(etcd)
     cache = XdsCache(view, team)
-    agents = AgentService(etcd, view, ca, team, hub_id, lease_ttl=options.lease_ttl)
+    agents = AgentService(etcd, view, ca, team, hub_id, lease_ttl=options.lease_ttl,
+                          member_validity=options.member_cert_validity)
     ads = AdsServer(cache, view)
 
     async def notify_streams() -> None:
@@ -109,8 +157,7 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
         ("grpc.http2.max_ping_strikes", 0), ("grpc.max_send_message_length", 256 << 20),
     ])
     server.add_generic_rpc_handlers((agents.handler(), ads.handler()))
-    creds = grpc.ssl_server_credentials([(key, cert + ca.cert_pem())], root_certificates=ca.cert_pem(),
-                                        require_client_auth=True)
+    creds = server_cert.credentials()
     try:
         server.add_secure_port(options.listen, creds)
     except RuntimeError as exc:
@@ -122,6 +169,12 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
     cache.rebuild()
     wake_certs.set()
     await server.start()
+    # Warm-up: after an outage of every hub longer than the lease TTL, etcd holds none of the
+    # agents' names, and telling the edges now would blank names whose agents are alive and
+    # reconnecting. So agents may re-register at once, but edges get their first answer only
+    # after the warm-up (they keep serving what they have meanwhile); by then only the names
+    # of agents that did not come back are removed.
+    asyncio.get_running_loop().call_later(options.warm_up_seconds, ads.warm.set)
     log.warning("hub.ready", listen=options.listen, team=team.domain, hub=hub_id)
     if ready is not None:
         ready.set()

@@ -173,6 +173,9 @@ class AdsServer:
     view: TeamView
     streams: int = 0
     nonces: Any = field(default_factory=lambda: itertools.count(1))
+    #: Set once the hub's warm-up is over (see `hub.serve`): until then a new stream is held
+    #: without an answer, and its edge keeps serving the configuration it has.
+    warm: asyncio.Event = field(default_factory=asyncio.Event)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", {
@@ -201,6 +204,7 @@ class AdsServer:
 
     async def delta(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         member = await self._check(context)
+        await self.warm.wait()
         subs: dict[str, _Subscription] = {}
         listen: Listen | None = None
         generation = self.cache.generation
