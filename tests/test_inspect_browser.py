@@ -19,7 +19,7 @@ import pytest
 from gotunnel_core.testing import Gotunnel, wait_for
 from gotunnel_core.testing.browser import nss_trusting_only
 
-from inspect_helpers import through
+from inspect_helpers import dash_json, through
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 
@@ -120,6 +120,11 @@ def test_dashboard_in_chromium_lists_shows_unmasks_replays_and_exports(gotunnel:
     rows = "[...document.querySelectorAll('#requests tbody tr')].map(r => r.textContent)"
     wait_for(lambda: any("/checkout?cart=7" in r and "200" in r for r in page.eval(rows)), timeout=3,
              what="the request in the list")
+    # Within a second of the request's arrival, by the page's own clock (the push's arrival time,
+    # which the page keeps per row) against the record's start: the test's polling lag is not counted.
+    record = next(r for r in dash_json(gotunnel, "/api/requests")["requests"] if r["path"] == "/checkout?cart=7")
+    shown_at = float(page.eval(f"document.querySelector('#requests tbody tr[data-id=\"{record['id']}\"]').dataset.shownAt"))
+    assert shown_at / 1000 - record["started_at"] < 1.0, f"shown {shown_at / 1000 - record['started_at']:.3f} s after the request"
 
     # Opening it shows its headers (Authorization masked) and its pretty-printed JSON body.
     page.eval("document.querySelector('#requests tbody tr').click()")

@@ -20,7 +20,7 @@ const api = async (path, options = {}) => {
   return data;
 };
 
-const state = { rows: new Map(), selected: null, detail: null, revealed: false };
+const state = { rows: new Map(), shownAt: new Map(), selected: null, detail: null, revealed: false };
 
 // ----- tunnels ---------------------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ function rowFor(r) {
   const time = new Date(r.started_at * 1000).toLocaleTimeString();
   const status = r.status == null ? (r.error ? "error" : "…") : r.status;
   const cls = r.status == null ? (r.error ? "err" : "") : `s${String(r.status)[0]}`;
-  return el("tr", { "data-id": r.id, class: state.selected === r.id ? "selected" : "", onclick: () => select(r.id) },
+  return el("tr", { "data-id": r.id, "data-shown-at": state.shownAt.get(r.id) ?? "", class: state.selected === r.id ? "selected" : "", onclick: () => select(r.id) },
     el("td", {}, r.replay_of ? `${r.id} ↺${r.replay_of}` : r.id), el("td", {}, time), el("td", {}, r.method),
     el("td", { class: "path", title: r.path }, r.path), el("td", { class: cls }, status),
     el("td", {}, r.duration_ms == null ? "" : Math.round(r.duration_ms)));
@@ -102,6 +102,7 @@ function listen() {
   source.onmessage = (event) => {
     const row = JSON.parse(event.data);
     const known = state.rows.has(row.id);
+    if (!state.shownAt.has(row.id)) state.shownAt.set(row.id, Date.now());  // when the push arrived (tests read it)
     state.rows.set(row.id, row);
     render();
     if (!known) loadTunnels().catch(() => {});
