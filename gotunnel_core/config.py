@@ -85,7 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
             sensitive=True),
     Setting("providers", _providers, [],
             "tunnel sources the daemon follows besides you: docker (containers by label); also sync's --docker default"),
-    Setting("dashboard", boolean, True, "serve the local dashboard and inspector API on 127.0.0.1:dashboard_port"),
+    Setting("dashboard", boolean, True, "serve the local dashboard and inspector API (through the engine at "
+            "https://gotunnel.localhost, and on 127.0.0.1:dashboard_port)"),
     Setting("dashboard_port", from_model(parse_port), 7373, "port of the dashboard (loopback only)"),
     Setting("inspect_body_limit", integer(0, 64 * 1024 * 1024), 1024 * 1024,
             "bytes of each request and response body the inspector keeps (the rest is cut and marked)"),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing.backends import get
 from gotunnel_core.testing.daemon import use_engine
 
 from inspect_helpers import dash, dash_json, require_engine, through
@@ -101,9 +102,16 @@ def test_every_api_endpoint_on_the_builtin_engine(gotunnel: Gotunnel, echo_backe
     assert status == 200 and b'id="requests"' in page and "frame-ancestors 'none'" in head["content-security-policy"]
     assert dash(gotunnel, "/app.js")[0] == 200 and dash(gotunnel, "/app.css")[0] == 200
     # `gotunnel dashboard` prints the URL; `engines --json` says how each engine inspects.
+    # While the engine serves, that is https://gotunnel.localhost:<https_port>/; the dedicated port too.
     out = gotunnel("dashboard", "--no-open", check=True).out.strip()
-    assert out == f"http://gotunnel.localhost:{gotunnel.dashboard_port}/"
-    assert gotunnel.json("dashboard")["url"] == out
+    assert out == f"https://gotunnel.localhost:{gotunnel.https_port}/"
+    described = gotunnel.json("dashboard")
+    assert described["url"] == described["engine_url"] == out
+    assert described["dedicated_url"] == f"http://gotunnel.localhost:{gotunnel.dashboard_port}/"
+    # The name is the dashboard's: a user's tunnel cannot take it (exit 2, one line, nothing started).
+    refused = gotunnel("start", "-d", "gotunnel", "-p", "1")
+    assert refused.code == 2 and "reserved" in refused.err and len(refused.err.strip().splitlines()) <= 2
+    assert "gotunnel" not in [t["name"] for t in gotunnel.json("list")["tunnels"]]
     engines = gotunnel.json("engines")["engines"]
     modes = {e["name"]: e["inspect"]["mode"] for e in engines}
     assert modes["builtin"] == "native" and all(m == "relay" for n, m in modes.items() if n != "builtin")
@@ -212,8 +220,14 @@ def test_busy_dashboard_port_leaves_tunnels_serving_and_says_why(gotunnel: Gotun
     with socket.create_server(("127.0.0.1", gotunnel.dashboard_port)):
         gotunnel("start", "-d", "busy", "-p", str(backend.port), "--inspect", check=True)
         assert through(gotunnel, "busy", "/still-served")[0] == 200
-        failed = gotunnel("dashboard", "--no-open")
-        assert failed.code != 0 and f"127.0.0.1:{gotunnel.dashboard_port}" in failed.err
+        # The engine still serves the dashboard; the command says why its own port does not.
+        shown = gotunnel("dashboard", "--no-open", check=True)
+        assert shown.out.strip() == f"https://gotunnel.localhost:{gotunnel.https_port}/"
+        assert f"127.0.0.1:{gotunnel.dashboard_port}" in shown.err
+        assert gotunnel.json("dashboard")["dedicated_url"] is None
+        ca = gotunnel("cert", "ca", "--path", check=True).out.strip()
+        status, _, body = get(gotunnel.https_port, f"gotunnel.localhost:{gotunnel.https_port}", "/api/tunnels", ca=ca)
+        assert status == 200 and [t["name"] for t in json.loads(body)["tunnels"]] == ["busy"]
 
 
 def test_events_stream_pushes_new_requests(gotunnel: Gotunnel, echo_backend: Any) -> None:
@@ -235,3 +249,13 @@ def test_events_stream_pushes_new_requests(gotunnel: Gotunnel, echo_backend: Any
             received += chunk
             events = [json.loads(line[6:]) for line in received.decode().splitlines() if line.startswith("data: ")]
         assert events[0]["tunnel"] == "live" and events[-1]["status"] == 200
+
+
+def test_dashboard_off_means_no_route_either(gotunnel: Gotunnel, echo_backend: Any) -> None:
+    gotunnel.env["GOTUNNEL_DASHBOARD"] = "0"
+    backend = echo_backend()
+    gotunnel("start", "-d", "plain", "-p", str(backend.port), check=True)
+    status, _, body = get(gotunnel.http_port, f"gotunnel.localhost:{gotunnel.http_port}", "/api/tunnels")
+    assert status == 404 and b'"tunnels"' not in body  # the engine's 404: no such route
+    refused = gotunnel("dashboard", "--no-open")
+    assert refused.code == 1 and "serves no dashboard" in refused.err

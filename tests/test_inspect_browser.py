@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing.browser import nss_trusting_only
 
 from inspect_helpers import dash_json, through
 
@@ -57,7 +58,8 @@ def chromium(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
     pages: list[Page] = []
 
-    def open_page(url: str) -> Page:
+    def open_page(url: str, ca: str | None = None) -> Page:
+        """The page at `url`; with `ca`, Chromium's NSS database (under its HOME) trusts that CA only."""
         profile = tmp_path / "profile"
         argv = [CHROMIUM, "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--remote-debugging-port=0",
@@ -66,6 +68,8 @@ def chromium(tmp_path: Path) -> Iterator[Any]:
             argv.insert(1, "--no-sandbox")
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
+        if ca is not None and not (home / ".pki").exists():
+            nss_trusting_only(home, ca)
         procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       env={**os.environ, "HOME": str(home)}, start_new_session=True))
         port_file = profile / "DevToolsActivePort"
@@ -98,8 +102,10 @@ def test_dashboard_in_chromium_lists_shows_unmasks_replays_and_exports(gotunnel:
                                                                         chromium: Any) -> None:
     backend = echo_backend("browser-backend")
     gotunnel("start", "-d", "shop", "-p", str(backend.port), "--inspect", check=True)
+    # The URL it prints is the engine's, over HTTPS with the local CA (trusted in Chromium's NSS database).
     url = gotunnel("dashboard", "--no-open", check=True).out.strip()
-    page = chromium(url)
+    assert url == f"https://gotunnel.localhost:{gotunnel.https_port}/"
+    page = chromium(url, ca=gotunnel("cert", "ca", "--path", check=True).out.strip())
     wait_for(lambda: page.eval("document.querySelector('#live')?.textContent") == "live", timeout=30,
              what="the page's live event stream")
     # The tunnel list is fetched on its own, independently of the event stream: poll for it too.

@@ -13,6 +13,7 @@ from gotunnel_core.inspect.har import har
 from gotunnel_core.inspect.observe import RequestObserver, ResponseObserver
 from gotunnel_core.inspect.records import MASK, RecordStore
 from gotunnel_core.inspect.replay import ReplayRefused, request_bytes
+from gotunnel_core.models import Listen
 
 
 def observers(limit: int = 1024, skip=None) -> tuple[RecordStore, RequestObserver, ResponseObserver]:
@@ -129,6 +130,22 @@ def test_host_and_origin_guards() -> None:
         assert not guard.host_allowed(host, 7373), host
     assert guard.origin_allowed(None, 1) and guard.origin_allowed("http://gotunnel.localhost:1", 1)
     assert not guard.origin_allowed("null", 1) and not guard.origin_allowed("http://gotunnel.localhost:2", 1)
+    listen = Listen("0.0.0.0", 8080, 8443)  # through the engine: our name on the engine's ports
+    for host in ("gotunnel.localhost", "gotunnel.localhost:8080", "GOTUNNEL.localhost:8443", "gotunnel.localhost."):
+        assert guard.engine_host_allowed(host, listen), host
+    for host in (None, "gotunnel.localhost:7373", "localhost:8443", "evil.example:8443", "gotunnel.local:8443",
+                 "gotunnel.localhost:8444", "x.gotunnel.localhost:8443"):
+        assert not guard.engine_host_allowed(host, listen), host
+    for origin in (None, "https://gotunnel.localhost:8443", "http://gotunnel.localhost:8080"):
+        assert guard.engine_origin_allowed(origin, listen), origin
+    for origin in ("null", "https://gotunnel.localhost", "http://gotunnel.localhost:7373", "https://evil.example"):
+        assert not guard.engine_origin_allowed(origin, listen), origin
+    assert guard.engine_origin_allowed("https://gotunnel.localhost", Listen("0.0.0.0", 80, 443))
+    # the engine appends the real peer last: a LAN peer's forged "127.0.0.1" comes first
+    for forwarded in (None, "127.0.0.1", "10.0.0.1, 127.0.0.1", "::1", "[::1]", "::ffff:127.0.0.1"):
+        assert guard.forwarded_from_this_machine(forwarded), forwarded
+    for forwarded in ("10.0.0.1", "127.0.0.1, 192.168.1.20", "unknown", "", "127.0.0.1,"):
+        assert not guard.forwarded_from_this_machine(forwarded), forwarded
     assert guard.is_loopback("127.0.0.5") and guard.is_loopback("::1") and guard.is_loopback("::ffff:127.0.0.1")
     assert not guard.is_loopback("10.0.0.1") and not guard.is_loopback("::ffff:10.0.0.1")
 
@@ -142,3 +159,26 @@ def test_peer_uid_is_read_from_proc() -> None:
             assert guard.same_user(peer, accepted.getsockname())
             assert guard.peer_uid(("127.0.0.1", 1), accepted.getsockname()) is None
         assert client
+
+
+def test_the_dashboard_route_is_an_ordinary_loopback_only_tunnel() -> None:
+    from gotunnel_core.dashboard.route import dashboard_tunnel, engine_url, refuse_reserved
+    from gotunnel_core.errors import UsageError
+
+    tunnel = dashboard_tunnel(41234)
+    assert tunnel.name == "gotunnel" and not tunnel.lan and tunnel.https and not tunnel.inspect
+    assert [b.url for b in tunnel.backends] == ["http://127.0.0.1:41234"]
+    assert engine_url(Listen("0.0.0.0", 80, 443)) == "https://gotunnel.localhost/"
+    assert engine_url(Listen("0.0.0.0", 8080, 8443)) == "https://gotunnel.localhost:8443/"
+    with pytest.raises(UsageError, match="reserved"):
+        refuse_reserved("gotunnel")
+    assert refuse_reserved("gotunnel-app") == "gotunnel-app"
+
+
+def test_only_engines_able_to_keep_lan_peers_out_get_the_route() -> None:
+    from gotunnel_core.dashboard.route import engine_routes_dashboard
+    from gotunnel_core.engine import Capability
+
+    assert engine_routes_dashboard(Capability()) and engine_routes_dashboard(Capability.variant("differently"))
+    assert not engine_routes_dashboard(Capability.pending("LAN peers reach .localhost names"))
+    assert not engine_routes_dashboard(Capability.unsupported("no loopback-only routes"))

@@ -85,13 +85,15 @@ def test_cert_renew_goes_through_the_daemon_and_keeps_connections(
     gotunnel: Gotunnel, echo_backend: Any, offset_file: Path
 ) -> None:
     keep, old = _start(gotunnel, echo_backend, "renewme")
+    dashboard_old = served_cert(gotunnel.https_port, "gotunnel").serial_number  # https://gotunnel.localhost
     # Nothing is due yet: the daemon renews nothing.
     assert "nothing to renew" in gotunnel("cert", "renew", check=True).out
     assert served_cert(gotunnel.https_port, "renewme").serial_number == old
     offset_file.write_text("70\n")  # 20 days before expiry: inside the 30-day renewal window
     result = gotunnel("cert", "renew", check=True)
-    assert "renewed renewme" in result.out
+    assert "renewed renewme" in result.out and "gotunnel" not in result.out  # the daemon's route is not a tunnel
     _assert_renewed(gotunnel, keep, "renewme", old, 70)
+    assert served_cert(gotunnel.https_port, "gotunnel").serial_number != dashboard_old
 
 
 def test_daemon_renews_by_itself_when_the_clock_jumps(

@@ -24,7 +24,9 @@ def test_verify_webhook_control_in_chromium(gotunnel: Gotunnel, echo_backend: An
     assert through(gotunnel, "hooks", "/gh", "POST", body, {"X-Hub-Signature-256": signature,
                                                            "Content-Type": "application/json"})[0] == 200
     wait_for(lambda: [r for r in dash_json(gotunnel, "/api/requests")["requests"] if r["done"]], what="the record")
-    page = chromium(gotunnel("dashboard", "--no-open", check=True).out.strip())
+    # The URL printed is https://gotunnel.localhost:<https_port>/ (through the engine): Chromium trusts the local CA.
+    page = chromium(gotunnel("dashboard", "--no-open", check=True).out.strip(),
+                    ca=gotunnel("cert", "ca", "--path", check=True).out.strip())
     wait_for(lambda: page.eval("document.querySelectorAll('#requests tbody tr').length") == 1, timeout=30,
              what="the request in the list")
     page.eval("document.querySelector('#requests tbody tr').click()")

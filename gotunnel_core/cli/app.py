@@ -94,13 +94,16 @@ class CliState:
         from ..models import Tunnel
 
         from ..config import check_file_tunnel
+        from ..dashboard.route import refuse_reserved
 
         settings = self.settings
         tunnels = []
         for index, raw in enumerate(settings.file_tunnels, start=1):
             try:
                 check_file_tunnel(raw)
-                tunnels.append(Tunnel.from_raw(raw))
+                tunnel = Tunnel.from_raw(raw)
+                refuse_reserved(tunnel.name)
+                tunnels.append(tunnel)
             except UsageError as exc:
                 raise UsageError(f"config file {str(settings.config_file)!r}: [[tunnels]] #{index}: {exc.message}",
                                  exc.hint) from None

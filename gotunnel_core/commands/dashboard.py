@@ -12,12 +12,14 @@ from ..hookspecs import hookimpl
 @click.command()
 @click.option("--open/--no-open", "open_browser", default=True,
               help="Open it in the browser ($BROWSER, else the desktop's default); --no-open only prints it.")
-@click.option("--json", "as_json", is_flag=True, help="Print {url, port} as JSON (implies --no-open).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {url, port, engine_url, dedicated_url} as JSON (implies --no-open).")
 @pass_state
 def dashboard(state: CliState, open_browser: bool, as_json: bool) -> None:
     """The local dashboard: tunnels, and the requests of tunnels started with --inspect.
 
-    The daemon serves it on 127.0.0.1 only (setting `dashboard_port`); a daemon is started if none runs.
+    The URL is https://gotunnel.localhost[:https_port]/ while the engine serves (this machine only),
+    else the daemon's own port on 127.0.0.1 (setting `dashboard_port`); a daemon is started if none runs.
     """
     info = (state.client(spawn=True).ping() or {}).get("dashboard")
     if not info:
@@ -27,8 +29,11 @@ def dashboard(state: CliState, open_browser: bool, as_json: bool) -> None:
         raise RuntimeFailure(f"the dashboard is not served: {info.get('error')}",
                              hint="choose a free port: dashboard_port = N (GOTUNNEL_DASHBOARD_PORT), then restart the daemon")
     url = info["url"]
+    if info.get("error"):
+        click.echo(f"note: the dashboard's own port is not served: {info['error']}", err=True)
     if as_json:
-        emit_json({"url": url, "port": info["port"]})
+        emit_json({"url": url, "port": info["port"], "engine_url": info.get("engine_url"),
+                   "dedicated_url": info.get("dedicated_url")})
         return
     click.echo(url)
     if open_browser:

@@ -60,7 +60,11 @@ def tunnels_from_flags(domain: str | None, port: str | None, backends: tuple[str
         raw["host_header"] = host_header
     if inspect:
         raw["inspect"] = True
-    return [Tunnel.from_raw(raw)]
+    from ..dashboard.route import refuse_reserved
+
+    tunnel = Tunnel.from_raw(raw)
+    refuse_reserved(tunnel.name)
+    return [tunnel]
 
 
 #: `--inspect` help, shared by `start` and `run`.

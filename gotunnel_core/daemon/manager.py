@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .. import tracing
 from ..certservice import CertService
+from ..dashboard.route import DASHBOARD_NAME, DASHBOARD_ROW, dashboard_tunnel, engine_routes_dashboard, refuse_reserved
 from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_engine
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..inspect.service import Inspector
@@ -79,6 +80,9 @@ class TunnelManager:
         self.provider_host = ProviderHost(layout, settings, self, self._explain)
         self._listeners: ListenerSockets | None = None  # from the port broker, held for the daemon's life
         self.inspector = Inspector(settings)
+        #: The dashboard's engine-side listener (127.0.0.1), set by the daemon before `startup` when
+        #: the dashboard is on: the table then routes `gotunnel.localhost` there (`dashboard.route`).
+        self.dashboard_port: int | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -102,6 +106,11 @@ class TunnelManager:
         if self.inspector.native:
             context.recorder = self.inspector.recorder
         self.engine = spec.engine_class(context)
+        routed = spec.engine_class.capability(DASHBOARD_ROW)
+        if self.dashboard_port is not None and not engine_routes_dashboard(routed):
+            # An engine that cannot keep LAN peers off a loopback-only route never gets the dashboard's.
+            log.warning("dashboard not routed through the engine", engine=spec.name, reason=routed.reason)
+            self.dashboard_port = None
         self.certs = await asyncio.to_thread(CertService, self.layout, self.settings)
         from ..certservice import table_options
 
@@ -192,6 +201,8 @@ class TunnelManager:
         from ..loops import check_not_own_listener
 
         new = [Tunnel.from_raw(raw) for raw in raw_tunnels]
+        for tunnel in new:
+            refuse_reserved(tunnel.name)  # gotunnel.localhost is the dashboard's route
         await asyncio.to_thread(check_not_own_listener, new, self.listen)
         async with self._lock:
             if not force:
@@ -270,7 +281,9 @@ class TunnelManager:
             due = [n for n in self.tunnels if n in forced or self.certs.issuer.due(n)]
             for name in forced:
                 await asyncio.to_thread(self.certs.issuer.renew, name)
-            if not due and not self.certs.default_due():
+            # The dashboard's route has a certificate too: renewed with the table, not reported as a tunnel's.
+            dashboard_due = self.dashboard_port is not None and self.certs.issuer.due(DASHBOARD_NAME)
+            if not due and not dashboard_due and not self.certs.default_due():
                 return []
             await self._apply(dict(self.tunnels))
             log.info("certificates renewed", names=due)
@@ -305,6 +318,10 @@ class TunnelManager:
 
     async def set_provided(self, source: str, tunnels: list[ProvidedTunnel], problems: list[ProviderProblem]) -> None:
         """Replace everything `source` provides, and serve it (a user's tunnel of the same name wins)."""
+        reserved = [p for p in tunnels if p.tunnel.name == DASHBOARD_NAME]
+        tunnels = [p for p in tunnels if p.tunnel.name != DASHBOARD_NAME]
+        problems = [*problems, *(ProviderProblem(p.source, p.origin, f"tunnel name {DASHBOARD_NAME!r} is reserved for "
+                                                 "gotunnel's dashboard; choose another name") for p in reserved)]
         async with self._lock:
             before = self._served(self.tunnels)
             old = self.provided.get(source, []), self.provider_problems.get(source, [])
@@ -366,7 +383,8 @@ class TunnelManager:
         """Delete the certificates of tunnels gone for longer than `cert_keep_days`."""
         assert self.certs is not None
         keep = float(self.settings.get("cert_keep_days", 7))
-        removed = await asyncio.to_thread(self.certs.prune, list(self._served(self.tunnels)), keep)
+        in_use = [*self._served(self.tunnels), DASHBOARD_NAME]
+        removed = await asyncio.to_thread(self.certs.prune, in_use, keep)
         if removed:
             log.info("certificates of removed tunnels deleted", names=removed, kept_days=keep)
 
@@ -455,9 +473,12 @@ class TunnelManager:
 
     async def _build_table(self, tunnels: Iterable[Tunnel]) -> RouteTable:
         """The engine's route table; an inspected tunnel's backends are its recording relays there,
-        unless the engine records natively (`Engine.inspect_mode`)."""
+        unless the engine records natively (`Engine.inspect_mode`); `gotunnel.localhost` routes to
+        the dashboard when it is on (a route like any other)."""
         assert self.certs is not None
         served = await self.inspector.engine_tunnels(tunnels)
+        if self.dashboard_port is not None:
+            served = [t for t in served if t.name != DASHBOARD_NAME] + [dashboard_tunnel(self.dashboard_port)]
         return await asyncio.to_thread(self.certs.route_table, self.listen, served, self._table_options)
 
     async def _apply(self, desired: Mapping[str, Tunnel]) -> None:

@@ -187,17 +187,21 @@ class DaemonServer:
             loop.add_signal_handler(sig, self.stopping.set)
         self._open_metrics_endpoint()  # first: a taken port fails the daemon before anything starts
         try:
-            await self.manager.startup()
-            if initial_tunnels:
-                await self.manager.start_tunnels(initial_tunnels, force=True)
             if self.settings.get("dashboard", True):
                 from ..dashboard.server import DashboardServer
 
+                # Before the first route table: it routes gotunnel.localhost to the dashboard.
                 self.dashboard = DashboardServer(self.manager, self.settings)
                 await self.dashboard.start()
+                self.manager.dashboard_port = self.dashboard.engine_port
+            await self.manager.startup()
+            if initial_tunnels:
+                await self.manager.start_tunnels(initial_tunnels, force=True)
         except BaseException:
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
+            if self.dashboard is not None:
+                await self.dashboard.close()
             raise
         if on_ready is not None:
             on_ready(await self._list({}))

@@ -6,6 +6,11 @@
 - The Host header must name the dashboard (`gotunnel.localhost`, `localhost`, a loopback address,
   with our port): a DNS-rebinding page's requests carry the attacker's name and are refused.
 - A request with an `Origin` must come from the dashboard itself (no cross-site POST or read).
+
+Through the engine (`https://gotunnel.localhost:<https_port>/`, see `route`) the peer is the engine
+and the names are the engine's: `gotunnel.localhost` bare or with the HTTP or HTTPS port. The
+engine keeps LAN peers out (`.localhost` names and `lan = false` routes answer loopback only), and
+any user of this machine can use that route (the dedicated port keeps the same-user check).
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+
+from ..models import Listen
+from .route import engine_hosts, engine_origins
 
 DASHBOARD_NAMES = ("gotunnel.localhost", "localhost", "127.0.0.1", "[::1]")
 
@@ -41,6 +49,25 @@ def origin_allowed(origin: str | None, port: int) -> bool:
     if origin is None:
         return True
     return origin.lower() in {f"http://{host}" for host in allowed_hosts(port)}
+
+
+def engine_host_allowed(host: str | None, listen: Listen) -> bool:
+    """Host of a request the engine routed here: `gotunnel.localhost`, bare or with our HTTP/HTTPS port."""
+    return host is not None and host.strip().lower().rstrip(".") in engine_hosts(listen)
+
+
+def engine_origin_allowed(origin: str | None, listen: Listen) -> bool:
+    """No Origin, or the dashboard's own page through the engine (https or http)."""
+    return origin is None or origin.lower() in engine_origins(listen)
+
+
+def forwarded_from_this_machine(forwarded_for: str | None) -> bool:
+    """Through the engine, a second line behind its loopback-only routing: the client address the
+    engine appended last to `X-Forwarded-For` must be loopback too (no header: nothing to check)."""
+    if forwarded_for is None:
+        return True
+    last = forwarded_for.rsplit(",", 1)[-1].strip()
+    return is_loopback(last[1:-1] if last.startswith("[") and last.endswith("]") else last)
 
 
 def _proc_hex(address: str, port: int) -> str:

@@ -1,9 +1,12 @@
-"""The daemon's dashboard listener: the page, the inspector's JSON API and its live event stream.
+"""The daemon's dashboard listeners: the page, the inspector's JSON API and its live event stream.
 
-It listens on its own loopback port (`dashboard_port`), never on the engine's listeners: the bind
-address itself keeps LAN peers out (the engines bind 0.0.0.0, and behind an engine every peer
-would look like loopback), it works the same whatever the engine, and a dashboard problem never
-touches the tunnels' request path. `guard` checks every connection and request on top of that.
+Two loopback listeners, the same pages:
+- the dedicated port (`dashboard_port`, `http://gotunnel.localhost:7373/`), bound to 127.0.0.1 and
+  ::1 only, so the bind address itself keeps LAN peers out;
+- an ephemeral port on 127.0.0.1 that the engine's internal `gotunnel.localhost` route points at
+  (`dashboard.route`): `https://gotunnel.localhost:<https_port>/` on every engine. The engine lets
+  only loopback peers use `.localhost` names and `lan = false` routes; here the peer is the engine.
+`guard` checks every connection and request on top of that, with each listener's own names.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import contextlib
 import json
 import re
 from importlib import resources
+from functools import partial
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from ..errors import GotunnelError
 from ..logs import get_logger
-from . import guard
+from . import guard, route
 from .http import BadRequest, Request, Response, error_response, json_response, read_request, response_head
 
 if TYPE_CHECKING:
@@ -31,6 +35,7 @@ _RECORD = re.compile(r"^/api/requests/(\d{1,12})$")
 _REPLAY = re.compile(r"^/api/requests/(\d{1,12})/replay$")
 _VERIFY = re.compile(r"^/api/requests/(\d{1,12})/verify$")
 SSE_KEEPALIVE = 15.0
+SSE_HEADERS = (("x-accel-buffering", "no"),)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -40,44 +45,68 @@ def dashboard_url(port: int) -> str:
 
 
 class DashboardServer:
-    """Serves the dashboard on 127.0.0.1 and ::1 at `dashboard_port` while the daemon runs."""
+    """Serves the dashboard on 127.0.0.1 and ::1 at `dashboard_port`, and to the engine's
+    `gotunnel.localhost` route on an ephemeral 127.0.0.1 port, while the daemon runs."""
 
     def __init__(self, manager: "TunnelManager", settings: Mapping[str, Any]) -> None:
         self.manager = manager
         self.port = int(settings["dashboard_port"])
         self.error: str | None = None
+        #: The listener the engine's route points at (None until `start`, or when it failed).
+        self.engine_port: int | None = None
         self._servers: list[asyncio.AbstractServer] = []
+        self._engine_server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
         return dashboard_url(self.port)
 
+    @property
+    def engine_url(self) -> str:
+        return route.engine_url(self.manager.listen)
+
     def info(self) -> dict[str, Any]:
-        return {"url": self.url if self._servers else None, "port": self.port, "error": self.error}
+        """What `ping` reports: `url` is where to open it (the engine's while it serves, else the
+        dedicated port's), `dedicated_url` and `engine_url` each when served."""
+        health = self.manager.engine.health() if self.manager.engine is not None else None
+        routed = self.manager.dashboard_port is not None
+        engine_url = self.engine_url if routed and health is not None and health.running else None
+        dedicated_url = self.url if self._servers else None
+        return {"url": engine_url or dedicated_url, "port": self.port, "error": self.error,
+                "dedicated_url": dedicated_url, "engine_url": engine_url}
 
     async def start(self) -> None:
-        """Bind the loopback addresses; a busy port is reported (ping, logs), never fatal to the daemon."""
+        """Bind the loopback addresses; a busy port is reported (ping, logs), never fatal to the daemon.
+        Call before the manager builds its first route table: it routes to `engine_port`."""
+        try:
+            self._engine_server = await asyncio.start_server(partial(self._connection, via_engine=True), "127.0.0.1", 0)
+            self.engine_port = int(self._engine_server.sockets[0].getsockname()[1])
+        except OSError as exc:
+            log.warning("dashboard not routed through the engine", error=str(exc))
         for host in ("127.0.0.1", "::1"):
             try:
                 self._servers.append(await asyncio.start_server(self._connection, host, self.port))
             except OSError as exc:
                 if host == "127.0.0.1":
                     self.error = f"cannot listen on 127.0.0.1:{self.port}: {exc.strerror}"
-                    log.warning("dashboard not served", error=self.error)
-                    return
-        log.info("dashboard listening", url=self.url)
+                    log.warning("dashboard not served on its own port", error=self.error)
+                    break
+        log.info("dashboard listening", url=self.url if self._servers else None, engine_url=self.engine_url,
+                 engine_backend_port=self.engine_port)
 
     async def close(self) -> None:
-        for server in self._servers:
+        for server in [*self._servers, *([self._engine_server] if self._engine_server is not None else [])]:
             server.close()
+        self._engine_server, self.engine_port = None, None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._servers = []
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                          via_engine: bool = False) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -93,9 +122,20 @@ class DashboardServer:
                 return
             except (asyncio.TimeoutError, OSError, ConnectionError):
                 return
-            if not guard.host_allowed(request.headers.get("host"), self.port):
-                response = error_response(421, "this is gotunnel's dashboard; use " + self.url)
-            elif not guard.origin_allowed(request.headers.get("origin"), self.port):
+            host, origin = request.headers.get("host"), request.headers.get("origin")
+            if via_engine:
+                hosts_ok, origin_ok = (guard.engine_host_allowed(host, self.manager.listen),
+                                       guard.engine_origin_allowed(origin, self.manager.listen))
+            else:
+                hosts_ok, origin_ok = guard.host_allowed(host, self.port), guard.origin_allowed(origin, self.port)
+            if via_engine and not guard.forwarded_from_this_machine(request.headers.get("x-forwarded-for")):
+                log.warning("dashboard refused a request forwarded from off this machine",
+                            forwarded_for=request.headers.get("x-forwarded-for"))
+                response = error_response(403, "gotunnel's dashboard answers this machine only")
+            elif not hosts_ok:
+                response = error_response(421, "this is gotunnel's dashboard; use "
+                                          + (self.engine_url if via_engine else self.url))
+            elif not origin_ok:
                 response = error_response(403, "cross-origin requests are refused")
             elif request.method == "GET" and request.path == "/api/events":
                 await self._events(request, writer)
@@ -246,7 +286,9 @@ class DashboardServer:
         store = self.manager.inspector.store
         queue = store.subscribe()
         try:
-            writer.write(response_head(200, "text/event-stream", None) + b"retry: 1000\n\n")
+            # A proxy must pass each event on at once: nginx reads X-Accel-Buffering (its
+            # proxy_buffering is off for tunnels anyway), Caddy flushes text/event-stream itself.
+            writer.write(response_head(200, "text/event-stream", None, SSE_HEADERS) + b"retry: 1000\n\n")
             await writer.drain()
             while True:
                 try:

@@ -165,9 +165,11 @@ class LanPeer:
     peer_ip: str
 
     def curl(self, url: str, *, host: str | None = None, headers: dict[str, str] | None = None,
-             resolve: str | None = None, cacert: str | None = None) -> tuple[int, bytes]:
+             resolve: str | None = None, cacert: str | None = None, method: str = "GET") -> tuple[int, bytes]:
         """One request from inside the namespace: (status or 0 on a TLS/connection failure, body)."""
         argv = ["ip", "netns", "exec", self.ns, "curl", "-sS", "--max-time", "15", "-o", "-", "-w", "\n%{http_code}"]
+        if method != "GET":
+            argv += ["-X", method]
         if host:
             argv += ["-H", f"Host: {host}"]
         for name, value in (headers or {}).items():
