@@ -22,7 +22,7 @@ from urllib.request import urlopen
 import pytest
 from test_existing_names import make_pem_pair
 from test_sync_caddy import SystemCaddy
-from test_sync_nginx import get_echo
+from test_sync_nginx import answers_from, get_echo
 
 from gotunnel_core.testing import Gotunnel, free_port, stop_pid, wait_for
 
@@ -100,10 +100,14 @@ def pebble(tmp_path: Path) -> Iterator[Pebble]:
         server.stop()
 
 
-@pytest.fixture
-def acme_caddy(gotunnel: Gotunnel, tmp_path: Path) -> Iterator[SystemCaddy]:
-    # Caddy's http_port/https_port are the test's: it answers challenges on its own listeners, never :80/:443.
-    caddy = SystemCaddy(tmp_path / "etc-caddy", gotunnel.http_port, https_port=gotunnel.https_port)
+@pytest.fixture(params=["shared-http-listener", "own-http-listener"])
+def acme_caddy(request: pytest.FixtureRequest, gotunnel: Gotunnel, tmp_path: Path) -> Iterator[SystemCaddy]:
+    """The host's Caddy, its http_port/https_port (where it answers ACME challenges) the test's free
+    ports, never :80/:443. Its own HTTP site listens on gotunnel's HTTP port (gotunnel's routes join
+    that server) or on another port (gotunnel's HTTP server is added, on a port that is not Caddy's
+    http_port, which automatic HTTPS must leave plain HTTP)."""
+    site_port = gotunnel.http_port if request.param == "shared-http-listener" else free_port()
+    caddy = SystemCaddy(tmp_path / "etc-caddy", site_port, https_port=gotunnel.https_port)
     try:
         yield caddy
     finally:
@@ -176,4 +180,5 @@ tls = "acme"
 
     code, _, echo = get_echo(gotunnel.https_port, HOST, ca=root)
     assert code == 200 and echo["backend"] == "api"
+    assert answers_from(gotunnel.http_port, HOST, "api")  # plain HTTP stays plain HTTP
     assert acme_caddy.unrelated_answers()

@@ -73,8 +73,10 @@ def build_fragment(table: ExistingTable) -> dict[str, Any]:
     servers: dict[str, Any] = {HTTP_SERVER: {
         "listen": [listen_address(listen.bind, listen.http_port)],
         "routes": http_routes,
-        # Redirects are the routes' business (redirect_https), as in the other engines.
-        "automatic_https": {"disable_redirects": True, **({} if acme else {"disable": True})},
+        # Never automatic HTTPS here: on a port other than Caddy's http_port it would turn this
+        # plain-HTTP server into an HTTPS one for acme names. Caddy answers ACME HTTP challenges on
+        # every server regardless; redirects are the routes' business (redirect_https).
+        "automatic_https": {"disable": True},
     }}
     if https_routes:
         servers[HTTPS_SERVER] = {
