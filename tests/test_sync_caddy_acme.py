@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -20,15 +21,13 @@ from typing import Any, Iterator
 from urllib.request import urlopen
 
 import pytest
-from test_existing_names import make_pem_pair
 from test_sync_caddy import SystemCaddy
 from test_sync_nginx import answers_from, get_echo
 
 from gotunnel_core.testing import Gotunnel, free_port, stop_pid, wait_for
 
 PEBBLE = shutil.which("pebble")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(PEBBLE is None, reason="pebble is not installed (Debian package pebble; CI installs it)")]
+pytestmark = pytest.mark.skipif(PEBBLE is None, reason="pebble is not installed (Debian package pebble; CI installs it)")
 HOST = "api.example.test"
 
 
@@ -56,7 +55,11 @@ class Pebble:
             self.proc = subprocess.Popen([str(PEBBLE), "-config", str(conf)], env=env, cwd=root,
                                          stdout=sink, stderr=subprocess.STDOUT)
         self.tls = ssl.create_default_context(cafile=str(self.https_ca))
-        wait_for(self.directory_answers, timeout=15, what="Pebble to serve its ACME directory")
+        try:
+            wait_for(self.directory_answers, timeout=15, what="Pebble to serve its ACME directory")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"Pebble did not start; its log: {self.log.read_text()[-2000:]}") from None
 
     @property
     def directory(self) -> str:
@@ -116,8 +119,6 @@ def acme_caddy(request: pytest.FixtureRequest, gotunnel: Gotunnel, tmp_path: Pat
 
 def presented_certificate(port: int, root: Path) -> dict[str, Any] | None:
     """The certificate Caddy presents for HOST (`getpeercert()`), if it verifies against `root` only."""
-    import socket
-
     context = ssl.create_default_context(cafile=str(root))
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
@@ -165,7 +166,7 @@ tls = "acme"
         return seen[-1] is not None
 
     try:
-        wait_for(pebble_certificate, timeout=60, interval=0.2, what="Caddy to present a certificate issued by Pebble")
+        wait_for(pebble_certificate, timeout=60, interval=0.05, what="Caddy to present a certificate issued by Pebble")
     except AssertionError:
         raise AssertionError(f"no Pebble certificate; caddy log tail: {acme_caddy.log.read_text()[-3000:]}\n"
                              f"pebble log tail: {pebble.log.read_text()[-2000:]}") from None

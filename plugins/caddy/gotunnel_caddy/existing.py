@@ -139,6 +139,8 @@ def merge(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
         p for p in policies if not _is_ours(p)]
     if not policies:
         del merged["apps"]["tls"]["automation"]["policies"]
+        if not merged["apps"]["tls"]["automation"]:
+            del merged["apps"]["tls"]["automation"]
     return merged
 
 
