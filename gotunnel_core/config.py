@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping
 
 from .errors import UsageError, ValidationError
 from .models import TlsPolicy, parse_bind, parse_domain_template, parse_port
-from .values import boolean, choice, from_model, integer, number, optional, optional_path, optional_text, str_list, text
+from .values import (boolean, choice, email_address, from_model, https_url, integer, number, optional, optional_path,
+                     optional_text, str_list, text)
 
 
 def _file_str_list(raw: object) -> list[str]:
@@ -100,6 +101,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("etcd_key", optional_path, None, "team mode: the etcd client certificate's private key (owner-only)"),
     Setting("tls", optional(from_model(lambda raw: TlsPolicy.parse(raw).to_raw())), None,
             "default TLS of those names: 'acme', 'off' or {cert = PATH, key = PATH} (file only)"),
+    Setting("acme_ca", optional(https_url), None,
+            "ACME directory URL for tls = 'acme' (default: the engine's, Let's Encrypt production for Caddy)"),
+    Setting("acme_ca_root", optional_path, None,
+            "PEM file of the CA that serves acme_ca over HTTPS (a private ACME server: step-ca, Pebble)"),
+    Setting("acme_email", optional(email_address), None, "contact email of the ACME account for tls = 'acme'"),
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: Settings whose config-file form is a TOML array (a bare string there is a mistake).

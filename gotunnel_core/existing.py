@@ -2,8 +2,9 @@
 
 The ops use case: the same tunnels, served under real DNS names (a tunnel's `hosts`, or the
 `domain_template` setting) with certificates the user manages (`tls = {cert, key}`), the engine's
-own ACME (`tls = "acme"`) or none (`tls = "off"`, TLS ends elsewhere). Nothing here touches the
-local CA: it signs only its constrained `.localhost`/`.local` names, never these.
+own ACME (`tls = "acme"`, from the `acme_ca`/`acme_ca_root`/`acme_email` settings' server) or
+none (`tls = "off"`, TLS ends elsewhere). Nothing here touches the local CA: it signs only its
+constrained `.localhost`/`.local` names, never these.
 """
 
 from __future__ import annotations
@@ -35,11 +36,28 @@ class ExistingSite:
 
 
 @dataclass(frozen=True, slots=True)
+class AcmeIssuer:
+    """Where an engine doing its own ACME gets certificates: the directory URL, the PEM file of
+    the CA that serves it over HTTPS (absolute), the account's email; None: the engine's default."""
+
+    ca: str | None = None
+    ca_root: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExistingTable:
-    """What an engine's `render_existing` gets: where to listen and every site, sorted by name."""
+    """What an engine's `render_existing` gets: where to listen, every site (sorted by name) and,
+    when the settings name one, the ACME server for `tls = "acme"` sites."""
 
     listen: Listen
     sites: tuple[ExistingSite, ...]
+    acme: AcmeIssuer | None = None
+
+    @property
+    def acme_hosts(self) -> tuple[str, ...]:
+        """The names of the sites whose engine gets their certificates by ACME."""
+        return tuple(host for site in self.sites if site.tls.mode == "acme" for host in site.hosts)
 
 
 def site_names(tunnel: Tunnel, domain_template: str | None) -> tuple[str, ...]:
@@ -64,6 +82,30 @@ def _pem_file(path: str, field: str, base_dir: Path) -> str:
     return str(full)
 
 
+def _pem_certificates(path: str, field: str, base_dir: Path) -> str:
+    """`_pem_file`, and the file holds at least one PEM certificate (a CA bundle)."""
+    from cryptography import x509
+
+    full = _pem_file(path, field, base_dir)
+    try:
+        x509.load_pem_x509_certificates(Path(full).read_bytes())
+    except (OSError, ValueError):
+        raise ValidationError(field, path, f"holds no PEM certificate ({full})") from None
+    return full
+
+
+def acme_issuer(settings: Mapping[str, Any], base_dir: Path) -> AcmeIssuer | None:
+    """The ACME server of the `acme_ca`, `acme_ca_root` and `acme_email` settings (None: none
+    set); `acme_ca_root` must be a readable PEM certificate file and needs `acme_ca`."""
+    ca, root, email = settings.get("acme_ca"), settings.get("acme_ca_root"), settings.get("acme_email")
+    if ca is None and root is None and email is None:
+        return None
+    if root is not None and ca is None:
+        raise ValidationError("acme_ca_root", root, "trusts a private ACME server, but acme_ca does not name one",
+                              hint="set acme_ca = \"https://HOST/directory\" too")
+    return AcmeIssuer(ca, None if root is None else _pem_certificates(root, "acme_ca_root", base_dir), email)
+
+
 def site_tls(tunnel: Tunnel, default: Any, base_dir: Path) -> TlsPolicy:
     """A tunnel's TLS: its own `tls`, else the `tls` setting; `off` for a tunnel with `https = false`."""
     if not tunnel.https:
@@ -79,8 +121,8 @@ def site_tls(tunnel: Tunnel, default: Any, base_dir: Path) -> TlsPolicy:
 
 def existing_table(tunnels: Iterable[Tunnel], listen: Listen, settings: Mapping[str, Any],
                    base_dir: Path) -> ExistingTable:
-    """The sites for `tunnels` under `settings` (`domain_template`, `tls`); a name claimed by two
-    tunnels, a missing certificate file or a tunnel without names fails naming it (exit 2)."""
+    """The sites for `tunnels` under `settings` (`domain_template`, `tls`, `acme_*`); a name claimed
+    by two tunnels, a missing certificate file or a tunnel without names fails naming it (exit 2)."""
     sites: list[ExistingSite] = []
     owner: dict[str, str] = {}
     for tunnel in sorted(tunnels, key=lambda t: t.name):
@@ -90,7 +132,7 @@ def existing_table(tunnels: Iterable[Tunnel], listen: Listen, settings: Mapping[
                 raise UsageError(f"host {host!r} is claimed by tunnels {owner[host]!r} and {tunnel.name!r}")
             owner[host] = tunnel.name
         sites.append(ExistingSite(tunnel, hosts, site_tls(tunnel, settings.get("tls"), base_dir)))
-    return ExistingTable(listen, tuple(sites))
+    return ExistingTable(listen, tuple(sites), acme_issuer(settings, base_dir))
 
 
-__all__ = ["ExistingSite", "ExistingTable", "existing_table", "site_names", "site_tls"]
+__all__ = ["AcmeIssuer", "ExistingSite", "ExistingTable", "acme_issuer", "existing_table", "site_names", "site_tls"]

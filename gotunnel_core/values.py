@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from .errors import ValidationError
 
@@ -122,6 +123,33 @@ def image_reference(raw: object) -> str | None:
         return None
     if not isinstance(raw, str) or len(raw) > 255 or not _IMAGE_REFERENCE.fullmatch(raw):
         raise ValueError("must be a Docker image reference, e.g. nginx:1.28.0")
+    return raw
+
+
+#: An email address as ACME accounts take it: one `@`, no spaces or controls, a dotted domain.
+_EMAIL = re.compile(r"[^@{}\s\x00-\x1f\x7f]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def https_url(raw: object) -> str:
+    """An absolute `https://host[:port]/path` URL (an ACME directory): no other scheme, no
+    credentials, no whitespace, control characters or braces (which proxies read as placeholders)."""
+    reason = "must be an https:// URL, e.g. https://acme-staging-v02.api.letsencrypt.org/directory"
+    if not isinstance(raw, str) or any(c.isspace() or ord(c) < 0x20 or c in "\x7f{}" for c in raw):
+        raise ValueError(reason)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - a port that is no number from 0 to 65535 raises here
+    except ValueError:
+        raise ValueError(reason) from None
+    if parts.scheme != "https" or not parts.hostname or parts.username is not None:
+        raise ValueError(reason)
+    return raw
+
+
+def email_address(raw: object) -> str:
+    """An email address (`ops@example.com`): one `@` and a dotted domain, at most 254 characters."""
+    if not isinstance(raw, str) or len(raw) > 254 or not _EMAIL.fullmatch(raw):
+        raise ValueError("must be an email address, e.g. ops@example.com")
     return raw
 
 

@@ -84,6 +84,17 @@ backends = ["http://127.0.0.1:3000"]
     ('tls = "maybe"\n' + API + 'hosts = ["api.example.test"]\n', "'maybe'"),
     (API + 'tls = "off"\n', "'api'"),  # no names at all
     (API + 'hosts = ["api.example.test"]\n', "'api'"),  # no tls anywhere
+    ('acme_ca = "http://acme.example.test/dir"\n' + API + 'hosts = ["api.example.test"]\ntls = "off"\n',
+     "'http://acme.example.test/dir'"),
+    ('acme_ca = "https://{env.HOME}/dir"\n' + API + 'hosts = ["api.example.test"]\ntls = "off"\n',
+     "'https://{env.HOME}/dir'"),
+    ('acme_ca = "https://acme.example.test/dir"\nacme_ca_root = "missing-root.pem"\n' + API
+     + 'hosts = ["api.example.test"]\ntls = "acme"\n', "'missing-root.pem'"),
+    ('acme_ca = "https://acme.example.test/dir"\nacme_ca_root = "gotunnel.toml"\n' + API
+     + 'hosts = ["api.example.test"]\ntls = "acme"\n', "'gotunnel.toml'"),  # a file, but no certificate
+    ('acme_ca_root = "gotunnel.toml"\n' + API + 'hosts = ["api.example.test"]\ntls = "acme"\n', "'gotunnel.toml'"),
+    ('acme_email = "ops at example.test"\n' + API + 'hosts = ["api.example.test"]\ntls = "acme"\n',
+     "'ops at example.test'"),
 ])
 def test_bad_input_is_one_line_exit_2_through_the_cli(gotunnel: Gotunnel, config: str, named: str) -> None:
     write_config(gotunnel, config)
@@ -149,3 +160,13 @@ def test_local_ca_never_signs_the_real_names(gotunnel: Gotunnel, tmp_path: Path)
     assert "api.localhost" in names
     assert not {n for n in names if "example" in n}, names
     assert "api.example" not in (tmp_path / "out" / "nginx.conf").read_text()
+
+
+@pytest.mark.parametrize("engine", ["nginx", "envoy"])
+def test_engines_without_acme_refuse_it_even_with_an_acme_server_set(gotunnel: Gotunnel, engine: str) -> None:
+    write_config(gotunnel, 'acme_ca = "https://acme.example.test/dir"\nacme_email = "ops@example.test"\n'
+                 + API + 'hosts = ["api.example.test"]\ntls = "acme"\n')
+    result = gotunnel("render", "--engine", engine, "--for", "existing")
+    assert result.code == 2 and result.out == "", result
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert "'api'" in error and 'tls = "acme"' in error, result.err

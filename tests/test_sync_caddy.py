@@ -36,22 +36,26 @@ pytestmark = pytest.mark.skipif(CADDY is None, reason="caddy is not installed (g
 class SystemCaddy:
     """A Caddy run from its own config with its admin API on TCP, as a host's Caddy is."""
 
-    def __init__(self, root: Path, http_port: int) -> None:
+    def __init__(self, root: Path, http_port: int, https_port: int | None = None) -> None:
+        """`https_port`: Caddy's own HTTP and HTTPS ports (`apps.http.http_port`/`https_port`, 80
+        and 443 by default), where it answers ACME challenges: a host's Caddy listens there."""
         root.mkdir(parents=True)
         self.root, self.http_port, self.admin = root, http_port, free_port()
         self.conf = root / "caddy.json"
-        self.conf.write_text(json.dumps({
-            "admin": {"listen": f"127.0.0.1:{self.admin}"},
-            "apps": {"http": {"servers": {"site": {
-                "listen": [f"127.0.0.1:{http_port}"],
-                "automatic_https": {"disable": True},
-                "routes": [{"match": [{"host": ["unrelated.example.test"]}],
-                            "handle": [{"handler": "static_response", "body": "unrelated\n"}]}],
-            }}}},
-        }))
+        http_app: dict[str, Any] = {"servers": {"site": {
+            "listen": [f"127.0.0.1:{http_port}"],
+            "automatic_https": {"disable": True},
+            "routes": [{"match": [{"host": ["unrelated.example.test"]}],
+                        "handle": [{"handler": "static_response", "body": "unrelated\n"}]}],
+        }}}
+        if https_port is not None:
+            http_app.update(http_port=http_port, https_port=https_port)
+        self.conf.write_text(json.dumps({"admin": {"listen": f"127.0.0.1:{self.admin}"}, "apps": {"http": http_app}}))
         env = {**os.environ, "HOME": str(root), "XDG_DATA_HOME": str(root / "data"), "XDG_CONFIG_HOME": str(root / "config")}
-        self.proc = subprocess.Popen([str(CADDY), "run", "--config", str(self.conf)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = root / "caddy.log"  # Caddy logs to stderr: kept for a failing test's message
+        with self.log.open("wb") as sink:
+            self.proc = subprocess.Popen([str(CADDY), "run", "--config", str(self.conf)], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=sink)
         wait_for(self.unrelated_answers, timeout=15, what="the system Caddy to serve")
 
     def unrelated_answers(self) -> bool:

@@ -3,7 +3,9 @@
 The fragment is a Caddy JSON config holding only what gotunnel adds: one route per tunnel and
 listener, each tagged `"@id": "gotunnel_<tunnel>_<http|https>"` so the admin API can address it
 (`/id/gotunnel_api_https`), in servers `gotunnel_http`/`gotunnel_https`, and the user's
-certificates under `tls.certificates.load_files` (tag `gotunnel_<tunnel>`). `merge` puts it into
+certificates under `tls.certificates.load_files` (tag `gotunnel_<tunnel>`), and, when the
+`acme_*` settings name an ACME server, one automation policy (`"@id": "gotunnel_acme"`) that
+points the `tls = "acme"` names at it. `merge` puts it into
 the host's own config: routes go first into the host's server on the same port (replacing the
 ones an earlier sync tagged), or the gotunnel servers are added when no server listens there.
 The merged config is what `caddy validate` checks and what the admin API's `/load` receives.
@@ -21,6 +23,8 @@ from gotunnel_core.existing import ExistingSite, ExistingTable
 from .render import HTTP_SERVER, HTTPS_SERVER, check_backends, check_config_path, listen_address, tunnel_routes
 
 ID_PREFIX = "gotunnel_"
+#: The `@id` of the automation policy for `tls = "acme"` names (route ids end in _http/_https).
+ACME_POLICY_ID = f"{ID_PREFIX}acme"
 
 
 def _route(site: ExistingSite, table: ExistingTable, https: bool) -> dict[str, Any]:
@@ -31,6 +35,22 @@ def _route(site: ExistingSite, table: ExistingTable, https: bool) -> dict[str, A
                                                                    server_names=site.hosts)}],
         "terminal": True,
     }
+
+
+def _acme_policy(table: ExistingTable) -> dict[str, Any] | None:
+    """The automation policy sending the `tls = "acme"` names to the settings' ACME server (None:
+    no such names, or no server set, so Caddy's default issuers apply)."""
+    hosts, acme = table.acme_hosts, table.acme
+    if not hosts or acme is None:
+        return None
+    issuer: dict[str, Any] = {"module": "acme"}
+    if acme.ca:
+        issuer["ca"] = acme.ca
+    if acme.ca_root:
+        issuer["trusted_roots_pem_files"] = [check_config_path(acme.ca_root, "acme_ca_root")]
+    if acme.email:
+        issuer["email"] = acme.email
+    return {"@id": ACME_POLICY_ID, "subjects": sorted(hosts), "issuers": [issuer]}
 
 
 def build_fragment(table: ExistingTable) -> dict[str, Any]:
@@ -53,8 +73,10 @@ def build_fragment(table: ExistingTable) -> dict[str, Any]:
     servers: dict[str, Any] = {HTTP_SERVER: {
         "listen": [listen_address(listen.bind, listen.http_port)],
         "routes": http_routes,
-        # Redirects are the routes' business (redirect_https), as in the other engines.
-        "automatic_https": {"disable_redirects": True, **({} if acme else {"disable": True})},
+        # Never automatic HTTPS here: on a port other than Caddy's http_port it would turn this
+        # plain-HTTP server into an HTTPS one for acme names. Caddy answers ACME HTTP challenges on
+        # every server regardless; redirects are the routes' business (redirect_https).
+        "automatic_https": {"disable": True},
     }}
     if https_routes:
         servers[HTTPS_SERVER] = {
@@ -66,7 +88,10 @@ def build_fragment(table: ExistingTable) -> dict[str, Any]:
         }
     config: dict[str, Any] = {"apps": {"http": {"servers": servers}}}
     if files:
-        config["apps"]["tls"] = {"certificates": {"load_files": files}}
+        config["apps"].setdefault("tls", {})["certificates"] = {"load_files": files}
+    policy = _acme_policy(table)
+    if policy is not None:
+        config["apps"].setdefault("tls", {})["automation"] = {"policies": [policy]}
     return config
 
 
@@ -108,6 +133,14 @@ def merge(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
     loads.extend(copy.deepcopy(fragment["apps"].get("tls", {}).get("certificates", {}).get("load_files", [])))
     if not loads:
         del merged["apps"]["tls"]["certificates"]["load_files"]
+    # Ours first: Caddy applies the first policy whose subjects match a name.
+    policies = merged["apps"]["tls"].setdefault("automation", {}).setdefault("policies", [])
+    policies[:] = copy.deepcopy(fragment["apps"].get("tls", {}).get("automation", {}).get("policies", [])) + [
+        p for p in policies if not _is_ours(p)]
+    if not policies:
+        del merged["apps"]["tls"]["automation"]["policies"]
+        if not merged["apps"]["tls"]["automation"]:
+            del merged["apps"]["tls"]["automation"]
     return merged
 
 
@@ -119,4 +152,4 @@ def admin_address(config: dict[str, Any]) -> str:
     return str(admin.get("listen") or "localhost:2019")
 
 
-__all__ = ["ID_PREFIX", "admin_address", "build_fragment", "merge", "render_fragment"]
+__all__ = ["ACME_POLICY_ID", "ID_PREFIX", "admin_address", "build_fragment", "merge", "render_fragment"]

@@ -71,3 +71,32 @@ def test_merge_prepends_tagged_routes_and_replaces_an_earlier_sync(pki: Any) -> 
     assert [f["tags"] for f in twice["apps"]["tls"]["certificates"]["load_files"]] == [["x"]]
     assert base["apps"]["http"]["servers"]["site"]["routes"] == [theirs]  # the input is not changed
     json.dumps(twice)
+
+
+def test_acme_names_get_one_tagged_policy_first_and_a_later_sync_replaces_it(pki: Any) -> None:
+    from gotunnel_caddy.existing import ACME_POLICY_ID, build_fragment, merge
+
+    from gotunnel_core.existing import AcmeIssuer
+
+    api = Tunnel.from_raw({"name": "api", "backends": ["http://127.0.0.1:3000"], "hosts": ["api.example.test"]})
+    web = Tunnel.from_raw({"name": "web", "backends": ["http://127.0.0.1:3001"], "hosts": ["web.example.test"]})
+    sites = (ExistingSite(api, api.hosts, TlsPolicy("acme")),
+             ExistingSite(web, web.hosts, TlsPolicy("files", pki.certs["shared"].cert, pki.certs["shared"].key)))
+    issuer = AcmeIssuer("https://ca.example.test/dir", "/etc/ssl/ca.pem", "ops@example.test")
+    fragment = build_fragment(ExistingTable(Listen("127.0.0.1", 8080, 8443), sites, issuer))
+    assert fragment["apps"]["tls"]["automation"]["policies"] == [{
+        "@id": ACME_POLICY_ID, "subjects": ["api.example.test"],  # the acme names only, not web's
+        "issuers": [{"module": "acme", "ca": "https://ca.example.test/dir",
+                     "trusted_roots_pem_files": ["/etc/ssl/ca.pem"], "email": "ops@example.test"}]}]
+    assert fragment["apps"]["http"]["servers"]["gotunnel_http"]["automatic_https"] == {"disable": True}
+    # No acme_* setting: no policy, Caddy's default issuers apply.
+    assert "automation" not in build_fragment(ExistingTable(Listen("127.0.0.1", 8080, 8443), sites))["apps"]["tls"]
+
+    theirs = {"subjects": ["mine.example.test"], "issuers": [{"module": "internal"}]}
+    base = {"apps": {"tls": {"automation": {"policies": [theirs]}}}}
+    once = merge(base, fragment)
+    assert [p.get("@id") for p in once["apps"]["tls"]["automation"]["policies"]] == [ACME_POLICY_ID, None]
+    twice = merge(once, build_fragment(ExistingTable(Listen("127.0.0.1", 8080, 8443), sites[1:], issuer)))
+    assert twice["apps"]["tls"]["automation"]["policies"] == [theirs]
+    assert "automation" not in merge({}, build_fragment(ExistingTable(Listen("127.0.0.1", 8080, 8443), sites[1:])))[
+        "apps"]["tls"]
