@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -116,15 +118,19 @@ def top(state: CliState, interval: float, once: bool) -> None:
         after = sample()
         Console().print(table(rows(before, after), after.engine, interval))
         return
-    with Live(table([], before.engine, interval), refresh_per_second=4, screen=False) as live:
-        try:
-            while True:
-                time.sleep(interval)
+    # Ctrl-C sets a flag instead of raising KeyboardInterrupt wherever the main thread happens to
+    # be: raised inside rich's `with self._lock`, it could leave the lock held, and Live's exit then
+    # waited forever for its refresh thread (seen as `top` not exiting after SIGINT).
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        with Live(table([], before.engine, interval), refresh_per_second=4, screen=False) as live:
+            while not stop.wait(interval):
                 after = sample()
                 live.update(table(rows(before, after), after.engine, interval))
                 before = after
-        except KeyboardInterrupt:
-            pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @hookimpl
