@@ -1,5 +1,8 @@
 """Allocator tuning for long-running processes (the daemon, the builtin engine's workers).
 
+Also: handing the heap's free pages back after a burst of start-up or reload work
+(`release_free_heap`), and keeping terminal-only libraries out of the daemon (`is_daemon_argv`).
+
 glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), after
 which the ~260 KB buffers of every TLS connection come from the heap, where they fragment it:
 a daemon serving HTTPS kept growing by about 1.5 MiB a minute even with every connection freed
@@ -29,3 +32,30 @@ def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`); True when it did.
+
+    Start-up and every route change allocate and free a few MiB (certificates, the route table,
+    parsed configuration); glibc keeps those pages, so an idle daemon would stay that much larger.
+    Measured on the builtin daemon: 1.3 MiB of a 60 MiB RSS. A no-op without glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
+
+
+def is_daemon_argv(argv: list[str]) -> bool:
+    """Whether `python -m gotunnel_core ARGV` runs the daemon: `daemon` is the subcommand, with
+    only options after it (as the launcher spawns it: `... daemon` or `... daemon --restore`)."""
+    for i, arg in enumerate(argv):
+        if arg == "daemon" and all(rest.startswith("-") for rest in argv[i + 1:]):
+            return True
+    return False

@@ -23,6 +23,7 @@ from ..engine import Engine, EngineContext, EngineSpec, collect_engines, find_en
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..inspect.service import Inspector
 from ..logs import get_logger
+from ..memory import release_free_heap
 from ..metrics.collector import DaemonMetrics, MetricsSnapshot
 from ..models import Backend, Listen, RouteTable, Tunnel, parse_tunnel_name
 from ..paths import StateLayout
@@ -490,6 +491,7 @@ class TunnelManager:
         self.metrics.observe_reload(time.monotonic() - started)
         self.table = table
         await self.inspector.prune(desired.values())
+        release_free_heap()  # what building the table and its certificates freed, back to the system
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; a failing plugin is logged and skipped, never allowed to break the daemon."""

@@ -19,6 +19,7 @@ from ..audit import AUDITED_OPS, AuditLog, peer_credentials
 from ..errors import GotunnelError, RuntimeFailure, UsageError
 from ..fsutil import atomic_write
 from ..logs import get_logger
+from ..memory import release_free_heap
 from ..paths import StateLayout
 from ..plugins import GotunnelPluginManager
 from .manager import TunnelManager
@@ -217,6 +218,7 @@ class DaemonServer:
         os.chmod(self.layout.socket, 0o600)
         atomic_write(self.layout.pidfile, f"{os.getpid()}\n", mode=0o600)
         log.info("daemon listening", socket=str(self.layout.socket), pid=os.getpid())
+        release_free_heap()  # start-up's garbage (imports, certificates) back to the system
         try:
             await self.stopping.wait()
         finally:

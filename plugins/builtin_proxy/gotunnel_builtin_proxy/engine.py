@@ -206,7 +206,7 @@ class BuiltinEngine(Engine):
         """Serve in this process, on new listeners or on already-listening `socks` (HTTP, HTTPS)."""
         from gotunnel_core import tracing
 
-        from .protocol import ClientProtocol
+        from .protocol import ClientProtocol, TlsClientProtocol
         from .state import ProxyState
         from .tls import CertStore, SniSelector
 
@@ -217,7 +217,7 @@ class BuiltinEngine(Engine):
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
                         hook_on=self._hook_enabled(), log=self.context.log, tracer=tracing.tracer("gotunnel.builtin"))
-        https_protocol: Any = lambda: ClientProtocol(st, True)  # noqa: E731
+        https_protocol: Any = lambda: TlsClientProtocol(st)  # noqa: E731
         if http2:
             from .h2_protocol import AlpnDispatch
             from .h2_upstream import Upstreams

@@ -31,6 +31,7 @@ from . import h2_frames as F
 from .h2_upstream import start_exchange
 from .hooks import run_request_hook
 from .metrics import record_h2
+from .protocol import TLS_READ_BUFFER
 from .tracing import start_stream_span
 from .responses import date_header
 from .upstream import WRITE_HIGH
@@ -385,8 +386,12 @@ class H2Stream:
             self.conn.reset_stream(self, code)
 
 
-class H2Protocol(asyncio.Protocol):
-    """The server side of one HTTP/2 connection (TLS, ALPN h2)."""
+class H2Protocol(asyncio.BufferedProtocol):
+    """The server side of one HTTP/2 connection (TLS, ALPN h2).
+
+    Buffered so uvloop decrypts into the process's shared read buffer instead of a new 256 KiB
+    bytes object per read (see protocol.TlsClientProtocol); `data_received` does the work.
+    """
 
     def __init__(self, st: "ProxyState", sni: object) -> None:
         self.st = st
@@ -610,7 +615,13 @@ class H2Protocol(asyncio.Protocol):
             relay.abort()
 
     # -- input ------------------------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return TLS_READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(TLS_READ_BUFFER[:nbytes].tobytes())
+
+    def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         if self.buf:
@@ -1144,11 +1155,11 @@ class AlpnDispatch(asyncio.Protocol):
         self.st = st
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        from .protocol import ClientProtocol
+        from .protocol import TlsClientProtocol
 
         st = self.st
         sslobj = transport.get_extra_info("ssl_object")
-        proto: asyncio.Protocol
+        proto: asyncio.BaseProtocol
         if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
             if len(st.conns) >= st.settings.max_connections or st.closing:
                 st.rejected_total += 1
@@ -1157,7 +1168,7 @@ class AlpnDispatch(asyncio.Protocol):
             st.connections_total += 1
             proto = H2Protocol(st, getattr(sslobj, "gotunnel_sni", NO_SNI))
         else:
-            proto = ClientProtocol(st, True)  # type: ignore[assignment]  # a protocol by its methods
+            proto = TlsClientProtocol(st)  # type: ignore[assignment]  # a protocol by its methods
         transport.set_protocol(proto)  # type: ignore[attr-defined]
         proto.connection_made(transport)
 

@@ -20,7 +20,7 @@ cdef class Req:
     cdef public int status
 
 
-@cython.final
+# Not final: TlsClientProtocol extends it (cpdef calls stay C calls: both are extension types).
 cdef class ClientProtocol:
     cdef public object st, transport, parser, sni, pipeline, upstream, upgrade_buf, tracer
     cdef public bint https, activity, write_paused, resp_done, eof, lan
@@ -45,3 +45,8 @@ cdef class ClientProtocol:
     cpdef _count(self, Req req, double now)
     @cython.locals(now=double)
     cpdef _finish_exchange(self)
+
+
+@cython.final
+cdef class TlsClientProtocol(ClientProtocol):
+    pass

@@ -52,6 +52,10 @@ P_UPSTREAM, P_PIPELINE, P_BUFFER, P_UPGRADE = 1, 2, 4, 8
 BODY_BUFFER = 256 * 1024
 HTML = b"text/html; charset=utf-8"
 NO_SNI = object()
+#: One decrypted-read buffer per process, lent to uvloop's TLS transport for each read (see
+#: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
+TLS_READ_SIZE = 256 * 1024
+TLS_READ_BUFFER = memoryview(bytearray(TLS_READ_SIZE))
 
 
 class Req:
@@ -765,6 +769,26 @@ class ClientProtocol:
         req.keep_alive = False
         backend = req.backend.backend.url if req.backend is not None else "?"
         self._page(req, 504, pages.gateway_timeout_page, route.name, backend, route.upstream_timeout)
+
+
+class TlsClientProtocol(ClientProtocol):
+    """A client connection on the HTTPS listener: the same protocol, read through a buffer.
+
+    Having `get_buffer` makes uvloop's TLS transport decrypt into the buffer it returns
+    (`SSLObject.read(n, buffer)`). Without it, uvloop reads every TLS chunk into a new 256 KiB
+    bytes object, which with the mmap threshold fixed for issue 19 (gotunnel_core.memory) is an
+    mmap and munmap per read: about half the HTTPS throughput. All connections share one buffer:
+    uvloop calls `buffer_updated` right after filling it, and the bytes are copied out first.
+    """
+
+    def __init__(self, st: "ProxyState") -> None:
+        ClientProtocol.__init__(self, st, True)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return TLS_READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(TLS_READ_BUFFER[:nbytes].tobytes())
 
 
 class _Reject(Exception):
