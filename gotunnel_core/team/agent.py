@@ -3,7 +3,9 @@
 The agent holds one session with one hub at a time (the first that answers, in `--hub`
 order, then the next on failure). It sends what it publishes whenever that changes and a ping
 every quarter of the lease TTL; the hub keeps the registrations alive in etcd while it hears
-from the agent. Its state (hub, published and refused names) is written to `<state>/team/agent/status.json` for
+from the agent. Edges reach this machine through the agent's TLS listener (`agentlink`), which
+forwards to the engine's HTTP port; `--plain-http` publishes that port itself instead. Its
+state (hub, published and refused names) is written to `<state>/team/agent/status.json` for
 `gotunnel status --json`.
 """
 
@@ -23,6 +25,7 @@ import structlog
 from ..fsutil import atomic_write
 from . import api
 from . import member
+from .agentlink import AgentLink
 from .member import Credentials
 from .status import STATUS_FILE
 
@@ -72,11 +75,14 @@ class AgentStatus:
     refused: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
     since: float | None = None
+    #: How edges reach this machine: `tls` (the agent's listener) or `plain-http` (the engine).
+    hop: str = "tls"
+    port: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "member": self.member, "hubs": self.hubs, "hub": self.hub,
                 "connected": self.connected, "published": self.published, "refused": self.refused,
-                "error": self.error, "since": self.since, "updated": time.time()}
+                "error": self.error, "since": self.since, "hop": self.hop, "port": self.port, "updated": time.time()}
 
 
 @dataclass
@@ -87,9 +93,19 @@ class Agent:
     status_dir: Path | None = None
     status: AgentStatus = field(init=False)
     ping_interval: float = PING_INTERVAL
+    #: The TLS listener edges reach; None publishes the engine's plain HTTP port (explicit opt-in).
+    link: AgentLink | None = None
 
     def __post_init__(self) -> None:
-        self.status = AgentStatus(self.creds.name, self.hubs)
+        self.status = AgentStatus(self.creds.name, self.hubs, hop="tls" if self.link else "plain-http")
+
+    def _publication(self, current: tuple[int, list[str]]) -> dict[str, Any]:
+        """What the hub gets: the listener's port (TLS), or the engine's with `plain` set."""
+        port, names = current
+        if self.link is None:
+            return {"port": port, "names": names, "plain": True}
+        self.link.target = port
+        return {"port": self.link.port, "names": names}
 
     def _write_status(self) -> None:
         if self.status_dir is not None:
@@ -98,11 +114,23 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay published until `stop`: hub after hub, with a short backoff between rounds."""
         index, backoff = 0, 0.2
+        if self.link is not None:
+            await self.link.start()
+            self.status.port = self.link.port
+        try:
+            await self._run(stop, index, backoff)
+        finally:
+            if self.link is not None:
+                await self.link.close()
+
+    async def _run(self, stop: asyncio.Event, index: int, backoff: float) -> None:
         while not stop.is_set():
             hub = self.hubs[index % len(self.hubs)]
             try:
                 if self.status_dir is not None and member.due(self.creds):
                     self.creds = await member.renew_async(self.hubs, self.creds, self.status_dir)
+                    if self.link is not None:
+                        self.link.reload()
                 await self._session(hub, stop)
                 backoff = 0.2
             except grpc.aio.AioRpcError as exc:
@@ -170,7 +198,7 @@ class Agent:
         while not stop.is_set():
             current = await self.source()
             if current is not None and current != last:
-                await outbox.put({"port": current[0], "names": current[1]})
+                await outbox.put(self._publication(current))
                 last, sent = current, time.monotonic()
             elif time.monotonic() - sent >= self.ping_interval:
                 await outbox.put({"ping": True})
