@@ -3,7 +3,8 @@
 The bootstrap holds only what the edge must know before it can ask: its node (with its ports
 in the metadata, from which the hubs build its listeners), the admin socket, and the
 `gotunnel_hubs` cluster: every hub as an endpoint, health-checked every second, mutual TLS with
-the edge's member certificate, the hub certificate checked for `hub.<domain>`. When a hub dies
+the edge's member certificate, the hub certificate checked for `hub.<domain>`; and the team CA
+as a static secret, which the clusters to agents check each agent's certificate with. When a hub dies
 the ADS stream reconnects to another one within the retry back-off (0.2 s to 2 s); while no hub
 answers, Envoy keeps serving the configuration it has.
 """
@@ -27,6 +28,7 @@ from gotunnel_core.models import Listen
 from gotunnel_core.team.member import Credentials
 
 from ..render import ADS_SOURCE, DOWNSTREAM_CONN_MONITOR_TYPE, UPSTREAM_HTTP_TYPE, UPSTREAM_TLS_TYPE
+from .resources import TEAM_CA_SECRET
 
 log = structlog.get_logger("gotunnel.edge")
 
@@ -99,7 +101,10 @@ def bootstrap(creds: Credentials, options: EdgeOptions, admin_socket: str) -> di
             "lds_config": ADS_SOURCE,
             "cds_config": ADS_SOURCE,
         },
-        "static_resources": {"clusters": [hubs_cluster]},
+        # The team CA the clusters to agents validate against (`resources.agent_tls`): from the
+        # edge's own enrolment, never from a hub, so a hub cannot widen what an edge trusts.
+        "static_resources": {"clusters": [hubs_cluster], "secrets": [
+            {"name": TEAM_CA_SECRET, "validation_context": {"trusted_ca": {"filename": str(directory / "ca.pem")}}}]},
         "overload_manager": {"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
             "typed_config": {"@type": DOWNSTREAM_CONN_MONITOR_TYPE,
