@@ -34,6 +34,7 @@ WARM_UP = LEASE_TTL + 5  # a hub's default warm-up: the lease TTL and an agent's
 CERT_VALIDITY = 45  # seconds: edge certificates rotate every 30 s during the run
 CLIENT = str(Path(__file__).with_name("team_client.py"))
 AGENT_TLS_PORT = 7444  # `gotunnel agent`'s default TLS listener
+SECOND_AGENT = ("--tls-port", "0")  # a second agent on one machine: any free port for its listener
 GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
 
 
@@ -128,8 +129,9 @@ class Cluster:
         out = self.gotunnel(agent.machine, "--state-dir", str(agent.state), "status", "--json")
         return json.loads(out.stdout)["agent"] or {}
 
-    def start_agent(self, agent: Agent, token: str | None = None, hubs: str | None = None) -> subprocess.Popen:
-        args = ["--state-dir", str(agent.state), "agent", "--hub", hubs or self.hub_list]
+    def start_agent(self, agent: Agent, token: str | None = None, hubs: str | None = None,
+                    extra: tuple[str, ...] = ()) -> subprocess.Popen:
+        args = ["--state-dir", str(agent.state), "agent", "--hub", hubs or self.hub_list, *extra]
         if token:
             args += ["--token", token]
         agent.proc = agent.machine.spawn(*GOTUNNEL, *args, log=self.tmp / f"agent-{agent.name}-{agent.state.name}.log")
@@ -397,7 +399,7 @@ def test_duplicate_name_is_refused_with_a_clear_message(cluster: Cluster) -> Non
     machine = cluster.agents[2].machine
     twin = Agent("alice", machine, cluster.tmp / "state-alice-twin")
     cluster.start_daemon(machine, twin.state, "impostor", http_port=8081, backend_port=3001)
-    cluster.start_agent(twin, cluster.invite("alice"))
+    cluster.start_agent(twin, cluster.invite("alice"), extra=SECOND_AGENT)
     status = wait_for(lambda: (s := cluster.agent_status(twin)).get("refused") and s, timeout=30, what="the refusal")
     assert status["published"] == []
     [refusal] = status["refused"]
@@ -449,12 +451,13 @@ def test_revoked_and_foreign_certificates_are_refused(cluster: Cluster) -> None:
     machine = cluster.agents[0].machine
     dave = Agent("dave", machine, cluster.tmp / "state-dave")
     cluster.start_daemon(machine, dave.state, "agent dave", http_port=8082, backend_port=3002)
-    cluster.start_agent(dave, cluster.invite("dave"))
+    cluster.start_agent(dave, cluster.invite("dave"), extra=SECOND_AGENT)
     wait_for(lambda: cluster.serving([dave.fqdn]), timeout=30, what="dave published")
     cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url, *cluster.etcd_tls)
     wait_for(lambda: cluster.gone([dave.fqdn]), timeout=15, what="the revoked agent's names to go")
     assert dave.proc.wait(30) == 1  # type: ignore[union-attr]
-    again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list, check=False)
+    again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list,
+                             *SECOND_AGENT, check=False)
     assert again.returncode == 1 and "revoked" in again.stderr, again.stderr
     # A member of another team (its own CA, same domain) cannot even enrol.
     foreign_admin = cluster.tmp / "foreign-admin"

