@@ -95,11 +95,12 @@ class AgentLink:
                 return
             local = writer.get_extra_info("sockname")[0]
             try:
-                up_reader, upstream = await asyncio.wait_for(asyncio.open_connection(local, target), CONNECT_TIMEOUT)
+                up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(local, target), CONNECT_TIMEOUT)
             except (OSError, asyncio.TimeoutError) as exc:
                 log.warning("agent.engine_unreachable", address=local, port=target, error=type(exc).__name__)
                 return
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            upstream = up_writer
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             for w in (upstream, writer):
                 if w is not None:
