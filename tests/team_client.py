@@ -5,6 +5,9 @@ team name as SNI and Host, verified against the team CA.
     python team_client.py load CA EDGE[,EDGE] NAME[,NAME] STOPFILE OUT
         requests round-robin over every edge and name (fresh and reused connections) until
         STOPFILE exists; writes {"ok": n, "failed": n, "errors": [...]} to OUT.
+    python team_client.py impostor CERT KEY PORT LOG
+        a LAN peer posing as an agent: a TLS server with CERT that answers any request with
+        200 "stolen"; appends one JSON line per connection to LOG (peer, handshake, request).
 """
 
 from __future__ import annotations
@@ -96,7 +99,35 @@ def load(ca: str, edges: list[str], names: list[str], stop_file: str, out_file: 
         json.dump(result, fh)
 
 
+def impostor(cert: str, key: str, port: int, log: str) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.create_server(("0.0.0.0", port), reuse_port=False)
+
+    def serve(raw: socket.socket, peer: tuple[str, int]) -> None:
+        entry: dict[str, object] = {"peer": peer[0], "handshake": False, "request": ""}
+        try:
+            raw.settimeout(5)
+            with context.wrap_socket(raw, server_side=True) as tls:
+                entry["handshake"] = True
+                data = tls.recv(4096)
+                entry["request"] = data[:200].decode(errors="replace")
+                if data:
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nstolen")
+        except Exception as exc:  # noqa: BLE001 - recorded for the test
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        with open(log, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    while True:
+        raw, peer = server.accept()
+        threading.Thread(target=serve, args=(raw, peer), daemon=True).start()
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "impostor":
+        impostor(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        sys.exit(0)
     mode, ca, edges, names = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
     if mode == "probe":
         print(json.dumps(probe(ca, edges, names)))

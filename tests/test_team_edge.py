@@ -33,6 +33,8 @@ LEASE_TTL = 4
 WARM_UP = LEASE_TTL + 5  # a hub's default warm-up: the lease TTL and an agent's retry round
 CERT_VALIDITY = 45  # seconds: edge certificates rotate every 30 s during the run
 CLIENT = str(Path(__file__).with_name("team_client.py"))
+AGENT_TLS_PORT = 7444  # `gotunnel agent`'s default TLS listener
+SECOND_AGENT = ("--tls-port", "0")  # a second agent on one machine: any free port for its listener
 GOTUNNEL = [sys.executable, "-m", "gotunnel_core"]
 
 
@@ -127,8 +129,9 @@ class Cluster:
         out = self.gotunnel(agent.machine, "--state-dir", str(agent.state), "status", "--json")
         return json.loads(out.stdout)["agent"] or {}
 
-    def start_agent(self, agent: Agent, token: str | None = None, hubs: str | None = None) -> subprocess.Popen:
-        args = ["--state-dir", str(agent.state), "agent", "--hub", hubs or self.hub_list]
+    def start_agent(self, agent: Agent, token: str | None = None, hubs: str | None = None,
+                    extra: tuple[str, ...] = ()) -> subprocess.Popen:
+        args = ["--state-dir", str(agent.state), "agent", "--hub", hubs or self.hub_list, *extra]
         if token:
             args += ["--token", token]
         agent.proc = agent.machine.spawn(*GOTUNNEL, *args, log=self.tmp / f"agent-{agent.name}-{agent.state.name}.log")
@@ -215,6 +218,74 @@ def test_every_name_answers_through_both_edges_over_https(cluster: Cluster) -> N
     assert out.stdout.split() == ["308", f"https://{cluster.agents[0].fqdn}/x"]
     unknown = cluster.probe([f"api.nobody.{DOMAIN}"])
     assert all(v.startswith("error") for v in unknown.values()), unknown
+
+
+def test_edge_to_agent_hop_is_tls_for_the_agents_member_name(cluster: Cluster) -> None:
+    """Edges reach agents on the agents' TLS listeners: it serves the agent's member certificate
+    (checked here against the team CA for `<user>.agent.member.<domain>`) and answers no plaintext."""
+    agent = cluster.agents[0]
+    status = wait_for(lambda: (s := cluster.agent_status(agent)).get("connected") and s, timeout=20, what="agent status")
+    assert (status["hop"], status["port"]) == ("tls", AGENT_TLS_PORT)
+    script = ("import socket,ssl,sys; ctx=ssl.create_default_context(cafile=sys.argv[1]);"
+              "s=ctx.wrap_socket(socket.create_connection((sys.argv[2],int(sys.argv[3])),5),server_hostname=sys.argv[4]);"
+              "print(s.version(), s.getpeercert()['subjectAltName'])")
+    out = cluster.client.run(sys.executable, "-c", script, cluster.ca, agent.machine.address, str(AGENT_TLS_PORT),
+                             f"{agent.name}.agent.member.{DOMAIN}")
+    assert out.stdout.startswith("TLSv1.3") and f"{agent.name}.agent.member.{DOMAIN}" in out.stdout, out.stdout
+    plain = cluster.client.run("python3", "-c", (
+        "import socket,sys; s=socket.create_connection((sys.argv[1],int(sys.argv[2])),5);"
+        "s.sendall(b'GET / HTTP/1.1\\r\\nHost: api.local\\r\\n\\r\\n'); s.settimeout(15); print(repr(s.recv(100)))"),
+        agent.machine.address, str(AGENT_TLS_PORT), check=False)
+    assert "HTTP/" not in plain.stdout, plain.stdout
+
+
+def test_a_lan_peer_holding_an_agents_address_gets_no_traffic(cluster: Cluster) -> None:
+    """A peer that takes over alice's address (the edges' neighbour entries point at it, as
+    after ARP spoofing) with a self-signed certificate for alice's member name, then with bob's
+    real member certificate: the edges refuse the upstream (503) and send it no request."""
+    alice = cluster.agents[0]
+    thief = cluster.lan.add("thief")
+    mac = thief.run("cat", "/sys/class/net/eth0/address").stdout.strip()
+    # Alice's address on the thief's loopback, never announced by ARP (so only the spoofed
+    # edges send it there; the hubs still reach the real alice, and her names stay published).
+    thief.run("sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
+    thief.run("ip", "addr", "add", f"{alice.machine.address}/32", "dev", "lo")
+    self_signed = (cluster.tmp / "thief.pem", cluster.tmp / "thief.key")
+    agent_name = f"{alice.name}.agent.member.{DOMAIN}"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", f"/CN={agent_name}", "-addext", f"subjectAltName=DNS:{agent_name}", "-days", "1",
+                    "-keyout", str(self_signed[1]), "-out", str(self_signed[0])], check=True, capture_output=True)
+    bob_dir = cluster.agents[1].state / "team" / "agent"
+    other_member = (bob_dir / "cert.pem", bob_dir / "key.pem")
+    wait_for(lambda: cluster.serving([alice.fqdn], markers(cluster)), timeout=30, what="alice before the theft")
+    try:
+        for edge in cluster.edges:
+            edge.run("ip", "neigh", "replace", alice.machine.address, "lladdr", mac, "dev", "eth0", "nud", "permanent")
+        for label, (cert, key) in (("self-signed", self_signed), ("bob's member certificate", other_member)):
+            log = cluster.tmp / f"impostor-{label.split()[0]}.jsonl"
+            impostor = thief.spawn(sys.executable, CLIENT, "impostor", str(cert), str(key), str(AGENT_TLS_PORT), str(log),
+                                   log=cluster.tmp / "impostor.log")
+            try:
+                def refused_on_every_edge(label: str = label) -> bool:
+                    results = cluster.probe([alice.fqdn])
+                    assert not any(v.startswith("200 ") for v in results.values()), (label, results)
+                    return all(v.startswith(("502 ", "503 ")) for v in results.values())
+
+                wait_for(refused_on_every_edge, timeout=30, what=f"both edges refusing the impostor ({label})")
+                for _ in range(3):
+                    results = cluster.probe([alice.fqdn])
+                    assert all(v.startswith(("502 ", "503 ")) for v in results.values()), (label, results)
+                entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+                # The edges did dial the impostor (the spoofing works) and never sent it a request.
+                assert {e["peer"] for e in entries} >= {edge.address for edge in cluster.edges}, (label, entries)
+                assert not any(e["request"] for e in entries), (label, entries)
+            finally:
+                cluster.lan.stop_process(impostor)
+    finally:
+        for edge in cluster.edges:
+            edge.run("ip", "neigh", "del", alice.machine.address, "dev", "eth0", check=False)
+        thief.run("ip", "addr", "del", f"{alice.machine.address}/32", "dev", "lo", check=False)
+    wait_for(lambda: cluster.serving([alice.fqdn], markers(cluster)), timeout=30, what="alice again after the theft")
 
 
 def test_etcd_refuses_a_hub_without_client_certificate(cluster: Cluster) -> None:
@@ -328,7 +399,7 @@ def test_duplicate_name_is_refused_with_a_clear_message(cluster: Cluster) -> Non
     machine = cluster.agents[2].machine
     twin = Agent("alice", machine, cluster.tmp / "state-alice-twin")
     cluster.start_daemon(machine, twin.state, "impostor", http_port=8081, backend_port=3001)
-    cluster.start_agent(twin, cluster.invite("alice"))
+    cluster.start_agent(twin, cluster.invite("alice"), extra=SECOND_AGENT)
     status = wait_for(lambda: (s := cluster.agent_status(twin)).get("refused") and s, timeout=30, what="the refusal")
     assert status["published"] == []
     [refusal] = status["refused"]
@@ -380,12 +451,13 @@ def test_revoked_and_foreign_certificates_are_refused(cluster: Cluster) -> None:
     machine = cluster.agents[0].machine
     dave = Agent("dave", machine, cluster.tmp / "state-dave")
     cluster.start_daemon(machine, dave.state, "agent dave", http_port=8082, backend_port=3002)
-    cluster.start_agent(dave, cluster.invite("dave"))
+    cluster.start_agent(dave, cluster.invite("dave"), extra=SECOND_AGENT)
     wait_for(lambda: cluster.serving([dave.fqdn]), timeout=30, what="dave published")
     cluster.gotunnel(cluster.etcd, "team", "revoke", "dave", "--etcd", cluster.etcd_url, *cluster.etcd_tls)
     wait_for(lambda: cluster.gone([dave.fqdn]), timeout=15, what="the revoked agent's names to go")
     assert dave.proc.wait(30) == 1  # type: ignore[union-attr]
-    again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list, check=False)
+    again = cluster.gotunnel(machine, "--state-dir", str(dave.state), "agent", "--hub", cluster.hub_list,
+                             *SECOND_AGENT, check=False)
     assert again.returncode == 1 and "revoked" in again.stderr, again.stderr
     # A member of another team (its own CA, same domain) cannot even enrol.
     foreign_admin = cluster.tmp / "foreign-admin"

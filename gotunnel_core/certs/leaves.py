@@ -106,11 +106,12 @@ def sign_leaf(
     not_before: datetime,
     not_after: datetime,
     subject: x509.Name | None = None,
-    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
+    usage: x509.ObjectIdentifier | Sequence[x509.ObjectIdentifier] = ExtendedKeyUsageOID.SERVER_AUTH,
 ) -> x509.Certificate:
     """Sign a leaf for `public_key` (a key that may live elsewhere, e.g. from a CSR).
 
-    `usage` is the one extended key usage (serverAuth, or clientAuth for team members);
+    `usage` is the extended key usage, or several (serverAuth; clientAuth for team members;
+    both for team agents, which also serve the edge-to-agent hop);
     `subject` replaces the default (CN = the first DNS name).
     """
     ca_cert = ca.certificate
@@ -144,7 +145,8 @@ def sign_leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage] if isinstance(usage, x509.ObjectIdentifier) else list(usage)),
+                       critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
     )

@@ -175,22 +175,40 @@ def team_show(state: Any, as_json: bool) -> None:
 @click.command()
 @click.option("--hub", "hubs", required=True, metavar="ADDR:PORT[,...]", help="The team's hubs, in failover order.")
 @click.option("--token", metavar="TOKEN", help="One-time token from `gotunnel team invite` (first run only).")
+@click.option("--tls-port", "tls_port", default="7444", show_default=True,
+              help="Port of the TLS listener edges reach this machine on (0: any free port).")
+@click.option("--tls-address", "tls_bind", default="0.0.0.0", show_default=True,
+              help="Address of that listener.")
+@click.option("--plain-http", "plain_http", is_flag=True,
+              help="Publish the engine's HTTP port instead: edges reach it unencrypted (anyone on the LAN can read "
+                   "and impersonate it).")
 @click.pass_obj
-def agent(state: Any, hubs: str, token: str | None) -> None:
+def agent(state: Any, hubs: str, token: str | None, tls_port: str, tls_bind: str, plain_http: bool) -> None:
     """Publish this machine's tunnels to the team as NAME.USER.<team domain>."""
     from ..team import quiet_grpc_core
 
     quiet_grpc_core()
     from ..team.agent import Agent, daemon_source
     from ..team.api import parse_hubs
-    from ..team.member import ensure, member_dir
+    from ..models import parse_bind, parse_port
+    from ..team.agentlink import AgentLink
+    from ..team.identity import can_serve
+    from ..team.member import ensure, member_dir, renew
 
     hub_list = parse_hubs(hubs)
+    port = 0 if str(tls_port) == "0" else parse_port(tls_port, "--tls-port")
+    bind = parse_bind(tls_bind)
     layout = state.layout.ensure()
     directory = member_dir(layout.root, "agent")
     creds = ensure(hub_list, token, directory, "agent")
-    click.echo(f"agent {creds.name} of team {creds.team.domain}: publishing through {', '.join(hub_list)}", err=True)
-    runner = Agent(creds, hub_list, daemon_source(layout), status_dir=directory)
+    link = None
+    if not plain_http:
+        if not can_serve(creds.cert_pem):  # enrolled before the TLS hop: a certificate that can serve it
+            creds = renew(hub_list, creds, directory)
+        link = AgentLink(directory / "cert.pem", directory / "key.pem", port, bind)
+    click.echo(f"agent {creds.name} of team {creds.team.domain}: publishing through {', '.join(hub_list)}"
+               + (" (plain HTTP)" if plain_http else f" (TLS on {bind}:{port})"), err=True)
+    runner = Agent(creds, hub_list, daemon_source(layout), status_dir=directory, link=link)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -204,6 +222,9 @@ def agent(state: Any, hubs: str, token: str | None) -> None:
     except PermissionError as exc:
         raise RuntimeFailure(f"the hub refused this agent: {exc}",
                              hint="ask the team for a new invitation (`gotunnel team invite NAME`)") from None
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot listen on {bind}:{port} for the edges: {exc.strerror or exc}",
+                             hint="pick another --tls-port") from None
 
 
 @hookimpl

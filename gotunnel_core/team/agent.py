@@ -3,7 +3,9 @@
 The agent holds one session with one hub at a time (the first that answers, in `--hub`
 order, then the next on failure). It sends what it publishes whenever that changes and a ping
 every quarter of the lease TTL; the hub keeps the registrations alive in etcd while it hears
-from the agent. Its state (hub, published and refused names) is written to `<state>/team/agent/status.json` for
+from the agent. Edges reach this machine through the agent's TLS listener (`agentlink`), which
+forwards to the engine's HTTP port; `--plain-http` publishes that port itself instead. Its
+state (hub, published and refused names) is written to `<state>/team/agent/status.json` for
 `gotunnel status --json`.
 """
 
@@ -23,6 +25,7 @@ import structlog
 from ..fsutil import atomic_write
 from . import api
 from . import member
+from .agentlink import AgentLink
 from .member import Credentials
 from .status import STATUS_FILE
 
@@ -37,6 +40,8 @@ MAX_BACKOFF = 2.0
 
 #: What to publish: (the port edges reach this machine's engine on, tunnel names); None = unknown yet.
 Source = Callable[[], Awaitable[tuple[int, list[str]] | None]]
+#: Seconds between two renewal attempts when a hub did not answer one.
+RENEW_RETRY = 10.0
 #: Ping at least this often; the hub's lease TTL (in its answers) makes it a quarter of the TTL.
 PING_INTERVAL = 1.0
 
@@ -72,11 +77,14 @@ class AgentStatus:
     refused: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
     since: float | None = None
+    #: How edges reach this machine: `tls` (the agent's listener) or `plain-http` (the engine).
+    hop: str = "tls"
+    port: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "member": self.member, "hubs": self.hubs, "hub": self.hub,
                 "connected": self.connected, "published": self.published, "refused": self.refused,
-                "error": self.error, "since": self.since, "updated": time.time()}
+                "error": self.error, "since": self.since, "hop": self.hop, "port": self.port, "updated": time.time()}
 
 
 @dataclass
@@ -87,9 +95,21 @@ class Agent:
     status_dir: Path | None = None
     status: AgentStatus = field(init=False)
     ping_interval: float = PING_INTERVAL
+    #: The TLS listener edges reach; None publishes the engine's plain HTTP port (explicit opt-in).
+    link: AgentLink | None = None
+    #: After a failed renewal during a session, the next attempt waits until then (monotonic).
+    _renew_retry: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
-        self.status = AgentStatus(self.creds.name, self.hubs)
+        self.status = AgentStatus(self.creds.name, self.hubs, hop="tls" if self.link else "plain-http")
+
+    def _publication(self, current: tuple[int, list[str]]) -> dict[str, Any]:
+        """What the hub gets: the listener's port (TLS), or the engine's with `plain` set."""
+        port, names = current
+        if self.link is None:
+            return {"port": port, "names": names, "plain": True}
+        self.link.target = port
+        return {"port": self.link.port, "names": names}
 
     def _write_status(self) -> None:
         if self.status_dir is not None:
@@ -98,11 +118,20 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay published until `stop`: hub after hub, with a short backoff between rounds."""
         index, backoff = 0, 0.2
+        if self.link is not None:
+            await self.link.start()
+            self.status.port = self.link.port
+        try:
+            await self._run(stop, index, backoff)
+        finally:
+            if self.link is not None:
+                await self.link.close()
+
+    async def _run(self, stop: asyncio.Event, index: int, backoff: float) -> None:
         while not stop.is_set():
             hub = self.hubs[index % len(self.hubs)]
             try:
-                if self.status_dir is not None and member.due(self.creds):
-                    self.creds = await member.renew_async(self.hubs, self.creds, self.status_dir)
+                await self._renew_if_due()
                 await self._session(hub, stop)
                 backoff = 0.2
             except grpc.aio.AioRpcError as exc:
@@ -123,6 +152,16 @@ class Agent:
             except asyncio.TimeoutError:
                 pass
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _renew_if_due(self) -> None:
+        """A new member certificate once a third of its life is left (before a session, and
+        during one: the TLS listener serves it, so it must never expire under a long session)."""
+        if self.status_dir is None or not member.due(self.creds):
+            return
+        self.creds = await member.renew_async(self.hubs, self.creds, self.status_dir)
+        if self.link is not None:
+            self.link.reload()
+        log.info("agent.renewed", not_after=round(self.creds.not_after))
 
     async def _session(self, hub: str, stop: asyncio.Event) -> None:
         options = api.channel_options(self.creds.team.hub_name)
@@ -168,9 +207,15 @@ class Agent:
         last: tuple[int, list[str]] | None = None
         sent = 0.0
         while not stop.is_set():
+            if time.monotonic() >= self._renew_retry:
+                try:
+                    await self._renew_if_due()
+                except Exception as exc:  # noqa: BLE001 - no hub answered: try again in a while
+                    self._renew_retry = time.monotonic() + RENEW_RETRY
+                    log.warning("agent.renew_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             current = await self.source()
             if current is not None and current != last:
-                await outbox.put({"port": current[0], "names": current[1]})
+                await outbox.put(self._publication(current))
                 last, sent = current, time.monotonic()
             elif time.monotonic() - sent >= self.ping_interval:
                 await outbox.put({"ping": True})

@@ -6,9 +6,10 @@ Methods (service `gotunnel.team.v1.Agent`):
   key it generated; the hub answers with its member certificate (once per invitation).
 - `Renew` (unary): a member sends a new public key and gets a fresh certificate.
 - `Session` (bidirectional stream): an agent sends `{"port": P, "names": [...]}` whenever what
-  it publishes changes and `{"ping": true}` to stay alive; the hub answers each publication
-  with what it accepted and refused (and why). Registrations live exactly as long as the
-  session, plus at most the lease TTL when the agent vanishes without a word.
+  it publishes changes (P is its TLS listener; `"plain": true` makes it a plain HTTP port)
+  and `{"ping": true}` to stay alive; the hub answers each publication with what it accepted
+  and refused (and why). Registrations live exactly as long as the session, plus at most the
+  lease TTL when the agent vanishes without a word.
 
 Messages are JSON (no generated code to keep in sync); the transport is real gRPC, so every
 client gets HTTP/2, deadlines, keep-alives and TLS from grpcio.

@@ -3,10 +3,13 @@
 The team CA is a `gotunnel_core.certs` CA whose name constraints permit only the team domain
 (and exclude every IP address). It signs three kinds of leaves:
 
-- member certificates (clientAuth only, so they can never serve TLS): subject CN = the member's
-  name, OU = its role (`agent`, `edge`, or `enrol-agent` / `enrol-edge` for the short-lived
-  certificate inside an invitation), and the DNS name `<name>.<role>.member.<domain>` (BoringSSL,
-  in gRPC, refuses a leaf without SAN under a name-constrained CA);
+- member certificates: subject CN = the member's name, OU = its role (`agent`, `edge`, or
+  `enrol-agent` / `enrol-edge` for the short-lived certificate inside an invitation), and the
+  DNS name `<name>.<role>.member.<domain>` (BoringSSL, in gRPC, refuses a leaf without SAN
+  under a name-constrained CA). clientAuth only, so they can never serve TLS, except an agent's:
+  it is also serverAuth, because the agent serves the edge-to-agent hop with it, and edges
+  accept exactly `<user>.agent.member.<domain>` there (`Team.agent_name`), so one agent can
+  never answer for another's names. No tunnel can be published under `member.`;
 - the hubs' server certificate (serverAuth, `hub.<domain>`);
 - the edges' certificates (serverAuth, `*.<user>.<domain>` per user, or one name), over SDS.
 """
@@ -112,6 +115,10 @@ class Team:
         """The name every bucket certificate carries, so an empty bucket still has a certificate."""
         return f"b{bucket:02d}.bucket.{self.domain}"
 
+    def agent_name(self, user: str) -> str:
+        """The name in agent `user`'s certificate: what edges check on the edge-to-agent hop."""
+        return f"{user}.agent.member.{self.domain}"
+
     @property
     def hub_name(self) -> str:
         """The DNS name in every hub's server certificate (clients check it, whatever the address)."""
@@ -157,12 +164,26 @@ def member_subject(name: str, role: str) -> x509.Name:
 
 def issue_member(ca: CertificateAuthority, public_key: ec.EllipticCurvePublicKey, name: str, role: str,
                  validity: timedelta) -> x509.Certificate:
-    """A clientAuth certificate for a member key (it can only authenticate, never serve)."""
+    """A certificate for a member key: clientAuth (it authenticates to hubs), and for an agent
+    also serverAuth (it serves the edge-to-agent hop for its one member name)."""
     now = utc_now()
     domain = ca.info().permitted_dns[0]
     san = f"{parse_member_name(name)}.{role}.member.{domain}"
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if role == "agent":
+        usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
     return sign_leaf(ca, public_key, (san,), (), not_before=now - CLOCK_SKEW, not_after=now + validity,
-                     subject=member_subject(parse_member_name(name), role), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+                     subject=member_subject(parse_member_name(name), role), usage=usage)
+
+
+def can_serve(cert_pem: bytes) -> bool:
+    """True when a certificate carries serverAuth (agents enrolled before the TLS hop lack it)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in usage
 
 
 def issue_server(ca: CertificateAuthority, names: list[str], validity: timedelta) -> tuple[bytes, bytes, float]:

@@ -127,11 +127,16 @@ def renew(hubs: list[str], creds: Credentials, directory: Path) -> Credentials:
 
 
 def due(creds: Credentials) -> bool:
-    """True once less than a third of the certificate's life is left."""
+    """True once less than a third of the certificate's life is left (its life as issued: hubs
+    back-date certificates by CLOCK_SKEW, which would otherwise make a short-lived one due at
+    once and renewed on every check)."""
     import time
 
+    from ..certs.authority import CLOCK_SKEW
+
     cert = x509.load_pem_x509_certificate(creds.cert_pem)
-    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+    span = cert.not_valid_after_utc - cert.not_valid_before_utc
+    lifetime = (span - CLOCK_SKEW if span > CLOCK_SKEW else span).total_seconds()
     return creds.not_after - time.time() < lifetime / 3
 
 

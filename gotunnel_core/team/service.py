@@ -239,6 +239,9 @@ class Session:
     def _routes(self, request: dict[str, Any]) -> tuple[dict[str, Route], list[dict[str, str]]]:
         port = parse_port(request.get("port"), "port")
         host = f"[{self.address}]" if ":" in self.address else self.address
+        # TLS unless the agent explicitly publishes plain HTTP (`gotunnel agent --plain-http`):
+        # the edges then check the agent's certificate for its member name (see `agentlink`).
+        scheme = "http" if request.get("plain") is True else "https"
         wanted: dict[str, Route] = {}
         refused: list[dict[str, str]] = []
         names = request.get("names") or []
@@ -253,7 +256,7 @@ class Session:
                 continue
             # `NAME.local`: the agent's engine answers `.localhost` names to loopback peers only,
             # and an edge is a peer on the network (a `lan = false` tunnel stays unpublished there).
-            wanted[fqdn] = Route(fqdn, self.member.member_id, self.member.name, f"http://{host}:{port}",
+            wanted[fqdn] = Route(fqdn, self.member.member_id, self.member.name, f"{scheme}://{host}:{port}",
                                  f"{name}.local")
         return wanted, refused
 

@@ -44,7 +44,7 @@ def _listen_address(raw: str) -> str:
               help="Seconds an agent's names outlive the agent when it vanishes without a word.")
 @click.option("--edge-cert-validity", default=7 * 86400, show_default=True, type=click.IntRange(30, 397 * 86400),
               help="Seconds an edge certificate (the team's names) is valid; rotated when a third is left.")
-@click.option("--member-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(300, 397 * 86400),
+@click.option("--member-cert-validity", default=30 * 86400, show_default=True, type=click.IntRange(60, 397 * 86400),
               help="Seconds a member (agent or edge) certificate issued here is valid; renewed when a third is left.")
 @click.option("--warm-up", "warm_up", type=click.IntRange(0, 3600), metavar="SECONDS",
               help="Seconds after start before edges get answers, so agents re-register first after an outage of "

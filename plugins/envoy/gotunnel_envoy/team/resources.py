@@ -41,6 +41,9 @@ SCOPED = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 ORDER = (CLUSTER, SECRET, LISTENER, SCOPED, ROUTE)
 #: The scoped-routes configuration of the HTTPS connection manager.
 SCOPES = "team"
+#: The team CA, a static secret in every edge's bootstrap (from its member directory), which
+#: the clusters to agents validate against.
+TEAM_CA_SECRET = "gotunnel_team_ca"
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,33 @@ def _options(team: Team, routes: Iterable[Route] = ()) -> render.EnvoyOptions:
 
 def tunnel_of(team: Team, route: Route) -> Tunnel:
     """A published name as the Tunnel the renderer knows: `api.alice` under the team domain,
-    proxied to the agent's engine (which expects its own Host, set by `upstream_hosts`)."""
-    return Tunnel(name=team.local_part(route.fqdn), backends=(Backend.parse(route.backend),))
+    proxied to the agent's engine (which expects its own Host, set by `upstream_hosts`).
+
+    An agent's TLS listener is rendered as a plain HTTP/1.1 backend (what it forwards to) and
+    `cluster` adds the TLS: the renderer's https backends are unverified local dev servers."""
+    backend = route.backend.replace("https://", "http://", 1)
+    return Tunnel(name=team.local_part(route.fqdn), backends=(Backend.parse(backend),))
+
+
+def agent_tls(team: Team, user: str) -> dict[str, Any]:
+    """The edge-to-agent hop: TLS with the agent's member name as SNI, its certificate checked
+    against the team CA (the edge's static `TEAM_CA_SECRET`) for exactly that name, so agent A
+    (or a LAN peer holding A's address) can never answer for agent B's names."""
+    name = team.agent_name(user)
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": render.UPSTREAM_TLS_TYPE, "sni": name,
+        "common_tls_context": {"alpn_protocols": ["http/1.1"], "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": [
+                {"san_type": "DNS", "matcher": {"exact": name}}]},
+            "validation_context_sds_secret_config": {"name": TEAM_CA_SECRET}}}}}
 
 
 def cluster(team: Team, route: Route) -> Resource:
-    return to_resource(CLUSTER, render.cluster(tunnel_of(team, route), _options(team)))
+    """A name's cluster; over TLS to the agent's listener unless it published plain HTTP."""
+    doc = render.cluster(tunnel_of(team, route), _options(team))
+    if route.backend.startswith("https://"):
+        doc["transport_socket"] = agent_tls(team, route.user)
+    return to_resource(CLUSTER, doc)
 
 
 def name_routes(team: Team, route: Route) -> Resource:
