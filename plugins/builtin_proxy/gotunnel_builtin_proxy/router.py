@@ -87,7 +87,8 @@ class Router:
     table: RouteTable
     exact: dict[str, Route] = field(default_factory=dict)
     wildcard: dict[str, Route] = field(default_factory=dict)
-    _cache: dict[bytes, Route | None] = field(default_factory=dict)
+    #: Raw Host value -> route (or None), filled by `lookup`; read directly on the hot path.
+    by_host: dict[bytes, Route | None] = field(default_factory=dict)
     hop_id: bytes = b""  # this gotunnel's loop marker (gotunnel_core.loops)
     hop_line: bytes = b""  # the header line sent upstream with every request
 
@@ -117,12 +118,12 @@ class Router:
     def lookup(self, host: bytes) -> Route | None:
         """Route for a raw Host header value; cached per distinct value."""
         try:
-            return self._cache[host]
+            return self.by_host[host]
         except KeyError:
             pass
         name = tunnel_name_of(host.decode("latin-1"))
         route = None if name is None else self.by_name(name)
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[host] = route
+        if len(self.by_host) >= _CACHE_MAX:
+            self.by_host.clear()
+        self.by_host[host] = route
         return route

@@ -14,6 +14,7 @@ cdef class UpstreamProtocol:
     cpdef _reset(self)
     cpdef attach(self, client, req)
     cpdef _complete(self)
+    cpdef _write_head(self, int status, req, bint interim=*, bint upgrade=*)
 
 
 # Not final: h2_upstream.H1Pool extends it (and pools its own connection class).

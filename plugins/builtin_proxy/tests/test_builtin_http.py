@@ -59,6 +59,21 @@ def test_smuggling_vectors_get_400_and_close(proxy, backend_a, vector):
     assert all(r["path"] != "/smuggled" for r in backend_a.requests)
 
 
+def test_http_version_is_read_right_whether_or_not_a_connection_header_is_there(proxy, backend_a):
+    """The version is taken from llhttp only when keep-alive alone cannot tell (protocol.py):
+    HTTP/1.0 kept alive by its header stays 1.0, HTTP/2.0 and 0.9 request lines are refused."""
+    ka = b"Connection: keep-alive\r\n"
+    reply = raw_exchange(proxy, b"GET /ten HTTP/1.0\r\n" + H + ka + b"\r\n", timeout=2.0, until_close=False)
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200 ") and b"connection: keep-alive" in head, reply[:300]
+    assert b"transfer-encoding" not in head  # a 1.0 client never gets chunked framing
+    assert raw_exchange(proxy, b"GET / HTTP/2.0\r\n" + H + ka + b"\r\n").startswith(b"HTTP/1.1 505 ")
+    assert raw_exchange(proxy, b"GET / HTTP/0.9\r\n" + H + ka + b"\r\n").startswith(b"HTTP/1.1 400 ")
+    reply = raw_exchange(proxy, b"GET /eleven HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 ") and b"connection: close" in reply.lower()
+    assert [r["path"] for r in backend_a.requests if r["path"] in ("/ten", "/eleven")] == ["/ten", "/eleven"]
+
+
 def test_missing_host_on_http11_is_400_and_http10_without_host_is_404(proxy):
     assert raw_exchange(proxy, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw_exchange(proxy, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 404 ")
