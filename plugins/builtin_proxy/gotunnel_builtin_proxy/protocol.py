@@ -52,7 +52,6 @@ P_UPSTREAM, P_PIPELINE, P_BUFFER, P_UPGRADE = 1, 2, 4, 8
 BODY_BUFFER = 256 * 1024
 HTML = b"text/html; charset=utf-8"
 NO_SNI = object()
-MISSING = object()  # not in a cache
 #: One decrypted-read buffer per process, lent to uvloop's TLS transport for each read (see
 #: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
 TLS_READ_SIZE = 256 * 1024
@@ -416,9 +415,8 @@ class ClientProtocol:
             if req.http11:
                 return self._reject(400, "missing Host header")
             host = b""
-        route = router.by_host.get(host, MISSING)  # the lookup's cache, read without a Python call
-        if route is MISSING:
-            route = router.lookup(host)
+        by_host = router.by_host  # the lookup's cache, read without a Python call
+        route = by_host[host] if host in by_host else router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
         if route is not None and not self._visible(route, host):
