@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
@@ -30,6 +30,7 @@ from gotunnel_core.team.store import EdgeCert, Route
 
 from .. import render
 from . import protos
+from .templating import TemplateCache
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -61,10 +62,20 @@ class Resource:
         return cls(name, version, body, wire.SerializeToString())
 
 
-def to_resource(type_url: str, doc: Mapping[str, Any]) -> Resource:
-    """A rendered dict as a typed protobuf resource with its content version."""
-    message: Message = protos.message_class(type_url)()
-    json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, message)
+#: Per-name resources share their shape (see `templating`): parsed once, then copied.
+_TEMPLATES = TemplateCache()
+
+
+def to_resource(type_url: str, doc: Mapping[str, Any], varying: Sequence[str] = ()) -> Resource:
+    """A rendered dict as a typed protobuf resource with its content version. `varying`: the
+    strings that differ between resources of one shape (a name, its backend), for the cache."""
+    body_doc = {k: v for k, v in doc.items() if k != "@type"}
+    message: Message
+    if varying:
+        message = _TEMPLATES.build(protos.message_class(type_url), body_doc, varying)
+    else:
+        message = protos.message_class(type_url)()
+        json_format.ParseDict(body_doc, message)
     raw = message.SerializeToString(deterministic=True)
     body = any_pb2.Any(type_url=type_url, value=raw)
     return Resource.of(doc["name"], hashlib.sha256(raw).hexdigest()[:16], body)
@@ -96,8 +107,15 @@ def tunnel_of(team: Team, route: Route) -> Tunnel:
     return Tunnel(name=team.local_part(route.fqdn), backends=(Backend.parse(route.backend),))
 
 
+def _varying(team: Team, route: Route) -> tuple[str, ...]:
+    """The strings of a name's resources that differ from another name's of the same shape."""
+    backend = Backend.parse(route.backend)
+    return (route.fqdn, team.local_part(route.fqdn), route.host, backend.host, backend.address, backend.url, route.owner,
+            route.user)
+
+
 def cluster(team: Team, route: Route) -> Resource:
-    return to_resource(CLUSTER, render.cluster(tunnel_of(team, route), _options(team)))
+    return to_resource(CLUSTER, render.cluster(tunnel_of(team, route), _options(team)), _varying(team, route))
 
 
 def name_routes(team: Team, route: Route) -> Resource:
@@ -105,7 +123,7 @@ def name_routes(team: Team, route: Route) -> Resource:
     tunnels = (tunnel_of(team, route),)
     doc = render.route_config(route_name(route.fqdn), RouteTable(Listen(), tunnels), tunnels, plain_http=False,
                               options=_options(team, [route]))
-    return to_resource(ROUTE, doc)
+    return to_resource(ROUTE, doc, _varying(team, route))
 
 
 def scope_name(fqdn: str) -> str:

@@ -127,9 +127,10 @@ class XdsCache:
         if not self.changes or self.changes[0][0] > generation + 1:
             return None
         out: dict[str, set[str]] = {}
-        for gen, type_url, names in self.changes:
-            if gen > generation:
-                out.setdefault(type_url, set()).update(names)
+        for gen, type_url, names in reversed(self.changes):  # newest first: stop at what the stream has
+            if gen <= generation:
+                break
+            out.setdefault(type_url, set()).update(names)
         return out
 
     async def run(self) -> None:
@@ -246,9 +247,11 @@ class AdsServer:
                     if request.type_url not in ORDER:
                         continue
                     sub = subs.setdefault(request.type_url, _Subscription())
-                    self._subscribe(sub, request)
+                    asked = self._subscribe(sub, request)
+                    if asked is not None and not asked:
+                        continue  # an ACK or NACK: nothing new to compare (versions tell the rest)
                     types = [request.type_url]
-                    candidates = None  # compare everything of this type
+                    candidates = None if asked is None else {request.type_url: asked}
                 if waiter in done:
                     candidates = self.cache.changed_since(generation)
                     generation = self.cache.generation
@@ -259,7 +262,9 @@ class AdsServer:
                     names = None if candidates is None else candidates.get(type_url, set())
                     if names is not None and not names and sub.started:
                         continue
-                    response = self._diff(type_url, sub, listen, None if not sub.started else names)
+                    if not sub.started:
+                        names = None  # a subscription's first answer compares everything once
+                    response = self._diff(type_url, sub, listen, names)
                     sub.started = True
                     if response is not None:
                         yield response
@@ -268,7 +273,11 @@ class AdsServer:
             reader.cancel()
 
     @staticmethod
-    def _subscribe(sub: _Subscription, request: Any) -> None:
+    def _subscribe(sub: _Subscription, request: Any) -> set[str] | None:
+        """Apply a request to its subscription; the names to compare now (None: all of them).
+
+        Most requests are ACKs, which change nothing: comparing every resource on every ACK made
+        a burst cost O(names x responses) per edge."""
         subscribe = list(request.resource_names_subscribe)
         if not sub.started and not subscribe and request.type_url in (LISTENER, CLUSTER, SCOPED):
             sub.wildcard = True  # a first request naming nothing: the legacy wildcard
@@ -284,8 +293,9 @@ class AdsServer:
             sub.sent.pop(name, None)
         for name, version in request.initial_resource_versions.items():
             sub.sent[name] = version
-        if subscribe:
-            sub.started = False  # newly named resources: compare everything once
+        if not sub.started or "*" in subscribe or request.initial_resource_versions:
+            return None
+        return set(subscribe)
 
     def _diff(self, type_url: str, sub: _Subscription, listen: Listen | None, names: set[str] | None) -> Any:
         """The response bringing this subscription up to date (None when it already is)."""
