@@ -48,6 +48,7 @@ import psutil
 from benchmarks.util import free_port, stop_pid
 from gotunnel_core.certs.authority import key_to_pem, new_private_key
 from gotunnel_core.team import api
+from gotunnel_core.team.agent import CONNECT_TIMEOUT
 from gotunnel_core.team.identity import issue_member, pem, team_ca
 from gotunnel_envoy.team import protos
 from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SCOPED, SECRET
@@ -202,6 +203,7 @@ class SimAgent:
     names: list[str] = field(default_factory=list)
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
     reconnects: int = 0
+    connect_timeouts: int = 0
 
     def publish(self, names: list[str], phase: str) -> None:
         now = time.monotonic()
@@ -220,11 +222,18 @@ class SimAgent:
             except grpc.aio.AioRpcError:
                 pass
             self.reconnects += 1
+            self.outbox = asyncio.Queue()  # what the last session did not send is superseded
             self.outbox.put_nowait({"port": 8080, "names": list(self.names)})
             await asyncio.sleep(0.2)
 
     async def _session(self) -> None:
         async with grpc.aio.secure_channel(self.hub, self.creds, options=api.channel_options(f"hub.{DOMAIN}")) as channel:
+            # Like the real agent: a hub that does not finish the handshake in time is tried again.
+            try:
+                await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.connect_timeouts += 1
+                return
             call = channel.stream_stream(api.SESSION, request_serializer=api.encode, response_deserializer=api.decode)
 
             async def requests() -> Any:
@@ -358,7 +367,8 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
         result[phase]["accepted_by_hub_p99_ms"] = round(_percentile(hub_side, 99) * 1000, 1)
     result["hubs"] = monitor.report()
     result["edge_bytes_received_mib"] = round(sum(e.bytes for e in edges) / 2**20, 1)
-    result["reconnects"] = {"edges": sum(e.reconnects for e in edges), "agents": sum(a.reconnects for a in agents)}
+    result["reconnects"] = {"edges": sum(e.reconnects for e in edges), "agents": sum(a.reconnects for a in agents),
+                            "agent_connect_timeouts": sum(a.connect_timeouts for a in agents)}
     kinds = {k for e in edges for k in e.by_type}
     result["edge_bytes_by_type_mib"] = {k: round(sum(e.by_type.get(k, 0) for e in edges) / 2**20, 1) for k in sorted(kinds)}
     own = psutil.Process().cpu_times()

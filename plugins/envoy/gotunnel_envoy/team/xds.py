@@ -17,7 +17,7 @@ import asyncio
 import itertools
 from collections import ChainMap, deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 import grpc
 import structlog
@@ -35,6 +35,8 @@ log = structlog.get_logger("gotunnel.hub")
 
 #: How long the cache waits after a change for more changes (one push for a burst).
 COALESCE = 0.02
+#: A response carries resources up to about this many bytes; more go in further responses.
+RESPONSE_BYTES = 1 << 20
 #: Changes remembered per generation; an older stream compares everything once.
 LOG_LENGTH = 4096
 
@@ -264,10 +266,10 @@ class AdsServer:
                         continue
                     if not sub.started:
                         names = None  # a subscription's first answer compares everything once
-                    response = self._diff(type_url, sub, listen, names)
+                    responses = self._diff(type_url, sub, listen, names)
                     sub.started = True
-                    if response is not None:
-                        yield response
+                    for response in responses:
+                        yield response  # one at a time: gRPC flow control paces a slow edge
         finally:
             self.streams -= 1
             reader.cancel()
@@ -297,8 +299,10 @@ class AdsServer:
             return None
         return set(subscribe)
 
-    def _diff(self, type_url: str, sub: _Subscription, listen: Listen | None, names: set[str] | None) -> Any:
-        """The response bringing this subscription up to date (None when it already is)."""
+    def _diff(self, type_url: str, sub: _Subscription, listen: Listen | None, names: set[str] | None) -> Iterator[bytes]:
+        """The responses bringing this subscription up to date (none when it already is), each
+        of at most about RESPONSE_BYTES: a stream holds one response in flight, so a slow edge
+        that missed a burst costs the hub a megabyte, not a copy of the whole team."""
         desired = self.cache.resources(type_url, listen) if listen is not None else {}
         if names is None or "*" in names:
             names = set(desired) | set(sub.sent)
@@ -314,7 +318,23 @@ class AdsServer:
                 removed.append(name)
                 del sub.sent[name]
         if not updates and not removed:
-            return None
-        head = protos.DeltaDiscoveryResponse(type_url=type_url, removed_resources=removed, nonce=str(next(self.nonces)),
-                                             system_version_info=str(self.cache.generation))
-        return head.SerializeToString() + b"".join(updates)
+            return iter(())
+        return self._responses(type_url, updates, removed)
+
+    def _responses(self, type_url: str, updates: list[bytes], removed: list[str]) -> Iterator[bytes]:
+        """`updates` and `removed` as responses of about RESPONSE_BYTES, each joined only when
+        its turn comes (so at most one is in memory per stream)."""
+        chunk: list[bytes] = []
+        size = 0
+        for wire in [*updates, b""]:
+            if wire and (not size or size + len(wire) <= RESPONSE_BYTES):
+                chunk.append(wire)
+                size += len(wire)
+                continue
+            head = protos.DeltaDiscoveryResponse(type_url=type_url, removed_resources=removed, nonce=str(next(self.nonces)),
+                                                 system_version_info=str(self.cache.generation))
+            yield head.SerializeToString() + b"".join(chunk)
+            removed = []
+            chunk, size = [wire], len(wire)
+            if not wire:
+                return
