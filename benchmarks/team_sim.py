@@ -284,6 +284,10 @@ class HubMonitor:
                     pass
             await asyncio.sleep(0.2)
 
+    def rss_now(self) -> list[float]:
+        """Each hub's RSS in MiB now (the peak is mostly the bulk phase's transient buffers)."""
+        return [round(p.memory_info().rss / 2**20, 1) for p in self.procs]
+
     def cpu_now(self) -> list[float]:
         return [sum(p.cpu_times()[:2]) for p in self.procs]
 
@@ -334,6 +338,7 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
     # Steady phase: one new name at a time on the full team (after the bulk phase's leftovers:
     # lease keep-alives and pings go on, nothing else is queued).
     bulk_cpu = [round(after - before, 1) for before, after in zip(bulk_cpu, monitor.cpu_now())]
+    bulk_peak, bulk_end_rss = [round(p / 2**20, 1) for p in monitor.peak], monitor.rss_now()
     await asyncio.sleep(args.settle)
     steady_cpu = monitor.cpu_now()
     steady_start = time.monotonic()
@@ -351,6 +356,7 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
         "steady_hub_cpu_ms_per_registration": [round(c * 1000 / max(1, args.steady), 1) for c in steady_cpu],
         "steady_hub_cpu_seconds": [round(c, 1) for c in steady_cpu], "bulk_hub_cpu_seconds": bulk_cpu,
         "steady_seconds": round(time.monotonic() - steady_start, 1),
+        "hub_rss_mib": {"peak_in_bulk": bulk_peak, "after_bulk": bulk_end_rss, "after_steady": monitor.rss_now()},
         "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
                                 "after": [round(x, 2) for x in os.getloadavg()]}}
     for phase in ("bulk", "steady"):

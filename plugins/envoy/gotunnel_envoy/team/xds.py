@@ -237,8 +237,7 @@ class AdsServer:
                         task.cancel()
                 if member in self.view.revoked:
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"member {member!r} was revoked")
-                types: list[str] = []
-                candidates: dict[str, set[str]] | None = {}
+                wanted: dict[str, set[str] | None] = {}  # type -> names to compare (None: all)
                 if getter in done:
                     request = getter.result()
                     if request is None:
@@ -247,22 +246,24 @@ class AdsServer:
                         listen = _listen_of(request.node)
                     if request.error_detail.code:
                         log.warning("hub.nack", edge=member, type=request.type_url, error=request.error_detail.message[:300])
-                    if request.type_url not in ORDER:
-                        continue
-                    sub = subs.setdefault(request.type_url, _Subscription())
-                    asked = self._subscribe(sub, request)
-                    if asked is not None and not asked:
-                        continue  # an ACK or NACK: nothing new to compare (versions tell the rest)
-                    types = [request.type_url]
-                    candidates = None if asked is None else {request.type_url: asked}
-                if waiter in done:
-                    candidates = self.cache.changed_since(generation)
+                    if request.type_url in ORDER:
+                        sub = subs.setdefault(request.type_url, _Subscription())
+                        asked = self._subscribe(sub, request)
+                        if asked is None or asked:  # not a bare ACK or NACK (versions tell the rest)
+                            wanted[request.type_url] = asked
+                if self.cache.generation > generation:
+                    # Changes since this stream's last look, merged with what a request asked.
+                    changed = self.cache.changed_since(generation)
                     generation = self.cache.generation
-                    types = [t for t in ORDER if t in subs]
-                assert listen is not None or not types
-                for type_url in types:
+                    for type_url in subs:
+                        if type_url in wanted and wanted[type_url] is None:
+                            continue
+                        more = None if changed is None else changed.get(type_url, set())
+                        wanted[type_url] = None if more is None else (wanted.get(type_url) or set()) | more
+                assert listen is not None or not wanted
+                for type_url in [t for t in ORDER if t in wanted]:
                     sub = subs[type_url]
-                    names = None if candidates is None else candidates.get(type_url, set())
+                    names = wanted[type_url]
                     if names is not None and not names and sub.started:
                         continue
                     if not sub.started:
