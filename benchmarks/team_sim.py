@@ -10,11 +10,19 @@ a real etcd (see docs/team-edge.md, "Simulation").
 - Agents are agent-API clients in this process, each with its own member certificate and
   session, publishing `--tunnels` names each.
 
-Measured: for every name, the time from the agent's publication until every edge holds both
-its cluster and its route (p50/p99), in two phases: the bulk phase (agents arriving at
-`--rate` per second, each publishing all its names at once) and the steady phase (single new
-names on a full team, one every `--steady-interval` seconds); and each hub's CPU time and
-peak RSS over the run.
+Measured: for every name, the time from the agent's publication until every edge holds
+everything Envoy needs to serve it (p50/p99), in two phases:
+
+- bulk start: every agent connects and publishes all its names at once (`--rate 0`, the
+  default; or agents arriving at `--rate` per second); reported with the time until every
+  name is on every edge (full convergence);
+- steady state: once the bulk phase converged and the edges are in sync with the whole team,
+  single new names arrive at a realistic rate (`--steady` of them, one every
+  `--steady-interval` seconds).
+
+Also each hub's CPU seconds per phase and peak RSS, and the load average, since the machine
+may be shared. The simulator (agents and edges) is this process; the hubs and etcd are their
+own processes, so the simulator's CPU never counts as the hubs'.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import psutil
 from benchmarks.util import free_port, stop_pid
 from gotunnel_core.certs.authority import key_to_pem, new_private_key
 from gotunnel_core.team import api
+from gotunnel_core.team.agent import CONNECT_TIMEOUT
 from gotunnel_core.team.identity import issue_member, pem, team_ca
 from gotunnel_envoy.team import protos
 from gotunnel_envoy.team.resources import CLUSTER, LISTENER, ROUTE, SCOPED, SECRET
@@ -194,6 +203,7 @@ class SimAgent:
     names: list[str] = field(default_factory=list)
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
     reconnects: int = 0
+    connect_timeouts: int = 0
 
     def publish(self, names: list[str], phase: str) -> None:
         now = time.monotonic()
@@ -212,11 +222,18 @@ class SimAgent:
             except grpc.aio.AioRpcError:
                 pass
             self.reconnects += 1
+            self.outbox = asyncio.Queue()  # what the last session did not send is superseded
             self.outbox.put_nowait({"port": 8080, "names": list(self.names)})
             await asyncio.sleep(0.2)
 
     async def _session(self) -> None:
         async with grpc.aio.secure_channel(self.hub, self.creds, options=api.channel_options(f"hub.{DOMAIN}")) as channel:
+            # Like the real agent: a hub that does not finish the handshake in time is tried again.
+            try:
+                await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.connect_timeouts += 1
+                return
             call = channel.stream_stream(api.SESSION, request_serializer=api.encode, response_deserializer=api.decode)
 
             async def requests() -> Any:
@@ -267,6 +284,10 @@ class HubMonitor:
                     pass
             await asyncio.sleep(0.2)
 
+    def rss_now(self) -> list[float]:
+        """Each hub's RSS in MiB now (the peak is mostly the bulk phase's transient buffers)."""
+        return [round(p.memory_info().rss / 2**20, 1) for p in self.procs]
+
     def cpu_now(self) -> list[float]:
         return [sum(p.cpu_times()[:2]) for p in self.procs]
 
@@ -298,13 +319,16 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
     t0 = time.monotonic()
     agents = [SimAgent(f"u{i}", _member_creds(ca, f"u{i}", "agent"), hubs[i % len(hubs)], tracker) for i in range(args.agents)]
     print(f"{args.edges} edges subscribed; {args.agents} agent certificates issued in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    load_before = os.getloadavg()
+    bulk_cpu = monitor.cpu_now()
     bulk_start = time.monotonic()
     for i, agent in enumerate(agents):
         tasks.append(asyncio.create_task(agent.run()))
         agent.publish([f"t{j}" for j in range(args.tunnels)], "bulk")
-        delay = bulk_start + (i + 1) / args.rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if args.rate > 0:
+            delay = bulk_start + (i + 1) / args.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
     try:
         await asyncio.wait_for(tracker.all_done.wait(), args.timeout)
     except asyncio.TimeoutError:
@@ -313,6 +337,8 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
     print(f"bulk phase: {len(tracker.done)} names on every edge after {bulk_seconds:.1f} s", file=sys.stderr)
     # Steady phase: one new name at a time on the full team (after the bulk phase's leftovers:
     # lease keep-alives and pings go on, nothing else is queued).
+    bulk_cpu = [round(after - before, 1) for before, after in zip(bulk_cpu, monitor.cpu_now())]
+    bulk_peak, bulk_end_rss = [round(p / 2**20, 1) for p in monitor.peak], monitor.rss_now()
     await asyncio.sleep(args.settle)
     steady_cpu = monitor.cpu_now()
     steady_start = time.monotonic()
@@ -325,23 +351,30 @@ async def simulate(args: argparse.Namespace, hubs: list[str], hub_pids: list[int
         await asyncio.wait_for(tracker.all_done.wait(), 60)
     except asyncio.TimeoutError:
         print("steady phase: timeout", file=sys.stderr)
-    steady_cpu = [round((after - before) * 1000 / max(1, args.steady), 1) for before, after in zip(steady_cpu, monitor.cpu_now())]
-    result: dict[str, Any] = {"steady_hub_cpu_ms_per_registration": steady_cpu,
-                              "steady_seconds": round(time.monotonic() - steady_start, 1)}
+    steady_cpu = [after - before for before, after in zip(steady_cpu, monitor.cpu_now())]
+    result: dict[str, Any] = {
+        "steady_hub_cpu_ms_per_registration": [round(c * 1000 / max(1, args.steady), 1) for c in steady_cpu],
+        "steady_hub_cpu_seconds": [round(c, 1) for c in steady_cpu], "bulk_hub_cpu_seconds": bulk_cpu,
+        "steady_seconds": round(time.monotonic() - steady_start, 1),
+        "hub_rss_mib": {"peak_in_bulk": bulk_peak, "after_bulk": bulk_end_rss, "after_steady": monitor.rss_now()},
+        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                "after": [round(x, 2) for x in os.getloadavg()]}}
     for phase in ("bulk", "steady"):
         values = tracker.latencies(phase)
         result[phase] = {"names": len(values), "p50_ms": round(_percentile(values, 50) * 1000, 1),
                          "p99_ms": round(_percentile(values, 99) * 1000, 1),
                          "max_ms": round(values[-1] * 1000, 1) if values else None,
                          "mean_ms": round(statistics.fmean(values) * 1000, 1) if values else None}
-    result["bulk"]["seconds"] = round(bulk_seconds, 1)
+    result["bulk"]["seconds"] = round(bulk_seconds, 1)  # first publication to every name on every edge
+    result["bulk"]["converged"] = len(tracker.latencies("bulk")) == args.agents * args.tunnels
     for phase in ("bulk", "steady"):
         hub_side = sorted(tracker.accepted[n] - tracker.published[n] for n in tracker.accepted if tracker.phase.get(n) == phase)
         result[phase]["accepted_by_hub_p50_ms"] = round(_percentile(hub_side, 50) * 1000, 1)
         result[phase]["accepted_by_hub_p99_ms"] = round(_percentile(hub_side, 99) * 1000, 1)
     result["hubs"] = monitor.report()
     result["edge_bytes_received_mib"] = round(sum(e.bytes for e in edges) / 2**20, 1)
-    result["reconnects"] = {"edges": sum(e.reconnects for e in edges), "agents": sum(a.reconnects for a in agents)}
+    result["reconnects"] = {"edges": sum(e.reconnects for e in edges), "agents": sum(a.reconnects for a in agents),
+                            "agent_connect_timeouts": sum(a.connect_timeouts for a in agents)}
     kinds = {k for e in edges for k in e.by_type}
     result["edge_bytes_by_type_mib"] = {k: round(sum(e.by_type.get(k, 0) for e in edges) / 2**20, 1) for k in sorted(kinds)}
     own = psutil.Process().cpu_times()
@@ -360,8 +393,9 @@ def main() -> None:
     parser.add_argument("--tunnels", type=int, default=10, help="names per agent")
     parser.add_argument("--edges", type=int, default=50)
     parser.add_argument("--hubs", type=int, default=2)
-    parser.add_argument("--rate", type=float, default=50.0, help="agents arriving per second in the bulk phase")
-    parser.add_argument("--steady", type=int, default=200, help="single registrations in the steady phase")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="agents arriving per second in the bulk phase (0: all at once)")
+    parser.add_argument("--steady", type=int, default=300, help="single registrations in the steady phase")
     parser.add_argument("--steady-interval", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between the bulk and the steady phase")

@@ -368,6 +368,57 @@ def test_clusters_to_agents_verify_the_agent_name_against_the_team_ca() -> None:
     assert not cluster_pb2.Cluster.FromString(resources.cluster(TEAM, plain).body.value).HasField("transport_socket")
 
 
+def test_templated_resources_are_byte_identical_to_parsed_ones() -> None:
+    """The per-shape template cache (see `templating`) must give exactly ParseDict's bytes, for
+    names, users and backends of every form (IPv6, https, paths, ports)."""
+    pytest.importorskip("envoy.config.route.v3.route_pb2", reason="needs xds-protos")
+    from google.protobuf import json_format
+
+    from gotunnel_core.models import Listen, RouteTable
+    from gotunnel_core.team.store import Route
+    from gotunnel_envoy import render
+    from gotunnel_envoy.team import protos, resources
+
+    backends = ["http://10.0.0.2:8080", "http://[fd00::7]:3000", "https://10.1.2.3:8443/app", "http://10.0.0.2:1000"]
+    for i in range(40):
+        user, name = f"user{i % 7}", f"n{i}-x"
+        route = Route(f"{name}.{user}.team.test", f"{user}/{i:x}", user, backends[i % len(backends)], f"{name}.local")
+        tunnel = resources.tunnel_of(TEAM, route)
+        cluster_doc = render.cluster(tunnel, resources._options(TEAM))
+        if route.backend.startswith("https://"):  # an agent's TLS listener (`resources.agent_tls`)
+            cluster_doc["transport_socket"] = resources.agent_tls(TEAM, user)
+        docs = {resources.CLUSTER: (cluster_doc, resources.cluster(TEAM, route)),
+                resources.ROUTE: (render.route_config(resources.route_name(route.fqdn), RouteTable(Listen(), (tunnel,)),
+                                                      (tunnel,), plain_http=False, options=resources._options(TEAM, [route])),
+                                  resources.name_routes(TEAM, route))}
+        for type_url, (doc, built) in docs.items():
+            expected = protos.message_class(type_url)()
+            json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, expected)
+            assert built.body.value == expected.SerializeToString(deterministic=True), (type_url, route)
+    shapes = resources._TEMPLATES._shapes.values()
+    assert any(shape.message is not None and shape.verified for shape in shapes)  # the fast path was taken
+
+
+def test_responses_are_split_and_removals_sent_once() -> None:
+    """A large update goes out as several responses of about RESPONSE_BYTES (one in flight per
+    edge stream), every resource exactly once and the removals in the first."""
+    pytest.importorskip("envoy.config.route.v3.route_pb2", reason="needs xds-protos")
+    from google.protobuf import any_pb2
+
+    from gotunnel_envoy.team import protos, xds
+    from gotunnel_envoy.team.resources import CLUSTER, Resource
+
+    server = xds.AdsServer.__new__(xds.AdsServer)
+    server.nonces = iter(range(1, 1000))
+    server.cache = type("Cache", (), {"generation": 7})()  # type: ignore[assignment]
+    updates = [Resource.of(f"r{i}", "v1", any_pb2.Any(value=bytes([i]) * (xds.RESPONSE_BYTES // 3))) for i in range(10)]
+    out = [protos.DeltaDiscoveryResponse.FromString(raw) for raw in server._responses(CLUSTER, updates, ["gone"])]
+    assert len(out) > 3 and all(len(r.SerializeToString()) <= xds.RESPONSE_BYTES + 1024 for r in out)
+    assert [res.name for r in out for res in r.resources] == [f"r{i}" for i in range(10)]
+    assert [list(r.removed_resources) for r in out] == [["gone"]] + [[]] * (len(out) - 1)
+    assert len({r.nonce for r in out}) == len(out)
+
+
 def test_bucket_certificates_cover_every_user(etcd_url: str, ca: Any) -> None:
     from cryptography import x509
 

@@ -189,7 +189,9 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
 
 def _few_malloc_arenas() -> None:
     """Cap glibc's malloc arenas at two before gRPC starts its threads: with one arena per
-    thread, a hub's RSS grows by tens of MiB of fragmented, never-returned heap."""
+    thread, a hub's RSS grows by tens of MiB of fragmented, never-returned heap. And fix the
+    mmap threshold at 256 KiB: responses to the edges are up to RESPONSE_BYTES each, and with
+    glibc's sliding threshold a burst of them stayed in the heap after they were sent."""
     import ctypes
     import ctypes.util
 
@@ -197,7 +199,9 @@ def _few_malloc_arenas() -> None:
     if name is None:
         return
     try:
-        ctypes.CDLL(name).mallopt(-8, 2)  # M_ARENA_MAX
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
 

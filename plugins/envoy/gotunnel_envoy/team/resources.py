@@ -17,9 +17,10 @@ three small resources (and, for a new user, one bucket certificate), whatever th
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
@@ -30,6 +31,7 @@ from gotunnel_core.team.store import EdgeCert, Route
 
 from .. import render
 from . import protos
+from .templating import TemplateCache
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -46,28 +48,66 @@ SCOPES = "team"
 TEAM_CA_SECRET = "gotunnel_team_ca"
 
 
+#: Encoded resources above this size are kept zlib-compressed (see `Resource`).
+PACK_ABOVE = 512
+#: Per type, the first resource packed serves as the zlib dictionary of all later ones: the
+#: resources of one type (one per name) share most of their bytes, pages included.
+_DICTIONARIES: dict[str, bytes] = {}
+
+
 @dataclass(frozen=True)
 class Resource:
     """A resource, its version, and `wire`: a DeltaDiscoveryResponse holding only this resource,
     serialised once. Protobuf merges concatenated messages and appends repeated fields, so a
     response to any edge is its small header followed by these bytes: a listener of megabytes
-    is encoded once per version, not once per edge."""
+    is encoded once per version, not once per edge.
+
+    Memory, measured at 10,000 names: only the wire bytes are kept (the body decodes from them
+    on demand; a second copy cost about 80 MiB), and those of more than PACK_ABOVE bytes are
+    zlib-compressed against a dictionary of their type (a name's route configuration, 7.4 KB,
+    mostly its pages, to a few hundred bytes); unpacking costs microseconds per edge sent to."""
 
     name: str
     version: str
-    body: any_pb2.Any
-    wire: bytes = b""
+    packed: bytes
+    dictionary: bytes | None = None  # None: `packed` is the wire itself
+
+    @property
+    def wire(self) -> bytes:
+        if self.dictionary is None:
+            return self.packed
+        return zlib.decompressobj(zdict=self.dictionary).decompress(self.packed)
+
+    @property
+    def body(self) -> any_pb2.Any:
+        """The resource itself (tests and tools; the hub sends `wire`)."""
+        return protos.DeltaDiscoveryResponse.FromString(self.wire).resources[0].resource
 
     @classmethod
     def of(cls, name: str, version: str, body: any_pb2.Any) -> "Resource":
-        wire = protos.DeltaDiscoveryResponse(resources=[protos.DiscoveryResource(name=name, version=version, resource=body)])
-        return cls(name, version, body, wire.SerializeToString())
+        wire = protos.DeltaDiscoveryResponse(
+            resources=[protos.DiscoveryResource(name=name, version=version, resource=body)]).SerializeToString()
+        if len(wire) <= PACK_ABOVE:
+            return cls(name, version, wire)
+        dictionary = _DICTIONARIES.setdefault(body.type_url, wire)
+        packer = zlib.compressobj(1, zdict=dictionary)
+        return cls(name, version, packer.compress(wire) + packer.flush(), dictionary)
 
 
-def to_resource(type_url: str, doc: Mapping[str, Any]) -> Resource:
-    """A rendered dict as a typed protobuf resource with its content version."""
-    message: Message = protos.message_class(type_url)()
-    json_format.ParseDict({k: v for k, v in doc.items() if k != "@type"}, message)
+#: Per-name resources share their shape (see `templating`): parsed once, then copied.
+_TEMPLATES = TemplateCache()
+
+
+def to_resource(type_url: str, doc: Mapping[str, Any], varying: Sequence[str] = ()) -> Resource:
+    """A rendered dict as a typed protobuf resource with its content version. `varying`: the
+    strings that differ between resources of one shape (a name, its backend), for the cache."""
+    body_doc = {k: v for k, v in doc.items() if k != "@type"}
+    message: Message
+    if varying:
+        message = _TEMPLATES.build(protos.message_class(type_url), body_doc, varying)
+    else:
+        message = protos.message_class(type_url)()
+        json_format.ParseDict(body_doc, message)
     raw = message.SerializeToString(deterministic=True)
     body = any_pb2.Any(type_url=type_url, value=raw)
     return Resource.of(doc["name"], hashlib.sha256(raw).hexdigest()[:16], body)
@@ -116,12 +156,19 @@ def agent_tls(team: Team, user: str) -> dict[str, Any]:
             "validation_context_sds_secret_config": {"name": TEAM_CA_SECRET}}}}}
 
 
+def _varying(team: Team, route: Route) -> tuple[str, ...]:
+    """The strings of a name's resources that differ from another name's of the same shape."""
+    backend = Backend.parse(route.backend)
+    return (route.fqdn, team.local_part(route.fqdn), route.host, backend.host, backend.address, backend.url, route.owner,
+            route.user)
+
+
 def cluster(team: Team, route: Route) -> Resource:
     """A name's cluster; over TLS to the agent's listener unless it published plain HTTP."""
     doc = render.cluster(tunnel_of(team, route), _options(team))
     if route.backend.startswith("https://"):
         doc["transport_socket"] = agent_tls(team, route.user)
-    return to_resource(CLUSTER, doc)
+    return to_resource(CLUSTER, doc, _varying(team, route))
 
 
 def name_routes(team: Team, route: Route) -> Resource:
@@ -129,7 +176,7 @@ def name_routes(team: Team, route: Route) -> Resource:
     tunnels = (tunnel_of(team, route),)
     doc = render.route_config(route_name(route.fqdn), RouteTable(Listen(), tunnels), tunnels, plain_http=False,
                               options=_options(team, [route]))
-    return to_resource(ROUTE, doc)
+    return to_resource(ROUTE, doc, _varying(team, route))
 
 
 def scope_name(fqdn: str) -> str:

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 from collections import ChainMap, deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 import grpc
 import structlog
@@ -35,6 +35,9 @@ log = structlog.get_logger("gotunnel.hub")
 
 #: How long the cache waits after a change for more changes (one push for a burst).
 COALESCE = 0.02
+#: A response carries resources up to about this many bytes; more go in further responses
+#: (each stream holds one in flight: 25 edge streams x 1 MiB showed in a hub's peak RSS).
+RESPONSE_BYTES = 256 << 10
 #: Changes remembered per generation; an older stream compares everything once.
 LOG_LENGTH = 4096
 
@@ -127,9 +130,10 @@ class XdsCache:
         if not self.changes or self.changes[0][0] > generation + 1:
             return None
         out: dict[str, set[str]] = {}
-        for gen, type_url, names in self.changes:
-            if gen > generation:
-                out.setdefault(type_url, set()).update(names)
+        for gen, type_url, names in reversed(self.changes):  # newest first: stop at what the stream has
+            if gen <= generation:
+                break
+            out.setdefault(type_url, set()).update(names)
         return out
 
     async def run(self) -> None:
@@ -233,8 +237,7 @@ class AdsServer:
                         task.cancel()
                 if member in self.view.revoked:
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"member {member!r} was revoked")
-                types: list[str] = []
-                candidates: dict[str, set[str]] | None = {}
+                wanted: dict[str, set[str] | None] = {}  # type -> names to compare (None: all)
                 if getter in done:
                     request = getter.result()
                     if request is None:
@@ -243,32 +246,42 @@ class AdsServer:
                         listen = _listen_of(request.node)
                     if request.error_detail.code:
                         log.warning("hub.nack", edge=member, type=request.type_url, error=request.error_detail.message[:300])
-                    if request.type_url not in ORDER:
-                        continue
-                    sub = subs.setdefault(request.type_url, _Subscription())
-                    self._subscribe(sub, request)
-                    types = [request.type_url]
-                    candidates = None  # compare everything of this type
-                if waiter in done:
-                    candidates = self.cache.changed_since(generation)
+                    if request.type_url in ORDER:
+                        sub = subs.setdefault(request.type_url, _Subscription())
+                        asked = self._subscribe(sub, request)
+                        if asked is None or asked:  # not a bare ACK or NACK (versions tell the rest)
+                            wanted[request.type_url] = asked
+                if self.cache.generation > generation:
+                    # Changes since this stream's last look, merged with what a request asked.
+                    changed = self.cache.changed_since(generation)
                     generation = self.cache.generation
-                    types = [t for t in ORDER if t in subs]
-                assert listen is not None or not types
-                for type_url in types:
+                    for type_url in subs:
+                        if type_url in wanted and wanted[type_url] is None:
+                            continue
+                        more = None if changed is None else changed.get(type_url, set())
+                        wanted[type_url] = None if more is None else (wanted.get(type_url) or set()) | more
+                assert listen is not None or not wanted
+                for type_url in [t for t in ORDER if t in wanted]:
                     sub = subs[type_url]
-                    names = None if candidates is None else candidates.get(type_url, set())
+                    names = wanted[type_url]
                     if names is not None and not names and sub.started:
                         continue
-                    response = self._diff(type_url, sub, listen, None if not sub.started else names)
+                    if not sub.started:
+                        names = None  # a subscription's first answer compares everything once
+                    responses = self._diff(type_url, sub, listen, names)
                     sub.started = True
-                    if response is not None:
-                        yield response
+                    for response in responses:
+                        yield response  # one at a time: gRPC flow control paces a slow edge
         finally:
             self.streams -= 1
             reader.cancel()
 
     @staticmethod
-    def _subscribe(sub: _Subscription, request: Any) -> None:
+    def _subscribe(sub: _Subscription, request: Any) -> set[str] | None:
+        """Apply a request to its subscription; the names to compare now (None: all of them).
+
+        Most requests are ACKs, which change nothing: comparing every resource on every ACK made
+        a burst cost O(names x responses) per edge."""
         subscribe = list(request.resource_names_subscribe)
         if not sub.started and not subscribe and request.type_url in (LISTENER, CLUSTER, SCOPED):
             sub.wildcard = True  # a first request naming nothing: the legacy wildcard
@@ -284,27 +297,46 @@ class AdsServer:
             sub.sent.pop(name, None)
         for name, version in request.initial_resource_versions.items():
             sub.sent[name] = version
-        if subscribe:
-            sub.started = False  # newly named resources: compare everything once
+        if not sub.started or "*" in subscribe or request.initial_resource_versions:
+            return None
+        return set(subscribe)
 
-    def _diff(self, type_url: str, sub: _Subscription, listen: Listen | None, names: set[str] | None) -> Any:
-        """The response bringing this subscription up to date (None when it already is)."""
+    def _diff(self, type_url: str, sub: _Subscription, listen: Listen | None, names: set[str] | None) -> Iterator[bytes]:
+        """The responses bringing this subscription up to date (none when it already is), each
+        of at most about RESPONSE_BYTES: a stream holds one response in flight, so a slow edge
+        that missed a burst costs the hub a few hundred KiB, not a copy of the whole team."""
         desired = self.cache.resources(type_url, listen) if listen is not None else {}
         if names is None or "*" in names:
             names = set(desired) | set(sub.sent)
-        updates: list[bytes] = []
+        updates: list[Resource] = []
         removed = []
         for name in names:
             res = desired.get(name)
             if res is not None and sub.wants(name):
                 if sub.sent.get(name) != res.version:
-                    updates.append(res.wire)
+                    updates.append(res)
                     sub.sent[name] = res.version
             elif name in sub.sent:
                 removed.append(name)
                 del sub.sent[name]
         if not updates and not removed:
-            return None
-        head = protos.DeltaDiscoveryResponse(type_url=type_url, removed_resources=removed, nonce=str(next(self.nonces)),
-                                             system_version_info=str(self.cache.generation))
-        return head.SerializeToString() + b"".join(updates)
+            return iter(())
+        return self._responses(type_url, updates, removed)
+
+    def _responses(self, type_url: str, updates: list[Resource], removed: list[str]) -> Iterator[bytes]:
+        """`updates` and `removed` as responses of about RESPONSE_BYTES, each unpacked and joined
+        only when its turn comes (so at most one is in memory per stream)."""
+        chunk: list[bytes] = []
+        size = 0
+        for wire in (*(res.wire for res in updates), b""):
+            if wire and (not size or size + len(wire) <= RESPONSE_BYTES):
+                chunk.append(wire)
+                size += len(wire)
+                continue
+            head = protos.DeltaDiscoveryResponse(type_url=type_url, removed_resources=removed, nonce=str(next(self.nonces)),
+                                                 system_version_info=str(self.cache.generation))
+            yield head.SerializeToString() + b"".join(chunk)
+            removed = []
+            chunk, size = [wire], len(wire)
+            if not wire:
+                return
