@@ -17,12 +17,14 @@ import sys
 
 #: mallopt parameter number of M_MMAP_THRESHOLD (glibc's malloc.h).
 M_MMAP_THRESHOLD = -3
+#: mallopt parameter number of M_ARENA_MAX (glibc's malloc.h).
+M_ARENA_MAX = -8
 #: glibc's initial threshold: blocks from 128 KiB up are mmapped (and stay so once it is fixed).
 MMAP_THRESHOLD = 128 * 1024
 
 
-def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix malloc's mmap threshold at `threshold` bytes; True when the C library took it."""
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's `mallopt(param, value)`; True when the C library took it (False without glibc)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -31,7 +33,22 @@ def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    return bool(mallopt(param, value))
+
+
+def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix malloc's mmap threshold at `threshold` bytes; True when the C library took it."""
+    return _mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def limit_malloc_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas at `count`; True when the C library took it.
+
+    By default every thread that meets a locked arena gets its own (up to 8 per core), and each
+    keeps its freed pages apart from the others': a process whose C library runs many threads
+    (gRPC's core) holds several partly-empty heaps. Only effective when called before the
+    process's second thread first allocates (glibc fixes the limit then), so: at start."""
+    return _mallopt(M_ARENA_MAX, count)
 
 
 def release_free_heap() -> bool:

@@ -419,6 +419,39 @@ def test_responses_are_split_and_removals_sent_once() -> None:
     assert len({r.nonce for r in out}) == len(out)
 
 
+def test_responses_unpack_only_the_resources_they_carry() -> None:
+    """Resources are unpacked one response at a time: a stream behind by a whole team holds one
+    response's worth unpacked, not the batch (unpacking every update up front held 22 MiB per
+    edge stream at 3,000 names, the hubs' peak during a bulk start with 50 edges)."""
+    pytest.importorskip("envoy.config.route.v3.route_pb2", reason="needs xds-protos")
+    from google.protobuf import any_pb2
+
+    from gotunnel_envoy.team import xds
+    from gotunnel_envoy.team.resources import CLUSTER, Resource
+
+    unpacked: list[str] = []
+
+    class Counted(Resource):
+        @property
+        def wire(self) -> bytes:
+            unpacked.append(self.name)
+            return super().wire
+
+    server = xds.AdsServer.__new__(xds.AdsServer)
+    server.nonces = iter(range(1, 1000))
+    server.cache = type("Cache", (), {"generation": 1})()  # type: ignore[assignment]
+    per_response = 4
+    updates = []
+    for i in range(40):
+        res = Resource.of(f"r{i}", "v1", any_pb2.Any(value=bytes([i]) * (xds.RESPONSE_BYTES // per_response - 64)))
+        updates.append(Counted(res.name, res.version, res.packed, res.dictionary))
+    responses = server._responses(CLUSTER, updates, [])
+    first = next(responses)
+    assert len(first) <= xds.RESPONSE_BYTES + 1024
+    assert len(unpacked) <= per_response + 1, unpacked  # this response's, and the one that did not fit
+    assert len(list(responses)) >= 9 and unpacked == [f"r{i}" for i in range(40)]
+
+
 def test_bucket_certificates_cover_every_user(etcd_url: str, ca: Any) -> None:
     from cryptography import x509
 

@@ -22,6 +22,7 @@ import structlog
 
 from gotunnel_core.certs import CertificateAuthority
 from gotunnel_core.errors import RuntimeFailure
+from gotunnel_core.memory import keep_large_blocks_mmapped, limit_malloc_arenas, release_free_heap
 from gotunnel_core.team.agent import CONNECT_TIMEOUT, MAX_BACKOFF
 from gotunnel_core.team.edgecerts import DEFAULT_VALIDITY, due, ensure_certs
 from gotunnel_core.team.etcd import Etcd, unreachable
@@ -39,6 +40,13 @@ CERT_ROUND = 0.3
 #: The hub's own server certificate lives this long by default (`--hub-cert-validity`); the hub
 #: issues the next one when a third is left (see `ServerCertificate`).
 SERVER_CERT_VALIDITY = timedelta(days=30)
+#: glibc malloc arenas (see `_tune_malloc`).
+MALLOC_ARENAS = 2
+#: Blocks from this size up are mmapped, so freeing one returns its pages (see `_tune_malloc`).
+MMAP_THRESHOLD = 256 << 10
+#: Seconds without a change and with every edge served after which the hub hands its heap's
+#: free pages back (see `_release_after_bursts`).
+QUIET = 2.0
 
 
 @dataclass
@@ -116,6 +124,20 @@ async def _cert_keeper(etcd: Etcd, view: TeamView, ca: CertificateAuthority, tea
             log.warning("hub.cert_issue_failed", error=f"{type(exc).__name__}")
 
 
+async def _release_after_bursts(cache: XdsCache, ads: AdsServer) -> None:
+    """Once a burst (a bulk start, edges reconnecting) is sent to every edge and the team has
+    been quiet for QUIET seconds, give the C heap's free pages back: glibc keeps what the
+    burst's buffers freed, and an idle hub would stay that much larger."""
+    seen = released = cache.generation
+    while True:
+        await asyncio.sleep(QUIET)
+        now = cache.generation
+        if now == seen and now != released and not ads.sending:
+            release_free_heap()
+            released = now
+        seen = now
+
+
 async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Run the hub until `stop` is set."""
     etcd = Etcd.from_urls(options.etcd, options.etcd_tls)
@@ -164,7 +186,8 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
         await etcd.close()
         raise RuntimeFailure(f"cannot listen on {options.listen}: {exc}", hint="pick a free ADDR:PORT") from None
     tasks = [asyncio.create_task(view.run()), asyncio.create_task(cache.run()), asyncio.create_task(agents.keep_leases()),
-             asyncio.create_task(_cert_keeper(etcd, view, ca, team, options.edge_cert_validity, wake_certs))]
+             asyncio.create_task(_cert_keeper(etcd, view, ca, team, options.edge_cert_validity, wake_certs)),
+             asyncio.create_task(_release_after_bursts(cache, ads))]
     await view.ready.wait()
     cache.rebuild()
     wake_certs.set()
@@ -187,28 +210,18 @@ async def serve(options: HubOptions, stop: asyncio.Event, ready: asyncio.Event |
         await etcd.close()
 
 
-def _few_malloc_arenas() -> None:
-    """Cap glibc's malloc arenas at two before gRPC starts its threads: with one arena per
-    thread, a hub's RSS grows by tens of MiB of fragmented, never-returned heap. And fix the
-    mmap threshold at 256 KiB: responses to the edges are up to RESPONSE_BYTES each, and with
-    glibc's sliding threshold a burst of them stayed in the heap after they were sent."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-        libc.mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
+def _tune_malloc() -> None:
+    """Before gRPC starts its threads: cap glibc's malloc arenas at MALLOC_ARENAS (one per
+    thread fragmented a hub's heap by tens of MiB, never returned), and fix the mmap threshold
+    at MMAP_THRESHOLD: a response to an edge is up to RESPONSE_BYTES, and with glibc's sliding
+    threshold a burst of them stayed in the heap after they were sent."""
+    limit_malloc_arenas(MALLOC_ARENAS)
+    keep_large_blocks_mmapped(MMAP_THRESHOLD)
 
 
 def run(options: HubOptions) -> None:
     """The `gotunnel hub` process: serve until SIGTERM/SIGINT."""
-    _few_malloc_arenas()
+    _tune_malloc()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -176,6 +176,8 @@ class AdsServer:
     cache: XdsCache
     view: TeamView
     streams: int = 0
+    #: Streams sending responses now (0: every edge has what the hub has; see `hub`'s trimming).
+    sending: int = 0
     nonces: Any = field(default_factory=lambda: itertools.count(1))
     #: Set once the hub's warm-up is over (see `hub.serve`): until then a new stream is held
     #: without an answer, and its edge keeps serving the configuration it has.
@@ -270,8 +272,12 @@ class AdsServer:
                         names = None  # a subscription's first answer compares everything once
                     responses = self._diff(type_url, sub, listen, names)
                     sub.started = True
-                    for response in responses:
-                        yield response  # one at a time: gRPC flow control paces a slow edge
+                    self.sending += 1
+                    try:
+                        for response in responses:
+                            yield response  # one at a time: gRPC flow control paces a slow edge
+                    finally:
+                        self.sending -= 1
         finally:
             self.streams -= 1
             reader.cancel()
@@ -328,14 +334,17 @@ class AdsServer:
         only when its turn comes (so at most one is in memory per stream)."""
         chunk: list[bytes] = []
         size = 0
-        for wire in (*(res.wire for res in updates), b""):
+        # Lazily: a tuple of every update's wire bytes unpacked the whole batch at once, per
+        # stream (3,000 route configurations are 22 MiB unpacked, times 50 edges in a bulk start).
+        for wire in itertools.chain((res.wire for res in updates), (b"",)):
             if wire and (not size or size + len(wire) <= RESPONSE_BYTES):
                 chunk.append(wire)
                 size += len(wire)
                 continue
             head = protos.DeltaDiscoveryResponse(type_url=type_url, removed_resources=removed, nonce=str(next(self.nonces)),
                                                  system_version_info=str(self.cache.generation))
-            yield head.SerializeToString() + b"".join(chunk)
+            chunk.insert(0, head.SerializeToString())
+            yield b"".join(chunk)  # one copy of the response, not two
             removed = []
             chunk, size = [wire], len(wire)
             if not wire:
