@@ -69,10 +69,26 @@ def release_free_heap() -> bool:
     return bool(trim(0))
 
 
-def is_daemon_argv(argv: list[str]) -> bool:
-    """Whether `python -m gotunnel_core ARGV` runs the daemon: `daemon` is the subcommand, with
-    only options after it (as the launcher spawns it: `... daemon` or `... daemon --restore`)."""
-    for i, arg in enumerate(argv):
-        if arg == "daemon" and all(rest.startswith("-") for rest in argv[i + 1:]):
-            return True
-    return False
+#: The `gotunnel` group's global options that take a value (cli/app.py; a test keeps them in step).
+GLOBAL_VALUE_OPTIONS = frozenset({
+    "--engine", "--config", "--state-dir", "--http-port", "--https-port", "--bind", "--mdns-interface",
+    "--engine-bin", "--runtime", "--log-format", "--log-level",
+})
+#: Commands that run unattended for days and never draw on a terminal: the daemon, and the team
+#: edge's hub and edge (plugin commands).
+BACKGROUND_COMMANDS = frozenset({"daemon", "hub", "edge"})
+
+
+def background_command(argv: list[str]) -> str | None:
+    """The subcommand of `gotunnel ARGV` when it is one of BACKGROUND_COMMANDS, else None
+    (global options and their values before it are skipped, as click reads them)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return None
+        if arg.startswith("-"):
+            i += 2 if arg in GLOBAL_VALUE_OPTIONS else 1  # `--opt=value` is one token
+            continue
+        return arg if arg in BACKGROUND_COMMANDS else None
+    return None

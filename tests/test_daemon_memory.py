@@ -1,5 +1,5 @@
-"""The daemon's memory helpers: which command lines run the daemon (and so go without rich), and
-glibc's free heap handed back."""
+"""The memory helpers: which command lines run unattended (and so go without rich), and glibc's
+free heap handed back."""
 
 from __future__ import annotations
 
@@ -12,20 +12,39 @@ import psutil
 import pytest
 
 from gotunnel_core.daemon.launcher import restore_argv
-from gotunnel_core.memory import is_daemon_argv, release_free_heap
+from gotunnel_core.memory import BACKGROUND_COMMANDS, GLOBAL_VALUE_OPTIONS, background_command, release_free_heap
 from gotunnel_core.paths import StateLayout
 
 
 def test_the_launchers_command_lines_run_the_daemon(tmp_path: Path) -> None:
-    assert is_daemon_argv(restore_argv(StateLayout(tmp_path))[3:])
-    assert is_daemon_argv(["--state-dir", str(tmp_path), "--engine", "builtin", "daemon"])
+    assert background_command(restore_argv(StateLayout(tmp_path))[3:]) == "daemon"
+    assert background_command(["--state-dir", str(tmp_path), "--engine", "builtin", "daemon"]) == "daemon"
 
 
-def test_other_commands_are_not_the_daemon() -> None:
-    assert not is_daemon_argv(["top"])
-    assert not is_daemon_argv(["--state-dir", "daemon", "top"])  # an option's value named daemon
-    assert not is_daemon_argv(["start", "-d", "daemon", "-p", "3000"])
-    assert not is_daemon_argv([])
+def test_team_hub_and_edge_command_lines_are_background_commands() -> None:
+    assert background_command(["hub", "--listen", "10.0.0.6:7443", "--etcd", "http://10.0.0.5:2379"]) == "hub"
+    assert background_command(["--log-level=info", "edge", "--hub", "h:1"]) == "edge"
+
+
+def test_other_commands_are_not_background_commands() -> None:
+    assert background_command(["top"]) is None
+    assert background_command(["--state-dir", "daemon", "top"]) is None  # an option's value named daemon
+    assert background_command(["--engine", "hub", "status"]) is None
+    assert background_command(["start", "-d", "daemon", "-p", "3000"]) is None
+    assert background_command(["--", "daemon"]) is None
+    assert background_command([]) is None
+
+
+def test_the_global_options_with_values_are_the_clis() -> None:
+    """GLOBAL_VALUE_OPTIONS is written out (the CLI cannot be imported before the decision);
+    it must name exactly the group's options that take a value."""
+    import click
+
+    from gotunnel_core.cli.app import cli
+
+    taking = {o for p in cli.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+    assert taking == GLOBAL_VALUE_OPTIONS
+    assert {"daemon"} <= BACKGROUND_COMMANDS
 
 
 def test_the_daemon_process_does_without_rich(tmp_path: Path) -> None:
