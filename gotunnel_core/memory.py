@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from typing import Any
 
 #: mallopt parameter number of M_MMAP_THRESHOLD (glibc's malloc.h).
 M_MMAP_THRESHOLD = -3
@@ -23,17 +24,23 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD = 128 * 1024
 
 
+def _glibc(name: str, *argtypes: type) -> Any:
+    """The C library's function `name`, typed (returns int), or None where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
+
+
 def _mallopt(param: int, value: int) -> bool:
     """glibc's `mallopt(param, value)`; True when the C library took it (False without glibc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(param, value))
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(param, value))
 
 
 def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD) -> bool:
@@ -58,15 +65,8 @@ def release_free_heap() -> bool:
     parsed configuration); glibc keeps those pages, so an idle daemon would stay that much larger.
     Measured on the builtin daemon: 1.3 MiB of a 60 MiB RSS. A no-op without glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return bool(trim(0))
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
+    return trim is not None and bool(trim(0))
 
 
 #: The `gotunnel` group's global options that take a value (cli/app.py; a test keeps them in step).
