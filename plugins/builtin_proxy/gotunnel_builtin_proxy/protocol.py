@@ -25,6 +25,7 @@ from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
 from .hooks import run_request_hook
 from .metrics import RouteCounters
+from .request import Req
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -56,40 +57,6 @@ NO_SNI = object()
 #: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
 TLS_READ_SIZE = 256 * 1024
 TLS_READ_BUFFER = memoryview(bytearray(TLS_READ_SIZE))
-
-
-class Req:
-    """One parsed request and its progress through the exchange."""
-
-    __slots__ = (
-        "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
-        "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local", "t_sent", "t0", "status", "span",
-    )
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.method = b""
-        self.http11 = True
-        self.keep_alive = True
-        self.upgrade = False
-        self.is_head = False
-        self.head_done = False
-        self.complete = False
-        self.body: list[bytes] | None = None
-        self.body_size = 0
-        self.chunked = False
-        self.discard = False
-        self.route: Route | None = None
-        self.backend: BackendState | None = None
-        self.tried: list[BackendState] | None = None
-        self.head_parts: list[bytes] = []
-        self.local = False
-        self.t_sent = 0.0  # when the whole request was with the backend (its first-byte timer)
-        self.t0 = 0.0  # when the request head began (monotonic): latency metrics
-        self.status = 0  # status of the final response head sent, 0 while none
-        self.span = None  # its trace span, when tracing samples it
 
 
 class ClientProtocol:
@@ -367,13 +334,19 @@ class ClientProtocol:
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
-        kinds = REQ_KINDS.get
+        known = REQ_KINDS.known
+        lengths = REQ_KINDS.lengths
         for name, value in headers:
-            kind = kinds(name, -1)
+            size = len(name)
+            # inline KindCache.ordinary_by_length: most names skip the dict probe
+            kind = known.get(name, -1) if size < 64 and (lengths >> size) & 1 else None
             if kind == -1:
                 kind = REQ_KINDS.miss(name)
             if kind is None or kind == 6:
-                out += (name, b": ", value, CRLF)
+                out.append(name)
+                out.append(b": ")
+                out.append(value)
+                out.append(CRLF)
             elif kind == 1:
                 host = value
                 nhost += 1
@@ -437,7 +410,8 @@ class ClientProtocol:
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
-        if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
+        if (conn is not None and conn != b"keep-alive" and conn != b"close"
+                and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
