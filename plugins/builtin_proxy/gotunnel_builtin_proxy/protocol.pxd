@@ -24,8 +24,8 @@ cdef class ClientProtocol:
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
     cpdef _reject(self, status, message)
-    @cython.locals(known=dict, out=list, name=bytes, value=bytes, conn=bytes, size=Py_ssize_t,
-                   lengths="unsigned long long")
+    @cython.locals(known=dict, out=list, head=list, by_host=dict, name=bytes, value=bytes, conn=bytes,
+                   size=Py_ssize_t, lengths="unsigned long long")
     cpdef _dispatch(self, Req req)
     cpdef _local(self, Req req, bytes response)
     cpdef _send(self, Req req, backend)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
@@ -53,6 +53,7 @@ P_UPSTREAM, P_PIPELINE, P_BUFFER, P_UPGRADE = 1, 2, 4, 8
 BODY_BUFFER = 256 * 1024
 HTML = b"text/html; charset=utf-8"
 NO_SNI = object()
+NOT_CACHED = object()  # `Router.by_host` has no entry for the Host (its entries may be None)
 #: One decrypted-read buffer per process, lent to uvloop's TLS transport for each read (see
 #: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
 TLS_READ_SIZE = 256 * 1024
@@ -100,7 +101,7 @@ class ClientProtocol:
             self.peer = (peer[0], peer[1])
             self.peer_ip = peer[0].encode("ascii")
             self.lan = not is_loopback_peer(peer[0])
-        self.t_phase = time.monotonic()
+        self.t_phase = monotonic()
         if len(st.conns) >= st.settings.max_connections or st.closing:
             st.rejected_total += 1
             self.phase = CLOSED
@@ -118,7 +119,7 @@ class ClientProtocol:
         self.st.conns.discard(self)
         req = self.active
         if req is not None and req.route is not None:
-            self._count(req, time.monotonic())  # cut off, or an upgraded connection that ended
+            self._count(req, monotonic())  # cut off, or an upgraded connection that ended
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -231,7 +232,7 @@ class ClientProtocol:
         if self.active is None:
             self.active = req
             self.phase = HEAD
-            self.t_phase = time.monotonic()
+            self.t_phase = monotonic()
         else:
             if self.pipeline is None:
                 self.pipeline = collections.deque()
@@ -306,7 +307,7 @@ class ClientProtocol:
             return
         up = self.upstream
         if up is not None and up.req is req:
-            req.t_sent = time.monotonic()
+            req.t_sent = monotonic()
             if req.chunked:
                 up.transport.write(CHUNK_END)
         elif self.resp_done:
@@ -389,10 +390,12 @@ class ClientProtocol:
                 return self._reject(400, "missing Host header")
             host = b""
         by_host = router.by_host  # the lookup's cache, read without a Python call
-        route = by_host[host] if host in by_host else router.lookup(host)
+        route = by_host.get(host, NOT_CACHED)
+        if route is NOT_CACHED:
+            route = router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
-        if route is not None and not self._visible(route, host):
+        if route is not None and self.lan and not self._visible(route, host):  # loopback peers see all
             route = None
         if route is None:
             return self._page(req, 404, pages.table_not_found_page, host.decode("latin-1"), router.table)
@@ -421,28 +424,35 @@ class ClientProtocol:
             start_request_span(st, req, route, out, self.https)
         # Request line and Host first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", "Host: ",
         # host, CRLF, headers...]; `_attach` fills in the chosen backend's prefix (and host:port).
-        out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF)
-        out += (
-            b"X-Forwarded-For: ", (xff + b", " + self.peer_ip) if xff else self.peer_ip, CRLF,
-            self.xfp,
-            b"X-Forwarded-Host: ", host, CRLF,
-        )
-        if route.req_add:
-            out.append(route.req_add)
+        head = [req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF]
+        head.extend(out)
+        head.append(b"X-Forwarded-For: ")
+        head.append((xff + b", " + self.peer_ip) if xff else self.peer_ip)
+        head.append(CRLF)
+        head.append(self.xfp)
+        head.append(b"X-Forwarded-Host: ")
+        head.append(host)
+        head.append(CRLF)
+        add = route.req_add
+        if add:
+            head.append(add)
         if req.upgrade:
-            out += (b"Connection: upgrade\r\nUpgrade: ", upg or b"", CRLF)
+            head.append(b"Connection: upgrade\r\nUpgrade: ")
+            head.append(upg or b"")
+            head.append(CRLF)
         if req.chunked:
-            out.append(CHUNKED)
+            head.append(CHUNKED)
         if st.settings.via:
-            out.append(VIA)
-        out += (router.hop_line, CRLF)
+            head.append(VIA)
+        head.append(router.hop_line)
+        head.append(CRLF)
         balancer = route.balancer
         backend = balancer.single  # one healthy backend (the usual tunnel): no Python call
         if backend is None or not backend.healthy or backend.ejected_until:
             backend = balancer.pick()
         if backend is None:
             return self._page(req, 503, pages.unavailable_page, route.name, [s.backend for s in route.balancer.states])
-        req.head_parts = out
+        req.head_parts = head
         self._send(req, backend)
 
     def _page(self, req: Req, status: int, detailed: "Callable[..., str] | None", *args: Any) -> None:
@@ -573,7 +583,7 @@ class ClientProtocol:
         head = b"".join(parts)
         body = req.body
         if req.complete:
-            req.t_sent = time.monotonic()
+            req.t_sent = monotonic()
         if body is None:
             if req.complete and req.chunked:
                 up.transport.writelines((head, CHUNK_END))
@@ -692,7 +702,7 @@ class ClientProtocol:
         req = self.active
         self.active = None
         self.resp_done = False
-        now = time.monotonic()  # the request's end, and the start of the connection's next phase
+        now = monotonic()  # the request's end, and the start of the connection's next phase
         if req is not None and req.route is not None:
             self._count(req, now)
         if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):

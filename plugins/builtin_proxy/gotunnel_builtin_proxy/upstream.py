@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -423,7 +423,7 @@ class Pool:
             return
         up.idle = True
         up.reused = True
-        up.t_idle = time.monotonic()
+        up.t_idle = monotonic()
         self.idle.append(up)
 
     def discard(self, up: PooledConnection) -> None:
