@@ -390,7 +390,7 @@ class ClientProtocol:
                 return self._reject(400, "missing Host header")
             host = b""
         by_host = router.by_host  # the lookup's cache, read without a Python call
-        route = by_host.get(host, NOT_CACHED)
+        route = by_host.get(host, NOT_CACHED)  # type: ignore[arg-type]  # a sentinel, not a Route
         if route is NOT_CACHED:
             route = router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
