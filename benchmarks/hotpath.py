@@ -105,7 +105,7 @@ async def run(requests: int, request: bytes, host_header: str | None = None, ins
         backend_side.data_received(RESPONSE)
     proxied = up_transport.last.startswith(request.split(b" ", 1)[0])
     if not (proxied and client_transport.last.endswith(b"hello world\n")):
-        raise RuntimeError("the request was not proxied")
+        raise RuntimeError(f"the request was not proxied: {up_transport.last!r} {client_transport.last!r}")
     if recorder is not None and not (len(recorder.store) and next(recorder.store.newest_first()).status == 200):
         raise RuntimeError("the request was not recorded")
     gc.collect()

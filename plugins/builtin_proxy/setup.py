@@ -9,7 +9,7 @@ import os
 
 from setuptools import setup
 
-HOT_PATH = ["gotunnel_builtin_proxy/protocol.py", "gotunnel_builtin_proxy/upstream.py",
+HOT_PATH = ["gotunnel_builtin_proxy/protocol.py", "gotunnel_builtin_proxy/upstream.py", "gotunnel_builtin_proxy/request.py",
             "gotunnel_builtin_proxy/metrics.py"]
 
 

@@ -1,6 +1,6 @@
 """gotunnel's builtin proxy engine (asyncio protocols on uvloop, httptools parsers).
 
-The hot path (protocol.py, upstream.py, metrics.py) may be installed compiled as well (see setup.py).
+The hot path (protocol.py, upstream.py, request.py, metrics.py) may be installed compiled as well (see setup.py).
 GOTUNNEL_PURE_PYTHON=1 in the environment runs it from the .py files even then: the switch the
 test suite uses to run both builds, and a way to rule the compiled one out when debugging. In a
 source checkout, a compiled module older than its source is ignored too (with a warning), so an
@@ -17,7 +17,7 @@ import warnings
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-HOT_PATH = ("protocol", "upstream", "metrics")
+HOT_PATH = ("protocol", "upstream", "metrics", "request")
 
 
 class _SourceFirst:
@@ -55,6 +55,5 @@ elif _stale_build(_here):
 
 def compiled() -> bool:
     """Whether the hot path in use is the compiled build."""
-    from . import metrics, protocol, upstream
-
-    return not any((module.__file__ or "").endswith(".py") for module in (protocol, upstream, metrics))
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in HOT_PATH]
+    return not any((module.__file__ or "").endswith(".py") for module in modules)

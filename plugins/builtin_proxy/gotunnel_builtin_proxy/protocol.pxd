@@ -5,19 +5,8 @@
 cimport cython
 
 from gotunnel_builtin_proxy.metrics cimport RouteCounters
+from gotunnel_builtin_proxy.request cimport Req
 from gotunnel_builtin_proxy.upstream cimport UpstreamProtocol
-
-
-@cython.final
-cdef class Req:
-    cdef public bytes url, method
-    cdef public list headers, head_parts
-    cdef public bint http11, keep_alive, upgrade, is_head, head_done, complete, chunked, discard, local
-    cdef public object body, route, backend, tried, span
-    cdef public Py_ssize_t body_size
-    cdef public double t_sent
-    cdef public double t0
-    cdef public int status
 
 
 # Not final: TlsClientProtocol extends it (cpdef calls stay C calls: both are extension types).
@@ -35,6 +24,8 @@ cdef class ClientProtocol:
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
     cpdef _reject(self, status, message)
+    @cython.locals(known=dict, out=list, head=list, by_host=dict, name=bytes, value=bytes, conn=bytes,
+                   size=Py_ssize_t, lengths="unsigned long long")
     cpdef _dispatch(self, Req req)
     cpdef _local(self, Req req, bytes response)
     cpdef _send(self, Req req, backend)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
@@ -25,6 +25,7 @@ from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
 from .hooks import run_request_hook
 from .metrics import RouteCounters
+from .request import Req
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -52,44 +53,11 @@ P_UPSTREAM, P_PIPELINE, P_BUFFER, P_UPGRADE = 1, 2, 4, 8
 BODY_BUFFER = 256 * 1024
 HTML = b"text/html; charset=utf-8"
 NO_SNI = object()
+NOT_CACHED = object()  # `Router.by_host` has no entry for the Host (its entries may be None)
 #: One decrypted-read buffer per process, lent to uvloop's TLS transport for each read (see
 #: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
 TLS_READ_SIZE = 256 * 1024
 TLS_READ_BUFFER = memoryview(bytearray(TLS_READ_SIZE))
-
-
-class Req:
-    """One parsed request and its progress through the exchange."""
-
-    __slots__ = (
-        "url", "headers", "method", "http11", "keep_alive", "upgrade", "is_head", "head_done",
-        "complete", "body", "body_size", "chunked", "discard", "route", "backend", "tried",
-        "head_parts", "local", "t_sent", "t0", "status", "span",
-    )
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.method = b""
-        self.http11 = True
-        self.keep_alive = True
-        self.upgrade = False
-        self.is_head = False
-        self.head_done = False
-        self.complete = False
-        self.body: list[bytes] | None = None
-        self.body_size = 0
-        self.chunked = False
-        self.discard = False
-        self.route: Route | None = None
-        self.backend: BackendState | None = None
-        self.tried: list[BackendState] | None = None
-        self.head_parts: list[bytes] = []
-        self.local = False
-        self.t_sent = 0.0  # when the whole request was with the backend (its first-byte timer)
-        self.t0 = 0.0  # when the request head began (monotonic): latency metrics
-        self.status = 0  # status of the final response head sent, 0 while none
-        self.span = None  # its trace span, when tracing samples it
 
 
 class ClientProtocol:
@@ -133,7 +101,7 @@ class ClientProtocol:
             self.peer = (peer[0], peer[1])
             self.peer_ip = peer[0].encode("ascii")
             self.lan = not is_loopback_peer(peer[0])
-        self.t_phase = time.monotonic()
+        self.t_phase = monotonic()
         if len(st.conns) >= st.settings.max_connections or st.closing:
             st.rejected_total += 1
             self.phase = CLOSED
@@ -151,7 +119,7 @@ class ClientProtocol:
         self.st.conns.discard(self)
         req = self.active
         if req is not None and req.route is not None:
-            self._count(req, time.monotonic())  # cut off, or an upgraded connection that ended
+            self._count(req, monotonic())  # cut off, or an upgraded connection that ended
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -264,7 +232,7 @@ class ClientProtocol:
         if self.active is None:
             self.active = req
             self.phase = HEAD
-            self.t_phase = time.monotonic()
+            self.t_phase = monotonic()
         else:
             if self.pipeline is None:
                 self.pipeline = collections.deque()
@@ -339,7 +307,7 @@ class ClientProtocol:
             return
         up = self.upstream
         if up is not None and up.req is req:
-            req.t_sent = time.monotonic()
+            req.t_sent = monotonic()
             if req.chunked:
                 up.transport.write(CHUNK_END)
         elif self.resp_done:
@@ -367,13 +335,19 @@ class ClientProtocol:
                 if self._run_hook(req, route):
                     return
                 headers = req.headers
-        kinds = REQ_KINDS.get
+        known = REQ_KINDS.known
+        lengths = REQ_KINDS.lengths
         for name, value in headers:
-            kind = kinds(name, -1)
+            size = len(name)
+            # inline KindCache.ordinary_by_length: most names skip the dict probe
+            kind = known.get(name, -1) if size < 64 and (lengths >> size) & 1 else None
             if kind == -1:
                 kind = REQ_KINDS.miss(name)
             if kind is None or kind == 6:
-                out += (name, b": ", value, CRLF)
+                out.append(name)
+                out.append(b": ")
+                out.append(value)
+                out.append(CRLF)
             elif kind == 1:
                 host = value
                 nhost += 1
@@ -416,10 +390,12 @@ class ClientProtocol:
                 return self._reject(400, "missing Host header")
             host = b""
         by_host = router.by_host  # the lookup's cache, read without a Python call
-        route = by_host[host] if host in by_host else router.lookup(host)
+        route = by_host.get(host, NOT_CACHED)  # type: ignore[arg-type]  # a sentinel, not a Route
+        if route is NOT_CACHED:
+            route = router.lookup(host)
         if route is not None and self.https and not route.tunnel.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
-        if route is not None and not self._visible(route, host):
+        if route is not None and self.lan and not self._visible(route, host):  # loopback peers see all
             route = None
         if route is None:
             return self._page(req, 404, pages.table_not_found_page, host.decode("latin-1"), router.table)
@@ -437,7 +413,8 @@ class ClientProtocol:
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
         elif route.tunnel.redirect_https:
             return self._redirect(req, host, target)
-        if (conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
+        if (conn is not None and conn != b"keep-alive" and conn != b"close"
+                and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
             named = set(route.req_remove)
             if conn is not None:
                 named |= {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
@@ -447,28 +424,35 @@ class ClientProtocol:
             start_request_span(st, req, route, out, self.https)
         # Request line and Host first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", "Host: ",
         # host, CRLF, headers...]; `_attach` fills in the chosen backend's prefix (and host:port).
-        out[0:0] = (req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF)
-        out += (
-            b"X-Forwarded-For: ", (xff + b", " + self.peer_ip) if xff else self.peer_ip, CRLF,
-            self.xfp,
-            b"X-Forwarded-Host: ", host, CRLF,
-        )
-        if route.req_add:
-            out.append(route.req_add)
+        head = [req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF]
+        head.extend(out)
+        head.append(b"X-Forwarded-For: ")
+        head.append((xff + b", " + self.peer_ip) if xff else self.peer_ip)
+        head.append(CRLF)
+        head.append(self.xfp)
+        head.append(b"X-Forwarded-Host: ")
+        head.append(host)
+        head.append(CRLF)
+        add = route.req_add
+        if add:
+            head.append(add)
         if req.upgrade:
-            out += (b"Connection: upgrade\r\nUpgrade: ", upg or b"", CRLF)
+            head.append(b"Connection: upgrade\r\nUpgrade: ")
+            head.append(upg or b"")
+            head.append(CRLF)
         if req.chunked:
-            out.append(CHUNKED)
+            head.append(CHUNKED)
         if st.settings.via:
-            out.append(VIA)
-        out += (router.hop_line, CRLF)
+            head.append(VIA)
+        head.append(router.hop_line)
+        head.append(CRLF)
         balancer = route.balancer
         backend = balancer.single  # one healthy backend (the usual tunnel): no Python call
         if backend is None or not backend.healthy or backend.ejected_until:
             backend = balancer.pick()
         if backend is None:
             return self._page(req, 503, pages.unavailable_page, route.name, [s.backend for s in route.balancer.states])
-        req.head_parts = out
+        req.head_parts = head
         self._send(req, backend)
 
     def _page(self, req: Req, status: int, detailed: "Callable[..., str] | None", *args: Any) -> None:
@@ -599,7 +583,7 @@ class ClientProtocol:
         head = b"".join(parts)
         body = req.body
         if req.complete:
-            req.t_sent = time.monotonic()
+            req.t_sent = monotonic()
         if body is None:
             if req.complete and req.chunked:
                 up.transport.writelines((head, CHUNK_END))
@@ -718,7 +702,7 @@ class ClientProtocol:
         req = self.active
         self.active = None
         self.resp_done = False
-        now = time.monotonic()  # the request's end, and the start of the connection's next phase
+        now = monotonic()  # the request's end, and the start of the connection's next phase
         if req is not None and req.route is not None:
             self._count(req, now)
         if req is None or not req.keep_alive or self.st.closing or self.eof or self.phase in (CLOSED, UPGRADE_WAIT):

@@ -53,24 +53,35 @@ RESP_SPECIAL: dict[bytes, int] = {
 }
 
 
-class KindCache(dict):  # type: ignore[type-arg]
+class KindCache:
     """Header name as sent (any case) -> kind from `table`, or None for ordinary headers.
 
-    Memoised so the hot loop does one dict probe (`cache.get(name, -1)`) instead of
-    `lower()` plus a probe; `miss(name)` fills it. Bounded: past the limit it still answers
-    but stops remembering new spellings.
+    `known` is a plain dict memo, so the hot loop does one dict probe (`known.get(name, -1)`, a C
+    call in the compiled build) instead of `lower()` plus a probe; `miss(name)` fills it. Bounded:
+    past the limit it still answers but stops remembering new spellings. `lengths` has bit n set
+    when some name in `table` is n bytes long: a name whose bit is clear is ordinary without a
+    probe (hashing a fresh header name is most of a probe's cost).
     """
 
+    __slots__ = ("known", "table", "lengths")
     LIMIT = 2048
 
     def __init__(self, table: dict[bytes, int]) -> None:
-        super().__init__()
+        self.known: dict[bytes, int | None] = {}
         self.table = table
+        self.lengths = 0
+        for name in table:
+            assert len(name) < 64, "the length mask holds names shorter than 64 bytes"
+            self.lengths |= 1 << len(name)
+
+    def ordinary_by_length(self, name: bytes) -> bool:
+        """Whether `name` cannot be special because of its length alone (the hot loops inline this)."""
+        return len(name) >= 64 or not (self.lengths >> len(name)) & 1
 
     def miss(self, name: bytes) -> int | None:
         kind = self.table.get(name.lower())
-        if len(self) < self.LIMIT:
-            self[name] = kind
+        if len(self.known) < self.LIMIT:
+            self.known[name] = kind
         return kind
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from .h2_protocol import H2Stream
-    from .protocol import Req
+    from .request import Req
     from .router import Route
     from .state import ProxyState
 

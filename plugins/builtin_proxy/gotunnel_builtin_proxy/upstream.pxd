@@ -2,19 +2,28 @@
 
 cimport cython
 
+from gotunnel_builtin_proxy.request cimport Req
+
+
+cdef class Pool
+
 
 @cython.final
 cdef class UpstreamProtocol:
-    cdef public object pool, transport, parser, client, ct, req
+    cdef public object transport, parser, client, ct
+    cdef public Pool pool
+    cdef public Req req
     cdef public list headers, out
     cdef public double t_idle
     cdef public bint idle, closed, activity, out_chunked, finished, head_sent, got_bytes, interim, broken
     cdef public bint until_close, reset_parser, upgrade_ok, upgraded, client_ka, reused, paused_by_client, via, keep
 
     cpdef _reset(self)
-    cpdef attach(self, client, req)
+    cpdef attach(self, client, Req req)
     cpdef _complete(self)
-    cpdef _write_head(self, int status, req, bint interim=*, bint upgrade=*)
+    @cython.locals(lines=dict, known=dict, out=list, line=bytes, ka=bint, name=bytes, value=bytes, conn=bytes,
+                   size=Py_ssize_t, lengths="unsigned long long")
+    cpdef _write_head(self, int status, Req req, bint interim=*, bint upgrade=*)
 
 
 # Not final: h2_upstream.H1Pool extends it (and pools its own connection class).

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from .request import Req
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -28,7 +29,7 @@ from .responses import (
 )
 
 if TYPE_CHECKING:
-    from .protocol import ClientProtocol, Req
+    from .protocol import ClientProtocol
 
 #: Transport write-buffer high-water mark: beyond it the other side stops being read.
 WRITE_HIGH = 256 * 1024
@@ -226,11 +227,16 @@ class UpstreamProtocol:
     def _write_head(self, status: int, req: "Req", interim: bool = False, upgrade: bool = False) -> None:
         route = req.route
         drop = route.resp_drop if route is not None else None
-        out = [STATUS_LINES.get(status) or status_line(status)]
+        lines = STATUS_LINES
+        line = lines.get(status)
+        out = [line if line is not None else status_line(status)]
         cl = te = conn = upg = None
-        kinds = RESP_KINDS.get
+        known = RESP_KINDS.known
+        lengths = RESP_KINDS.lengths
         for name, value in self.headers:
-            kind = kinds(name, -1)
+            size = len(name)
+            # inline KindCache.ordinary_by_length: most names skip the dict probe
+            kind = known.get(name, -1) if size < 64 and (lengths >> size) & 1 else None
             if kind == -1:
                 kind = RESP_KINDS.miss(name)
             if kind is not None:
@@ -245,8 +251,12 @@ class UpstreamProtocol:
                 continue
             if drop and name.lower() in drop:
                 continue
-            out += (name, b": ", value, CRLF)
-        if conn is not None and conn.lower() not in PLAIN_CONNECTION_TOKENS:
+            out.append(name)
+            out.append(b": ")
+            out.append(value)
+            out.append(CRLF)
+        if conn is not None and conn != b"keep-alive" and conn != b"close" \
+                and conn.lower() not in PLAIN_CONNECTION_TOKENS:
             named = {t.strip().lower() for t in conn.split(b",")} - PLAIN_CONNECTION_TOKENS
             if named:
                 out = [out[0]] + [
@@ -257,7 +267,9 @@ class UpstreamProtocol:
             self.out.append(b"".join(out))
             return
         if upgrade:
-            out += (b"Connection: upgrade\r\nUpgrade: ", upg or b"", CRLF)
+            out.append(b"Connection: upgrade\r\nUpgrade: ")
+            out.append(upg or b"")
+            out.append(CRLF)
             if route is not None and route.resp_add:
                 out.append(route.resp_add)
             if self.via:
@@ -267,12 +279,11 @@ class UpstreamProtocol:
             self.head_sent = True
             return
         ka = req.keep_alive and not req.upgrade
-        if req.is_head or status == 204 or status == 304:
-            if cl is not None:
-                out += (b"Content-Length: ", cl, CRLF)
-        elif cl is not None:
-            out += (b"Content-Length: ", cl, CRLF)
-        else:
+        if cl is not None:
+            out.append(b"Content-Length: ")
+            out.append(cl)
+            out.append(CRLF)
+        elif not (req.is_head or status == 204 or status == 304):
             if te is None:
                 self.until_close = True
             if req.http11:
@@ -284,8 +295,10 @@ class UpstreamProtocol:
             out.append(CONN_CLOSE)
         elif not req.http11:
             out.append(CONN_KEEP_ALIVE)
-        if route is not None and route.resp_add:
-            out.append(route.resp_add)
+        if route is not None:
+            add = route.resp_add
+            if add:
+                out.append(add)
         if self.via:
             out.append(VIA)
         out.append(CRLF)
@@ -410,7 +423,7 @@ class Pool:
             return
         up.idle = True
         up.reused = True
-        up.t_idle = time.monotonic()
+        up.t_idle = monotonic()
         self.idle.append(up)
 
     def discard(self, up: PooledConnection) -> None:

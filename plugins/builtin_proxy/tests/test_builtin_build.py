@@ -1,6 +1,6 @@
 """The builtin engine's optional compiled hot path: which build runs, and the switch to the sources.
 
-`make setup` compiles protocol.py, upstream.py and metrics.py with Cython (plugins/builtin_proxy/setup.py);
+`make setup` compiles the hot-path modules (`gotunnel_builtin_proxy.HOT_PATH`) with Cython (plugins/builtin_proxy/setup.py);
 `make test` runs the builtin engine's tests on both builds (the second time with
 GOTUNNEL_PURE_PYTHON=1), so both must pass the same tests.
 """
@@ -20,35 +20,36 @@ import pytest
 import gotunnel_builtin_proxy
 
 PACKAGE = Path(gotunnel_builtin_proxy.__file__).parent
-PROBE = ("import json, gotunnel_builtin_proxy as g, gotunnel_builtin_proxy.protocol as p, "
-         "gotunnel_builtin_proxy.upstream as u, gotunnel_builtin_proxy.metrics as m; "
-         "print(json.dumps([g.compiled(), p.__file__, u.__file__, m.__file__]))")
+PROBE = ("import importlib, json, gotunnel_builtin_proxy as g; "
+         "print(json.dumps([g.compiled(), *(importlib.import_module('gotunnel_builtin_proxy.' + name).__file__ "
+         "for name in g.HOT_PATH)]))")
 
 
-def _probe(pure: bool) -> tuple[bool, str, str, str]:
+def _probe(pure: bool) -> tuple[bool, list[str]]:
+    """Whether the compiled build is in use, and the file of each hot-path module, in a fresh process."""
     env = {k: v for k, v in os.environ.items() if k != "GOTUNNEL_PURE_PYTHON"}
     if pure:
         env["GOTUNNEL_PURE_PYTHON"] = "1"
     # outside the plugin's directory: `python -c` puts the working directory first on sys.path
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
                          cwd=tempfile.gettempdir())
-    compiled, protocol, upstream, metrics = json.loads(out.stdout)
-    return compiled, protocol, upstream, metrics
+    compiled, *files = json.loads(out.stdout)
+    return compiled, files
 
 
 def test_pure_python_switch_loads_the_sources():
-    compiled, protocol, upstream, metrics = _probe(pure=True)
+    compiled, files = _probe(pure=True)
     assert not compiled
-    assert [protocol, upstream, metrics] == [str(PACKAGE / f"{name}.py") for name in gotunnel_builtin_proxy.HOT_PATH]
+    assert files == [str(PACKAGE / f"{name}.py") for name in gotunnel_builtin_proxy.HOT_PATH]
 
 
 def test_compiled_build_is_used_when_installed():
     built = sorted(p.name for p in PACKAGE.glob("*.so"))
     if not built:
         pytest.skip("no compiled hot path installed here (built without Cython or a C compiler)")
-    compiled, protocol, upstream, metrics = _probe(pure=False)
+    compiled, files = _probe(pure=False)
     assert compiled
-    assert {Path(protocol).name, Path(upstream).name, Path(metrics).name} <= set(built)
+    assert {Path(file).name for file in files} <= set(built)
 
 
 def test_a_compiled_module_older_than_its_source_is_not_run(tmp_path):
