@@ -39,9 +39,10 @@ class RecordSizedReadSSLObject(ssl.SSLObject):
 
     uvloop's TLS transport calls `read(256 KiB)` without a buffer when it discards input while
     shutting down (twice when we close, once more at the peer's close_notify), and for protocols
-    without `get_buffer`. CPython allocates a bytes object of the full length first, which with the
-    mmap threshold fixed for issue 19 (gotunnel_core.memory) is an mmap and munmap per call: three
-    pairs on every connection. Reads into a buffer (`TlsClientProtocol.get_buffer`) are unchanged.
+    without `get_buffer`. CPython allocates a bytes object of the full length first: 256 KiB three
+    times per connection for reads that mostly return nothing (with issue 19's 128 KiB mmap
+    threshold, three mmap and munmap pairs). Reads into a buffer (`TlsClientProtocol.get_buffer`)
+    are unchanged.
     """
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
