@@ -4,10 +4,13 @@ Also: handing the heap's free pages back after a burst of start-up or reload wor
 (`release_free_heap`), and keeping terminal-only libraries out of the daemon (`is_daemon_argv`).
 
 glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), after
-which the ~260 KB buffers of every TLS connection come from the heap, where they fragment it:
-a daemon serving HTTPS kept growing by about 1.5 MiB a minute even with every connection freed
-(issue 19). A fixed threshold keeps such blocks mmapped, so closing a connection returns their
-pages to the system. A no-op where the C library has no `mallopt` (macOS, musl).
+which every large block, such as the 256 KiB bytes of each TLS read, came from the heap, where
+they fragmented it: a daemon serving HTTPS kept growing by about 1.5 MiB a minute even with every
+connection freed (issue 19). A fixed threshold keeps blocks above it mmapped for good. It sits
+just above uvloop's 256 KiB per-connection TLS buffer, which otherwise costs an mmap and a munmap
+on every HTTPS connection (issue 20); a fixed trim threshold keeps such a buffer freed at the
+heap's top from being handed back with brk and taken again at the next accept. A no-op where
+the C library has no `mallopt` (macOS, musl).
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ import ctypes
 import sys
 from typing import Any
 
+#: mallopt parameter number of M_TRIM_THRESHOLD (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
 #: mallopt parameter number of M_MMAP_THRESHOLD (glibc's malloc.h).
 M_MMAP_THRESHOLD = -3
 #: mallopt parameter number of M_ARENA_MAX (glibc's malloc.h).
 M_ARENA_MAX = -8
-#: glibc's initial threshold: blocks from 128 KiB up are mmapped (and stay so once it is fixed).
-MMAP_THRESHOLD = 128 * 1024
+#: Blocks from 264 KiB up are mmapped: above uvloop's TLS buffer (SSL_READ_MAX_SIZE, 256 KiB plus
+#: malloc's header), which then comes from the heap.
+MMAP_THRESHOLD = 264 * 1024
+#: Free memory at the heap's top kept rather than handed back, for processes that serve TLS
+#: (glibc's default: 128 KiB, less than one such buffer).
+TRIM_THRESHOLD = 1024 * 1024
 
 
 def _glibc(name: str, *argtypes: type) -> Any:
@@ -43,9 +52,11 @@ def _mallopt(param: int, value: int) -> bool:
     return mallopt is not None and bool(mallopt(param, value))
 
 
-def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix malloc's mmap threshold at `threshold` bytes; True when the C library took it."""
-    return _mallopt(M_MMAP_THRESHOLD, threshold)
+def keep_large_blocks_mmapped(threshold: int = MMAP_THRESHOLD, trim: int | None = None) -> bool:
+    """Fix malloc's mmap threshold at `threshold` bytes, and its trim threshold at `trim` when
+    given (else glibc's 128 KiB); True when the C library took them."""
+    trimmed = trim is None or _mallopt(M_TRIM_THRESHOLD, trim)
+    return _mallopt(M_MMAP_THRESHOLD, threshold) and trimmed
 
 
 def limit_malloc_arenas(count: int) -> bool:

@@ -80,3 +80,34 @@ def test_release_free_heap_gives_freed_heap_pages_back() -> None:
     finally:
         for block in blocks[1::2]:
             libc.free(block)
+
+
+_WHERE_BLOCKS_GO = """
+import ctypes
+from gotunnel_core.memory import TRIM_THRESHOLD, keep_large_blocks_mmapped
+
+assert keep_large_blocks_mmapped(trim=TRIM_THRESHOLD)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def in_heap(size):
+    block = libc.malloc(size)
+    lo, hi = [tuple(int(x, 16) for x in line.split()[0].split("-"))
+              for line in open("/proc/self/maps") if "[heap]" in line][0]
+    libc.free(block)
+    return lo <= block < hi
+
+print(in_heap(256 * 1024), in_heap(1024 * 1024))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_a_tls_connections_buffer_comes_from_the_heap_and_larger_blocks_are_mmapped() -> None:
+    """uvloop allocates 256 KiB per TLS connection: from the heap (no mmap and munmap per
+    connection, issue 20), while larger blocks stay mmapped for good (issue 19). Run in a fresh
+    interpreter, as the daemon sets it at start."""
+    out = subprocess.run([sys.executable, "-c", _WHERE_BLOCKS_GO], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"], out.stdout

@@ -254,10 +254,10 @@ def run_daemon(
     on_ready: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> None:
     """Run a daemon in this process until it is told to stop (the `gotunnel daemon` command)."""
-    from ..memory import keep_large_blocks_mmapped
+    from ..memory import TRIM_THRESHOLD, keep_large_blocks_mmapped
 
     lock_fd = acquire_daemon_lock(layout)
-    keep_large_blocks_mmapped()  # a daemon runs for weeks: keep TLS buffers from fragmenting the heap
+    keep_large_blocks_mmapped(trim=TRIM_THRESHOLD)  # a daemon runs for weeks: a threshold that never drifts (issue 19)
     tracing.configure()
     error_reports.configure(settings)
     try:

@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     from gotunnel_core import tracing
-    from gotunnel_core.memory import keep_large_blocks_mmapped
+    from gotunnel_core.memory import TRIM_THRESHOLD, keep_large_blocks_mmapped
 
-    keep_large_blocks_mmapped()
+    keep_large_blocks_mmapped(trim=TRIM_THRESHOLD)
     tracing.configure()  # the same OTEL_* environment as the daemon: request spans from every worker
 
     args = [int(a) for a in (argv if argv is not None else sys.argv[1:])]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import gc
 import socket
 import ssl
-from typing import Any
+import tracemalloc
+from typing import Any, Callable
 
 import pytest
 
@@ -82,3 +83,90 @@ def test_builtin_loop_through_a_relay_stays_bounded(gotunnel: Gotunnel) -> None:
         wait_for(lambda: len(daemon.net_connections("tcp")) < 50, timeout=15, what="sockets to be released")
     finally:
         relay.close()
+
+
+# ----- per-connection allocations on the HTTPS listener ---------------------------------------------------------
+
+def _handshake(client: ssl.SSLObject, server: ssl.SSLObject, c_in: ssl.MemoryBIO, c_out: ssl.MemoryBIO,
+               s_in: ssl.MemoryBIO, s_out: ssl.MemoryBIO) -> None:
+    """Drive both ends of a TLS handshake over memory BIOs until both have finished."""
+    done: set[str] = set()
+    for _ in range(10):
+        for name, obj, src, dst in (("client", client, c_out, s_in), ("server", server, s_out, c_in)):
+            try:
+                obj.do_handshake()
+                done.add(name)
+            except ssl.SSLWantReadError:
+                pass
+            dst.write(src.read())
+        if len(done) == 2:
+            return
+    raise AssertionError(f"the TLS handshake over memory BIOs did not finish (done: {done})")
+
+
+def test_https_listener_reads_without_a_buffer_one_record_at_a_time(tmp_path: Any) -> None:
+    """uvloop's TLS transport reads 256 KiB without a buffer while it shuts a connection down (three
+    times per connection): each was a 256 KiB bytes object, an mmap and munmap with issue 19's fixed
+    threshold. The listener's SSL objects ask for one record at most, and still deliver every byte."""
+    from gotunnel_builtin_proxy.tls import MAX_RECORD_PLAINTEXT, CertSnapshot, CertStore, SniSelector
+
+    pki = make_pki(tmp_path / "pki", ["alpha"])
+    sni = SniSelector(lambda: None, CertSnapshot({}, CertStore().context_for(pki.default)))  # type: ignore[arg-type,return-value]
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = sni.base.wrap_bio(s_in, s_out, server_side=True)
+    ctx = pki.client_context()
+    ctx.check_hostname = False  # no SNI: the default certificate, as for an IP address
+    client = ctx.wrap_bio(c_in, c_out)
+    _handshake(client, server, c_in, c_out, s_in, s_out)
+
+    def read_all(read: Callable[[], bytes]) -> list[bytes]:
+        chunks: list[bytes] = []
+        with pytest.raises(ssl.SSLWantReadError):
+            while True:
+                chunks.append(read())
+        return chunks
+
+    sent = bytes(range(256)) * 160  # 40 KiB: three records
+    client.write(sent)
+    s_in.write(c_out.read())
+    chunks = read_all(lambda: server.read(256 * 1024))
+    assert max(len(c) for c in chunks) <= MAX_RECORD_PLAINTEXT and b"".join(chunks) == sent
+    into = bytearray(64 * 1024)  # reads into a caller's buffer are as before
+    client.write(sent)
+    s_in.write(c_out.read())
+    assert b"".join(read_all(lambda: bytes(into[: server.read(len(into), into)]))) == sent
+
+    tracemalloc.start()  # what uvloop's discarding read costs when nothing is there: the bytes object it allocates
+    try:
+        tracemalloc.reset_peak()
+        with pytest.raises(ssl.SSLWantReadError):
+            server.read(256 * 1024)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - current < 2 * MAX_RECORD_PLAINTEXT, f"a read of nothing allocated {peak - current} bytes"
+
+    with pytest.raises(ssl.SSLWantReadError):
+        client.unwrap()  # close_notify, then waits for the server's
+    s_in.write(c_out.read())
+    assert server.read(256 * 1024) == b""  # the peer's close_notify, seen through the capped read
+
+
+def test_https_close_after_a_response_ends_with_close_notify(engine_factory: Any, backend_a: Any,
+                                                            ports: tuple[int, int], tmp_path: Any) -> None:
+    """`Connection: close` over HTTPS: the whole response, then the engine's close_notify (uvloop's
+    shutdown reads go through the listener's SSL objects), then the connection is gone."""
+    pki = make_pki(tmp_path / "pki", ["alpha"])
+    eng = engine_factory({})
+    eng.start(make_table([{"name": "alpha", "backends": [backend_a.url]}], *ports, pki))
+    for _ in range(3):
+        with socket.create_connection((LOCAL, ports[1]), timeout=10) as raw:
+            # without ragged EOFs suppressed, a TCP close with no close_notify raises SSLEOFError
+            sock = pki.client_context().wrap_socket(raw, server_hostname="alpha.localhost", suppress_ragged_eofs=False)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: alpha.localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):  # b"" at the engine's close_notify
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\n" in data
+            sock.unwrap()  # our close_notify back: the engine finishes its shutdown
+    wait_for(lambda: eng.in_loop(lambda: not eng.engine.st.conns), what="every client connection to close")
