@@ -123,6 +123,10 @@ class Engine(abc.ABC):
     #: Conformance behaviour key -> how this engine departs from it (see `Capability`). A key not
     #: listed is fully supported; the README's engine matrix is generated from these declarations.
     capabilities: ClassVar[Mapping[str, Capability]] = {}
+    #: Runtime name (`--runtime`) -> behaviour key -> how the engine departs from it when its program
+    #: runs under that runtime; replaces the `capabilities` entry there. For what only a runtime
+    #: changes, e.g. a container cannot inherit the daemon's listening sockets.
+    runtime_capabilities: ClassVar[Mapping[str, Mapping[str, Capability]]] = {}
     #: This class's own options; `declared_options()` merges them over the class hierarchy (a
     #: subclass may redeclare a base option, e.g. to change its default).
     options: ClassVar[tuple[EngineOption, ...]] = ()
@@ -258,9 +262,17 @@ class Engine(abc.ABC):
         return BinaryStatus(found=True, path=None, version=None)
 
     @classmethod
-    def capability(cls, behaviour: str) -> Capability:
-        """How this engine does `behaviour` (a conformance suite key): `SUPPORTED` unless declared."""
-        return cls.capabilities.get(behaviour, SUPPORTED)
+    def capability(cls, behaviour: str, runtime: str | None = None) -> Capability:
+        """How this engine does `behaviour` (a conformance suite key) under `runtime` (None: the
+        engine's default): `SUPPORTED` unless declared."""
+        declared = cls.runtime_capabilities.get(runtime, {}) if runtime is not None else {}
+        return declared.get(behaviour) or cls.capabilities.get(behaviour, SUPPORTED)
+
+    @classmethod
+    def runtime_name(cls, settings: Mapping[str, Any]) -> str | None:
+        """The runtime the engine's program runs under with these settings; None for an engine
+        that runs inside the daemon (it has no runtime option)."""
+        return None
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from ..options import EngineOption, option_env
 from ..values import boolean, choice, image_reference, integer, number, optional_path
 from .binary import PackagedBinary, find_binary
 from .listeners import ListenerSockets
-from .runtime import EngineProcess, ProcessRuntime, Runtime
+from .runtime import RUNTIME_NAMES, EngineProcess, ProcessRuntime, Runtime
 from .sockets import socket_path_fits
 from .workdir import WorkDir
 
@@ -79,7 +79,7 @@ class SupervisedEngine(Engine):
     options: ClassVar[tuple[EngineOption, ...]] = (
         EngineOption("bin", optional_path, None, "the engine's program (default: found on PATH, then the [bin] extra)"),
         # legacy=True: the setting `runtime` (--runtime, GOTUNNEL_RUNTIME) applies to every engine, below its own.
-        EngineOption("runtime", choice("process", "docker"), "process",
+        EngineOption("runtime", choice(*RUNTIME_NAMES), "process",
                      "how the program runs: process (a child of the daemon) or docker (in a container of `image`)",
                      legacy=True),
         EngineOption("image", image_reference, None,
@@ -268,6 +268,11 @@ class SupervisedEngine(Engine):
                 return BinaryStatus(False, None, None, hint=cls._no_image_hint())
             return probe_docker(cls.name, options["image"])
         return cls.probe_program(settings)
+
+    @classmethod
+    def runtime_name(cls, settings: Mapping[str, Any]) -> str | None:
+        """The option `runtime` under these settings (process or docker)."""
+        return str(cls.resolve_options(settings)["runtime"])
 
     @classmethod
     def probe_program(cls, settings: Mapping[str, Any]) -> BinaryStatus:

@@ -16,6 +16,9 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 StderrSink = Callable[[str], None]
 
+#: The runtimes the option `runtime` names (an engine's `runtime_capabilities` are keyed by these).
+RUNTIME_NAMES = ("process", "docker")
+
 
 class EngineProcess(Protocol):
     """A running engine as its supervisor sees it."""

@@ -1,5 +1,6 @@
 """The README's engine matrix, generated from the suite's behaviours and each installed engine's
-capability declarations (`Engine.capabilities`).
+capability declarations (`Engine.capabilities`, and `Engine.runtime_capabilities` where a runtime
+changes one).
 
     python -m gotunnel_core.testing.matrix              # print it
     python -m gotunnel_core.testing.matrix --write README.md   # rewrite the marked section
@@ -42,12 +43,22 @@ def matrix_markdown(engines: Mapping[str, EngineSpec] | None = None) -> str:
     for key, row in behaviours.items():
         cells = []
         for name in names:
-            capability = engines[name].engine_class.capability(key)
+            engine_class = engines[name].engine_class
+            capability = engine_class.capability(key)
             if capability.kind == "supported":
-                cells.append("yes")
-                continue
-            notes.append(f"{name}, {row.title.lower()}: {capability.reason}")
-            cells.append(f"{_LABELS[capability.kind]} [{len(notes)}]")
+                cell = "yes"
+            else:
+                notes.append(f"{name}, {row.title.lower()}: {capability.reason}")
+                cell = f"{_LABELS[capability.kind]} [{len(notes)}]"
+            for runtime, declared in sorted(engine_class.runtime_capabilities.items()):
+                there = declared.get(key)
+                if there is None:
+                    continue
+                cell += f"; {runtime}: {_LABELS.get(there.kind, 'yes')}"
+                if there.reason:
+                    notes.append(f"{name} in the {runtime} runtime, {row.title.lower()}: {there.reason}")
+                    cell += f" [{len(notes)}]"
+            cells.append(cell)
         lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("yes\\*: works, differently (see the note); no: not supported (skipped by the suite); "

@@ -8,8 +8,9 @@ gotunnel-core is installed. It adds:
   runs its default test paths (no paths on the command line), the suite is collected as well, so
   `pytest --gotunnel-engine haproxy` in an engine's project runs its own tests and the whole suite;
 - the parametrization of every `@behaviour` test over the selected engines (default: every
-  installed engine), with each engine's `Engine.capabilities`: unsupported -> skipped with the
-  reason, pending -> strict expected failure. An engine whose program is missing is skipped,
+  installed engine), with each engine's `Engine.capabilities` (or its `runtime_capabilities` for
+  the runtime this run selects): unsupported -> skipped with the reason, pending -> strict
+  expected failure. An engine whose program is missing is skipped,
   unless named in GOTUNNEL_REQUIRE_ENGINES (then it fails), and a selected engine that is not
   installed fails.
 
@@ -54,6 +55,19 @@ class EngineSelection:
                 probe = spec.engine_class.probe(_settings_from_environment(name))
                 self._missing[name] = None if probe.found else f"engine {name!r}: {probe.hint}"
         return self._missing[name]
+
+    def runtime(self, name: str) -> str | None:
+        """The runtime `name` runs under in this run (GOTUNNEL_RUNTIME, GOTUNNEL_<ENGINE>_RUNTIME),
+        which picks its `runtime_capabilities`; None when it cannot be resolved (the run reports that)."""
+        spec = self.specs.get(name)
+        if spec is None:
+            return None
+        from ..errors import UsageError
+
+        try:
+            return spec.engine_class.runtime_name(_settings_from_environment(name))
+        except UsageError:  # a bad setting: the engine's own start fails with its message
+            return None
 
     def must_run(self, name: str) -> bool:
         """Whether a missing engine fails the run instead of being skipped."""
@@ -123,7 +137,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks: list[Any] = []
         missing = selection.unavailable(name)
         spec = selection.specs.get(name)
-        capability = spec.engine_class.capability(key) if spec is not None else None
+        capability = spec.engine_class.capability(key, selection.runtime(name)) if spec is not None else None
         if missing and not selection.must_run(name):
             marks.append(pytest.mark.skip(reason=missing))
         elif capability is not None and capability.kind == "unsupported":

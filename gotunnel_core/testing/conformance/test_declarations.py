@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 
+from ...supervisor.runtime import RUNTIME_NAMES
 from . import load_rows
 
 
@@ -22,6 +23,10 @@ def test_capability_declarations_name_known_behaviours(request: pytest.FixtureRe
             continue
         unknown = sorted(set(spec.engine_class.capabilities) - set(behaviours))
         assert not unknown, f"engine {name!r} declares capabilities for unknown behaviours: {unknown}"
+        for runtime, declared in spec.engine_class.runtime_capabilities.items():
+            assert runtime in RUNTIME_NAMES, f"engine {name!r} declares capabilities for unknown runtime {runtime!r}"
+            unknown = sorted(set(declared) - set(behaviours))
+            assert not unknown, f"engine {name!r} declares {runtime} capabilities for unknown behaviours: {unknown}"
         checked += 1
     assert checked or not selection.names
 

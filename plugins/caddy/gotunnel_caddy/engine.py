@@ -77,6 +77,15 @@ class CaddyEngine(SupervisedEngine):
             "counted from its JSON access log sent to the daemon (option `metrics`): bytes are bodies only, no "
             "active-connections gauge, backend health from the daemon's own TCP probe"),
     }
+    runtime_capabilities = {
+        "docker": {
+            "reload_under_load": Capability.unsupported(
+                "a container cannot inherit the daemon's listening sockets, so Caddy binds its own and "
+                "every route change is a plain `/load` that rebinds them: a request on a connection "
+                "opened during the switch may be closed unanswered (run Caddy as a process for "
+                "lossless reloads)"),
+        },
+    }
     access_log_parser = staticmethod(parse_access_record)
     serves_given_sockets = True  # `fd/N` listener addresses, as for the sockets the daemon binds itself
 
