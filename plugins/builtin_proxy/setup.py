@@ -1,7 +1,6 @@
-"""Optional compiled hot path: with Cython installed (and GOTUNNEL_PURE_PYTHON unset), protocol.py,
-upstream.py and metrics.py are also built as extension modules, typed by the .pxd files beside
-them. Without Cython, or where the C build fails (no compiler), the package installs as pure
-Python: the same code.
+"""Optional compiled hot path: with Cython installed (and GOTUNNEL_PURE_PYTHON unset), the modules
+in HOT_PATH are also built as extension modules, typed by the .pxd files beside them. Without
+Cython, or where the C build fails (no compiler), the package installs as pure Python: the same code.
 Everything else about the distribution is in pyproject.toml.
 """
 
@@ -9,8 +8,8 @@ import os
 
 from setuptools import setup
 
-HOT_PATH = ["gotunnel_builtin_proxy/protocol.py", "gotunnel_builtin_proxy/upstream.py", "gotunnel_builtin_proxy/request.py",
-            "gotunnel_builtin_proxy/metrics.py"]
+HOT_PATH = [f"gotunnel_builtin_proxy/{name}.py"
+            for name in ("protocol", "upstream", "request", "metrics", "router", "balancer", "state")]
 
 
 def extensions() -> list:

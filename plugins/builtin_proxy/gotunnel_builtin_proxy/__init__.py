@@ -1,6 +1,7 @@
 """gotunnel's builtin proxy engine (asyncio protocols on uvloop, httptools parsers).
 
-The hot path (protocol.py, upstream.py, request.py, metrics.py) may be installed compiled as well (see setup.py).
+The hot path (protocol.py, upstream.py, request.py, metrics.py, router.py, balancer.py, state.py) may be
+installed compiled as well (see setup.py).
 GOTUNNEL_PURE_PYTHON=1 in the environment runs it from the .py files even then: the switch the
 test suite uses to run both builds, and a way to rule the compiled one out when debugging. In a
 source checkout, a compiled module older than its source is ignored too (with a warning), so an
@@ -17,7 +18,7 @@ import warnings
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-HOT_PATH = ("protocol", "upstream", "metrics", "request")
+HOT_PATH = ("protocol", "upstream", "metrics", "request", "router", "balancer", "state")
 
 
 class _SourceFirst:

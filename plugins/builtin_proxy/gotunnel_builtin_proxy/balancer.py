@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 PASSIVE_EJECT_SECONDS = 10.0
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)  # no slots: Cython compiles it as an extension type (balancer.pxd)
 class BackendState:
     """Runtime state of one backend of one tunnel: health, SWRR weight, connection pool."""
 
@@ -47,7 +47,7 @@ class BackendState:
         return True
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)  # no slots: Cython compiles it as an extension type (balancer.pxd)
 class Balancer:
     """Picks a backend per request; `pick` is O(backends) and allocation-free."""
 

@@ -25,7 +25,7 @@ from gotunnel_core.lan import is_localhost_host, is_loopback_peer
 
 from .hooks import run_request_hook
 from .metrics import RouteCounters
-from .request import Req
+from .request import Downstream, Req
 from .responses import (
     CHUNK_END,
     CHUNKED,
@@ -60,7 +60,7 @@ TLS_READ_SIZE = 256 * 1024
 TLS_READ_BUFFER = memoryview(bytearray(TLS_READ_SIZE))
 
 
-class ClientProtocol:
+class ClientProtocol(Downstream):
     """A client connection on the HTTP or HTTPS listener (an asyncio.Protocol by its methods)."""
 
     def __init__(self, st: "ProxyState", https: bool) -> None:
@@ -390,10 +390,9 @@ class ClientProtocol:
                 return self._reject(400, "missing Host header")
             host = b""
         by_host = router.by_host  # the lookup's cache, read without a Python call
-        route = by_host.get(host, NOT_CACHED)  # type: ignore[arg-type]  # a sentinel, not a Route
-        if route is NOT_CACHED:
-            route = router.lookup(host)
-        if route is not None and self.https and not route.tunnel.https:
+        cached = by_host.get(host, NOT_CACHED)  # a sentinel, not a Route
+        route = router.lookup(host) if cached is NOT_CACHED else cached  # type: ignore[assignment]
+        if route is not None and self.https and not route.https:
             route = None  # a tunnel started with --no-https is not served on the HTTPS listener
         if route is not None and self.lan and not self._visible(route, host):  # loopback peers see all
             route = None
@@ -411,7 +410,7 @@ class ClientProtocol:
             if not self._sni_ok(route):
                 return self._local(req, simple_response(
                     421, b"Misdirected Request: the TLS name does not match Host\n", close=True))
-        elif route.tunnel.redirect_https:
+        elif route.redirect_https:
             return self._redirect(req, host, target)
         if (conn is not None and conn != b"keep-alive" and conn != b"close"
                 and conn.lower() not in PLAIN_CONNECTION_TOKENS) or route.req_remove:
@@ -474,7 +473,7 @@ class ClientProtocol:
         return sni is NO_SNI or sni == "" or sni == route.name
 
     def _redirects(self, route: "Route") -> bool:
-        return not self.https and route.tunnel.redirect_https
+        return not self.https and route.redirect_https
 
     def _redirect(self, req: Req, host: bytes, target: bytes) -> None:
         name = host
@@ -522,7 +521,8 @@ class ClientProtocol:
 
     def _send(self, req: Req, backend: "BackendState") -> None:
         req.backend = backend
-        up = backend.pool.get()
+        pool = backend.pool  # a C call to the pool (typed in the compiled build)
+        up = pool.get()
         if up is not None:
             self._attach(req, up)
         else:
@@ -576,10 +576,13 @@ class ClientProtocol:
             up.paused_by_client = True
             up.transport.pause_reading()
         parts = req.head_parts
+        backend = req.backend
+        route = req.route
+        assert backend is not None and route is not None
         if parts[3] != b"*":  # OPTIONS * takes no path prefix
-            parts[2] = req.backend.prefix  # type: ignore[union-attr]
-        if req.route.host_from_backend:  # type: ignore[union-attr]
-            parts[6] = req.backend.host_header  # type: ignore[union-attr]
+            parts[2] = backend.prefix
+        if route.host_from_backend:
+            parts[6] = backend.host_header
         head = b"".join(parts)
         body = req.body
         if req.complete:
@@ -691,7 +694,9 @@ class ClientProtocol:
     def _count(self, req: Req, now: float) -> None:
         """Count `req` (routed, now finished or cut off) for its tunnel, with the bytes since the
         last counted request of this connection; close its trace span."""
-        counters: RouteCounters = req.route.stats  # type: ignore[union-attr]
+        route = req.route
+        assert route is not None
+        counters: RouteCounters = route.stats
         counters.count(req.status, now - req.t0, self.nin, self.nout)
         self.nin = 0
         self.nout = 0

@@ -13,3 +13,11 @@ cdef class Req:
     cdef public double t_sent
     cdef public double t0
     cdef public int status
+
+
+# Not final: protocol.ClientProtocol extends it (and overrides response_done, a C call here).
+cdef class Downstream:
+    cdef public object transport
+    cdef public Py_ssize_t nout
+
+    cpdef response_done(self, up, bint keep_alive)

@@ -2,7 +2,8 @@
 
 Its own module so that both compiled hot-path modules (protocol.py, upstream.py) can type it: the
 upstream side reads its fields as C fields instead of attribute lookups (protocol.py cimports
-upstream.pxd, so upstream.pxd could not cimport protocol.pxd back).
+upstream.pxd, so upstream.pxd could not cimport protocol.pxd back). `Downstream`, the client
+protocol's base, is here for the same reason: the upstream side calls it in C.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .balancer import BackendState
     from .router import Route
+    from .upstream import UpstreamProtocol
 
 
 class Req:
@@ -46,3 +50,17 @@ class Req:
         self.t0 = 0.0  # when the request head began (monotonic): latency metrics
         self.status = 0  # status of the final response head sent, 0 while none
         self.span = None  # its trace span, when tracing samples it
+
+
+class Downstream:
+    """What the upstream side of an exchange uses of its client connection: the client's transport,
+    its count of bytes sent, and the end of a response. `protocol.ClientProtocol` is the one
+    implementation; a base class so the compiled upstream module reaches these without a Python
+    attribute lookup or call."""
+
+    transport: "asyncio.Transport"
+    nout: int
+
+    def response_done(self, up: "UpstreamProtocol", keep_alive: bool) -> None:
+        """The upstream response was fully relayed (`keep_alive`: the backend may be reused)."""
+        raise NotImplementedError

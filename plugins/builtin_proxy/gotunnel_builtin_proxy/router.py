@@ -21,7 +21,7 @@ def _header_block(pairs: tuple[tuple[str, str], ...]) -> bytes:
     return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in pairs)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)  # no slots: Cython compiles it as an extension type (router.pxd)
 class Route:
     """Everything the hot path needs about one tunnel, precomputed once per table."""
 
@@ -37,6 +37,8 @@ class Route:
     stats: RouteCounters = field(default_factory=RouteCounters)  # the engine's counters of this tunnel
     upstream_host: bytes = b""  # a literal host_header; empty: the client's Host (or the backend's)
     host_from_backend: bool = False  # host_header = "backend": each backend's own host:port
+    https: bool = True  # the tunnel's own flags, read per request without going through `tunnel`
+    redirect_https: bool = False
 
     @classmethod
     def build(cls, tunnel: Tunnel, balancer: "Balancer", upstream_timeout: float = 60.0) -> "Route":
@@ -55,6 +57,8 @@ class Route:
             | frozenset(n.lower().encode() for n, _ in resp.add),
             upstream_host=b"" if tunnel.host_header in HOST_HEADER_MODES else tunnel.host_header.encode("ascii"),
             host_from_backend=tunnel.host_header == "backend",
+            https=tunnel.https,
+            redirect_https=tunnel.redirect_https,
         )
 
     def upstream_authority(self, backend: "BackendState", client_host: bytes) -> bytes:
@@ -80,7 +84,7 @@ def tunnel_name_of(host: str) -> str | None:
     return None
 
 
-@dataclass(slots=True)
+@dataclass  # no slots: Cython compiles it as an extension type (router.pxd)
 class Router:
     """Immutable routing snapshot; the engine swaps the whole object on `apply`."""
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .router import Router
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)  # no slots: Cython compiles it as an extension type (state.pxd)
 class ProxyState:
     """What every client connection reads; `router` is replaced whole on apply (atomic swap)."""
 

@@ -2,7 +2,8 @@
 
 cimport cython
 
-from gotunnel_builtin_proxy.request cimport Req
+from gotunnel_builtin_proxy.request cimport Downstream, Req
+from gotunnel_builtin_proxy.router cimport Route
 
 
 cdef class Pool
@@ -10,7 +11,8 @@ cdef class Pool
 
 @cython.final
 cdef class UpstreamProtocol:
-    cdef public object transport, parser, client, ct
+    cdef public object transport, parser, ct
+    cdef public Downstream client
     cdef public Pool pool
     cdef public Req req
     cdef public list headers, out
@@ -19,10 +21,10 @@ cdef class UpstreamProtocol:
     cdef public bint until_close, reset_parser, upgrade_ok, upgraded, client_ka, reused, paused_by_client, via, keep
 
     cpdef _reset(self)
-    cpdef attach(self, client, Req req)
+    cpdef attach(self, Downstream client, Req req)
     cpdef _complete(self)
     @cython.locals(lines=dict, known=dict, out=list, line=bytes, ka=bint, name=bytes, value=bytes, conn=bytes,
-                   size=Py_ssize_t, lengths="unsigned long long")
+                   size=Py_ssize_t, lengths="unsigned long long", route=Route)
     cpdef _write_head(self, int status, Req req, bint interim=*, bint upgrade=*)
 
 
