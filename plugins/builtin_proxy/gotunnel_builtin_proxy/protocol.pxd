@@ -17,7 +17,7 @@ cdef class ClientProtocol(Downstream):
     cdef public ProxyState st
     cdef public object parser, sni, pipeline, upstream, upgrade_buf, tracer
     cdef public bint https, activity, write_paused, resp_done, eof, lan
-    cdef public bytes xfp, peer_ip
+    cdef public bytes xfp, peer_ip, forwarded
     cdef public tuple peer
     cdef public Req parsing, active
     cdef public int phase, paused

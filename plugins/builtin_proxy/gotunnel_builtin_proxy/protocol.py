@@ -53,6 +53,7 @@ P_UPSTREAM, P_PIPELINE, P_BUFFER, P_UPGRADE = 1, 2, 4, 8
 BODY_BUFFER = 256 * 1024
 HTML = b"text/html; charset=utf-8"
 NO_SNI = object()
+REQUEST_LINE_END_HOST = b" HTTP/1.1\r\nHost: "
 NOT_CACHED = object()  # `Router.by_host` has no entry for the Host (its entries may be None)
 #: One decrypted-read buffer per process, lent to uvloop's TLS transport for each read (see
 #: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
@@ -71,6 +72,7 @@ class ClientProtocol(Downstream):
         self.parser = HttpRequestParser(self)
         self.peer: tuple[str, int] = ("", 0)
         self.peer_ip = b""
+        self.forwarded = self._forwarded_block()
         self.sni: object = NO_SNI
         self.parsing: Req | None = None
         self.active: Req | None = None
@@ -101,6 +103,7 @@ class ClientProtocol(Downstream):
             self.peer = (peer[0], peer[1])
             self.peer_ip = peer[0].encode("ascii")
             self.lan = not is_loopback_peer(peer[0])
+            self.forwarded = self._forwarded_block()
         self.t_phase = monotonic()
         if len(st.conns) >= st.settings.max_connections or st.closing:
             st.rejected_total += 1
@@ -113,6 +116,13 @@ class ClientProtocol(Downstream):
         if self.https:
             sslobj = transport.get_extra_info("ssl_object")
             self.sni = getattr(sslobj, "gotunnel_sni", NO_SNI) if sslobj is not None else NO_SNI
+
+    def _forwarded_block(self, xff: bytes | None = None) -> bytes:
+        """X-Forwarded-For (`xff` from the client, then this peer), -Proto, and the name of
+        X-Forwarded-Host, whose value follows: one part of the request head. Without `xff` the
+        block is the same for every request of the connection, built once."""
+        return b"X-Forwarded-For: " + (xff + b", " + self.peer_ip if xff else self.peer_ip) + CRLF \
+            + self.xfp + b"X-Forwarded-Host: "
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
@@ -421,30 +431,30 @@ class ClientProtocol(Downstream):
                 out = [part for i in range(0, len(out), 4) if out[i].lower() not in named for part in out[i:i + 4]]
         if self.tracer is not None:
             start_request_span(st, req, route, out, self.https)
-        # Request line and Host first: [method, " ", backend prefix, target, " HTTP/1.1\r\n", "Host: ",
-        # host, CRLF, headers...]; `_attach` fills in the chosen backend's prefix (and host:port).
-        head = [req.method, b" ", b"", target, b" HTTP/1.1\r\n", b"Host: ", route.upstream_host or host, CRLF]
+        # Request line and Host first: [method, " ", backend prefix, target, " HTTP/1.1\r\nHost: ", host,
+        # CRLF, headers...]; `_attach` fills in the chosen backend's prefix (and host:port). Constant
+        # neighbours are one part: `b"".join` takes a buffer of each.
+        head = [req.method, b" ", b"", target, REQUEST_LINE_END_HOST, route.upstream_host or host, CRLF]
         head.extend(out)
-        head.append(b"X-Forwarded-For: ")
-        head.append((xff + b", " + self.peer_ip) if xff else self.peer_ip)
-        head.append(CRLF)
-        head.append(self.xfp)
-        head.append(b"X-Forwarded-Host: ")
+        head.append(self._forwarded_block(xff) if xff else self.forwarded)
         head.append(host)
-        head.append(CRLF)
         add = route.req_add
-        if add:
-            head.append(add)
-        if req.upgrade:
-            head.append(b"Connection: upgrade\r\nUpgrade: ")
-            head.append(upg or b"")
+        if add or req.upgrade or req.chunked or st.via:
             head.append(CRLF)
-        if req.chunked:
-            head.append(CHUNKED)
-        if st.settings.via:
-            head.append(VIA)
-        head.append(router.hop_line)
-        head.append(CRLF)
+            if add:
+                head.append(add)
+            if req.upgrade:
+                head.append(b"Connection: upgrade\r\nUpgrade: ")
+                head.append(upg or b"")
+                head.append(CRLF)
+            if req.chunked:
+                head.append(CHUNKED)
+            if st.via:
+                head.append(VIA)
+            head.append(router.hop_line)
+            head.append(CRLF)
+        else:
+            head.append(router.hop_end)  # CRLF, the loop marker's line, the blank line
         balancer = route.balancer
         backend = balancer.single  # one healthy backend (the usual tunnel): no Python call
         if backend is None or not backend.healthy or backend.ejected_until:
@@ -582,7 +592,7 @@ class ClientProtocol(Downstream):
         if parts[3] != b"*":  # OPTIONS * takes no path prefix
             parts[2] = backend.prefix
         if route.host_from_backend:
-            parts[6] = backend.host_header
+            parts[5] = backend.host_header
         head = b"".join(parts)
         body = req.body
         if req.complete:

@@ -34,3 +34,4 @@ cdef class Router:
     cdef public dict by_host
     cdef public bytes hop_id
     cdef public bytes hop_line
+    cdef public bytes hop_end

@@ -95,6 +95,7 @@ class Router:
     by_host: dict[bytes, Route | None] = field(default_factory=dict)
     hop_id: bytes = b""  # this gotunnel's loop marker (gotunnel_core.loops)
     hop_line: bytes = b""  # the header line sent upstream with every request
+    hop_end: bytes = b""  # CRLF + hop_line + CRLF: the end of a request head that adds nothing else
 
     @classmethod
     def build(cls, table: RouteTable, routes: Mapping[str, Route]) -> "Router":
@@ -103,6 +104,7 @@ class Router:
         router = cls(table)
         router.hop_id = table.hop_id.encode("ascii")
         router.hop_line = f"{HOP_HEADER}: {table.hop_id}\r\n".encode("ascii")
+        router.hop_end = b"\r\n" + router.hop_line + b"\r\n"
         for name, route in routes.items():
             if name.startswith("*."):
                 router.wildcard[name[2:]] = route

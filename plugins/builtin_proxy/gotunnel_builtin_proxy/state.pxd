@@ -24,3 +24,4 @@ cdef class ProxyState:
     cdef public object log
     cdef public object h2
     cdef public object tracer
+    cdef public bint via
