@@ -217,14 +217,13 @@ class BuiltinEngine(Engine):
         router, snapshot, states = self._build(table)
         st = ProxyState(loop=loop, settings=self._settings, router=router, hook=self.context.hook,
                         hook_on=self._hook_enabled(), log=self.context.log, tracer=tracing.tracer("gotunnel.builtin"))
-        https_protocol: Any = lambda: TlsClientProtocol(st)  # noqa: E731
         if http2:
-            from .h2_protocol import AlpnDispatch
+            from .h2_protocol import accept_h2
             from .h2_upstream import Upstreams
 
             st.h2 = Upstreams(loop, self._settings.max_idle_upstream, self._settings.upstream_idle_timeout,
                               self._settings.via)
-            https_protocol = lambda: AlpnDispatch(st)  # noqa: E731
+            st.h2_accept = accept_h2
         sni = SniSelector(lambda: st.router, snapshot, http2)
         listen = table.listen
         where: list[dict[str, Any]] = [
@@ -242,8 +241,8 @@ class BuiltinEngine(Engine):
             self._servers.append(await loop.create_server(
                 lambda: ClientProtocol(st, False), **where[0]))  # type: ignore[arg-type,return-value]
             self._servers.append(await loop.create_server(
-                https_protocol, ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout,
-                **where[1]))
+                lambda: TlsClientProtocol(st),  # type: ignore[arg-type,return-value]
+                ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout, **where[1]))
         except OSError as exc:
             for server in self._servers:
                 server.close()

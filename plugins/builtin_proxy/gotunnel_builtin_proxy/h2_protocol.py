@@ -31,7 +31,7 @@ from . import h2_frames as F
 from .h2_upstream import start_exchange
 from .hooks import run_request_hook
 from .metrics import record_h2
-from .protocol import TLS_READ_BUFFER
+from .protocol import LOST, TLS_READ_BUFFER
 from .tracing import start_stream_span
 from .responses import date_header
 from .upstream import WRITE_HIGH
@@ -465,6 +465,7 @@ class H2Protocol(asyncio.BufferedProtocol):
             self._end_dropped(stream)
         self.streams.clear()
         self.blocked.clear()
+        self.transport = LOST  # type: ignore[assignment]  # uvloop keeps our bound methods: no cycle
 
     def close(self) -> None:
         """Graceful close (timeouts, shutdown): GOAWAY NO_ERROR, then close after the write."""
@@ -1145,32 +1146,14 @@ def _with(req: Request, **changes: Any) -> Request:
     return new
 
 
-class AlpnDispatch(asyncio.Protocol):
-    """The HTTPS listener's first protocol: after the handshake, hands the connection to the
-    HTTP/2 or the HTTP/1.1 protocol by the ALPN result (one `set_protocol`, no per-byte cost)."""
-
-    __slots__ = ("st",)
-
-    def __init__(self, st: "ProxyState") -> None:
-        self.st = st
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        from .protocol import TlsClientProtocol
-
-        st = self.st
-        sslobj = transport.get_extra_info("ssl_object")
-        proto: asyncio.BaseProtocol
-        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
-            if len(st.conns) >= st.settings.max_connections or st.closing:
-                st.rejected_total += 1
-                transport.close()
-                return
-            st.connections_total += 1
-            proto = H2Protocol(st, getattr(sslobj, "gotunnel_sni", NO_SNI))
-        else:
-            proto = TlsClientProtocol(st)  # type: ignore[assignment]  # a protocol by its methods
-        transport.set_protocol(proto)  # type: ignore[attr-defined]
-        proto.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
+def accept_h2(st: "ProxyState", transport: asyncio.BaseTransport, sslobj: Any) -> None:
+    """Take an HTTPS connection whose ALPN chose h2 (`ProxyState.h2_accept`, called by
+    TlsClientProtocol after the handshake): one `set_protocol`, nothing per request."""
+    if len(st.conns) >= st.settings.max_connections or st.closing:
+        st.rejected_total += 1
+        transport.close()
+        return
+    st.connections_total += 1
+    proto = H2Protocol(st, getattr(sslobj, "gotunnel_sni", NO_SNI))
+    transport.set_protocol(proto)  # type: ignore[attr-defined]
+    proto.connection_made(transport)

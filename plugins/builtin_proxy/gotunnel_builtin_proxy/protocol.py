@@ -61,6 +61,41 @@ TLS_READ_SIZE = 256 * 1024
 TLS_READ_BUFFER = memoryview(bytearray(TLS_READ_SIZE))
 
 
+class LostTransport:
+    """What a connection's `transport` is once the connection is lost: writes and closes do nothing,
+    as they would on the closed transport, without holding that transport (see connection_lost)."""
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: Any = None, low: Any = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+LOST = LostTransport()
+
+
 class ClientProtocol(Downstream):
     """A client connection on the HTTP or HTTPS listener (an asyncio.Protocol by its methods)."""
 
@@ -113,9 +148,6 @@ class ClientProtocol(Downstream):
             return
         st.conns.add(self)
         transport.set_write_buffer_limits(WRITE_HIGH)  # type: ignore[attr-defined]
-        if self.https:
-            sslobj = transport.get_extra_info("ssl_object")
-            self.sni = getattr(sslobj, "gotunnel_sni", NO_SNI) if sslobj is not None else NO_SNI
 
     def _forwarded_block(self, xff: bytes | None = None) -> bytes:
         """X-Forwarded-For (`xff` from the client, then this peer), -Proto, and the name of
@@ -138,10 +170,13 @@ class ClientProtocol(Downstream):
                 up.transport.close()
         self.active = None
         self.pipeline = None
-        # The parser holds this protocol for its callbacks: dropping it here lets reference counting
-        # free the pair at once instead of leaving a cycle for the garbage collector.
+        # The parser holds this protocol for its callbacks, and uvloop's TLS transport keeps bound
+        # methods of it (`get_buffer`, `buffer_updated`) after the connection is gone: dropping
+        # both here lets reference counting free the connection's objects at once instead of
+        # leaving a cycle of a dozen objects per HTTPS connection for the garbage collector.
         self.parser = None  # type: ignore[assignment]
         self.parsing = None
+        self.transport = LOST  # type: ignore[assignment]
 
     def close(self) -> None:
         """Close after what was written (used by timeouts and shutdown)."""
@@ -798,6 +833,21 @@ class TlsClientProtocol(ClientProtocol):
 
     def __init__(self, st: "ProxyState") -> None:
         ClientProtocol.__init__(self, st, True)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        """Take the tunnel the handshake named (SNI); with HTTP/2 on and chosen by ALPN, hand the
+        connection to the HTTP/2 protocol instead. The listener makes this protocol directly, so
+        an HTTP/1.1 connection pays no dispatching object or `set_protocol`."""
+        st = self.st
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            if st.h2_accept is not None and sslobj.selected_alpn_protocol() == "h2":
+                self.phase = CLOSED
+                self.parser = None  # type: ignore[assignment]  # never used: no reference cycle left
+                st.h2_accept(st, transport, sslobj)
+                return
+            self.sni = getattr(sslobj, "gotunnel_sni", NO_SNI)
+        ClientProtocol.connection_made(self, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return TLS_READ_BUFFER

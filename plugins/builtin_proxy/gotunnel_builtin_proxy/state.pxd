@@ -24,4 +24,5 @@ cdef class ProxyState:
     cdef public object log
     cdef public object h2
     cdef public object tracer
+    cdef public object h2_accept
     cdef public bint via

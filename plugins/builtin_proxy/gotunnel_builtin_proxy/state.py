@@ -32,6 +32,7 @@ class ProxyState:
     log: Any = None
     h2: Any = None  # h2_upstream.Upstreams when HTTP/2 is on: the pools HTTP/2 streams use
     tracer: Any = None  # an OpenTelemetry tracer when the daemon traces (request spans), else None
+    h2_accept: Any = None  # h2_protocol.accept_h2 when HTTP/2 is on: takes a connection whose ALPN chose h2
     via: bool = field(init=False, default=False)  # settings.via, read per request
 
     def __post_init__(self) -> None:
