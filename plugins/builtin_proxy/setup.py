@@ -9,7 +9,7 @@ import os
 from setuptools import setup
 
 HOT_PATH = [f"gotunnel_builtin_proxy/{name}.py"
-            for name in ("protocol", "upstream", "request", "metrics", "router", "balancer", "state")]
+            for name in ("protocol", "upstream", "request", "metrics", "router", "balancer", "state", "tls_transport")]
 
 
 def extensions() -> list:

@@ -1,6 +1,7 @@
 """gotunnel's builtin proxy engine (asyncio protocols on uvloop, httptools parsers).
 
-The hot path (protocol.py, upstream.py, request.py, metrics.py, router.py, balancer.py, state.py) may be
+The hot path (protocol.py, upstream.py, request.py, metrics.py, router.py, balancer.py, state.py,
+tls_transport.py) may be
 installed compiled as well (see setup.py).
 GOTUNNEL_PURE_PYTHON=1 in the environment runs it from the .py files even then: the switch the
 test suite uses to run both builds, and a way to rule the compiled one out when debugging. In a
@@ -18,7 +19,7 @@ import warnings
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-HOT_PATH = ("protocol", "upstream", "metrics", "request", "router", "balancer", "state")
+HOT_PATH = ("protocol", "upstream", "metrics", "request", "router", "balancer", "state", "tls_transport")
 
 
 class _SourceFirst:

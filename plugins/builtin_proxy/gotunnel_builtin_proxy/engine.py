@@ -209,6 +209,7 @@ class BuiltinEngine(Engine):
         from .protocol import ClientProtocol, TlsClientProtocol
         from .state import ProxyState
         from .tls import CertStore, SniSelector
+        from .tls_transport import TlsConnection
 
         loop = asyncio.get_running_loop()
         self._settings = settings or self.snapshot_settings()
@@ -225,6 +226,8 @@ class BuiltinEngine(Engine):
                               self._settings.via)
             st.h2_accept = accept_h2
         sni = SniSelector(lambda: st.router, snapshot, http2)
+        app: Any = lambda: TlsClientProtocol(st)  # noqa: E731  # what each TLS connection carries
+        handshake_timeout = float(self._settings.header_timeout)
         listen = table.listen
         where: list[dict[str, Any]] = [
             {"host": listen.bind, "port": listen.http_port, "reuse_address": True, "backlog": 2048},
@@ -240,9 +243,10 @@ class BuiltinEngine(Engine):
             # ClientProtocol is an asyncio protocol by its methods, not by inheritance (protocol.py)
             self._servers.append(await loop.create_server(
                 lambda: ClientProtocol(st, False), **where[0]))  # type: ignore[arg-type,return-value]
+            # TLS by TlsConnection over the loop's TCP transport, not the loop's own TLS (tls_transport.py)
             self._servers.append(await loop.create_server(
-                lambda: TlsClientProtocol(st),  # type: ignore[arg-type,return-value]
-                ssl=sni.base, ssl_handshake_timeout=self._settings.header_timeout, **where[1]))
+                lambda: TlsConnection(sni.base, app, loop, handshake_timeout),  # type: ignore[arg-type,return-value]
+                **where[1]))
         except OSError as exc:
             for server in self._servers:
                 server.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from gotunnel_core.engine import EngineValidationError
 from gotunnel_core.models import CertFiles, RouteTable
@@ -27,28 +27,6 @@ def _server_context(http2: bool = False) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return ctx
-
-
-#: The most plaintext one TLS record carries (RFC 8446 section 5.1); OpenSSL's SSL_read returns
-#: at most one record's worth, so asking for more gains nothing.
-MAX_RECORD_PLAINTEXT = 16384
-
-
-class RecordSizedReadSSLObject(ssl.SSLObject):
-    """An SSLObject whose reads without a caller's buffer ask for at most one record's plaintext.
-
-    uvloop's TLS transport calls `read(256 KiB)` without a buffer when it discards input while
-    shutting down (twice when we close, once more at the peer's close_notify), and for protocols
-    without `get_buffer`. CPython allocates a bytes object of the full length first: 256 KiB three
-    times per connection for reads that mostly return nothing (with issue 19's 128 KiB mmap
-    threshold, three mmap and munmap pairs). Reads into a buffer (`TlsClientProtocol.get_buffer`)
-    are unchanged.
-    """
-
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:
-        if buffer is None and len > MAX_RECORD_PLAINTEXT:
-            len = MAX_RECORD_PLAINTEXT
-        return ssl.SSLObject.read(self, len, buffer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +89,6 @@ class SniSelector:
         self.snapshot = snapshot
         self.base = _server_context(http2)
         self.base.sni_callback = self._on_sni
-        self.base.sslobject_class = RecordSizedReadSSLObject  # what wrap_bio makes for every connection
 
     def _on_sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         snap = self.snapshot

@@ -118,6 +118,43 @@ def test_slowloris_cut_off_by_absolute_head_deadline(proxy):
     assert 0.9 <= closed_after < 3.0, closed_after
 
 
+def _read_until_closed(s: socket.socket) -> tuple[bytes, float]:
+    """Everything the engine sends until it closes (FIN or RST), and how long that took."""
+    start, data = time.monotonic(), b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data, time.monotonic() - start
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01\x00"], ids=["nothing", "half-a-client-hello"])
+def test_stalled_tls_handshake_cut_off_by_the_header_timeout(engine_factory, backend_a, ports, pki, sent):
+    """The HTTPS listener's TLS layer (tls_transport) gives a handshake `header_timeout`, as it
+    gives a request head: a client that connects and stalls is closed, with nothing answered."""
+    eng = engine_factory({"header_timeout": 1.0})
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports, pki))
+    with socket.create_connection((LOCAL, ports[1]), timeout=5) as s:
+        if sent:
+            s.sendall(sent)
+        data, took = _read_until_closed(s)
+    assert data == b"" and 0.9 <= took < 3.0, (data[:50], took)
+
+
+def test_plain_http_on_the_https_port_is_refused_at_once(engine_factory, backend_a, ports, pki):
+    """A failed handshake ends the connection (a TLS alert at most), long before the timeout."""
+    eng = engine_factory({"header_timeout": 10.0})
+    eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports, pki))
+    with socket.create_connection((LOCAL, ports[1]), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n" + H + b"\r\n")
+        data, took = _read_until_closed(s)
+    assert not data.startswith(b"HTTP/") and took < 2.0, (data[:50], took)
+
+
 def test_idle_keep_alive_connection_closed_after_idle_timeout(engine_factory, backend_a, ports):
     eng = engine_factory({"idle_timeout": 0.5})
     eng.start(make_table([{"name": "alpha", "backends": backend_a.url}], *ports))
