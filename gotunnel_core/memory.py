@@ -8,9 +8,10 @@ which every large block, such as the 256 KiB bytes of each TLS read, came from t
 they fragmented it: a daemon serving HTTPS kept growing by about 1.5 MiB a minute even with every
 connection freed (issue 19). A fixed threshold keeps blocks above it mmapped for good. It sits
 just above uvloop's 256 KiB per-connection TLS buffer, which otherwise costs an mmap and a munmap
-on every HTTPS connection (issue 20); a fixed trim threshold keeps such a buffer freed at the
-heap's top from being handed back with brk and taken again at the next accept. A no-op where
-the C library has no `mallopt` (macOS, musl).
+on every TLS connection (issue 20; the builtin engine's HTTPS listener no longer uses uvloop's
+TLS, its connections to https:// backends still do); a fixed trim threshold keeps such a buffer
+freed at the heap's top from being handed back with brk and taken again at the next accept. A
+no-op where the C library has no `mallopt` (macOS, musl).
 """
 
 from __future__ import annotations

@@ -389,8 +389,8 @@ class H2Stream:
 class H2Protocol(asyncio.BufferedProtocol):
     """The server side of one HTTP/2 connection (TLS, ALPN h2).
 
-    Buffered so uvloop decrypts into the process's shared read buffer instead of a new 256 KiB
-    bytes object per read (see protocol.TlsClientProtocol); `data_received` does the work.
+    Buffered so the TLS layer decrypts into the process's shared read buffer (see
+    protocol.TlsClientProtocol); `data_received` does the work.
     """
 
     def __init__(self, st: "ProxyState", sni: object) -> None:
@@ -465,7 +465,7 @@ class H2Protocol(asyncio.BufferedProtocol):
             self._end_dropped(stream)
         self.streams.clear()
         self.blocked.clear()
-        self.transport = LOST  # type: ignore[assignment]  # uvloop keeps our bound methods: no cycle
+        self.transport = LOST  # type: ignore[assignment]  # no cycle with a transport keeping our methods
 
     def close(self) -> None:
         """Graceful close (timeouts, shutdown): GOAWAY NO_ERROR, then close after the write."""

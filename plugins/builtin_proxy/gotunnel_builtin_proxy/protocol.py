@@ -55,7 +55,7 @@ HTML = b"text/html; charset=utf-8"
 NO_SNI = object()
 REQUEST_LINE_END_HOST = b" HTTP/1.1\r\nHost: "
 NOT_CACHED = object()  # `Router.by_host` has no entry for the Host (its entries may be None)
-#: One decrypted-read buffer per process, lent to uvloop's TLS transport for each read (see
+#: One decrypted-read buffer per process, lent to the listener's TLS layer for each read (see
 #: `TlsClientProtocol`); the bytes are copied out before anything else can read into it.
 TLS_READ_SIZE = 256 * 1024
 TLS_READ_BUFFER = memoryview(bytearray(TLS_READ_SIZE))
@@ -170,10 +170,10 @@ class ClientProtocol(Downstream):
                 up.transport.close()
         self.active = None
         self.pipeline = None
-        # The parser holds this protocol for its callbacks, and uvloop's TLS transport keeps bound
-        # methods of it (`get_buffer`, `buffer_updated`) after the connection is gone: dropping
-        # both here lets reference counting free the connection's objects at once instead of
-        # leaving a cycle of a dozen objects per HTTPS connection for the garbage collector.
+        # The parser holds this protocol for its callbacks, and a transport may keep bound methods
+        # of it after the connection is gone (uvloop's TLS transport keeps `get_buffer` and
+        # `buffer_updated`): dropping both here lets reference counting free the connection's
+        # objects at once instead of leaving a cycle for the garbage collector.
         self.parser = None  # type: ignore[assignment]
         self.parsing = None
         self.transport = LOST  # type: ignore[assignment]
@@ -824,11 +824,10 @@ class ClientProtocol(Downstream):
 class TlsClientProtocol(ClientProtocol):
     """A client connection on the HTTPS listener: the same protocol, read through a buffer.
 
-    Having `get_buffer` makes uvloop's TLS transport decrypt into the buffer it returns
-    (`SSLObject.read(n, buffer)`). Without it, uvloop reads every TLS chunk into a new 256 KiB
-    bytes object, which with the mmap threshold fixed for issue 19 (gotunnel_core.memory) is an
-    mmap and munmap per read: about half the HTTPS throughput. All connections share one buffer:
-    uvloop calls `buffer_updated` right after filling it, and the bytes are copied out first.
+    The TLS layer (tls_transport.TlsConnection) decrypts into the buffer `get_buffer` returns
+    (`SSLObject.read(n, buffer)`), one buffer for all connections: it calls `buffer_updated`
+    right after filling it, and the bytes are copied out first. (uvloop's own TLS transport,
+    which the listener used before, read into a new 256 KiB bytes object per read without it.)
     """
 
     def __init__(self, st: "ProxyState") -> None:
