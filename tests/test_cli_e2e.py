@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from gotunnel_core.testing.daemon import http_get
-from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, pid_gone, wait_for
 
 
 def header(echo: dict[str, Any], name: str) -> list[str]:
@@ -124,7 +123,7 @@ def test_daemon_sigkill_recovery(gotunnel: Gotunnel, echo_backend: Any) -> None:
     gotunnel("start", "-d", "survivor", "-p", str(backend.port), check=True)
     first = gotunnel.json("status")["pid"]
     os.kill(first, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(first),
              what="killed daemon to vanish")
     assert (gotunnel.state_dir / "daemon.sock").exists()  # stale socket left behind
 
@@ -164,7 +163,7 @@ def test_stop_list_status_round_trip(gotunnel: Gotunnel, echo_backend: Any) -> N
     pid = gotunnel.json("status")["pid"]
     result = gotunnel("stop", "--all", check=True)
     assert f"pid {pid}" in result.out
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert pid_gone(pid)
     assert gotunnel.json("status")["running"] is False
     assert json.loads((gotunnel.state_dir / "tunnels.json").read_text())["tunnels"] == []
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, pid_gone, wait_for
 from gotunnel_core.testing.daemon import engine_status, serves, use_engine
 from docker_helpers import docker_client, docker_or_skip, engine_image  # noqa: F401 - fixtures
 
@@ -90,7 +90,7 @@ def test_container_of_a_dead_daemon_is_removed_at_the_next_start(gotunnel: Gotun
     pid = g.daemon_pid()
     assert pid is not None
     psutil.Process(pid).kill()  # the daemon dies without stopping its engine
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10,
+    wait_for(lambda: pid_gone(pid), timeout=10,
              what="the daemon to die")
     orphan.reload()
     assert orphan.status == "running"

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from gotunnel_core.testing.daemon import http_get, serves, supervisor_record, use_engine
-from gotunnel_core.testing.runner import Gotunnel, free_port, stop_pid, wait_for
+from gotunnel_core.testing.runner import Gotunnel, free_port, pid_gone, stop_pid, wait_for
 
 
 def engine_program(engine: str) -> str | None:
@@ -45,7 +45,7 @@ def kill_daemon(g: Gotunnel) -> int:
     pid = g.daemon_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(pid),
              what="the daemon to die")
     return pid
 
@@ -130,10 +130,7 @@ def test_stop_all_after_sigkill_stops_the_orphaned_engine(gotunnel: Gotunnel, ec
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not pid_gone(pid)
 
 
 def test_running_daemon_conflicts_exit_2_naming_both_values(gotunnel: Gotunnel, echo_backend: Any) -> None:

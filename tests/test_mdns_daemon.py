@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gotunnel_core.testing import stop_pid, wait_for
+from gotunnel_core.testing import pid_gone, stop_pid, wait_for
 from test_mdns import _addrs_are, _advertiser, _ip, _resolver, netns_pair, procs  # noqa: F401 - fixtures
 
 
@@ -98,13 +98,12 @@ def test_start_reports_a_name_another_host_owns(netns_pair: Any, procs: Any, ns_
 def test_restarted_daemon_announces_again_after_sigkill(netns_pair: Any, procs: Any, ns_gotunnel: NsGotunnel) -> None:
     import signal
 
-    import psutil
 
     ns = netns_pair
     assert ns_gotunnel("start", "-d", "myapp", "-p", "9").returncode == 0
     first = int((ns_gotunnel.state / "daemon.pid").read_text())
     os.kill(first, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(first),
              what="the killed daemon to vanish")
     resolver = _resolver(procs, ns.b, ns.b_addr)  # a fresh cache: it only learns from new announcements
     mark = resolver.mark()

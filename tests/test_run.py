@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gotunnel_core.testing import Gotunnel, free_port, stop_pid, wait_for
+from gotunnel_core.testing import Gotunnel, free_port, pid_gone, stop_pid, wait_for
 from gotunnel_core.testing.daemon import http_get
 
 PORT_APP = Path(__file__).resolve().parent / "devloop_apps" / "port_app.py"
@@ -125,12 +125,7 @@ def test_signals_reach_the_whole_process_group_and_the_exit_code_follows(
 
 
 def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not pid_gone(pid)
 
 
 def test_a_command_killed_by_a_signal_exits_128_plus_n(gotunnel: Gotunnel, start_run: Any, project: Path) -> None:

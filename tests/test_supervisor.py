@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from gotunnel_core.testing import free_port
+from gotunnel_core.testing import free_port, pid_gone
 from gotunnel_core.engine import EngineContext, EngineValidationError
 from gotunnel_core.errors import RuntimeFailure
 from gotunnel_core.models import Listen, RouteTable, Tunnel
@@ -139,7 +138,7 @@ def test_start_validate_apply_and_stop(tmp_path: Path) -> None:
         assert json.loads((engine.work.current / "conf.json").read_text())["tunnels"] == ["one", "two"]
         pid = record["pid"]
         await engine.stop()
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert pid_gone(pid)
         assert engine.work.read_record() is None
 
     run(scenario())
@@ -201,7 +200,7 @@ def test_stop_kills_a_program_that_ignores_its_stop_signal(tmp_path: Path) -> No
         started = time.monotonic()
         await engine.stop()
         assert 0.4 <= time.monotonic() - started < 5
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert pid_gone(pid)
 
     run(scenario())
 

@@ -5,7 +5,7 @@ Installed with gotunnel-core; pytest loads its plugin (`gotunnel_core.testing.pl
 the `--gotunnel-engine NAME` option that runs the engine conformance suite
 (`gotunnel_core.testing.conformance`) against an installed engine.
 
-Modules: `runner` (the CLI runner, `free_port`, `wait_for`, `stop_pid`), `backends` (echo, SSE,
+Modules: `runner` (the CLI runner, `free_port`, `wait_for`, `stop_pid`, `pid_gone`), `backends` (echo, SSE,
 upload/download and websocket servers, keep-alive clients), `engines` (an engine on an event loop
 thread, a throwaway PKI, route tables, low-level clients), `golden` (render golden files),
 `matrix` (the README engine matrix), `conformance` (the suite and its behaviour registry).
@@ -13,6 +13,6 @@ thread, a throwaway PKI, route tables, low-level clients), `golden` (render gold
 
 from __future__ import annotations
 
-from .runner import Gotunnel, Result, free_port, stop_pid, wait_for
+from .runner import Gotunnel, Result, free_port, pid_gone, stop_pid, wait_for
 
-__all__ = ["Gotunnel", "Result", "free_port", "stop_pid", "wait_for"]
+__all__ = ["Gotunnel", "Result", "free_port", "pid_gone", "stop_pid", "wait_for"]

@@ -76,6 +76,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def pid_gone(pid: int) -> bool:
+    """True once `pid` has exited or is a zombie nobody reaped yet.
+
+    One call, not `pid_exists(pid) or Process(pid).status()`: the process can be reaped between the two.
+    """
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _gone(proc: Any) -> bool:
     """True once the process has exited (a zombie nobody reaped yet counts as exited)."""
     import psutil

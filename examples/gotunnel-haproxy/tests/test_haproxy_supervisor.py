@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from gotunnel_core.testing import Gotunnel, free_port, wait_for
+from gotunnel_core.testing import Gotunnel, free_port, pid_gone, wait_for
 from gotunnel_core.testing.daemon import engine_status, group_alive, http_get, serves, supervisor_record, use_engine
 from gotunnel_haproxy.engine import HAProxyEngine
 from gotunnel_haproxy.listening import listens_on
@@ -181,7 +181,7 @@ def test_haproxy_left_by_a_killed_daemon_is_stopped_by_the_next_one(hap: Gotunne
     orphan, daemon = master_pid(hap), hap.daemon_pid()
     assert daemon is not None
     os.kill(daemon, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(daemon),
              what="the daemon to die")
     hap.seen_pids.append(orphan)
     assert serves(hap, "one")  # HAProxy outlives its daemon and keeps serving

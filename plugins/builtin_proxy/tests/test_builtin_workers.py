@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
+from gotunnel_core.testing import pid_gone
 from builtin_helpers import (  # noqa: F401  (fixtures)
     backend_a, backend_b, echo_json, engine_factory, http_get, https_get, make_table, pki, ports, wait_for,
 )
@@ -105,7 +106,7 @@ def test_workers_serve_follow_route_changes_and_restart(engine_factory, backend_
     finally:
         eng.close()
     for pid in live:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert pid_gone(pid)
 
 
 @pytest.mark.slow
@@ -229,7 +230,7 @@ def test_killed_worker_is_restarted_on_its_socket_and_keeps_its_share(engine_fac
     victim = eng.engine._workers.pids()[0]
     its_socket = listening_sockets(victim, ports[0])
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(victim),
              what="the killed worker gone")
     statuses = fan_out(ports[0], 40)  # about half of these hash to the dead worker's socket
     assert statuses == [200] * 40

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from caddy_helpers import caddy_binary, needs_caddy
-from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, pid_gone, wait_for
 from gotunnel_core.testing.backends import header_values as header
 from gotunnel_core.testing.daemon import http_get, serves, supervisor_record
 
@@ -56,7 +56,7 @@ def test_start_serves_http_and_https_and_stop_all_leaves_nothing(cdy: Gotunnel, 
     assert (cdy.state_dir / "engines" / "caddy" / "run" / "admin.sock").is_socket()
 
     cdy("stop", "--all", check=True)
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(pid),
              what="caddy to exit")
 
 
@@ -67,12 +67,12 @@ def test_caddy_left_by_a_killed_daemon_is_stopped_by_the_next(cdy: Gotunnel, ech
     daemon = cdy.daemon_pid()
     assert daemon is not None
     os.kill(daemon, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(daemon),
              what="daemon to die")
     cdy.seen_pids.append(orphan)  # type: ignore[attr-defined]
     assert psutil.pid_exists(orphan) and serves(cdy, "one")  # caddy outlives its daemon (own session)
     cdy("--engine", "caddy", "start", "-d", "two", "-p", str(backend.port), check=True)
-    wait_for(lambda: not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(orphan),
              what="the orphaned caddy to be stopped")
     assert record(cdy)["pid"] != orphan and serves(cdy, "one") and serves(cdy, "two")
     assert "stopping an engine left over by a previous daemon" in (cdy.state_dir / "daemon.log").read_text()

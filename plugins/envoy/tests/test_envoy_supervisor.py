@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, pid_gone, wait_for
 from envoy_helpers import ENVOY, needs_envoy
 from gotunnel_core.testing.daemon import engine_status, http_get, serves, supervisor_record, use_engine
 
@@ -36,10 +36,7 @@ def engine_record(g: Gotunnel) -> dict[str, Any]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not pid_gone(pid)
 
 
 def test_envoy_runs_as_a_child_with_the_rendered_bootstrap(env: Gotunnel, echo_backend: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from gotunnel_core.testing import Gotunnel, wait_for
+from gotunnel_core.testing import Gotunnel, pid_gone, wait_for
 from gotunnel_core.testing.daemon import engine_status, group_alive, http_get, serves, supervisor_record, use_engine
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
@@ -90,7 +90,7 @@ def test_engine_left_by_a_killed_daemon_is_stopped_by_the_next_daemon(ngx: Gotun
     daemon = ngx.daemon_pid()
     assert daemon is not None
     os.kill(daemon, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: pid_gone(daemon),
              what="daemon to die")
     assert psutil.pid_exists(orphan)  # nginx outlives its daemon (own session) and keeps serving
     ngx.seen_pids.append(orphan)  # type: ignore[attr-defined]
