@@ -1,4 +1,4 @@
-"""The benchmark harness's pure parts: wrk output parsing and the profile summary. Nothing timed."""
+"""The benchmark harness: wrk output parsing, the profile summary, the handshake comparison's clients. Nothing timed."""
 
 from __future__ import annotations
 
@@ -136,3 +136,20 @@ def test_issue_20_targets_read_medians_of_rounds_and_per_cpu_figures():
     assert got["tunnels_1000"]["value"] == 0.98 and got["tunnels_1000"]["status"] == "pass"
     assert got["workers_2"]["value"] == 0.9 and got["workers_2"]["status"] == "pass"
     assert got["https_vs_nginx"]["status"] == "n/a"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["builtin", "nginx"])
+def test_handshake_compare_resumes_a_session_per_connection_on_each_server(tmp_path, engine) -> None:
+    """`benchmarks.handshake_compare` drives both servers the same way: every connection after the
+    first resumes the session and gets the backend's answer (it raises otherwise), and the server's
+    CPU time is read from its own process."""
+    import os
+
+    from benchmarks import handshake_compare as hc
+
+    if engine == "nginx" and not os.path.exists(hc.NGINX):
+        pytest.skip("nginx is not installed (CI installs it)")
+    with hc.prepared(tmp_path) as setup:
+        user, system = hc.cpu_per_connection(engine, setup, 20, warmup=2)
+    assert user >= 0 and system >= 0 and user + system > 0
