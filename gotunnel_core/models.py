@@ -108,6 +108,10 @@ def parse_path(raw: object, field_name: str = "path") -> str:
             raw,
             "must start with '/' and hold only letters, digits, %XX escapes and -._~!&()*+,=:@/",
         )
+    if raw.startswith("//"):
+        # RFC 3986: a path without an authority cannot begin with "//"; URL parsers (Caddy's,
+        # browsers') read what follows as a host: `//:A/health` is host "", port "A".
+        raise ValidationError(field_name, raw, "must not start with '//' (a URL parser reads what follows as a host)")
     if any(seg in (".", "..") for seg in raw.split("/")):
         raise ValidationError(field_name, raw, "must not contain '.' or '..' segments")
     if len(raw) > 1024:

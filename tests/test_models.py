@@ -78,6 +78,22 @@ def test_bad_backends_are_refused(raw: object) -> None:
         Backend.parse(raw)
 
 
+@pytest.mark.parametrize("field, raw", [
+    ("backend path", "http://127.0.0.1:3000//:A"), ("backend path", "http://127.0.0.1:3000//h/x"),
+    ("health path", {"path": "//:A"}), ("health path", "//h/x"),
+])
+def test_a_path_starting_with_two_slashes_is_refused_naming_it(field: str, raw: object) -> None:
+    """`//:A` as a path reads as host "", port "A" to a URL parser (`caddy validate` refused it)."""
+    with pytest.raises(ValidationError) as refused:
+        Backend.parse(raw) if field == "backend path" else HealthCheck.parse(raw)
+    assert refused.value.message.startswith(f"invalid {field} ") and "//" in refused.value.message
+
+
+def test_empty_segments_inside_a_path_are_still_accepted() -> None:
+    assert Backend.parse("http://127.0.0.1:3000/a//b").path == "/a//b"
+    assert HealthCheck.parse("/a//health").path == "/a//health"
+
+
 def test_tunnel_from_config_table_round_trips() -> None:
     raw = {
         "name": "Api",
