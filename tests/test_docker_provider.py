@@ -235,3 +235,34 @@ def test_provider_reconnects_and_resyncs_after_the_docker_engine_restarts(gotunn
         client.close()
     finally:
         engine.cleanup()
+
+
+def test_a_killed_container_is_out_of_the_listing_once_its_die_event_is_seen(docker_client: Any,  # noqa: F811
+                                                                            docker_tracker: Tracker, bb: str) -> None:  # noqa: F811
+    """Docker 20.10 sends `die` before its container list catches up (it cleans the container up
+    in between): the listing the provider and `sync --watch --docker` render from must leave the
+    container out as soon as `die` is seen, or the route outlives the container until some other
+    event. Many kills, because the window is short: the list-based check saw a dead container in
+    3 of 20 kills once here, and then in none of several hundred, so this row guards the property
+    rather than reproducing that run; the listing now reads each container's state from inspect."""
+    from gotunnel_core.docker.client import labelled_containers
+
+    # On a bridge network: the clean-up between `die` and the list's update has its interface to remove.
+    network = docker_tracker.network(f"gt-test-{random.randrange(1 << 30):x}", driver="bridge")
+    stale = []
+    for attempt in range(20):
+        container = docker_tracker.run(bb, ["sh", "-c", "exec sleep 300"], network=network.name,
+                                       labels={"gotunnel.name": f"k{attempt}", "gotunnel.port": "1"})
+        assert container.id in labelled_containers(docker_client)
+        # `until` ends the stream 20 s from now: the deadline for the `die` event.
+        events = docker_client.api.events(decode=True, until=int(time.time()) + 20,
+                                          filters={"type": ["container"], "event": ["die"], "container": [container.id]})
+        try:
+            docker_client.api.kill(container.id)
+            assert any(event.get("id") == container.id for event in events), "no `die` event within 20 s"
+            if container.id in labelled_containers(docker_client):
+                stale.append(attempt)
+        finally:
+            events.close()
+        container.remove(force=True)
+    assert not stale, f"a killed container was still listed right after its `die` event (attempts {stale})"

@@ -70,6 +70,13 @@ class Watcher:
     def text(self) -> str:
         return self.log.read_text()
 
+    def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
+        """`wait_for`, with what the watcher printed in the failure (why a sync did not happen)."""
+        try:
+            wait_for(predicate, timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the watcher printed:\n{self.text()[-3000:]}") from None
+
     def stop(self) -> None:
         stop_pid(self.proc.pid)
         self.proc.wait(timeout=10)
@@ -102,8 +109,8 @@ def test_watch_routes_a_container_within_two_seconds_refuses_a_bad_label_and_dro
         web = docker_tracker.run(bb, httpd("hello-web", web_port), network_mode="host",
                                  labels={"gotunnel.name": "web", "gotunnel.port": str(web_port)})
         started = time.monotonic()
-        wait_for(lambda: page(port, "web.example.test") == b"hello-web\n", timeout=FOLLOW_DEADLINE,
-                 what="web.example.test through nginx after the container's start")
+        watcher.wait_for(lambda: page(port, "web.example.test") == b"hello-web\n", timeout=FOLLOW_DEADLINE,
+                         what="web.example.test through nginx after the container's start")
         routed_after = time.monotonic() - started
         assert answers_from(port, "api.example.test", "api") and system_nginx.unrelated_answers()
 
@@ -111,7 +118,7 @@ def test_watch_routes_a_container_within_two_seconds_refuses_a_bad_label_and_dro
         good = out.read_text()
         bad = docker_tracker.run(bb, httpd("bad", free_port()), network_mode="host",
                                  labels={"gotunnel.name": "bad", "gotunnel.port": "eighty"})
-        wait_for(lambda: "gotunnel.port='eighty'" in watcher.text(), timeout=5, what="the bad label to be refused")
+        watcher.wait_for(lambda: "gotunnel.port='eighty'" in watcher.text(), timeout=5, what="the bad label to be refused")
         refusal = next(line for line in watcher.text().splitlines() if "eighty" in line)
         assert refusal.startswith("error: container ") and bad.short_id in refusal
         assert out.read_text() == good
@@ -121,8 +128,8 @@ def test_watch_routes_a_container_within_two_seconds_refuses_a_bad_label_and_dro
 
         web.kill()  # busybox httpd as pid 1 ignores SIGTERM: `docker stop` would wait its timeout
         stopped = time.monotonic()
-        wait_for(lambda: "web.example.test" not in out.read_text() and page(port, "web.example.test") != b"hello-web\n",
-                 timeout=FOLLOW_DEADLINE, what="the route to go after the container's stop")
+        watcher.wait_for(lambda: "web.example.test" not in out.read_text() and page(port, "web.example.test") != b"hello-web\n",
+                         timeout=FOLLOW_DEADLINE, what="the route to go after the container's stop")
         gone_after = time.monotonic() - stopped
         assert answers_from(port, "api.example.test", "api")
         assert watcher.proc.poll() is None
@@ -214,3 +221,30 @@ def test_watch_serves_the_file_while_docker_is_down_and_follows_a_restarted_engi
         watcher.stop()
         engine.cleanup()
         shutil.rmtree(engine.root, ignore_errors=True)
+
+
+def test_a_failed_listing_makes_the_next_poll_list_again(docker_client: Any,  # noqa: F811
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follower on a real engine; one listing fails (injected): `generation` moves, so
+    `sync --watch` syncs again on its next poll instead of keeping the routes of the last good
+    listing until some unrelated event. The next listing is the engine's again."""
+    from gotunnel_core.docker import follow
+
+    follower = follow.ContainerFollower(lambda line: None).start()
+    try:
+        wait_for(lambda: follower.generation > 0, timeout=10, what="the follower to connect")
+        real_listing = follow.labelled_containers
+
+        def failing_listing(client: Any) -> Any:
+            raise ConnectionError("injected: the listing failed")
+
+        monkeypatch.setattr(follow, "labelled_containers", failing_listing)
+        before = follower.generation
+        follower.views()
+        assert follower.generation != before
+        monkeypatch.setattr(follow, "labelled_containers", real_listing)
+        settled = follower.generation
+        assert {v.id for v in follower.views()} == set(real_listing(docker_client))
+        assert follower.generation == settled
+    finally:
+        follower.close()

@@ -44,12 +44,17 @@ def connect(timeout: int = 10) -> Any:
 
 
 def labelled_containers(client: Any) -> "dict[str, ContainerView]":
-    """The running containers with `gotunnel.*` labels, as `ContainerView`s by id."""
+    """The running containers with `gotunnel.*` labels, as `ContainerView`s by id.
+
+    Running by each container's inspect document, not by the listing: Docker 20.10 sends a
+    container's `die` event before its list catches up (seen here: listed 3 times in 20 right
+    after `die`), while inspect waits for the container's lock and tells the truth. A container
+    removed between the listing and its inspect is skipped, not an error."""
     from .address import ContainerView
     from .labels import has_tunnel_labels
 
-    views = (ContainerView.from_inspect(c.attrs) for c in client.containers.list())
-    return {view.id: view for view in views if has_tunnel_labels(view.labels)}
+    views = (ContainerView.from_inspect(c.attrs) for c in client.containers.list(ignore_removed=True))
+    return {view.id: view for view in views if view.running and has_tunnel_labels(view.labels)}
 
 
 def describe(exc: BaseException) -> str:

@@ -46,14 +46,18 @@ class ContainerFollower:
         return self._generation
 
     def views(self) -> list[ContainerView]:
-        """The labelled running containers: listed now when connected, else the last ones known."""
+        """The labelled running containers: listed now when connected, else the last ones known.
+
+        A listing that fails while the events stream still runs moves `generation`, so the next
+        poll lists again instead of keeping the last ones known until some other event."""
         with self._lock:
             client = self._client
         if client is not None:
             try:
                 fresh = labelled_containers(client)
-            except Exception:  # noqa: BLE001 - the events thread sees the lost engine and reconnects
-                pass
+            except Exception:  # noqa: BLE001 - a lost engine: the events thread sees it and reconnects
+                with self._lock:
+                    self._generation += 1
             else:
                 with self._lock:
                     self._views = fresh
