@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .util import free_port
+
 NGINX = "/usr/sbin/nginx"
 NAME = "alpha"
 REQUEST = f"GET / HTTP/1.1\r\nHost: {NAME}.localhost\r\nConnection: close\r\n\r\n".encode()
@@ -81,12 +83,6 @@ class Setup:
     work: Path
     pki: Any
     backend_port: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 60.0) -> None:
