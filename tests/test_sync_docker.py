@@ -225,12 +225,14 @@ def test_watch_serves_the_file_while_docker_is_down_and_follows_a_restarted_engi
 
 def test_a_failed_listing_makes_the_next_poll_list_again(docker_client: Any,  # noqa: F811
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The follower on a real engine; one listing fails (injected): `generation` moves, so
+    """The follower on a real engine; listings fail (injected): each moves `generation`, so
     `sync --watch` syncs again on its next poll instead of keeping the routes of the last good
-    listing until some unrelated event. The next listing is the engine's again."""
+    listing until some unrelated event, and the failure is said once. The next listing is the
+    engine's again."""
     from gotunnel_core.docker import follow
 
-    follower = follow.ContainerFollower(lambda line: None).start()
+    said: list[str] = []
+    follower = follow.ContainerFollower(said.append).start()
     try:
         wait_for(lambda: follower.generation > 0, timeout=10, what="the follower to connect")
         real_listing = follow.labelled_containers
@@ -239,9 +241,12 @@ def test_a_failed_listing_makes_the_next_poll_list_again(docker_client: Any,  # 
             raise ConnectionError("injected: the listing failed")
 
         monkeypatch.setattr(follow, "labelled_containers", failing_listing)
-        before = follower.generation
-        follower.views()
-        assert follower.generation != before
+        for _ in range(2):
+            before = follower.generation
+            follower.views()
+            assert follower.generation != before
+        failures = [line for line in said if "listing the containers failed" in line]
+        assert len(failures) == 1 and "injected: the listing failed" in failures[0], said  # said once, with the cause
         monkeypatch.setattr(follow, "labelled_containers", real_listing)
         settled = follower.generation
         assert {v.id for v in follower.views()} == set(real_listing(docker_client))

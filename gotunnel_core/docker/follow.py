@@ -31,6 +31,7 @@ class ContainerFollower:
         self._stream: Any = None
         self._views: dict[str, ContainerView] = {}
         self._generation = 0
+        self._listing_failed = False
         #: Set once the first connection attempt is over, either way: the first sync waits for it,
         #: so restarting `sync --watch` never renders without the containers that are running.
         self.first_attempt = threading.Event()
@@ -49,18 +50,24 @@ class ContainerFollower:
         """The labelled running containers: listed now when connected, else the last ones known.
 
         A listing that fails while the events stream still runs moves `generation`, so the next
-        poll lists again instead of keeping the last ones known until some other event."""
+        poll lists again instead of keeping the last ones known until some other event; the
+        failure is said once until a listing succeeds."""
         with self._lock:
             client = self._client
         if client is not None:
             try:
                 fresh = labelled_containers(client)
-            except Exception:  # noqa: BLE001 - a lost engine: the events thread sees it and reconnects
+            except Exception as exc:  # noqa: BLE001 - a lost engine: the events thread sees it and reconnects
                 with self._lock:
                     self._generation += 1
+                if not self._listing_failed:
+                    self._say(f"warning: listing the containers failed: {describe(exc)}; keeping the routes known "
+                              "so far and listing again")
+                    self._listing_failed = True
             else:
                 with self._lock:
                     self._views = fresh
+                self._listing_failed = False
         with self._lock:
             return list(self._views.values())
 
