@@ -243,7 +243,7 @@ def test_a_killed_container_is_out_of_the_listing_once_its_die_event_is_seen(doc
     in between): the listing the provider and `sync --watch --docker` render from must leave the
     container out as soon as `die` is seen, or the route outlives the container until some other
     event. Many kills, because the window is short: the list-based check saw a dead container in
-    3 of 20 kills once here, and then in none of several hundred, so this row guards the property
+    3 of 20 kills once here, and then in none of about 270 more, so this row guards the property
     rather than reproducing that run; the listing now reads each container's state from inspect."""
     from gotunnel_core.docker.client import labelled_containers
 
