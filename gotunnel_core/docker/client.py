@@ -48,8 +48,8 @@ def labelled_containers(client: Any) -> "dict[str, ContainerView]":
 
     Running by each container's inspect document, not by the listing: Docker 20.10 sends a
     container's `die` event before its list catches up (seen here: listed 3 times in 20 right
-    after `die`), while inspect waits for the container's lock and tells the truth. A container
-    removed between the listing and its inspect is skipped, not an error."""
+    after `die`), while inspect reads the container's own state, set to stopped before `die` is
+    sent. A container removed between the listing and its inspect is skipped, not an error."""
     from .address import ContainerView
     from .labels import has_tunnel_labels
 
