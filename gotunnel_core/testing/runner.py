@@ -84,9 +84,10 @@ def pid_gone(pid: int) -> bool:
     import psutil
 
     try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+        proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return True
+    return _gone(proc)
 
 
 def _gone(proc: Any) -> bool:
