@@ -211,9 +211,7 @@ def raw_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
 
 def read_goaway(sock: ssl.SSLSocket, timeout: float = 10.0) -> int | None:
     """Read raw frames until EOF; the error code of the GOAWAY seen (None if none)."""
-    frames = read_frames(sock, lambda fs: False, timeout)
-    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in frames if t == 7]
-    return codes[0] if codes else None
+    return goaway_code(read_frames(sock, lambda fs: False, timeout))
 
 
 def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[tuple[int, int, int, bytes]]:
@@ -231,14 +229,78 @@ def read_frames(sock: ssl.SSLSocket, done: Any, timeout: float = 10.0) -> list[t
             break
         if not chunk:
             break
-        buf += chunk
-        while len(buf) >= 9:
-            length = int.from_bytes(buf[:3], "big")
-            if len(buf) < 9 + length:
-                break
-            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
-            buf = buf[9 + length:]
+        buf = _take_frames(buf + chunk, frames)
     return frames
+
+
+def _take_frames(buf: bytes, frames: list[tuple[int, int, int, bytes]]) -> bytes:
+    """Append the whole frames at the start of `buf` to `frames`; returns the incomplete rest."""
+    while len(buf) >= 9:
+        length = int.from_bytes(buf[:3], "big")
+        if len(buf) < 9 + length:
+            break
+        frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length]))
+        buf = buf[9 + length:]
+    return buf
+
+
+def goaway_code(frames: list[tuple[int, int, int, bytes]]) -> int | None:
+    """The error code of the first GOAWAY among `frames` (None if none)."""
+    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in frames if t == 7]
+    return codes[0] if codes else None
+
+
+def attack_goaway(port: int, sni: str, ca: str | None, payload: bytes, timeout: float = 10.0) -> int | None:
+    """Send `payload` (raw h2 bytes, preface included) on a new TLS connection, then read until the
+    server closes; the error code of the GOAWAY it sent (None if none).
+
+    A server that stops a flood closes while the rest is still being sent, and its close can reset
+    the connection; a TLS socket then fails the send and its reads. So TLS runs on memory BIOs here
+    and only the TCP socket meets the reset: the unsent rest is dropped, and what the server sent
+    before closing is still read from the socket and decrypted.
+    """
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
+    ctx.set_alpn_protocols(["h2"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with socket.create_connection((LOCAL, port), timeout=timeout) as raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                data = raw.recv(65536)
+                if not data:
+                    raise ConnectionError("the server closed the connection during the TLS handshake") from None
+                incoming.write(data)
+        written = 0
+        while written < len(payload):
+            written += tls.write(payload[written:])
+        try:
+            raw.sendall(outgoing.read())
+        except OSError:
+            pass  # closed (or reset) by the server mid-flood: the rest is not needed
+        deadline = time.monotonic() + timeout
+        buf = b""
+        frames: list[tuple[int, int, int, bytes]] = []
+        raw.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                data = raw.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            incoming.write(data)
+            try:
+                while plain := tls.read(65536):  # b"": the server's close_notify
+                    buf = _take_frames(buf + plain, frames)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+    return goaway_code(frames)
 
 
 # ----- websocket frames on an RFC 8441 stream -----------------------------------------------------------
